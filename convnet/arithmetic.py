@@ -185,6 +185,8 @@ def window_output(
 ) -> WindowShape:
     """Output (H_out, W_out) of a 2-D sliding window, validated along both axes."""
     pad = resolve_padding(padding, hw, kernel, stride, dilation)
+    # 'same' asks for ceil(N/S) outputs by definition: a stride may then skip the last pixel.
+    strict = strict and padding != "same"
     fits = [
         window_fit(hw[axis], kernel[axis], stride[axis], side, dilation[axis], strict=strict,
                    layer=layer, axis=name, input_hw=hw)

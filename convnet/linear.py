@@ -100,8 +100,7 @@ class Flatten(Layer):
         return (math.prod(input_shape),)
 
     def forward(self, x):
-        if not hasattr(x, "ndim") or x.ndim < 2:
-            check_input(self, x, 2, what="(N, ...)")
+        check_input(self, x, max(getattr(x, "ndim", 0), 2), what="(N, ...)")
         if grad_enabled():
             self.cache = x.shape
         return x.reshape(x.shape[0], -1)
@@ -125,17 +124,17 @@ class Dropout(Layer):
     def forward(self, x):
         if not self.training or self.p == 0:
             if grad_enabled():
-                self.cache = None
+                self.cache = (None,)  # identity: nothing to keep but that forward ran
             return x
         xp = array_module(x)
         keep = random.generator().random(x.shape) >= self.p
         mask = xp.asarray(keep, dtype=x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
         if grad_enabled():
-            self.cache = mask
+            self.cache = (mask,)
         return x * mask
 
     def backward(self, dy):
-        mask, self.cache = self.cache, None
+        mask = self._take_cache()[0]
         return dy if mask is None else dy * mask
 
     def extra_repr(self) -> str:

@@ -1,0 +1,88 @@
+"""BatchNorm2d: train and eval behaviour, running statistics, and backward against centred
+differences in both modes."""
+
+import numpy as np
+import pytest
+from engine_checks import check_gradients
+
+import convnet as cn
+
+
+def _bn_with_random_affine(rng, channels=3):
+    bn = cn.BatchNorm2d(channels)
+    bn.weight.data[...] = 1 + 0.5 * rng.standard_normal(channels)
+    bn.bias.data[...] = rng.standard_normal(channels)
+    return bn
+
+
+def test_train_mode_gradients_match_centred_differences(rng):
+    bn = _bn_with_random_affine(rng)
+    check_gradients(bn, 2 + 3 * rng.standard_normal((4, 3, 3, 5)), rng)
+
+
+def test_eval_mode_gradients_match_centred_differences(rng):
+    bn = _bn_with_random_affine(rng)
+    bn.running_mean[...] = rng.standard_normal(3)
+    bn.running_var[...] = 0.5 + rng.random(3)
+    bn.eval()
+    check_gradients(bn, rng.standard_normal((2, 3, 4, 4)), rng)
+
+
+def test_without_affine_gradients(rng):
+    bn = cn.BatchNorm2d(2, affine=False)
+    assert bn.parameters() == []
+    check_gradients(bn, rng.standard_normal((3, 2, 3, 3)), rng)
+
+
+def test_train_mode_normalises_each_channel(rng):
+    bn = cn.BatchNorm2d(3)
+    x = (5 + 4 * rng.standard_normal((8, 3, 6, 6))).astype(np.float32)
+    out = bn.forward(x)
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1, rtol=1e-3)
+    assert out.dtype == np.float32
+
+
+def test_running_statistics_follow_pytorchs_rule(rng):
+    # running = (1 - momentum) * running + momentum * batch, with the unbiased variance.
+    bn = cn.BatchNorm2d(2, momentum=0.3)
+    mean = np.zeros(2)
+    var = np.ones(2)
+    for _ in range(3):
+        x = (1 + 2 * rng.standard_normal((4, 2, 3, 3))).astype(np.float32)
+        bn.forward(x)
+        xs = x.astype(np.float64)
+        mean = 0.7 * mean + 0.3 * xs.mean(axis=(0, 2, 3))
+        var = 0.7 * var + 0.3 * xs.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(bn.running_mean, mean, rtol=1e-5)
+    np.testing.assert_allclose(bn.running_var, var, rtol=1e-5)
+    assert int(bn.num_batches_tracked) == 3
+
+
+def test_eval_mode_uses_running_statistics_and_does_not_update_them(rng):
+    bn = cn.BatchNorm2d(2, eps=1e-3)
+    bn.running_mean[...] = [1.0, -2.0]
+    bn.running_var[...] = [4.0, 0.25]
+    bn.eval()
+    x = rng.standard_normal((3, 2, 2, 2)).astype(np.float32)
+    out = bn.forward(x)
+    expected = (x - np.array([1.0, -2.0])[:, None, None]) / np.sqrt(
+        np.array([4.0, 0.25]) + 1e-3)[:, None, None]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(bn.running_mean, [1.0, -2.0])
+    assert int(bn.num_batches_tracked) == 0
+
+
+def test_train_mode_refuses_a_single_value_per_channel():
+    bn = cn.BatchNorm2d(3)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        bn.forward(np.ones((1, 3, 1, 1), np.float32))
+    bn.eval()
+    assert bn.forward(np.ones((1, 3, 1, 1), np.float32)).shape == (1, 3, 1, 1)
+
+
+def test_state_keeps_pytorchs_buffer_names():
+    bn = cn.BatchNorm2d(4)
+    assert list(bn.state_dict()) == [
+        "weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    assert bn.output_shape((4, 5, 5)) == (4, 5, 5)

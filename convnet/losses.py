@@ -16,6 +16,9 @@ def _check(name: str, scores, labels):
         raise ValueError(f"{name}: expected scores of shape (N, classes), received {shape}")
     if numpy.dtype(scores.dtype).kind != "f":
         raise TypeError(f"{name}: expected floating-point scores, received dtype {scores.dtype}")
+    if 0 in scores.shape:
+        raise ValueError(f"{name}: expected at least one sample and one class, received scores "
+                         f"of shape {tuple(scores.shape)}")
     labels = array_module(scores).asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != scores.shape[0]:
         raise ValueError(f"{name}: expected labels of shape ({scores.shape[0]},) to match "

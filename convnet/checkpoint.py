@@ -124,15 +124,19 @@ class LoadedModel:
             x = (x - mean) / std
         return x.astype(np.float32, copy=False)
 
-    def predict_proba(self, images) -> np.ndarray:
-        """Class probabilities (N, K) for uint8 images (N, C, H, W)."""
+    def scores(self, images) -> np.ndarray:
+        """Raw class scores (N, K) for uint8 images (N, C, H, W), in evaluation mode."""
         from convnet.layer import no_grad
-        from convnet.losses import log_softmax
 
         self.model.eval()
         with no_grad():
-            scores = self.model.forward(self.preprocess(images))
-        return np.exp(log_softmax(scores.astype(np.float64)))
+            return self.model.forward(self.preprocess(images))
+
+    def predict_proba(self, images) -> np.ndarray:
+        """Class probabilities (N, K) for uint8 images (N, C, H, W)."""
+        from convnet.losses import log_softmax
+
+        return np.exp(log_softmax(self.scores(images).astype(np.float64)))
 
 
 def run_config(folder: Path) -> dict:

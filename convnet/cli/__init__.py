@@ -1,0 +1,108 @@
+"""The `convnet` command: train, evaluate, predict, summarize and calculate from the shell.
+
+Exit codes follow Unix habits: 0 success, 1 failure (a clear message on stderr), 2 usage
+error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, each with register(subparsers); imported lazily by name so that
+# `convnet --help` stays fast.
+COMMAND_MODULES = [
+    "convnet.cli.train",
+    "convnet.cli.evaluate",
+    "convnet.cli.inspect",
+    "convnet.cli.demo",
+]
+OPTIONAL_COMMAND_MODULES = [
+    "convnet.onnx.commands",
+    "convnet.viz.commands",
+    "convnet.web.commands",
+]
+
+
+class ExampleFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of examples in epilogs."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from convnet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="convnet", formatter_class=ExampleFormatter,
+        description="Convolutional networks you can see through (CS231n lecture 5).",
+        epilog="examples:\n  convnet demo\n  convnet calc 32x32x3 --filter 5 --stride 1 --pad 2 "
+               "--filters 10\n  convnet train --model lenet5 --epochs 5\n"
+               "  convnet summary lenet5\n\nRun `convnet COMMAND --help` for each command.")
+    parser.add_argument("--version", action="version", version=f"convnet {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    for name in OPTIONAL_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name and name.startswith(error.name):
+                continue  # that part of convnet is not installed in this tree
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def add_command(subparsers, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with a worked example."""
+    return subparsers.add_parser(name, help=help_text, description=help_text,
+                                 epilog="example:\n  " + example.strip().replace("\n", "\n  "),
+                                 formatter_class=ExampleFormatter)
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: reported in one line, exit 1, no traceback."""
+    from convnet.checkpoint import CheckpointError
+    from convnet.errors import ShapeError
+    from convnet.modelfile import ModelFileError
+    from convnet.spec import SpecError
+    from convnet.train import TrainingError
+
+    errors: list[type[BaseException]] = [CheckpointError, ShapeError, ModelFileError, SpecError,
+                                         TrainingError, FileNotFoundError, PermissionError]
+    try:
+        from convnet.data import DataError
+
+        errors.append(DataError)
+    except ImportError:
+        pass
+    try:
+        from convnet.onnx import OnnxImportError
+
+        errors.append(OnnxImportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("convnet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0  # `convnet models | head`: the reader left, nothing is wrong
+    except known_errors() as error:
+        message = str(error)
+        if isinstance(error, OSError) and error.filename:
+            message = f"{error.filename}: {error.strerror}"
+        print(f"convnet: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""`convnet summary`, `models`, `datasets` and `calc`: questions about shapes, answered."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from convnet.cli import add_command
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers, "summary", "Layer-by-layer table: output shapes, parameter formulas, "
+        "receptive fields, multiply-adds, memory.",
+        "convnet summary lenet5\nconvnet summary my_model.toml\nconvnet summary runs/lenet --json")
+    parser.add_argument("target", metavar="MODEL_OR_FILE_OR_RUN",
+                        help="zoo name, .toml model file, run folder, checkpoint or .onnx file")
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.set_defaults(func=run_summary)
+
+    parser = add_command(subparsers, "models", "List the built-in models.",
+                         "convnet models\nconvnet models --json")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_models)
+
+    parser = add_command(subparsers, "datasets", "List the datasets convnet can read.",
+                         "convnet datasets")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_datasets)
+
+    parser = add_command(
+        subparsers, "calc", "Conv/pool arithmetic: output volume and parameters, with the "
+        "formulas; explains configurations that do not fit.",
+        "convnet calc 32x32x3 --filter 5 --stride 1 --pad 2 --filters 10   # -> 32x32x10, 760\n"
+        "convnet calc 7x7 --filter 3 --stride 3                             # does not fit: why\n"
+        "convnet calc 56x56x64 --filter 1 --filters 32                      # 1x1 convolution\n"
+        "convnet calc 32x32x10 --pool --filter 2 --stride 2                 # max pooling")
+    parser.add_argument("input", metavar="HxWxD",
+                        help="input volume, height x width x depth as in the lecture "
+                             "(depth 1 if left out)")
+    parser.add_argument("--filter", "-F", type=_size, required=True,
+                        help="filter size F (or HxW)")
+    parser.add_argument("--stride", "-S", type=_size, default=None,
+                        help="stride S [default: 1; F for --pool]")
+    parser.add_argument("--pad", "-P", default="0",
+                        help="zero padding P per side, or 'same' [default: 0]")
+    parser.add_argument("--dilation", type=_size, default=(1, 1))
+    parser.add_argument("--filters", "-K", type=int, default=1,
+                        help="number of filters K (conv only) [default: 1]")
+    parser.add_argument("--pool", action="store_true",
+                        help="a pooling window instead of a convolution")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_calc)
+
+
+def _size(text: str) -> tuple[int, int]:
+    import argparse
+
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", text)
+    if not match or int(match.group(1)) < 1 or (match.group(2) and int(match.group(2)) < 1):
+        raise argparse.ArgumentTypeError(f"expected a positive size like 5 or 3x5, "
+                                         f"received {text!r}")
+    first = int(match.group(1))
+    return (first, int(match.group(2) or first))
+
+
+def resolve_model(target: str):
+    """(model, input_shape) for a zoo name, model file, run folder, checkpoint or ONNX file."""
+    from convnet import checkpoint, modelfile, zoo
+
+    path = Path(target)
+    if target in zoo.MODELS:
+        model = zoo.build_model(target)
+        return model, zoo.MODELS[target].input_shape
+    if path.suffix == ".toml":
+        spec = modelfile.load_spec(path)
+        return modelfile.build(spec), tuple(spec["input_shape"])
+    if path.exists():
+        loaded = checkpoint.load(path)
+        return loaded.model, loaded.input_shape
+    raise checkpoint.CheckpointError(
+        f"{target!r} is neither a zoo model ({', '.join(zoo.MODELS)}) nor an existing model "
+        f"file, run folder or checkpoint")
+
+
+def run_summary(args) -> int:
+    model, input_shape = resolve_model(args.target)
+    summary = model.describe(input_shape)
+    print(json.dumps(summary.to_dict()) if args.json else summary)
+    return 0
+
+
+def run_models(args) -> int:
+    from convnet import zoo
+
+    rows = []
+    for name, entry in zoo.MODELS.items():
+        summary = zoo.build_model(name).describe(entry.input_shape)
+        rows.append({"name": name, "description": entry.description,
+                     "input_shape": list(entry.input_shape), "params": summary.total_params,
+                     "macs": summary.total_macs})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        shape = "x".join(str(v) for v in r["input_shape"])
+        print(f"{r['name'].ljust(width)}  {shape:>8}  {r['params']:>9,} params  "
+              f"{r['description']}")
+    return 0
+
+
+def run_datasets(args) -> int:
+    from convnet import data
+
+    rows = [{"name": info.name, "description": info.description,
+             "input_shape": list(info.input_shape), "num_classes": info.num_classes}
+            for info in data.list_datasets()]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        shape = "x".join(str(v) for v in r["input_shape"]) if r["input_shape"] else "any"
+        print(f"{r['name'].ljust(width)}  {shape:>8}  {r['description']}")
+    return 0
+
+
+def run_calc(args) -> int:
+    from convnet.arithmetic import effective_size, window_output
+    from convnet.errors import ShapeError
+
+    match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*(?:x\s*(\d+))?\s*", args.input)
+    if not match:
+        raise ShapeError(f"input must look like 32x32x3 (height x width x depth) or 7x7, "
+                         f"received {args.input!r}")
+    height, width, depth = int(match.group(1)), int(match.group(2)), int(match.group(3) or 1)
+    if min(height, width, depth) < 1:
+        raise ShapeError(f"input sizes must be positive, received {args.input!r}")
+    kernel = args.filter
+    stride = args.stride or (kernel if args.pool else (1, 1))
+    if args.pad == "same":
+        padding = "same"
+    else:
+        pad = _size(args.pad) if args.pad != "0" else (0, 0)
+        padding = pad
+    label = "pool" if args.pool else "conv"
+    shape = window_output((height, width), kernel, stride, padding, args.dilation, layer=label)
+    out_h, out_w = shape.out_hw
+    pad = shape.padding
+    depth_out = depth if args.pool else args.filters
+    eff = (effective_size(kernel[0], args.dilation[0]), effective_size(kernel[1], args.dilation[1]))
+    per_filter = kernel[0] * kernel[1] * depth + 1
+    params = 0 if args.pool else args.filters * per_filter
+    result = {
+        "input": [height, width, depth], "output": [out_h, out_w, depth_out],
+        "filter": list(kernel), "stride": list(stride),
+        "padding": [pad.top, pad.bottom, pad.left, pad.right], "params": params,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+
+    def formula(n, f, s, before, after, out):
+        padding_text = f"2*{before}" if before == after else f"{before}+{after}"
+        return f"({n} - {f} + {padding_text})/{s} + 1 = {out}"
+
+    print(f"input    {height}x{width}x{depth}  (height x width x depth)")
+    what = ("max pool" if args.pool else
+            f"{args.filters} filter(s) of {kernel[0]}x{kernel[1]}x{depth}")
+    print(f"window   {what}, stride {_pair_text(stride)}, pad {_pad_text(pad)}")
+    print(f"height   {formula(height, eff[0], stride[0], pad.top, pad.bottom, out_h)}")
+    print(f"width    {formula(width, eff[1], stride[1], pad.left, pad.right, out_w)}")
+    print(f"output   {out_h}x{out_w}x{depth_out}" + (
+        "  (depth unchanged: each map is pooled on its own)" if args.pool else
+        f"  (one {out_h}x{out_w} activation map per filter)"))
+    if not args.pool:
+        print(f"params   {kernel[0]}*{kernel[1]}*{depth} + 1 = {per_filter} per filter "
+              f"(weights + bias); {args.filters} x {per_filter} = {params:,} in all")
+    else:
+        print("params   0 (pooling has no weights)")
+    return 0
+
+
+def _pair_text(value) -> str:
+    return str(value[0]) if value[0] == value[1] else f"{value[0]}x{value[1]}"
+
+
+def _pad_text(pad) -> str:
+    if pad.top == pad.bottom == pad.left == pad.right:
+        return str(pad.top)
+    return f"top {pad.top}, bottom {pad.bottom}, left {pad.left}, right {pad.right}"

@@ -1,0 +1,102 @@
+"""`convnet train`: train a zoo or user model on a dataset into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from convnet.cli import add_command
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers, "train", "Train a model; writes a run folder with config, metrics and "
+        "checkpoints.",
+        "convnet train --model lenet5 --dataset mnist-5k --epochs 5 --out runs/lenet\n"
+        "convnet train --resume runs/lenet --epochs 8     # continue, exactly")
+    parser.add_argument("--model", default=None,
+                        help="zoo name (see `convnet models`) or a .toml model file "
+                             "[default: lenet5]")
+    parser.add_argument("--dataset", default=None,
+                        help="dataset name (see `convnet datasets`) or a folder of class "
+                             "subfolders [default: mnist-5k]")
+    parser.add_argument("--data-dir", default=None,
+                        help="read the dataset's standard files from this folder")
+    parser.add_argument("--epochs", type=int, default=None, help="[default: 10]")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="global batch size [default: 64]")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate [default: 0.05]")
+    parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=None)
+    parser.add_argument("--momentum", type=float, default=None)
+    parser.add_argument("--weight-decay", type=float, default=None)
+    parser.add_argument("--schedule", choices=["constant", "step", "cosine"], default=None)
+    parser.add_argument("--warmup-epochs", type=float, default=None)
+    parser.add_argument("--val-fraction", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="[default: 0]")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="random crop + horizontal flip [default: on for cifar10 only]")
+    parser.add_argument("--clip-grad-norm", type=float, default=None)
+    parser.add_argument("--out", default=None,
+                        help="run folder to create [default: runs/MODEL-DATASET-TIME]")
+    parser.add_argument("--resume", metavar="RUN_FOLDER", default=None,
+                        help="continue an interrupted run from its last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+OPTION_FIELDS = ["model", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer",
+                 "momentum", "weight_decay", "schedule", "warmup_epochs", "val_fraction", "seed",
+                 "augment", "clip_grad_norm"]
+
+
+def config_from_args(args):
+    from convnet.train import TrainConfig
+
+    given = {name: getattr(args, name) for name in OPTION_FIELDS
+             if getattr(args, name) is not None}
+    return TrainConfig(**given)
+
+
+def run(args) -> int:
+    from convnet.train import Trainer, TrainingError, resume_config
+
+    group = None
+    try:
+        from convnet import distributed
+
+        group = distributed.process_group()
+    except ImportError:
+        pass
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise TrainingError("--resume continues a run in its own folder; drop --out")
+        changed = [name for name in OPTION_FIELDS
+                   if name != "epochs" and getattr(args, name) is not None]
+        if changed:
+            flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+            raise TrainingError(f"--resume continues a run with its saved settings; only "
+                                f"--epochs may change (received {flags})")
+        config = resume_config(args.resume, args.epochs)
+        out = Path(args.resume)
+    else:
+        config = config_from_args(args)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = Path(config.model).stem
+        out = Path(args.out or f"runs/{name}-{Path(config.dataset).name}-{stamp}")
+    trainer = Trainer(config, out, resume=bool(args.resume), group=group,
+                      progress=False if args.no_progress else None)
+    summary = trainer.fit()
+    if trainer.group.is_root:
+        print(_describe(summary))
+    return 130 if summary["stopped"] else 0
+
+
+def _describe(summary: dict) -> str:
+    out = summary["out_dir"]
+    lines = [f"run folder: {out}"]
+    if summary["best_val_accuracy"] >= 0:
+        lines.append(f"best validation accuracy: {summary['best_val_accuracy']:.2%}")
+    lines += [f"checkpoints: {out}/checkpoints/ (best.safetensors, last.safetensors)",
+              f"metrics: {out}/metrics.jsonl"]
+    return "\n".join(lines)

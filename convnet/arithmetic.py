@@ -7,6 +7,7 @@ functions; nobody recomputes output sizes by hand.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from convnet.errors import ShapeError
@@ -14,15 +15,16 @@ from convnet.errors import ShapeError
 Pair = tuple[int, int]
 
 
+def _is_int(value) -> bool:
+    """A Python or NumPy integer, but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def pair(value, name: str, layer: str) -> Pair:
     """Normalise an int or an (h, w) pair of positive-or-zero ints."""
-    if isinstance(value, bool):
-        raise TypeError(f"{layer}: {name} must be an int or an (h, w) pair, received {value!r}")
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
+    if _is_int(value):
+        return (int(value), int(value))
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
         return (int(value[0]), int(value[1]))
     raise TypeError(f"{layer}: {name} must be an int or an (h, w) pair, received {value!r}")
 

@@ -1,0 +1,139 @@
+"""Reading one image file with Pillow into (C, H, W) uint8, converting where it is safe.
+
+Safe conversions, each reported in a note: gray <-> RGB, dropping an alpha channel, palette and
+CMYK/YCbCr to RGB, 16-bit to 8-bit, EXIF rotation, the first frame of an animation, and
+resizing. Anything Pillow cannot decode raises DataError naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from convnet.data.convert import check_channels, convert_images
+from convnet.data.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                  ".pgm")
+
+
+def check_input_shape(input_shape) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in input_shape)
+        ok = c in (1, 3) and h > 0 and w > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DataError(f"input_shape must be (channels, height, width) with 1 or 3 channels, "
+                        f"e.g. (1, 28, 28), received {input_shape!r}")
+    return c, h, w
+
+
+def open_image(path: str | os.PathLike) -> tuple[numpy.ndarray, list[tuple[str, str]]]:
+    """Decode `path` into (C, H, W) uint8 with C = 1 (gray) or 3 (RGB), as it is stored.
+
+    Returns the array and (kind, text) notes on what had to change to get there.
+    """
+    path = Path(path)
+    notes: list[tuple[str, str]] = []
+    try:
+        with Image.open(path) as img:
+            frames = getattr(img, "n_frames", 1)
+            img.load()
+            if frames > 1:
+                notes.append(("frames", f"first of {frames} frames used"))
+            upright = img
+            if _orientation(img) > 1:
+                upright = ImageOps.exif_transpose(img)
+                notes.append(("exif", "rotated as its EXIF orientation says"))
+            array = _to_array(upright, notes, path)
+    except FileNotFoundError as e:
+        raise DataError(f"image file not found: {path}") from e
+    except IsADirectoryError as e:
+        raise DataError(f"{path} is a folder, expected an image file") from e
+    except UnidentifiedImageError as e:
+        raise DataError(f"{path} is not an image Pillow can read (it starts with bytes "
+                        f"{_head(path)}); expected a PNG, JPEG, BMP, GIF, WebP or TIFF file") from e
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: {e}; resize the image before passing it") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path}: the image is corrupt or truncated ({e}); expected a "
+                        "complete PNG/JPEG file") from e
+    return array, notes
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except (TypeError, ValueError, OSError):
+        return 1
+
+
+def _head(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return "(unreadable)"
+    return head.hex(" ") if head else "(empty file)"
+
+
+def _to_array(img: Image.Image, notes: list, path: Path) -> numpy.ndarray:
+    mode = img.mode
+    if mode in ("1", "L"):
+        return numpy.asarray(img.convert("L"), dtype=numpy.uint8)[None]
+    if mode == "LA" or mode == "La":
+        notes.append(("alpha", "alpha channel dropped"))
+        return numpy.asarray(img.convert("L"), dtype=numpy.uint8)[None]
+    if mode.startswith("I"):  # 16- or 32-bit integer gray
+        values = numpy.asarray(img).astype(numpy.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"{path}: 32-bit gray values from {values.min()} to {values.max()} "
+                            "do not map to 8 bits; save it as an 8-bit PNG")
+        if values.size and values.max() > 255:
+            notes.append(("depth", "16-bit values scaled to 8 bits"))
+            values = (values * 255 + 32767) // 65535
+        return values.astype(numpy.uint8)[None]
+    if mode == "F":
+        raise DataError(f"{path}: a 32-bit floating-point image; save it as an 8-bit PNG "
+                        "or JPEG")
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        img = img.convert("RGBA" if has_alpha else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "RGBa", "RGBX"):
+        if mode != "RGBX":
+            notes.append(("alpha", "alpha channel dropped"))
+        img = img.convert("RGB")
+    elif mode != "RGB":
+        notes.append(("mode", f"converted from {mode} to RGB"))
+        img = img.convert("RGB")
+    return numpy.asarray(img, dtype=numpy.uint8).transpose(2, 0, 1)
+
+
+def fit_image(array: numpy.ndarray, input_shape: tuple[int, int, int]
+              ) -> tuple[numpy.ndarray, list[tuple[str, str]]]:
+    """(C, H, W) uint8 -> input_shape, with (kind, text) notes for each conversion."""
+    c, h, w = input_shape
+    notes = []
+    converted, texts = convert_images(array[None], (h, w), check_channels(c), what="image")
+    for text in texts:
+        kind = "resize" if "resized" in text else ("to_rgb" if c == 3 else "to_gray")
+        notes.append((kind, text.removeprefix("image: ")))
+    return converted[0], notes
+
+
+def read_image(path: str | os.PathLike, input_shape) -> tuple[numpy.ndarray, list[str]]:
+    """One image file -> ((C, H, W) uint8 matching input_shape, notes on what was converted).
+
+    input_shape: (C, H, W) of the model, C = 1 or 3.
+    """
+    input_shape = check_input_shape(input_shape)
+    array, opened = open_image(path)
+    fitted, converted = fit_image(array, input_shape)
+    return fitted, [text for _, text in opened + converted]

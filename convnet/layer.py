@@ -114,10 +114,16 @@ class Layer:
             param.zero_grad()
 
     def state_dict(self) -> dict[str, object]:
-        """Parameters and buffers by their stable names (PyTorch's keys for the same model)."""
-        state = {name: param.data for name, param in self.named_parameters()}
-        state.update(dict(self.named_buffers()))
-        return state
+        """Parameters and buffers by their stable names: PyTorch's keys, in PyTorch's order
+        (each layer's parameters, then its buffers, then its children's), for the same model."""
+        return dict(self._state_items())
+
+    def _state_items(self, prefix: str = "") -> Iterator[tuple[str, object]]:
+        for name, param in self.own_parameters().items():
+            yield prefix + name, param.data
+        yield from ((prefix + name, value) for name, value in self.own_buffers().items())
+        for child_name, child in self.children():
+            yield from child._state_items(f"{prefix}{child_name}.")
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy arrays in by name; shapes must match. strict=True refuses missing or extra keys."""

@@ -47,18 +47,16 @@ def augment(images_uint8: numpy.ndarray, rng: numpy.random.Generator, crop_paddi
     n, c, h, w = images.shape
     if p == 0 and not flip:
         return images.copy()
-    padded = numpy.pad(images, ((0, 0), (0, 0), (p, p), (p, p))) if p else images
     if p:
+        padded = numpy.pad(images, ((0, 0), (0, 0), (p, p), (p, p)))  # N, C, H+2p, W+2p
         dy = rng.integers(0, 2 * p + 1, size=n)  # N
         dx = rng.integers(0, 2 * p + 1, size=n)  # N
+        # every H x W window of each padded image, as a view: N, C, 2p+1, 2p+1, H, W
+        windows = numpy.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))
+        out = windows[numpy.arange(n), :, dy, dx]  # N, C, H, W (a copy)
     else:
-        dy = dx = numpy.zeros(n, dtype=numpy.int64)
-    cols = numpy.broadcast_to(numpy.arange(w), (n, w))  # N, W
+        out = images.copy()
     if flip:
         flipped = rng.random(n) < 0.5  # N
-        cols = numpy.where(flipped[:, None], cols[:, ::-1], cols)
-    rows = dy[:, None] + numpy.arange(h)  # N, H
-    cols = dx[:, None] + cols  # N, W
-    batch = numpy.arange(n)[:, None, None, None]
-    channel = numpy.arange(c)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]  # N, C, H, W
+        out[flipped] = out[flipped, :, :, ::-1]
+    return out

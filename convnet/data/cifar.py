@@ -115,6 +115,8 @@ def _read_archive(archive: Path, split: str) -> tuple[dict[str, bytes], str]:
                     f = tar.extractfile(member)
                     if f is not None:
                         found[wanted[member.name]] = f.read()
+                    if len(found) == len(wanted):
+                        break  # the rest of the archive need not be decompressed
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{archive}: the archive is corrupt or truncated ({e}); delete it and "
                         "download it again") from e

@@ -77,7 +77,7 @@ class Dataset:
         elif indices.ndim != 1 or not numpy.issubdtype(indices.dtype, numpy.integer):
             raise DataError("Dataset.subset: indices must be a 1-D integer array or a boolean "
                             f"mask, received {indices.dtype} array of shape {indices.shape}")
-        elif indices.min() < -len(self) or indices.max() >= len(self):
+        elif indices.min() < 0 or indices.max() >= len(self):
             raise DataError(f"Dataset.subset: indices must lie in [0, {len(self) - 1}], "
                             f"received {indices.min()}..{indices.max()}")
         return Dataset(images=self.images[indices], labels=self.labels[indices],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy
 
 from convnet.data.dataset import Dataset
@@ -32,7 +34,7 @@ def train_val_split(dataset: Dataset, val_fraction: float, seed: int
 
     Both keep the dataset's order. val_fraction = 0 gives an empty val set.
     """
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) \
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) \
             or not 0 <= val_fraction < 1:
         raise DataError(f"val_fraction must be a number in [0, 1), e.g. 0.1, "
                         f"received {val_fraction!r}")

@@ -215,3 +215,22 @@ def test_published_checksums_stay_pinned():
     hashes = [r.sha256 for r in mnist.MNIST.files.values()]
     hashes += [r.sha256 for r in mnist.FASHION_MNIST.files.values()]
     assert len(set(hashes)) == 8
+
+
+def test_ctrl_c_during_a_download_leaves_nothing(server, tmp_path, monkeypatch):
+    import convnet.data.download as download
+
+    body = b"y" * (3 << 20)  # several chunks
+    server.serve("/f/big.bin", body)
+
+    class Interrupting:
+        def update(self, n):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(download, "_progress_bar", lambda *a: Interrupting())
+    with pytest.raises(KeyboardInterrupt):
+        fetch(RemoteFile("big.bin", sha256(body)), tmp_path, [server.base_url + "/f/"])
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,349 @@
+"""The explorer's HTTP API and page: `create_app(run_folder)` returns a FastAPI application.
+
+    GET  /                              the page (static files under /static)
+    GET  /api/model                     layers, shapes, parameter formulas, receptive fields,
+                                        window arithmetic of conv and pool layers
+    GET  /api/samples                   sample (validation) images: ids and labels
+    GET  /api/images/{id}.png           one image as PNG (?scale=4 enlarges it)
+    POST /api/images                    upload an image file (multipart field "file")
+    GET  /api/predict/{id}              top-k probabilities and every layer's activation maps
+    GET  /api/receptive-field           input window of one unit (?layer=&row=&col=)
+    GET  /api/filters/{layer}           a conv layer's filters
+    GET  /api/explain/{id}              saliency and Grad-CAM (?class_index=&layer=)
+    GET  /api/top-images                samples that excite a filter most (?layer=&filter=&k=)
+    GET  /api/train                     training status and the choices for a new run
+    POST /api/train                     start training (JSON body)
+    POST /api/train/stop                stop after the current step, saving a checkpoint
+    GET  /api/train/events              server-sent events: start, batch, epoch, snapshot, ...
+
+Errors are JSON {"detail": "what was wrong and what to do"} with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from convnet.checkpoint import CheckpointError, LoadedModel
+from convnet.web.explorer import BadRequest, Explorer, NotFound, Samples, Source
+from convnet.web.training import EventLog, TrainingSession, spec_to_toml, sse
+from convnet.web.uploads import DEFAULT_MAX_BYTES, UploadError, decode_upload
+
+STATIC = resources.files("convnet.web") / "static"
+HEARTBEAT_S = 15.0
+POLL_S = 0.2
+
+
+class TrainRequest(BaseModel):
+    model: str = Field("current", description="a zoo name, or 'current' for the model shown")
+    dataset: str = Field("current", description="a dataset name, or 'current'")
+    epochs: int = Field(1, ge=1, le=200)
+    batch_size: int = Field(64, ge=1, le=4096)
+    lr: float = Field(0.05, gt=0, le=10)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = Field(0, ge=0)
+
+
+def _explorer_for(run_folder, model, model_name, input_shape, class_names, normalization,
+                  dataset, data_dir, samples, checkpoint) -> Explorer:
+    from convnet.viz.run import open_run, open_target, sample_set
+
+    if run_folder is not None:
+        run = open_run(run_folder, checkpoint)
+        folder = str(run.folder) if run.folder else str(run_folder)
+        name = run.loaded.config.get("model_name") or Path(folder).name
+        source = Source("run", str(name), folder)
+        loaded = run.loaded
+        if samples is None and dataset is None:
+            validation = run.validation()
+            found = (Samples.from_dataset(validation, f"validation split of "
+                                          f"{loaded.config.get('dataset')}")
+                     if validation is not None else None)
+            return Explorer(loaded, _note(source, run.validation_error), found)
+    elif model is not None:
+        shape = tuple(input_shape or getattr(model, "input_shape", None) or ())
+        if len(shape) != 3:
+            raise ValueError("create_app(model=...) needs input_shape=(C, H, W) (or a model "
+                             "built with one)")
+        classes = list(class_names or [str(i) for i in range(model.output_shape(shape)[0])])
+        loaded = LoadedModel(model.eval(), shape, classes, normalization, {}, None)
+        source = Source("python", model_name or type(model).__name__)
+    else:
+        run = open_target(model_name or "lenet5")
+        loaded = run.loaded
+        kind = "file" if str(model_name).endswith(".toml") else "zoo"
+        source = Source(kind, model_name or "lenet5", note="untrained: fresh random weights")
+    if samples is not None:
+        found = Samples.from_dataset(samples, getattr(samples, "name", "samples"))
+    else:
+        from convnet.data import DataError
+
+        try:
+            dataset_found = sample_set(loaded.input_shape, dataset, data_dir,
+                                       loaded.class_names if source.kind == "run" else None)
+        except DataError as error:
+            raise ValueError(f"samples: {error}") from None
+        found = (Samples.from_dataset(dataset_found, f"test split of {dataset_found.name}")
+                 if dataset_found is not None else None)
+        if found is not None and source.kind != "run" and loaded.class_names == [
+                str(i) for i in range(len(loaded.class_names))] and \
+                len(dataset_found.class_names) == len(loaded.class_names):
+            loaded.class_names = list(dataset_found.class_names)
+    return Explorer(loaded, source, found)
+
+
+def _note(source: Source, note: str | None) -> Source:
+    source.note = note or ""
+    return source
+
+
+class _State:
+    """The app's mutable parts: the explorer and the training session, if any."""
+
+    def __init__(self, explorer: Explorer, runs_dir: Path, max_upload_bytes: int,
+                 default_dataset: str | None):
+        self.explorer = explorer
+        self.runs_dir = runs_dir
+        self.max_upload_bytes = max_upload_bytes
+        self.default_dataset = default_dataset
+        self.session: TrainingSession | None = None
+
+
+def create_app(run_folder=None, *, model=None, model_name: str | None = None,
+               input_shape=None, class_names=None, normalization=None,
+               dataset: str | None = None, data_dir=None, samples=None,
+               runs_dir="runs", max_upload_bytes: int = DEFAULT_MAX_BYTES,
+               checkpoint: str = "best", report: bool = True) -> FastAPI:
+    """The explorer for a run folder, a Sequential (`model=`), or a zoo model / model file
+    (`model_name=`, untrained; lenet5 when nothing is given).
+
+    dataset/data_dir: where sample images come from when not from the run (a Dataset can be
+    passed as `samples=`). runs_dir: where runs started from the page are written.
+    """
+    explorer = _explorer_for(run_folder, model, model_name, input_shape, class_names,
+                             normalization, dataset, data_dir, samples, checkpoint)
+    config = explorer.loaded.config or {}
+    default_dataset = dataset or config.get("dataset") or (
+        "mnist-5k" if explorer.input_shape[0] == 1 else "cifar10")
+    state = _State(explorer, Path(runs_dir), int(max_upload_bytes), default_dataset)
+    app = FastAPI(title="convnet explorer", docs_url="/api/docs", redoc_url=None)
+    app.state.convnet = state
+    _add_error_handlers(app, state)
+    _add_model_routes(app, state)
+    _add_training_routes(app, state, report)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI, state: _State) -> None:
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, error: NotFound):
+        return JSONResponse({"detail": error.args[0] if error.args else "not found"}, 404)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, error: BadRequest):
+        return JSONResponse({"detail": str(error)}, 422)
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, error: UploadError):
+        return JSONResponse({"detail": error.message}, error.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        detail = error.detail
+        if error.status_code == 413 and detail == "Content Too Large":
+            detail = (f"the upload is larger than the {state.max_upload_bytes:,}-byte limit; "
+                      f"send a smaller image")
+        return JSONResponse({"detail": detail}, error.status_code,
+                            headers=getattr(error, "headers", None))
+
+
+def _add_model_routes(app: FastAPI, state: _State) -> None:
+    upload_limit = state.max_upload_bytes + 64 * 1024  # room for the multipart framing
+
+    @app.get("/api/model")
+    def model_info():
+        return state.explorer.info()
+
+    @app.get("/api/samples")
+    def samples(offset: int = Query(0, ge=0), limit: int = Query(48, ge=1, le=500)):
+        return state.explorer.sample_list(offset, limit)
+
+    @app.get("/api/images/{image_id}.png")
+    def image_png(image_id: str, scale: int = Query(1, ge=1, le=16)):
+        return Response(state.explorer.image_png(image_id, scale), media_type="image/png",
+                        headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/images", max_body_size=upload_limit)
+    async def upload(file: Annotated[UploadFile, File()], convert: bool = True):
+        content = await file.read(state.max_upload_bytes + 1)
+        await file.close()
+        explorer = state.explorer
+        image, notes = await asyncio.to_thread(
+            decode_upload, content, file.filename, explorer.input_shape, convert=convert,
+            max_bytes=state.max_upload_bytes)
+        name = Path(file.filename or "upload").name
+        image_id = explorer.add_upload(image, name, notes)
+        return {"id": image_id, "name": name, "notes": notes, "shape": list(image.shape)}
+
+    @app.get("/api/predict/{image_id}")
+    def predict(image_id: str, top_k: int = Query(5, ge=1, le=100), maps: bool = True):
+        return state.explorer.predict(image_id, top_k, maps)
+
+    @app.get("/api/receptive-field")
+    def receptive_field(layer: str, row: int = Query(..., ge=0), col: int = Query(..., ge=0)):
+        return state.explorer.receptive_field(layer, row, col)
+
+    @app.get("/api/filters/{layer}")
+    def filters(layer: str):
+        return state.explorer.filters(layer)
+
+    @app.get("/api/explain/{image_id}")
+    def explain(image_id: str, class_index: int | None = Query(None, ge=0),
+                layer: str | None = None):
+        return state.explorer.explain(image_id, class_index, layer)
+
+    @app.get("/api/top-images")
+    def top_images(layer: str, filter: int = Query(0, ge=0), k: int = Query(8, ge=1, le=64)):
+        return state.explorer.top_images(layer, filter, k)
+
+
+def _training_choices(state: _State) -> dict:
+    from convnet import data, zoo
+
+    explorer = state.explorer
+    models = ["current", *zoo.MODELS]
+    datasets = ["current", *data.DATASETS]
+    return {"models": models, "datasets": datasets, "default_dataset": state.default_dataset,
+            "current_model": explorer.source.name}
+
+
+def _resolve_training(state: _State, request: TrainRequest):
+    """(model for TrainConfig, dataset, label) from a request; only names, never paths."""
+    from convnet import data, zoo
+
+    explorer = state.explorer
+    dataset = state.default_dataset if request.dataset == "current" else request.dataset
+    if request.dataset != "current" and request.dataset not in data.DATASETS:
+        raise BadRequest(f"unknown dataset {request.dataset!r}; choose 'current' or one of "
+                         f"{', '.join(data.DATASETS)}")
+    if request.model != "current":
+        if request.model not in zoo.MODELS:
+            raise BadRequest(f"unknown model {request.model!r}; choose 'current' or one of "
+                             f"{', '.join(zoo.MODELS)}")
+        return request.model, dataset, request.model
+    name = explorer.source.name
+    if name in zoo.MODELS:
+        return name, dataset, name
+    from convnet.spec import to_spec
+
+    with explorer.lock:
+        spec = to_spec(explorer.model, explorer.input_shape)
+    label = re.sub(r"[^A-Za-z0-9_-]", "_", Path(name).stem)[:40] or "model"
+    state.runs_dir.mkdir(parents=True, exist_ok=True)
+    path = state.runs_dir / f"{label}-{_stamp()}.toml"
+    spec["name"] = label
+    path.write_text(spec_to_toml(spec))
+    return str(path), dataset, label
+
+
+def _stamp() -> str:
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _add_training_routes(app: FastAPI, state: _State, report: bool) -> None:
+    @app.get("/api/train")
+    def train_status():
+        session = state.session
+        return {"session": session.status() if session else None,
+                "choices": _training_choices(state)}
+
+    @app.post("/api/train", status_code=202)
+    def train_start(request: TrainRequest):
+        from convnet.train import TrainConfig, TrainingError
+
+        if state.session is not None and not state.session.finished:
+            raise HTTPException(409, "a training run is already in progress; stop it first "
+                                "(POST /api/train/stop)")
+        model, dataset, label = _resolve_training(state, request)
+        config = TrainConfig(model=model, dataset=dataset, epochs=request.epochs,
+                             batch_size=request.batch_size, lr=request.lr,
+                             optimizer=request.optimizer, val_fraction=request.val_fraction,
+                             seed=request.seed)
+        out_dir = state.runs_dir / f"web-{label}-{_stamp()}"
+        suffix = 1
+        while out_dir.exists():
+            suffix += 1
+            out_dir = state.runs_dir / f"web-{label}-{_stamp()}-{suffix}"
+        callbacks = []
+        if report:
+            from convnet.viz.report import ReportCallback
+
+            callbacks.append(ReportCallback())
+        try:
+            session = TrainingSession(state.explorer, config, out_dir, label=label,
+                                      callbacks=callbacks)
+        except (TrainingError, CheckpointError) as error:
+            raise BadRequest(str(error)) from None
+        state.session = session
+        session.start()
+        return session.status()
+
+    @app.post("/api/train/stop")
+    def train_stop():
+        session = state.session
+        if session is None or not session.running:
+            raise HTTPException(409, "no training run is in progress")
+        session.stop()
+        return session.status()
+
+    @app.get("/api/train/events")
+    async def train_events(request: Request, since: int = Query(0, ge=0)):
+        header = request.headers.get("last-event-id", "")
+        last = int(header) if header.isdigit() else since
+        return StreamingResponse(_event_stream(state, request, last),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+
+async def _event_stream(state: _State, request: Request, last: int):
+    session = state.session
+    if session is None:
+        yield sse(0, "idle", {"message": "no training run yet"})
+        return
+    log: EventLog = session.events
+    quiet = 0.0
+    yield "retry: 2000\n\n"
+    while True:
+        events = log.after(last)
+        for event_id, name, data in events:
+            yield sse(event_id, name, data)
+            last = event_id
+        if events:
+            quiet = 0.0
+        if session.finished and not log.after(last):
+            return
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(POLL_S)
+        quiet += POLL_S
+        if quiet >= HEARTBEAT_S:
+            quiet = 0.0
+            yield ": keep-alive\n\n"

@@ -1,0 +1,393 @@
+"""What the explorer page asks of a model, answered as plain JSON-ready dicts.
+
+An Explorer holds one model (a run's, a fresh zoo model, or a live copy of one in training),
+its preprocessing, a set of sample images and the images uploaded so far. Layer caches live on
+the layers, so every computation takes the lock: requests run in parallel threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from convnet.arithmetic import ReceptiveField, effective_size
+from convnet.checkpoint import LoadedModel
+from convnet.conv import Conv2d, WindowLayer
+from convnet.viz.filters import filter_tiles, is_colour_layer, resolve_conv
+from convnet.viz.images import colorize, data_url, enlarge, overlay, png_bytes, rescale, to_uint8
+from convnet.viz.probe import class_probabilities, layer_index, layer_outputs, top_level
+from convnet.viz.saliency import default_cam_layer, grad_cam, saliency_map
+from convnet.viz.top_images import filter_strengths, top_activating
+from convnet.web.encode import b64, encode_image, encode_maps, encode_vector
+
+MAX_MAPS = 64  # maps per layer sent to the page
+MAX_FILTERS = 64
+MAX_FILTER_CHANNELS = 16
+TOP_POOL = 2000  # sample images searched for the top-activating ones
+UPLOADS_KEPT = 64
+
+
+class NotFound(KeyError):
+    """An image id, layer or class the explorer does not have (HTTP 404)."""
+
+
+class BadRequest(ValueError):
+    """A request the explorer understood but cannot answer (HTTP 400/422)."""
+
+
+@dataclass
+class Source:
+    kind: str  # "run", "zoo", "file", "python", "training"
+    name: str
+    folder: str | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "folder": self.folder, "note": self.note}
+
+
+@dataclass
+class Samples:
+    """Images the page can pick from, with labels (a Dataset's images and labels)."""
+
+    images: np.ndarray  # (N, C, H, W) uint8
+    labels: np.ndarray  # (N,)
+    description: str
+    note: str = ""
+
+    @classmethod
+    def from_dataset(cls, dataset, description: str) -> Samples:
+        return cls(dataset.images, dataset.labels, description, "; ".join(dataset.notes))
+
+
+def _formula(n: int, f: int, s: int, before: int, after: int, out: int) -> str:
+    pad = f"2*{before}" if before == after else f"{before}+{after}"
+    return f"({n} - {f} + {pad})/{s} + 1 = {out}"
+
+
+def window_arithmetic(layer: WindowLayer, row) -> dict:
+    """The lecture's arithmetic for one conv or pool layer with its real numbers.
+
+    The output sizes come from the layer's own geometry (convnet.arithmetic.window_output);
+    the formula text only shows how they come about.
+    """
+    window = row.window
+    top, bottom, left, right = window["padding"]
+    kernel, stride, dilation = window["kernel"], window["stride"], window["dilation"]
+    effective = [effective_size(kernel[i], dilation[i]) for i in range(2)]
+    axes = []
+    for i, (name, before, after) in enumerate((("height", top, bottom),
+                                               ("width", left, right))):
+        axes.append({"axis": name, "n": window["input_hw"][i], "f": effective[i],
+                     "s": stride[i], "p_before": before, "p_after": after,
+                     "out": window["output_hw"][i], "dropped": window["dropped"][i],
+                     "text": _formula(window["input_hw"][i], effective[i], stride[i], before,
+                                      after, window["output_hw"][i])})
+    depth_in = row.input_shape[0]
+    result = {"kind": "conv" if isinstance(layer, Conv2d) else "pool", "axes": axes,
+              "kernel": kernel, "stride": stride, "dilation": dilation,
+              "padding": window["padding"], "input": list(row.input_shape),
+              "output": list(row.output_shape)}
+    if isinstance(layer, Conv2d):
+        per_filter = kernel[0] * kernel[1] * (depth_in // layer.groups)
+        bias = 1 if layer.bias is not None else 0
+        result["filters"] = layer.out_channels
+        result["params_text"] = (
+            f"{kernel[0]}*{kernel[1]}*{depth_in // layer.groups}"
+            f"{' + 1' if bias else ''} = {per_filter + bias} per filter; "
+            f"{layer.out_channels} x {per_filter + bias} = {row.params:,}")
+    else:
+        result["params_text"] = "no parameters: each map is pooled on its own, depth unchanged"
+    return result
+
+
+@dataclass
+class Explorer:
+    loaded: LoadedModel
+    source: Source
+    samples: Samples | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    version: int = 0
+    _uploads: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _strengths: dict = field(default_factory=dict, repr=False)
+    _pending: dict | None = field(default=None, repr=False)
+
+    # -- the model -------------------------------------------------------------------------
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.loaded.input_shape)
+
+    def replace(self, loaded: LoadedModel, source: Source, samples: Samples | None) -> None:
+        """Show another model (a run that has started training, say)."""
+        with self.lock:
+            self.loaded, self.source, self.samples = loaded, source, samples
+            self._pending = None
+            self._changed()
+
+    def offer_weights(self, state: dict) -> None:
+        """New weights from another thread (a trainer); copied in at the next request, so the
+        trainer never waits for a page's computation."""
+        self._pending = {name: np.array(value, copy=True) for name, value in state.items()}
+
+    def _sync(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.model.load_state_dict(pending)
+            self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._strengths.clear()
+
+    def _rf_by_layer(self) -> dict[str, tuple[ReceptiveField, tuple]]:
+        """Receptive field after each top-level layer with maps, and its output shape."""
+        fields, rf, shape = {}, ReceptiveField(), self.input_shape
+        for layer in top_level(self.model):
+            if len(shape) == 3:
+                rf = layer.receptive_field(rf, shape)
+            shape = layer.output_shape(shape)
+            fields[layer.name] = (rf, shape)
+        return fields
+
+    def info(self) -> dict:
+        with self.lock:
+            self._sync()
+            model = self.model
+            summary = model.describe(self.input_shape)
+            top = {layer.name for layer in top_level(model)}
+            modules = {module.name: module for module in list(model.modules())[1:]}
+            layers = []
+            for row in summary.rows:
+                layer = modules.get(row.name)
+                entry = {
+                    "name": row.name, "type": row.type, "depth": row.depth,
+                    "input_shape": list(row.input_shape), "output_shape": list(row.output_shape),
+                    "params": row.params, "formula": row.formula,
+                    "receptive_field": list(row.receptive_field), "jump": list(row.jump),
+                    "macs": row.macs, "top_level": row.name in top,
+                    "has_maps": row.name in top and len(row.output_shape) == 3,
+                    "has_filters": isinstance(layer, Conv2d),
+                    "arithmetic": (window_arithmetic(layer, row)
+                                   if isinstance(layer, WindowLayer) and row.window else None),
+                }
+                layers.append(entry)
+            try:
+                cam_default = default_cam_layer(model, self.input_shape)
+            except ValueError:
+                cam_default = None
+            samples = self.samples
+            return {
+                "source": self.source.to_dict(), "version": self.version,
+                "input_shape": list(self.input_shape), "class_names": self.loaded.class_names,
+                "normalization": self.loaded.normalization,
+                "total_params": summary.total_params, "total_macs": summary.total_macs,
+                "output_shape": list(summary.output_shape), "layers": layers,
+                "gradcam_default": cam_default,
+                "samples": {"count": len(samples.labels) if samples else 0,
+                            "description": samples.description if samples else "",
+                            "note": samples.note if samples else
+                            "no sample images here: upload one"},
+            }
+
+    # -- images ------------------------------------------------------------------------------
+    def add_upload(self, image: np.ndarray, name: str, notes: list[str]) -> str:
+        digest = hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()[:16]
+        image_id = f"up-{digest}"
+        with self.lock:
+            self._uploads[image_id] = (image, None, name, notes)
+            self._uploads.move_to_end(image_id)
+            while len(self._uploads) > UPLOADS_KEPT:
+                self._uploads.popitem(last=False)
+        return image_id
+
+    def image(self, image_id: str) -> tuple[np.ndarray, int | None, str, list[str]]:
+        """(uint8 (C, H, W), label or None, description, notes) of a sample or an upload."""
+        if image_id.startswith("val-") and image_id[4:].isdigit():
+            index = int(image_id[4:])
+            samples = self.samples
+            if samples is None or index >= len(samples.labels):
+                raise NotFound(f"no sample image {image_id}; samples are val-0 .. "
+                               f"val-{len(samples.labels) - 1 if samples else -1}")
+            image = samples.images[index]
+            if tuple(image.shape) != self.input_shape:
+                raise NotFound(f"{image_id} does not fit the current model; reload the page")
+            return image, int(samples.labels[index]), f"sample {index}", []
+        with self.lock:
+            if image_id in self._uploads:
+                image, label, name, notes = self._uploads[image_id]
+                if tuple(image.shape) != self.input_shape:
+                    raise NotFound(f"{image_id} was uploaded for another model; upload it again")
+                return image, label, name, notes
+        raise NotFound(f"unknown image {image_id!r}: upload it again (the server keeps the last "
+                       f"{UPLOADS_KEPT} uploads) or pick a sample")
+
+    def sample_list(self, offset: int = 0, limit: int = 48) -> dict:
+        samples = self.samples
+        if samples is None:
+            return {"count": 0, "offset": 0, "items": [], "note": "no sample images"}
+        names = self.loaded.class_names
+        stop = min(len(samples.labels), offset + limit)
+        items = [{"id": f"val-{i}", "index": i, "label": int(samples.labels[i]),
+                  "class_name": names[int(samples.labels[i])]
+                  if int(samples.labels[i]) < len(names) else str(samples.labels[i])}
+                 for i in range(offset, stop)]
+        return {"count": len(samples.labels), "offset": offset, "items": items,
+                "description": samples.description}
+
+    def image_png(self, image_id: str, scale: int = 1) -> bytes:
+        from convnet.viz.images import image_hwc
+
+        image = self.image(image_id)[0]
+        return png_bytes(enlarge(image_hwc(image), max(1, min(int(scale), 16))))
+
+    # -- computations ------------------------------------------------------------------------
+    def predict(self, image_id: str, top_k: int = 5, maps: bool = True) -> dict:
+        image, label, description, notes = self.image(image_id)
+        with self.lock:
+            self._sync()
+            x = self.loaded.preprocess(image[None])
+            outputs = layer_outputs(self.model, x)
+            scores = np.asarray(outputs[-1].output[0], dtype=np.float64)
+            if outputs[-1].type == "Softmax":
+                probabilities = scores
+            else:
+                shifted = np.exp(scores - scores.max())
+                probabilities = shifted / shifted.sum()
+            names = self.loaded.class_names
+            order = np.argsort(-probabilities, kind="stable")[:max(1, top_k)]
+            result = {
+                "image": image_id, "description": description, "notes": notes,
+                "label": label, "label_name": names[label] if label is not None else None,
+                "version": self.version, "input": encode_image(image),
+                "top_k": [{"index": int(i), "name": names[int(i)],
+                           "probability": float(probabilities[i])} for i in order],
+                "predicted": int(order[0]),
+            }
+            if maps:
+                layers = []
+                for out in outputs:
+                    value = out.output[0]
+                    encoded = (encode_maps(value, MAX_MAPS) if value.ndim == 3
+                               else encode_vector(value))
+                    layers.append({"name": out.name, "type": out.type,
+                                   "shape": [int(v) for v in value.shape], **encoded})
+                result["layers"] = layers
+            return result
+
+    def receptive_field(self, layer: str, row: int, col: int) -> dict:
+        with self.lock:
+            fields = self._rf_by_layer()
+        if layer not in fields:
+            raise NotFound(f"no top-level layer {layer!r}; layers: {', '.join(fields)}")
+        rf, shape = fields[layer]
+        if len(shape) != 3:
+            raise BadRequest(f"{layer} outputs a vector {shape}: each of its units sees the "
+                             f"whole input")
+        if not (0 <= row < shape[1] and 0 <= col < shape[2]):
+            raise BadRequest(f"unit ({row}, {col}) is outside {layer}'s {shape[1]}x{shape[2]} "
+                             f"maps")
+        top, left, height, width = rf.window_on_input(row, col)
+        in_h, in_w = self.input_shape[1:]
+        clip_top, clip_left = max(top, 0), max(left, 0)
+        clip_bottom, clip_right = min(top + height, in_h), min(left + width, in_w)
+        return {"layer": layer, "row": row, "col": col, "top": top, "left": left,
+                "height": height, "width": width, "jump": list(rf.jump),
+                "clipped": {"top": clip_top, "left": clip_left,
+                            "height": max(clip_bottom - clip_top, 0),
+                            "width": max(clip_right - clip_left, 0)},
+                "input_hw": [in_h, in_w]}
+
+    def filters(self, layer: str | None) -> dict:
+        with self.lock:
+            self._sync()
+            try:
+                conv = resolve_conv(self.model, layer)
+            except KeyError as error:
+                raise NotFound(error.args[0]) from None
+            except ValueError as error:
+                raise BadRequest(str(error)) from None
+            colour = is_colour_layer(self.model, conv)
+            weight = np.asarray(conv.weight.data)
+            tiles = to_uint8(filter_tiles(weight, colour))[:MAX_FILTERS]
+            if not colour:
+                tiles = tiles[:, :MAX_FILTER_CHANNELS]
+            k, c, kh, kw = weight.shape
+            top = {item.name for item in top_level(self.model)}
+            return {"layer": conv.name, "shape": [k, c, kh, kw], "rgb": colour,
+                    "shown_filters": int(tiles.shape[0]),
+                    "shown_channels": 3 if colour else int(tiles.shape[1]),
+                    "top_level": conv.name in top, "version": self.version,
+                    "filters": [b64(tile) for tile in tiles]}
+
+    def explain(self, image_id: str, class_index: int | None = None,
+                layer: str | None = None) -> dict:
+        image, _, _, _ = self.image(image_id)
+        with self.lock:
+            self._sync()
+            x = self.loaded.preprocess(image[None])
+            probabilities = class_probabilities(self.model, self.loaded.preprocess,
+                                                image[None])[0]
+            names = self.loaded.class_names
+            index = int(probabilities.argmax()) if class_index is None else int(class_index)
+            if not 0 <= index < len(names):
+                raise BadRequest(f"class_index must be in [0, {len(names) - 1}], received "
+                                 f"{index}")
+            saliency = saliency_map(self.model, x, index)
+            try:
+                cam = grad_cam(self.model, x, index, layer)
+            except KeyError as error:
+                raise NotFound(error.args[0]) from None
+            except ValueError as error:
+                raise BadRequest(str(error)) from None
+            heat = cam.on_input(image.shape[1:])
+            return {"image": image_id, "class_index": index, "class_name": names[index],
+                    "probability": float(probabilities[index]), "version": self.version,
+                    "saliency": data_url(png_bytes(colorize(rescale(saliency), "hot"))),
+                    "gradcam": data_url(png_bytes(overlay(image, heat))),
+                    "gradcam_layer": cam.layer,
+                    "gradcam_shape": [int(v) for v in cam.cam.shape]}
+
+    def top_images(self, layer: str, filter_index: int, k: int = 8) -> dict:
+        samples = self.samples
+        if samples is None:
+            raise BadRequest("there are no sample images to search; start the server with a "
+                             "run folder or --dataset")
+        with self.lock:
+            self._sync()
+            try:
+                layer_index(self.model, layer)
+            except KeyError as error:
+                raise NotFound(error.args[0]) from None
+            pool = samples.images[:TOP_POOL]
+            if layer not in self._strengths:
+                try:
+                    self._strengths[layer] = filter_strengths(
+                        self.model, self.loaded.preprocess(pool), layer)
+                except ValueError as error:
+                    raise BadRequest(str(error)) from None
+            strengths = self._strengths[layer]
+            try:
+                indices, values = top_activating(strengths, filter_index, k)
+            except ValueError as error:
+                raise BadRequest(str(error)) from None
+            names = self.loaded.class_names
+            return {"layer": layer, "filter": filter_index, "searched": len(pool),
+                    "version": self.version,
+                    "items": [{"id": f"val-{int(i)}", "index": int(i),
+                               "activation": float(v),
+                               "class_name": names[int(samples.labels[i])]}
+                              for i, v in zip(indices, values, strict=True)]}
+
+    def snapshot_model(self):
+        """A copy of the model (for a trainer thread to own)."""
+        with self.lock:
+            return copy.deepcopy(self.model)

@@ -1,0 +1,231 @@
+"""Training from the page: a Trainer in a background thread whose callback publishes events
+(batches, epochs, weight snapshots) that any number of pages follow as server-sent events.
+
+The trainer owns its model; the explorer shows a copy whose weights are refreshed from the
+trainer's about once a second, so pictures never touch arrays in the middle of a step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from convnet.checkpoint import LoadedModel
+from convnet.train import TrainConfig, Trainer
+from convnet.web.explorer import Explorer, Samples, Source
+
+BATCH_EVENTS_PER_S = 10  # at most this many batch events a second reach the pages
+EVENTS_KEPT = 20000
+
+
+class EventLog:
+    """Numbered events (id, name, data), appended by one thread and read by many."""
+
+    def __init__(self, limit: int = EVENTS_KEPT):
+        self._events: list[tuple[int, str, dict]] = []
+        self._next = 1
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def publish(self, name: str, data: dict) -> int:
+        with self._lock:
+            event_id = self._next
+            self._next += 1
+            self._events.append((event_id, name, data))
+            if len(self._events) > self._limit:
+                # Keep epochs and lifecycle events; drop the oldest batch events.
+                drop = next((i for i, e in enumerate(self._events) if e[1] == "batch"), 0)
+                del self._events[drop]
+            return event_id
+
+    def after(self, last_id: int) -> list[tuple[int, str, dict]]:
+        with self._lock:
+            return [event for event in self._events if event[0] > last_id]
+
+    @property
+    def last_id(self) -> int:
+        with self._lock:
+            return self._next - 1
+
+
+def sse(event_id: int, name: str, data: dict) -> str:
+    """One event in the text/event-stream format."""
+    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(_finite(data))}\n\n"
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: send null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+class _Publisher:
+    """The Trainer callback: turns its hooks into events and feeds the explorer new weights."""
+
+    def __init__(self, session: TrainingSession):
+        self.session = session
+        self.last_batch = 0.0
+        self.last_snapshot = 0.0
+
+    def on_start(self, trainer) -> None:
+        session = self.session
+        session.trainer = trainer
+        cfg = trainer.config
+        model = copy.deepcopy(trainer.model).eval()
+        loaded = LoadedModel(model, tuple(trainer.input_shape), list(trainer.class_names),
+                             trainer.normalization.to_dict(),
+                             {"model_name": cfg.model, "dataset": cfg.dataset}, None)
+        samples = Samples.from_dataset(trainer.val_set,
+                                       f"validation split of {cfg.dataset}")
+        session.explorer.replace(loaded, Source("training", session.label,
+                                                str(trainer.out_dir)), samples)
+        session.state = "running"
+        session.events.publish("start", {
+            "out_dir": str(trainer.out_dir), "config": asdict(cfg),
+            "steps_per_epoch": trainer.steps_per_epoch, "total_steps": trainer.total_steps,
+            "version": session.explorer.version})
+        self.last_snapshot = time.monotonic()
+
+    def on_batch(self, trainer, stats: dict) -> None:
+        now = time.monotonic()
+        session = self.session
+        if now - self.last_batch >= 1 / BATCH_EVENTS_PER_S:
+            self.last_batch = now
+            session.events.publish("batch", {**stats, "total_steps": trainer.total_steps,
+                                             "elapsed": now - session.started})
+        if now - self.last_snapshot >= session.snapshot_every:
+            self._snapshot(trainer, now)
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        self.session.events.publish("epoch", dict(record))
+        self._snapshot(trainer, time.monotonic())
+
+    def _snapshot(self, trainer, now: float) -> None:
+        self.last_snapshot = now
+        self.session.explorer.offer_weights(trainer.model.state_dict())
+        self.session.events.publish("snapshot", {"step": trainer.global_step,
+                                                 "epoch": trainer.epoch})
+
+
+class TrainingSession:
+    """One training run started from the page."""
+
+    def __init__(self, explorer: Explorer, config: TrainConfig, out_dir, *, label: str = "",
+                 snapshot_every: float = 1.0, callbacks=()):
+        self.explorer = explorer
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.label = label or config.model
+        self.snapshot_every = snapshot_every
+        self.events = EventLog()
+        self.state = "starting"  # -> running -> finished | stopped | failed
+        self.summary: dict | None = None
+        self.error: str | None = None
+        self.trainer: Trainer | None = None
+        self.started = time.monotonic()
+        self._callbacks = list(callbacks)
+        self._trainer = Trainer(config, self.out_dir, callbacks=[_Publisher(self),
+                                                                 *self._callbacks],
+                                progress=False, log=self._log)
+        self._thread = threading.Thread(target=self._run, name="convnet-train", daemon=True)
+
+    def start(self) -> None:
+        self.events.publish("starting", {"out_dir": str(self.out_dir),
+                                         "config": asdict(self.config)})
+        self._thread.start()
+
+    def _log(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+        self.events.publish("log", {"message": message.strip()})
+
+    def _run(self) -> None:
+        try:
+            summary = self._trainer.fit()
+        except Exception as error:  # noqa: BLE001 - reported to the page; the server stays up
+            self.error = f"{type(error).__name__}: {error}" if not _known(error) else str(error)
+            self.state = "failed"
+            self.events.publish("error", {"message": self.error})
+            self.events.publish("done", {"state": self.state})
+            return
+        self.summary = summary
+        self.explorer.offer_weights(self._trainer.model.state_dict())
+        folder = str(self.out_dir)
+        with self.explorer.lock:
+            self.explorer.source = Source("run", self.label, folder)
+        self.state = "stopped" if summary.get("stopped") else "finished"
+        self.events.publish(self.state, dict(summary))
+        self.events.publish("done", {"state": self.state})
+
+    def stop(self) -> None:
+        if self.running:
+            self.state = "stopping"
+            self._trainer.stop("stopped from the page")
+            self.events.publish("stopping", {})
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and self.state in ("starting", "running")
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("finished", "stopped", "failed") and not self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def status(self) -> dict:
+        trainer = self.trainer
+        return {"state": self.state, "out_dir": str(self.out_dir), "label": self.label,
+                "config": asdict(self.config), "error": self.error, "summary": self.summary,
+                "step": trainer.global_step if trainer is not None else 0,
+                "total_steps": getattr(trainer, "total_steps", None),
+                "last_event": self.events.last_id}
+
+
+def _known(error: Exception) -> bool:
+    from convnet.cli import known_errors
+
+    return isinstance(error, known_errors())
+
+
+def spec_to_toml(spec: dict) -> str:
+    """A model spec as a TOML model file (what `convnet train --model FILE` reads)."""
+    lines = []
+    for key in ("name", "description"):
+        if spec.get(key):
+            lines.append(f"{key} = {_toml_value(spec[key])}")
+    lines.append(f"input_shape = {_toml_value(list(spec['input_shape']))}")
+    lines.append(f"strict = {_toml_value(bool(spec.get('strict', True)))}")
+    for entry in spec["layers"]:
+        lines.append("")
+        lines.append("[[layers]]")
+        for key, value in entry.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string for the names used here
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{" + items + "}"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")

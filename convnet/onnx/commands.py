@@ -63,6 +63,14 @@ def _fail(command: str, error: Exception) -> int:
     return 1
 
 
+def _errors() -> tuple[type[Exception], ...]:
+    """What a bad file, folder or model raises: reported in one line, exit status 1."""
+    from convnet import checkpoint
+
+    own = getattr(checkpoint, "CheckpointError", ValueError)
+    return (own, OSError, ValueError, TypeError, KeyError)
+
+
 def run_export(args) -> int:
     from convnet.checkpoint import load as load_checkpoint
     from convnet.onnx.export import OPSET, export
@@ -74,7 +82,7 @@ def run_export(args) -> int:
         onnx_model = export(model, args.output, input_shape=checkpoint.input_shape,
                             class_names=checkpoint.class_names,
                             normalization=checkpoint.normalization, opset=opset)
-    except (OSError, ValueError, TypeError, KeyError) as error:
+    except _errors() as error:
         return _fail("export", error)
     shape = ", ".join(str(v) for v in checkpoint.input_shape)
     print(f"wrote {args.output}: {len(onnx_model.graph.node)} nodes, opset {opset}, "
@@ -92,7 +100,7 @@ def run_import(args) -> int:
             raise FileExistsError(f"{args.output} exists and is not empty; choose a new folder")
         save_model(args.output, model, model.input_shape, class_names=model.class_names,
                    normalization=model.normalization)
-    except (OSError, ValueError, TypeError, KeyError) as error:
+    except _errors() as error:
         return _fail("import", error)
     print(f"imported {args.source}: {len(model.layers)} layers, {model.num_parameters():,} "
           f"parameters, input {tuple(model.input_shape)} -> {args.output}")

@@ -55,7 +55,9 @@ SUPPORTED_OPS: dict[str, str] = {
     "Add": "two branches from one tensor rejoining (residual connection), or a constant "
            "bias after MatMul, Gemm or Conv",
     "Flatten": "axis=1",
-    "Reshape": "to 2-D (batch, features), e.g. shape [0, -1], [-1, F] or [N, -1]",
+    "Reshape": "to 2-D (batch, features), e.g. shape [0, -1], [-1, F] or [N, -1]; the shape "
+               "may be computed from the batch size by Shape, Gather, Unsqueeze, Squeeze, "
+               "Concat, Slice and Cast (x.view(x.size(0), -1) in PyTorch)",
     "Squeeze": "axes [2, 3] of an (N, C, 1, 1) tensor",
     "ReduceMean": "axes [2, 3] of an (N, C, H, W) tensor (global average pooling), keepdims",
     "BatchNormalization": "4-D input, inference (training_mode=0, one output); epsilon, "
@@ -68,6 +70,9 @@ SUPPORTED_OPS: dict[str, str] = {
     "Constant": "value tensors; any node whose inputs are all constants is folded at import",
 }
 SUPPORTED_LIST = ", ".join(sorted(SUPPORTED_OPS))
+# Operators that may compute a Reshape's target shape from the batch size (x.view(N, -1)).
+SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Identity")
+BATCH = "batch"  # the symbolic batch size inside such computations
 _NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                "Multinomial", "Bernoulli"}
 
@@ -133,10 +138,14 @@ class _Importer:
         self._fold_constants()
         self.input, self.input_shape, self.batch = self._data_input(input_shape)
         self.output = self._data_output()
+        self.producers = {name: node for node in self.graph.node for name in node.output}
+        self.shapes: dict[str, Shape] = {}  # per-sample shapes of the tensors walked so far
         self.consumers: dict[str, list] = {}
         for node in self.graph.node:
             if all(name in self.consts for name in node.output if name):
                 continue  # folded
+            if node.op_type == "Shape":
+                continue  # reads only the shape: not a branch of the data flow
             seen = set()
             for name in node.input:
                 if name and name not in self.consts and name not in seen:
@@ -265,6 +274,7 @@ class _Importer:
         """Follow single-consumer nodes from `tensor`, appending layers, until the graph output
         or an Add that joins two branches."""
         while True:
+            self.shapes[tensor] = shape
             users = self.consumers.get(tensor, [])
             if tensor == self.output:
                 if users:
@@ -317,8 +327,9 @@ class _Importer:
         if sorted(ends) != sorted([first.end, second.end]):
             raise OnnxImportError(f"{_label(merge)} (Add): its inputs {ends} are not the ends of "
                                   f"the two branches from '{tensor}'", merge.name, "Add")
+        # The longer branch is f(x); on a tie, the Add's first input (as convnet exports).
         body, shortcut = (first, second) if first.end == ends[0] else (second, first)
-        if not body.layers:  # y = x + f(x): the identity is the shortcut
+        if len(shortcut.layers) > len(body.layers):
             body, shortcut = shortcut, body
         if tuple(body.shape) != tuple(shortcut.shape):
             raise OnnxImportError(
@@ -660,19 +671,71 @@ class _Importer:
 
     def _op_Reshape(self, node, attrs, shape):
         self._check_attributes(node, attrs, {"allowzero"})
-        target = [int(v) for v in self._constant(node, 1, "shape")]
+        try:
+            target = list(numpy.atleast_1d(self._shape_value(node, node.input[1])))
+        except (IndexError, KeyError, TypeError, ValueError) as error:
+            if isinstance(error, OnnxImportError):
+                raise
+            self._refuse(node, f"its target shape could not be computed ({error})")
         features = math.prod(shape)
         if len(target) == 2:
             first, second = target
             copies_batch = first == 0 and not attrs.get("allowzero", 0)
-            keeps_batch = copies_batch or first == -1 or first == self.batch
+            keeps_batch = copies_batch or first in (-1, BATCH) or first == self.batch
             if second == 0 and not attrs.get("allowzero", 0):
                 second = shape[0]  # 0 copies the input's dimension 1
             if second == -1 and first != -1:
                 second = features
             if keeps_batch and second == features:
                 return Flatten(), (features,)
-        self._refuse(node, f"target shape {target} for per-sample input {shape}")
+        shown = "[" + ", ".join(str(v) for v in target) + "]"
+        self._refuse(node, f"target shape {shown} for per-sample input {shape}")
+
+    def _shape_value(self, user, name: str) -> numpy.ndarray:
+        """A constant, or a 1-D shape computed from tensor shapes (batch entries are BATCH):
+        x.view(x.size(0), -1) exports as Shape -> Gather -> Unsqueeze -> Concat -> Reshape."""
+        if name in self.consts:
+            return numpy.asarray(self.consts[name]).astype(object)
+        node = self.producers.get(name)
+        if node is None or node.op_type not in SHAPE_OPS:
+            self._refuse(user, f"input '{name}' is neither a constant nor computed by "
+                               f"{', '.join(SHAPE_OPS)} from tensor shapes")
+        attrs = _attributes(node)
+        if node.op_type == "Shape":
+            source = node.input[0]
+            if source not in self.shapes:
+                self._refuse(user, f"its target shape reads the shape of '{source}', which the "
+                                   f"walk from the input has not reached")
+            full = numpy.array([BATCH, *self.shapes[source]], dtype=object)
+            return full[attrs.get("start", 0):attrs.get("end", len(full))]
+        values = [self._shape_value(user, item) if item else None for item in node.input]
+        if node.op_type in ("Identity", "Cast"):
+            return values[0]
+        if node.op_type == "Gather":
+            return numpy.take(values[0], values[1].astype(int), axis=attrs.get("axis", 0))
+        if node.op_type == "Concat":
+            return numpy.concatenate([numpy.atleast_1d(v) for v in values],
+                                     axis=attrs.get("axis", 0))
+        if node.op_type == "Unsqueeze":
+            axes = attrs.get("axes") if len(values) < 2 else values[1].astype(int)
+            result = values[0]
+            for axis in sorted(int(a) for a in axes):
+                result = numpy.expand_dims(result, axis)
+            return result
+        if node.op_type == "Squeeze":
+            axes = attrs.get("axes") if len(values) < 2 else values[1].astype(int)
+            return numpy.squeeze(values[0], axis=None if axes is None else tuple(
+                int(a) for a in axes))
+        # Slice of a 1-D shape: starts, ends, axes, steps as inputs (opset 10 on) or attributes
+        if len(values) >= 3:
+            parts = [values[1], values[2], *(values[3:5] + [None, None])[:2]]
+        else:
+            parts = [attrs.get("starts"), attrs.get("ends"), attrs.get("axes"), None]
+        starts, ends, axes, steps = (None if part is None else [int(v) for v in part]
+                                     for part in parts)
+        if len(starts) != 1 or axes not in (None, [0], [-1]):
+            self._refuse(user, f"slices a shape along axes {axes}; only 1-D shapes")
+        return values[0][slice(starts[0], ends[0], 1 if steps is None else steps[0])]
 
     def _op_Squeeze(self, node, attrs, shape):
         self._check_attributes(node, attrs, {"axes"})

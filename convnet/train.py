@@ -62,7 +62,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
-    augment: bool | None = None  # None: the dataset's own default (crop + flip for CIFAR-10)
+    augment: bool | None = None  # None/True: the dataset's suggestion (crop; + flip for photos)
     clip_grad_norm: float | None = None
 
     def validate(self) -> None:
@@ -208,10 +208,10 @@ class Trainer:
             self.normalization = data.Normalization.from_dict(saved["normalization"])
         else:
             self.normalization = data.Normalization.fit(self.train_set.images)
-        augment = cfg.augment
-        if augment is None:
-            augment = cfg.dataset == "cifar10"
-        augmentation = {"crop_padding": 4, "hflip": True} if augment else None
+        info = data.DATASETS.get(cfg.dataset)
+        suggested = (info.augmentation if info else None) or {"crop_padding": 2, "hflip": False}
+        # None means the dataset's own suggestion (crop for digits, crop + flip for photos).
+        augmentation = suggested if cfg.augment is not False else None
         self.train_loader = data.BatchLoader(self.train_set, cfg.batch_size, shuffle=True,
                                              seed=cfg.seed, normalization=self.normalization,
                                              augmentation=augmentation, drop_last=False)
@@ -329,17 +329,20 @@ class Trainer:
         confusion = confusion_matrix(labels_all, predictions_all, len(self.class_names))
         return Evaluation(total_loss / max(len(labels_all), 1), confusion, self.class_names)
 
-    def _step(self, x, y) -> tuple[float, int]:
+    def _step(self, x, y) -> tuple[float, int, int]:
         x, y = self.group.shard(x, y)
-        scores = self.model.forward(x)
-        loss = self.loss_fn.forward(scores, y)
+        # A diverging run overflows: that is reported below as a clear error, not as warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = self.model.forward(x)
+            loss = self.loss_fn.forward(scores, y)
         if not math.isfinite(loss):
             raise TrainingError(
                 f"the loss became {loss} at epoch {self.epoch + 1}, batch {self.batch_index + 1} "
                 f"(step {self.global_step + 1}); training stopped and the last good checkpoint "
                 f"in {self.out_dir / CHECKPOINTS} was kept. Try a smaller --lr "
                 f"(now {self.config.lr}) or --clip-grad-norm")
-        self.model.backward(self.loss_fn.backward())
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.model.backward(self.loss_fn.backward())
         self.group.allreduce_gradients(self.model.parameters())
         if self.config.clip_grad_norm:
             clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)

@@ -42,6 +42,11 @@ def _fc(n):
     return {"type": "linear", "out_features": n}
 
 
+def _classifier(n):
+    """The last layer feeds softmax, not a ReLU: Xavier/Glorot keeps its first scores small."""
+    return {"type": "linear", "out_features": n, "init": "xavier"}
+
+
 def _basic_block(k, stride=1, in_k=None):
     """Two 3x3 convs with batch norm; a strided 1x1 projection when the shape changes."""
     body = [_conv(k, 3, "same", stride), {"type": "batchnorm"}, RELU,
@@ -65,40 +70,40 @@ MODELS: dict[str, ZooModel] = {
         ZooModel("lenet5", "LeNet-5 (LeCun 1998) with ReLU and max pooling, for 28x28 digits",
                  {"input_shape": [1, 28, 28], "layers": [
                      _conv(6, 5, 2), RELU, _pool(2), _conv(16, 5), RELU, _pool(2), FLATTEN,
-                     _fc(120), RELU, _fc(84), RELU, _fc(10)]}),
+                     _fc(120), RELU, _fc(84), RELU, _classifier(10)]}),
         ZooModel("convnetjs-mnist", "ConvNetJS's MNIST demo net: two conv-relu-pool blocks on "
                  "24x24 crops",
                  {"input_shape": [1, 24, 24], "layers": [
                      _conv(8, 5, 2), RELU, _pool(2), _conv(16, 5, 2), RELU, _pool(3), FLATTEN,
-                     _fc(10)]}),
+                     _classifier(10)]}),
         ZooModel("convnetjs", "ConvNetJS's CIFAR-10 demo net: three conv5x5-relu-pool blocks "
                  "(16, 20, 20 filters)",
                  {"input_shape": [3, 32, 32], "layers": [
                      _conv(16, 5, 2), RELU, _pool(2), _conv(20, 5, 2), RELU, _pool(2),
-                     _conv(20, 5, 2), RELU, _pool(2), FLATTEN, _fc(10)]}),
+                     _conv(20, 5, 2), RELU, _pool(2), FLATTEN, _classifier(10)]}),
         ZooModel("tinyvgg", "CNN Explainer's Tiny VGG: two blocks of [conv3x3x10, relu] x2 + "
                  "pool, on 64x64 colour images",
                  {"input_shape": [3, 64, 64], "layers": [
                      _conv(10, 3), RELU, _conv(10, 3), RELU, _pool(2),
-                     _conv(10, 3), RELU, _conv(10, 3), RELU, _pool(2), FLATTEN, _fc(10)]}),
+                     _conv(10, 3), RELU, _conv(10, 3), RELU, _pool(2), FLATTEN, _classifier(10)]}),
         ZooModel("vggish", "A VGG-style net: stacks of 3x3 convs (32, 64, 128 filters) with "
                  "2x2 pooling, for 32x32 images",
                  {"input_shape": [3, 32, 32], "layers": [
                      _conv(32, 3, 1), RELU, _conv(32, 3, 1), RELU, _pool(2),
                      _conv(64, 3, 1), RELU, _conv(64, 3, 1), RELU, _pool(2),
-                     _conv(128, 3, 1), RELU, _pool(2), FLATTEN, _fc(10)]}),
+                     _conv(128, 3, 1), RELU, _pool(2), FLATTEN, _classifier(10)]}),
         ZooModel("resnet8", "A small ResNet: a 3x3 stem and three residual stages (16, 32, 64) "
                  "with batch norm and global average pooling",
                  {"input_shape": [3, 32, 32], "layers": [
                      _conv(16, 3, 1), {"type": "batchnorm"}, RELU,
                      *_basic_block(16), *_basic_block(32, 2, 16), *_basic_block(64, 2, 32),
-                     {"type": "gap"}, FLATTEN, _fc(10)]}),
+                     {"type": "gap"}, FLATTEN, _classifier(10)]}),
         ZooModel("bottleneck", "1x1 convolutions at work: a 1x1-3x3-1x1 residual bottleneck "
                  "between conv-pool stages, for 32x32 images",
                  {"input_shape": [3, 32, 32], "layers": [
                      _conv(32, 3, 1), RELU, _pool(2), *_bottleneck(32, 8),
                      _conv(64, 1), RELU, _pool(2), *_bottleneck(64, 16),
-                     {"type": "gap"}, FLATTEN, _fc(10)]}),
+                     {"type": "gap"}, FLATTEN, _classifier(10)]}),
     ]
 }
 

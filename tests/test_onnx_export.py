@@ -145,6 +145,15 @@ def test_input_shape_defaults_to_the_built_shape_and_opset_is_chosen(rng):
     assert_close(ort_run(onnx_model, x), model.forward(x))
 
 
+def test_float64_models_export_as_float32(rng):
+    model = cn.Sequential(cn.Conv2d(2, 3, 3), cn.BatchNorm2d(3), cn.Flatten(),
+                          cn.Linear(3 * 9, 2)).astype(np.float64).eval()
+    onnx_model = cn.onnx.to_onnx(model, (2, 5, 5))
+    assert {init.data_type for init in onnx_model.graph.initializer} == {onnx.TensorProto.FLOAT}
+    x = rng.normal(size=(2, 2, 5, 5))
+    assert_close(ort_run(onnx_model, x.astype(np.float32)), model.forward(x))
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=random_models())
 def test_random_layer_stacks_match_onnxruntime(case):

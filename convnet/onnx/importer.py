@@ -201,7 +201,7 @@ class _Importer:
     def _constant_value(self, node) -> numpy.ndarray:
         attrs = _attributes(node)
         if "value" in attrs:
-            return numpy_helper.to_array(node.attribute[0].t)
+            return numpy_helper.to_array(attrs["value"])
         for key, dtype in (("value_float", numpy.float32), ("value_floats", numpy.float32),
                            ("value_int", numpy.int64), ("value_ints", numpy.int64)):
             if key in attrs:

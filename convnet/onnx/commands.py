@@ -13,7 +13,7 @@ from pathlib import Path
 EXPORT_EPILOG = """\
 examples:
   convnet export runs/resnet8 -o resnet8.onnx
-  convnet export runs/lenet5/best.ckpt -o lenet5.onnx --opset 18
+  convnet export runs/lenet5/checkpoints/best.safetensors -o lenet5.onnx --opset 18
 
 The file carries the class names and the input normalization as metadata; check it with
 onnxruntime or open it in Netron.

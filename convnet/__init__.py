@@ -9,6 +9,7 @@
 from convnet import init, reference
 from convnet.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from convnet.arithmetic import ReceptiveField, conv_output_size, window_output
+from convnet.checkpoint import LoadedModel, load
 from convnet.conv import Conv2d
 from convnet.errors import ShapeError
 from convnet.layer import Layer, no_grad
@@ -25,10 +26,23 @@ from convnet.summary import Summary, summarize
 
 __version__ = "0.1.0"
 
+# Heavier parts load on first use: `cn.onnx.export(...)`, `cn.data.load_dataset(...)`.
+_LAZY_SUBMODULES = {"onnx", "data", "zoo", "viz", "modelfile", "spec", "train", "distributed"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"convnet.{name}")
+    raise AttributeError(f"module 'convnet' has no attribute {name!r}")
+
+
 __all__ = [
     "Adam", "AdamW", "AvgPool2d", "BatchNorm2d", "ConstantLR", "Conv2d", "CosineAnnealingLR",
     "CrossEntropyLoss", "Dropout", "Flatten", "GlobalAvgPool2d", "Layer", "LeakyReLU",
-    "Linear", "LinearWarmup", "MaxPool2d", "MultiClassHingeLoss", "Optimizer", "Parameter",
+    "Linear", "LinearWarmup", "LoadedModel", "MaxPool2d", "MultiClassHingeLoss", "Optimizer",
+    "Parameter", "load",
     "ReLU", "ReceptiveField", "Residual", "SGD", "SVMLoss", "Sequential", "ShapeError",
     "Sigmoid", "Softmax", "StepLR", "Summary", "Tanh", "clip_grad_norm_", "conv_output_size",
     "init", "manual_seed", "no_grad", "reference", "summarize", "window_output",

@@ -67,6 +67,25 @@ def randomize_batchnorm(model, rng) -> None:
                 module.bias.data[...] = rng.normal(0, 0.2, c)
 
 
+# -- the zoo (written by others; these tests start running once it is there) -------------------
+def zoo_names() -> list[str]:
+    try:
+        from convnet import zoo
+    except ImportError:
+        return []
+    return list(zoo.MODELS)
+
+
+def build_zoo_model(name: str):
+    """(model, input_shape) of a freshly initialised zoo model."""
+    from convnet import zoo
+
+    build = getattr(zoo, "build_model", None) or zoo.build  # build(name) in the zoo's plan
+    model = build(name)
+    shape = getattr(model, "input_shape", None) or zoo.MODELS[name].input_shape
+    return model, tuple(shape)
+
+
 # -- random layer stacks ------------------------------------------------------------------------
 @st.composite
 def paddings(draw, kernel, pool: bool = False):

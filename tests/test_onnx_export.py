@@ -11,10 +11,12 @@ import onnx
 import pytest
 from exchange_helpers import (
     assert_close,
+    build_zoo_model,
     ort_run,
     random_models,
     randomize_batchnorm,
     real_like,
+    zoo_names,
 )
 from hypothesis import HealthCheck, given, settings
 
@@ -166,29 +168,8 @@ def test_random_layer_stacks_match_onnxruntime(case):
         assert_close(ort_run(onnx_model, x), model.forward(x))
 
 
-def _zoo():
-    try:
-        from convnet import zoo
-    except ImportError:
-        return None
-    return zoo
-
-
-def _zoo_names():
-    zoo = _zoo()
-    return list(zoo.MODELS) if zoo is not None else []
-
-
-def build_zoo_model(name):
-    zoo = _zoo()
-    build = getattr(zoo, "build_model", None) or zoo.build  # build(name) in the zoo's plan
-    model = build(name)
-    shape = getattr(model, "input_shape", None) or zoo.MODELS[name].input_shape
-    return model, tuple(shape)
-
-
-@pytest.mark.skipif(_zoo() is None, reason="convnet.zoo is not there yet")
-@pytest.mark.parametrize("name", _zoo_names())
+@pytest.mark.skipif(not zoo_names(), reason="convnet.zoo is not there yet")
+@pytest.mark.parametrize("name", zoo_names())
 def test_zoo_model_round_trips_through_onnx(name, tmp_path, rng):
     model, shape = build_zoo_model(name)
     path = tmp_path / f"{name}.onnx"

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from exchange_helpers import (
     assert_close,
+    build_zoo_model,
     random_models,
     randomize_batchnorm,
     real_like,
     torch_equivalent,
+    zoo_names,
 )
 from hypothesis import HealthCheck, given, settings
 
@@ -143,19 +145,9 @@ def test_random_layer_stacks_both_ways(case):
     assert_close(torch_forward(back, x), model.forward(x))
 
 
-def _zoo_names():
-    try:
-        from convnet import zoo
-    except ImportError:
-        return []
-    return list(zoo.MODELS)
-
-
-@pytest.mark.skipif(not _zoo_names(), reason="convnet.zoo is not there yet")
-@pytest.mark.parametrize("name", _zoo_names())
+@pytest.mark.skipif(not zoo_names(), reason="convnet.zoo is not there yet")
+@pytest.mark.parametrize("name", zoo_names())
 def test_zoo_models_both_ways(name, tmp_path, rng):
-    from test_onnx_export import build_zoo_model
-
     model, shape = build_zoo_model(name)
     model.eval()
     twin = trained_torch_twin(model, shape)

@@ -105,7 +105,7 @@ class Softmax(Layer):
         self.dim = dim
 
     def forward(self, x):
-        check_input(self, x, x.ndim if hasattr(x, "ndim") else 0, what="(N, K, ...)")
+        check_input(self, x, max(getattr(x, "ndim", 0), 2), what="(N, K, ...)")
         xp = array_module(x)
         shifted = x - x.max(axis=1, keepdims=True)
         e = xp.exp(shifted)

@@ -122,6 +122,7 @@ class Dropout(Layer):
         self.p = float(p)
 
     def forward(self, x):
+        check_input(self, x, max(getattr(x, "ndim", 0), 1), what="(N, ...)")
         if not self.training or self.p == 0:
             if grad_enabled():
                 self.cache = (None,)  # identity: nothing to keep but that forward ran

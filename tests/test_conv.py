@@ -132,6 +132,8 @@ def test_pointwise_conv_is_a_plain_matrix_product(rng):
     assert conv.is_pointwise
     x = rng.standard_normal((2, 64, 7, 5)).astype(np.float32)
     out = conv.forward(x)
+    kept_columns = conv.cache[1]
+    assert np.shares_memory(kept_columns, x)  # no im2col copy: the input already is the matrix
     w = conv.weight.data.reshape(32, 64).astype(np.float64)
     expected = np.einsum("kc,nchw->nkhw", w, x.astype(np.float64)) + conv.bias.data[:, None, None]
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)

@@ -3,7 +3,13 @@ differences (max-pool inputs without ties)."""
 
 import numpy as np
 import pytest
-from engine_checks import check_gradients, pool_configs, pool_fits_exactly, spread_values
+from engine_checks import (
+    check_gradients,
+    pool_configs,
+    pool_fits_exactly,
+    spread_values,
+    tf_same_padding,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -123,3 +129,33 @@ def test_pool_repr_shows_only_non_default_arguments():
     assert repr(cn.MaxPool2d(2)) == "MaxPool2d(kernel_size=2)"
     assert repr(cn.AvgPool2d(3, 2, 1, count_include_pad=False)) == (
         "AvgPool2d(kernel_size=3, stride=2, padding=1, count_include_pad=False)")
+
+
+@settings(max_examples=20, deadline=None)
+@given(kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       size=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+       mode=st.sampled_from(["max", "avg", "avg_exclude_pad"]))
+def test_same_padding_matches_the_oracle_on_explicitly_padded_input(kernel, stride, size, mode):
+    # TensorFlow's 'same': output ceil(N/S), the odd pixel of padding after. The oracle takes
+    # symmetric padding only, so pad by hand: -inf for max, zeros for average; the average
+    # without padding divides the window sum by the count of real pixels under the window.
+    (top, bottom), (left, right) = (tf_same_padding(size[a], kernel[a], stride[a], 1)
+                                    for a in range(2))
+    x = np.random.default_rng(5).standard_normal((2, 3, *size)).astype(np.float32)
+    sides = ((0, 0), (0, 0), (top, bottom), (left, right))
+    if mode == "max":
+        layer = cn.MaxPool2d(kernel, stride, padding="same")
+        padded = np.pad(x, sides, constant_values=-np.inf)
+        expected = reference.pool2d(padded, kernel, stride, mode="max")
+    else:
+        include = mode == "avg"
+        layer = cn.AvgPool2d(kernel, stride, padding="same", count_include_pad=include)
+        window_sum = reference.pool2d(np.pad(x, sides), kernel, stride, mode="avg")
+        expected = window_sum
+        if not include:
+            count = reference.pool2d(np.pad(np.ones_like(x), sides), kernel, stride, mode="avg")
+            expected = window_sum / count
+    out = layer.forward(x)
+    assert out.shape == (2, 3, -(-size[0] // stride[0]), -(-size[1] // stride[1]))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)

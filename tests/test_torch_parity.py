@@ -35,7 +35,7 @@ def leaf(array):
     return torch.tensor(np.array(array), requires_grad=True)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(config=conv_configs(), seed=seeds)
 def test_conv2d(config, seed):
     rng = np.random.default_rng(seed)
@@ -83,7 +83,7 @@ def test_conv2d_same_at_stride_1_matches_torch_same(seed, kernel, size):
     assert_close(out, theirs, "output")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(config=pool_configs(max_size=9, channels=4), seed=seeds,
        mode=st.sampled_from(["max", "avg", "avg_exclude_pad"]))
 def test_pooling(config, mode, seed):

@@ -23,6 +23,7 @@ from convnet.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from convnet.random import manual_seed
 from convnet.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
 from convnet.summary import Summary, summarize
+from convnet.torch_weights import load_torch_weights, save_torch_weights
 
 __version__ = "0.1.0"
 
@@ -42,7 +43,7 @@ __all__ = [
     "Adam", "AdamW", "AvgPool2d", "BatchNorm2d", "ConstantLR", "Conv2d", "CosineAnnealingLR",
     "CrossEntropyLoss", "Dropout", "Flatten", "GlobalAvgPool2d", "Layer", "LeakyReLU",
     "Linear", "LinearWarmup", "LoadedModel", "MaxPool2d", "MultiClassHingeLoss", "Optimizer",
-    "Parameter", "load",
+    "Parameter", "load", "load_torch_weights", "save_torch_weights",
     "ReLU", "ReceptiveField", "Residual", "SGD", "SVMLoss", "Sequential", "ShapeError",
     "Sigmoid", "Softmax", "StepLR", "Summary", "Tanh", "clip_grad_norm_", "conv_output_size",
     "init", "manual_seed", "no_grad", "reference", "summarize", "window_output",

@@ -26,12 +26,13 @@ import datetime
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convnet.checkpoint import CheckpointError, LoadedModel
@@ -164,14 +165,6 @@ def _add_error_handlers(app: FastAPI, state: _State) -> None:
     async def upload_error(request: Request, error: UploadError):
         return JSONResponse({"detail": error.message}, error.status)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException):
-        detail = error.detail
-        if error.status_code == 413 and detail == "Content Too Large":
-            detail = (f"the upload is larger than the {state.max_upload_bytes:,}-byte limit; "
-                      f"send a smaller image")
-        return JSONResponse({"detail": detail}, error.status_code,
-                            headers=getattr(error, "headers", None))
 
 
 def _add_model_routes(app: FastAPI, state: _State) -> None:
@@ -190,14 +183,34 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
         return Response(state.explorer.image_png(image_id, scale), media_type="image/png",
                         headers={"Cache-Control": "no-store"})
 
-    @app.post("/api/images", max_body_size=upload_limit)
-    async def upload(file: Annotated[UploadFile, File()], convert: bool = True):
-        content = await file.read(state.max_upload_bytes + 1)
-        await file.close()
+    @app.post("/api/images")
+    async def upload(request: Request, convert: bool = True):
+        """An image file as the multipart form field "file"."""
+        limit = state.max_upload_bytes
+        length = request.headers.get("content-length", "")
+        if not length.isdigit():
+            raise UploadError(411, "send the upload with a Content-Length header (as browsers "
+                              "and HTTP clients do for a form with a file)")
+        if int(length) > upload_limit:
+            raise UploadError(413, f"the upload is {int(length):,} bytes, more than the "
+                              f"{limit:,}-byte limit; send a smaller image")
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except StarletteHTTPException as error:  # the multipart parser's 400
+            raise UploadError(400, f"the upload is not a readable multipart form "
+                              f"({error.detail}); send the image as the field \"file\"") \
+                from None
+        file = form.get("file")
+        if not isinstance(file, StarletteUploadFile):
+            await form.close()
+            raise UploadError(422, 'no image in the upload: send it as the multipart form '
+                              'field "file"')
+        content = await file.read(limit + 1)
+        await form.close()
         explorer = state.explorer
         image, notes = await asyncio.to_thread(
             decode_upload, content, file.filename, explorer.input_shape, convert=convert,
-            max_bytes=state.max_upload_bytes)
+            max_bytes=limit)
         name = Path(file.filename or "upload").name
         image_id = explorer.add_upload(image, name, notes)
         return {"id": image_id, "name": name, "notes": notes, "shape": list(image.shape)}

@@ -155,7 +155,7 @@ class TrainingSession:
         except Exception as error:  # noqa: BLE001 - reported to the page; the server stays up
             self.error = f"{type(error).__name__}: {error}" if not _known(error) else str(error)
             self.state = "failed"
-            self.events.publish("error", {"message": self.error})
+            self.events.publish("failure", {"message": self.error})
             self.events.publish("done", {"state": self.state})
             return
         self.summary = summary

@@ -7,6 +7,7 @@ import math
 import numpy
 
 from convnet import random
+from convnet.arithmetic import Padding
 from convnet.backend import array_module
 from convnet.errors import ShapeError
 from convnet.init import initial_weight
@@ -107,6 +108,13 @@ class Flatten(Layer):
 
     def backward(self, dy):
         return dy.reshape(self._take_cache())
+
+    def receptive_field(self, field, input_shape):
+        """Every unit after a Flatten feeds fully connected layers that see the whole map."""
+        if len(input_shape) != 3:
+            return field
+        hw = (int(input_shape[1]), int(input_shape[2]))
+        return field.through(hw, hw, (1, 1), Padding(0, 0, 0, 0))
 
 
 class Dropout(Layer):

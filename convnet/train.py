@@ -90,7 +90,14 @@ class TrainConfig:
 
 
 class LocalGroup:
-    """A single process: the trainer's view of data parallelism when MPI is not in use."""
+    """A single process: the trainer's view of data parallelism when MPI is not in use.
+
+    The trainer calls, in order: `broadcast_parameters(model)` once at the end of setup; then
+    per step `shard(x, y)` on the global batch, `allreduce_gradients(params)` after backward,
+    `global_statistics(loss, correct, count)` on the local batch's figures (it returns the
+    global batch's), and `agree_to_stop(requested)` after the step's callbacks (true on every
+    process when any asked to stop). `convnet.distributed.MPIGroup` is the many-process one.
+    """
 
     rank = 0
     size = 1
@@ -102,10 +109,13 @@ class LocalGroup:
     def allreduce_gradients(self, params) -> None:
         pass
 
-    def broadcast_parameters(self, model) -> None:
-        pass
+    def global_statistics(self, loss: float, correct: int, count: int) -> tuple[float, int, int]:
+        return loss, correct, count
 
-    def check_alive(self) -> None:
+    def agree_to_stop(self, requested: bool) -> bool:
+        return requested
+
+    def broadcast_parameters(self, model) -> None:
         pass
 
 
@@ -120,6 +130,14 @@ def model_spec(name: str, num_classes: int) -> dict:
         return spec
     raise TrainingError(f"unknown model {name!r}; choose one of {', '.join(zoo.MODELS)} "
                         f"(see `convnet models`) or give the path of a .toml model file")
+
+
+def _print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _discard(message: str) -> None:
+    pass
 
 
 def _jsonable_rng_state(state: dict) -> dict:
@@ -137,7 +155,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.group = group or LocalGroup()
         self.progress = progress
-        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        # Only the root process reports by default, as it alone writes files.
+        self.log = log or (_print_to_stderr if self.group.is_root else _discard)
         self._stop_reason: str | None = None
         config.validate()
 
@@ -349,7 +368,8 @@ class Trainer:
         self.optimizer.step()
         self.model.zero_grad()
         self.scheduler.step()
-        return loss, int((scores.argmax(axis=1) == y).sum()), len(y)
+        correct = int((scores.argmax(axis=1) == y).sum())
+        return self.group.global_statistics(loss, correct, len(y))
 
     def _install_interrupt_handler(self):
         if threading.current_thread() is not threading.main_thread():
@@ -403,15 +423,15 @@ class Trainer:
                 p["seconds"] += elapsed
                 stats = {"epoch": self.epoch + 1, "batch": self.batch_index, "loss": loss,
                          "accuracy": correct / count, "lr": self.optimizer.lr,
-                         "images_per_s": count * self.group.size / max(elapsed, 1e-9),
+                         "images_per_s": count / max(elapsed, 1e-9),
                          "step": self.global_step}
                 bar.set_postfix(loss=f"{p['loss'] / p['count']:.4f}",
                                 acc=f"{p['correct'] / p['count']:.3f}",
-                                img_s=f"{p['count'] * self.group.size / p['seconds']:.0f}")
+                                img_s=f"{p['count'] / p['seconds']:.0f}")
                 bar.update(1)
                 self._emit("on_batch", stats)
-                self.group.check_alive()
-                if self._stop_reason:
+                if self.group.agree_to_stop(self._stop_reason is not None):
+                    self._stop_reason = self._stop_reason or "stop requested by another process"
                     bar.close()
                     self.save("last")
                     self.log(f"stopped ({self._stop_reason}) at epoch {self.epoch + 1}, batch "
@@ -431,7 +451,7 @@ class Trainer:
                   "train_accuracy": p["correct"] / max(p["count"], 1),
                   "val_loss": validation.loss, "val_accuracy": validation.accuracy,
                   "lr": self.optimizer.lr,
-                  "images_per_s": p["count"] * self.group.size / max(p["seconds"], 1e-9),
+                  "images_per_s": p["count"] / max(p["seconds"], 1e-9),
                   "seconds": p["seconds"], "time": time.time()}
         self.epoch += 1
         self.batch_index = 0

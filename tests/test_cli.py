@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -65,7 +66,7 @@ def test_every_subcommand_help_shows_an_example():
     assert {"train", "evaluate", "predict", "summary", "models", "datasets", "calc",
             "demo"} <= set(subparsers.choices)
     for name, sub in subparsers.choices.items():
-        assert "example:" in sub.format_help(), name
+        assert re.search(r"^examples?:", sub.format_help(), re.M), name
         assert "convnet " + name in sub.format_help(), name
 
 
@@ -87,7 +88,7 @@ def test_models_lists_the_zoo(capsys):
 
 
 def test_console_script_runs_as_a_unix_tool(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "convnet.cli", "calc", "7x7", "-F", "3",
+    result = subprocess.run([sys.executable, "-m", "convnet", "calc", "7x7", "-F", "3",
                              "-S", "3"], capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("convnet: error: conv: input 7x7")

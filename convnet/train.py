@@ -189,6 +189,8 @@ class Trainer:
                                      image_size=(height, width), channels=channels)
         except data.DataError as error:
             raise TrainingError(str(error)) from None
+        for note in full.notes:
+            self.log(f"note: {note}")
         train, val = data.train_val_split(full, cfg.val_fraction, cfg.seed)
         return full, train, val
 

@@ -215,3 +215,30 @@ def test_cli_reports_bad_inputs_without_tracebacks(workspace, tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(out), str(not_image)]) == 1
     assert "x.png" in capsys.readouterr().err
+
+
+def test_cli_refuses_unwritable_output_truncated_checkpoints_and_bad_model_files(
+        workspace, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    argv = ["train", "--model", str(workspace / "tiny.toml"), "--dataset",
+            str(workspace / "images"), "--epochs", "1", "--batch-size", "8", "--no-progress"]
+    assert main([*argv, "--out", str(blocker / "run")]) == 1
+    assert "cannot write to" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
+
+    out = tmp_path / "run"
+    assert main([*argv, "--out", str(out)]) == 0
+    best = out / "checkpoints" / "best.safetensors"
+    best.write_bytes(best.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 1
+    assert "truncated or corrupt" in capsys.readouterr().err
+
+    bad_model = tmp_path / "bad.toml"
+    bad_model.write_text(MODEL.replace("kernel_size = 2", "kernel_size = 5"))
+    assert main([*argv[:1], "--model", str(bad_model), *argv[3:], "--out",
+                 str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad_model}:12: layer 3 (maxpool)" in err  # the line of its [[layers]]
+    assert "not an integer" in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Subcommand modules, each with register(subparsers); imported lazily by name so that
@@ -61,6 +62,17 @@ def add_command(subparsers, name: str, help_text: str, example: str) -> argparse
                                  formatter_class=ExampleFormatter)
 
 
+def add_cache_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", default=None,
+                        help="where downloaded datasets are kept [default: $CONVNET_CACHE or "
+                             "~/.cache/convnet]")
+
+
+def apply_cache_dir(args) -> None:
+    if getattr(args, "cache_dir", None):
+        os.environ["CONVNET_CACHE"] = args.cache_dir
+
+
 def known_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: reported in one line, exit 1, no traceback."""
     from convnet.checkpoint import CheckpointError
@@ -89,6 +101,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    apply_cache_dir(args)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from convnet.cli import add_command
+from convnet.cli import add_cache_dir, add_command
 
 
 def register(subparsers) -> None:
@@ -19,6 +19,7 @@ def register(subparsers) -> None:
     parser.add_argument("run", metavar="RUN_FOLDER", help="run folder or checkpoint")
     parser.add_argument("--dataset", default=None, help="[default: the run's own dataset]")
     parser.add_argument("--data-dir", default=None)
+    add_cache_dir(parser)
     parser.add_argument("--split", default="test", choices=["train", "test"])
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
     parser.add_argument("--batch-size", type=int, default=256)

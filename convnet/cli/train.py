@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from convnet.cli import add_command
+from convnet.cli import add_cache_dir, add_command
 
 
 def register(subparsers) -> None:
@@ -23,6 +23,7 @@ def register(subparsers) -> None:
                              "subfolders [default: mnist-5k]")
     parser.add_argument("--data-dir", default=None,
                         help="read the dataset's standard files from this folder")
+    add_cache_dir(parser)
     parser.add_argument("--epochs", type=int, default=None, help="[default: 10]")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="global batch size [default: 64]")

@@ -36,7 +36,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convnet.checkpoint import CheckpointError, LoadedModel
-from convnet.web.explorer import BadRequest, Explorer, NotFound, Samples, Source
+from convnet.web.explorer import BadRequest, Explorer, NotFound, Samples, Source, model_label
 from convnet.web.training import EventLog, TrainingSession, spec_to_toml, sse
 from convnet.web.uploads import DEFAULT_MAX_BYTES, UploadError, decode_upload
 
@@ -58,13 +58,15 @@ class TrainRequest(BaseModel):
 
 def _explorer_for(run_folder, model, model_name, input_shape, class_names, normalization,
                   dataset, data_dir, samples, checkpoint) -> Explorer:
+    from convnet import zoo
     from convnet.viz.run import open_run, open_target, sample_set
 
     if run_folder is not None:
         run = open_run(run_folder, checkpoint)
         folder = str(run.folder) if run.folder else str(run_folder)
-        name = run.loaded.config.get("model_name") or Path(folder).name
-        source = Source("run", str(name), folder)
+        name = str(run.loaded.config.get("model_name") or Path(folder).name)
+        source = Source("run", model_label(name), folder,
+                        zoo_name=name if name in zoo.MODELS else None)
         loaded = run.loaded
         if samples is None and dataset is None:
             validation = run.validation()
@@ -83,8 +85,10 @@ def _explorer_for(run_folder, model, model_name, input_shape, class_names, norma
     else:
         run = open_target(model_name or "lenet5")
         loaded = run.loaded
-        kind = "file" if str(model_name).endswith(".toml") else "zoo"
-        source = Source(kind, model_name or "lenet5", note="untrained: fresh random weights")
+        name = model_name or "lenet5"
+        kind = "zoo" if name in zoo.MODELS else "file"
+        source = Source(kind, model_label(name), note="untrained: fresh random weights",
+                        zoo_name=name if kind == "zoo" else None)
     if samples is not None:
         found = Samples.from_dataset(samples, getattr(samples, "name", "samples"))
     else:
@@ -244,7 +248,8 @@ def _training_choices(state: _State) -> dict:
     models = ["current", *zoo.MODELS]
     datasets = ["current", *data.DATASETS]
     return {"models": models, "datasets": datasets, "default_dataset": state.default_dataset,
-            "current_model": explorer.source.name}
+            "current_model": explorer.source.name,
+            "current_dataset": model_label(Path(state.default_dataset).name)}
 
 
 def _resolve_training(state: _State, request: TrainRequest):
@@ -261,9 +266,9 @@ def _resolve_training(state: _State, request: TrainRequest):
             raise BadRequest(f"unknown model {request.model!r}; choose 'current' or one of "
                              f"{', '.join(zoo.MODELS)}")
         return request.model, dataset, request.model
+    if explorer.source.zoo_name:
+        return explorer.source.zoo_name, dataset, explorer.source.zoo_name
     name = explorer.source.name
-    if name in zoo.MODELS:
-        return name, dataset, name
     from convnet.spec import to_spec
 
     with explorer.lock:

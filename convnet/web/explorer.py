@@ -12,6 +12,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -43,12 +44,19 @@ class BadRequest(ValueError):
 @dataclass
 class Source:
     kind: str  # "run", "zoo", "file", "python", "training"
-    name: str
+    name: str  # for display: a zoo name, a model file's stem, a run's model
     folder: str | None = None
     note: str = ""
+    zoo_name: str | None = None  # set when the model is a zoo model (training can rebuild it)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "folder": self.folder, "note": self.note}
+        return {"kind": self.kind, "name": self.name, "folder": self.folder, "note": self.note,
+                "zoo_name": self.zoo_name}
+
+
+def model_label(name: str) -> str:
+    """A short name for a zoo name or a model file path."""
+    return Path(name).stem if name.endswith(".toml") else name
 
 
 @dataclass

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from convnet import zoo
 from convnet.checkpoint import LoadedModel
 from convnet.train import TrainConfig, Trainer
 from convnet.web.explorer import Explorer, Samples, Source
@@ -88,8 +89,8 @@ class _Publisher:
                              {"model_name": cfg.model, "dataset": cfg.dataset}, None)
         samples = Samples.from_dataset(trainer.val_set,
                                        f"validation split of {cfg.dataset}")
-        session.explorer.replace(loaded, Source("training", session.label,
-                                                str(trainer.out_dir)), samples)
+        session.explorer.replace(loaded, Source("training", session.label, str(trainer.out_dir),
+                                                zoo_name=session.zoo_name), samples)
         session.state = "running"
         session.events.publish("start", {
             "out_dir": str(trainer.out_dir), "config": asdict(cfg),
@@ -127,6 +128,7 @@ class TrainingSession:
         self.config = config
         self.out_dir = Path(out_dir)
         self.label = label or config.model
+        self.zoo_name = config.model if config.model in zoo.MODELS else None
         self.snapshot_every = snapshot_every
         self.events = EventLog()
         self.state = "starting"  # -> running -> finished | stopped | failed
@@ -162,7 +164,7 @@ class TrainingSession:
         self.explorer.offer_weights(self._trainer.model.state_dict())
         folder = str(self.out_dir)
         with self.explorer.lock:
-            self.explorer.source = Source("run", self.label, folder)
+            self.explorer.source = Source("run", self.label, folder, zoo_name=self.zoo_name)
         self.state = "stopped" if summary.get("stopped") else "finished"
         self.events.publish(self.state, dict(summary))
         self.events.publish("done", {"state": self.state})

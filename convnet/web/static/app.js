@@ -55,14 +55,18 @@ const pct = (p) => `${(100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
 /* ---------------------------------------------------------------- model and layers */
 
 async function loadModel() {
+  const ticket = (state.modelTicket = (state.modelTicket || 0) + 1);
   const info = await api("/api/model");
+  if (ticket !== state.modelTicket) return;  // a newer request is on its way
   state.info = info;
   const src = info.source;
   $("#model-title").textContent = `${src.name} · input ${shape(info.input_shape)} · ` +
     `${info.total_params.toLocaleString()} parameters`;
   const badge = $("#model-badge");
-  badge.textContent = src.kind === "training" ? "training" : src.kind === "run"
-    ? `run ${src.folder || ""}` : src.note || src.kind;
+  const folder = (src.folder || "").split("/").filter(Boolean).pop() || "";
+  badge.textContent = src.kind === "training" ? `training → ${folder}`
+    : src.kind === "run" ? `run ${folder}` : src.note || src.kind;
+  badge.title = src.folder || "";
   badge.className = `badge ${src.kind}`;
   $("#model-facts").textContent = `${info.layers.length} layers, ` +
     `${info.total_macs.toLocaleString()} multiply-adds per image, output ${shape(info.output_shape)}`;
@@ -163,8 +167,10 @@ function renderArithmetic(layer) {
   const what = a.kind === "conv"
     ? `${a.filters} filters of ${a.kernel[0]}×${a.kernel[1]}×${a.input[0]}`
     : `${a.kernel[0]}×${a.kernel[1]} pooling window`;
-  lines.push(el("div", {text: `${layer.name}: ${what}, stride ${a.stride.join("×")}, ` +
-                                `pad ${a.padding.join(",")}`}));
+  const pads = a.padding.every((p) => p === a.padding[0]) ? `${a.padding[0]}`
+    : `top ${a.padding[0]}, bottom ${a.padding[1]}, left ${a.padding[2]}, right ${a.padding[3]}`;
+  const strides = a.stride[0] === a.stride[1] ? `${a.stride[0]}` : a.stride.join("×");
+  lines.push(el("div", {text: `${layer.name}: ${what}, stride ${strides}, pad ${pads}`}));
   const same = h.n === w.n && h.f === w.f && h.s === w.s && pad(h) === pad(w);
   const axes = same ? [h] : [h, w];
   for (const x of axes) {
@@ -348,7 +354,7 @@ async function refreshExplain() {
 async function loadFilters(layerName) {
   const f = await api(`/api/filters/${encodeURIComponent(layerName)}`);
   const [k, c, kh, kw] = f.shape;
-  const s = Math.max(2, Math.floor(24 / Math.max(kh, kw)));
+  const s = Math.max(2, Math.floor(36 / Math.max(kh, kw)));
   $("#filter-info").textContent = `${k} filters of ${kh}×${kw}×${c}` +
     (f.rgb ? ", shown in colour" : f.shown_channels > 1 ? `, one gray tile per input channel` +
      (f.shown_channels < c ? ` (first ${f.shown_channels})` : "") : "") +
@@ -404,7 +410,8 @@ async function loadTraining() {
   fillSelect($("#train-model"), ch.models);
   fillSelect($("#train-dataset"), ch.datasets);
   $("#train-model").options[0].textContent = `current (${ch.current_model})`;
-  $("#train-dataset").options[0].textContent = `current (${ch.default_dataset})`;
+  $("#train-dataset").options[0].textContent = `current (${ch.current_dataset})`;
+  $("#train-dataset").options[0].title = ch.default_dataset;
   if (t.session) {
     connectEvents();
   }
@@ -485,7 +492,10 @@ function connectEvents() {
     state.curves.valLoss.push([d.step, d.val_loss]);
     state.curves.valAcc.push([d.step, d.val_accuracy]);
     $("#val-acc").textContent = pct(d.val_accuracy);
-    log(`epoch ${d.epoch}: train loss ${d.train_loss.toFixed(4)}, val accuracy ${pct(d.val_accuracy)}`);
+    if (state.totalSteps) {
+      $("#train-step").textContent = `${d.step} / ${state.totalSteps} (epoch ${d.epoch})`;
+      $("#train-progress div").style.width = `${(100 * d.step) / state.totalSteps}%`;
+    }
     queueCharts();
   });
   on("snapshot", () => liveRefresh());
@@ -494,12 +504,14 @@ function connectEvents() {
   on("stopped", (d) => {
     setTraining(false);
     status(`stopped after ${d.epochs_done} full epoch(s); checkpoint in ${d.out_dir}`);
+    report(loadModel());
     liveRefresh();
   });
   on("finished", (d) => {
     setTraining(false);
     status(`finished: best val accuracy ${pct(d.best_val_accuracy)} · ${d.out_dir}`);
     $("#train-progress div").style.width = "100%";
+    report(loadModel());
     liveRefresh();
   });
   on("failure", (d) => {
@@ -533,7 +545,7 @@ async function startTraining(event) {
 
 /* Refresh what depends on the weights, at most one refresh at a time. */
 async function liveRefresh() {
-  if (state.live.busy) { state.live.pending = true; return; }
+  if (state.live.busy || state.reloading) { state.live.pending = true; return; }
   state.live.busy = true;
   try {
     do {
@@ -550,11 +562,19 @@ async function liveRefresh() {
 }
 
 async function reloadAll(newModel) {
-  await loadModel();
-  const list = await loadSamples();
-  const keep = state.imageId && !newModel;
-  const first = list.items.length ? list.items[0].id : null;
-  await selectImage(keep ? state.imageId : (first || state.imageId));
+  state.reloading = true;
+  try {
+    await loadModel();
+    const list = await loadSamples();
+    const keep = state.imageId && !newModel;
+    const first = list.items.length ? list.items[0].id : null;
+    if (!keep && !first) state.imageId = null;  // an upload for the old model would not fit
+    const next = keep ? state.imageId : first;
+    if (next) await selectImage(next);
+  } finally {
+    state.reloading = false;
+  }
+  if (state.live.pending) liveRefresh();
 }
 
 /* ---------------------------------------------------------------- wiring */

@@ -1,0 +1,331 @@
+"""Data-parallel training over MPI: `mpiexec -n 2` on this machine against one process.
+
+The tests marked `mpi` start `mpiexec` from the virtual environment of the running Python; this
+file is also the script those processes run (see `drive` at the bottom).
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convnet import checkpoint, distributed
+from convnet.train import TrainConfig, Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+HAVE_MPI = importlib.util.find_spec("mpi4py") is not None and MPIEXEC.exists()
+needs_mpi = pytest.mark.skipif(
+    not HAVE_MPI, reason=f"needs mpi4py and {MPIEXEC}: pip install 'convnet[mpi]'")
+
+# No dropout and no batch norm: with these a 2-process step equals a 1-process one up to
+# rounding (dropout masks and batch-norm statistics are per process; see convnet.distributed).
+MODEL = """\
+input_shape = [1, 12, 12]
+
+[[layers]]
+type = "conv"
+out_channels = 4
+kernel_size = 3
+padding = 1
+
+[[layers]]
+type = "relu"
+
+[[layers]]
+type = "maxpool"
+kernel_size = 2
+
+[[layers]]
+type = "flatten"
+
+[[layers]]
+type = "linear"
+out_features = 3
+init = "xavier"
+"""
+# 75 images, a quarter of each class held out: 57 training images. In batches of 7 that is
+# 8 batches split 4 + 3 over two processes, then one image: the second process gets none.
+SETTINGS = {"epochs": 2, "batch_size": 7, "lr": 0.05, "seed": 3, "val_fraction": 0.25,
+            "warmup_epochs": 0.5}
+STEPS_PER_EPOCH = 9
+CLI = "import sys; from convnet.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Three classes of 12x12 grey images (bars at three angles) and a tiny model."""
+    root = tmp_path_factory.mktemp("distributed")
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(["horizontal", "vertical", "diagonal"]):
+        folder = root / "images" / name
+        folder.mkdir(parents=True)
+        for index in range(25):
+            pixels = rng.integers(0, 60, (12, 12)).astype(np.uint8)
+            offset = rng.integers(2, 10)
+            if label == 0:
+                pixels[offset, :] = 255
+            elif label == 1:
+                pixels[:, offset] = 255
+            else:
+                np.fill_diagonal(pixels, 255)
+            Image.fromarray(pixels, mode="L").save(folder / f"{index}.png")
+    (root / "tiny.toml").write_text(MODEL)
+    return root
+
+
+def settings(workspace) -> dict:
+    return {"model": str(workspace / "tiny.toml"), "dataset": str(workspace / "images"),
+            **SETTINGS}
+
+
+def weights(folder, which="last"):
+    arrays, _, state, _ = checkpoint.read_checkpoint(
+        Path(folder) / "checkpoints" / f"{which}.safetensors")
+    return arrays, state
+
+
+def assert_close(expected: dict, actual: dict) -> None:
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        np.testing.assert_allclose(actual[key], expected[key], rtol=1e-4, atol=1e-5,
+                                   err_msg=key)
+
+
+class StopAt:
+    def __init__(self, step):
+        self.step = step
+
+    def on_batch(self, trainer, stats):
+        if stats["step"] == self.step:
+            trainer.stop("test")
+
+
+def train_here(workspace, out, *, resume=False, stop_at=None) -> dict:
+    """A single-process run in this process."""
+    callbacks = [StopAt(stop_at)] if stop_at else []
+    return Trainer(TrainConfig(**settings(workspace)), out, resume=resume, callbacks=callbacks,
+                   progress=False, log=lambda _: None).fit()
+
+
+@pytest.fixture(scope="module")
+def reference(workspace, tmp_path_factory):
+    """An uninterrupted single-process run: the weights every other run must reach."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    train_here(workspace, out)
+    return out
+
+
+def launch(processes: int, arguments: list[str], *, env=None, timeout=60):
+    """Run `mpiexec -n processes ARGUMENTS`; (return code, stdout + stderr, seconds)."""
+    environment = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                   "PYTHONPATH": str(REPO), **(env or {})}
+    started = time.monotonic()
+    process = subprocess.Popen([str(MPIEXEC), "-n", str(processes), *arguments], cwd=REPO,
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"mpiexec -n {processes} {' '.join(arguments)} ran past {timeout} s")
+    return process.returncode, out + err, time.monotonic() - started
+
+
+def drive(processes: int, job: dict, *, env=None, timeout=60):
+    """Run `drive_job(job)` (below) on `processes` processes."""
+    return launch(processes, [sys.executable, __file__, json.dumps(job)], env=env,
+                  timeout=timeout)
+
+
+# -- without MPI ---------------------------------------------------------------------------------
+def test_shards_cover_the_batch_in_order_and_rank_0_is_empty_only_for_an_empty_batch():
+    for count in range(0, 30):
+        for size in range(1, 9):
+            bounds = [distributed.shard_bounds(count, size, rank) for rank in range(size)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == count
+            assert all(stop == start for (_, stop), (start, _)
+                       in zip(bounds[:-1], bounds[1:], strict=True))
+            lengths = [stop - start for start, stop in bounds]
+            assert max(lengths) - min(lengths) <= 1
+            assert lengths[0] > 0 or count == 0
+    assert [distributed.shard_bounds(13, 3, r) for r in range(3)] == [(0, 5), (5, 9), (9, 13)]
+
+
+def test_a_single_process_gets_no_group_and_never_loads_mpi(monkeypatch):
+    for name in distributed.SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # importing it would fail
+    assert distributed.process_group() is None
+    assert distributed.process_group({"PMI_SIZE": "1", "SLURM_STEP_NUM_TASKS": "1"}) is None
+
+
+def test_many_processes_without_mpi4py_are_refused_rather_than_run_apart(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(distributed.DistributedError,
+                       match=r"one of 4 processes, but mpi4py is not installed.*convnet\[mpi\]"):
+        distributed.process_group({"SLURM_STEP_NUM_TASKS": "4"})
+
+
+@pytest.mark.parametrize("text", ["soon", "0", "-5", "inf", "nan"])
+def test_a_bad_timeout_setting_says_what_is_expected(text):
+    with pytest.raises(distributed.DistributedError,
+                       match=f"CONVNET_MPI_TIMEOUT must be a positive number of seconds, "
+                             f"received '{text}'"):
+        distributed.timeout_setting("CONVNET_MPI_TIMEOUT", 60.0, {"CONVNET_MPI_TIMEOUT": text})
+    assert distributed.timeout_setting("CONVNET_MPI_TIMEOUT", 60.0, {}) == 60.0
+    assert distributed.timeout_setting("X", 60.0, {"X": "2.5"}) == 2.5
+
+
+# -- two processes ---------------------------------------------------------------------------------
+@pytest.mark.mpi
+@needs_mpi
+def test_two_processes_train_the_weights_of_one_and_only_rank_0_writes(workspace, reference,
+                                                                       tmp_path):
+    trainer = Trainer(TrainConfig(**settings(workspace)), tmp_path / "probe", progress=False,
+                      log=lambda _: None)
+    trainer.setup()
+    assert len(trainer.train_set) == 8 * 7 + 1  # uneven slices, then an empty one on rank 1
+
+    out = tmp_path / "run"
+    code, err, _ = drive(2, {"settings": settings(workspace), "out": str(out),
+                             "own_folder_per_rank": True, "dump": str(tmp_path)})
+    assert code == 0, err
+    expected, _ = weights(reference)
+    actual, state = weights(out)
+    assert state["global_step"] == 2 * STEPS_PER_EPOCH
+    assert_close(expected, actual)
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    for key in ranks[0].files:  # both ranks hold exactly the same weights
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
+
+    assert not (tmp_path / "run-rank1").exists()  # rank 1 was given its own folder: untouched
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert files == sorted(str(p.relative_to(reference)) for p in reference.rglob("*"))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    alone = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for mine, theirs in zip(records, alone, strict=True):  # loss and accuracy of the global batches
+        assert mine["train_accuracy"] == theirs["train_accuracy"]
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+    assert err.count("epoch 1/2") == 1  # one report, from rank 0
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_a_run_resumes_with_another_process_count(workspace, reference, tmp_path):
+    expected, _ = weights(reference)
+    # Two processes, a stop asked for on rank 1 alone: both stop there and rank 0 saves.
+    two_then_one = tmp_path / "two-then-one"
+    code, err, _ = drive(2, {"settings": settings(workspace), "out": str(two_then_one),
+                             "fault": {"rank": 1, "step": 5, "kind": "stop"}})
+    assert code == 0, err
+    assert weights(two_then_one)[1]["global_step"] == 5
+    assert train_here(workspace, two_then_one, resume=True)["epochs_done"] == 2
+    assert_close(expected, weights(two_then_one)[0])
+
+    # One process stopped mid-epoch, continued by two through the command line.
+    one_then_two = tmp_path / "one-then-two"
+    assert train_here(workspace, one_then_two, stop_at=12)["stopped"]
+    code, err, _ = launch(2, [sys.executable, "-c", CLI, "train", "--resume", str(one_then_two),
+                              "--no-progress"])
+    assert code == 0, err
+    assert err.count("resuming") == 1
+    assert_close(expected, weights(one_then_two)[0])
+
+
+def run_with_fault(workspace, out, kind, *, timeout_s=60):
+    """Two processes; rank 1 fails at step 12, after epoch 1's checkpoint (step 9)."""
+    return drive(2, {"settings": settings(workspace), "out": str(out),
+                     "fault": {"rank": 1, "step": 12, "kind": kind}},
+                 env={"CONVNET_MPI_TIMEOUT": str(timeout_s)}, timeout=90)
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_a_rank_that_fails_stops_the_others_at_once_and_the_run_resumes(workspace, reference,
+                                                                        tmp_path):
+    out = tmp_path / "run"
+    code, err, seconds = run_with_fault(workspace, out, "raise")
+    assert code == distributed.ABORT_STATUS, err
+    assert "RuntimeError: rank 1 fails at step 12" in err
+    assert "rank 0 of 2: rank 1 ended while this one waited for it" in err
+    assert "continue with `convnet train --resume" in err
+    assert seconds < 30  # well before the 60 s deadline
+    assert weights(out)[1]["global_step"] == STEPS_PER_EPOCH  # epoch 1's checkpoint, intact
+    code, err, _ = drive(2, {"settings": settings(workspace), "out": str(out), "resume": True})
+    assert code == 0, err
+    assert_close(weights(reference)[0], weights(out)[0])
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_a_killed_rank_stops_the_others_and_leaves_the_checkpoint(workspace, tmp_path):
+    out = tmp_path / "run"
+    code, err, seconds = run_with_fault(workspace, out, "kill")
+    assert code == 9, err  # mpiexec ends the others at once and reports the signal
+    assert "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in err
+    assert seconds < 30
+    arrays, state = weights(out)
+    assert state["global_step"] == STEPS_PER_EPOCH and arrays
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_a_hung_rank_makes_the_others_abort_at_the_deadline(workspace, tmp_path):
+    out = tmp_path / "run"
+    code, err, seconds = run_with_fault(workspace, out, "hang", timeout_s=2)
+    assert code == distributed.ABORT_STATUS, err
+    assert ("rank 0 of 2: waited 2 s for the other ranks to agree whether to stop (step 12 "
+            "since start): a rank has died or hangs. If steps legitimately take longer, set "
+            "CONVNET_MPI_TIMEOUT (seconds) higher") in err
+    assert 2 < seconds < 30
+    assert weights(out)[1]["global_step"] == STEPS_PER_EPOCH
+
+
+# -- what each process runs ----------------------------------------------------------------------
+class Fault:
+    """On rank `rank` at step `step`: raise, be killed, hang, or ask to stop."""
+
+    def __init__(self, rank, step, kind):
+        self.rank, self.step, self.kind = rank, step, kind
+
+    def on_batch(self, trainer, stats):
+        if trainer.group.rank != self.rank or stats["step"] != self.step:
+            return
+        if self.kind == "raise":
+            raise RuntimeError(f"rank {self.rank} fails at step {self.step}")
+        if self.kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.kind == "hang":
+            time.sleep(120)
+        if self.kind == "stop":
+            trainer.stop("test")
+
+
+def drive_job(job: dict) -> int:
+    group = distributed.process_group()
+    out = Path(job["out"])
+    if job.get("own_folder_per_rank") and group.rank != 0:
+        out = out.with_name(f"{out.name}-rank{group.rank}")  # where it must never write
+    callbacks = [Fault(**job["fault"])] if "fault" in job else []
+    trainer = Trainer(TrainConfig(**job["settings"]), out, resume=job.get("resume", False),
+                      callbacks=callbacks, group=group, progress=False)
+    trainer.fit()
+    if "dump" in job:
+        arrays = {key: np.asarray(value) for key, value in trainer.model.state_dict().items()}
+        np.savez(Path(job["dump"]) / f"rank{group.rank}.npz", **arrays)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(drive_job(json.loads(sys.argv[1])))

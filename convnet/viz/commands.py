@@ -20,13 +20,15 @@ WHAT = {
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "visualize", "Draw one picture of a model or run as PNG: " +
-        "; ".join(f"{k}: {v}" for k, v in WHAT.items()) + ".",
+        subparsers, "visualize", "Draw a picture of a run as PNG: filters, activation maps, "
+        "curves, confusion matrix, mistakes, saliency, top-activating images.",
         "convnet visualize runs/lenet filters -o filters.png\n"
         "convnet visualize runs/lenet activations --image digit.png -o maps.png\n"
         "convnet visualize runs/lenet curves -o - | display     # PNG on stdout\n"
         "convnet visualize runs/lenet top --layer conv2 --filter 3\n"
         "convnet visualize lenet5 filters                        # untrained weights")
+    parser.description = "Draw one picture of a model or run as PNG.\n\n" + "\n".join(
+        f"  {name:12} {text}" for name, text in WHAT.items())
     parser.add_argument("run", metavar="RUN",
                         help="run folder or checkpoint (filters, activations and saliency also "
                              "take a zoo model name or a .toml model file)")
@@ -39,7 +41,7 @@ def register(subparsers) -> None:
     source.add_argument("--image", default=None, help="an image file (PNG, JPEG, ...)")
     source.add_argument("--sample", type=int, default=0,
                         help="index of a validation image [default: 0]")
-    parser.add_argument("--class", dest="class_", default=None,
+    parser.add_argument("--class", dest="class_", metavar="CLASS", default=None,
                         help="class name or index to explain [default: the predicted class]")
     parser.add_argument("--filter", type=int, default=0, help="filter index for 'top'")
     parser.add_argument("--count", type=int, default=16,

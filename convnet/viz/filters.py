@@ -94,8 +94,13 @@ def filters_figure(model, layer: str | None = None, *, max_filters: int = 64,
               interpolation="nearest")
     ax.set_axis_off()
     shown = f" (first {max_filters})" if k > max_filters else ""
-    layout = "colour" if colour or c == 1 else (
-        f"one strip per filter, one tile per input channel ({min(c, max_channels)} of {c})")
+    if colour:
+        layout = "in colour (R, G, B weights)"
+    elif c == 1:
+        layout = "one gray tile per filter"
+    else:
+        layout = f"one strip per filter, one tile per input channel ({min(c, max_channels)} " \
+            f"of {c})"
     ax.set_title(f"{conv.name}: {k} filters {kh}x{kw}x{c}{shown}\n{layout}; each filter "
                  f"scaled by its own range", fontsize=9)
     return fig

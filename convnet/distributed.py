@@ -42,7 +42,7 @@ START_TIMEOUT_VARIABLE = "CONVNET_MPI_START_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0  # seconds a rank waits for the others at one step's exchange
 DEFAULT_START_TIMEOUT = 600.0  # the first exchange waits for every rank to read its data
 ABORT_STATUS = 75  # EX_TEMPFAIL: a peer failed; the run can be resumed from its checkpoint
-BUCKET_BYTES = 32 * 2**20  # one Iallreduce per 32 MiB keeps MPI's scratch memory bounded
+BUCKET_BYTES = 8 * 2**20  # bounds MPI's scratch memory; outstanding buckets pipeline (bench)
 LEAVING_TAG = 7  # "this process has ended", sent at exit on the control communicator
 LEAVING_GRACE = 2.0  # seconds to let an exchange that a departed peer did finish complete
 SPIN_SECONDS = 0.05  # busy-poll this long before polling every POLL_SLEEP seconds
@@ -181,20 +181,20 @@ class MPIGroup:
         arrays = [param.grad for param in params]
         arrays += _float_buffers(self._model) if self._model is not None else []
         flat = self._pack(arrays, weight)
-        self._allreduce(flat, "exchange gradients")
+        self.allreduce(flat, "exchange gradients")
         self._unpack(flat, arrays)
 
     def global_statistics(self, loss: float, correct: int, count: int) -> tuple[float, int, int]:
         """The global batch's mean loss, correct predictions and size from this slice's."""
         local = self._local_count  # `count` is 1 for a stand-in image, which counts for nothing
         figures = np.array([loss * local, correct if local else 0, local], np.float64)
-        self._allreduce(figures, "sum the loss and accuracy")
+        self.allreduce(figures, "sum the loss and accuracy")
         total = int(figures[2])
         return float(figures[0]) / max(total, 1), int(figures[1]), total
 
     def agree_to_stop(self, requested: bool) -> bool:
         flag = np.array([1 if requested else 0], np.int32)
-        self._allreduce(flag, "agree whether to stop", op=self._MPI.MAX)
+        self.allreduce(flag, "agree whether to stop", op=self._MPI.MAX)
         return bool(flag[0])
 
     def broadcast_parameters(self, model) -> None:
@@ -241,7 +241,7 @@ class MPIGroup:
         step = max(self.bucket_bytes // max(flat.itemsize, 1), 1)
         return [start_one(flat[i:i + step]) for i in range(0, flat.size, step)]
 
-    def _allreduce(self, flat: np.ndarray, what: str, op=None) -> None:
+    def allreduce(self, flat: np.ndarray, what: str = "sum an array", op=None) -> None:
         """Sum (or `op`) `flat` over all ranks in place, in buckets, against the deadline."""
         op = op or self._MPI.SUM
         requests = self._buckets(flat, lambda part: self.comm.Iallreduce(

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convnet import checkpoint, distributed
+from convnet import checkpoint, distributed, random
 from convnet.train import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +52,10 @@ type = "linear"
 out_features = 3
 init = "xavier"
 """
+# Batch norm and dropout: per process, so only the ranks' agreement with each other is exact.
+MODEL_WITH_NOISE = MODEL.replace('type = "relu"', 'type = "batchnorm"\n\n[[layers]]\ntype = "relu"')
+MODEL_WITH_NOISE = MODEL_WITH_NOISE.replace(
+    'type = "flatten"', 'type = "flatten"\n\n[[layers]]\ntype = "dropout"\np = 0.3')
 # 75 images, a quarter of each class held out: 57 training images. In batches of 7 that is
 # 8 batches split 4 + 3 over two processes, then one image: the second process gets none.
 SETTINGS = {"epochs": 2, "batch_size": 7, "lr": 0.05, "seed": 3, "val_fraction": 0.25,
@@ -79,6 +83,7 @@ def workspace(tmp_path_factory):
                 np.fill_diagonal(pixels, 255)
             Image.fromarray(pixels, mode="L").save(folder / f"{index}.png")
     (root / "tiny.toml").write_text(MODEL)
+    (root / "noisy.toml").write_text(MODEL_WITH_NOISE)
     return root
 
 
@@ -222,6 +227,24 @@ def test_two_processes_train_the_weights_of_one_and_only_rank_0_writes(workspace
 
 @pytest.mark.mpi
 @needs_mpi
+def test_with_batch_norm_and_dropout_the_ranks_still_agree_exactly(workspace, tmp_path):
+    job = {"settings": {**settings(workspace), "model": str(workspace / "noisy.toml")},
+           "out": str(tmp_path / "run"), "dump": str(tmp_path)}
+    code, err, _ = drive(2, job)
+    assert code == 0, err
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    assert any("running_mean" in key for key in ranks[0].files)
+    for key in ranks[0].files:  # weights and the averaged running statistics
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
+    saved, _ = weights(tmp_path / "run")
+    for key, value in saved.items():
+        np.testing.assert_array_equal(value, ranks[0][key], err_msg=key)
+    draws = [json.loads((tmp_path / f"rank{r}.json").read_text())["next_draw"] for r in range(2)]
+    assert draws[0] != draws[1]  # each rank draws its dropout masks from a stream of its own
+
+
+@pytest.mark.mpi
+@needs_mpi
 def test_a_run_resumes_with_another_process_count(workspace, reference, tmp_path):
     expected, _ = weights(reference)
     # Two processes, a stop asked for on rank 1 alone: both stop there and rank 0 saves.
@@ -324,6 +347,8 @@ def drive_job(job: dict) -> int:
     if "dump" in job:
         arrays = {key: np.asarray(value) for key, value in trainer.model.state_dict().items()}
         np.savez(Path(job["dump"]) / f"rank{group.rank}.npz", **arrays)
+        draw = {"next_draw": float(random.generator().random())}
+        (Path(job["dump"]) / f"rank{group.rank}.json").write_text(json.dumps(draw))
     return 0
 
 

@@ -280,20 +280,24 @@ class MPIGroup:
                     departed, departed_at = status.Get_source(), now
             elif now - departed_at > LEAVING_GRACE:
                 self._abort(f"rank {departed} ended while this one waited for it to {what} "
-                            f"(step {self.steps} since start); its own output above says why")
+                            f"({self._when()}); its own output above says why")
             if now - started > limit:
                 variable = TIMEOUT_VARIABLE if self._started else START_TIMEOUT_VARIABLE
-                self._abort(f"waited {limit:g} s for the other ranks to {what} (step "
-                            f"{self.steps} since start): a rank has died or hangs. If steps "
-                            f"legitimately take longer, set {variable} (seconds) higher")
+                self._abort(f"waited {limit:g} s for the other ranks to {what} "
+                            f"({self._when()}): a rank has died or hangs. If that legitimately "
+                            f"takes longer, set {variable} (seconds) higher")
             if now - started > SPIN_SECONDS:
                 time.sleep(POLL_SLEEP)
         self._started = True
 
+    def _when(self) -> str:
+        return f"step {self.steps} since start" if self.steps else "before the first step"
+
     def _abort(self, reason: str) -> None:
-        print(f"convnet: rank {self.rank} of {self.size}: {reason}. Stopping every rank; the "
-              f"last checkpoint is intact: continue with `convnet train --resume RUN_FOLDER` "
-              f"(any number of processes)", file=sys.stderr, flush=True)
+        advice = ("; the last checkpoint is intact: continue with `convnet train --resume "
+                  "RUN_FOLDER` (any number of processes)") if self.steps else ""
+        print(f"convnet: rank {self.rank} of {self.size}: {reason}. Stopping every rank{advice}",
+              file=sys.stderr, flush=True)
         self.comm.Abort(ABORT_STATUS)
         os._exit(ABORT_STATUS)  # Abort may return while the launcher ends the others
 

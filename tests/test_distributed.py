@@ -266,6 +266,23 @@ def test_a_run_resumes_with_another_process_count(workspace, reference, tmp_path
     assert_close(expected, weights(one_then_two)[0])
 
 
+@pytest.mark.mpi
+@needs_mpi
+def test_an_error_on_rank_0_before_training_stops_the_others_with_its_message(workspace,
+                                                                              tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    code, err, seconds = launch(2, [sys.executable, "-c", CLI, "train", "--model",
+                                    str(workspace / "tiny.toml"), "--dataset",
+                                    str(workspace / "images"), "--out", str(tmp_path / "run")])
+    assert code != 0
+    assert "convnet: error: " in err and "already holds files; pass --resume" in err
+    assert ("rank 1 of 2: rank 0 ended while this one waited for it to compare the models "
+            "(before the first step)") in err
+    assert seconds < 30
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+
+
 def run_with_fault(workspace, out, kind, *, timeout_s=60):
     """Two processes; rank 1 fails at step 12, after epoch 1's checkpoint (step 9)."""
     return drive(2, {"settings": settings(workspace), "out": str(out),
@@ -309,7 +326,7 @@ def test_a_hung_rank_makes_the_others_abort_at_the_deadline(workspace, tmp_path)
     code, err, seconds = run_with_fault(workspace, out, "hang", timeout_s=3)
     assert code == distributed.ABORT_STATUS, err
     assert ("rank 0 of 2: waited 3 s for the other ranks to agree whether to stop (step 12 "
-            "since start): a rank has died or hangs. If steps legitimately take longer, set "
+            "since start): a rank has died or hangs. If that legitimately takes longer, set "
             "CONVNET_MPI_TIMEOUT (seconds) higher") in err
     assert 3 < seconds < 30
     assert weights(out)[1]["global_step"] == STEPS_PER_EPOCH

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import shutil
+import time
 import warnings
 from io import BytesIO
 from pathlib import Path
@@ -239,10 +242,10 @@ def test_uploads_refused_with_clear_errors_and_server_keeps_running(client):
 
 # -- training -------------------------------------------------------------------------------------
 
-def read_events(client, stop_after=None):
+def read_events(client, stop_after=None, **params):
     """(name, data) of the event stream until it ends; POST stop after `stop_after` batches."""
     events, batches = [], 0
-    with client.stream("GET", "/api/train/events") as stream:
+    with client.stream("GET", "/api/train/events", params=params) as stream:
         name = None
         for line in stream.iter_lines():
             if line.startswith("event: "):
@@ -256,9 +259,36 @@ def read_events(client, stop_after=None):
     return events
 
 
-def test_events_when_idle(client):
-    assert client.get("/api/train").json()["session"] is None
-    assert read_events(client) == [("idle", {"message": "no training run yet"})]
+def test_events_when_idle(tmp_path):
+    with TestClient(create_app(model_name="lenet5", runs_dir=tmp_path)) as client:
+        status = client.get("/api/train").json()
+        assert status["session"] is None and status["watch"] is None
+        assert read_events(client) == [("idle", {"message": "no training run yet"})]
+
+
+def test_watch_a_run_folder_trained_elsewhere(run_folder, tmp_path):
+    folder = shutil.copytree(run_folder, tmp_path / "copy")
+    with TestClient(create_app(folder, runs_dir=tmp_path / "runs")) as client:
+        assert client.get("/api/train").json()["watch"]["epochs_logged"] == 3
+        events = read_events(client, timeout=0.5)
+        assert [name for name, _ in events] == ["watch", "epoch", "epoch", "epoch"]
+        assert events[0][1] == {"folder": str(folder), "epochs": 3}
+        version = client.get("/api/model").json()["version"]
+        # Another process finishes an epoch: a metrics line, then a new last checkpoint.
+        record = {**events[-1][1], "epoch": 4, "step": 16, "val_accuracy": 0.9}
+        with open(folder / "metrics.jsonl", "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        last = folder / "checkpoints" / "last.safetensors"
+        shutil.copy(folder / "checkpoints" / "best.safetensors", last)
+        newer = last.stat().st_mtime_ns + 10**9
+        os.utime(last, ns=(newer, newer))
+        more = read_events(client, timeout=1.5, since=4)  # after watch + 3 epochs
+        assert [name for name, _ in more] == ["epoch", "snapshot"]
+        assert more[0][1]["epoch"] == 4
+        assert client.get("/api/model").json()["version"] == version + 1
+
+
+def test_stop_needs_a_run(client):
     refused = client.post("/api/train/stop")
     assert refused.status_code == 409 and "no training run" in refused.json()["detail"]
 
@@ -298,6 +328,25 @@ def test_train_stop(client):
     assert "stopping" in names and names[-2:] == ["stopped", "done"]
     stopped = dict(events)["stopped"]
     assert stopped["stopped"] is True and stopped["epochs_done"] < 200
+
+
+def test_pictures_while_training_do_not_disturb_the_trainer(client):
+    # no_grad() is one switch for the process: the page's forward passes and the trainer's
+    # steps must take turns, or one of them loses its caches.
+    assert client.post("/api/train", json={"epochs": 200, "batch_size": 2}).status_code == 202
+    deadline = time.monotonic() + 30
+    while client.get("/api/train").json()["session"]["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for _ in range(15):
+        for path in ("/api/predict/val-0", "/api/explain/val-1", "/api/explain/val-2?layer=pool1",
+                     "/api/top-images?layer=conv2&filter=1"):
+            response = client.get(path)
+            assert response.status_code == 200, response.text
+    assert client.get("/api/train").json()["session"]["state"] == "running"
+    assert client.post("/api/train/stop").status_code == 200
+    events = read_events(client)
+    assert [name for name, _ in events][-2:] == ["stopped", "done"]
 
 
 def test_train_refuses_unknown_names(client):

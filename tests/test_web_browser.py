@@ -91,6 +91,11 @@ def box(page, selector):
 
 
 def test_upload_predict_layer_arithmetic_and_receptive_field(page, server):
+    # Served from a run folder, the page follows it (as if `convnet train` were writing it).
+    page.wait_for_function("document.querySelector('#train-status').textContent"
+                           ".startsWith('watching')")
+    page.wait_for_function("document.querySelector('#train-step').textContent === 'epoch 3 / 3'")
+    assert page.locator("#acc-chart circle.val-dot").count() == 3
     rows = page.locator("#layers tbody tr")
     assert rows.count() == 7
     assert page.locator("#layers tr[data-layer='conv1'] td").nth(2).inner_text() == \
@@ -174,7 +179,12 @@ def test_live_training_updates_and_stop(page):
                            " && document.querySelector('#train-status').textContent"
                            ".startsWith('training')")
     page.click("#train-stop")
-    page.wait_for_function("document.querySelector('#train-status').textContent"
-                           ".startsWith('stopped')")
+    try:
+        page.wait_for_function("document.querySelector('#train-status').textContent"
+                               ".startsWith('stopped')")
+    except Exception:
+        print("STATUS", page.inner_text("#train-status"), page.inner_text("#train-step"),
+              page.inner_text("#error-banner"), page.problems, page.inner_text("#train-log"))
+        raise
     assert page.is_enabled("#train-start") and not page.is_enabled("#train-stop")
     assert page.problems == []

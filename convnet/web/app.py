@@ -15,6 +15,8 @@
     POST /api/train                     start training (JSON body)
     POST /api/train/stop                stop after the current step, saving a checkpoint
     GET  /api/train/events              server-sent events: start, batch, epoch, snapshot, ...
+                                        (for a run folder trained elsewhere: watch, epoch,
+                                        snapshot as its files change)
 
 Errors are JSON {"detail": "what was wrong and what to do"} with a 4xx status.
 """
@@ -37,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convnet.checkpoint import CheckpointError, LoadedModel
 from convnet.web.explorer import BadRequest, Explorer, NotFound, Samples, Source, model_label
-from convnet.web.training import EventLog, TrainingSession, spec_to_toml, sse
+from convnet.web.training import EventLog, FolderWatch, TrainingSession, spec_to_toml, sse
 from convnet.web.uploads import DEFAULT_MAX_BYTES, UploadError, decode_upload
 
 STATIC = resources.files("convnet.web") / "static"
@@ -123,6 +125,7 @@ class _State:
         self.max_upload_bytes = max_upload_bytes
         self.default_dataset = default_dataset
         self.session: TrainingSession | None = None
+        self.watch: FolderWatch | None = None
 
 
 def create_app(run_folder=None, *, model=None, model_name: str | None = None,
@@ -142,6 +145,8 @@ def create_app(run_folder=None, *, model=None, model_name: str | None = None,
     default_dataset = dataset or config.get("dataset") or (
         "mnist-5k" if explorer.input_shape[0] == 1 else "cifar10")
     state = _State(explorer, Path(runs_dir), int(max_upload_bytes), default_dataset)
+    if explorer.source.kind == "run" and explorer.source.folder:
+        state.watch = FolderWatch(explorer, explorer.source.folder)
     app = FastAPI(title="convnet explorer", docs_url="/api/docs", redoc_url=None)
     app.state.convnet = state
     _add_error_handlers(app, state)
@@ -288,8 +293,9 @@ def _stamp() -> str:
 def _add_training_routes(app: FastAPI, state: _State, report: bool) -> None:
     @app.get("/api/train")
     def train_status():
-        session = state.session
+        session, watch = state.session, state.watch
         return {"session": session.status() if session else None,
+                "watch": watch.status() if watch and not session else None,
                 "choices": _training_choices(state)}
 
     @app.post("/api/train", status_code=202)
@@ -332,24 +338,30 @@ def _add_training_routes(app: FastAPI, state: _State, report: bool) -> None:
         return session.status()
 
     @app.get("/api/train/events")
-    async def train_events(request: Request, since: int = Query(0, ge=0)):
+    async def train_events(request: Request, since: int = Query(0, ge=0),
+                           timeout: float | None = Query(None, gt=0, le=86400)):
+        """The training run's events; for a run folder trained elsewhere, its epochs and
+        checkpoints as they appear. `timeout` ends the stream after that many seconds."""
         header = request.headers.get("last-event-id", "")
         last = int(header) if header.isdigit() else since
-        return StreamingResponse(_event_stream(state, request, last),
+        return StreamingResponse(_event_stream(state, request, last, timeout),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
 
 
-async def _event_stream(state: _State, request: Request, last: int):
-    session = state.session
+async def _event_stream(state: _State, request: Request, last: int, timeout: float | None):
+    session = state.session or state.watch
     if session is None:
         yield sse(0, "idle", {"message": "no training run yet"})
         return
     log: EventLog = session.events
     quiet = 0.0
+    ends = None if timeout is None else asyncio.get_running_loop().time() + timeout
     yield "retry: 2000\n\n"
     while True:
+        if isinstance(session, FolderWatch):
+            await asyncio.to_thread(session.poll)
         events = log.after(last)
         for event_id, name, data in events:
             yield sse(event_id, name, data)
@@ -359,6 +371,8 @@ async def _event_stream(state: _State, request: Request, last: int):
         if session.finished and not log.after(last):
             return
         if await request.is_disconnected():
+            return
+        if ends is not None and asyncio.get_running_loop().time() >= ends:
             return
         await asyncio.sleep(POLL_S)
         quiet += POLL_S

@@ -7,7 +7,7 @@ the layers, so every computation takes the lock: requests run in parallel thread
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -25,6 +25,7 @@ from convnet.viz.probe import class_probabilities, layer_index, layer_outputs, t
 from convnet.viz.saliency import default_cam_layer, grad_cam, saliency_map
 from convnet.viz.top_images import filter_strengths, top_activating
 from convnet.web.encode import b64, encode_image, encode_maps, encode_vector
+from convnet.web.gate import ENGINE_GATE
 
 MAX_MAPS = 64  # maps per layer sent to the page
 MAX_FILTERS = 64
@@ -258,9 +259,15 @@ class Explorer:
         return png_bytes(enlarge(image_hwc(image), max(1, min(int(scale), 16))))
 
     # -- computations ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def computing(self):
+        """Forward and backward passes: the engine's turn first (see gate.py), then the model."""
+        with ENGINE_GATE.turn(), self.lock:
+            yield
+
     def predict(self, image_id: str, top_k: int = 5, maps: bool = True) -> dict:
         image, label, description, notes = self.image(image_id)
-        with self.lock:
+        with self.computing():
             self._sync()
             x = self.loaded.preprocess(image[None])
             outputs = layer_outputs(self.model, x)
@@ -339,7 +346,7 @@ class Explorer:
     def explain(self, image_id: str, class_index: int | None = None,
                 layer: str | None = None) -> dict:
         image, _, _, _ = self.image(image_id)
-        with self.lock:
+        with self.computing():
             self._sync()
             x = self.loaded.preprocess(image[None])
             probabilities = class_probabilities(self.model, self.loaded.preprocess,
@@ -369,7 +376,7 @@ class Explorer:
         if samples is None:
             raise BadRequest("there are no sample images to search; start the server with a "
                              "run folder or --dataset")
-        with self.lock:
+        with self.computing():
             self._sync()
             try:
                 layer_index(self.model, layer)
@@ -394,8 +401,3 @@ class Explorer:
                                "activation": float(v),
                                "class_name": names[int(samples.labels[i])]}
                               for i, v in zip(indices, values, strict=True)]}
-
-    def snapshot_model(self):
-        """A copy of the model (for a trainer thread to own)."""
-        with self.lock:
-            return copy.deepcopy(self.model)

@@ -20,6 +20,7 @@ from convnet import zoo
 from convnet.checkpoint import LoadedModel
 from convnet.train import TrainConfig, Trainer
 from convnet.web.explorer import Explorer, Samples, Source
+from convnet.web.gate import ENGINE_GATE
 
 BATCH_EVENTS_PER_S = 10  # at most this many batch events a second reach the pages
 EVENTS_KEPT = 20000
@@ -81,6 +82,8 @@ class _Publisher:
 
     def on_start(self, trainer) -> None:
         session = self.session
+        ENGINE_GATE.hold()  # given back by TrainingSession._run when fit() returns or fails
+        session.holding_gate = True
         session.trainer = trainer
         cfg = trainer.config
         model = copy.deepcopy(trainer.model).eval()
@@ -99,6 +102,7 @@ class _Publisher:
         self.last_snapshot = time.monotonic()
 
     def on_batch(self, trainer, stats: dict) -> None:
+        ENGINE_GATE.let_through()
         now = time.monotonic()
         session = self.session
         if now - self.last_batch >= 1 / BATCH_EVENTS_PER_S:
@@ -109,6 +113,7 @@ class _Publisher:
             self._snapshot(trainer, now)
 
     def on_epoch_end(self, trainer, record: dict) -> None:
+        ENGINE_GATE.let_through()
         self.session.events.publish("epoch", dict(record))
         self._snapshot(trainer, time.monotonic())
 
@@ -135,6 +140,7 @@ class TrainingSession:
         self.summary: dict | None = None
         self.error: str | None = None
         self.trainer: Trainer | None = None
+        self.holding_gate = False  # the trainer thread holds the engine gate while it trains
         self.started = time.monotonic()
         self._callbacks = list(callbacks)
         self._trainer = Trainer(config, self.out_dir, callbacks=[_Publisher(self),
@@ -160,6 +166,8 @@ class TrainingSession:
             self.events.publish("failure", {"message": self.error})
             self.events.publish("done", {"state": self.state})
             return
+        finally:
+            self._give_back_gate()
         self.summary = summary
         self.explorer.offer_weights(self._trainer.model.state_dict())
         folder = str(self.out_dir)
@@ -168,6 +176,11 @@ class TrainingSession:
         self.state = "stopped" if summary.get("stopped") else "finished"
         self.events.publish(self.state, dict(summary))
         self.events.publish("done", {"state": self.state})
+
+    def _give_back_gate(self) -> None:
+        if self.holding_gate:
+            self.holding_gate = False
+            ENGINE_GATE.release()
 
     def stop(self) -> None:
         if self.running:
@@ -231,3 +244,76 @@ def _toml_value(value) -> str:
         items = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
         return "{" + items + "}"
     raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")
+
+
+class FolderWatch:
+    """Follows a run folder that another process (`convnet train`) is writing: each new line of
+    metrics.jsonl becomes an "epoch" event, and each new checkpoints/last.safetensors is copied
+    into the explorer's model ("snapshot"). Polled by the event streams, at most once a second;
+    there is no thread of its own."""
+
+    def __init__(self, explorer: Explorer, folder, every: float = 1.0):
+        from convnet.checkpoint import run_config
+
+        self.explorer = explorer
+        self.folder = Path(folder)
+        self.every = every
+        self.events = EventLog()
+        self.state = "watching"
+        self._lock = threading.Lock()
+        self._records = 0
+        self._last_poll = 0.0
+        self._mtime = self._checkpoint_mtime()
+        try:
+            planned = (run_config(self.folder).get("train") or {}).get("epochs")
+        except Exception:  # noqa: BLE001 - an unreadable config only loses the plan
+            planned = None
+        self.events.publish("watch", {"folder": str(self.folder), "epochs": planned})
+        self.poll(force=True)
+
+    finished = False  # another process decides when its run ends
+    running = False  # and only that process can stop it
+
+    @property
+    def _checkpoint(self) -> Path:
+        return self.folder / "checkpoints" / "last.safetensors"
+
+    def _checkpoint_mtime(self) -> int | None:
+        try:
+            return self._checkpoint.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def poll(self, force: bool = False) -> None:
+        from convnet.checkpoint import CheckpointError, read_checkpoint
+        from convnet.viz.curves import read_metrics
+
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last_poll < self.every:
+                return
+            self._last_poll = now
+            try:
+                records = read_metrics(self.folder)
+            except (OSError, ValueError):
+                records = []
+            for record in records[self._records:]:
+                self.events.publish("epoch", record)
+            self._records = max(self._records, len(records))
+            mtime = self._checkpoint_mtime()
+            if mtime is None or mtime == self._mtime:
+                return
+            self._mtime = mtime
+            if self.explorer.source.folder != str(self.folder):
+                return  # the page shows another model now (a run it started)
+            try:
+                arrays, _, saved, _ = read_checkpoint(self._checkpoint)
+            except CheckpointError:
+                return
+            self.explorer.offer_weights(arrays)
+            self.events.publish("snapshot", {"epoch": saved.get("epoch"),
+                                             "step": saved.get("global_step")})
+
+    def status(self) -> dict:
+        return {"state": self.state, "folder": str(self.folder), "epochs_logged": self._records,
+                "last_event": self.events.last_id}

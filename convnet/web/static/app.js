@@ -412,9 +412,7 @@ async function loadTraining() {
   $("#train-model").options[0].textContent = `current (${ch.current_model})`;
   $("#train-dataset").options[0].textContent = `current (${ch.current_dataset})`;
   $("#train-dataset").options[0].title = ch.default_dataset;
-  if (t.session) {
-    connectEvents();
-  }
+  if (t.session || t.watch) connectEvents();
 }
 
 function setTraining(running) {
@@ -445,9 +443,10 @@ function queueCharts() {
   requestAnimationFrame(() => {
     state.chartQueued = false;
     const c = state.curves;
-    drawChart($("#loss-chart"), [{points: smooth(c.loss), cls: "train"},
+    const train = (points) => (state.watching ? points : smooth(points));
+    drawChart($("#loss-chart"), [{points: train(c.loss), cls: "train"},
                                  {points: c.valLoss, cls: "val", dots: true}]);
-    drawChart($("#acc-chart"), [{points: smooth(c.acc), cls: "train"},
+    drawChart($("#acc-chart"), [{points: train(c.acc), cls: "train"},
                                 {points: c.valAcc, cls: "val", dots: true}],
               {format: (v) => pct(v), yMin: 0, yMax: 1});
   });
@@ -469,7 +468,14 @@ function connectEvents() {
     handler(event.data ? JSON.parse(event.data) : {});
   });
   on("idle", () => source.close());
+  on("watch", (d) => {
+    state.watching = true;
+    state.plannedEpochs = d.epochs;
+    status(`watching ${d.folder}: epochs and checkpoints appear here as \`convnet train\` ` +
+           "writes them");
+  });
   on("starting", (d) => {
+    state.watching = false;
     setTraining(true);
     status(`starting ${d.config.model} on ${d.config.dataset}: loading data…`);
   });
@@ -489,6 +495,13 @@ function connectEvents() {
     queueCharts();
   });
   on("epoch", (d) => {
+    if (state.watching) {  // no batch events from another process: plot the epoch means
+      state.curves.loss.push([d.step, d.train_loss]);
+      state.curves.acc.push([d.step, d.train_accuracy]);
+      $("#train-step").textContent = `epoch ${d.epoch}` +
+        (state.plannedEpochs ? ` / ${state.plannedEpochs}` : "");
+      $("#ips").textContent = Math.round(d.images_per_s).toLocaleString();
+    }
     state.curves.valLoss.push([d.step, d.val_loss]);
     state.curves.valAcc.push([d.step, d.val_accuracy]);
     $("#val-acc").textContent = pct(d.val_accuracy);

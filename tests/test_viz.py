@@ -214,7 +214,7 @@ def test_grad_cam_equals_the_closed_form_for_a_linear_head():
     assert cam.cam.shape == (4, 4)
     assert (cam.cam >= 0).all()
     np.testing.assert_allclose(cam.cam, expected, rtol=1e-10, atol=1e-12)
-    assert grad_cam(model, x, 2).layer == "conv2"  # the last conv by default
+    assert grad_cam(model, x, 2).layer == "tanh2"  # the last conv, after its nonlinearity
     big = cam.on_input((7, 6))
     assert big.shape == (7, 6) and big.min() >= 0 and big.max() <= 1
 

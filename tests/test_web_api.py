@@ -94,7 +94,7 @@ def test_model_info_has_shapes_formulas_fields_and_arithmetic(client, run_folder
     assert pool["arithmetic"]["axes"][1]["text"] == "(12 - 2 + 2*0)/2 + 1 = 6"
     assert pool["receptive_field"] == [4, 4] and pool["jump"] == [2, 2]
     assert info["layers"][5]["arithmetic"] is None  # flatten
-    assert info["gradcam_default"] == "conv2"
+    assert info["gradcam_default"] == "relu2"
     assert info["samples"]["count"] == 10
 
 
@@ -162,7 +162,7 @@ def test_filters(client, run_folder):
 
 def test_explain_returns_saliency_and_grad_cam(client):
     result = client.get("/api/explain/val-0").json()
-    assert result["gradcam_layer"] == "conv2" and result["gradcam_shape"] == [4, 4]
+    assert result["gradcam_layer"] == "relu2" and result["gradcam_shape"] == [4, 4]
     for key in ("saliency", "gradcam"):
         png = base64.b64decode(result[key].removeprefix("data:image/png;base64,"))
         assert Image.open(BytesIO(png)).size == (12, 12)

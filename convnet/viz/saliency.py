@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convnet.conv import Conv2d
+from convnet.conv import Conv2d, WindowLayer
 from convnet.layer import grad_enabled, no_grad
+from convnet.pooling import GlobalAvgPool2d
 from convnet.viz.images import rescale, resize_bilinear
 from convnet.viz.probe import evaluating, layer_index, top_level
 
@@ -62,19 +63,22 @@ def saliency_map(model, x, class_index: int) -> np.ndarray:
 
 
 def default_cam_layer(model, input_shape) -> str:
-    """The last top-level Conv2d, or failing that the last top-level layer with maps."""
+    """The last top-level layer with maps larger than 1x1 that is not a pooling layer: the
+    last conv's output after its nonlinearity in most networks (relu2 in LeNet-5)."""
     shape = tuple(input_shape)
-    spatial, convs = [], []
+    chosen = fallback = None
     for layer in top_level(model):
         shape = layer.output_shape(shape)
-        if len(shape) == 3:
-            spatial.append(layer.name)
-            if isinstance(layer, Conv2d):
-                convs.append(layer.name)
-    if not spatial:
+        if len(shape) != 3:
+            continue
+        fallback = layer.name
+        if shape[1] * shape[2] > 1 and not isinstance(layer, WindowLayer | GlobalAvgPool2d) \
+                or isinstance(layer, Conv2d):
+            chosen = layer.name
+    if fallback is None:
         raise ValueError("Grad-CAM needs a layer with activation maps (C, H, W); this model "
                          "has none at the top level")
-    return (convs or spatial)[-1]
+    return chosen or fallback
 
 
 @dataclass

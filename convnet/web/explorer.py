@@ -291,8 +291,8 @@ class Explorer:
                 layers = []
                 for out in outputs:
                     value = out.output[0]
-                    encoded = (encode_maps(value, MAX_MAPS) if value.ndim == 3
-                               else encode_vector(value))
+                    spatial = value.ndim == 3 and value.shape[1] * value.shape[2] > 1
+                    encoded = encode_maps(value, MAX_MAPS) if spatial else encode_vector(value)
                     layers.append({"name": out.name, "type": out.type,
                                    "shape": [int(v) for v in value.shape], **encoded})
                 result["layers"] = layers

@@ -110,7 +110,7 @@ function renderLayers(info) {
       el("td", {}, [el("b", {text: layer.name}), el("br"),
                     el("span", {class: "type", text: layer.type})]),
       el("td", {class: "num", text: shape(layer.output_shape)}),
-      el("td", {class: "num", text: layer.formula || (layer.params ? layer.params.toLocaleString() : "0")}),
+      el("td", {class: "formula", text: layer.formula || (layer.params ? layer.params.toLocaleString() : "0")}),
       el("td", {class: "num", text: rf, title: `jump ${layer.jump.join("×")}`}),
     ]);
     body.append(row);
@@ -254,8 +254,9 @@ function renderPrediction(p) {
   ])));
 }
 
-function mapScale(h, w) {
-  return Math.max(1, Math.floor(64 / Math.max(h, w)));
+function mapScale(h, w, count) {
+  const target = count <= 16 ? 64 : count <= 32 ? 48 : 36;  // pixels on screen per map
+  return Math.max(1, Math.floor(target / Math.max(h, w)));
 }
 
 function renderMaps(layers) {
@@ -269,7 +270,7 @@ function renderMaps(layers) {
     const list = el("div", {class: "map-list"});
     if (layer.kind === "maps") {
       const low = Math.min(...layer.min), high = Math.max(...layer.max);
-      const s = mapScale(layer.height, layer.width);
+      const s = mapScale(layer.height, layer.width, layer.shown);
       layer.data.forEach((b64, m) => {
         const bytes = decodeBytes(b64);
         const lo = layer.min[m], hi = layer.max[m];

@@ -43,7 +43,10 @@ def run(args) -> int:
           f"10% kept for validation, random 2-pixel shifts) for {config.epochs} epochs into "
           f"{out}", flush=True)
     started = time.perf_counter()
-    summary = Trainer(config, out, progress=False if args.no_progress else None).fit()
+    from convnet.viz.report import ReportCallback
+
+    summary = Trainer(config, out, progress=False if args.no_progress else None,
+                      callbacks=[ReportCallback()]).fit()
     if summary["stopped"]:
         return 130
     loaded = checkpoint.load(out)
@@ -57,7 +60,9 @@ def run(args) -> int:
     print(f"  config:      {out}/config.json")
     print(f"  metrics:     {out}/metrics.jsonl")
     print(f"  checkpoints: {out}/checkpoints/best.safetensors, last.safetensors")
+    print(f"  report:      {out}/report.html (filters, activation maps, curves, mistakes)")
     print("next:")
     print(f"  convnet evaluate {out}           # per-class accuracy and confusion matrix")
     print(f"  convnet summary {out}            # shapes, formulas, receptive fields")
+    print(f"  convnet serve {out}              # the explorer at http://127.0.0.1:8000")
     return 0

@@ -85,8 +85,10 @@ def run(args) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = Path(config.model).stem
         out = Path(args.out or f"runs/{name}-{Path(config.dataset).name}-{stamp}")
+    from convnet.viz.report import ReportCallback
+
     trainer = Trainer(config, out, resume=bool(args.resume), group=group,
-                      progress=False if args.no_progress else None)
+                      progress=False if args.no_progress else None, callbacks=[ReportCallback()])
     summary = trainer.fit()
     if trainer.group.is_root:
         print(_describe(summary))
@@ -100,4 +102,6 @@ def _describe(summary: dict) -> str:
         lines.append(f"best validation accuracy: {summary['best_val_accuracy']:.2%}")
     lines += [f"checkpoints: {out}/checkpoints/ (best.safetensors, last.safetensors)",
               f"metrics: {out}/metrics.jsonl"]
+    if (Path(out) / "report.html").exists():
+        lines.append(f"report: {out}/report.html (open it in a browser)")
     return "\n".join(lines)

@@ -87,8 +87,8 @@ def filters_figure(model, layer: str | None = None, *, max_filters: int = 64,
                           max_channels=max_channels)
     k, c, kh, kw = conv.weight.data.shape
     height, width = picture.shape[:2]
-    fig_width = min(10.0, max(3.5, width / 12))
-    fig = new_figure(fig_width, min(12.0, fig_width * height / width + 0.7))
+    fig_width = min(10.0, max(4.0, width / 12))
+    fig = new_figure(fig_width, min(12.0, fig_width * height / width + 0.9))
     ax = fig.add_subplot()
     ax.imshow(picture, cmap=None if colour else "gray", vmin=0, vmax=1,
               interpolation="nearest")
@@ -101,6 +101,7 @@ def filters_figure(model, layer: str | None = None, *, max_filters: int = 64,
     else:
         layout = f"one strip per filter, one tile per input channel ({min(c, max_channels)} " \
             f"of {c})"
-    ax.set_title(f"{conv.name}: {k} filters {kh}x{kw}x{c}{shown}\n{layout}; each filter "
-                 f"scaled by its own range", fontsize=9)
+    # Three short lines: a narrow grid (six 5x5 filters) must not clip its title.
+    ax.set_title(f"{conv.name}: {k} filters {kh}x{kw}x{c}{shown}\n{layout}\n"
+                 f"each filter scaled by its own range", fontsize=9)
     return fig

@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -63,32 +64,38 @@ def worker(network: str, batch: int, seconds: float, sweep: bool, out: Path) -> 
     loss_fn = CrossEntropyLoss()
     group.broadcast_parameters(model)
 
-    steps, exchanges = [], []
+    steps, exchanges, compute_cpu = [], [], []
     began = time.perf_counter()
     while True:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         xs, ys = group.shard(x, y)
         scores = model.forward(xs)
         loss = loss_fn.forward(scores, ys)
         model.backward(loss_fn.backward())
-        exchange_started = time.perf_counter()
+        exchange_started, cpu_computed = time.perf_counter(), time.process_time()
         group.allreduce_gradients(params)
-        exchanged = time.perf_counter()
+        exchanged, cpu_exchanged = time.perf_counter(), time.process_time()
         optimizer.step()
         model.zero_grad()
         group.global_statistics(loss, int((scores.argmax(axis=1) == ys).sum()), len(ys))
         steps.append(time.perf_counter() - started)
         exchanges.append(exchanged - exchange_started)
+        # CPU seconds of this process outside the exchange: what contention does not inflate.
+        compute_cpu.append(time.process_time() - cpu_exchanged + cpu_computed - cpu_started)
         done = len(steps) >= 3 and time.perf_counter() - began > seconds
         if group.agree_to_stop(done):
             break
     timed_steps, timed_exchanges = steps[1:], exchanges[1:]  # the first step warms up
+    # The slowest rank's compute sets the pace of a step.
+    slowest_cpu = max(group.comm.allgather(statistics.median(compute_cpu[1:]))
+                      if group.size > 1 else [statistics.median(compute_cpu[1:])])
     result = {
         "network": network, "processes": group.size, "global_batch": batch,
         "parameters": sum(p.size for p in params),
         "gradient_bytes": sum(p.grad.nbytes for p in params), "steps": len(timed_steps),
         "step_ms": 1000 * statistics.median(timed_steps),
         "exchange_in_step_ms": 1000 * statistics.median(timed_exchanges),
+        "compute_cpu_ms": 1000 * slowest_cpu,
     }
     result["images_per_s"] = batch / (result["step_ms"] / 1000)
     if group.size > 1:
@@ -224,11 +231,15 @@ def main(argv=None) -> int:
         one = max(ones, key=lambda r: r["images_per_s"])
         two = max(twos, key=lambda r: r["images_per_s"])
         two.setdefault("sweep", twos[0].get("sweep", []))
-        compute_ms = two["step_ms"] - two["exchange_in_step_ms"]
+        one_cpu = min(r["compute_cpu_ms"] for r in ones)
+        two_cpu = min(r["compute_cpu_ms"] for r in twos)
         rows.append({"network": network, "one": one, "two": two,
                      "speedup": two["images_per_s"] / one["images_per_s"],
                      "efficiency": two["images_per_s"] / (2 * one["images_per_s"]),
-                     "comm_to_compute": two["allreduce_ms"] / compute_ms,
+                     "comm_to_compute": two["allreduce_ms"] / two_cpu,
+                     # A step on two idle cores: the slower rank's compute, then the Allreduce.
+                     "compute_cpu_ms": {"one": one_cpu, "two": two_cpu},
+                     "idle_speedup_estimate": one_cpu / (two_cpu + two["allreduce_ms"]),
                      "rounds": {"one_images_per_s": [r["images_per_s"] for r in ones],
                                 "two_images_per_s": [r["images_per_s"] for r in twos]}})
         print(f"measured {network}", file=sys.stderr, flush=True)
@@ -253,7 +264,7 @@ def render(report: dict) -> str:
              f"{report['machine']['load_average'][0]:.1f})", "",
              f"{'network':<11}{'params':>8}{'grad KiB':>9}{'1p img/s':>10}{'2p img/s':>10}"
              f"{'speed-up':>9}{'step ms':>9}{'allreduce ms':>13}{'wait+xchg ms':>13}"
-             f"{'comm/comp':>10}{'cores':>6}{'steal':>6}"]
+             f"{'comm/comp':>10}{'cores':>6}{'steal':>6}{'cpu ms 1p/2p':>14}{'idle est':>9}"]
     for row in report["networks"]:
         one, two = row["one"], row["two"]
         lines.append(f"{row['network']:<11}{one['parameters']:>8}"
@@ -262,7 +273,13 @@ def render(report: dict) -> str:
                      f"{two['step_ms']:>9.1f}{two['allreduce_ms']:>13.3f}"
                      f"{two['exchange_in_step_ms']:>13.3f}{row['comm_to_compute']:>10.4f}"
                      f"{two['cores_used']:>6.2f}"
-                     f"{two.get('cpu', {}).get('steal', float('nan')):>6.0%}")
+                     f"{two.get('cpu', {}).get('steal', float('nan')):>6.0%}"
+                     f"{row['compute_cpu_ms']['one']:>8.1f}/"
+                     f"{row['compute_cpu_ms']['two']:<5.1f}{row['idle_speedup_estimate']:>9.2f}")
+    lines += ["", *textwrap.wrap("speed-up: 2-process over 1-process images/s, wall clock; cores: CPUs the "
+              "2-process run got; steal: CPU time the hypervisor took; cpu ms: CPU time of a step "
+              "outside the exchange (1 process; slowest of 2); idle est: the speed-up if each "
+              "process had a core of its own: cpu 1p / (cpu 2p + allreduce)", 100)]
     if report["sweep"]:
         lines += ["", "Allreduce of larger buffers, 2 processes (bucket: one Iallreduce each)"]
         lines += [f"  {s['mib']:>3} MiB, bucket {s['bucket_mib']:>3} MiB: {s['ms']:8.2f} ms "

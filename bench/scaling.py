@@ -276,10 +276,11 @@ def render(report: dict) -> str:
                      f"{two.get('cpu', {}).get('steal', float('nan')):>6.0%}"
                      f"{row['compute_cpu_ms']['one']:>8.1f}/"
                      f"{row['compute_cpu_ms']['two']:<5.1f}{row['idle_speedup_estimate']:>9.2f}")
-    lines += ["", *textwrap.wrap("speed-up: 2-process over 1-process images/s, wall clock; cores: CPUs the "
+    legend = ("speed-up: 2-process over 1-process images/s, wall clock; cores: CPUs the "
               "2-process run got; steal: CPU time the hypervisor took; cpu ms: CPU time of a step "
               "outside the exchange (1 process; slowest of 2); idle est: the speed-up if each "
-              "process had a core of its own: cpu 1p / (cpu 2p + allreduce)", 100)]
+              "process had a core of its own: cpu 1p / (cpu 2p + allreduce)")
+    lines += ["", *textwrap.wrap(legend, 100)]
     if report["sweep"]:
         lines += ["", "Allreduce of larger buffers, 2 processes (bucket: one Iallreduce each)"]
         lines += [f"  {s['mib']:>3} MiB, bucket {s['bucket_mib']:>3} MiB: {s['ms']:8.2f} ms "

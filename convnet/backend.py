@@ -1,13 +1,22 @@
-"""The array module behind every layer.
+"""The array module behind every layer, and the worker threads that share a batch.
 
 Layers never name NumPy directly: they ask `array_module(x)` for the module that owns
 their input (NumPy today) and write each operation once against it, so that a CuPy
 backend is a matter of testing rather than rewriting.
+
+Convolution splits its batch into chunks small enough to stay in cache and hands them to
+`run_chunks`, which spreads them over `num_threads()` worker threads (NumPy and BLAS release
+the GIL while they work). BLAS itself then runs one thread per worker: a multi-threaded BLAS
+under the workers would put two threads on each core, and it handles the many small products
+of a convnet badly.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import types
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy
 
@@ -36,3 +45,73 @@ def to_numpy(array) -> numpy.ndarray:
     if hasattr(array, "get"):
         return array.get()
     return numpy.asarray(array)
+
+
+# -- worker threads --------------------------------------------------------------------------
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_lock = threading.Lock()
+_threads: int | None = None  # None until first use: then available_cores()
+_pool: ThreadPoolExecutor | None = None
+
+
+def num_threads() -> int:
+    """Worker threads that convolution spreads a batch over."""
+    if _threads is None:
+        set_num_threads(available_cores())
+    return _threads
+
+
+def set_num_threads(threads: int) -> None:
+    """Use `threads` worker threads (1: everything on the calling thread) and one BLAS thread.
+
+    Like `torch.set_num_threads`, it applies to the whole process.
+    """
+    global _threads, _pool
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"set_num_threads: threads must be an int >= 1, received {threads!r}")
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool = ThreadPoolExecutor(threads, thread_name_prefix="convnet") if threads > 1 else None
+        _threads = threads
+    limit_blas_threads(1)
+
+
+def limit_blas_threads(threads: int) -> bool:
+    """Cap the BLAS library NumPy calls (OpenBLAS, MKL, ...) at `threads`; False if unable."""
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - optional until first use
+    except ImportError:
+        return False
+    threadpool_limits(limits=threads, user_api="blas")
+    return True
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's threads: start a fresh pool on first use."""
+    global _threads, _pool, _lock
+    _threads, _pool, _lock = None, None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def batch_chunks(batch: int, bytes_per_sample: int, budget: int) -> list[slice]:
+    """Split `batch` samples into chunks of about `budget` bytes of work each, and into at
+    least one chunk per worker thread when the batch allows."""
+    per_chunk = max(1, min(budget // max(bytes_per_sample, 1), -(-batch // num_threads())))
+    return [slice(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)]
+
+
+def run_chunks(work, chunks) -> list:
+    """[work(chunk) for chunk in chunks], spread over the worker threads."""
+    if len(chunks) == 1 or num_threads() == 1:
+        return [work(chunk) for chunk in chunks]
+    return list(_pool.map(work, chunks))

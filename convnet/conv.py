@@ -1,8 +1,13 @@
 """Conv2d: K filters spanning the full input depth, sliding with a stride over zero-padded input.
 
-Forward is im2col + one matrix product per group; 1x1 convolution with stride 1 skips
-im2col entirely and is the plain matrix product it is. `convnet.reference.conv2d` is the
-loop oracle this is tested against.
+Forward is im2col + one matrix product per group, done a chunk of the batch at a time so
+that the columns stay in cache (and chunks can go to the worker threads of
+`convnet.backend.run_chunks`); the columns are rebuilt in backward rather than kept, so a
+conv keeps only its input, as PyTorch does. At stride 1 the input gradient is the
+correlation of the padded output gradient with the flipped filters: the same im2col and
+product again, instead of scattering columns back. 1x1 convolution with stride 1 skips
+im2col entirely and is the plain matrix product it is. `convnet.reference.conv2d` is the loop
+oracle this is tested against.
 """
 
 from __future__ import annotations
@@ -10,22 +15,15 @@ from __future__ import annotations
 import numpy
 
 from convnet.arithmetic import Padding, ReceptiveField, WindowShape, pair, window_output
-from convnet.backend import array_module
+from convnet.backend import array_module, batch_chunks, run_chunks
 from convnet.errors import ShapeError
 from convnet.init import initial_weight
 from convnet.layer import Layer, Shape, check_input, grad_enabled, positive_int
 from convnet.parameter import Parameter
 
-
-def pad_input(xp, x, padding: Padding):
-    """Zero-pad the spatial axes: (N, C, H, W) -> (N, C, H + top + bottom, W + left + right)."""
-    if padding.is_zero:
-        return x
-    n, c, h, w = x.shape
-    out = xp.zeros((n, c, h + padding.top + padding.bottom, w + padding.left + padding.right),
-                   dtype=x.dtype)
-    out[:, :, padding.top : padding.top + h, padding.left : padding.left + w] = x
-    return out
+# Bytes of im2col columns per chunk of the batch: enough for large matrix products, small
+# enough to stay in this machine's L2/L3 cache between the copy and the product.
+CHUNK_BYTES = 1 << 20
 
 
 def window_slices(offset_h: int, offset_w: int, out_hw, stride) -> tuple[slice, slice]:
@@ -36,27 +34,48 @@ def window_slices(offset_h: int, offset_w: int, out_hw, stride) -> tuple[slice, 
     )
 
 
-def im2col(xp, xpad, kernel, stride, dilation, out_hw):
-    """(N, C, Hp, Wp) -> (N, C*KH*KW, H_out*W_out): one strided copy per kernel tap."""
-    n, c = xpad.shape[:2]
-    cols = xp.empty((n, c, kernel[0], kernel[1], out_hw[0], out_hw[1]), dtype=xpad.dtype)
+def pad_channels_first(xp, x, padding: Padding):
+    """(n, C, H, W) -> (C, n, H + top + bottom, W + left + right), zero borders: one copy."""
+    n, c, h, w = x.shape
+    out = xp.empty((c, n, h + padding.top + padding.bottom, w + padding.left + padding.right),
+                   dtype=x.dtype)
+    if not padding.is_zero:
+        out[:, :, : padding.top] = 0
+        out[:, :, padding.top + h :] = 0
+        out[:, :, :, : padding.left] = 0
+        out[:, :, :, padding.left + w :] = 0
+    out[:, :, padding.top : padding.top + h, padding.left : padding.left + w] = (
+        x.transpose(1, 0, 2, 3))
+    return out
+
+
+def im2col(xp, x, padding: Padding, kernel, stride, dilation, out_hw, origin=(0, 0)):
+    """(n, C, H, W) -> columns (C*KH*KW, n*H_out*W_out): rows (c, u, v), columns (n, i, j).
+
+    Column (n, i, j) of row (c, u, v) is xpad[n, c, origin + (i, j)*stride + (u, v)*dilation]:
+    one strided copy per kernel tap from the padded input.
+    """
+    xpad = pad_channels_first(xp, x, padding)  # C, n, Hp, Wp
+    c, n = xpad.shape[:2]
+    cols = xp.empty((c, kernel[0], kernel[1], n, out_hw[0], out_hw[1]), dtype=x.dtype)
+    for u in range(kernel[0]):
+        for v in range(kernel[1]):
+            rows, columns = window_slices(origin[0] + u * dilation[0],
+                                          origin[1] + v * dilation[1], out_hw, stride)
+            cols[:, u, v] = xpad[:, :, rows, columns]
+    return cols.reshape(c * kernel[0] * kernel[1], n * out_hw[0] * out_hw[1])
+
+
+def col2im(xp, cols, padded_shape, kernel, stride, dilation, out_hw):
+    """Adjoint of im2col: (C*KH*KW, n*H_out*W_out) -> (C, n, Hp, Wp), summing overlaps."""
+    c, n = padded_shape[:2]
+    cols = cols.reshape(c, kernel[0], kernel[1], n, out_hw[0], out_hw[1])
+    xpad = xp.zeros(padded_shape, dtype=cols.dtype)
     for u in range(kernel[0]):
         for v in range(kernel[1]):
             rows, columns = window_slices(u * dilation[0], v * dilation[1], out_hw, stride)
-            cols[:, :, u, v] = xpad[:, :, rows, columns]
-    return cols.reshape(n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1])
-
-
-def col2im(xp, dcols, padded_shape, kernel, stride, dilation, out_hw):
-    """Adjoint of im2col: (N, C*KH*KW, H_out*W_out) -> (N, C, Hp, Wp), summing overlaps."""
-    n, c = padded_shape[:2]
-    dcols = dcols.reshape(n, c, kernel[0], kernel[1], out_hw[0], out_hw[1])
-    dxpad = xp.zeros(padded_shape, dtype=dcols.dtype)
-    for u in range(kernel[0]):
-        for v in range(kernel[1]):
-            rows, columns = window_slices(u * dilation[0], v * dilation[1], out_hw, stride)
-            dxpad[:, :, rows, columns] += dcols[:, :, u, v]
-    return dxpad
+            xpad[:, :, rows, columns] += cols[:, u, v]
+    return xpad
 
 
 class WindowLayer(Layer):
@@ -188,47 +207,145 @@ class Conv2d(WindowLayer):
         xp = array_module(x)
         n = x.shape[0]
         geometry = self.geometry(x.shape[2:])
-        out_h, out_w = geometry.out_hw
+        out = xp.empty((n, self.out_channels, *geometry.out_hw), dtype=x.dtype)  # N, K, Ho, Wo
         if self.is_pointwise:
-            cols = x.reshape(n, self.in_channels, out_h * out_w)  # no copy: it already is im2col
+            kept = x.reshape(n, self.in_channels, -1)  # no copy: it already is im2col
+            run_chunks(lambda part: self._pointwise_forward(xp, kept[part], out[part]),
+                       self._chunks(x.shape))
         else:
-            xpad = pad_input(xp, x, geometry.padding)
-            cols = im2col(xp, xpad, self.kernel_size, self.stride, self.dilation, (out_h, out_w))
-        weight = self.weight.data.reshape(self.groups, self.out_channels // self.groups, -1)
-        if self.groups == 1:
-            out = xp.matmul(weight[0], cols)  # (K, CKK) @ (N, CKK, P) -> (N, K, P)
-        else:
-            grouped = cols.reshape(n, self.groups, -1, out_h * out_w)
-            out = xp.matmul(weight, grouped)  # (G, Kg, CKKg) @ (N, G, CKKg, P) -> (N, G, Kg, P)
-        out = out.reshape(n, self.out_channels, out_h, out_w)
-        if self.bias is not None:
-            out += self.bias.data[:, None, None]
+            kept = x  # backward rebuilds the columns from the input
+            run_chunks(lambda part: self._forward_chunk(xp, x[part], out[part], geometry),
+                       self._chunks(x.shape))
         if grad_enabled():
-            self.cache = (x.shape, cols, geometry)
+            self.cache = (x.shape, kept, geometry)
         return out
 
-    def backward(self, dy):
-        x_shape, cols, geometry = self._take_cache()
+    def backward(self, dy, input_grad: bool = True):
+        """Parameter gradients, and the input gradient unless input_grad=False (then None)."""
+        x_shape, kept, geometry = self._take_cache()
         xp = array_module(dy)
-        n, channels, height, width = x_shape
-        groups = self.groups
-        positions = dy.shape[2] * dy.shape[3]
-        dy_grouped = dy.reshape(n, groups, self.out_channels // groups, positions)
-        cols_grouped = cols.reshape(n, groups, -1, positions)
-        if self.bias is not None:
-            self.bias.grad += dy.sum(axis=(0, 2, 3))
-        # dW = sum_n dy[n] @ cols[n]^T, one batched product per sample then a sum.
-        dweight = xp.matmul(dy_grouped, cols_grouped.swapaxes(-1, -2)).sum(axis=0)
-        self.weight.grad += dweight.reshape(self.weight.shape)
-        weight = self.weight.data.reshape(groups, self.out_channels // groups, -1)
-        dcols = xp.matmul(weight.swapaxes(-1, -2), dy_grouped)  # (N, G, CKKg, P)
+        dx = xp.empty(x_shape, dtype=dy.dtype) if input_grad else None
+        dx_part = (lambda part: dx[part]) if input_grad else (lambda part: None)
         if self.is_pointwise:
-            return dcols.reshape(x_shape)
+            kept_dy = dy.reshape(*dy.shape[:2], -1)  # N, K, P
+            grads = run_chunks(
+                lambda part: self._pointwise_backward(xp, kept[part], kept_dy[part],
+                                                      dx_part(part)),
+                self._chunks(x_shape))
+        else:
+            flipped = self._flipped_weight(xp) if input_grad and self._dx_by_correlation(
+                x_shape, geometry) else None
+            grads = run_chunks(
+                lambda part: self._backward_chunk(xp, kept[part], dy[part], dx_part(part),
+                                                  geometry, flipped),
+                self._chunks(x_shape))
+        self.weight.grad += sum(dweight for dweight, _ in grads).reshape(self.weight.shape)
+        if self.bias is not None:
+            self.bias.grad += sum(dbias for _, dbias in grads).reshape(self.out_channels)
+        return dx
+
+    def backward_parameters(self, dy) -> None:
+        self.backward(dy, input_grad=False)
+
+    # -- one chunk of the batch (run on a worker thread) ------------------------------------
+    def _chunks(self, x_shape):
+        n, _, height, width = x_shape
+        out_h, out_w = self.geometry((height, width)).out_hw
+        column_bytes = (self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+                        * out_h * out_w * self.weight.data.itemsize)
+        return batch_chunks(n, column_bytes, CHUNK_BYTES)
+
+    def _grouped_weight(self):
+        return self.weight.data.reshape(self.groups, self.out_channels // self.groups, -1)
+
+    def _forward_chunk(self, xp, x, out, geometry):
+        """x (n, C, H, W) -> out (n, K, Ho, Wo), written in place."""
+        n = x.shape[0]
+        positions = geometry.out_hw[0] * geometry.out_hw[1]
+        cols = im2col(xp, x, geometry.padding, self.kernel_size, self.stride, self.dilation,
+                      geometry.out_hw)  # C*KH*KW, n*P
+        y = xp.matmul(self._grouped_weight(), cols.reshape(self.groups, -1, n * positions))
+        y = y.reshape(self.out_channels, n, positions).transpose(1, 0, 2)  # n, K, P (a view)
+        out = out.reshape(n, self.out_channels, positions)
+        if self.bias is None:
+            out[...] = y
+        else:
+            xp.add(y, self.bias.data[:, None], out=out)
+
+    def _backward_chunk(self, xp, x, dy, dx, geometry, flipped):
+        """Gradients of one chunk: (dweight (G, K/G, C/G*KH*KW), dbias (K,)); dx in place."""
+        n = x.shape[0]
+        groups, positions = self.groups, dy.shape[2] * dy.shape[3]
+        dy_k = xp.ascontiguousarray(dy.reshape(n, self.out_channels, positions)
+                                    .transpose(1, 0, 2))  # K, n, P
+        dy_k = dy_k.reshape(groups, self.out_channels // groups, n * positions)
+        cols = im2col(xp, x, geometry.padding, self.kernel_size, self.stride, self.dilation,
+                      geometry.out_hw).reshape(groups, -1, n * positions)
+        dweight = xp.matmul(dy_k, cols.swapaxes(-1, -2))  # dW = dy @ cols^T per group
+        dbias = dy_k.sum(axis=-1)
+        if dx is None:
+            return dweight, dbias
+        _, channels, height, width = x.shape
         pad = geometry.padding
-        padded_shape = (n, channels, height + pad.top + pad.bottom, width + pad.left + pad.right)
-        dxpad = col2im(xp, dcols, padded_shape, self.kernel_size, self.stride, self.dilation,
-                       geometry.out_hw)
-        return dxpad[:, :, pad.top : pad.top + height, pad.left : pad.left + width]
+        if flipped is not None:
+            # Stride 1: dx = correlation of dy, zero-padded by the kernel's extent, with the
+            # flipped filters (channels swapped); window origin at the forward's (top, left).
+            extent = ((self.kernel_size[0] - 1) * self.dilation[0],
+                      (self.kernel_size[1] - 1) * self.dilation[1])
+            full = Padding(extent[0], extent[0], extent[1], extent[1])
+            dy_cols = im2col(xp, dy, full, self.kernel_size, (1, 1), self.dilation,
+                             (height, width), origin=(pad.top, pad.left))  # K*KH*KW, n*H*W
+            dx_c = xp.matmul(flipped, dy_cols.reshape(groups, -1, n * height * width))
+            dx[...] = dx_c.reshape(channels, n, height, width).transpose(1, 0, 2, 3)
+        else:
+            # dcols = W^T @ dy, scattered back onto the padded input tap by tap.
+            dcols = xp.matmul(self._grouped_weight().swapaxes(-1, -2), dy_k)
+            padded = (channels, n, height + pad.top + pad.bottom, width + pad.left + pad.right)
+            dxpad = col2im(xp, dcols, padded, self.kernel_size, self.stride, self.dilation,
+                           geometry.out_hw)
+            dx[...] = dxpad[:, :, pad.top : pad.top + height,
+                            pad.left : pad.left + width].transpose(1, 0, 2, 3)
+        return dweight, dbias
+
+    def _dx_by_correlation(self, x_shape, geometry) -> bool:
+        """At stride 1, whether to get dx by correlating dy with the flipped filters (an im2col
+        of dy: K*H*W values per kernel tap) rather than by scattering W^T dy back (col2im:
+        C*H_out*W_out values per tap). The scatter's read-modify-write costs about twice a copy
+        per value here, hence the factor 2 (measured on the reference networks)."""
+        if self.stride != (1, 1):
+            return False
+        out_h, out_w = geometry.out_hw
+        return (self.out_channels * x_shape[2] * x_shape[3]
+                < 2 * self.in_channels * out_h * out_w)
+
+    def _flipped_weight(self, xp):
+        """(G, C/G, K/G*KH*KW): w[g*K/G + k, c, KH-1-u, KW-1-v] at [g, c, (k, u, v)]."""
+        groups, kh, kw = self.groups, *self.kernel_size
+        w = self.weight.data.reshape(groups, self.out_channels // groups, -1, kh, kw)
+        flipped = w[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+        return xp.ascontiguousarray(flipped).reshape(groups, flipped.shape[1], -1)
+
+    def _pointwise_forward(self, xp, x, out):
+        """x (n, C, P) -> out (n, K, Ho, Wo): one product per sample, in place."""
+        n, positions = x.shape[0], x.shape[2]
+        out = out.reshape(n, self.groups, -1, positions)  # n, G, K/G, P
+        xp.matmul(self._grouped_weight(), x.reshape(n, self.groups, -1, positions), out=out)
+        if self.bias is not None:
+            out += self.bias.data.reshape(self.groups, -1, 1)
+
+    def _pointwise_backward(self, xp, x, dy, dx):
+        n, positions, groups = x.shape[0], x.shape[2], self.groups
+        dy_g = dy.reshape(n, groups, -1, positions)
+        x_g = x.reshape(n, groups, -1, positions)
+        # dW = sum_n dy[n] @ x[n]^T as one product: (G, K/G, n*P) @ (G, n*P, C/G).
+        dy_k = xp.ascontiguousarray(dy_g.transpose(1, 2, 0, 3)).reshape(groups, -1, n * positions)
+        x_k = xp.ascontiguousarray(x_g.transpose(1, 2, 0, 3)).reshape(groups, -1, n * positions)
+        dweight = xp.matmul(dy_k, x_k.swapaxes(-1, -2))
+        dbias = dy_k.sum(axis=-1)
+        if dx is not None:
+            xp.matmul(self._grouped_weight().swapaxes(-1, -2), dy_g,
+                      out=dx.reshape(n, groups, -1, positions))
+        return dweight, dbias
 
     def param_formula(self, input_shape: Shape) -> str:
         kh, kw = self.kernel_size

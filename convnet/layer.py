@@ -53,6 +53,11 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
+    def backward_parameters(self, dy) -> None:
+        """Fill the parameters' gradients without returning the input gradient: what the first
+        layer of a model does in training. Layers that can skip computing it override this."""
+        self.backward(dy)
+
     def __call__(self, x):
         return self.forward(x)
 

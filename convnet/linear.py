@@ -73,12 +73,16 @@ class Linear(Layer):
             self.cache = x
         return out
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad: bool = True):
+        """Parameter gradients, and the input gradient unless input_grad=False (then None)."""
         x = self._take_cache()
         self.weight.grad += dy.T @ x  # (out, N) @ (N, in)
         if self.bias is not None:
             self.bias.grad += dy.sum(axis=0)
-        return dy @ self.weight.data  # (N, out) @ (out, in)
+        return dy @ self.weight.data if input_grad else None  # (N, out) @ (out, in)
+
+    def backward_parameters(self, dy) -> None:
+        self.backward(dy, input_grad=False)
 
     def param_formula(self, input_shape: Shape) -> str:
         bias = " + " + str(self.out_features) if self.bias is not None else ""

@@ -103,10 +103,24 @@ class Sequential(Layer):
             x = layer.forward(x)
         return x
 
-    def backward(self, dy):
-        for layer in reversed(self.layers):
+    def backward(self, dy, input_grad: bool = True):
+        """Each layer's backward in reverse order; returns the gradient with respect to the input.
+
+        input_grad=False skips that gradient, which training never uses (PyTorch skips it too,
+        as the data does not require grad): the first layer then only fills its parameters'
+        gradients, and None is returned.
+        """
+        if not self.layers:
+            return dy if input_grad else None
+        for layer in reversed(self.layers[1:]):
             dy = layer.backward(dy)
-        return dy
+        if input_grad:
+            return self.layers[0].backward(dy)
+        self.layers[0].backward_parameters(dy)
+        return None
+
+    def backward_parameters(self, dy) -> None:
+        self.backward(dy, input_grad=False)
 
     def summary(self, input_shape: Shape | None = None) -> None:
         """Print the Keras-like table: shapes, parameter formulas, receptive fields, cost."""

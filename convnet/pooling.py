@@ -1,8 +1,9 @@
 """Pooling: each activation map shrinks on its own, so depth is unchanged.
 
-Both window pools walk the kernel taps (KH*KW strided slices) instead of building im2col
-columns: max keeps a running maximum and the index of the first tap that reached it
-(PyTorch's tie rule), average a running sum. `convnet.reference.pool2d` is their oracle.
+Both window pools walk the kernel taps (strided slices) instead of building im2col columns:
+max in two separable stages (KW column taps, then KH row taps), each keeping a running maximum
+and the index of the first tap that reached it (PyTorch's tie rule); average a running sum
+over the KH*KW taps. `convnet.reference.pool2d` is their oracle.
 """
 
 from __future__ import annotations
@@ -62,46 +63,83 @@ class _Pool2d(WindowLayer):
         return ", ".join(self._window_repr(self.kernel_size))
 
 
+def _first_max(xp, taps, keep: bool):
+    """Elementwise maximum of same-shaped views, and (if keep) the index of the first view that
+    reaches it: a later tap must be strictly greater to win, so ties go to the first."""
+    best = taps[0].copy()
+    index = xp.zeros(best.shape, dtype=xp.uint8) if keep and len(taps) == 1 else None
+    for number, tap in enumerate(taps[1:], start=1):
+        if keep:
+            better = tap > best
+            if index is None:
+                index = better.view(xp.uint8)  # taps 0 and 1: the comparison is the index
+            else:
+                xp.copyto(index, number, where=better)
+        xp.maximum(best, tap, out=best)
+    return best, index
+
+
+def _route(xp, grad, index, taps: int, stride: int, length: int, axis: int):
+    """Adjoint of one `_first_max` stage along `axis`: send each gradient to its winning tap.
+
+    grad and index (..., n, ...) -> (..., length, ...), where window j covers positions
+    j*stride .. j*stride + taps - 1 along `axis`.
+    """
+    count = grad.shape[axis]
+    shape = list(grad.shape)
+    shape[axis] = length
+    tiles = stride == taps and count * taps == length  # every position in exactly one window
+    out = xp.empty(shape, dtype=grad.dtype) if tiles else xp.zeros(shape, dtype=grad.dtype)
+    for tap in range(taps):
+        where = [slice(None)] * grad.ndim
+        where[axis] = slice(tap, tap + stride * (count - 1) + 1, stride)
+        if tiles:
+            xp.multiply(grad, index == tap, out=out[tuple(where)])
+        else:
+            out[tuple(where)] += grad * (index == tap)
+    return out
+
+
 class MaxPool2d(_Pool2d):
-    """(N, C, H, W) -> (N, C, H_out, W_out): the maximum of each window, per channel."""
+    """(N, C, H, W) -> (N, C, H_out, W_out): the maximum of each window, per channel.
+
+    Separable: first the maximum across each window's columns (for every input row), then
+    down its rows. Each stage keeps the index of its first maximum; the first winning row's
+    first winning column is the window's first maximum in row-major order, PyTorch's tie rule.
+    """
 
     def forward(self, x):
         check_input(self, x, 4)
         xp = array_module(x)
         geometry = self.geometry(x.shape[2:])
         xpad = _padded(xp, x, geometry.padding, -numpy.inf)
-        out = None
+        (kh, kw), out_h = self.kernel_size, geometry.out_hw[0]
         keep = grad_enabled()
-        argmax = None
-        for tap, u, v in self._taps():
-            rows, cols = window_slices(u, v, geometry.out_hw, self.stride)
-            window = xpad[:, :, rows, cols]
-            if out is None:
-                out = window.copy()
-                if keep:
-                    taps = self.kernel_size[0] * self.kernel_size[1]
-                    argmax = xp.zeros(out.shape, dtype=xp.uint8 if taps <= 256 else xp.int32)
-                continue
-            if keep:
-                better = window > out  # strictly greater: the first maximum wins ties
-                argmax[better] = tap
-                xp.maximum(out, window, out=out)
-            else:
-                xp.maximum(out, window, out=out)
+        rows = xpad[:, :, : self.stride[0] * (out_h - 1) + kh]  # the rows some window reaches
+        across, col_index = _first_max(
+            xp, [rows[:, :, :, window_slices(0, v, geometry.out_hw, self.stride)[1]]
+                 for v in range(kw)], keep)  # N, C, R, W_out
+        out, row_index = _first_max(
+            xp, [across[:, :, window_slices(u, 0, geometry.out_hw, self.stride)[0]]
+                 for u in range(kh)], keep)  # N, C, H_out, W_out
         if keep:
-            self.cache = (x.shape, geometry, argmax)
+            self.cache = (x.shape, geometry, row_index, col_index)
         return out
 
     def backward(self, dy):
-        x_shape, geometry, argmax = self._take_cache()
+        x_shape, geometry, row_index, col_index = self._take_cache()
         xp = array_module(dy)
         pad = geometry.padding
         n, c, h, w = x_shape
-        dxpad = xp.zeros((n, c, h + pad.top + pad.bottom, w + pad.left + pad.right), dy.dtype)
-        for tap, u, v in self._taps():
-            rows, cols = window_slices(u, v, geometry.out_hw, self.stride)
-            dxpad[:, :, rows, cols] += xp.where(argmax == tap, dy, 0)
-        return dxpad[:, :, pad.top : pad.top + h, pad.left : pad.left + w]
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        across = _route(xp, dy, row_index, kh, sh, col_index.shape[2], axis=2)  # N, C, R, W_out
+        rows = _route(xp, across, col_index, kw, sw, w + pad.left + pad.right, axis=3)
+        if pad.is_zero and rows.shape[2] == h:
+            return rows
+        dx = xp.zeros(x_shape, dtype=dy.dtype)
+        reached = min(rows.shape[2] - pad.top, h)  # input rows under some window
+        dx[:, :, :reached] = rows[:, :, pad.top : pad.top + reached, pad.left : pad.left + w]
+        return dx
 
 
 class AvgPool2d(_Pool2d):

@@ -1,0 +1,147 @@
+"""The speed-ups of the engine against independent answers: convolution split into batch chunks
+on worker threads, both ways of getting a stride-1 conv's input gradient, backward without the
+input gradient, separable max pooling on tied inputs against PyTorch, and the thread setting."""
+
+import numpy as np
+import pytest
+from engine_checks import build_conv, check_gradients, conv_configs, torch_tensor
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convnet as cn
+from convnet import backend, conv, reference
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of one or two samples on two worker threads, whatever the machine."""
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    yield
+    backend.set_num_threads(previous)
+
+
+@settings(max_examples=30, deadline=None)
+@given(config=conv_configs(batch=5), seed=st.integers(0, 2**16))
+def test_chunked_threaded_conv_matches_the_loop_oracle_and_torch(config, seed):
+    import torch
+
+    previous, saved = backend.num_threads(), conv.CHUNK_BYTES
+    backend.set_num_threads(2)
+    conv.CHUNK_BYTES = 1  # one sample per chunk
+    try:
+        rng = np.random.default_rng(seed)
+        layer = build_conv(config)
+        x = rng.standard_normal(config["input_shape"]).astype(np.float32)
+        out = layer.forward(x)
+        pad = layer.geometry(x.shape[2:]).padding
+        expected = reference.conv2d(
+            x, layer.weight.data, None if layer.bias is None else layer.bias.data,
+            layer.stride, (pad.top, pad.bottom, pad.left, pad.right), layer.dilation,
+            layer.groups)
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+        dy = rng.standard_normal(out.shape).astype(np.float32)
+        dx = layer.backward(dy)
+        tx = torch_tensor(np.pad(x, ((0, 0), (0, 0), (pad.top, pad.bottom),
+                                     (pad.left, pad.right))), requires_grad=True)
+        tw = torch_tensor(layer.weight.data, requires_grad=True)
+        ty = torch.nn.functional.conv2d(tx, tw, None, layer.stride, 0, layer.dilation,
+                                        layer.groups)
+        ty.backward(torch_tensor(dy))
+        dx_torch = tx.grad.numpy()[:, :, pad.top : pad.top + x.shape[2],
+                                   pad.left : pad.left + x.shape[3]]
+        np.testing.assert_allclose(dx, dx_torch, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(layer.weight.grad, tw.grad.numpy(), rtol=1e-4, atol=1e-4)
+        if layer.bias is not None:
+            np.testing.assert_allclose(layer.bias.grad, dy.sum(axis=(0, 2, 3)), rtol=1e-4,
+                                       atol=1e-4)
+    finally:
+        backend.set_num_threads(previous)
+        conv.CHUNK_BYTES = saved
+
+
+@pytest.mark.parametrize("by_correlation", [True, False])
+@pytest.mark.parametrize(
+    "args, shape",
+    [
+        ((3, 4, 3), {"padding": 1}),
+        ((2, 5, (3, 2)), {"padding": (2, 0), "dilation": (1, 2)}),
+        ((4, 4, 3), {"padding": "same", "groups": 2}),
+        ((3, 2, 2), {"padding": (3, 1)}),  # padding wider than the kernel's reach
+    ],
+)
+def test_both_stride_one_input_gradients_match_centred_differences(
+        args, shape, by_correlation, small_chunks, rng, monkeypatch):
+    # At stride 1 dx is either the correlation of dy with the flipped filters or the
+    # scatter of W^T dy; each is checked on its own.
+    monkeypatch.setattr(cn.Conv2d, "_dx_by_correlation", lambda *a: by_correlation)
+    channels, out_channels, kernel = args
+    layer = cn.Conv2d(channels, out_channels, kernel, **shape)
+    check_gradients(layer, rng.standard_normal((3, channels, 6, 5)), rng)
+
+
+def test_strided_conv_gradients_in_chunks_match_centred_differences(small_chunks, rng):
+    layer = cn.Conv2d(3, 4, 3, stride=2, padding=1)
+    check_gradients(layer, rng.standard_normal((3, 3, 7, 7)), rng)
+
+
+def test_pointwise_conv_gradients_in_chunks_match_centred_differences(small_chunks, rng):
+    layer = cn.Conv2d(4, 6, 1, groups=2)
+    check_gradients(layer, rng.standard_normal((3, 4, 3, 5)), rng)
+
+
+def test_backward_without_input_gradient_fills_the_same_parameter_gradients(rng):
+    def model():
+        cn.manual_seed(3)
+        return cn.Sequential(cn.Conv2d(3, 4, 3, padding=1), cn.ReLU(), cn.MaxPool2d(2),
+                             cn.Flatten(), cn.Linear(4 * 4 * 4, 5))
+
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    dy = rng.standard_normal((4, 5)).astype(np.float32)
+    full, skipped = model(), model()
+    full.forward(x)
+    assert full.backward(dy).shape == x.shape
+    skipped.forward(x)
+    assert skipped.backward(dy, input_grad=False) is None
+    for (name, a), (_, b) in zip(full.named_parameters(), skipped.named_parameters(),
+                                 strict=True):
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
+    # A first layer without parameters still runs its backward (and frees its cache).
+    relu_first = cn.Sequential(cn.ReLU(), cn.Flatten(), cn.Linear(12, 2))
+    relu_first.forward(x[:, :, :2, :2].copy())
+    assert relu_first.backward(dy[:, :2], input_grad=False) is None
+    assert relu_first.layers[0].cache is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       size=st.tuples(st.integers(4, 11), st.integers(4, 11)),
+       pad_fraction=st.tuples(st.booleans(), st.booleans()),
+       seed=st.integers(0, 2**16))
+def test_max_pool_on_heavily_tied_input_matches_torch(kernel, stride, size, pad_fraction, seed):
+    # Values from {-2, ..., 2}: most windows hold ties, which must go to the first maximum in
+    # row-major order (PyTorch's rule) through both separable stages, with overlapping
+    # windows, padding and dropped borders.
+    import torch
+
+    padding = tuple(k // 2 if use else 0 for k, use in zip(kernel, pad_fraction, strict=True))
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (2, 3, *size)).astype(np.float32)
+    pool = cn.MaxPool2d(kernel, stride, padding, strict=False)
+    out = pool.forward(x)
+    tx = torch_tensor(x, requires_grad=True)
+    expected = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
+    np.testing.assert_array_equal(out, expected.detach().numpy())
+    dy = rng.standard_normal(out.shape).astype(np.float32)
+    expected.backward(torch_tensor(dy))
+    # Overlapping windows add several gradients in either order: equal up to rounding, while a
+    # gradient sent to the wrong tap would be off by a whole value.
+    np.testing.assert_allclose(pool.backward(dy), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_set_num_threads_refuses_nonsense():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads must be an int >= 1"):
+            backend.set_num_threads(bad)

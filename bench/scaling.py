@@ -191,10 +191,11 @@ def ring_allreduce_seconds(nbytes: int, machines: int, gbit_per_s: float,
 
 def projection(rows: list[dict]) -> list[dict]:
     """Expected efficiency with one process per machine and 64 images per process per step
-    (the global batch grows with N), compute as measured here on one core, no overlap."""
+    (the global batch grows with N), compute as measured here on one core (CPU time of the
+    1-process step, which other work on the machine does not inflate), no overlap."""
     out = []
     for row in rows:
-        compute_s = row["one"]["step_ms"] / 1000
+        compute_s = row["compute_cpu_ms"]["one"] / 1000
         for machines in MACHINES:
             for link in LINKS_GBIT:
                 comm_s = ring_allreduce_seconds(row["one"]["gradient_bytes"], machines, link)

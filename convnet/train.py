@@ -363,7 +363,7 @@ class Trainer:
                 f"in {self.out_dir / CHECKPOINTS} was kept. Try a smaller --lr "
                 f"(now {self.config.lr}) or --clip-grad-norm")
         with np.errstate(over="ignore", invalid="ignore"):
-            self.model.backward(self.loss_fn.backward())
+            self.model.backward(self.loss_fn.backward(), input_grad=False)
         self.group.allreduce_gradients(self.model.parameters())
         if self.config.clip_grad_norm:
             clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)

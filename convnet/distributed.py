@@ -192,7 +192,8 @@ class MPIGroup:
     def global_statistics(self, loss: float, correct: int, count: int) -> tuple[float, int, int]:
         """The global batch's mean loss, correct predictions and size from this slice's."""
         local = self._local_count  # `count` is 1 for a stand-in image, which counts for nothing
-        figures = np.array([loss * local, correct if local else 0, local], np.float64)
+        figures = np.array([loss * local if local else 0.0, correct if local else 0, local],
+                           np.float64)
         self.allreduce(figures, "sum the loss and accuracy")
         total = int(figures[2])
         return float(figures[0]) / max(total, 1), int(figures[1]), total

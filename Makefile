@@ -26,6 +26,7 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+	$(PY) -m bench.scaling
 
 clean:
 	rm -rf $(VENV) build *.egg-info

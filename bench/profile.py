@@ -1,0 +1,175 @@
+"""Where a training step's time goes, layer by layer and by kind of work.
+
+    python -m bench.profile vggish            # batch 128, one worker thread
+    python -m bench.profile lenet5 --batch 32 --threads 2
+
+Each layer's forward and backward is timed on its own; inside convolutions the im2col copies
+(padding included) and the col2im scatter are timed apart from the rest (the matrix products,
+bias and layout copies). Kinds: im2col, matmul (conv and linear products), col2im, pooling,
+elementwise (activations, flatten, residual additions, batch norm), loss, optimizer, and Python
+overhead: the step's time that no timed region accounts for. With more than one worker thread,
+regions inside a conv overlap and are summed over threads, so profile with one thread.
+--clock cpu counts the calling thread's CPU time instead of wall time: on a machine shared
+with other work it leaves out the time spent waiting for a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections import defaultdict
+
+import numpy as np
+
+KINDS = ["im2col", "matmul", "col2im", "pooling", "elementwise", "loss", "optimizer", "python"]
+
+
+def _kind(layer) -> str:
+    import convnet as cn
+
+    if isinstance(layer, (cn.Conv2d, cn.Linear)):
+        return "matmul"
+    if isinstance(layer, (cn.MaxPool2d, cn.AvgPool2d, cn.GlobalAvgPool2d)):
+        return "pooling"
+    return "elementwise"
+
+
+class Profiler:
+    """Times every leaf layer's forward/backward and the conv helpers, by monkeypatching."""
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
+        self.layer_time: dict[tuple[str, str], float] = defaultdict(float)
+        self.kind_time: dict[str, float] = defaultdict(float)
+        self.helper_time: dict[str, float] = defaultdict(float)  # inside the current layer
+
+    def _timed(self, fn, key):
+        def wrapper(*args, **kwargs):
+            start = self.clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.helper_time[key] += self.clock() - start
+        return wrapper
+
+    @contextlib.contextmanager
+    def patched(self, model):
+        """Wrap the leaf layers of `model` and convnet.conv's im2col/col2im while inside."""
+        from convnet import conv
+
+        originals = {"im2col": conv.im2col, "col2im": conv.col2im}
+        conv.im2col = self._timed(originals["im2col"], "im2col")
+        conv.col2im = self._timed(originals["col2im"], "col2im")
+        leaves = [m for m in model.modules() if not m.children()]
+        try:
+            for layer in leaves:
+                for phase in ("forward", "backward", "backward_parameters"):
+                    setattr(layer, phase, self._layer_timer(layer, phase, getattr(layer, phase)))
+            yield self
+        finally:
+            conv.im2col, conv.col2im = originals["im2col"], originals["col2im"]
+            for layer in leaves:
+                for phase in ("forward", "backward", "backward_parameters"):
+                    if phase in vars(layer):
+                        delattr(layer, phase)
+
+    def _layer_timer(self, layer, phase, fn):
+        label = "forward" if phase == "forward" else "backward"
+
+        def wrapper(*args, **kwargs):
+            if getattr(self, "_inside", False):  # backward_parameters calling backward
+                return fn(*args, **kwargs)
+            self._inside = True
+            self.helper_time.clear()
+            start = self.clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = self.clock() - start
+                self._inside = False
+                self.layer_time[(layer.name, label)] += elapsed
+                helpers = 0.0
+                for key, value in self.helper_time.items():
+                    self.kind_time[key] += value
+                    helpers += value
+                self.kind_time[_kind(layer)] += elapsed - helpers
+        return wrapper
+
+
+def profile_training(name: str, batch: int = 128, steps: int = 5, threads: int = 1,
+                     clock: str = "wall") -> dict:
+    """Mean seconds per training step by layer and by kind, for zoo network `name`."""
+    import convnet as cn
+    from convnet import backend, zoo
+
+    backend.set_num_threads(threads)
+    cn.manual_seed(0)
+    model = zoo.build_model(name)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *zoo.MODELS[name].input_shape)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    loss_fn = cn.CrossEntropyLoss()
+    optimizer = cn.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    profiler = Profiler(time.thread_time if clock == "cpu" else time.perf_counter)
+    total = 0.0
+    with profiler.patched(model):
+        for step in range(steps + 1):
+            if step == 1:  # the first step warms up; start counting afresh
+                profiler.layer_time.clear()
+                profiler.kind_time.clear()
+                total = 0.0
+            start = profiler.clock()
+            scores = model.forward(x)
+            mark = profiler.clock()
+            loss_fn.forward(scores, y)
+            dscores = loss_fn.backward()
+            profiler.kind_time["loss"] += profiler.clock() - mark
+            model.backward(dscores, input_grad=False)
+            mark = profiler.clock()
+            optimizer.step()
+            model.zero_grad()
+            profiler.kind_time["optimizer"] += profiler.clock() - mark
+            total += profiler.clock() - start
+    kinds = {kind: profiler.kind_time.get(kind, 0.0) / steps for kind in KINDS if kind != "python"}
+    kinds["python"] = max(total / steps - sum(kinds.values()), 0.0)
+    layers = [{"layer": layer, "phase": phase, "seconds": seconds / steps}
+              for (layer, phase), seconds in profiler.layer_time.items()]
+    return {"network": name, "batch": batch, "threads": threads, "clock": clock,
+            "step_seconds": total / steps,
+            "kinds": kinds, "layers": layers}
+
+
+def format_profile(result: dict) -> str:
+    step = result["step_seconds"]
+    lines = [f"{result['network']}: batch {result['batch']}, {result['threads']} thread(s), "
+             f"{step * 1e3:.1f} ms ({result['clock']}) per training step "
+             f"({result['batch'] / step:.0f} images/s)"]
+    lines.append("  by kind:   " + "  ".join(
+        f"{kind} {seconds * 1e3:.1f} ms ({seconds / step:.0%})"
+        for kind, seconds in result["kinds"].items()))
+    by_layer: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in result["layers"]:
+        by_layer[row["layer"]][row["phase"]] = row["seconds"]
+    lines.append("  by layer:  " + "  ".join(
+        f"{layer} {t.get('forward', 0) * 1e3:.1f}+{t.get('backward', 0) * 1e3:.1f}"
+        for layer, t in by_layer.items()) + "  (forward+backward ms)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("networks", nargs="*", default=["convnetjs", "vggish", "lenet5",
+                                                          "bottleneck"])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    args = parser.parse_args(argv)
+    for name in args.networks:
+        print(format_profile(profile_training(name, args.batch, args.steps, args.threads,
+                                              args.clock)))
+
+
+if __name__ == "__main__":
+    main()

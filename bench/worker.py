@@ -1,0 +1,173 @@
+"""One benchmark process: convnet or PyTorch, driven line by line by `bench.run`.
+
+    python -m bench.worker convnet --threads 2
+    python -m bench.worker torch --threads 2
+
+Requests and replies are JSON lines on stdin/stdout:
+    {"op": "setup", "spec": PATH, "weights": PATH, "batch": B}  -> {"seconds": build time}
+    {"op": "run", "task": "train"|"infer"|"latency", "iterations": K}  -> {"seconds": total}
+    {"op": "peak", "size": S, "repeats": R}  -> {"gflops": [...]}  (S x S float32 products)
+    {"op": "rss"}  -> {"max_rss_mb": peak resident memory of this process so far}
+    {"op": "exit"}  -> {"max_rss_mb": ...}, and the process ends
+The convnet worker never imports torch and the PyTorch worker never imports convnet, so each
+process's peak memory is its own system's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+
+SEED = 0
+NUM_CLASSES = 10
+LR, MOMENTUM = 0.01, 0.9
+
+
+def synthetic_batch(batch: int, input_shape, seed: int = SEED):
+    """The same images and labels in both processes: standard normal pixels, uniform labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *input_shape)).astype(np.float32)  # B, C, H, W
+    y = rng.integers(0, NUM_CLASSES, batch)  # B
+    return x, y
+
+
+class ConvnetSystem:
+    def __init__(self, threads: int):
+        import convnet as cn
+        from convnet import backend
+
+        self.cn = cn
+        backend.set_num_threads(threads)
+        self.threads = threads
+
+    def setup(self, spec: dict, state: dict, batch: int) -> None:
+        from convnet.spec import build
+
+        cn = self.cn
+        self.model = build(spec)
+        self.model.load_state_dict(state)
+        self.x, self.y = synthetic_batch(batch, spec["input_shape"])
+        self.loss_fn = cn.CrossEntropyLoss()
+        self.optimizer = cn.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def train(self) -> None:
+        self.model.train()
+        scores = self.model.forward(self.x)
+        self.loss_fn.forward(scores, self.y)
+        self.model.backward(self.loss_fn.backward(), input_grad=False)
+        self.optimizer.step()
+        self.model.zero_grad()
+
+    def infer(self, x=None) -> None:
+        self.model.eval()
+        with self.cn.no_grad():
+            self.model.forward(self.x if x is None else x)
+
+    def latency(self) -> None:
+        self.infer(self.x[:1])
+
+    def peak(self, size: int, repeats: int) -> list[float]:
+        """GFLOP/s of NumPy's float32 matrix product with BLAS at this worker's thread count."""
+        from convnet import backend
+
+        a, b = (np.random.default_rng(1).standard_normal((2, size, size)).astype(np.float32))
+        backend.limit_blas_threads(self.threads)
+        try:
+            return _gflops(lambda: a @ b, size, repeats)
+        finally:
+            backend.limit_blas_threads(1)
+
+
+class TorchSystem:
+    def __init__(self, threads: int):
+        import torch
+
+        self.torch = torch
+        torch.set_num_threads(threads)
+
+    def setup(self, spec: dict, state: dict, batch: int) -> None:
+        from bench.torch_twin import build_model
+
+        torch = self.torch
+        self.model = build_model(spec, state)
+        x, y = synthetic_batch(batch, spec["input_shape"])
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def train(self) -> None:
+        self.model.train()
+        self.optimizer.zero_grad()
+        self.loss_fn(self.model(self.x), self.y).backward()
+        self.optimizer.step()
+
+    def infer(self, x=None) -> None:
+        self.model.eval()
+        with self.torch.inference_mode():
+            self.model(self.x if x is None else x)
+
+    def latency(self) -> None:
+        self.infer(self.x[:1])
+
+    def peak(self, size: int, repeats: int) -> list[float]:
+        torch = self.torch
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        return _gflops(lambda: a @ b, size, repeats)
+
+
+def _gflops(product, size: int, repeats: int) -> list[float]:
+    product()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product()
+        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return rates
+
+
+def serve(system, stdin=sys.stdin, stdout=sys.stdout) -> None:
+    for line in stdin:
+        request = json.loads(line)
+        op = request["op"]
+        if op == "setup":
+            start = time.perf_counter()
+            with open(request["spec"]) as handle:
+                spec = json.load(handle)
+            with np.load(request["weights"]) as archive:
+                state = {name: archive[name] for name in archive.files}
+            system.setup(spec, state, request["batch"])
+            reply = {"seconds": time.perf_counter() - start}
+        elif op == "run":
+            task = getattr(system, request["task"])
+            start = time.perf_counter()
+            for _ in range(request["iterations"]):
+                task()
+            reply = {"seconds": time.perf_counter() - start}
+        elif op == "peak":
+            reply = {"gflops": system.peak(request["size"], request["repeats"])}
+        elif op in ("rss", "exit"):
+            reply = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        else:
+            reply = {"error": f"unknown op {op!r}"}
+        stdout.write(json.dumps(reply) + "\n")
+        stdout.flush()
+        if op == "exit":
+            return
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="one benchmark process (see bench.run)")
+    parser.add_argument("system", choices=["convnet", "torch"])
+    parser.add_argument("--threads", type=int, required=True)
+    args = parser.parse_args(argv)
+    system = ConvnetSystem(args.threads) if args.system == "convnet" else TorchSystem(args.threads)
+    serve(system)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The benchmark harness runs end to end at tiny sizes and writes sane JSON (no speed claims)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_bench_run_writes_a_consistent_report(tmp_path):
+    out = tmp_path / "latest.json"
+    command = [sys.executable, "-m", "bench.run", "--threads", "1", "--networks", "lenet5",
+               "--batch", "4", "--reps", "2", "--rep-seconds", "0.005", "--peak-size", "64",
+               "--scaling-network", "lenet5", "--scaling-batches", "1", "2",
+               "--image-sizes", "28", "32", "--image-batch", "2", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "lenet5" in done.stdout and "peak memory" in done.stdout
+    result = json.loads(out.read_text())
+
+    assert result["threads"] == 1 and result["reps"] == 2
+    assert len(result["load_before"]) == 3 and len(result["load_after"]) == 3
+    peak = result["peak"]
+    assert peak["gflops"] == max(peak["numpy_gflops"], peak["torch_gflops"]) > 0
+
+    entry = result["networks"]["lenet5"]
+    assert entry["macs_per_image"] > 0 and entry["input_shape"] == [1, 28, 28]
+    for system in ("convnet", "torch"):
+        assert entry[system]["peak_rss_mb"] > 0
+        for task in ("train", "infer", "latency"):
+            record = entry[system][task]
+            assert len(record["seconds_per_iteration"]) == 2
+            assert record["warmup_s"] > 0 and record["median_seconds"] > 0
+            assert math.isclose(record["peak_fraction"], record["gflops"] / peak["gflops"])
+        assert math.isclose(entry[system]["train"]["images_per_s"],
+                            4 / entry[system]["train"]["median_seconds"])
+        assert math.isclose(entry[system]["latency"]["ms"],
+                            entry[system]["latency"]["median_seconds"] * 1e3)
+    for task in ("train", "infer", "latency"):
+        assert math.isclose(entry["ratio"][task], entry["torch"][task]["median_seconds"]
+                            / entry["convnet"][task]["median_seconds"])
+    assert math.isclose(entry["memory_ratio"], entry["convnet"]["peak_rss_mb"]
+                        / entry["torch"]["peak_rss_mb"])
+
+    scaling = result["scaling"]
+    assert [row["batch"] for row in scaling["by_batch"]] == [1, 2]
+    assert [row["image_size"] for row in scaling["by_image_size"]] == [28, 32]
+    small, large = scaling["by_image_size"]
+    assert large["macs_per_image"] > small["macs_per_image"] > 0
+    for row in scaling["by_batch"] + scaling["by_image_size"]:
+        assert row["convnet_ms_per_image"] > 0 and row["torch_ms_per_image"] > 0
+        assert row["convnet_gflops"] > 0 and row["torch_gflops"] > 0

@@ -7,6 +7,7 @@ gradient with respect to its input while accumulating its parameters' gradients.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import numpy
@@ -16,23 +17,25 @@ from convnet.parameter import Parameter
 
 Shape = tuple[int, ...]
 
-_grad_enabled = True
+# Per thread, as in PyTorch: an explorer answering requests under no_grad() must not stop a
+# trainer in another thread from keeping its caches.
+_grad_mode = threading.local()
 
 
 def grad_enabled() -> bool:
-    """Whether layers keep what backward needs (off inside `no_grad()`)."""
-    return _grad_enabled
+    """Whether layers keep what backward needs (off inside `no_grad()`, in this thread)."""
+    return getattr(_grad_mode, "enabled", True)
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Inference without caching for backward: less memory, a little faster."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    """Inference without caching for backward: less memory, a little faster. This thread only."""
+    previous = grad_enabled()
+    _grad_mode.enabled = False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 class Layer:

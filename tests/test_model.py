@@ -317,3 +317,24 @@ def test_tiny_convnet_overfits_a_small_batch():
     assert loss < 0.01
     with cn.no_grad():
         assert (model.forward(x).argmax(axis=1) == y).all()
+
+
+def test_no_grad_applies_to_its_own_thread_only():
+    import threading
+
+    model = cn.Sequential(cn.Linear(3, 2))
+    x = np.ones((2, 3), np.float32)
+    inside, leave = threading.Event(), threading.Event()
+
+    def inference():
+        with cn.no_grad():
+            inside.set()
+            leave.wait(5)
+
+    worker = threading.Thread(target=inference)
+    worker.start()
+    inside.wait(5)
+    model.forward(x)  # this thread still keeps its cache
+    leave.set()
+    worker.join()
+    assert model.backward(np.ones((2, 2), np.float32)).shape == (2, 3)

@@ -34,47 +34,99 @@ def window_slices(offset_h: int, offset_w: int, out_hw, stride) -> tuple[slice, 
     )
 
 
-def pad_channels_first(xp, x, padding: Padding):
-    """(n, C, H, W) -> (C, n, H + top + bottom, W + left + right), zero borders: one copy."""
+def im2col_row(stride, out_w: int, padded_w: int) -> int:
+    """Columns per output row in im2col's matrix. At stride 1 every padded column (Wp of them):
+    each tap then copies whole padded rows, one contiguous run per image, and the matrix
+    products compute Wp - W_out extra outputs per row that are dropped. At other strides just
+    the W_out window positions."""
+    return padded_w if tuple(stride) == (1, 1) else out_w
+
+
+def pad_channels_first(xp, x, padding: Padding, guard_rows: int = 0):
+    """(n, C, H, W) -> (C, n, H + top + bottom + guard_rows, W + left + right): zero borders
+    and zero guard rows at the bottom, in one copy."""
     n, c, h, w = x.shape
-    out = xp.empty((c, n, h + padding.top + padding.bottom, w + padding.left + padding.right),
-                   dtype=x.dtype)
-    if not padding.is_zero:
+    out = xp.empty((c, n, h + padding.top + padding.bottom + guard_rows,
+                    w + padding.left + padding.right), dtype=x.dtype)
+    if padding.top:
         out[:, :, : padding.top] = 0
-        out[:, :, padding.top + h :] = 0
+    out[:, :, padding.top + h :] = 0
+    if padding.left:
         out[:, :, :, : padding.left] = 0
-        out[:, :, :, padding.left + w :] = 0
+    out[:, :, :, padding.left + w :] = 0
     out[:, :, padding.top : padding.top + h, padding.left : padding.left + w] = (
         x.transpose(1, 0, 2, 3))
     return out
 
 
-def im2col(xp, x, padding: Padding, kernel, stride, dilation, out_hw, origin=(0, 0)):
-    """(n, C, H, W) -> columns (C*KH*KW, n*H_out*W_out): rows (c, u, v), columns (n, i, j).
+def _tap_start(u: int, v: int, origin, dilation, padded_w: int) -> int:
+    """Offset of kernel tap (u, v)'s first window in a flattened padded image (stride 1)."""
+    return (origin[0] + u * dilation[0]) * padded_w + origin[1] + v * dilation[1]
 
-    Column (n, i, j) of row (c, u, v) is xpad[n, c, origin + (i, j)*stride + (u, v)*dilation]:
-    one strided copy per kernel tap from the padded input.
+
+def _guard_rows(kernel, dilation, out_h: int, padded_hw, origin=(0, 0)) -> int:
+    """Rows of zeros below a flattened padded image so the last tap's run stays inside it."""
+    padded_h, padded_w = padded_hw
+    end = _tap_start(kernel[0] - 1, kernel[1] - 1, origin, dilation, padded_w) + out_h * padded_w
+    return max(0, -(-(end - padded_h * padded_w) // padded_w))
+
+
+def im2col(xp, x, padding: Padding, kernel, stride, dilation, out_hw, origin=(0, 0)):
+    """(n, C, H, W) -> columns (C*KH*KW, n*H_out*R), R = im2col_row(...): rows (c, u, v),
+    columns (n, i, j).
+
+    Column (n, i, j < W_out) of row (c, u, v) is xpad[n, c, origin + (i, j)*stride +
+    (u, v)*dilation]: one copy per kernel tap from the zero-padded input. At stride 1 (R = Wp)
+    the columns j >= W_out continue along the flattened padded image (into the next row, or
+    zero guard rows after the last); they are finite and computed on, but never used.
     """
-    xpad = pad_channels_first(xp, x, padding)  # C, n, Hp, Wp
-    c, n = xpad.shape[:2]
-    cols = xp.empty((c, kernel[0], kernel[1], n, out_hw[0], out_hw[1]), dtype=x.dtype)
-    for u in range(kernel[0]):
-        for v in range(kernel[1]):
-            rows, columns = window_slices(origin[0] + u * dilation[0],
-                                          origin[1] + v * dilation[1], out_hw, stride)
-            cols[:, u, v] = xpad[:, :, rows, columns]
-    return cols.reshape(c * kernel[0] * kernel[1], n * out_hw[0] * out_hw[1])
+    n, c, height, width = x.shape
+    padded_hw = (height + padding.top + padding.bottom, width + padding.left + padding.right)
+    out_h, out_w = out_hw
+    row = im2col_row(stride, out_w, padded_hw[1])
+    cols = xp.empty((c, kernel[0], kernel[1], n, out_h * row), dtype=x.dtype)
+    if tuple(stride) == (1, 1):
+        guard = _guard_rows(kernel, dilation, out_h, padded_hw, origin)
+        flat = pad_channels_first(xp, x, padding, guard).reshape(c, n, -1)  # C, n, (Hp+g)*Wp
+        for u in range(kernel[0]):
+            for v in range(kernel[1]):
+                start = _tap_start(u, v, origin, dilation, row)
+                cols[:, u, v] = flat[:, :, start : start + out_h * row]
+    else:
+        xpad = pad_channels_first(xp, x, padding)  # C, n, Hp, Wp
+        taps = cols.reshape(c, kernel[0], kernel[1], n, out_h, out_w)
+        for u in range(kernel[0]):
+            for v in range(kernel[1]):
+                rows, columns = window_slices(origin[0] + u * dilation[0],
+                                              origin[1] + v * dilation[1], out_hw, stride)
+                taps[:, u, v] = xpad[:, :, rows, columns]
+    return cols.reshape(c * kernel[0] * kernel[1], n * out_h * row)
 
 
 def col2im(xp, cols, padded_shape, kernel, stride, dilation, out_hw):
-    """Adjoint of im2col: (C*KH*KW, n*H_out*W_out) -> (C, n, Hp, Wp), summing overlaps."""
-    c, n = padded_shape[:2]
-    cols = cols.reshape(c, kernel[0], kernel[1], n, out_hw[0], out_hw[1])
+    """Adjoint of im2col: (C*KH*KW, n*H_out*R) -> (C, n, Hp, Wp), summing overlaps.
+
+    At stride 1 the columns j >= W_out must hold zeros (they do when the columns are W^T dy
+    with dy zero there): they are added into positions no window of row i owns.
+    """
+    c, n, padded_h, padded_w = padded_shape
+    out_h, out_w = out_hw
+    row = im2col_row(stride, out_w, padded_w)
+    cols = cols.reshape(c, kernel[0], kernel[1], n, out_h * row)
+    if tuple(stride) == (1, 1):
+        guard = _guard_rows(kernel, dilation, out_h, (padded_h, padded_w))
+        flat = xp.zeros((c, n, (padded_h + guard) * padded_w), dtype=cols.dtype)
+        for u in range(kernel[0]):
+            for v in range(kernel[1]):
+                start = _tap_start(u, v, (0, 0), dilation, row)
+                flat[:, :, start : start + out_h * row] += cols[:, u, v]
+        return flat.reshape(c, n, padded_h + guard, padded_w)[:, :, :padded_h]
     xpad = xp.zeros(padded_shape, dtype=cols.dtype)
+    taps = cols.reshape(c, kernel[0], kernel[1], n, out_h, out_w)
     for u in range(kernel[0]):
         for v in range(kernel[1]):
             rows, columns = window_slices(u * dilation[0], v * dilation[1], out_hw, stride)
-            xpad[:, :, rows, columns] += cols[:, u, v]
+            xpad[:, :, rows, columns] += taps[:, u, v]
     return xpad
 
 
@@ -261,32 +313,33 @@ class Conv2d(WindowLayer):
     def _forward_chunk(self, xp, x, out, geometry):
         """x (n, C, H, W) -> out (n, K, Ho, Wo), written in place."""
         n = x.shape[0]
-        positions = geometry.out_hw[0] * geometry.out_hw[1]
+        out_h, out_w = geometry.out_hw
         cols = im2col(xp, x, geometry.padding, self.kernel_size, self.stride, self.dilation,
-                      geometry.out_hw)  # C*KH*KW, n*P
-        y = xp.matmul(self._grouped_weight(), cols.reshape(self.groups, -1, n * positions))
-        y = y.reshape(self.out_channels, n, positions).transpose(1, 0, 2)  # n, K, P (a view)
-        out = out.reshape(n, self.out_channels, positions)
+                      geometry.out_hw)  # C*KH*KW, n*Ho*R
+        y = xp.matmul(self._grouped_weight(), cols.reshape(self.groups, -1, cols.shape[1]))
+        y = y.reshape(self.out_channels, n, out_h, -1)[..., :out_w]  # K, n, Ho, Wo (a view)
         if self.bias is None:
-            out[...] = y
+            out[...] = y.transpose(1, 0, 2, 3)
         else:
-            xp.add(y, self.bias.data[:, None], out=out)
+            xp.add(y.transpose(1, 0, 2, 3), self.bias.data[:, None, None], out=out)
 
     def _backward_chunk(self, xp, x, dy, dx, geometry, flipped):
         """Gradients of one chunk: (dweight (G, K/G, C/G*KH*KW), dbias (K,)); dx in place."""
-        n = x.shape[0]
-        groups, positions = self.groups, dy.shape[2] * dy.shape[3]
-        dy_k = xp.ascontiguousarray(dy.reshape(n, self.out_channels, positions)
-                                    .transpose(1, 0, 2))  # K, n, P
-        dy_k = dy_k.reshape(groups, self.out_channels // groups, n * positions)
-        cols = im2col(xp, x, geometry.padding, self.kernel_size, self.stride, self.dilation,
-                      geometry.out_hw).reshape(groups, -1, n * positions)
+        n, channels, height, width = x.shape
+        groups = self.groups
+        pad = geometry.padding
+        out_h, out_w = geometry.out_hw
+        row = im2col_row(self.stride, out_w, width + pad.left + pad.right)
+        dy_k = xp.empty((self.out_channels, n, out_h, row), dtype=dy.dtype)  # K, n, Ho, R
+        dy_k[..., :out_w] = dy.transpose(1, 0, 2, 3)
+        dy_k[..., out_w:] = 0  # the columns im2col computes past each row's last window
+        dy_k = dy_k.reshape(groups, self.out_channels // groups, -1)
+        cols = im2col(xp, x, pad, self.kernel_size, self.stride, self.dilation, geometry.out_hw)
+        cols = cols.reshape(groups, -1, cols.shape[1])
         dweight = xp.matmul(dy_k, cols.swapaxes(-1, -2))  # dW = dy @ cols^T per group
         dbias = dy_k.sum(axis=-1)
         if dx is None:
             return dweight, dbias
-        _, channels, height, width = x.shape
-        pad = geometry.padding
         if flipped is not None:
             # Stride 1: dx = correlation of dy, zero-padded by the kernel's extent, with the
             # flipped filters (channels swapped); window origin at the forward's (top, left).
@@ -294,9 +347,9 @@ class Conv2d(WindowLayer):
                       (self.kernel_size[1] - 1) * self.dilation[1])
             full = Padding(extent[0], extent[0], extent[1], extent[1])
             dy_cols = im2col(xp, dy, full, self.kernel_size, (1, 1), self.dilation,
-                             (height, width), origin=(pad.top, pad.left))  # K*KH*KW, n*H*W
-            dx_c = xp.matmul(flipped, dy_cols.reshape(groups, -1, n * height * width))
-            dx[...] = dx_c.reshape(channels, n, height, width).transpose(1, 0, 2, 3)
+                             (height, width), origin=(pad.top, pad.left))  # K*KH*KW, n*H*R
+            dx_c = xp.matmul(flipped, dy_cols.reshape(groups, -1, dy_cols.shape[1]))
+            dx[...] = dx_c.reshape(channels, n, height, -1)[..., :width].transpose(1, 0, 2, 3)
         else:
             # dcols = W^T @ dy, scattered back onto the padded input tap by tap.
             dcols = xp.matmul(self._grouped_weight().swapaxes(-1, -2), dy_k)

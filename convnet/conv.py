@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy
 
 from convnet.arithmetic import Padding, ReceptiveField, WindowShape, pair, window_output
-from convnet.backend import array_module, batch_chunks, run_chunks
+from convnet.backend import array_module, batch_chunks, run_chunks, sliding_windows
 from convnet.errors import ShapeError
 from convnet.init import initial_weight
 from convnet.layer import Layer, Shape, check_input, grad_enabled, positive_int
@@ -76,31 +76,35 @@ def im2col(xp, x, padding: Padding, kernel, stride, dilation, out_hw, origin=(0,
     columns (n, i, j).
 
     Column (n, i, j < W_out) of row (c, u, v) is xpad[n, c, origin + (i, j)*stride +
-    (u, v)*dilation]: one copy per kernel tap from the zero-padded input. At stride 1 (R = Wp)
-    the columns j >= W_out continue along the flattened padded image (into the next row, or
-    zero guard rows after the last); they are finite and computed on, but never used.
+    (u, v)*dilation]. The columns are one copy of a strided view of the zero-padded input.
+    At stride 1 (R = Wp) tap (u, v) of image n is a single run of the flattened padded image,
+    so the columns j >= W_out continue along it (into the next row, or zero guard rows after
+    the last): they are finite and computed on, but never used.
     """
     n, c, height, width = x.shape
     padded_hw = (height + padding.top + padding.bottom, width + padding.left + padding.right)
     out_h, out_w = out_hw
-    row = im2col_row(stride, out_w, padded_hw[1])
-    cols = xp.empty((c, kernel[0], kernel[1], n, out_h * row), dtype=x.dtype)
     if tuple(stride) == (1, 1):
+        row = padded_hw[1]
         guard = _guard_rows(kernel, dilation, out_h, padded_hw, origin)
         flat = pad_channels_first(xp, x, padding, guard).reshape(c, n, -1)  # C, n, (Hp+g)*Wp
-        for u in range(kernel[0]):
-            for v in range(kernel[1]):
-                start = _tap_start(u, v, origin, dilation, row)
-                cols[:, u, v] = flat[:, :, start : start + out_h * row]
+        first = flat[:, :, _tap_start(0, 0, origin, dilation, row):]
+        item = flat.itemsize
+        # [c, u, v, n, t] = flat[c, n, start(u, v) + t]; the guard rows keep the last run of
+        # the last tap inside each image (see _guard_rows), so no read leaves the buffer.
+        taps = xp.lib.stride_tricks.as_strided(
+            first, shape=(c, kernel[0], kernel[1], n, out_h * row),
+            strides=(flat.strides[0], dilation[0] * row * item, dilation[1] * item,
+                     flat.strides[1], item))
     else:
+        row = out_w
         xpad = pad_channels_first(xp, x, padding)  # C, n, Hp, Wp
-        taps = cols.reshape(c, kernel[0], kernel[1], n, out_h, out_w)
-        for u in range(kernel[0]):
-            for v in range(kernel[1]):
-                rows, columns = window_slices(origin[0] + u * dilation[0],
-                                              origin[1] + v * dilation[1], out_hw, stride)
-                taps[:, u, v] = xpad[:, :, rows, columns]
-    return cols.reshape(c * kernel[0] * kernel[1], n * out_h * row)
+        extent = ((kernel[0] - 1) * dilation[0] + 1, (kernel[1] - 1) * dilation[1] + 1)
+        windows = sliding_windows(xp, xpad, extent)  # C, n, positions h, w, extent h, w
+        windows = windows[:, :, origin[0] :: stride[0], origin[1] :: stride[1]]
+        windows = windows[:, :, :out_h, :out_w, :: dilation[0], :: dilation[1]]
+        taps = windows.transpose(0, 4, 5, 1, 2, 3)  # C, KH, KW, n, Ho, Wo
+    return xp.ascontiguousarray(taps).reshape(c * kernel[0] * kernel[1], n * out_h * row)
 
 
 def col2im(xp, cols, padded_shape, kernel, stride, dilation, out_hw):

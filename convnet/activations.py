@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convnet.backend import array_module
+from convnet.backend import array_module, run_chunks, sample_chunks
 from convnet.layer import Layer, check_input, grad_enabled
 
 
@@ -21,18 +21,34 @@ class _Elementwise(Layer):
 
 
 class ReLU(_Elementwise):
-    """max(0, x); the gradient passes where x > 0."""
+    """max(0, x); the gradient passes where x > 0. Batch chunks go to the worker threads."""
 
     kind = "relu"
 
-    def _apply(self, xp, x):
-        return xp.maximum(x, 0)
+    def forward(self, x):
+        check_input(self, x, x.ndim if hasattr(x, "ndim") else 0, what="(N, ...)")
+        xp = array_module(x)
+        out = xp.empty_like(x)
+        # A boolean mask for backward: a quarter of the memory of x.
+        positive = xp.empty(x.shape, dtype=bool) if grad_enabled() else None
 
-    def _keep(self, x, out):
-        return out > 0  # a boolean mask: a quarter of the memory of x
+        def work(part):
+            xp.maximum(x[part], 0, out=out[part])
+            if positive is not None:
+                xp.greater(out[part], 0, out=positive[part])
 
-    def _gradient(self, xp, dy, positive):
-        return dy * positive
+        run_chunks(work, sample_chunks(x))
+        if positive is not None:
+            self.cache = positive
+        return out
+
+    def backward(self, dy):
+        positive = self._take_cache()
+        xp = array_module(dy)
+        dx = xp.empty_like(dy)
+        run_chunks(lambda part: xp.multiply(dy[part], positive[part], out=dx[part]),
+                   sample_chunks(dy))
+        return dx
 
 
 class LeakyReLU(_Elementwise):

@@ -110,6 +110,18 @@ def batch_chunks(batch: int, bytes_per_sample: int, budget: int) -> list[slice]:
     return [slice(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)]
 
 
+# Bytes of input per chunk when elementwise work (activations, pooling) is spread over the
+# worker threads: large enough that each NumPy call outweighs handing the GIL between threads.
+ELEMENTWISE_CHUNK_BYTES = 2 << 20
+
+
+def sample_chunks(x) -> list:
+    """Chunks along the first (batch) axis of x for elementwise work on the worker threads."""
+    if x.ndim == 0:
+        return [...]
+    return batch_chunks(x.shape[0], x.nbytes // max(x.shape[0], 1), ELEMENTWISE_CHUNK_BYTES)
+
+
 def run_chunks(work, chunks) -> list:
     """[work(chunk) for chunk in chunks], spread over the worker threads."""
     if len(chunks) == 1 or num_threads() == 1:

@@ -23,7 +23,7 @@ from convnet.parameter import Parameter
 
 # Bytes of im2col columns per chunk of the batch: enough for large matrix products, small
 # enough to stay in this machine's L2/L3 cache between the copy and the product.
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 2 << 20
 
 
 def window_slices(offset_h: int, offset_w: int, out_hw, stride) -> tuple[slice, slice]:

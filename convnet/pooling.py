@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy
 
 from convnet.arithmetic import Padding, ReceptiveField, pair
-from convnet.backend import array_module
+from convnet.backend import array_module, run_chunks, sample_chunks
 from convnet.conv import WindowLayer, chw, parse_padding, window_slices
 from convnet.layer import Layer, Shape, check_input, grad_enabled
 
@@ -63,33 +63,34 @@ class _Pool2d(WindowLayer):
         return ", ".join(self._window_repr(self.kernel_size))
 
 
-def _first_max(xp, taps, keep: bool):
-    """Elementwise maximum of same-shaped views, and (if keep) the index of the first view that
-    reaches it: a later tap must be strictly greater to win, so ties go to the first."""
-    best = taps[0].copy()
-    index = xp.zeros(best.shape, dtype=xp.uint8) if keep and len(taps) == 1 else None
-    for number, tap in enumerate(taps[1:], start=1):
-        if keep:
-            better = tap > best
-            if index is None:
-                index = better.view(xp.uint8)  # taps 0 and 1: the comparison is the index
-            else:
-                xp.copyto(index, number, where=better)
-        xp.maximum(best, tap, out=best)
-    return best, index
+def _first_max(xp, taps, out, index) -> None:
+    """out = elementwise maximum of same-shaped views; index (unless None) = the number of the
+    first view that reaches it: a later tap must be strictly greater to win, so ties go to the
+    first."""
+    if len(taps) == 1:
+        out[...] = taps[0]
+        if index is not None:
+            index[...] = 0
+        return
+    if index is not None:
+        xp.greater(taps[1], taps[0], out=index.view(xp.bool_))  # taps 0 and 1: 0 or 1
+    xp.maximum(taps[0], taps[1], out=out)
+    for number, tap in enumerate(taps[2:], start=2):
+        if index is not None:
+            xp.copyto(index, number, where=tap > out)
+        xp.maximum(out, tap, out=out)
 
 
-def _route(xp, grad, index, taps: int, stride: int, length: int, axis: int):
+def _route(xp, grad, index, taps: int, stride: int, out, axis: int) -> None:
     """Adjoint of one `_first_max` stage along `axis`: send each gradient to its winning tap.
 
-    grad and index (..., n, ...) -> (..., length, ...), where window j covers positions
+    grad and index (..., n, ...) -> out (..., length, ...), where window j covers positions
     j*stride .. j*stride + taps - 1 along `axis`.
     """
     count = grad.shape[axis]
-    shape = list(grad.shape)
-    shape[axis] = length
-    tiles = stride == taps and count * taps == length  # every position in exactly one window
-    out = xp.empty(shape, dtype=grad.dtype) if tiles else xp.zeros(shape, dtype=grad.dtype)
+    tiles = stride == taps and count * taps == out.shape[axis]  # each position in one window
+    if not tiles:
+        out[...] = 0
     for tap in range(taps):
         where = [slice(None)] * grad.ndim
         where[axis] = slice(tap, tap + stride * (count - 1) + 1, stride)
@@ -97,7 +98,6 @@ def _route(xp, grad, index, taps: int, stride: int, length: int, axis: int):
             xp.multiply(grad, index == tap, out=out[tuple(where)])
         else:
             out[tuple(where)] += grad * (index == tap)
-    return out
 
 
 class MaxPool2d(_Pool2d):
@@ -106,22 +106,30 @@ class MaxPool2d(_Pool2d):
     Separable: first the maximum across each window's columns (for every input row), then
     down its rows. Each stage keeps the index of its first maximum; the first winning row's
     first winning column is the window's first maximum in row-major order, PyTorch's tie rule.
+    Batch chunks go to the worker threads.
     """
 
     def forward(self, x):
         check_input(self, x, 4)
         xp = array_module(x)
         geometry = self.geometry(x.shape[2:])
-        xpad = _padded(xp, x, geometry.padding, -numpy.inf)
-        (kh, kw), out_h = self.kernel_size, geometry.out_hw[0]
+        (kh, kw), out_hw = self.kernel_size, geometry.out_hw
+        reached = self.stride[0] * (out_hw[0] - 1) + kh  # padded rows some window reaches
+        n, c = x.shape[:2]
+        out = xp.empty((n, c, *out_hw), dtype=x.dtype)
         keep = grad_enabled()
-        rows = xpad[:, :, : self.stride[0] * (out_h - 1) + kh]  # the rows some window reaches
-        across, col_index = _first_max(
-            xp, [rows[:, :, :, window_slices(0, v, geometry.out_hw, self.stride)[1]]
-                 for v in range(kw)], keep)  # N, C, R, W_out
-        out, row_index = _first_max(
-            xp, [across[:, :, window_slices(u, 0, geometry.out_hw, self.stride)[0]]
-                 for u in range(kh)], keep)  # N, C, H_out, W_out
+        row_index = xp.empty(out.shape, dtype=xp.uint8) if keep else None
+        col_index = xp.empty((n, c, reached, out_hw[1]), dtype=xp.uint8) if keep else None
+
+        def work(part):
+            rows = _padded(xp, x[part], geometry.padding, -numpy.inf)[:, :, :reached]
+            across = xp.empty((rows.shape[0], c, reached, out_hw[1]), dtype=x.dtype)
+            _first_max(xp, [rows[:, :, :, window_slices(0, v, out_hw, self.stride)[1]]
+                            for v in range(kw)], across, col_index[part] if keep else None)
+            _first_max(xp, [across[:, :, window_slices(u, 0, out_hw, self.stride)[0]]
+                            for u in range(kh)], out[part], row_index[part] if keep else None)
+
+        run_chunks(work, sample_chunks(x))
         if keep:
             self.cache = (x.shape, geometry, row_index, col_index)
         return out
@@ -132,13 +140,24 @@ class MaxPool2d(_Pool2d):
         pad = geometry.padding
         n, c, h, w = x_shape
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        across = _route(xp, dy, row_index, kh, sh, col_index.shape[2], axis=2)  # N, C, R, W_out
-        rows = _route(xp, across, col_index, kw, sw, w + pad.left + pad.right, axis=3)
-        if pad.is_zero and rows.shape[2] == h:
-            return rows
-        dx = xp.zeros(x_shape, dtype=dy.dtype)
-        reached = min(rows.shape[2] - pad.top, h)  # input rows under some window
-        dx[:, :, :reached] = rows[:, :, pad.top : pad.top + reached, pad.left : pad.left + w]
+        reached = col_index.shape[2]
+        padded_w = w + pad.left + pad.right
+        direct = pad.is_zero and reached == h  # the padded rows are exactly the input's
+        dx = xp.empty(x_shape, dtype=dy.dtype) if direct else xp.zeros(x_shape, dtype=dy.dtype)
+
+        def work(part):
+            across = xp.empty(col_index[part].shape, dtype=dy.dtype)  # n, C, R, W_out
+            _route(xp, dy[part], row_index[part], kh, sh, across, axis=2)
+            if direct:
+                _route(xp, across, col_index[part], kw, sw, dx[part], axis=3)
+                return
+            rows = xp.empty((*across.shape[:3], padded_w), dtype=dy.dtype)
+            _route(xp, across, col_index[part], kw, sw, rows, axis=3)
+            inside = min(reached - pad.top, h)  # input rows under some window
+            dx[part, :, :inside] = rows[:, :, pad.top : pad.top + inside,
+                                        pad.left : pad.left + w]
+
+        run_chunks(work, sample_chunks(dy))
         return dx
 
 

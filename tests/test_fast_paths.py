@@ -2,6 +2,8 @@
 on worker threads, both ways of getting a stride-1 conv's input gradient, backward without the
 input gradient, separable max pooling on tied inputs against PyTorch, and the thread setting."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from engine_checks import build_conv, check_gradients, conv_configs, torch_tensor
@@ -12,14 +14,24 @@ import convnet as cn
 from convnet import backend, conv, reference
 
 
+@contextlib.contextmanager
+def one_sample_chunks():
+    """Every layer splits its batch into single samples, spread over two worker threads."""
+    previous = backend.num_threads(), conv.CHUNK_BYTES, backend.ELEMENTWISE_CHUNK_BYTES
+    backend.set_num_threads(2)
+    conv.CHUNK_BYTES = backend.ELEMENTWISE_CHUNK_BYTES = 1
+    try:
+        yield
+    finally:
+        backend.set_num_threads(previous[0])
+        conv.CHUNK_BYTES, backend.ELEMENTWISE_CHUNK_BYTES = previous[1:]
+
+
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """Chunks of one or two samples on two worker threads, whatever the machine."""
-    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
-    previous = backend.num_threads()
-    backend.set_num_threads(2)
-    yield
-    backend.set_num_threads(previous)
+    """Chunks of one sample on two worker threads, whatever the machine."""
+    with one_sample_chunks():
+        yield
 
 
 @settings(max_examples=30, deadline=None)
@@ -27,10 +39,7 @@ def small_chunks(monkeypatch):
 def test_chunked_threaded_conv_matches_the_loop_oracle_and_torch(config, seed):
     import torch
 
-    previous, saved = backend.num_threads(), conv.CHUNK_BYTES
-    backend.set_num_threads(2)
-    conv.CHUNK_BYTES = 1  # one sample per chunk
-    try:
+    with one_sample_chunks():
         rng = np.random.default_rng(seed)
         layer = build_conv(config)
         x = rng.standard_normal(config["input_shape"]).astype(np.float32)
@@ -56,9 +65,6 @@ def test_chunked_threaded_conv_matches_the_loop_oracle_and_torch(config, seed):
         if layer.bias is not None:
             np.testing.assert_allclose(layer.bias.grad, dy.sum(axis=(0, 2, 3)), rtol=1e-4,
                                        atol=1e-4)
-    finally:
-        backend.set_num_threads(previous)
-        conv.CHUNK_BYTES = saved
 
 
 @pytest.mark.parametrize("by_correlation", [True, False])
@@ -128,17 +134,28 @@ def test_max_pool_on_heavily_tied_input_matches_torch(kernel, stride, size, pad_
 
     padding = tuple(k // 2 if use else 0 for k, use in zip(kernel, pad_fraction, strict=True))
     rng = np.random.default_rng(seed)
-    x = rng.integers(-2, 3, (2, 3, *size)).astype(np.float32)
+    x = rng.integers(-2, 3, (3, 3, *size)).astype(np.float32)
     pool = cn.MaxPool2d(kernel, stride, padding, strict=False)
-    out = pool.forward(x)
-    tx = torch_tensor(x, requires_grad=True)
-    expected = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
-    np.testing.assert_array_equal(out, expected.detach().numpy())
-    dy = rng.standard_normal(out.shape).astype(np.float32)
-    expected.backward(torch_tensor(dy))
-    # Overlapping windows add several gradients in either order: equal up to rounding, while a
-    # gradient sent to the wrong tap would be off by a whole value.
-    np.testing.assert_allclose(pool.backward(dy), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    with one_sample_chunks():
+        out = pool.forward(x)
+        tx = torch_tensor(x, requires_grad=True)
+        expected = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
+        np.testing.assert_array_equal(out, expected.detach().numpy())
+        dy = rng.standard_normal(out.shape).astype(np.float32)
+        expected.backward(torch_tensor(dy))
+        # Overlapping windows add several gradients in either order: equal up to rounding,
+        # while a gradient sent to the wrong tap would be off by a whole value.
+        np.testing.assert_allclose(pool.backward(dy), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_relu_in_chunks_on_worker_threads(rng):
+    x = rng.standard_normal((5, 3, 4, 4)).astype(np.float32)
+    relu = cn.ReLU()
+    with one_sample_chunks():
+        out = relu.forward(x)
+        dx = relu.backward(np.ones_like(x))
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    np.testing.assert_array_equal(dx, (x > 0).astype(np.float32))
 
 
 def test_set_num_threads_refuses_nonsense():

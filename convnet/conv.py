@@ -345,13 +345,17 @@ class Conv2d(WindowLayer):
         if dx is None:
             return dweight, dbias
         if flipped is not None:
-            # Stride 1: dx = correlation of dy, zero-padded by the kernel's extent, with the
-            # flipped filters (channels swapped); window origin at the forward's (top, left).
-            extent = ((self.kernel_size[0] - 1) * self.dilation[0],
-                      (self.kernel_size[1] - 1) * self.dilation[1])
-            full = Padding(extent[0], extent[0], extent[1], extent[1])
-            dy_cols = im2col(xp, dy, full, self.kernel_size, (1, 1), self.dilation,
-                             (height, width), origin=(pad.top, pad.left))  # K*KH*KW, n*H*R
+            # Stride 1: dx = correlation of dy with the flipped filters (channels swapped),
+            # dx[p] = sum_u w[KH-1-u] dy[p + top - E + u*d], E = (KH-1)*d the kernel's extent:
+            # dy zero-padded by E - top before and E - bottom after (where the forward's own
+            # padding is larger, the window origin moves in instead).
+            eh = (self.kernel_size[0] - 1) * self.dilation[0]
+            ew = (self.kernel_size[1] - 1) * self.dilation[1]
+            around = Padding(max(eh - pad.top, 0), max(eh - pad.bottom, 0),
+                             max(ew - pad.left, 0), max(ew - pad.right, 0))
+            origin = (max(pad.top - eh, 0), max(pad.left - ew, 0))
+            dy_cols = im2col(xp, dy, around, self.kernel_size, (1, 1), self.dilation,
+                             (height, width), origin)  # K*KH*KW, n*H*R
             dx_c = xp.matmul(flipped, dy_cols.reshape(groups, -1, dy_cols.shape[1]))
             dx[...] = dx_c.reshape(channels, n, height, -1)[..., :width].transpose(1, 0, 2, 3)
         else:

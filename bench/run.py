@@ -51,7 +51,7 @@ class Settings:
     networks: list[str]
     threads: int
     batch: int = 128
-    reps: int = 7
+    reps: int = 9
     rep_seconds: float = 0.5  # each timed repetition repeats the task for about this long
     peak_size: int = 2048
     scaling_network: str = "convnetjs"
@@ -175,7 +175,8 @@ def measure_network(name: str, settings: Settings, folder: Path,
     for worker in workers.values():
         worker.request(op="setup", batch=settings.batch, **spec["files"])
     entry = {"description": zoo.MODELS[name].description, "input_shape": spec["input_shape"],
-             "macs_per_image": macs, "batch": settings.batch}
+             "macs_per_image": macs, "batch": settings.batch,
+             "load_before": list(os.getloadavg())}
     per_system = {system: {} for system in SYSTEMS}
     for task in TASKS:
         timings = time_task(workers, task, settings)
@@ -193,6 +194,7 @@ def measure_network(name: str, settings: Settings, folder: Path,
             per_system[system][task] = record
     for system, worker in workers.items():
         per_system[system]["peak_rss_mb"] = worker.request(op="rss")["max_rss_mb"]
+    entry["load_after"] = list(os.getloadavg())
     peak = measure_peak(workers, settings) if with_peak else None
     close_pair(workers)
     entry.update(per_system)
@@ -293,6 +295,10 @@ def format_report(result: dict) -> str:
         memory = [f"{entry[s]['peak_rss_mb']:.0f} MB" for s in SYSTEMS]
         lines.append(f"{'':<11}{'peak memory':<14}{memory[0]:>14}{memory[1]:>14}"
                      f"{entry['memory_ratio']:>8.2f}  (convnet / PyTorch, lower is better)")
+        warmup = [f"{entry[s]['train']['warmup_s'] * 1e3:.0f} ms" for s in SYSTEMS]
+        lines.append(f"{'':<11}{'first step':<14}{warmup[0]:>14}{warmup[1]:>14}        "
+                     f"(training warm-up, not in the medians; load "
+                     f"{entry['load_before'][0]:.2f} -> {entry['load_after'][0]:.2f})")
     scaling = result.get("scaling")
     if scaling:
         lines += ["", f"Scaling, {scaling['network']} training: time per image beside the forward "

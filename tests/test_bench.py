@@ -30,6 +30,7 @@ def test_bench_run_writes_a_consistent_report(tmp_path):
 
     entry = result["networks"]["lenet5"]
     assert entry["macs_per_image"] > 0 and entry["input_shape"] == [1, 28, 28]
+    assert len(entry["load_before"]) == 3 and len(entry["load_after"]) == 3
     for system in ("convnet", "torch"):
         assert entry[system]["peak_rss_mb"] > 0
         for task in ("train", "infer", "latency"):

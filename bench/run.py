@@ -3,9 +3,9 @@
     python -m bench.run            # the full run (`make bench`), under 15 minutes on 2 cores
     python -m bench.run --quick    # a smoke run of a minute or two
 
-For each network (convnetjs, vggish, lenet5, and bottleneck: 1x1 convolutions in residual
-bottleneck blocks) both systems get the same architecture, the same weights (drawn by convnet,
-copied into PyTorch) and the same synthetic images, on the CPU at the same thread count. Each
+For each network (convnetjs, vggish, lenet5 and bottleneck, see ARCHITECTURES) both systems
+get the same architecture, the same weights (drawn by convnet, copied into PyTorch) and the same
+synthetic images, on the CPU at the same thread count. Each
 system runs in its own fresh process (`bench.worker`); the first call of each task is timed
 apart as warm-up, then timed repetitions alternate between the two processes (ABBA order) and
 the median is reported. Tasks: training (forward, cross-entropy, backward, SGD momentum 0.9
@@ -39,6 +39,15 @@ from pathlib import Path
 import numpy as np
 
 NETWORKS = ["convnetjs", "vggish", "lenet5", "bottleneck"]
+# The zoo's specs, in words; bottleneck is this benchmark's network with 1x1 convolutions.
+ARCHITECTURES = {
+    "convnetjs": "3x32x32; [conv5x5 pad 2, relu, maxpool 2] with 16, 20, 20 filters; fc 320->10",
+    "vggish": "3x32x32; conv3x3 32, 32, pool, 64, 64, pool, 128, pool (pad 1, relu); fc 2048->10",
+    "lenet5": "1x28x28; conv5x5 6 pad 2, relu, pool; conv5x5 16, relu, pool; fc 400-120-84-10",
+    "bottleneck": "3x32x32; conv3x3 32 pad 1, relu, pool; residual [1x1 32->8, relu, 3x3 8->8, "
+                  "relu, 1x1 8->32] + x, relu; 1x1 32->64, relu, pool; residual [1x1 64->16, "
+                  "relu, 3x3 16->16, relu, 1x1 16->64] + x, relu; global average pool; fc 64->10",
+}
 SYSTEMS = ["convnet", "torch"]
 TASKS = ["train", "infer", "latency"]
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -174,7 +183,8 @@ def measure_network(name: str, settings: Settings, folder: Path,
     workers = start_pair(settings.threads)
     for worker in workers.values():
         worker.request(op="setup", batch=settings.batch, **spec["files"])
-    entry = {"description": zoo.MODELS[name].description, "input_shape": spec["input_shape"],
+    entry = {"description": zoo.MODELS[name].description,
+             "architecture": ARCHITECTURES[name], "input_shape": spec["input_shape"],
              "macs_per_image": macs, "batch": settings.batch,
              "load_before": list(os.getloadavg())}
     per_system = {system: {} for system in SYSTEMS}
@@ -299,6 +309,8 @@ def format_report(result: dict) -> str:
         lines.append(f"{'':<11}{'first step':<14}{warmup[0]:>14}{warmup[1]:>14}        "
                      f"(training warm-up, not in the medians; load "
                      f"{entry['load_before'][0]:.2f} -> {entry['load_after'][0]:.2f})")
+    lines += ["", "Networks (batch 128, float32, cross-entropy, SGD momentum 0.9):"]
+    lines += [f"  {name:<11}{ARCHITECTURES[name]}" for name in result["networks"]]
     scaling = result.get("scaling")
     if scaling:
         lines += ["", f"Scaling, {scaling['network']} training: time per image beside the forward "

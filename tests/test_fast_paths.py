@@ -17,14 +17,15 @@ from convnet import backend, conv, reference
 @contextlib.contextmanager
 def one_sample_chunks():
     """Every layer splits its batch into single samples, spread over two worker threads."""
-    previous = backend.num_threads(), conv.CHUNK_BYTES, backend.ELEMENTWISE_CHUNK_BYTES
+    previous = (backend.num_threads(), conv.CHUNK_BYTES, backend.ELEMENTWISE_CHUNK_BYTES,
+                backend.MIN_CHUNK_BYTES)
     backend.set_num_threads(2)
-    conv.CHUNK_BYTES = backend.ELEMENTWISE_CHUNK_BYTES = 1
+    conv.CHUNK_BYTES = backend.ELEMENTWISE_CHUNK_BYTES = backend.MIN_CHUNK_BYTES = 1
     try:
         yield
     finally:
         backend.set_num_threads(previous[0])
-        conv.CHUNK_BYTES, backend.ELEMENTWISE_CHUNK_BYTES = previous[1:]
+        conv.CHUNK_BYTES, backend.ELEMENTWISE_CHUNK_BYTES, backend.MIN_CHUNK_BYTES = previous[1:]
 
 
 @pytest.fixture
@@ -162,3 +163,42 @@ def test_set_num_threads_refuses_nonsense():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads must be an int >= 1"):
             backend.set_num_threads(bad)
+
+
+def test_chunks_cover_the_batch_once_and_are_never_tiny():
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        for batch, per_sample, budget in [(128, 400_000, 2 << 20), (2, 1000, 2 << 20),
+                                          (7, 3 << 20, 2 << 20), (128, 20_000, 2 << 20)]:
+            chunks = backend.batch_chunks(batch, per_sample, budget)
+            covered = [i for part in chunks for i in range(part.start, part.stop)]
+            assert covered == list(range(batch))
+            if len(chunks) > 1:
+                assert min(p.stop - p.start for p in chunks[:-1]) * per_sample >= min(
+                    budget, backend.MIN_CHUNK_BYTES)
+        assert len(backend.batch_chunks(2, 1000, 2 << 20)) == 1  # too small to share
+        assert len(backend.batch_chunks(128, 400_000, 2 << 20)) == 26  # 5 samples of 2 MiB
+    finally:
+        backend.set_num_threads(previous)
+
+
+def test_run_chunks_runs_each_chunk_once_in_order_and_raises_what_a_chunk_raised():
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        seen = []
+        chunks = [slice(i, i + 1) for i in range(50)]
+        assert backend.run_chunks(lambda part: seen.append(part.start) or part.start * 2,
+                                  chunks) == [2 * i for i in range(50)]
+        assert sorted(seen) == list(range(50))
+
+        def fail_on_seven(part):
+            if part.start == 7:
+                raise ValueError("chunk 7")
+            return part.start
+
+        with pytest.raises(ValueError, match="chunk 7"):
+            backend.run_chunks(fail_on_seven, chunks)
+    finally:
+        backend.set_num_threads(previous)

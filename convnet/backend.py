@@ -59,14 +59,21 @@ def available_cores() -> int:
 
 
 _lock = threading.Lock()
-_threads: int | None = None  # None until first use: then available_cores()
+_threads: int | None = None  # None until first use: then default_threads()
 _pool: ThreadPoolExecutor | None = None
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when set to a positive integer (as PyTorch reads it), else the cores
+    this process may use: one process per core under MPI, say, sets OMP_NUM_THREADS=1."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else available_cores()
 
 
 def num_threads() -> int:
     """Worker threads that convolution, activations and pooling spread a batch over."""
     if _threads is None:
-        set_num_threads(available_cores())
+        set_num_threads(default_threads())
     return _threads
 
 

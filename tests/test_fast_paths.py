@@ -202,3 +202,11 @@ def test_run_chunks_runs_each_chunk_once_in_order_and_raises_what_a_chunk_raised
             backend.run_chunks(fail_on_seven, chunks)
     finally:
         backend.set_num_threads(previous)
+
+
+def test_default_thread_count_follows_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert backend.default_threads() == 3
+    for unset in ("", "0", "two"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        assert backend.default_threads() == backend.available_cores()

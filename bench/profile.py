@@ -2,6 +2,7 @@
 
     python -m bench.profile vggish            # batch 128, one worker thread
     python -m bench.profile lenet5 --batch 32 --threads 2
+    python -m bench.profile convnetjs --torch  # each layer beside its PyTorch twin
 
 Each layer's forward and backward is timed on its own; inside convolutions the im2col copies
 (padding included) and the col2im scatter are timed apart from the rest (the matrix products,
@@ -10,7 +11,9 @@ elementwise (activations, flatten, residual additions, batch norm), loss, optimi
 overhead: the step's time that no timed region accounts for. With more than one worker thread,
 regions inside a conv overlap and are summed over threads, so profile with one thread.
 --clock cpu counts the calling thread's CPU time instead of wall time: on a machine shared
-with other work it leaves out the time spent waiting for a core.
+with other work it leaves out the time spent waiting for a core. --torch times each top-level
+layer's forward+backward beside the same layer in PyTorch (same weights, same input, same
+thread count; the first layer skips its input gradient in both), median of --steps runs.
 """
 
 from __future__ import annotations
@@ -140,6 +143,69 @@ def profile_training(name: str, batch: int = 128, steps: int = 5, threads: int =
             "kinds": kinds, "layers": layers}
 
 
+def compare_layers(name: str, batch: int = 128, steps: int = 5, threads: int = 1,
+                   clock: str = "wall") -> dict:
+    """Median forward+backward seconds of each top-level layer in convnet and in PyTorch."""
+    import torch
+
+    import convnet as cn
+    from bench.torch_twin import build_layer
+    from convnet import backend, zoo
+    from convnet.spec import layer_spec
+
+    backend.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    timer = time.thread_time if clock == "cpu" and threads == 1 else time.perf_counter
+    cn.manual_seed(0)
+    model = zoo.build_model(name)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *zoo.MODELS[name].input_shape)).astype(np.float32)
+    rows = []
+    for index, layer in enumerate(model.layers):
+        out = layer.forward(x)
+        dy = rng.standard_normal(out.shape).astype(np.float32)
+        layer.backward(dy)
+        twin = build_layer(layer_spec(layer))
+        twin.load_state_dict({key: torch.from_numpy(np.array(value))
+                              for key, value in layer.state_dict().items()})
+        tx = torch.from_numpy(x.copy()).requires_grad_(index > 0)
+        tdy = torch.from_numpy(dy)
+
+        def ours(layer=layer, x=x, dy=dy, first=index == 0):
+            layer.forward(x)
+            if first:
+                layer.backward_parameters(dy)
+            else:
+                layer.backward(dy)
+
+        def theirs(twin=twin, tx=tx, tdy=tdy):
+            twin(tx).backward(tdy)
+
+        seconds = {"convnet": [], "torch": []}
+        for _ in range(steps + 1):
+            for system, run in (("convnet", ours), ("torch", theirs)):
+                start = timer()
+                run()
+                seconds[system].append(timer() - start)
+        medians = {system: float(np.median(values[1:])) for system, values in seconds.items()}
+        rows.append({"layer": layer.name, "input_shape": list(x.shape[1:]), **medians})
+        x = out
+    return {"network": name, "batch": batch, "threads": threads, "clock": clock, "layers": rows}
+
+
+def format_comparison(result: dict) -> str:
+    lines = [f"{result['network']}: forward+backward by layer, batch {result['batch']}, "
+             f"{result['threads']} thread(s), {result['clock']} ms (PyTorch / convnet > 1: "
+             f"convnet faster)"]
+    for row in result["layers"] + [{"layer": "total", "input_shape": "",
+                                    "convnet": sum(r["convnet"] for r in result["layers"]),
+                                    "torch": sum(r["torch"] for r in result["layers"])}]:
+        shape = "x".join(str(v) for v in row["input_shape"])
+        lines.append(f"  {row['layer']:<10}{shape:>12}  convnet {row['convnet'] * 1e3:8.1f}  "
+                     f"PyTorch {row['torch'] * 1e3:8.1f}  {row['torch'] / row['convnet']:6.2f}")
+    return "\n".join(lines)
+
+
 def format_profile(result: dict) -> str:
     step = result["step_seconds"]
     lines = [f"{result['network']}: batch {result['batch']}, {result['threads']} thread(s), "
@@ -165,8 +231,13 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument("--torch", action="store_true", help="each layer beside PyTorch")
     args = parser.parse_args(argv)
     for name in args.networks:
+        if args.torch:
+            print(format_comparison(compare_layers(name, args.batch, args.steps, args.threads,
+                                                   args.clock)))
+            continue
         print(format_profile(profile_training(name, args.batch, args.steps, args.threads,
                                               args.clock)))
 

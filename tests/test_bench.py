@@ -56,3 +56,23 @@ def test_bench_run_writes_a_consistent_report(tmp_path):
     for row in scaling["by_batch"] + scaling["by_image_size"]:
         assert row["convnet_ms_per_image"] > 0 and row["torch_ms_per_image"] > 0
         assert row["convnet_gflops"] > 0 and row["torch_gflops"] > 0
+
+
+def test_profile_accounts_for_the_step_and_compares_every_layer():
+    from bench.profile import compare_layers, format_comparison, format_profile, profile_training
+    from convnet import backend
+
+    previous = backend.num_threads()
+    try:
+        result = profile_training("bottleneck", batch=2, steps=1, threads=1)
+        assert result["step_seconds"] > 0
+        assert math.isclose(sum(result["kinds"].values()), result["step_seconds"], rel_tol=1e-6) \
+            or result["kinds"]["python"] == 0
+        assert {row["layer"] for row in result["layers"]} >= {"conv1", "pool1", "relu1", "fc1"}
+        assert "by kind" in format_profile(result)
+        compared = compare_layers("lenet5", batch=2, steps=1)
+        assert [row["layer"] for row in compared["layers"]][:3] == ["conv1", "relu1", "pool1"]
+        assert all(row["convnet"] > 0 and row["torch"] > 0 for row in compared["layers"])
+        assert "total" in format_comparison(compared)
+    finally:
+        backend.set_num_threads(previous)

@@ -17,9 +17,7 @@ import numpy
 from convnet.arithmetic import Padding, ReceptiveField, WindowShape, pair, window_output
 from convnet.backend import array_module, batch_chunks, run_chunks, sliding_windows
 from convnet.errors import ShapeError
-from convnet.init import initial_weight
-from convnet.layer import Layer, Shape, check_input, grad_enabled, positive_int
-from convnet.parameter import Parameter
+from convnet.layer import Layer, Shape, WeightedLayer, check_input, grad_enabled, positive_int
 
 # Bytes of im2col columns per chunk of the batch: enough for large matrix products, small
 # enough to stay in this machine's L2/L3 cache between the copy and the product.
@@ -198,7 +196,7 @@ def parse_padding(padding, layer: str):
     return value
 
 
-class Conv2d(WindowLayer):
+class Conv2d(WindowLayer, WeightedLayer):
     """(N, C, H, W) -> (N, K, H_out, W_out), H_out = (H - F + 2P)/S + 1.
 
     weight (K, C/groups, KH, KW) and bias (K,) use PyTorch's layout, so weights copy across.
@@ -229,22 +227,8 @@ class Conv2d(WindowLayer):
                 f"out_channels={out_channels}"
             )
         self.strict = strict
-        self.init = init
-        self.weight = Parameter(numpy.zeros(
-            (out_channels, in_channels // groups, *self.kernel_size), dtype=dtype))
-        self.bias = Parameter(numpy.zeros(out_channels, dtype=dtype)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        self.weight.data[...] = initial_weight(self.weight.shape, self.init, self.weight.data.dtype)
-        if self.bias is not None:
-            self.bias.data[...] = 0
-
-    def own_parameters(self):
-        params = {"weight": self.weight}
-        if self.bias is not None:
-            params["bias"] = self.bias
-        return params
+        self._create_parameters((out_channels, in_channels // groups, *self.kernel_size), bias,
+                                init, dtype)
 
     @property
     def is_pointwise(self) -> bool:

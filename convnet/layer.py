@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy
 
 from convnet.backend import array_module
+from convnet.init import initial_weight
 from convnet.parameter import Parameter
 
 Shape = tuple[int, ...]
@@ -212,6 +213,27 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class WeightedLayer(Layer):
+    """A layer owning a `weight` drawn by its `init` scheme and an optional zero `bias`."""
+
+    def _create_parameters(self, weight_shape, bias: bool, init: str, dtype) -> None:
+        self.init = init
+        self.weight = Parameter(numpy.zeros(weight_shape, dtype=dtype))
+        self.bias = Parameter(numpy.zeros(weight_shape[0], dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.weight.data[...] = initial_weight(self.weight.shape, self.init, self.weight.data.dtype)
+        if self.bias is not None:
+            self.bias.data[...] = 0
+
+    def own_parameters(self):
+        params = {"weight": self.weight}
+        if self.bias is not None:
+            params["bias"] = self.bias
+        return params
 
 
 def check_input(

@@ -10,12 +10,10 @@ from convnet import random
 from convnet.arithmetic import Padding
 from convnet.backend import array_module
 from convnet.errors import ShapeError
-from convnet.init import initial_weight
-from convnet.layer import Layer, Shape, check_input, grad_enabled, positive_int
-from convnet.parameter import Parameter
+from convnet.layer import Layer, Shape, WeightedLayer, check_input, grad_enabled, positive_int
 
 
-class Linear(Layer):
+class Linear(WeightedLayer):
     """(N, in_features) -> (N, out_features): y = x W^T + b, weight (out, in) as in PyTorch.
 
     On a 32x32x3 image stretched to 3072 values, Linear(3072, 10) holds a 10x3072 weight:
@@ -29,21 +27,7 @@ class Linear(Layer):
         super().__init__()
         self.in_features = positive_int(in_features, "in_features", "Linear")
         self.out_features = positive_int(out_features, "out_features", "Linear")
-        self.init = init
-        self.weight = Parameter(numpy.zeros((out_features, in_features), dtype=dtype))
-        self.bias = Parameter(numpy.zeros(out_features, dtype=dtype)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        self.weight.data[...] = initial_weight(self.weight.shape, self.init, self.weight.data.dtype)
-        if self.bias is not None:
-            self.bias.data[...] = 0
-
-    def own_parameters(self):
-        params = {"weight": self.weight}
-        if self.bias is not None:
-            params["bias"] = self.bias
-        return params
+        self._create_parameters((out_features, in_features), bias, init, dtype)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 1:

@@ -242,11 +242,3 @@ def test_cli_refuses_unwritable_output_truncated_checkpoints_and_bad_model_files
     err = capsys.readouterr().err
     assert f"{bad_model}:12: layer 3 (maxpool)" in err  # the line of its [[layers]]
     assert "not an integer" in err
-
-
-def test_a_zoo_model_gets_a_classifier_sized_for_the_dataset(workspace, tmp_path):
-    summary = Trainer(config(workspace, model="convnetjs-mnist", epochs=1), tmp_path / "run",
-                      progress=False, log=lambda _: None).fit()
-    assert summary["epochs_done"] == 1
-    loaded = checkpoint.load(tmp_path / "run")
-    assert loaded.model.output_shape(loaded.input_shape) == (3,)

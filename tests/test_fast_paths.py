@@ -210,3 +210,53 @@ def test_default_thread_count_follows_omp_num_threads(monkeypatch):
     for unset in ("", "0", "two"):
         monkeypatch.setenv("OMP_NUM_THREADS", unset)
         assert backend.default_threads() == backend.available_cores()
+
+
+@pytest.fixture
+def two_threads_sharing_every_product(monkeypatch):
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    monkeypatch.setattr(backend, "MIN_SHARED_MACS", 0)
+    calls = []
+    real = backend.run_chunks
+
+    def spy(work, chunks):
+        calls.append((backend._in_chunk(), len(chunks)))
+        return real(work, chunks)
+
+    monkeypatch.setattr(backend, "run_chunks", spy)
+    try:
+        yield calls
+    finally:
+        backend.set_num_threads(previous)
+
+
+def test_shared_matmul_splits_the_rows_over_the_threads(two_threads_sharing_every_product, rng):
+    a = rng.standard_normal((37, 50)).astype(np.float32)
+    b = rng.standard_normal((3, 50, 29)).astype(np.float32)
+    out = np.full((3, 37, 29), np.nan, dtype=np.float32)
+    backend.shared_matmul(np, a, b, out=out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+    assert two_threads_sharing_every_product == [(False, 2)]  # 19 + 18 rows
+
+
+def test_shared_matmul_inside_a_chunk_stays_on_its_thread(two_threads_sharing_every_product,
+                                                          rng):
+    a = rng.standard_normal((16, 8)).astype(np.float32)
+    b = rng.standard_normal((6, 8, 5)).astype(np.float32)
+    parts = [slice(i, i + 1) for i in range(6)]
+    results = backend.run_chunks(lambda part: backend.shared_matmul(np, a, b[part]), parts)
+    np.testing.assert_allclose(np.concatenate(results), a @ b, rtol=1e-6, atol=1e-6)
+    # One outer call; the six inner products did not hand work to the pool again.
+    assert two_threads_sharing_every_product == [(False, 6)]
+
+
+@pytest.mark.parametrize("kernel, padding", [(3, 1), (1, 0), (5, 2)])
+def test_one_image_conv_with_a_shared_product_matches_the_loop_oracle(
+        two_threads_sharing_every_product, rng, kernel, padding):
+    layer = cn.Conv2d(6, 20, kernel, padding=padding)
+    x = rng.standard_normal((1, 6, 9, 7)).astype(np.float32)
+    expected = reference.conv2d(x, layer.weight.data, layer.bias.data, (1, 1),
+                                (padding,) * 4, (1, 1), 1)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-4, atol=1e-4)
+    assert (False, 2) in two_threads_sharing_every_product  # 10 filters on each thread

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy
+
 from convnet.arithmetic import ReceptiveField
 from convnet.layer import Layer, Shape
-
-BYTES_PER_VALUE = 4  # float32 activations
 
 
 @dataclass
@@ -37,6 +37,11 @@ class LayerRow:
 class Summary:
     input_shape: Shape
     rows: list[LayerRow] = field(default_factory=list)
+    dtype: str = "float32"  # of the parameters, and so of the activations
+
+    @property
+    def bytes_per_value(self) -> int:
+        return numpy.dtype(self.dtype).itemsize
 
     @property
     def output_shape(self) -> Shape:
@@ -61,7 +66,8 @@ class Summary:
             "total_params": self.total_params,
             "total_macs": self.total_macs,
             "activation_bytes_per_sample": self.activation_bytes,
-            "param_bytes": self.total_params * BYTES_PER_VALUE,
+            "param_bytes": self.total_params * self.bytes_per_value,
+            "dtype": self.dtype,
             "layers": [asdict(row) for row in self.rows],
         }
 
@@ -85,7 +91,8 @@ def _window_info(layer: Layer, input_shape: Shape) -> dict | None:
     }
 
 
-def walk(layer: Layer, input_shape: Shape, rf: ReceptiveField, depth: int):
+def walk(layer: Layer, input_shape: Shape, rf: ReceptiveField, depth: int,
+         bytes_per_value: int = 4):
     """Rows for `layer` (containers expanded), its output shape and the receptive field after it."""
     from convnet.model import Residual, Sequential
 
@@ -93,15 +100,16 @@ def walk(layer: Layer, input_shape: Shape, rf: ReceptiveField, depth: int):
         rows: list[LayerRow] = []
         shape = input_shape
         for child in layer.layers:
-            child_rows, shape, rf = walk(child, shape, rf, depth)
+            child_rows, shape, rf = walk(child, shape, rf, depth, bytes_per_value)
             rows.extend(child_rows)
         return rows, shape, rf
     output_shape = layer.output_shape(input_shape)
     inner: list[LayerRow] = []
     if isinstance(layer, Residual):
-        inner, _, _ = walk(layer.body, input_shape, rf, depth + 1)
+        inner, _, _ = walk(layer.body, input_shape, rf, depth + 1, bytes_per_value)
         if layer.projection is not None:
-            proj_rows, _, _ = walk(layer.projection, input_shape, rf, depth + 1)
+            proj_rows, _, _ = walk(layer.projection, input_shape, rf, depth + 1,
+                                   bytes_per_value)
             inner.extend(proj_rows)
     new_rf = layer.receptive_field(rf, input_shape) if len(input_shape) == 3 else rf
     own = sum(p.size for p in layer.own_parameters().values())
@@ -117,7 +125,7 @@ def walk(layer: Layer, input_shape: Shape, rf: ReceptiveField, depth: int):
         receptive_field=tuple(new_rf.size),
         jump=tuple(new_rf.jump),
         macs=layer.macs(input_shape, output_shape),
-        activation_bytes=math.prod(output_shape) * BYTES_PER_VALUE,
+        activation_bytes=math.prod(output_shape) * bytes_per_value,
         dropped=tuple(layer.dropped_pixels(input_shape)) if len(input_shape) == 3 else (0, 0),
         window=_window_info(layer, input_shape),
     )
@@ -125,8 +133,10 @@ def walk(layer: Layer, input_shape: Shape, rf: ReceptiveField, depth: int):
 
 
 def summarize(model: Layer, input_shape: Shape) -> Summary:
-    rows, _, _ = walk(model, tuple(input_shape), ReceptiveField(), 0)
-    return Summary(tuple(input_shape), rows)
+    """Activations are counted in the parameters' dtype (float32 for a model without any)."""
+    dtype = next((numpy.dtype(p.data.dtype).name for p in model.parameters()), "float32")
+    rows, _, _ = walk(model, tuple(input_shape), ReceptiveField(), 0, numpy.dtype(dtype).itemsize)
+    return Summary(tuple(input_shape), rows, dtype)
 
 
 def _shape(shape: Shape) -> str:
@@ -164,7 +174,8 @@ def format_table(summary: Summary) -> str:
     lines = [f"Input shape: {_shape(summary.input_shape)}  (C, H, W per sample)", rule,
              fmt(header), rule, *(fmt(line) for line in body), rule,
              f"Total params: {summary.total_params:,} "
-             f"({human_bytes(summary.total_params * BYTES_PER_VALUE)} as float32)",
+             f"({human_bytes(summary.total_params * summary.bytes_per_value)} as "
+             f"{summary.dtype})",
              f"Mult-adds per sample: {summary.total_macs:,}",
              f"Activation memory per sample (forward): "
              f"{human_bytes(summary.activation_bytes)}",

@@ -52,6 +52,15 @@ def test_totals_are_the_sums_of_the_rows():
         "conv1", "relu1", "pool1", "flatten1", "fc1"]
 
 
+def test_a_float64_model_counts_eight_bytes_a_value(capsys):
+    model = _lecture_model().astype(np.float64)
+    summary = model.describe((3, 32, 32))
+    assert summary.activation_bytes == 8 * (10240 + 10240 + 2560 + 2560 + 10)
+    assert summary.to_dict()["param_bytes"] == 26370 * 8
+    assert summary.to_dict()["dtype"] == "float64"
+    assert "Total params: 26,370 (206.0 KiB as float64)" in str(summary).splitlines()
+
+
 def test_table_text(capsys):
     _lecture_model().summary((3, 32, 32))
     text = capsys.readouterr().out

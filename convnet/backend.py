@@ -173,18 +173,14 @@ def run_chunks(work, chunks) -> list:
     is free: a helper that wakes late finds less (or nothing) left to do, so small batches are
     never slower than on one thread.
     """
-    if len(chunks) == 1 or num_threads() == 1 or _in_chunk():
+    if len(chunks) == 1 or num_threads() == 1:
         return [work(chunk) for chunk in chunks]
     results = [None] * len(chunks)
     order = itertools.count()  # next() on a count is atomic: each index is taken once
 
     def take_chunks():
-        _chunk_state.inside = True  # work nested in a chunk stays on this thread
-        try:
-            while (index := next(order)) < len(chunks):
-                results[index] = work(chunks[index])
-        finally:
-            _chunk_state.inside = False
+        while (index := next(order)) < len(chunks):
+            results[index] = work(chunks[index])
 
     helpers = [_pool.submit(take_chunks) for _ in range(min(num_threads(), len(chunks)) - 1)]
     try:
@@ -193,36 +189,3 @@ def run_chunks(work, chunks) -> list:
         for helper in helpers:
             helper.result()  # waits, and raises what the helper raised
     return results
-
-
-_chunk_state = threading.local()
-
-
-def _in_chunk() -> bool:
-    """Whether this thread is working on a chunk of a `run_chunks` call right now."""
-    return getattr(_chunk_state, "inside", False)
-
-
-# Multiply-adds under which a matrix product is not worth sharing between threads: the hand-off
-# costs tens of microseconds.
-MIN_SHARED_MACS = 1 << 20
-
-
-def shared_matmul(xp: types.ModuleType, a, b, out=None):
-    """a (M, K) @ b (..., K, P), a's rows shared among the worker threads.
-
-    For a product that is a layer's whole work (a batch of one image, where `run_chunks` has
-    a single chunk): every thread then multiplies its own block of rows. A product that is
-    already one chunk among others (or too small to share) runs on the calling thread.
-    """
-    m, k = a.shape
-    threads = num_threads()
-    macs = m * k * b.shape[-1] * (b.size // (k * b.shape[-1]) if b.size else 0)
-    if threads == 1 or _in_chunk() or macs < MIN_SHARED_MACS or m < 2 * threads:
-        return xp.matmul(a, b, out=out)
-    if out is None:
-        out = xp.empty((*b.shape[:-2], m, b.shape[-1]), dtype=xp.result_type(a, b))
-    step = -(-m // threads)
-    rows = [slice(start, min(start + step, m)) for start in range(0, m, step)]
-    run_chunks(lambda part: xp.matmul(a[part], b, out=out[..., part, :]), rows)
-    return out

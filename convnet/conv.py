@@ -15,13 +15,7 @@ from __future__ import annotations
 import numpy
 
 from convnet.arithmetic import Padding, ReceptiveField, WindowShape, pair, window_output
-from convnet.backend import (
-    array_module,
-    batch_chunks,
-    run_chunks,
-    shared_matmul,
-    sliding_windows,
-)
+from convnet.backend import array_module, batch_chunks, run_chunks, sliding_windows
 from convnet.errors import ShapeError
 from convnet.layer import Layer, Shape, WeightedLayer, check_input, grad_enabled, positive_int
 
@@ -304,21 +298,13 @@ class Conv2d(WindowLayer, WeightedLayer):
     def _grouped_weight(self):
         return self.weight.data.reshape(self.groups, self.out_channels // self.groups, -1)
 
-    def _product(self, xp, columns, out=None):
-        """Filters times columns (..., G, C/G*KH*KW, P) -> (..., G, K/G, P). Without groups,
-        the worker threads share the product when it is the layer's only chunk (batch 1)."""
-        if self.groups == 1:
-            weight = self.weight.data.reshape(self.out_channels, -1)
-            return shared_matmul(xp, weight, columns, out=out)
-        return xp.matmul(self._grouped_weight(), columns, out=out)
-
     def _forward_chunk(self, xp, x, out, geometry):
         """x (n, C, H, W) -> out (n, K, Ho, Wo), written in place."""
         n = x.shape[0]
         out_h, out_w = geometry.out_hw
         cols = im2col(xp, x, geometry.padding, self.kernel_size, self.stride, self.dilation,
                       geometry.out_hw)  # C*KH*KW, n*Ho*R
-        y = self._product(xp, cols.reshape(self.groups, -1, cols.shape[1]))
+        y = xp.matmul(self._grouped_weight(), cols.reshape(self.groups, -1, cols.shape[1]))
         y = y.reshape(self.out_channels, n, out_h, -1)[..., :out_w]  # K, n, Ho, Wo (a view)
         if self.bias is None:
             out[...] = y.transpose(1, 0, 2, 3)
@@ -388,7 +374,7 @@ class Conv2d(WindowLayer, WeightedLayer):
         """x (n, C, P) -> out (n, K, Ho, Wo): one product per sample, in place."""
         n, positions = x.shape[0], x.shape[2]
         out = out.reshape(n, self.groups, -1, positions)  # n, G, K/G, P
-        self._product(xp, x.reshape(n, self.groups, -1, positions), out=out)
+        xp.matmul(self._grouped_weight(), x.reshape(n, self.groups, -1, positions), out=out)
         if self.bias is not None:
             out += self.bias.data.reshape(self.groups, -1, 1)
 

@@ -29,6 +29,7 @@ from convnet.checkpoint import (
     CONFIG,
     METRICS,
     CheckpointError,
+    atomic_write,
     build_from_config,
     load_weights,
     read_checkpoint,
@@ -203,22 +204,23 @@ class Trainer:
             saved = run_config(self.out_dir)
             self.config = cfg = TrainConfig.from_dict({**saved["train"],
                                                        "epochs": self.config.epochs})
-        random.manual_seed(cfg.seed)
-        if saved is not None:
-            spec = saved["model"]
-        else:
-            info = data.DATASETS.get(cfg.dataset)
-            num_classes = info.num_classes if info else None
-            spec = model_spec(cfg.model, num_classes or 10)
         from convnet.spec import SpecError, build
 
+        # The input shape says how to load the images, and the classes found there size a zoo
+        # model's classifier (a folder of 3 classes, say), so the data comes first.
+        spec = saved["model"] if saved is not None else model_spec(cfg.model, 10)
+        self.input_shape = tuple(spec["input_shape"])
+        full, self.train_set, self.val_set = self._load_data(self.input_shape)
+        self.class_names = list(full.class_names)
+        random.manual_seed(cfg.seed)
+        if saved is None:
+            # After the seed, as before: reading a model file builds it once to validate it,
+            # which draws from the shared generator, so a seed keeps giving the weights it gave.
+            spec = model_spec(cfg.model, len(self.class_names))
         try:
             self.model = build(spec)
         except SpecError as error:
             raise TrainingError(f"model {cfg.model}: {error}") from None
-        self.input_shape = tuple(spec["input_shape"])
-        full, self.train_set, self.val_set = self._load_data(self.input_shape)
-        self.class_names = list(full.class_names)
         out_features = self.model.output_shape(self.input_shape)
         if out_features != (len(self.class_names),):
             raise TrainingError(
@@ -308,8 +310,6 @@ class Trainer:
             return
         keep = [line for line in path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("epoch", 0) <= epochs_done]
-        from convnet.checkpoint import atomic_write
-
         atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in keep)))
 
     # -- state -------------------------------------------------------------------------------

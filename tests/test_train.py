@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convnet import checkpoint
+from convnet import checkpoint, manual_seed, modelfile, zoo
 from convnet.cli import main
 from convnet.train import TrainConfig, Trainer, TrainingError
 
@@ -242,3 +242,27 @@ def test_cli_refuses_unwritable_output_truncated_checkpoints_and_bad_model_files
     err = capsys.readouterr().err
     assert f"{bad_model}:12: layer 3 (maxpool)" in err  # the line of its [[layers]]
     assert "not an integer" in err
+
+
+def test_a_zoo_model_gets_a_classifier_sized_for_the_dataset(workspace, tmp_path):
+    summary = Trainer(config(workspace, model="convnetjs-mnist", epochs=1), tmp_path / "run",
+                      progress=False, log=lambda _: None).fit()
+    assert summary["epochs_done"] == 1
+    loaded = checkpoint.load(tmp_path / "run")
+    assert loaded.model.output_shape(loaded.input_shape) == (3,)
+
+
+@pytest.mark.parametrize("model", ["tiny.toml", "convnetjs-mnist"])
+def test_a_run_starts_from_the_weights_built_right_after_seeding(workspace, tmp_path, model):
+    # Reading a model file builds it once (to validate it), drawing from the shared generator:
+    # that happens after the seed, as `manual_seed(seed); modelfile.load(path)` does, so a seed
+    # gives a model file the initial weights it always gave.
+    name = str(workspace / model) if model.endswith(".toml") else model
+    trainer = Trainer(config(workspace, model=name), tmp_path / "run", progress=False,
+                      log=lambda _: None)
+    trainer.setup()
+    manual_seed(3)
+    expected = modelfile.load(name) if model.endswith(".toml") else \
+        zoo.build_model(name, num_classes=3)
+    for key, value in expected.state_dict().items():
+        np.testing.assert_array_equal(trainer.model.state_dict()[key], value)

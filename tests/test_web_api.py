@@ -359,13 +359,26 @@ def test_train_refuses_unknown_names(client):
 
 
 def test_train_failure_is_an_event(client):
-    # lenet5 from the zoo has 10 classes; the run's folder of bars has 2: the trainer refuses.
-    assert client.post("/api/train", json={"model": "lenet5"}).status_code == 202
+    # The model shown (a model file with 2 outputs) on mnist-5k's 10 digits: the request is
+    # accepted, then the trainer refuses, as a model file's classifier is not resized.
+    assert client.post("/api/train", json={"dataset": "mnist-5k"}).status_code == 202
     events = read_events(client)
     assert [name for name, _ in events][-2:] == ["failure", "done"]
-    assert "outputs 10 scores but" in dict(events)["failure"]["message"]
+    assert "outputs 2 scores but mnist-5k has 10 classes" in dict(events)["failure"]["message"]
     assert client.get("/api/train").json()["session"]["state"] == "failed"
     assert client.get("/api/model").status_code == 200
+
+
+def test_train_a_zoo_model_on_the_runs_two_classes(client):
+    # A zoo model's classifier is sized for the data: 2 scores for the folder of bars.
+    started = client.post("/api/train", json={"model": "lenet5", "epochs": 1, "batch_size": 8})
+    assert started.status_code == 202
+    events = read_events(client)
+    assert [name for name, _ in events][-2:] == ["finished", "done"]
+    info = client.get("/api/model").json()
+    assert info["source"]["kind"] == "run" and info["source"]["zoo_name"] == "lenet5"
+    assert info["class_names"] == ["horizontal", "vertical"]
+    assert len(client.get("/api/predict/val-0").json()["top_k"]) == 2
 
 
 # -- other models and helpers ----------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from tiny_data import make_angles_folder, three_class_model
 
 from convnet import checkpoint, distributed, random
 from convnet.train import TrainConfig, Trainer
@@ -28,34 +28,9 @@ needs_mpi = pytest.mark.skipif(
 
 # No dropout and no batch norm: with these a 2-process step equals a 1-process one up to
 # rounding (dropout masks and batch-norm statistics are per process; see convnet.distributed).
-MODEL = """\
-input_shape = [1, 12, 12]
-
-[[layers]]
-type = "conv"
-out_channels = 4
-kernel_size = 3
-padding = 1
-
-[[layers]]
-type = "relu"
-
-[[layers]]
-type = "maxpool"
-kernel_size = 2
-
-[[layers]]
-type = "flatten"
-
-[[layers]]
-type = "linear"
-out_features = 3
-init = "xavier"
-"""
+MODEL = three_class_model()
 # Batch norm and dropout: per process, so only the ranks' agreement with each other is exact.
-MODEL_WITH_NOISE = MODEL.replace('type = "relu"', 'type = "batchnorm"\n\n[[layers]]\ntype = "relu"')
-MODEL_WITH_NOISE = MODEL_WITH_NOISE.replace(
-    'type = "flatten"', 'type = "flatten"\n\n[[layers]]\ntype = "dropout"\np = 0.3')
+MODEL_WITH_NOISE = three_class_model(batchnorm=True, dropout=0.3)
 # 75 images, a quarter of each class held out: 57 training images. In batches of 7 that is
 # 8 batches split 4 + 3 over two processes, then one image: the second process gets none.
 SETTINGS = {"epochs": 2, "batch_size": 7, "lr": 0.05, "seed": 3, "val_fraction": 0.25,
@@ -68,20 +43,7 @@ CLI = "import sys; from convnet.cli import main; sys.exit(main(sys.argv[1:]))"
 def workspace(tmp_path_factory):
     """Three classes of 12x12 grey images (bars at three angles) and a tiny model."""
     root = tmp_path_factory.mktemp("distributed")
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(["horizontal", "vertical", "diagonal"]):
-        folder = root / "images" / name
-        folder.mkdir(parents=True)
-        for index in range(25):
-            pixels = rng.integers(0, 60, (12, 12)).astype(np.uint8)
-            offset = rng.integers(2, 10)
-            if label == 0:
-                pixels[offset, :] = 255
-            elif label == 1:
-                pixels[:, offset] = 255
-            else:
-                np.fill_diagonal(pixels, 255)
-            Image.fromarray(pixels, mode="L").save(folder / f"{index}.png")
+    make_angles_folder(root / "images", per_class=25, size=12, offsets=(2, 10))
     (root / "tiny.toml").write_text(MODEL)
     (root / "noisy.toml").write_text(MODEL_WITH_NOISE)
     return root

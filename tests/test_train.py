@@ -6,60 +6,20 @@ import signal
 
 import numpy as np
 import pytest
-from PIL import Image
+from tiny_data import make_angles_folder, three_class_model
 
 from convnet import checkpoint, manual_seed, modelfile, zoo
 from convnet.cli import main
 from convnet.train import TrainConfig, Trainer, TrainingError
 
-MODEL = """\
-input_shape = [1, 12, 12]
-
-[[layers]]
-type = "conv"
-out_channels = 4
-kernel_size = 3
-padding = 1
-
-[[layers]]
-type = "relu"
-
-[[layers]]
-type = "maxpool"
-kernel_size = 2
-
-[[layers]]
-type = "flatten"
-
-[[layers]]
-type = "dropout"
-p = 0.2
-
-[[layers]]
-type = "linear"
-out_features = 3
-init = "xavier"
-"""
+MODEL = three_class_model(dropout=0.2)
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A three-class folder of 16x16 grey images (bars at three angles) and a tiny model."""
     root = tmp_path_factory.mktemp("train")
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(["horizontal", "vertical", "diagonal"]):
-        folder = root / "images" / name
-        folder.mkdir(parents=True)
-        for index in range(24):
-            pixels = rng.integers(0, 60, (16, 16)).astype(np.uint8)
-            offset = rng.integers(3, 13)
-            if label == 0:
-                pixels[offset, :] = 255
-            elif label == 1:
-                pixels[:, offset] = 255
-            else:
-                np.fill_diagonal(pixels, 255)
-            Image.fromarray(pixels, mode="L").save(folder / f"{index}.png")
+    make_angles_folder(root / "images", per_class=24, size=16, offsets=(3, 13))
     (root / "tiny.toml").write_text(MODEL)
     return root
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_web_support import bar_image, make_run, png_bytes
+from test_web_support import make_run, png_bytes
+from tiny_data import bar_image
 
 from convnet import zoo
 from convnet.checkpoint import load

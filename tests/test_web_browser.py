@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_web_support import bar_image, make_run, png_bytes
+from test_web_support import make_run, png_bytes
+from tiny_data import bar_image
 
 from convnet.checkpoint import load
 

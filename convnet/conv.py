@@ -6,14 +6,17 @@ that the columns stay in cache (and chunks can go to the worker threads of
 conv keeps only its input, as PyTorch does. At stride 1 the input gradient is the
 correlation of the padded output gradient with the flipped filters: the same im2col and
 product again, instead of scattering columns back. 1x1 convolution with stride 1 skips
-im2col entirely and is the plain matrix product it is. `convnet.reference.conv2d` is the loop
-oracle this is tested against.
+im2col entirely and is the plain matrix product it is. A stride-1 layer with few filters
+(at most `convnet.kernels.MAX_FILTERS`) runs its forward and its input gradient on the
+compiled direct convolution of `convnet.kernels` instead, where BLAS is slow on such thin
+products. `convnet.reference.conv2d` is the loop oracle all of this is tested against.
 """
 
 from __future__ import annotations
 
 import numpy
 
+from convnet import kernels
 from convnet.arithmetic import Padding, ReceptiveField, WindowShape, pair, window_output
 from convnet.backend import array_module, batch_chunks, run_chunks, sliding_windows
 from convnet.errors import ShapeError
@@ -252,6 +255,9 @@ class Conv2d(WindowLayer, WeightedLayer):
             kept = x.reshape(n, self.in_channels, -1)  # no copy: it already is im2col
             run_chunks(lambda part: self._pointwise_forward(xp, kept[part], out[part]),
                        self._chunks(x.shape))
+        elif kernels.worth_compiling(self, x, self.out_channels):
+            kept = x  # backward rebuilds the columns from the input
+            self._direct_forward(x, out, geometry)
         else:
             kept = x  # backward rebuilds the columns from the input
             run_chunks(lambda part: self._forward_chunk(xp, x[part], out[part], geometry),
@@ -273,12 +279,16 @@ class Conv2d(WindowLayer, WeightedLayer):
                                                       dx_part(part)),
                 self._chunks(x_shape))
         else:
-            flipped = self._flipped_weight(xp) if input_grad and self._dx_by_correlation(
-                x_shape, geometry) else None
+            by_kernel = input_grad and self._input_grad_by_kernel(kept, geometry)
+            flipped = self._flipped_weight(xp) if input_grad and not by_kernel and (
+                self._dx_by_correlation(x_shape, geometry)) else None
             grads = run_chunks(
-                lambda part: self._backward_chunk(xp, kept[part], dy[part], dx_part(part),
-                                                  geometry, flipped),
+                lambda part: self._backward_chunk(
+                    xp, kept[part], dy[part], None if by_kernel else dx_part(part), geometry,
+                    flipped),
                 self._chunks(x_shape))
+            if by_kernel:
+                self._direct_input_grad(dy, dx, geometry)
         self.weight.grad += sum(dweight for dweight, _ in grads).reshape(self.weight.shape)
         if self.bias is not None:
             self.bias.grad += sum(dbias for _, dbias in grads).reshape(self.out_channels)
@@ -286,6 +296,36 @@ class Conv2d(WindowLayer, WeightedLayer):
 
     def backward_parameters(self, dy) -> None:
         self.backward(dy, input_grad=False)
+
+    # -- the compiled kernel (stride 1, few filters: see convnet.kernels) --------------------
+    def _direct_forward(self, x, out, geometry) -> None:
+        weights = kernels.forward_weights(self.weight.data)  # C, KH, KW, K (padded)
+        bias = kernels.padded_bias(None if self.bias is None else self.bias.data,
+                                   self.out_channels, x.dtype)
+        out_w, kernel_w = geometry.out_hw[1], self.kernel_size[1]
+        run_chunks(lambda part: kernels.conv_forward(
+            kernels.padded_input(x[part], geometry.padding, out_w, kernel_w), weights, bias,
+            out[part]), self._chunks(x.shape))
+
+    def _input_grad_by_kernel(self, x, geometry) -> bool:
+        pad = geometry.padding
+        kh, kw = self.kernel_size
+        # dy is padded by the kernel's extent minus the forward padding: never negative.
+        return (max(pad.top, pad.bottom) < kh and max(pad.left, pad.right) < kw
+                and kernels.worth_compiling(self, x, self.in_channels))
+
+    def _direct_input_grad(self, dy, dx, geometry) -> None:
+        """dx (n, C, H, W), in place: dy correlated with the flipped filters, channels swapped."""
+        pad = geometry.padding
+        kh, kw = self.kernel_size
+        around = Padding(kh - 1 - pad.top, kh - 1 - pad.bottom, kw - 1 - pad.left,
+                         kw - 1 - pad.right)
+        flipped = kernels.flipped_weights(self.weight.data)  # K, KH, KW, C (padded)
+        no_bias = kernels.padded_bias(None, self.in_channels, dy.dtype)
+        dy = numpy.ascontiguousarray(dy)
+        run_chunks(lambda part: kernels.conv_forward(
+            kernels.padded_input(dy[part], around, dx.shape[3], kw), flipped, no_bias,
+            dx[part]), self._chunks(dx.shape))
 
     # -- one chunk of the batch (run on a worker thread) ------------------------------------
     def _chunks(self, x_shape):

@@ -109,6 +109,25 @@ def spread_values(rng, shape, gap=1e-3):
 
 # -- PyTorch side ------------------------------------------------------------------------
 
+# PyTorch parity, float32 on both sides: |ours - torch| <= RTOL * |torch| + ATOL * max(1,
+# max|torch|) elementwise (see tests/test_torch_parity.py).
+RTOL = 1e-5
+ATOL = 2e-6
+
+
+def assert_close(ours, theirs, what=""):
+    """ours (NumPy) against theirs (a PyTorch tensor or array) at the parity tolerance."""
+    theirs = theirs.detach().numpy() if hasattr(theirs, "detach") else np.asarray(theirs)
+    assert ours.shape == theirs.shape, what
+    scale = max(1.0, float(np.abs(theirs).max(initial=0.0)))
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL * scale, err_msg=what)
+
+
+def leaf(array):
+    """A PyTorch tensor copied from `array`, with requires_grad."""
+    return torch_tensor(array, requires_grad=True)
+
+
 def torch_tensor(array, requires_grad=False):
     import torch
 

@@ -10,29 +10,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 - PyTorch's own alias
-from engine_checks import build_conv, conv_configs, pool_configs, pool_fits_exactly, tf_same_padding
+from engine_checks import (
+    assert_close,
+    build_conv,
+    conv_configs,
+    leaf,
+    pool_configs,
+    pool_fits_exactly,
+    tf_same_padding,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
 
-RTOL = 1e-5
-ATOL = 2e-6  # times the reference's largest magnitude (at least 1)
-
 torch.set_num_threads(1)
 
 seeds = st.integers(0, 2**32 - 1)
-
-
-def assert_close(ours, theirs, what=""):
-    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert ours.shape == theirs.shape, what
-    scale = max(1.0, float(np.abs(theirs).max(initial=0.0)))
-    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL * scale, err_msg=what)
-
-
-def leaf(array):
-    return torch.tensor(np.array(array), requires_grad=True)
 
 
 @settings(max_examples=100, deadline=None)

@@ -1,0 +1,241 @@
+"""A compiled direct convolution (Numba) for small filter counts at stride 1.
+
+im2col + BLAS spends its time copying columns and on matrix products too thin for BLAS to run
+fast when a layer has few filters (6, 16 or 20). This kernel reads the zero-padded input in
+place instead, with a tile of 8 output columns x 8 filters held in registers: per tap (c, u, v)
+one vector load of 8 neighbouring pixels, 8 broadcast weights and 8 fused multiply-adds:
+
+    out[b, k, i, j] = bias[k] + sum_{c,u,v} x[b, c, i+u, j+v] w[c, u, v, k]
+
+The same kernel gives a stride-1 layer's input gradient: dy padded by the kernel's extent minus
+the forward padding, correlated with the filters flipped and their channel axes swapped. The
+weight gradient stays a matrix product (BLAS is fast there: its long inner dimension is the
+batch's pixels). Where the layer has many filters BLAS wins again; `worth_compiling` holds the
+measured rule.
+
+The kernel body is written out by `kernel_source()` (print it to read it): the tile has to be
+64 scalar variables for LLVM to keep it in registers and pack each row of 8 into one vector
+(its SLP vectorizer, which Numba switches on only while this kernel compiles). The NumPy im2col
+path in `convnet.conv` stays for every other case; both are tested against the loop oracle in
+`convnet.reference` and against PyTorch. CONVNET_COMPILED_KERNELS=0 switches the kernel off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import numpy
+
+LANES = 8  # output columns per tile: one AVX register of float32
+TILE = 8  # filters per tile
+# Output channels up to which the kernel beats im2col + BLAS. Measured here against the NumPy
+# path, forward + backward at batch 128 (python -m bench.kernels): 5x5 convs with 6-20 filters
+# 1.05-1.5x faster, and 1.3-1.6x in inference; 3x3 convs with 32-128 filters 0.86-0.95x.
+MAX_FILTERS = 24
+
+_enabled = os.environ.get("CONVNET_COMPILED_KERNELS", "1") != "0"
+_lock = threading.Lock()
+_compiled: dict[str, dict] = {}
+
+
+def available() -> bool:
+    """Whether the compiled kernel is on (Numba importable and not switched off)."""
+    if not _enabled:
+        return False
+    try:
+        import numba  # noqa: F401, PLC0415 - imported on first use: it takes half a second
+    except ImportError:
+        return False
+    return True
+
+
+def set_enabled(enabled: bool) -> None:
+    """Switch the compiled kernel on or off for this process (off: NumPy im2col everywhere).
+    CONVNET_COMPILED_KERNELS=0 in the environment starts with it off."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+# -- kernel sources ---------------------------------------------------------------------------
+def _tile(lines: list[str], indent: str) -> None:
+    """Zero the accumulators a{row}_{lane} of a TILE x LANES tile."""
+    for row in range(TILE):
+        lines.append(indent + " = ".join(f"a{row}_{lane}" for lane in range(LANES)) + " = ZERO")
+
+
+def _forward_source() -> str:
+    lines = [
+        "def forward(x, w, bias, out):",
+        "    # x (n, C, Hp, Wq): zero-padded, Wq >= round_up(Wo, LANES) + KW - 1",
+        "    # w (C, KH, KW, Kq): Kq filters, zero beyond K, a multiple of TILE; bias (Kq,)",
+        "    # out (n, K, Ho, Wo) = bias + correlation of x with w",
+        "    n, channels, _, _ = x.shape",
+        "    _, kh_size, kw_size, kq = w.shape",
+        "    _, k_size, out_h, out_w = out.shape",
+        "    for b in range(n):",
+        "        for i in range(out_h):",
+        f"            for k0 in range(0, kq, {TILE}):",
+        f"                for j0 in range(0, out_w, {LANES}):",
+    ]
+    indent = " " * 20
+    _tile(lines, indent)
+    lines += [
+        indent + "for c in range(channels):",
+        indent + "    for u in range(kh_size):",
+        indent + "        pixels = x[b, c, i + u]",
+        indent + "        filters = w[c, u]",
+        indent + "        for v in range(kw_size):",
+        indent + "            at = INDEX(j0 + v)",
+        indent + "            weights = filters[v]",
+    ]
+    body = indent + " " * 12
+    lines += [body + f"x{lane} = pixels[at + INDEX({lane})]" for lane in range(LANES)]
+    for k in range(TILE):
+        lines.append(body + f"w{k} = weights[INDEX(k0 + {k})]")
+        lines += [body + f"a{k}_{lane} += x{lane} * w{k}" for lane in range(LANES)]
+    for k in range(TILE):
+        lines += [indent + f"if k0 + {k} < k_size:",
+                  indent + f"    line = out[b, k0 + {k}, i]",
+                  indent + f"    shift = bias[k0 + {k}]"]
+        for lane in range(LANES):
+            lines += [indent + f"    if j0 + {lane} < out_w:",
+                      indent + f"        line[j0 + {lane}] = a{k}_{lane} + shift"]
+    return "\n".join(lines)
+
+
+def kernel_source() -> str:
+    """The Python source of the kernel, as compiled (ZERO and INDEX come from its module)."""
+    return _forward_source()
+
+
+def module_source(dtype_name: str) -> str:
+    """A module defining the kernel for one dtype, compiled on import (and cached by Numba)."""
+    signatures = {"forward": "(SCALAR[:, :, :, ::1], SCALAR[:, :, :, ::1], SCALAR[::1], "
+                             "SCALAR[:, :, :, ::1])"}
+    header = [
+        f'"""convnet\'s compiled convolution kernel for {dtype_name} (written by '
+        'convnet.kernels)."""',
+        "import numba",
+        "import numpy",
+        "",
+        f"ZERO = numpy.{dtype_name}(0)",
+        "INDEX = numba.uint64  # unsigned indices: no checks for negative ones",
+        f"SCALAR = numba.{dtype_name}",
+    ]
+    footer = [f"{name} = numba.njit({signature}, nogil=True, fastmath={{'contract'}}, "
+              f"cache=True)({name})" for name, signature in signatures.items()]
+    return "\n".join(header) + "\n\n\n" + kernel_source() + "\n\n\n" + "\n".join(footer) + "\n"
+
+
+@contextlib.contextmanager
+def _slp_vectorizer():
+    """Numba leaves LLVM's SLP vectorizer off by default (it once miscompiled other code);
+    this kernel needs it and is tested against independent answers, so it is on only while
+    the kernel compiles, and the process's setting is restored for everyone else's code."""
+    from numba.core import config  # noqa: PLC0415
+
+    previous = config.SLP_VECTORIZE
+    config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        config.SLP_VECTORIZE = previous
+
+
+def _kernels(dtype) -> dict:
+    """The compiled kernel for float32 or float64 arrays: compiled once per machine (a few
+    seconds; Numba caches the machine code beside the module in the convnet cache folder) and
+    loaded on first use in each process."""
+    name = numpy.dtype(dtype).name
+    with _lock:
+        if name not in _compiled:
+            with _slp_vectorizer():
+                module = _import_source(f"convnet_kernels_{name}", module_source(name))
+            _compiled[name] = {"forward": module.forward}
+        return _compiled[name]
+
+
+def _import_source(module_name: str, source: str):
+    """Import `source` from a file named by its hash in the cache folder (Numba caches only
+    functions that live in files), or from memory where that folder cannot be written."""
+    import hashlib  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    from convnet.checkpoint import atomic_write  # noqa: PLC0415
+    from convnet.data.download import cache_root  # noqa: PLC0415
+
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    path = cache_root() / "kernels" / f"{module_name}_{digest}.py"
+    try:
+        if not path.exists():  # never rewritten: Numba's cache is keyed by the file's mtime
+            atomic_write(path, lambda tmp: tmp.write_text(source))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module  # Numba's cache imports the module by name on load
+        spec.loader.exec_module(module)
+        return module
+    except OSError:
+        module = types.ModuleType(module_name)
+        exec(compile(source.replace("cache=True", "cache=False"), f"<{module_name}>", "exec"),
+             module.__dict__)  # noqa: S102
+        return module
+
+
+# -- what Conv2d calls --------------------------------------------------------------------------
+def worth_compiling(layer, x, output_channels: int) -> bool:
+    """Whether a correlation of `layer`'s shape (a Conv2d) on input x, giving
+    `output_channels` channels, runs on the kernel: stride 1, no dilation or groups, float32 or
+    float64 NumPy input, at most MAX_FILTERS output channels."""
+    return (output_channels <= MAX_FILTERS and layer.stride == (1, 1)
+            and layer.dilation == (1, 1) and layer.groups == 1
+            and type(x) is numpy.ndarray and x.dtype in (numpy.float32, numpy.float64)
+            and available())
+
+
+def padded_input(x, padding, out_w: int, kernel_w: int):
+    """(n, C, H, W) -> (n, C, H + top + bottom, Wq), zeros around (padding: a `Padding`) and
+    zero columns on the right up to Wq = round_up(Wo, LANES) + KW - 1, so that the last tile of
+    LANES output columns reads inside its rows (its extra outputs are computed, never stored)."""
+    top, bottom, left, right = padding.top, padding.bottom, padding.left, padding.right
+    n, c, h, w = x.shape
+    width = max(w + left + right, round_up(out_w, LANES) + kernel_w - 1)
+    out = numpy.zeros((n, c, h + top + bottom, width), dtype=x.dtype)
+    out[:, :, top : top + h, left : left + w] = x
+    return out
+
+
+def forward_weights(weight):
+    """(K, C, KH, KW) -> (C, KH, KW, Kq): filters last, zero up to a multiple of TILE."""
+    k = weight.shape[0]
+    out = numpy.zeros((*weight.shape[1:], round_up(k, TILE)), dtype=weight.dtype)
+    out[..., :k] = weight.transpose(1, 2, 3, 0)
+    return out
+
+
+def flipped_weights(weight):
+    """The input gradient's filters, (K, KH, KW, Cq): [k, u, v, c] = w[k, c, KH-1-u, KW-1-v]."""
+    c = weight.shape[1]
+    out = numpy.zeros((weight.shape[0], *weight.shape[2:], round_up(c, TILE)),
+                      dtype=weight.dtype)
+    out[..., :c] = weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)
+    return out
+
+
+def padded_bias(bias, count: int, dtype):
+    out = numpy.zeros(round_up(count, TILE), dtype=dtype)
+    if bias is not None:
+        out[:count] = bias
+    return out
+
+
+def conv_forward(xpad, weights, bias, out) -> None:
+    """out (n, K, Ho, Wo) = bias + correlation of `padded_input` with `forward_weights`."""
+    _kernels(out.dtype)["forward"](xpad, weights, bias, out)

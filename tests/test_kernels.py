@@ -1,0 +1,193 @@
+"""The compiled direct convolution (convnet.kernels): forward, input and parameter gradients
+against the loop oracle, PyTorch and centred differences, with the kernel on and off; the rule
+that picks it; and how it is compiled and cached."""
+
+import contextlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812 - PyTorch's own alias
+from engine_checks import assert_close, check_gradients, leaf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convnet as cn
+from convnet import kernels, reference
+
+
+@contextlib.contextmanager
+def compiled(enabled: bool):
+    previous = kernels._enabled
+    kernels.set_enabled(enabled)
+    try:
+        yield
+    finally:
+        kernels.set_enabled(previous)
+
+
+@st.composite
+def stride_one_configs(draw):
+    """Stride-1 convolutions the kernel takes: channels across tile edges (8), widths that are
+    not multiples of 8, non-square kernels, asymmetric and 'same' padding."""
+    kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    mode = draw(st.sampled_from(["pair", "pair", "four", "same", "valid"]))
+    if mode == "pair":
+        padding = (draw(st.integers(0, kernel[0] - 1)), draw(st.integers(0, kernel[1] - 1)))
+        pads = (padding[0], padding[0], padding[1], padding[1])
+    elif mode == "four":
+        pads = padding = tuple(draw(st.integers(0, kernel[axis // 2] - 1)) for axis in range(4))
+    else:
+        padding, pads = mode, (0, 0, 0, 0)
+    height = draw(st.integers(max(1, kernel[0] - pads[0] - pads[1]), 12))
+    width = draw(st.integers(max(1, kernel[1] - pads[2] - pads[3]), 19))
+    return {
+        "in_channels": draw(st.integers(1, 20)), "out_channels": draw(st.integers(1, 20)),
+        "kernel_size": kernel, "padding": padding, "bias": draw(st.booleans()),
+        "input_shape": (draw(st.integers(1, 3)), height, width),
+    }
+
+
+def torch_padding(conv, x):
+    pad = conv.geometry(x.shape[2:]).padding
+    return (pad.left, pad.right, pad.top, pad.bottom)
+
+
+@pytest.mark.parametrize("kernel_on", [True, False], ids=["compiled", "numpy"])
+@settings(max_examples=40, deadline=None)
+@given(config=stride_one_configs(), seed=st.integers(0, 2**32 - 1))
+def test_stride_one_conv_matches_the_oracle_and_torch(kernel_on, config, seed):
+    rng = np.random.default_rng(seed)
+    n, height, width = config.pop("input_shape")
+    conv = cn.Conv2d(**config)
+    if conv.bias is not None:
+        conv.bias.data[...] = rng.standard_normal(conv.bias.shape)
+    x = rng.standard_normal((n, config["in_channels"], height, width)).astype(np.float32)
+    with compiled(kernel_on):
+        assert kernels.worth_compiling(conv, x, conv.out_channels) == kernel_on
+        out = conv.forward(x)
+        dy = rng.standard_normal(out.shape).astype(np.float32)
+        dx = conv.backward(dy)
+
+    pads = torch_padding(conv, x)
+    expected = reference.conv2d(x, conv.weight.data, None if conv.bias is None else conv.bias.data,
+                                (1, 1), (pads[2], pads[3], pads[0], pads[1]), (1, 1), 1)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    tx, tw = leaf(x), leaf(conv.weight.data)
+    tb = leaf(conv.bias.data) if conv.bias is not None else None
+    ty = F.conv2d(F.pad(tx, pads), tw, tb)
+    ty.backward(torch.from_numpy(dy))
+    assert_close(out, ty, "output")
+    assert_close(dx, tx.grad, "input gradient")
+    assert_close(conv.weight.grad, tw.grad, "weight gradient")
+    if tb is not None:
+        assert_close(conv.bias.grad, tb.grad, "bias gradient")
+
+
+@pytest.mark.parametrize("kwargs, input_shape", [
+    ({"in_channels": 3, "out_channels": 10, "kernel_size": 5, "padding": 2}, (2, 3, 7, 11)),
+    ({"in_channels": 9, "out_channels": 2, "kernel_size": (2, 3), "padding": "same"},
+     (1, 9, 5, 9)),
+    ({"in_channels": 4, "out_channels": 17, "kernel_size": 3, "padding": (0, 2, 1, 0)},
+     (3, 4, 4, 6)),
+])
+def test_compiled_gradients_match_centred_differences(kwargs, input_shape, rng):
+    conv = cn.Conv2d(**kwargs)
+    x = rng.standard_normal(input_shape)
+    assert kernels.worth_compiling(conv, x, conv.out_channels)
+    assert kernels.worth_compiling(conv, x, conv.in_channels)
+    check_gradients(conv, x, rng)
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    calls = []
+    real = kernels.conv_forward
+
+    def counting(xpad, weights, bias, out):
+        calls.append(out.shape[1])  # channels this correlation produces
+        return real(xpad, weights, bias, out)
+
+    monkeypatch.setattr(kernels, "conv_forward", counting)
+    return calls
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"in_channels": 3, "out_channels": 16, "kernel_size": 5, "padding": 2}, [16, 3]),
+    # Many filters: the forward is BLAS's; the input gradient (3 channels) is the kernel's.
+    ({"in_channels": 3, "out_channels": 32, "kernel_size": 3, "padding": 1}, [3]),
+    ({"in_channels": 32, "out_channels": 8, "kernel_size": 3, "padding": 1}, [8]),
+    ({"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}, []),
+    ({"in_channels": 3, "out_channels": 16, "kernel_size": 3, "dilation": 2}, []),
+    ({"in_channels": 4, "out_channels": 16, "kernel_size": 3, "groups": 2}, []),
+    ({"in_channels": 3, "out_channels": 16, "kernel_size": 1}, []),  # the plain product
+    ({"in_channels": 3, "out_channels": 16, "kernel_size": 3, "padding": 3}, [16]),  # pad > 2
+])
+def test_which_correlations_run_on_the_kernel(kwargs, expected, kernel_calls, rng):
+    conv = cn.Conv2d(**kwargs)
+    x = rng.standard_normal((1, kwargs["in_channels"], 9, 9)).astype(np.float32)
+    conv.backward(rng.standard_normal(conv.forward(x).shape).astype(np.float32))
+    assert kernel_calls == expected
+
+
+def test_switched_off_the_numpy_path_gives_the_same_answers(rng):
+    conv = cn.Conv2d(6, 20, 5, padding=2)
+    x = rng.standard_normal((4, 6, 9, 13)).astype(np.float32)
+    dy = rng.standard_normal((4, 20, 9, 13)).astype(np.float32)
+    results = []
+    for enabled in (True, False):
+        with compiled(enabled):
+            conv.zero_grad()
+            results.append((conv.forward(x), conv.backward(dy), conv.weight.grad.copy()))
+    for ours, numpy_path in zip(*results, strict=True):
+        np.testing.assert_allclose(ours, numpy_path, rtol=1e-5, atol=1e-5)
+
+
+def test_float64_input_runs_in_float64(rng):
+    conv = cn.Conv2d(2, 3, 3, padding=1).astype(np.float64)
+    x = rng.standard_normal((1, 2, 5, 5))
+    out = conv.forward(x)
+    assert out.dtype == np.float64
+    expected = reference.conv2d(x, conv.weight.data, conv.bias.data, (1, 1), (1, 1, 1, 1),
+                                (1, 1), 1)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_compiling_leaves_numbas_slp_setting_as_it_was():
+    from numba.core import config
+
+    before = config.SLP_VECTORIZE  # 0, Numba's default, unless the environment says otherwise
+    kernels._kernels(np.float32)
+    assert config.SLP_VECTORIZE == before
+    with kernels._slp_vectorizer():
+        assert config.SLP_VECTORIZE == 1
+    assert config.SLP_VECTORIZE == before
+
+
+def test_the_kernel_module_is_written_once_by_its_hash_and_cached_by_numba(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("CONVNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_compiled", {})
+    kernels._kernels(np.float32)
+    [module] = (tmp_path / "kernels").glob("convnet_kernels_float32_*.py")
+    assert module.read_text() == kernels.module_source("float32")
+    assert list((tmp_path / "kernels" / "__pycache__").glob(f"{module.stem}.forward-*.nbi"))
+    assert "a7_7 += x7 * w7" in module.read_text()  # the 8 x 8 tile, written out
+
+
+def test_an_unwritable_cache_folder_compiles_in_memory(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("CONVNET_CACHE", str(blocker))
+    module = kernels._import_source("convnet_test_module", "VALUE = 3\n")
+    assert module.VALUE == 3
+    assert blocker.read_text() == ""
+
+
+def test_environment_switch_turns_the_kernel_off():
+    code = "from convnet import kernels; print(kernels.available())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={"CONVNET_COMPILED_KERNELS": "0", "PATH": ""}, check=True)
+    assert result.stdout.strip() == "False"

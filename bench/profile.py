@@ -5,8 +5,9 @@
     python -m bench.profile convnetjs --torch  # each layer beside its PyTorch twin
 
 Each layer's forward and backward is timed on its own; inside convolutions the im2col copies
-(padding included) and the col2im scatter are timed apart from the rest (the matrix products,
-bias and layout copies). Kinds: im2col, matmul (conv and linear products), col2im, pooling,
+(padding included), the col2im scatter and the compiled direct convolution are timed apart
+from the rest (the matrix products, bias and layout copies). Kinds: im2col, matmul (conv and
+linear products), direct (convnet.kernels), col2im, pooling,
 elementwise (activations, flatten, residual additions, batch norm), loss, optimizer, and Python
 overhead: the step's time that no timed region accounts for. With more than one worker thread,
 regions inside a conv overlap and are summed over threads, so profile with one thread.
@@ -25,7 +26,8 @@ from collections import defaultdict
 
 import numpy as np
 
-KINDS = ["im2col", "matmul", "col2im", "pooling", "elementwise", "loss", "optimizer", "python"]
+KINDS = ["im2col", "matmul", "direct", "col2im", "pooling", "elementwise", "loss", "optimizer",
+         "python"]
 
 
 def _kind(layer) -> str:
@@ -58,12 +60,15 @@ class Profiler:
 
     @contextlib.contextmanager
     def patched(self, model):
-        """Wrap the leaf layers of `model` and convnet.conv's im2col/col2im while inside."""
-        from convnet import conv
+        """Wrap the leaf layers of `model`, convnet.conv's im2col/col2im and the compiled
+        direct convolution while inside."""
+        from convnet import conv, kernels
 
-        originals = {"im2col": conv.im2col, "col2im": conv.col2im}
+        originals = {"im2col": conv.im2col, "col2im": conv.col2im,
+                     "direct": kernels.conv_forward}
         conv.im2col = self._timed(originals["im2col"], "im2col")
         conv.col2im = self._timed(originals["col2im"], "col2im")
+        kernels.conv_forward = self._timed(originals["direct"], "direct")
         leaves = [m for m in model.modules() if not m.children()]
         try:
             for layer in leaves:
@@ -72,6 +77,7 @@ class Profiler:
             yield self
         finally:
             conv.im2col, conv.col2im = originals["im2col"], originals["col2im"]
+            kernels.conv_forward = originals["direct"]
             for layer in leaves:
                 for phase in ("forward", "backward", "backward_parameters"):
                     if phase in vars(layer):

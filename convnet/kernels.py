@@ -30,10 +30,11 @@ import numpy
 
 LANES = 8  # output columns per tile: one AVX register of float32
 TILE = 8  # filters per tile
-# Output channels up to which the kernel beats im2col + BLAS. Measured here against the NumPy
-# path, forward + backward at batch 128 (python -m bench.kernels): 5x5 convs with 6-20 filters
-# 1.05-1.5x faster, and 1.3-1.6x in inference; 3x3 convs with 32-128 filters 0.86-0.95x.
-MAX_FILTERS = 24
+# Output channels for which the kernel beats im2col + BLAS, measured on the reference networks'
+# layers (python -m bench.kernels): with 6 to 20 filters it was 1.05-1.5x faster in training
+# and 1.2-1.6x in inference; with 32 to 128 filters 0.86-0.98x; for the input gradient of a
+# 1- or 3-channel layer (a tile of 8 mostly empty) about 0.8x.
+MIN_FILTERS, MAX_FILTERS = 4, 24
 
 _enabled = os.environ.get("CONVNET_COMPILED_KERNELS", "1") != "0"
 _lock = threading.Lock()
@@ -193,8 +194,8 @@ def _import_source(module_name: str, source: str):
 def worth_compiling(layer, x, output_channels: int) -> bool:
     """Whether a correlation of `layer`'s shape (a Conv2d) on input x, giving
     `output_channels` channels, runs on the kernel: stride 1, no dilation or groups, float32 or
-    float64 NumPy input, at most MAX_FILTERS output channels."""
-    return (output_channels <= MAX_FILTERS and layer.stride == (1, 1)
+    float64 NumPy input, MIN_FILTERS to MAX_FILTERS output channels."""
+    return (MIN_FILTERS <= output_channels <= MAX_FILTERS and layer.stride == (1, 1)
             and layer.dilation == (1, 1) and layer.groups == 1
             and type(x) is numpy.ndarray and x.dtype in (numpy.float32, numpy.float64)
             and available())

@@ -44,7 +44,7 @@ def stride_one_configs(draw):
     height = draw(st.integers(max(1, kernel[0] - pads[0] - pads[1]), 12))
     width = draw(st.integers(max(1, kernel[1] - pads[2] - pads[3]), 19))
     return {
-        "in_channels": draw(st.integers(1, 20)), "out_channels": draw(st.integers(1, 20)),
+        "in_channels": draw(st.integers(1, 20)), "out_channels": draw(st.integers(4, 20)),
         "kernel_size": kernel, "padding": padding, "bias": draw(st.booleans()),
         "input_shape": (draw(st.integers(1, 3)), height, width),
     }
@@ -62,11 +62,12 @@ def test_stride_one_conv_matches_the_oracle_and_torch(kernel_on, config, seed):
     rng = np.random.default_rng(seed)
     n, height, width = config.pop("input_shape")
     conv = cn.Conv2d(**config)
+    wanted = kernels.MIN_FILTERS <= conv.out_channels <= kernels.MAX_FILTERS
     if conv.bias is not None:
         conv.bias.data[...] = rng.standard_normal(conv.bias.shape)
     x = rng.standard_normal((n, config["in_channels"], height, width)).astype(np.float32)
     with compiled(kernel_on):
-        assert kernels.worth_compiling(conv, x, conv.out_channels) == kernel_on
+        assert kernels.worth_compiling(conv, x, conv.out_channels) == (kernel_on and wanted)
         out = conv.forward(x)
         dy = rng.standard_normal(out.shape).astype(np.float32)
         dx = conv.backward(dy)
@@ -87,8 +88,8 @@ def test_stride_one_conv_matches_the_oracle_and_torch(kernel_on, config, seed):
 
 
 @pytest.mark.parametrize("kwargs, input_shape", [
-    ({"in_channels": 3, "out_channels": 10, "kernel_size": 5, "padding": 2}, (2, 3, 7, 11)),
-    ({"in_channels": 9, "out_channels": 2, "kernel_size": (2, 3), "padding": "same"},
+    ({"in_channels": 4, "out_channels": 10, "kernel_size": 5, "padding": 2}, (2, 4, 7, 11)),
+    ({"in_channels": 9, "out_channels": 5, "kernel_size": (2, 3), "padding": "same"},
      (1, 9, 5, 9)),
     ({"in_channels": 4, "out_channels": 17, "kernel_size": 3, "padding": (0, 2, 1, 0)},
      (3, 4, 4, 6)),
@@ -115,15 +116,17 @@ def kernel_calls(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, expected", [
-    ({"in_channels": 3, "out_channels": 16, "kernel_size": 5, "padding": 2}, [16, 3]),
-    # Many filters: the forward is BLAS's; the input gradient (3 channels) is the kernel's.
-    ({"in_channels": 3, "out_channels": 32, "kernel_size": 3, "padding": 1}, [3]),
+    ({"in_channels": 6, "out_channels": 16, "kernel_size": 5, "padding": 2}, [16, 6]),
+    # Many filters: the forward is BLAS's; the input gradient (5 channels) is the kernel's.
+    ({"in_channels": 5, "out_channels": 32, "kernel_size": 3, "padding": 1}, [5]),
+    # The input gradient of 3 channels would fill 3 of 8 lanes: BLAS's.
+    ({"in_channels": 3, "out_channels": 16, "kernel_size": 5, "padding": 2}, [16]),
     ({"in_channels": 32, "out_channels": 8, "kernel_size": 3, "padding": 1}, [8]),
     ({"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}, []),
     ({"in_channels": 3, "out_channels": 16, "kernel_size": 3, "dilation": 2}, []),
     ({"in_channels": 4, "out_channels": 16, "kernel_size": 3, "groups": 2}, []),
     ({"in_channels": 3, "out_channels": 16, "kernel_size": 1}, []),  # the plain product
-    ({"in_channels": 3, "out_channels": 16, "kernel_size": 3, "padding": 3}, [16]),  # pad > 2
+    ({"in_channels": 6, "out_channels": 16, "kernel_size": 3, "padding": 3}, [16]),  # pad > 2
 ])
 def test_which_correlations_run_on_the_kernel(kwargs, expected, kernel_calls, rng):
     conv = cn.Conv2d(**kwargs)

@@ -299,13 +299,14 @@ class Conv2d(WindowLayer, WeightedLayer):
 
     # -- the compiled kernel (stride 1, few filters: see convnet.kernels) --------------------
     def _direct_forward(self, x, out, geometry) -> None:
-        weights = kernels.forward_weights(self.weight.data)  # C, KH, KW, K (padded)
+        tile = kernels.tile_for(geometry.out_hw[1])  # (filters, columns)
+        weights = kernels.forward_weights(self.weight.data, tile[0])  # C, KH, KW, K (padded)
         bias = kernels.padded_bias(None if self.bias is None else self.bias.data,
-                                   self.out_channels, x.dtype)
+                                   self.out_channels, tile[0], x.dtype)
         out_w, kernel_w = geometry.out_hw[1], self.kernel_size[1]
         run_chunks(lambda part: kernels.conv_forward(
-            kernels.padded_input(x[part], geometry.padding, out_w, kernel_w), weights, bias,
-            out[part]), self._chunks(x.shape))
+            kernels.padded_input(x[part], geometry.padding, out_w, kernel_w, tile[1]), weights,
+            bias, out[part], tile), self._chunks(x.shape))
 
     def _input_grad_by_kernel(self, x, geometry) -> bool:
         pad = geometry.padding
@@ -320,12 +321,13 @@ class Conv2d(WindowLayer, WeightedLayer):
         kh, kw = self.kernel_size
         around = Padding(kh - 1 - pad.top, kh - 1 - pad.bottom, kw - 1 - pad.left,
                          kw - 1 - pad.right)
-        flipped = kernels.flipped_weights(self.weight.data)  # K, KH, KW, C (padded)
-        no_bias = kernels.padded_bias(None, self.in_channels, dy.dtype)
+        tile = kernels.tile_for(dx.shape[3])
+        flipped = kernels.flipped_weights(self.weight.data, tile[0])  # K, KH, KW, C (padded)
+        no_bias = kernels.padded_bias(None, self.in_channels, tile[0], dy.dtype)
         dy = numpy.ascontiguousarray(dy)
         run_chunks(lambda part: kernels.conv_forward(
-            kernels.padded_input(dy[part], around, dx.shape[3], kw), flipped, no_bias,
-            dx[part]), self._chunks(dx.shape))
+            kernels.padded_input(dy[part], around, dx.shape[3], kw, tile[1]), flipped, no_bias,
+            dx[part], tile), self._chunks(dx.shape))
 
     # -- one chunk of the batch (run on a worker thread) ------------------------------------
     def _chunks(self, x_shape):

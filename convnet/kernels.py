@@ -2,8 +2,9 @@
 
 im2col + BLAS spends its time copying columns and on matrix products too thin for BLAS to run
 fast when a layer has few filters (6, 16 or 20). This kernel reads the zero-padded input in
-place instead, with a tile of 8 output columns x 8 filters held in registers: per tap (c, u, v)
-one vector load of 8 neighbouring pixels, 8 broadcast weights and 8 fused multiply-adds:
+place instead, with a tile of results held in registers, 4 filters x 16 output columns (or
+8 x 8 on narrow images): per tap (c, u, v), two vector loads of 8 neighbouring pixels, 4
+broadcast weights and 8 fused multiply-adds of 8 floats each.
 
     out[b, k, i, j] = bias[k] + sum_{c,u,v} x[b, c, i+u, j+v] w[c, u, v, k]
 
@@ -28,17 +29,20 @@ import threading
 
 import numpy
 
-LANES = 8  # output columns per tile: one AVX register of float32
-TILE = 8  # filters per tile
+# Tiles of (filters, output columns) held in registers. 4 x 16 needs 6 loads per 8 vector
+# multiply-adds where 8 x 8 needs 9, and ran 1.2-1.5x faster on 16- and 32-pixel rows; 8 x 8
+# wins where a row fits in 8 columns. Other shapes (6 x 16, 3 x 24) were not packed into
+# vectors by LLVM.
+TILES = ((8, 8), (4, 16))
 # Output channels for which the kernel beats im2col + BLAS, measured on the reference networks'
 # layers (python -m bench.kernels): with 6 to 20 filters it was 1.05-1.5x faster in training
-# and 1.2-1.6x in inference; with 32 to 128 filters 0.86-0.98x; for the input gradient of a
-# 1- or 3-channel layer (a tile of 8 mostly empty) about 0.8x.
+# and 1.2-1.9x in inference; with 32 to 128 filters 0.86-0.98x; for the input gradient of a
+# 1- or 3-channel layer (a tile mostly empty) about 0.8x.
 MIN_FILTERS, MAX_FILTERS = 4, 24
 
 _enabled = os.environ.get("CONVNET_COMPILED_KERNELS", "1") != "0"
 _lock = threading.Lock()
-_compiled: dict[str, dict] = {}
+_compiled: dict[tuple[str, tuple[int, int]], object] = {}
 
 
 def available() -> bool:
@@ -63,29 +67,33 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-# -- kernel sources ---------------------------------------------------------------------------
-def _tile(lines: list[str], indent: str) -> None:
-    """Zero the accumulators a{row}_{lane} of a TILE x LANES tile."""
-    for row in range(TILE):
-        lines.append(indent + " = ".join(f"a{row}_{lane}" for lane in range(LANES)) + " = ZERO")
+def tile_for(out_w: int) -> tuple[int, int]:
+    """(filters, columns) of the tile for rows of out_w outputs: 4 x 16 unless 16-column
+    tiles would compute more columns than 8-column ones."""
+    return (4, 16) if round_up(out_w, 16) == round_up(out_w, 8) else (8, 8)
 
 
-def _forward_source() -> str:
+# -- kernel source ----------------------------------------------------------------------------
+def kernel_source(tile=(4, 16)) -> str:
+    """The Python source of the kernel for one tile shape, as compiled (ZERO and INDEX come
+    from its module)."""
+    filters, columns = tile
     lines = [
         "def forward(x, w, bias, out):",
-        "    # x (n, C, Hp, Wq): zero-padded, Wq >= round_up(Wo, LANES) + KW - 1",
-        "    # w (C, KH, KW, Kq): Kq filters, zero beyond K, a multiple of TILE; bias (Kq,)",
+        "    # x (n, C, Hp, Wq): zero-padded, Wq >= round_up(Wo, COLUMNS) + KW - 1",
+        "    # w (C, KH, KW, Kq): Kq filters, zero beyond K, a multiple of FILTERS; bias (Kq,)",
         "    # out (n, K, Ho, Wo) = bias + correlation of x with w",
         "    n, channels, _, _ = x.shape",
         "    _, kh_size, kw_size, kq = w.shape",
         "    _, k_size, out_h, out_w = out.shape",
         "    for b in range(n):",
         "        for i in range(out_h):",
-        f"            for k0 in range(0, kq, {TILE}):",
-        f"                for j0 in range(0, out_w, {LANES}):",
+        f"            for k0 in range(0, kq, {filters}):",
+        f"                for j0 in range(0, out_w, {columns}):",
     ]
     indent = " " * 20
-    _tile(lines, indent)
+    for k in range(filters):  # the tile: a{filter}_{column}
+        lines.append(indent + " = ".join(f"a{k}_{j}" for j in range(columns)) + " = ZERO")
     lines += [
         indent + "for c in range(channels):",
         indent + "    for u in range(kh_size):",
@@ -96,32 +104,31 @@ def _forward_source() -> str:
         indent + "            weights = filters[v]",
     ]
     body = indent + " " * 12
-    lines += [body + f"x{lane} = pixels[at + INDEX({lane})]" for lane in range(LANES)]
-    for k in range(TILE):
+    lines += [body + f"x{j} = pixels[at + INDEX({j})]" for j in range(columns)]
+    for k in range(filters):
         lines.append(body + f"w{k} = weights[INDEX(k0 + {k})]")
-        lines += [body + f"a{k}_{lane} += x{lane} * w{k}" for lane in range(LANES)]
-    for k in range(TILE):
+        lines += [body + f"a{k}_{j} += x{j} * w{k}" for j in range(columns)]
+    # Store the tile: whole rows in one go, except at the right edge.
+    lines.append(indent + f"whole = j0 + {columns} <= out_w")
+    for k in range(filters):
         lines += [indent + f"if k0 + {k} < k_size:",
                   indent + f"    line = out[b, k0 + {k}, i]",
-                  indent + f"    shift = bias[k0 + {k}]"]
-        for lane in range(LANES):
-            lines += [indent + f"    if j0 + {lane} < out_w:",
-                      indent + f"        line[j0 + {lane}] = a{k}_{lane} + shift"]
+                  indent + f"    shift = bias[k0 + {k}]",
+                  indent + "    if whole:"]
+        lines += [indent + f"        line[j0 + {j}] = a{k}_{j} + shift" for j in range(columns)]
+        lines.append(indent + "    else:")
+        for j in range(columns):
+            lines += [indent + f"        if j0 + {j} < out_w:",
+                      indent + f"            line[j0 + {j}] = a{k}_{j} + shift"]
     return "\n".join(lines)
 
 
-def kernel_source() -> str:
-    """The Python source of the kernel, as compiled (ZERO and INDEX come from its module)."""
-    return _forward_source()
-
-
-def module_source(dtype_name: str) -> str:
-    """A module defining the kernel for one dtype, compiled on import (and cached by Numba)."""
-    signatures = {"forward": "(SCALAR[:, :, :, ::1], SCALAR[:, :, :, ::1], SCALAR[::1], "
-                             "SCALAR[:, :, :, ::1])"}
+def module_source(dtype_name: str, tile=(4, 16)) -> str:
+    """A module defining the kernel for one dtype and tile, compiled on import (and cached by
+    Numba)."""
     header = [
-        f'"""convnet\'s compiled convolution kernel for {dtype_name} (written by '
-        'convnet.kernels)."""',
+        f'"""convnet\'s compiled convolution kernel for {dtype_name}, tiles of {tile[0]} filters x '
+        f'{tile[1]} columns (written by convnet.kernels)."""',
         "import numba",
         "import numpy",
         "",
@@ -129,9 +136,9 @@ def module_source(dtype_name: str) -> str:
         "INDEX = numba.uint64  # unsigned indices: no checks for negative ones",
         f"SCALAR = numba.{dtype_name}",
     ]
-    footer = [f"{name} = numba.njit({signature}, nogil=True, fastmath={{'contract'}}, "
-              f"cache=True)({name})" for name, signature in signatures.items()]
-    return "\n".join(header) + "\n\n\n" + kernel_source() + "\n\n\n" + "\n".join(footer) + "\n"
+    footer = ("forward = numba.njit((SCALAR[:, :, :, ::1], SCALAR[:, :, :, ::1], SCALAR[::1], "
+              "SCALAR[:, :, :, ::1]), nogil=True, fastmath={'contract'}, cache=True)(forward)")
+    return "\n".join(header) + "\n\n\n" + kernel_source(tile) + "\n\n\n" + footer + "\n"
 
 
 @contextlib.contextmanager
@@ -149,17 +156,17 @@ def _slp_vectorizer():
         config.SLP_VECTORIZE = previous
 
 
-def _kernels(dtype) -> dict:
-    """The compiled kernel for float32 or float64 arrays: compiled once per machine (a few
-    seconds; Numba caches the machine code beside the module in the convnet cache folder) and
-    loaded on first use in each process."""
-    name = numpy.dtype(dtype).name
+def _kernel(dtype, tile):
+    """The compiled kernel for float32 or float64 arrays and one tile shape: compiled once per
+    machine (a few seconds; Numba caches the machine code beside the module in the convnet
+    cache folder) and loaded on first use in each process."""
+    key = (numpy.dtype(dtype).name, tuple(tile))
     with _lock:
-        if name not in _compiled:
+        if key not in _compiled:
+            name = f"convnet_kernel_{key[0]}_{tile[0]}x{tile[1]}"
             with _slp_vectorizer():
-                module = _import_source(f"convnet_kernels_{name}", module_source(name))
-            _compiled[name] = {"forward": module.forward}
-        return _compiled[name]
+                _compiled[key] = _import_source(name, module_source(*key)).forward
+        return _compiled[key]
 
 
 def _import_source(module_name: str, source: str):
@@ -201,42 +208,42 @@ def worth_compiling(layer, x, output_channels: int) -> bool:
             and available())
 
 
-def padded_input(x, padding, out_w: int, kernel_w: int):
+def padded_input(x, padding, out_w: int, kernel_w: int, columns: int):
     """(n, C, H, W) -> (n, C, H + top + bottom, Wq), zeros around (padding: a `Padding`) and
-    zero columns on the right up to Wq = round_up(Wo, LANES) + KW - 1, so that the last tile of
-    LANES output columns reads inside its rows (its extra outputs are computed, never stored)."""
+    zero columns on the right up to Wq = round_up(Wo, columns) + KW - 1, so that the last tile
+    reads inside its rows (its extra outputs are computed, never stored)."""
     top, bottom, left, right = padding.top, padding.bottom, padding.left, padding.right
     n, c, h, w = x.shape
-    width = max(w + left + right, round_up(out_w, LANES) + kernel_w - 1)
+    width = max(w + left + right, round_up(out_w, columns) + kernel_w - 1)
     out = numpy.zeros((n, c, h + top + bottom, width), dtype=x.dtype)
     out[:, :, top : top + h, left : left + w] = x
     return out
 
 
-def forward_weights(weight):
-    """(K, C, KH, KW) -> (C, KH, KW, Kq): filters last, zero up to a multiple of TILE."""
+def forward_weights(weight, filters: int):
+    """(K, C, KH, KW) -> (C, KH, KW, Kq): filters last, zero up to a multiple of `filters`."""
     k = weight.shape[0]
-    out = numpy.zeros((*weight.shape[1:], round_up(k, TILE)), dtype=weight.dtype)
+    out = numpy.zeros((*weight.shape[1:], round_up(k, filters)), dtype=weight.dtype)
     out[..., :k] = weight.transpose(1, 2, 3, 0)
     return out
 
 
-def flipped_weights(weight):
+def flipped_weights(weight, filters: int):
     """The input gradient's filters, (K, KH, KW, Cq): [k, u, v, c] = w[k, c, KH-1-u, KW-1-v]."""
     c = weight.shape[1]
-    out = numpy.zeros((weight.shape[0], *weight.shape[2:], round_up(c, TILE)),
+    out = numpy.zeros((weight.shape[0], *weight.shape[2:], round_up(c, filters)),
                       dtype=weight.dtype)
     out[..., :c] = weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)
     return out
 
 
-def padded_bias(bias, count: int, dtype):
-    out = numpy.zeros(round_up(count, TILE), dtype=dtype)
+def padded_bias(bias, count: int, filters: int, dtype):
+    out = numpy.zeros(round_up(count, filters), dtype=dtype)
     if bias is not None:
         out[:count] = bias
     return out
 
 
-def conv_forward(xpad, weights, bias, out) -> None:
+def conv_forward(xpad, weights, bias, out, tile) -> None:
     """out (n, K, Ho, Wo) = bias + correlation of `padded_input` with `forward_weights`."""
-    _kernels(out.dtype)["forward"](xpad, weights, bias, out)
+    _kernel(out.dtype, tile)(xpad, weights, bias, out)

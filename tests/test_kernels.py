@@ -107,9 +107,9 @@ def kernel_calls(monkeypatch):
     calls = []
     real = kernels.conv_forward
 
-    def counting(xpad, weights, bias, out):
+    def counting(xpad, weights, bias, out, tile):
         calls.append(out.shape[1])  # channels this correlation produces
-        return real(xpad, weights, bias, out)
+        return real(xpad, weights, bias, out, tile)
 
     monkeypatch.setattr(kernels, "conv_forward", counting)
     return calls
@@ -162,7 +162,7 @@ def test_compiling_leaves_numbas_slp_setting_as_it_was():
     from numba.core import config
 
     before = config.SLP_VECTORIZE  # 0, Numba's default, unless the environment says otherwise
-    kernels._kernels(np.float32)
+    kernels._kernel(np.float32, (4, 16))
     assert config.SLP_VECTORIZE == before
     with kernels._slp_vectorizer():
         assert config.SLP_VECTORIZE == 1
@@ -173,9 +173,9 @@ def test_the_kernel_module_is_written_once_by_its_hash_and_cached_by_numba(tmp_p
                                                                            monkeypatch):
     monkeypatch.setenv("CONVNET_CACHE", str(tmp_path))
     monkeypatch.setattr(kernels, "_compiled", {})
-    kernels._kernels(np.float32)
-    [module] = (tmp_path / "kernels").glob("convnet_kernels_float32_*.py")
-    assert module.read_text() == kernels.module_source("float32")
+    kernels._kernel(np.float32, (8, 8))
+    [module] = (tmp_path / "kernels").glob("convnet_kernel_float32_8x8_*.py")
+    assert module.read_text() == kernels.module_source("float32", (8, 8))
     assert list((tmp_path / "kernels" / "__pycache__").glob(f"{module.stem}.forward-*.nbi"))
     assert "a7_7 += x7 * w7" in module.read_text()  # the 8 x 8 tile, written out
 
@@ -194,3 +194,9 @@ def test_environment_switch_turns_the_kernel_off():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={"CONVNET_COMPILED_KERNELS": "0", "PATH": ""}, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_tile_follows_the_row_length():
+    # 16 columns unless that computes more columns than tiles of 8 would.
+    assert {width: kernels.tile_for(width) for width in (3, 8, 10, 16, 20, 28, 32)} == {
+        3: (8, 8), 8: (8, 8), 10: (4, 16), 16: (4, 16), 20: (8, 8), 28: (4, 16), 32: (4, 16)}

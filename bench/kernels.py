@@ -8,8 +8,8 @@ whose speed drifts treats them alike): convnet with the compiled kernel, convnet
 switched off (NumPy im2col + BLAS), and PyTorch's Conv2d, each in training (forward, then
 backward with the input gradient) and in inference (forward under no_grad). Reported: each
 version's median time and the median of the per-repetition ratios. This is the measurement
-behind `convnet.kernels.MIN_FILTERS` and `MAX_FILTERS`; for layers outside them, "kernel"
-runs whichever of the two correlations (forward, input gradient) falls inside.
+behind the rule in `convnet.kernels.worth_compiling`; for layers outside it, "kernel" runs
+whichever of the two correlations (forward, input gradient) falls inside.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 # reference networks (convnetjs, lenet5, bottleneck, vggish).
 LAYERS = [(3, 16, 32, 5, 2), (16, 20, 16, 5, 2), (20, 20, 8, 5, 2), (1, 6, 28, 5, 2),
           (6, 16, 14, 5, 0), (8, 8, 16, 3, 1), (16, 16, 8, 3, 1), (3, 32, 32, 3, 1),
-          (32, 32, 32, 3, 1), (32, 64, 16, 3, 1), (64, 128, 8, 3, 1)]
+          (32, 32, 32, 3, 1), (32, 64, 16, 3, 1), (64, 64, 16, 3, 1), (64, 128, 8, 3, 1)]
 
 
 def compare(layer_shape, batch: int, reps: int, rng) -> dict:
@@ -83,11 +83,13 @@ def compare(layer_shape, batch: int, reps: int, rng) -> dict:
 
 
 def format_rows(results: list[dict], threads: int, batch: int) -> str:
-    from convnet.kernels import MAX_FILTERS, MIN_FILTERS
+    from convnet import kernels
 
     lines = [f"bench.kernels: {threads} thread(s), batch {batch}; speed-up = median over "
              f"repetitions of (time of the other) / (time of this); the kernel is used for "
-             f"{MIN_FILTERS} to {MAX_FILTERS} output channels",
+             f"{kernels.MIN_FILTERS} to {kernels.MAX_FILTERS} output channels, or up to "
+             f"{kernels.WIDE_MAX_FILTERS} on 16-column tiles with at least "
+             f"{kernels.WIDE_MIN_TAPS} taps per output",
              f"{'layer (C->K, size, kernel/pad)':<32}{'task':<7}{'kernel ms':>10}{'numpy ms':>10}"
              f"{'torch ms':>10}{'kernel/numpy':>14}{'kernel/torch':>14}{'numpy/torch':>13}"]
     for result in results:

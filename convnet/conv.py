@@ -255,7 +255,8 @@ class Conv2d(WindowLayer, WeightedLayer):
             kept = x.reshape(n, self.in_channels, -1)  # no copy: it already is im2col
             run_chunks(lambda part: self._pointwise_forward(xp, kept[part], out[part]),
                        self._chunks(x.shape))
-        elif kernels.worth_compiling(self, x, self.out_channels):
+        elif kernels.worth_compiling(self, x, self.out_channels, self.in_channels,
+                                     geometry.out_hw[1]):
             kept = x  # backward rebuilds the columns from the input
             self._direct_forward(x, out, geometry)
         else:
@@ -313,7 +314,8 @@ class Conv2d(WindowLayer, WeightedLayer):
         kh, kw = self.kernel_size
         # dy is padded by the kernel's extent minus the forward padding: never negative.
         return (max(pad.top, pad.bottom) < kh and max(pad.left, pad.right) < kw
-                and kernels.worth_compiling(self, x, self.in_channels))
+                and kernels.worth_compiling(self, x, self.in_channels, self.out_channels,
+                                            x.shape[3]))
 
     def _direct_input_grad(self, dy, dx, geometry) -> None:
         """dx (n, C, H, W), in place: dy correlated with the flipped filters, channels swapped."""

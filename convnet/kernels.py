@@ -35,10 +35,14 @@ import numpy
 # vectors by LLVM.
 TILES = ((8, 8), (4, 16))
 # Output channels for which the kernel beats im2col + BLAS, measured on the reference networks'
-# layers (python -m bench.kernels): with 6 to 20 filters it was 1.05-1.5x faster in training
-# and 1.2-1.9x in inference; with 32 to 128 filters 0.86-0.98x; for the input gradient of a
-# 1- or 3-channel layer (a tile mostly empty) about 0.8x.
+# layers (python -m bench.kernels): with 6 to 20 filters it was 1.0-1.7x faster in training and
+# 1.4-2.1x in inference; for the input gradient of a 1- or 3-channel layer (a tile mostly
+# empty) about 0.8x. With 32 to 64 filters it wins only on rows for the 4 x 16 tile and with
+# enough taps (C*KH*KW) per output: 1.0-1.3x on vggish's 32- and 64-filter 3x3 layers at 16
+# and 32 pixels (whole vggish: 1.04-1.11x), 0.7-0.8x on its first layer (27 taps), 0.8-0.9x
+# with 128 filters on 8-pixel rows.
 MIN_FILTERS, MAX_FILTERS = 4, 24
+WIDE_MAX_FILTERS, WIDE_MIN_TAPS = 64, 64
 
 _enabled = os.environ.get("CONVNET_COMPILED_KERNELS", "1") != "0"
 _lock = threading.Lock()
@@ -198,12 +202,17 @@ def _import_source(module_name: str, source: str):
 
 
 # -- what Conv2d calls --------------------------------------------------------------------------
-def worth_compiling(layer, x, output_channels: int) -> bool:
-    """Whether a correlation of `layer`'s shape (a Conv2d) on input x, giving
-    `output_channels` channels, runs on the kernel: stride 1, no dilation or groups, float32 or
-    float64 NumPy input, MIN_FILTERS to MAX_FILTERS output channels."""
-    return (MIN_FILTERS <= output_channels <= MAX_FILTERS and layer.stride == (1, 1)
-            and layer.dilation == (1, 1) and layer.groups == 1
+def worth_compiling(layer, x, output_channels: int, input_channels: int, out_w: int) -> bool:
+    """Whether a correlation of `layer`'s shape (a Conv2d) on input x, from `input_channels`
+    to `output_channels` channels in rows of out_w outputs, runs on the kernel: stride 1, no
+    dilation or groups, float32 or float64 NumPy input, and a filter count where it wins:
+    MIN_FILTERS to MAX_FILTERS, or up to WIDE_MAX_FILTERS on rows for the 4 x 16 tile with at
+    least WIDE_MIN_TAPS taps per output."""
+    taps = input_channels * layer.kernel_size[0] * layer.kernel_size[1]
+    wins = MIN_FILTERS <= output_channels and (output_channels <= MAX_FILTERS or (
+        output_channels <= WIDE_MAX_FILTERS and taps >= WIDE_MIN_TAPS
+        and tile_for(out_w) == (4, 16)))
+    return (wins and layer.stride == (1, 1) and layer.dilation == (1, 1) and layer.groups == 1
             and type(x) is numpy.ndarray and x.dtype in (numpy.float32, numpy.float64)
             and available())
 

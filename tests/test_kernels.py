@@ -62,12 +62,14 @@ def test_stride_one_conv_matches_the_oracle_and_torch(kernel_on, config, seed):
     rng = np.random.default_rng(seed)
     n, height, width = config.pop("input_shape")
     conv = cn.Conv2d(**config)
-    wanted = kernels.MIN_FILTERS <= conv.out_channels <= kernels.MAX_FILTERS
     if conv.bias is not None:
         conv.bias.data[...] = rng.standard_normal(conv.bias.shape)
     x = rng.standard_normal((n, config["in_channels"], height, width)).astype(np.float32)
     with compiled(kernel_on):
-        assert kernels.worth_compiling(conv, x, conv.out_channels) == (kernel_on and wanted)
+        out_w = conv.geometry(x.shape[2:]).out_hw[1]
+        # 4 to 20 filters: always the kernel's when it is on.
+        assert kernels.worth_compiling(conv, x, conv.out_channels, conv.in_channels,
+                                       out_w) == kernel_on
         out = conv.forward(x)
         dy = rng.standard_normal(out.shape).astype(np.float32)
         dx = conv.backward(dy)
@@ -97,8 +99,9 @@ def test_stride_one_conv_matches_the_oracle_and_torch(kernel_on, config, seed):
 def test_compiled_gradients_match_centred_differences(kwargs, input_shape, rng):
     conv = cn.Conv2d(**kwargs)
     x = rng.standard_normal(input_shape)
-    assert kernels.worth_compiling(conv, x, conv.out_channels)
-    assert kernels.worth_compiling(conv, x, conv.in_channels)
+    out_w = conv.geometry(x.shape[2:]).out_hw[1]
+    assert kernels.worth_compiling(conv, x, conv.out_channels, conv.in_channels, out_w)
+    assert kernels.worth_compiling(conv, x, conv.in_channels, conv.out_channels, x.shape[3])
     check_gradients(conv, x, rng)
 
 
@@ -121,7 +124,10 @@ def kernel_calls(monkeypatch):
     ({"in_channels": 5, "out_channels": 32, "kernel_size": 3, "padding": 1}, [5]),
     # The input gradient of 3 channels would fill 3 of 8 lanes: BLAS's.
     ({"in_channels": 3, "out_channels": 16, "kernel_size": 5, "padding": 2}, [16]),
-    ({"in_channels": 32, "out_channels": 8, "kernel_size": 3, "padding": 1}, [8]),
+    # 32 channels out of 72 taps each, on rows for the 4 x 16 tile: the kernel's too.
+    ({"in_channels": 32, "out_channels": 8, "kernel_size": 3, "padding": 1}, [8, 32]),
+    ({"in_channels": 16, "out_channels": 48, "kernel_size": 3, "padding": 1}, [48, 16]),
+    ({"in_channels": 16, "out_channels": 96, "kernel_size": 3, "padding": 1}, [16]),
     ({"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}, []),
     ({"in_channels": 3, "out_channels": 16, "kernel_size": 3, "dilation": 2}, []),
     ({"in_channels": 4, "out_channels": 16, "kernel_size": 3, "groups": 2}, []),

@@ -123,6 +123,16 @@ def assert_close(ours, theirs, what=""):
     np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL * scale, err_msg=what)
 
 
+def assert_conv_matches_torch(conv, out, dx, torch_out, tx, tw, tb):
+    """A conv's output and gradients (after backward) against its PyTorch twin's: torch_out
+    computed from the leaves tx (input), tw (weight) and tb (bias, or None), backward done."""
+    assert_close(out, torch_out, "output")
+    assert_close(dx, tx.grad, "input gradient")
+    assert_close(conv.weight.grad, tw.grad, "weight gradient")
+    if tb is not None:
+        assert_close(conv.bias.grad, tb.grad, "bias gradient")
+
+
 def leaf(array):
     """A PyTorch tensor copied from `array`, with requires_grad."""
     return torch_tensor(array, requires_grad=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 - PyTorch's own alias
-from engine_checks import assert_close, check_gradients, leaf
+from engine_checks import assert_conv_matches_torch, check_gradients, leaf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,11 +82,7 @@ def test_stride_one_conv_matches_the_oracle_and_torch(kernel_on, config, seed):
     tb = leaf(conv.bias.data) if conv.bias is not None else None
     ty = F.conv2d(F.pad(tx, pads), tw, tb)
     ty.backward(torch.from_numpy(dy))
-    assert_close(out, ty, "output")
-    assert_close(dx, tx.grad, "input gradient")
-    assert_close(conv.weight.grad, tw.grad, "weight gradient")
-    if tb is not None:
-        assert_close(conv.bias.grad, tb.grad, "bias gradient")
+    assert_conv_matches_torch(conv, out, dx, ty, tx, tw, tb)
 
 
 @pytest.mark.parametrize("kwargs, input_shape", [

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - PyTorch's own alias
 from engine_checks import (
     assert_close,
+    assert_conv_matches_torch,
     build_conv,
     conv_configs,
     leaf,
@@ -55,12 +56,7 @@ def test_conv2d(config, seed):
         inp, padding = tx, config["padding"]
     ty = F.conv2d(inp, tw, tb, config["stride"], padding, config["dilation"], config["groups"])
     ty.backward(torch.from_numpy(dy))
-
-    assert_close(out, ty, "output")
-    assert_close(dx, tx.grad, "input gradient")
-    assert_close(conv.weight.grad, tw.grad, "weight gradient")
-    if tb is not None:
-        assert_close(conv.bias.grad, tb.grad, "bias gradient")
+    assert_conv_matches_torch(conv, out, dx, ty, tx, tw, tb)
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")

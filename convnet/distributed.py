@@ -217,6 +217,20 @@ class MPIGroup:
             key = int(random.generator().integers(2**63))
             random.set_state(np.random.default_rng([key, self.rank]).bit_generator.state)
 
+    def root_first(self, work, what: str):
+        """work() on rank 0 first, then on the other ranks: a dataset is downloaded once, into
+        the cache the others then read (on one machine, or over a shared file system). If rank
+        0 fails, the others stop with a message that points at its output."""
+        started = self._started  # waiting here does not end the start-up allowance
+        if self.is_root:
+            result = work()
+            self._wait([self.comm.Ibarrier()], what)
+        else:
+            self._wait([self.comm.Ibarrier()], what)
+            result = work()
+        self._started = started
+        return result
+
     # -- flat buffers --------------------------------------------------------------------------
     def _pack(self, arrays, weight: float) -> np.ndarray:
         """One contiguous buffer holding weight * each array, in order (reused between steps)."""

@@ -93,7 +93,8 @@ class TrainConfig:
 class LocalGroup:
     """A single process: the trainer's view of data parallelism when MPI is not in use.
 
-    The trainer calls, in order: `broadcast_parameters(model)` once at the end of setup; then
+    The trainer calls, in order: `root_first(work, what)` to load the data (rank 0 first, so
+    that a download happens once), `broadcast_parameters(model)` once at the end of setup; then
     per step `shard(x, y)` on the global batch, `allreduce_gradients(params)` after backward,
     `global_statistics(loss, correct, count)` on the local batch's figures (it returns the
     global batch's), and `agree_to_stop(requested)` after the step's callbacks (true on every
@@ -118,6 +119,9 @@ class LocalGroup:
 
     def broadcast_parameters(self, model) -> None:
         pass
+
+    def root_first(self, work, what: str):
+        return work()
 
 
 def model_spec(name: str, num_classes: int) -> dict:
@@ -210,7 +214,8 @@ class Trainer:
         # model's classifier (a folder of 3 classes, say), so the data comes first.
         spec = saved["model"] if saved is not None else model_spec(cfg.model, 10)
         self.input_shape = tuple(spec["input_shape"])
-        full, self.train_set, self.val_set = self._load_data(self.input_shape)
+        full, self.train_set, self.val_set = self.group.root_first(
+            lambda: self._load_data(self.input_shape), "load the dataset")
         self.class_names = list(full.class_names)
         random.manual_seed(cfg.seed)
         if saved is None:

@@ -239,10 +239,34 @@ def test_an_error_on_rank_0_before_training_stops_the_others_with_its_message(wo
                                     str(workspace / "images"), "--out", str(tmp_path / "run")])
     assert code != 0
     assert "convnet: error: " in err and "already holds files; pass --resume" in err
-    assert ("rank 1 of 2: rank 0 ended while this one waited for it to compare the models "
+    assert ("rank 1 of 2: rank 0 ended while this one waited for it to load the dataset "
             "(before the first step)") in err
     assert seconds < 30
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+
+
+ROOT_FIRST = """
+import sys, time
+from mpi4py import MPI
+from convnet import distributed
+group = distributed.MPIGroup(MPI.COMM_WORLD)
+def work():
+    if group.rank == 0:
+        time.sleep(1.0)  # a download, say: rank 1 must not start meanwhile
+    with open(sys.argv[1], "a") as log:
+        log.write(f"{group.rank}\\n")
+    return group.rank
+assert group.root_first(work, "write the log") == group.rank
+"""
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_the_data_is_loaded_on_rank_0_before_the_others(tmp_path):
+    log = tmp_path / "order.txt"
+    code, err, _ = launch(2, [sys.executable, "-c", ROOT_FIRST, str(log)])
+    assert code == 0, err
+    assert log.read_text().split() == ["0", "1"]
 
 
 def run_with_fault(workspace, out, kind, *, timeout_s=60):

@@ -33,7 +33,7 @@ import numpy
 # multiply-adds where 8 x 8 needs 9, and ran 1.2-1.5x faster on 16- and 32-pixel rows; 8 x 8
 # wins where a row fits in 8 columns. Other shapes (6 x 16, 3 x 24) were not packed into
 # vectors by LLVM.
-TILES = ((8, 8), (4, 16))
+NARROW_TILE, WIDE_TILE = (8, 8), (4, 16)
 # Output channels for which the kernel beats im2col + BLAS, measured on the reference networks'
 # layers (python -m bench.kernels): with 6 to 20 filters it was 1.0-1.7x faster in training and
 # 1.4-2.1x in inference; for the input gradient of a 1- or 3-channel layer (a tile mostly
@@ -74,11 +74,12 @@ def round_up(value: int, multiple: int) -> int:
 def tile_for(out_w: int) -> tuple[int, int]:
     """(filters, columns) of the tile for rows of out_w outputs: 4 x 16 unless 16-column
     tiles would compute more columns than 8-column ones."""
-    return (4, 16) if round_up(out_w, 16) == round_up(out_w, 8) else (8, 8)
+    wide = round_up(out_w, WIDE_TILE[1]) == round_up(out_w, NARROW_TILE[1])
+    return WIDE_TILE if wide else NARROW_TILE
 
 
 # -- kernel source ----------------------------------------------------------------------------
-def kernel_source(tile=(4, 16)) -> str:
+def kernel_source(tile=WIDE_TILE) -> str:
     """The Python source of the kernel for one tile shape, as compiled (ZERO and INDEX come
     from its module)."""
     filters, columns = tile
@@ -127,7 +128,7 @@ def kernel_source(tile=(4, 16)) -> str:
     return "\n".join(lines)
 
 
-def module_source(dtype_name: str, tile=(4, 16)) -> str:
+def module_source(dtype_name: str, tile=WIDE_TILE) -> str:
     """A module defining the kernel for one dtype and tile, compiled on import (and cached by
     Numba)."""
     header = [
@@ -211,7 +212,7 @@ def worth_compiling(layer, x, output_channels: int, input_channels: int, out_w: 
     taps = input_channels * layer.kernel_size[0] * layer.kernel_size[1]
     wins = MIN_FILTERS <= output_channels and (output_channels <= MAX_FILTERS or (
         output_channels <= WIDE_MAX_FILTERS and taps >= WIDE_MIN_TAPS
-        and tile_for(out_w) == (4, 16)))
+        and tile_for(out_w) == WIDE_TILE))
     return (wins and layer.stride == (1, 1) and layer.dilation == (1, 1) and layer.groups == 1
             and type(x) is numpy.ndarray and x.dtype in (numpy.float32, numpy.float64)
             and available())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_data import make_angles_folder, three_class_model
+from tiny_data import StopAt, make_angles_folder, three_class_model
 
 from convnet import checkpoint, distributed, random
 from convnet.train import TrainConfig, Trainer
@@ -65,15 +65,6 @@ def assert_close(expected: dict, actual: dict) -> None:
     for key in expected:
         np.testing.assert_allclose(actual[key], expected[key], rtol=1e-4, atol=1e-5,
                                    err_msg=key)
-
-
-class StopAt:
-    def __init__(self, step):
-        self.step = step
-
-    def on_batch(self, trainer, stats):
-        if stats["step"] == self.step:
-            trainer.stop("test")
 
 
 def train_here(workspace, out, *, resume=False, stop_at=None) -> dict:

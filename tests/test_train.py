@@ -6,7 +6,7 @@ import signal
 
 import numpy as np
 import pytest
-from tiny_data import make_angles_folder, three_class_model
+from tiny_data import StopAt, make_angles_folder, three_class_model
 
 from convnet import checkpoint, manual_seed, modelfile, zoo
 from convnet.cli import main
@@ -35,15 +35,6 @@ def config(workspace, **overrides):
 def weights(folder, which="last"):
     arrays, _, _, _ = checkpoint.read_checkpoint(folder / "checkpoints" / f"{which}.safetensors")
     return arrays
-
-
-class StopAt:
-    def __init__(self, step):
-        self.step = step
-
-    def on_batch(self, trainer, stats):
-        if stats["step"] == self.step:
-            trainer.stop("test")
 
 
 def test_training_learns_and_writes_a_complete_run_folder(workspace, tmp_path):

@@ -6,6 +6,7 @@ a second.
   with `TWO_CONV_MODEL` for it.
 - `make_angles_folder`: three classes, horizontal, vertical and diagonal bars (the training
   and distributed tests), with `three_class_model(...)` for it.
+- `StopAt`: a trainer callback that stops the run at a given step (an interrupted run).
 """
 
 from __future__ import annotations
@@ -108,3 +109,14 @@ def make_angles_folder(root: Path, per_class: int, size: int, offsets: tuple[int
                 np.fill_diagonal(pixels, 255)
             Image.fromarray(pixels, mode="L").save(folder / f"{index}.png")
     return root
+
+
+class StopAt:
+    """Trainer callback: ask the run to stop after global step `step`."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_batch(self, trainer, stats):
+        if stats["step"] == self.step:
+            trainer.stop("test")

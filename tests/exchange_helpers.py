@@ -239,20 +239,10 @@ def torch_classes():
             ones = F.pad(torch.ones_like(x[:1, :1]), self.sides)
             return total / F.avg_pool2d(ones, self.kernel, self.stride)
 
-    class TorchResidual(nn.Module):
-        """y = body(x) + (projection(x) or x): convnet's Residual, same attribute names."""
-
-        def __init__(self, body, projection=None):
-            super().__init__()
-            self.body = body
-            self.projection = projection
-
-        def forward(self, x):
-            shortcut = x if self.projection is None else self.projection(x)
-            return self.body(x) + shortcut
+    from bench.torch_twin import Residual  # convnet's Residual, same attribute names
 
     return types.SimpleNamespace(PaddedConv2d=PaddedConv2d, PaddedPool=PaddedPool,
-                                 TorchResidual=TorchResidual)
+                                 TorchResidual=Residual)
 
 
 def _torch_layer(layer, shape):

@@ -7,9 +7,10 @@ conv keeps only its input, as PyTorch does. At stride 1 the input gradient is th
 correlation of the padded output gradient with the flipped filters: the same im2col and
 product again, instead of scattering columns back. 1x1 convolution with stride 1 skips
 im2col entirely and is the plain matrix product it is. A stride-1 layer with few filters
-(at most `convnet.kernels.MAX_FILTERS`) runs its forward and its input gradient on the
-compiled direct convolution of `convnet.kernels` instead, where BLAS is slow on such thin
-products. `convnet.reference.conv2d` is the loop oracle all of this is tested against.
+runs its forward and its input gradient on the compiled direct convolution of
+`convnet.kernels` instead, where BLAS is slow on such thin products (`worth_compiling` holds
+the measured rule). `convnet.reference.conv2d` is the loop oracle all of this is tested
+against.
 """
 
 from __future__ import annotations

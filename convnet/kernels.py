@@ -43,6 +43,10 @@ NARROW_TILE, WIDE_TILE = (8, 8), (4, 16)
 # with 128 filters on 8-pixel rows.
 MIN_FILTERS, MAX_FILTERS = 4, 24
 WIDE_MAX_FILTERS, WIDE_MIN_TAPS = 64, 64
+# Loading Numba and the kernel costs about 1 s and 135 MB of memory once per process: a
+# correlation smaller than this many multiply-adds does not load it (`convnet predict` on one
+# image took 1.8 s instead of 0.7 s), and uses it only once something larger has.
+MIN_LOAD_MACS = 1 << 23
 
 _enabled = os.environ.get("CONVNET_COMPILED_KERNELS", "1") != "0"
 _lock = threading.Lock()
@@ -208,14 +212,18 @@ def worth_compiling(layer, x, output_channels: int, input_channels: int, out_w: 
     to `output_channels` channels in rows of out_w outputs, runs on the kernel: stride 1, no
     dilation or groups, float32 or float64 NumPy input, and a filter count where it wins:
     MIN_FILTERS to MAX_FILTERS, or up to WIDE_MAX_FILTERS on rows for the 4 x 16 tile with at
-    least WIDE_MIN_TAPS taps per output."""
+    least WIDE_MIN_TAPS taps per output; and, until the kernel is loaded, enough work to be
+    worth loading it for (MIN_LOAD_MACS)."""
     taps = input_channels * layer.kernel_size[0] * layer.kernel_size[1]
     wins = MIN_FILTERS <= output_channels and (output_channels <= MAX_FILTERS or (
         output_channels <= WIDE_MAX_FILTERS and taps >= WIDE_MIN_TAPS
         and tile_for(out_w) == WIDE_TILE))
-    return (wins and layer.stride == (1, 1) and layer.dilation == (1, 1) and layer.groups == 1
-            and type(x) is numpy.ndarray and x.dtype in (numpy.float32, numpy.float64)
-            and available())
+    if not (wins and layer.stride == (1, 1) and layer.dilation == (1, 1) and layer.groups == 1
+            and type(x) is numpy.ndarray and x.dtype in (numpy.float32, numpy.float64)):
+        return False
+    loaded = (x.dtype.name, tile_for(out_w)) in _compiled
+    macs = x.shape[0] * x.shape[2] * x.shape[3] * taps * output_channels  # about: H*W ~ Ho*Wo
+    return (loaded or macs >= MIN_LOAD_MACS) and available()
 
 
 def padded_input(x, padding, out_w: int, kernel_w: int, columns: int):

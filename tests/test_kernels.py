@@ -18,6 +18,12 @@ import convnet as cn
 from convnet import kernels, reference
 
 
+@pytest.fixture(autouse=True)
+def any_size_loads_the_kernel(monkeypatch):
+    """These tests use small arrays: let them load the kernel (see the test of the limit)."""
+    monkeypatch.setattr(kernels, "MIN_LOAD_MACS", 0)
+
+
 @contextlib.contextmanager
 def compiled(enabled: bool):
     previous = kernels._enabled
@@ -202,3 +208,19 @@ def test_the_tile_follows_the_row_length():
     # 16 columns unless that computes more columns than tiles of 8 would.
     assert {width: kernels.tile_for(width) for width in (3, 8, 10, 16, 20, 28, 32)} == {
         3: (8, 8), 8: (8, 8), 10: (4, 16), 16: (4, 16), 20: (8, 8), 28: (4, 16), 32: (4, 16)}
+
+
+def test_small_work_does_not_load_the_kernel_but_uses_it_once_loaded(monkeypatch,
+                                                                    kernel_calls, rng):
+    monkeypatch.setattr(kernels, "MIN_LOAD_MACS", 1 << 23)
+    monkeypatch.setattr(kernels, "_compiled", {})  # as in a fresh process
+    conv = cn.Conv2d(6, 16, 5, padding=2)
+    one = rng.standard_normal((1, 6, 16, 16)).astype(np.float32)  # 0.6 M multiply-adds
+    with cn.no_grad():
+        conv.forward(one)
+        assert kernel_calls == [] and kernels._compiled == {}
+        conv.forward(rng.standard_normal((16, 6, 16, 16)).astype(np.float32))  # 9.8 M
+        chunks = len(kernel_calls)
+        assert chunks >= 1 and set(kernel_calls) == {16}
+        conv.forward(one)
+    assert len(kernel_calls) == chunks + 1

@@ -43,6 +43,19 @@ def sliding_windows(xp: types.ModuleType, x, window: tuple[int, int], axes=(2, 3
     return xp.lib.stride_tricks.sliding_window_view(x, window, axis=axes)
 
 
+def padded(xp: types.ModuleType, x, padding, fill=0, width: int | None = None):
+    """(N, C, H, W) -> (N, C, H + top + bottom, max(W + left + right, width)): x with
+    `padding` (a `convnet.arithmetic.Padding`) of `fill` around it, and on the right up to
+    `width` columns. x itself when there is nothing to add."""
+    n, c, h, w = x.shape
+    full_width = max(w + padding.left + padding.right, width or 0)
+    if padding.is_zero and full_width == w:
+        return x
+    out = xp.full((n, c, h + padding.top + padding.bottom, full_width), fill, dtype=x.dtype)
+    out[:, :, padding.top : padding.top + h, padding.left : padding.left + w] = x
+    return out
+
+
 def to_numpy(array) -> numpy.ndarray:
     """A NumPy copy of `array` (for saving, plotting and printing)."""
     if hasattr(array, "get"):

@@ -11,20 +11,9 @@ from __future__ import annotations
 import numpy
 
 from convnet.arithmetic import Padding, ReceptiveField, pair
-from convnet.backend import array_module, run_chunks, sample_chunks
+from convnet.backend import array_module, padded, run_chunks, sample_chunks
 from convnet.conv import WindowLayer, chw, parse_padding, window_slices
 from convnet.layer import Layer, Shape, check_input, grad_enabled
-
-
-def _padded(xp, x, padding, fill):
-    """(N, C, H, W) -> (N, C, H + top + bottom, W + left + right), new pixels = fill."""
-    if padding.is_zero:
-        return x
-    n, c, h, w = x.shape
-    out = xp.full((n, c, h + padding.top + padding.bottom, w + padding.left + padding.right),
-                  fill, dtype=x.dtype)
-    out[:, :, padding.top : padding.top + h, padding.left : padding.left + w] = x
-    return out
 
 
 class _Pool2d(WindowLayer):
@@ -122,7 +111,7 @@ class MaxPool2d(_Pool2d):
         col_index = xp.empty((n, c, reached, out_hw[1]), dtype=xp.uint8) if keep else None
 
         def work(part):
-            rows = _padded(xp, x[part], geometry.padding, -numpy.inf)[:, :, :reached]
+            rows = padded(xp, x[part], geometry.padding, -numpy.inf)[:, :, :reached]
             across = xp.empty((rows.shape[0], c, reached, out_hw[1]), dtype=x.dtype)
             _first_max(xp, [rows[:, :, :, window_slices(0, v, out_hw, self.stride)[1]]
                             for v in range(kw)], across, col_index[part] if keep else None)
@@ -177,7 +166,7 @@ class AvgPool2d(_Pool2d):
         """KH*KW, or per output position the count of real (unpadded) pixels."""
         if self.count_include_pad or geometry.padding.is_zero:
             return dtype.type(self.kernel_size[0] * self.kernel_size[1])
-        ones = _padded(xp, xp.ones((1, 1, *hw), dtype=dtype), geometry.padding, 0)
+        ones = padded(xp, xp.ones((1, 1, *hw), dtype=dtype), geometry.padding, 0)
         count = xp.zeros((1, 1, *geometry.out_hw), dtype=dtype)
         for _, u, v in self._taps():
             rows, cols = window_slices(u, v, geometry.out_hw, self.stride)
@@ -188,7 +177,7 @@ class AvgPool2d(_Pool2d):
         check_input(self, x, 4)
         xp = array_module(x)
         geometry = self.geometry(x.shape[2:])
-        xpad = _padded(xp, x, geometry.padding, 0)
+        xpad = padded(xp, x, geometry.padding, 0)
         out = xp.zeros((*x.shape[:2], *geometry.out_hw), dtype=x.dtype)
         for _, u, v in self._taps():
             rows, cols = window_slices(u, v, geometry.out_hw, self.stride)

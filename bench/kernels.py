@@ -8,7 +8,7 @@ whose speed drifts treats them alike): convnet with the compiled kernel, convnet
 switched off (NumPy im2col + BLAS), and PyTorch's Conv2d, each in training (forward, then
 backward with the input gradient) and in inference (forward under no_grad). Reported: each
 version's median time and the median of the per-repetition ratios. This is the measurement
-behind the rule in `convnet.kernels.worth_compiling`; for layers outside it, "kernel" runs
+behind the rule in `convnet.core.kernels.worth_compiling`; for layers outside it, "kernel" runs
 whichever of the two correlations (forward, input gradient) falls inside.
 """
 
@@ -30,7 +30,7 @@ def compare(layer_shape, batch: int, reps: int, rng) -> dict:
     import torch
 
     import convnet as cn
-    from convnet import kernels
+    from convnet.core import kernels
 
     c_in, c_out, size, kernel, padding = layer_shape
     conv = cn.Conv2d(c_in, c_out, kernel, padding=padding)
@@ -83,7 +83,7 @@ def compare(layer_shape, batch: int, reps: int, rng) -> dict:
 
 
 def format_rows(results: list[dict], threads: int, batch: int) -> str:
-    from convnet import kernels
+    from convnet.core import kernels
 
     lines = [f"bench.kernels: {threads} thread(s), batch {batch}; speed-up = median over "
              f"repetitions of (time of the other) / (time of this); the kernel is used for "
@@ -113,7 +113,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from convnet import backend
+    from convnet.core import backend
 
     backend.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)

@@ -7,7 +7,7 @@
 Each layer's forward and backward is timed on its own; inside convolutions the im2col copies
 (padding included), the col2im scatter and the compiled direct convolution are timed apart
 from the rest (the matrix products, bias and layout copies). Kinds: im2col, matmul (conv and
-linear products), direct (convnet.kernels), col2im, pooling,
+linear products), direct (convnet.core.kernels), col2im, pooling,
 elementwise (activations, flatten, residual additions, batch norm), loss, optimizer, and Python
 overhead: the step's time that no timed region accounts for. With more than one worker thread,
 regions inside a conv overlap and are summed over threads, so profile with one thread.
@@ -60,9 +60,10 @@ class Profiler:
 
     @contextlib.contextmanager
     def patched(self, model):
-        """Wrap the leaf layers of `model`, convnet.conv's im2col/col2im and the compiled
+        """Wrap the leaf layers of `model`, convnet.nn.conv's im2col/col2im and the compiled
         direct convolution while inside."""
-        from convnet import conv, kernels
+        from convnet.core import kernels
+        from convnet.nn import conv
 
         originals = {"im2col": conv.im2col, "col2im": conv.col2im,
                      "direct": kernels.conv_forward}
@@ -110,7 +111,8 @@ def profile_training(name: str, batch: int = 128, steps: int = 5, threads: int =
                      clock: str = "wall") -> dict:
     """Mean seconds per training step by layer and by kind, for zoo network `name`."""
     import convnet as cn
-    from convnet import backend, zoo
+    from convnet.core import backend
+    from convnet.io import zoo
 
     backend.set_num_threads(threads)
     cn.manual_seed(0)
@@ -156,8 +158,9 @@ def compare_layers(name: str, batch: int = 128, steps: int = 5, threads: int = 1
 
     import convnet as cn
     from bench.torch_twin import build_layer
-    from convnet import backend, zoo
-    from convnet.spec import layer_spec
+    from convnet.core import backend
+    from convnet.io import zoo
+    from convnet.io.spec import layer_spec
 
     backend.set_num_threads(threads)
     torch.set_num_threads(threads)

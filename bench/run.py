@@ -121,9 +121,9 @@ def write_model(name: str, folder: Path, input_size: int | None = None) -> tuple
     """Draw zoo network `name` with seed 0 (at another image size if asked), write its spec and
     weights for the workers, and return the spec and forward multiply-adds per image."""
     import convnet as cn
-    from convnet import zoo
-    from convnet.spec import build, to_spec
-    from convnet.summary import summarize
+    from convnet.io import zoo
+    from convnet.io.spec import build, to_spec
+    from convnet.nn.summary import summarize
 
     spec = zoo.spec_for(name)
     if input_size is not None:
@@ -179,7 +179,7 @@ def measure_network(name: str, settings: Settings, folder: Path,
                     with_peak: bool = False) -> tuple[dict, dict | None]:
     """Both systems on zoo network `name`; the matmul peak too (after the memory reading, so
     that its matrices do not count) when asked."""
-    from convnet import zoo
+    from convnet.io import zoo
 
     spec, macs = write_model(name, folder)
     workers = start_pair(settings.threads)
@@ -254,7 +254,7 @@ def _scaling_row(row: dict, timings: dict, batch: int, macs: int) -> dict:
 def machine() -> dict:
     import numpy
 
-    from convnet import backend
+    from convnet.core import backend
 
     info = {"platform": platform.platform(), "processor": _cpu_name(),
             "cores": backend.available_cores(), "python": platform.python_version(),
@@ -358,7 +358,7 @@ def run(settings: Settings, command: str, scaling: bool = True) -> dict:
 
 
 def main(argv=None) -> None:
-    from convnet import backend
+    from convnet.core import backend
 
     parser = argparse.ArgumentParser(description="convnet against PyTorch on the CPU",
                                      epilog="Writes bench/results/latest.json unless --out.")

@@ -47,10 +47,11 @@ LATENCY_S = 30e-6
 # -- the worker: one process of an mpiexec run -----------------------------------------------
 def worker(network: str, batch: int, seconds: float, sweep: bool, out: Path) -> None:
     import convnet as cn
-    from convnet import distributed, zoo
-    from convnet.losses import CrossEntropyLoss
-    from convnet.optim import OPTIMIZERS
-    from convnet.train import LocalGroup
+    from convnet.io import zoo
+    from convnet.nn.losses import CrossEntropyLoss
+    from convnet.optim.optimizers import OPTIMIZERS
+    from convnet.training import distributed
+    from convnet.training.trainer import LocalGroup
 
     group = distributed.process_group() or LocalGroup()
     cn.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The PyTorch twin of a convnet model, built from its spec (`convnet.spec.to_spec`).
+"""The PyTorch twin of a convnet model, built from its spec (`convnet.io.spec.to_spec`).
 
 Only plain data crosses over, so the PyTorch worker process never imports convnet. Module
 names follow convnet's state-dict keys (`0.weight`, `3.body.2.bias`, ...), so the weights

@@ -39,14 +39,14 @@ def synthetic_batch(batch: int, input_shape, seed: int = SEED):
 class ConvnetSystem:
     def __init__(self, threads: int):
         import convnet as cn
-        from convnet import backend
+        from convnet.core import backend
 
         self.cn = cn
         backend.set_num_threads(threads)
         self.threads = threads
 
     def setup(self, spec: dict, state: dict, batch: int) -> None:
-        from convnet.spec import build
+        from convnet.io.spec import build
 
         cn = self.cn
         self.model = build(spec)
@@ -73,7 +73,7 @@ class ConvnetSystem:
 
     def peak(self, size: int, repeats: int) -> list[float]:
         """GFLOP/s of NumPy's float32 matrix product with BLAS at this worker's thread count."""
-        from convnet import backend
+        from convnet.core import backend
 
         a, b = (np.random.default_rng(1).standard_normal((2, size, size)).astype(np.float32))
         backend.limit_blas_threads(self.threads)

@@ -4,38 +4,50 @@
     model = cn.Sequential(cn.Conv2d(3, 10, 5, padding=2), cn.ReLU(), cn.MaxPool2d(2),
                           cn.Flatten(), cn.Linear(10 * 16 * 16, 10))
     model.summary((3, 32, 32))
+
+The package is built in floors, each importing only those below it: `core` (arrays, kernels,
+arithmetic), `nn` (layers and models), `optim`, `data`, `io` (model files, checkpoints, ONNX,
+PyTorch weights), `training`, and the product on top (`cli`, `viz`, `web`).
 """
 
-from convnet import init, reference
-from convnet.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from convnet.arithmetic import ReceptiveField, conv_output_size, window_output
-from convnet.checkpoint import LoadedModel, load
-from convnet.conv import Conv2d
-from convnet.errors import ShapeError
-from convnet.layer import Layer, no_grad
-from convnet.linear import Dropout, Flatten, Linear
-from convnet.losses import CrossEntropyLoss, MultiClassHingeLoss, SVMLoss
-from convnet.model import Residual, Sequential
-from convnet.normalization import BatchNorm2d
-from convnet.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
-from convnet.parameter import Parameter
-from convnet.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
-from convnet.random import manual_seed
-from convnet.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
-from convnet.summary import Summary, summarize
-from convnet.torch_weights import load_torch_weights, save_torch_weights
+from convnet import _moved
+from convnet.core import reference
+from convnet.core.arithmetic import ReceptiveField, conv_output_size, window_output
+from convnet.core.errors import ShapeError
+from convnet.core.rng import manual_seed
+from convnet.io.checkpoint import LoadedModel, load
+from convnet.io.torch_weights import load_torch_weights, save_torch_weights
+from convnet.nn import init
+from convnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from convnet.nn.batchnorm import BatchNorm2d
+from convnet.nn.containers import Residual, Sequential
+from convnet.nn.conv import Conv2d
+from convnet.nn.layer import Layer, no_grad
+from convnet.nn.linear import Dropout, Flatten, Linear
+from convnet.nn.losses import CrossEntropyLoss, MultiClassHingeLoss, SVMLoss
+from convnet.nn.parameter import Parameter
+from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.summary import Summary, summarize
+from convnet.optim.optimizers import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
+from convnet.optim.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
+from convnet.version import __version__
 
-__version__ = "0.1.0"
+_moved.install()
 
 # Heavier parts load on first use: `cn.onnx.export(...)`, `cn.data.load_dataset(...)`.
-_LAZY_SUBMODULES = {"onnx", "data", "zoo", "viz", "modelfile", "spec", "train", "distributed"}
+_LAZY_SUBMODULES = {
+    "onnx": "convnet.io.onnx", "data": "convnet.data", "zoo": "convnet.io.zoo",
+    "viz": "convnet.viz", "modelfile": "convnet.io.modelfile", "spec": "convnet.io.spec",
+    "train": "convnet.training.trainer", "training": "convnet.training",
+    "distributed": "convnet.training.distributed", "checkpoint": "convnet.io.checkpoint",
+}
 
 
 def __getattr__(name: str):
     if name in _LAZY_SUBMODULES:
         import importlib
 
-        return importlib.import_module(f"convnet.{name}")
+        return importlib.import_module(_LAZY_SUBMODULES[name])
     raise AttributeError(f"module 'convnet' has no attribute {name!r}")
 
 
@@ -46,5 +58,5 @@ __all__ = [
     "Parameter", "load", "load_torch_weights", "save_torch_weights",
     "ReLU", "ReceptiveField", "Residual", "SGD", "SVMLoss", "Sequential", "ShapeError",
     "Sigmoid", "Softmax", "StepLR", "Summary", "Tanh", "clip_grad_norm_", "conv_output_size",
-    "init", "manual_seed", "no_grad", "reference", "summarize", "window_output",
+    "__version__", "init", "manual_seed", "no_grad", "reference", "summarize", "window_output",
 ]

@@ -38,7 +38,7 @@ def small_png(data: bytes, path: Path, colours: int = 128) -> None:
 
 
 def train(folder: Path, epochs: int) -> Path:
-    from convnet.train import TrainConfig, Trainer
+    from convnet.training.trainer import TrainConfig, Trainer
 
     run = folder / "lenet5"
     Trainer(TrainConfig(model="lenet5", dataset="mnist-5k", epochs=epochs), run,

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.errors import ShapeError
+from convnet.core.errors import ShapeError
 
 
 def assert_close(actual, expected, tol: float = 1e-4) -> None:
@@ -70,7 +70,7 @@ def randomize_batchnorm(model, rng) -> None:
 # -- the zoo (written by others; these tests start running once it is there) -------------------
 def zoo_names() -> list[str]:
     try:
-        from convnet import zoo
+        from convnet.io import zoo
     except ImportError:
         return []
     return list(zoo.MODELS)
@@ -78,7 +78,7 @@ def zoo_names() -> list[str]:
 
 def build_zoo_model(name: str):
     """(model, input_shape) of a freshly initialised zoo model."""
-    from convnet import zoo
+    from convnet.io import zoo
 
     build = getattr(zoo, "build_model", None) or zoo.build  # build(name) in the zoo's plan
     model = build(name)

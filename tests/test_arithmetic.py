@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import convnet as cn
-from convnet.arithmetic import (
+from convnet.core.arithmetic import (
     Padding,
     ReceptiveField,
     pair,

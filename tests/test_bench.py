@@ -60,7 +60,7 @@ def test_bench_run_writes_a_consistent_report(tmp_path):
 
 def test_profile_accounts_for_the_step_and_compares_every_layer():
     from bench.profile import compare_layers, format_comparison, format_profile, profile_training
-    from convnet import backend
+    from convnet.core import backend
 
     previous = backend.num_threads()
     try:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import convnet as cn
-from convnet import checkpoint, zoo
+from convnet.io import checkpoint, zoo
 
 
 def _model():

@@ -13,7 +13,7 @@ from engine_checks import (
 from hypothesis import given, settings
 
 import convnet as cn
-from convnet import reference
+from convnet.core import reference
 
 
 def _explicit_padding(config):

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 from tiny_data import StopAt, make_angles_folder, three_class_model
 
-from convnet import checkpoint, distributed, random
-from convnet.train import TrainConfig, Trainer
+from convnet.core import rng
+from convnet.io import checkpoint
+from convnet.training import distributed
+from convnet.training.trainer import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
@@ -27,7 +29,8 @@ needs_mpi = pytest.mark.skipif(
     not HAVE_MPI, reason=f"needs mpi4py and {MPIEXEC}: pip install 'convnet[mpi]'")
 
 # No dropout and no batch norm: with these a 2-process step equals a 1-process one up to
-# rounding (dropout masks and batch-norm statistics are per process; see convnet.distributed).
+# rounding (dropout masks and batch-norm statistics are per process; see
+# convnet.training.distributed).
 MODEL = three_class_model()
 # Batch norm and dropout: per process, so only the ranks' agreement with each other is exact.
 MODEL_WITH_NOISE = three_class_model(batchnorm=True, dropout=0.3)
@@ -239,7 +242,7 @@ def test_an_error_on_rank_0_before_training_stops_the_others_with_its_message(wo
 ROOT_FIRST = """
 import sys, time
 from mpi4py import MPI
-from convnet import distributed
+from convnet.training import distributed
 group = distributed.MPIGroup(MPI.COMM_WORLD)
 def work():
     if group.rank == 0:
@@ -343,7 +346,7 @@ def drive_job(job: dict) -> int:
     if "dump" in job:
         arrays = {key: np.asarray(value) for key, value in trainer.model.state_dict().items()}
         np.savez(Path(job["dump"]) / f"rank{group.rank}.npz", **arrays)
-        draw = {"next_draw": float(random.generator().random())}
+        draw = {"next_draw": float(rng.generator().random())}
         (Path(job["dump"]) / f"rank{group.rank}.json").write_text(json.dumps(draw))
     return 0
 

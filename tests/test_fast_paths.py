@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet import backend, conv, reference
+from convnet.core import backend, reference
+from convnet.nn import conv
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The compiled direct convolution (convnet.kernels): forward, input and parameter gradients
+"""The compiled direct convolution (convnet.core.kernels): forward, input and parameter gradients
 against the loop oracle, PyTorch and centred differences, with the kernel on and off; the rule
 that picks it; and how it is compiled and cached."""
 
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet import kernels, reference
+from convnet.core import kernels, reference
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 import pytest
 
-from convnet import modelfile
+from convnet.io import modelfile
 
 GOOD = """\
 name = "tiny"

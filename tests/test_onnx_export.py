@@ -21,8 +21,8 @@ from exchange_helpers import (
 from hypothesis import HealthCheck, given, settings
 
 import convnet as cn
-import convnet.onnx
-from convnet.onnx import commands
+import convnet.io.onnx
+from convnet.cli import onnx as commands
 
 pytest.importorskip("onnxruntime")
 
@@ -132,7 +132,7 @@ def test_batch_axis_is_dynamic_and_metadata_is_carried(tmp_path, rng):
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [1, 6, 6]
     props = {p.key: p.value for p in onnx_model.metadata_props}
     assert json.loads(props["convnet.class_names"]) == ["cat", "dog", "emu"]
-    assert json.loads(props["convnet.normalization"]) == {"mean": [0.5], "std": [0.25]}
+    assert json.loads(props["convnet.nn.batchnorm"]) == {"mean": [0.5], "std": [0.25]}
     assert json.loads(props["convnet.input_shape"]) == [1, 6, 6]
     for batch in (1, 7):
         x = rng.normal(size=(batch, 1, 6, 6)).astype(np.float32)
@@ -168,7 +168,7 @@ def test_random_layer_stacks_match_onnxruntime(case):
         assert_close(ort_run(onnx_model, x), model.forward(x))
 
 
-@pytest.mark.skipif(not zoo_names(), reason="convnet.zoo is not there yet")
+@pytest.mark.skipif(not zoo_names(), reason="convnet.io.zoo is not there yet")
 @pytest.mark.parametrize("name", zoo_names())
 def test_zoo_model_round_trips_through_onnx(name, tmp_path, rng):
     model, shape = build_zoo_model(name)
@@ -220,13 +220,13 @@ def _parser():
 
 
 def _fake_checkpoint(monkeypatch, loaded):
-    """Stand in for convnet.checkpoint where a test needs only its contract."""
-    fake = types.ModuleType("convnet.checkpoint")
+    """Stand in for convnet.io.checkpoint where a test needs only its contract."""
+    fake = types.ModuleType("convnet.io.checkpoint")
     fake.load = lambda source: loaded
     fake.saved = []
     fake.save_model = lambda folder, model, input_shape, class_names=None, normalization=None: (
         fake.saved.append((folder, model, input_shape, class_names, normalization)))
-    monkeypatch.setitem(sys.modules, "convnet.checkpoint", fake)
+    monkeypatch.setitem(sys.modules, "convnet.io.checkpoint", fake)
     return fake
 
 

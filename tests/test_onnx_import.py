@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import convnet as cn
-import convnet.onnx
-from convnet import random
-from convnet.onnx import OnnxImportError, commands
+import convnet.io.onnx
+from convnet.cli import onnx as commands
+from convnet.core import rng as shared_rng
+from convnet.io.onnx import OnnxImportError
 
 pytest.importorskip("onnxruntime")
 
@@ -565,10 +566,10 @@ def test_metadata_and_input_shape_override(rng):
 def test_loading_leaves_the_seeded_generator_alone(rng):
     model = conv_model(rng, (3, 6, 6))
     cn.manual_seed(11)
-    expected = random.generator().random(3)
+    expected = shared_rng.generator().random(3)
     cn.manual_seed(11)
     cn.onnx.from_onnx(model)
-    np.testing.assert_array_equal(random.generator().random(3), expected)
+    np.testing.assert_array_equal(shared_rng.generator().random(3), expected)
 
 
 # -- refusals ---------------------------------------------------------------------------------
@@ -714,7 +715,7 @@ def _parser():
 
 
 def test_import_command_writes_a_run_folder(tmp_path, capsys, rng):
-    checkpoint = pytest.importorskip("convnet.checkpoint")
+    checkpoint = pytest.importorskip("convnet.io.checkpoint")
     model = cn.Sequential(cn.Conv2d(1, 4, 3, padding=1), cn.BatchNorm2d(4), cn.ReLU(),
                           cn.MaxPool2d(2), cn.Flatten(), cn.Linear(4 * 3 * 3, 3))
     model.eval()
@@ -736,7 +737,7 @@ def test_import_command_writes_a_run_folder(tmp_path, capsys, rng):
 
 
 def test_import_command_reports_refusals(tmp_path, capsys):
-    pytest.importorskip("convnet.checkpoint")
+    pytest.importorskip("convnet.io.checkpoint")
     path = tmp_path / "mul.onnx"
     onnx.save_model(make_model([helper.make_node("Mul", ["x", "x"], ["y"], name="mul1")],
                                (2, 4, 4)), str(path))

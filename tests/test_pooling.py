@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet import reference
+from convnet.core import reference
 
 
 @settings(max_examples=30, deadline=None)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import convnet as cn
-from convnet.spec import SpecError, build, to_spec
+from convnet.io.spec import SpecError, build, to_spec
 
 
 def _spec(*layers, input_shape=(3, 8, 8), strict=True):

@@ -17,7 +17,7 @@ from exchange_helpers import (
 from hypothesis import HealthCheck, given, settings
 
 import convnet as cn
-from convnet.torch_weights import (
+from convnet.io.torch_weights import (
     WeightsError,
     load_torch_weights,
     read_state_dict,
@@ -145,7 +145,7 @@ def test_random_layer_stacks_both_ways(case):
     assert_close(torch_forward(back, x), model.forward(x))
 
 
-@pytest.mark.skipif(not zoo_names(), reason="convnet.zoo is not there yet")
+@pytest.mark.skipif(not zoo_names(), reason="convnet.io.zoo is not there yet")
 @pytest.mark.parametrize("name", zoo_names())
 def test_zoo_models_both_ways(name, tmp_path, rng):
     model, shape = build_zoo_model(name)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from tiny_data import StopAt, make_angles_folder, three_class_model
 
-from convnet import checkpoint, manual_seed, modelfile, zoo
+from convnet import manual_seed
 from convnet.cli import main
-from convnet.train import TrainConfig, Trainer, TrainingError
+from convnet.io import checkpoint, modelfile, zoo
+from convnet.training.trainer import TrainConfig, Trainer, TrainingError
 
 MODEL = three_class_model(dropout=0.2)
 

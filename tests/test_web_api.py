@@ -20,9 +20,9 @@ from PIL import Image
 from test_web_support import make_run, png_bytes
 from tiny_data import bar_image
 
-from convnet import zoo
-from convnet.checkpoint import load
-from convnet.modelfile import load_spec
+from convnet.io import zoo
+from convnet.io.checkpoint import load
+from convnet.io.modelfile import load_spec
 from convnet.viz.probe import layer_outputs
 from convnet.web import create_app
 from convnet.web.training import spec_to_toml
@@ -419,7 +419,7 @@ def test_spec_to_toml_round_trips(tmp_path, name):
 # -- the serve command ----------------------------------------------------------------------------
 
 def test_serve_refuses_remote_hosts_without_the_flag(capsys):
-    from convnet.web.commands import check_host
+    from convnet.cli.serve import check_host
 
     assert check_host("127.0.0.1", False) is None and check_host("localhost", False) is None
     with pytest.raises(SystemExit) as exit_info:

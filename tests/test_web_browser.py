@@ -17,7 +17,7 @@ import pytest
 from test_web_support import make_run, png_bytes
 from tiny_data import bar_image
 
-from convnet.checkpoint import load
+from convnet.io.checkpoint import load
 
 pytestmark = pytest.mark.browser
 

@@ -17,7 +17,7 @@ from tiny_data import TWO_CONV_MODEL, make_bars_folder
 
 def make_run(base: Path, epochs: int = 3, callbacks=()) -> Path:
     """A trained run folder (config, metrics, checkpoints) of the tiny model on the bars."""
-    from convnet.train import TrainConfig, Trainer
+    from convnet.training.trainer import TrainConfig, Trainer
 
     data = make_bars_folder(base / "bars")
     model = base / "tiny.toml"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import convnet as cn
-from convnet import zoo
+from convnet.io import zoo
 
 
 @pytest.mark.parametrize("name", list(zoo.MODELS))

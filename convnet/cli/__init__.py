@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from convnet.training.user_errors import user_errors
+
 # Subcommand modules, each with register(subparsers); imported lazily by name so that
 # `convnet --help` stays fast.
 COMMAND_MODULES = [
@@ -20,9 +22,9 @@ COMMAND_MODULES = [
     "convnet.cli.demo",
 ]
 OPTIONAL_COMMAND_MODULES = [
-    "convnet.onnx.commands",
-    "convnet.viz.commands",
-    "convnet.web.commands",
+    "convnet.cli.onnx",
+    "convnet.cli.visualize",
+    "convnet.cli.serve",
 ]
 
 
@@ -31,7 +33,7 @@ class ExampleFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from convnet import __version__
+    from convnet.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="convnet", formatter_class=ExampleFormatter,
@@ -73,31 +75,6 @@ def apply_cache_dir(args) -> None:
         os.environ["CONVNET_CACHE"] = args.cache_dir
 
 
-def known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: reported in one line, exit 1, no traceback."""
-    from convnet.checkpoint import CheckpointError
-    from convnet.errors import ShapeError
-    from convnet.modelfile import ModelFileError
-    from convnet.spec import SpecError
-    from convnet.train import TrainingError
-
-    errors: list[type[BaseException]] = [CheckpointError, ShapeError, ModelFileError, SpecError,
-                                         TrainingError, FileNotFoundError, PermissionError]
-    try:
-        from convnet.data import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
-    try:
-        from convnet.onnx import OnnxImportError
-
-        errors.append(OnnxImportError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -109,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0  # `convnet models | head`: the reader left, nothing is wrong
-    except known_errors() as error:
+    except user_errors() as error:
         message = str(error)
         if isinstance(error, OSError) and error.filename:
             message = f"{error.filename}: {error.strerror}"

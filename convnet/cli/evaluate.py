@@ -39,8 +39,8 @@ def register(subparsers) -> None:
 
 def evaluate(loaded, dataset, batch_size: int = 256):
     """An Evaluation of `loaded` (a LoadedModel) on a uint8 Dataset."""
-    from convnet.losses import CrossEntropyLoss
-    from convnet.metrics import Evaluation, confusion_matrix
+    from convnet.nn.losses import CrossEntropyLoss
+    from convnet.training.metrics import Evaluation, confusion_matrix
 
     total_loss, predictions = 0.0, []
     for start in range(0, len(dataset), batch_size):
@@ -55,7 +55,8 @@ def evaluate(loaded, dataset, batch_size: int = 256):
 
 
 def run_evaluate(args) -> int:
-    from convnet import checkpoint, data
+    from convnet import data
+    from convnet.io import checkpoint
 
     loaded = checkpoint.load(args.run, args.checkpoint)
     name = args.dataset or loaded.config.get("dataset")
@@ -77,7 +78,8 @@ def run_evaluate(args) -> int:
 
 
 def run_predict(args) -> int:
-    from convnet import checkpoint, data
+    from convnet import data
+    from convnet.io import checkpoint
 
     loaded = checkpoint.load(args.run, args.checkpoint)
     images, notes = [], []

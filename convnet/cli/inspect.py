@@ -67,7 +67,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def resolve_model(target: str):
     """(model, input_shape) for a zoo name, model file, run folder, checkpoint or ONNX file."""
-    from convnet import checkpoint, modelfile, zoo
+    from convnet.io import checkpoint, modelfile, zoo
 
     path = Path(target)
     if target in zoo.MODELS:
@@ -92,7 +92,7 @@ def run_summary(args) -> int:
 
 
 def run_models(args) -> int:
-    from convnet import zoo
+    from convnet.io import zoo
 
     rows = []
     for name, entry in zoo.MODELS.items():
@@ -128,8 +128,8 @@ def run_datasets(args) -> int:
 
 
 def run_calc(args) -> int:
-    from convnet.arithmetic import effective_size, window_output
-    from convnet.errors import ShapeError
+    from convnet.core.arithmetic import effective_size, window_output
+    from convnet.core.errors import ShapeError
 
     match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*(?:x\s*(\d+))?\s*", args.input)
     if not match:

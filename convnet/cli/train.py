@@ -52,7 +52,7 @@ OPTION_FIELDS = ["model", "dataset", "data_dir", "epochs", "batch_size", "lr", "
 
 
 def config_from_args(args):
-    from convnet.train import TrainConfig
+    from convnet.training.trainer import TrainConfig
 
     given = {name: getattr(args, name) for name in OPTION_FIELDS
              if getattr(args, name) is not None}
@@ -60,11 +60,11 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from convnet.train import Trainer, TrainingError, resume_config
+    from convnet.training.trainer import Trainer, TrainingError, resume_config
 
     group = None
     try:
-        from convnet import distributed
+        from convnet.training import distributed
 
         group = distributed.process_group()
     except ImportError:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy
 
+from convnet.core.files import cache_root
 from convnet.data.dataset import Dataset
-from convnet.data.download import RemoteFile, cache_root, mirrors_from, obtain
+from convnet.data.download import RemoteFile, mirrors_from, obtain
 from convnet.data.errors import DataError
 from convnet.data.idx import read_idx
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet.backend import to_numpy
-from convnet.conv import Conv2d
+from convnet.core.backend import to_numpy
+from convnet.nn.conv import Conv2d
 from convnet.viz.images import enlarge, rescale, tile_grid
 from convnet.viz.probe import conv_layers, find_layer
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convnet.conv import Conv2d
-from convnet.layer import Layer, no_grad
-from convnet.model import Sequential
+from convnet.nn.containers import Sequential
+from convnet.nn.conv import Conv2d
+from convnet.nn.layer import Layer, no_grad
 
 
 @contextlib.contextmanager
@@ -90,7 +90,7 @@ def class_probabilities(model: Sequential, preprocess, images, batch_size: int =
 
     preprocess: uint8 batch -> float32 input (LoadedModel.preprocess or Normalization.apply).
     """
-    from convnet.losses import log_softmax
+    from convnet.nn.losses import log_softmax
 
     chunks = []
     with evaluating(model), no_grad():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.checkpoint import atomic_write
+from convnet.io.checkpoint import atomic_write
 from convnet.viz.figures import figure_png
 from convnet.viz.images import data_url
 
@@ -102,7 +102,7 @@ def _sections(run, validation, samples: int, mistakes: int) -> list[tuple[str, s
         fig = activations_figure(model, loaded.preprocess(image[None]), image, title=title)
         maps.append(_img(fig, title))
     sections.append(("Activation maps", "".join(maps)))
-    from convnet.metrics import confusion_matrix
+    from convnet.training.metrics import confusion_matrix
 
     matrix = confusion_matrix(validation.labels, predicted, len(names))
     sections.append(("Confusion matrix (validation)",

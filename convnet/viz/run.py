@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convnet.checkpoint import LoadedModel, load
+from convnet.io.checkpoint import LoadedModel, load
 
 
 def validation_set(config: dict, input_shape, download: bool = False):
@@ -92,8 +92,8 @@ def open_run(path, which: str = "best") -> Run:
 def open_target(target: str, which: str = "best") -> Run:
     """A run folder or checkpoint, or, for pictures of untrained weights, a zoo model name or a
     .toml model file (freshly initialised, pixels scaled to [0, 1], no validation set)."""
-    from convnet import modelfile, zoo
-    from convnet.spec import build
+    from convnet.io import modelfile, zoo
+    from convnet.io.spec import build
 
     path = Path(target)
     spec = None

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convnet.conv import Conv2d, WindowLayer
-from convnet.layer import grad_enabled, no_grad
-from convnet.pooling import GlobalAvgPool2d
+from convnet.nn.conv import Conv2d
+from convnet.nn.layer import grad_enabled, no_grad
+from convnet.nn.pooling import GlobalAvgPool2d
+from convnet.nn.window import WindowLayer
 from convnet.viz.images import rescale, resize_bilinear
 from convnet.viz.probe import evaluating, layer_index, top_level
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet.layer import no_grad
+from convnet.nn.layer import no_grad
 from convnet.viz.images import image_hwc
 from convnet.viz.probe import evaluating, layer_index, top_level
 

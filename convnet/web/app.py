@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from convnet.checkpoint import CheckpointError, LoadedModel
+from convnet.io.checkpoint import CheckpointError, LoadedModel
 from convnet.web.explorer import BadRequest, Explorer, NotFound, Samples, Source, model_label
 from convnet.web.training import EventLog, FolderWatch, TrainingSession, spec_to_toml, sse
 from convnet.web.uploads import DEFAULT_MAX_BYTES, UploadError, decode_upload
@@ -60,7 +60,7 @@ class TrainRequest(BaseModel):
 
 def _explorer_for(run_folder, model, model_name, input_shape, class_names, normalization,
                   dataset, data_dir, samples, checkpoint) -> Explorer:
-    from convnet import zoo
+    from convnet.io import zoo
     from convnet.viz.run import open_run, open_target, sample_set
 
     if run_folder is not None:
@@ -247,7 +247,8 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
 
 
 def _training_choices(state: _State) -> dict:
-    from convnet import data, zoo
+    from convnet import data
+    from convnet.io import zoo
 
     explorer = state.explorer
     models = ["current", *zoo.MODELS]
@@ -259,7 +260,8 @@ def _training_choices(state: _State) -> dict:
 
 def _resolve_training(state: _State, request: TrainRequest):
     """(model for TrainConfig, dataset, label) from a request; only names, never paths."""
-    from convnet import data, zoo
+    from convnet import data
+    from convnet.io import zoo
 
     explorer = state.explorer
     dataset = state.default_dataset if request.dataset == "current" else request.dataset
@@ -274,7 +276,7 @@ def _resolve_training(state: _State, request: TrainRequest):
     if explorer.source.zoo_name:
         return explorer.source.zoo_name, dataset, explorer.source.zoo_name
     name = explorer.source.name
-    from convnet.spec import to_spec
+    from convnet.io.spec import to_spec
 
     with explorer.lock:
         spec = to_spec(explorer.model, explorer.input_shape)
@@ -300,7 +302,7 @@ def _add_training_routes(app: FastAPI, state: _State, report: bool) -> None:
 
     @app.post("/api/train", status_code=202)
     def train_start(request: TrainRequest):
-        from convnet.train import TrainConfig, TrainingError
+        from convnet.training.trainer import TrainConfig, TrainingError
 
         if state.session is not None and not state.session.finished:
             raise HTTPException(409, "a training run is already in progress; stop it first "

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.arithmetic import ReceptiveField, effective_size
-from convnet.checkpoint import LoadedModel
-from convnet.conv import Conv2d, WindowLayer
+from convnet.core.arithmetic import ReceptiveField, effective_size
+from convnet.io.checkpoint import LoadedModel
+from convnet.nn.conv import Conv2d
+from convnet.nn.window import WindowLayer
 from convnet.viz.filters import filter_tiles, is_colour_layer, resolve_conv
 from convnet.viz.images import colorize, data_url, enlarge, overlay, png_bytes, rescale, to_uint8
 from convnet.viz.probe import class_probabilities, layer_index, layer_outputs, top_level
@@ -82,7 +83,7 @@ def _formula(n: int, f: int, s: int, before: int, after: int, out: int) -> str:
 def window_arithmetic(layer: WindowLayer, row) -> dict:
     """The lecture's arithmetic for one conv or pool layer with its real numbers.
 
-    The output sizes come from the layer's own geometry (convnet.arithmetic.window_output);
+    The output sizes come from the layer's own geometry (convnet.core.arithmetic.window_output);
     the formula text only shows how they come about.
     """
     window = row.window

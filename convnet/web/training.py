@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from convnet import zoo
-from convnet.checkpoint import LoadedModel
-from convnet.train import TrainConfig, Trainer
+from convnet.io import zoo
+from convnet.io.checkpoint import LoadedModel
+from convnet.training.trainer import TrainConfig, Trainer
 from convnet.web.explorer import Explorer, Samples, Source
 from convnet.web.gate import ENGINE_GATE
 
@@ -209,9 +209,9 @@ class TrainingSession:
 
 
 def _known(error: Exception) -> bool:
-    from convnet.cli import known_errors
+    from convnet.training.user_errors import user_errors
 
-    return isinstance(error, known_errors())
+    return isinstance(error, user_errors())
 
 
 def spec_to_toml(spec: dict) -> str:
@@ -253,7 +253,7 @@ class FolderWatch:
     there is no thread of its own."""
 
     def __init__(self, explorer: Explorer, folder, every: float = 1.0):
-        from convnet.checkpoint import run_config
+        from convnet.io.checkpoint import run_config
 
         self.explorer = explorer
         self.folder = Path(folder)
@@ -285,7 +285,7 @@ class FolderWatch:
             return None
 
     def poll(self, force: bool = False) -> None:
-        from convnet.checkpoint import CheckpointError, read_checkpoint
+        from convnet.io.checkpoint import CheckpointError, read_checkpoint
         from convnet.viz.curves import read_metrics
 
         with self._lock:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from data_fixtures import CifarFixture, IdxFixture, sha256
 
+from convnet.core.files import cache_root
 from convnet.data import DataError, cifar, load_dataset, mnist
-from convnet.data.download import RemoteFile, cache_root, fetch
+from convnet.data.download import RemoteFile, fetch
 
 STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
          "t10k-labels-idx1-ubyte")

@@ -1,0 +1,204 @@
+"""The array module behind every layer, and the worker threads that share a batch.
+
+Layers never name NumPy directly: they ask `array_module(x)` for the module that owns
+their input (NumPy today) and write each operation once against it, so that a CuPy
+backend is a matter of testing rather than rewriting.
+
+Convolution splits its batch into chunks small enough to stay in cache and hands them to
+`run_chunks`, which spreads them over `num_threads()` worker threads (NumPy and BLAS release
+the GIL while they work). BLAS itself then runs one thread per worker: a multi-threaded BLAS
+under the workers would put two threads on each core, and it handles the many small products
+of a convnet badly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import platform
+import threading
+import types
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy
+
+# The module new parameters are created with. A GPU backend would swap this for cupy.
+default_module: types.ModuleType = numpy
+
+
+def array_module(*arrays) -> types.ModuleType:
+    """The array module (numpy, or cupy when given CuPy arrays) that owns `arrays`."""
+    for array in arrays:
+        module_name = type(array).__module__.split(".")[0]
+        if module_name == "cupy":
+            import cupy  # noqa: PLC0415 - only when CuPy arrays are actually present
+
+            return cupy
+    return default_module
+
+
+def sliding_windows(xp: types.ModuleType, x, window: tuple[int, int], axes=(2, 3)):
+    """Read-only view of every `window`-sized patch of `x` over `axes` (no copy)."""
+    return xp.lib.stride_tricks.sliding_window_view(x, window, axis=axes)
+
+
+def padded(xp: types.ModuleType, x, padding, fill=0, width: int | None = None):
+    """(N, C, H, W) -> (N, C, H + top + bottom, max(W + left + right, width)): x with
+    `padding` (a `convnet.core.arithmetic.Padding`) of `fill` around it, and on the right up to
+    `width` columns. x itself when there is nothing to add."""
+    n, c, h, w = x.shape
+    full_width = max(w + padding.left + padding.right, width or 0)
+    if padding.is_zero and full_width == w:
+        return x
+    out = xp.full((n, c, h + padding.top + padding.bottom, full_width), fill, dtype=x.dtype)
+    out[:, :, padding.top : padding.top + h, padding.left : padding.left + w] = x
+    return out
+
+
+def to_numpy(array) -> numpy.ndarray:
+    """A NumPy copy of `array` (for saving, plotting and printing)."""
+    if hasattr(array, "get"):
+        return array.get()
+    return numpy.asarray(array)
+
+
+# -- worker threads --------------------------------------------------------------------------
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_lock = threading.Lock()
+_threads: int | None = None  # None until first use: then default_threads()
+_pool: ThreadPoolExecutor | None = None
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when set to a positive integer (as PyTorch reads it), else the cores
+    this process may use: one process per core under MPI, say, sets OMP_NUM_THREADS=1."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else available_cores()
+
+
+def num_threads() -> int:
+    """Worker threads that convolution, activations and pooling spread a batch over."""
+    if _threads is None:
+        set_num_threads(default_threads())
+    return _threads
+
+
+def set_num_threads(threads: int) -> None:
+    """Use `threads` worker threads (1: everything on the calling thread) and one BLAS thread.
+
+    Like `torch.set_num_threads`, it applies to the whole process. Without threadpoolctl to cap
+    BLAS (and with no OPENBLAS_NUM_THREADS=1 in the environment), BLAS keeps its own threads
+    and convnet uses one worker thread, so that the two do not crowd the cores twice over.
+    The first call also asks malloc to keep freed memory (`keep_freed_memory`).
+    """
+    global _threads, _pool
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"set_num_threads: threads must be an int >= 1, received {threads!r}")
+    single_blas = limit_blas_threads(1) or os.environ.get("OPENBLAS_NUM_THREADS") == "1"
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        if not single_blas:
+            threads = 1
+        # The calling thread works too: threads - 1 helpers.
+        _pool = (ThreadPoolExecutor(threads - 1, thread_name_prefix="convnet") if threads > 1
+                 else None)
+        if _threads is None:
+            keep_freed_memory()
+        _threads = threads
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse rather than return it to the OS.
+
+    By default glibc serves blocks over 128 KiB with fresh pages from mmap and returns freed
+    memory at the top of the heap past 128 KiB, so each training step faults its activations
+    in page by page again (measured here at batch 128: a third of a LeNet-5 step, a quarter of
+    the bottleneck net's). A 32 MiB mmap threshold (glibc's largest) and a 256 MiB trim
+    threshold let freed blocks be reused; the peak resident memory stays the same. Returns
+    False, changing nothing, where the C library is not glibc.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold,
+                                                                     256 << 20))
+
+
+def limit_blas_threads(threads: int) -> bool:
+    """Cap the BLAS library NumPy calls (OpenBLAS, MKL, ...) at `threads`; False if unable."""
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - optional until first use
+    except ImportError:
+        return False
+    threadpool_limits(limits=threads, user_api="blas")
+    return True
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's threads: start a fresh pool on first use."""
+    global _threads, _pool, _lock
+    _threads, _pool, _lock = None, None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+# Smallest chunk worth a thread of its own: below this, NumPy calls get so short that the
+# threads spend their time waiting for the GIL (a batch of 2 trained 2x slower on 2 threads).
+MIN_CHUNK_BYTES = 256 << 10
+
+
+def batch_chunks(batch: int, bytes_per_sample: int, budget: int) -> list[slice]:
+    """Split `batch` samples into chunks of about `budget` bytes of work each, and into at
+    least one chunk per worker thread when the batch allows, but none under MIN_CHUNK_BYTES."""
+    bytes_per_sample = max(bytes_per_sample, 1)
+    per_chunk = min(budget // bytes_per_sample, -(-batch // num_threads()))
+    per_chunk = max(1, per_chunk, -(-MIN_CHUNK_BYTES // bytes_per_sample))
+    return [slice(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)]
+
+
+# Bytes of input per chunk when elementwise work (activations, pooling) is spread over the
+# worker threads: large enough that each NumPy call outweighs handing the GIL between threads.
+ELEMENTWISE_CHUNK_BYTES = 2 << 20
+
+
+def sample_chunks(x) -> list:
+    """Chunks along the first (batch) axis of x for elementwise work on the worker threads."""
+    if x.ndim == 0:
+        return [...]
+    return batch_chunks(x.shape[0], x.nbytes // max(x.shape[0], 1), ELEMENTWISE_CHUNK_BYTES)
+
+
+def run_chunks(work, chunks) -> list:
+    """[work(chunk) for chunk in chunks], spread over the worker threads.
+
+    The calling thread takes chunks too, and every thread takes the next chunk as soon as it
+    is free: a helper that wakes late finds less (or nothing) left to do, so small batches are
+    never slower than on one thread.
+    """
+    if len(chunks) == 1 or num_threads() == 1:
+        return [work(chunk) for chunk in chunks]
+    results = [None] * len(chunks)
+    order = itertools.count()  # next() on a count is atomic: each index is taken once
+
+    def take_chunks():
+        while (index := next(order)) < len(chunks):
+            results[index] = work(chunks[index])
+
+    helpers = [_pool.submit(take_chunks) for _ in range(min(num_threads(), len(chunks)) - 1)]
+    try:
+        take_chunks()
+    finally:
+        for helper in helpers:
+            helper.result()  # waits, and raises what the helper raised
+    return results

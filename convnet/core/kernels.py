@@ -1,0 +1,264 @@
+"""A compiled direct convolution (Numba) for small filter counts at stride 1.
+
+im2col + BLAS spends its time copying columns and on matrix products too thin for BLAS to run
+fast when a layer has few filters (6, 16 or 20). This kernel reads the zero-padded input in
+place instead, with a tile of results held in registers, 4 filters x 16 output columns (or
+8 x 8 on narrow images): per tap (c, u, v), two vector loads of 8 neighbouring pixels, 4
+broadcast weights and 8 fused multiply-adds of 8 floats each.
+
+    out[b, k, i, j] = bias[k] + sum_{c,u,v} x[b, c, i+u, j+v] w[c, u, v, k]
+
+The same kernel gives a stride-1 layer's input gradient: dy padded by the kernel's extent minus
+the forward padding, correlated with the filters flipped and their channel axes swapped. The
+weight gradient stays a matrix product (BLAS is fast there: its long inner dimension is the
+batch's pixels). Where the layer has many filters BLAS wins again; `worth_compiling` holds the
+measured rule.
+
+The kernel body is written out by `kernel_source()` (print it to read it): the tile has to be
+64 scalar variables for LLVM to keep it in registers and pack each row of 8 into one vector
+(its SLP vectorizer, which Numba switches on only while this kernel compiles). The NumPy im2col
+path in `convnet.nn.conv` stays for every other case; both are tested against the loop oracle in
+`convnet.core.reference` and against PyTorch. CONVNET_COMPILED_KERNELS=0 switches the kernel off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import numpy
+
+from convnet.core.backend import padded
+from convnet.core.files import atomic_write, cache_root
+
+# Tiles of (filters, output columns) held in registers. 4 x 16 needs 6 loads per 8 vector
+# multiply-adds where 8 x 8 needs 9, and ran 1.2-1.5x faster on 16- and 32-pixel rows; 8 x 8
+# wins where a row fits in 8 columns. Other shapes (6 x 16, 3 x 24) were not packed into
+# vectors by LLVM.
+NARROW_TILE, WIDE_TILE = (8, 8), (4, 16)
+# Output channels for which the kernel beats im2col + BLAS, measured on the reference networks'
+# layers (python -m bench.kernels): with 6 to 20 filters it was 1.0-1.7x faster in training and
+# 1.4-2.1x in inference; for the input gradient of a 1- or 3-channel layer (a tile mostly
+# empty) about 0.8x. With 32 to 64 filters it wins only on rows for the 4 x 16 tile and with
+# enough taps (C*KH*KW) per output: 1.0-1.3x on vggish's 32- and 64-filter 3x3 layers at 16
+# and 32 pixels (whole vggish: 1.04-1.11x), 0.7-0.8x on its first layer (27 taps), 0.8-0.9x
+# with 128 filters on 8-pixel rows.
+MIN_FILTERS, MAX_FILTERS = 4, 24
+WIDE_MAX_FILTERS, WIDE_MIN_TAPS = 64, 64
+# Loading Numba and the kernel costs about 1 s and 135 MB of memory once per process: a
+# correlation smaller than this many multiply-adds does not load it (`convnet predict` on one
+# image took 1.8 s instead of 0.7 s), and uses it only once something larger has.
+MIN_LOAD_MACS = 1 << 23
+
+_enabled = os.environ.get("CONVNET_COMPILED_KERNELS", "1") != "0"
+_lock = threading.Lock()
+_compiled: dict[tuple[str, tuple[int, int]], object] = {}
+
+
+def available() -> bool:
+    """Whether the compiled kernel is on (Numba importable and not switched off)."""
+    if not _enabled:
+        return False
+    try:
+        import numba  # noqa: F401, PLC0415 - imported on first use: it takes half a second
+    except ImportError:
+        return False
+    return True
+
+
+def set_enabled(enabled: bool) -> None:
+    """Switch the compiled kernel on or off for this process (off: NumPy im2col everywhere).
+    CONVNET_COMPILED_KERNELS=0 in the environment starts with it off."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def tile_for(out_w: int) -> tuple[int, int]:
+    """(filters, columns) of the tile for rows of out_w outputs: 4 x 16 unless 16-column
+    tiles would compute more columns than 8-column ones."""
+    wide = round_up(out_w, WIDE_TILE[1]) == round_up(out_w, NARROW_TILE[1])
+    return WIDE_TILE if wide else NARROW_TILE
+
+
+# -- kernel source ----------------------------------------------------------------------------
+def kernel_source(tile=WIDE_TILE) -> str:
+    """The Python source of the kernel for one tile shape, as compiled (ZERO and INDEX come
+    from its module)."""
+    filters, columns = tile
+    lines = [
+        "def forward(x, w, bias, out):",
+        "    # x (n, C, Hp, Wq): zero-padded, Wq >= round_up(Wo, COLUMNS) + KW - 1",
+        "    # w (C, KH, KW, Kq): Kq filters, zero beyond K, a multiple of FILTERS; bias (Kq,)",
+        "    # out (n, K, Ho, Wo) = bias + correlation of x with w",
+        "    n, channels, _, _ = x.shape",
+        "    _, kh_size, kw_size, kq = w.shape",
+        "    _, k_size, out_h, out_w = out.shape",
+        "    for b in range(n):",
+        "        for i in range(out_h):",
+        f"            for k0 in range(0, kq, {filters}):",
+        f"                for j0 in range(0, out_w, {columns}):",
+    ]
+    indent = " " * 20
+    for k in range(filters):  # the tile: a{filter}_{column}
+        lines.append(indent + " = ".join(f"a{k}_{j}" for j in range(columns)) + " = ZERO")
+    lines += [
+        indent + "for c in range(channels):",
+        indent + "    for u in range(kh_size):",
+        indent + "        pixels = x[b, c, i + u]",
+        indent + "        filters = w[c, u]",
+        indent + "        for v in range(kw_size):",
+        indent + "            at = INDEX(j0 + v)",
+        indent + "            weights = filters[v]",
+    ]
+    body = indent + " " * 12
+    lines += [body + f"x{j} = pixels[at + INDEX({j})]" for j in range(columns)]
+    for k in range(filters):
+        lines.append(body + f"w{k} = weights[INDEX(k0 + {k})]")
+        lines += [body + f"a{k}_{j} += x{j} * w{k}" for j in range(columns)]
+    # Store the tile: whole rows in one go, except at the right edge.
+    lines.append(indent + f"whole = j0 + {columns} <= out_w")
+    for k in range(filters):
+        lines += [indent + f"if k0 + {k} < k_size:",
+                  indent + f"    line = out[b, k0 + {k}, i]",
+                  indent + f"    shift = bias[k0 + {k}]",
+                  indent + "    if whole:"]
+        lines += [indent + f"        line[j0 + {j}] = a{k}_{j} + shift" for j in range(columns)]
+        lines.append(indent + "    else:")
+        for j in range(columns):
+            lines += [indent + f"        if j0 + {j} < out_w:",
+                      indent + f"            line[j0 + {j}] = a{k}_{j} + shift"]
+    return "\n".join(lines)
+
+
+def module_source(dtype_name: str, tile=WIDE_TILE) -> str:
+    """A module defining the kernel for one dtype and tile, compiled on import (and cached by
+    Numba)."""
+    header = [
+        f'"""convnet\'s compiled convolution kernel for {dtype_name}, tiles of {tile[0]} filters x '
+        f'{tile[1]} columns (written by convnet.core.kernels)."""',
+        "import numba",
+        "import numpy",
+        "",
+        f"ZERO = numpy.{dtype_name}(0)",
+        "INDEX = numba.uint64  # unsigned indices: no checks for negative ones",
+        f"SCALAR = numba.{dtype_name}",
+    ]
+    footer = ("forward = numba.njit((SCALAR[:, :, :, ::1], SCALAR[:, :, :, ::1], SCALAR[::1], "
+              "SCALAR[:, :, :, ::1]), nogil=True, fastmath={'contract'}, cache=True)(forward)")
+    return "\n".join(header) + "\n\n\n" + kernel_source(tile) + "\n\n\n" + footer + "\n"
+
+
+@contextlib.contextmanager
+def _slp_vectorizer():
+    """Numba leaves LLVM's SLP vectorizer off by default (it once miscompiled other code);
+    this kernel needs it and is tested against independent answers, so it is on only while
+    the kernel compiles, and the process's setting is restored for everyone else's code."""
+    from numba.core import config  # noqa: PLC0415
+
+    previous = config.SLP_VECTORIZE
+    config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        config.SLP_VECTORIZE = previous
+
+
+def _kernel(dtype, tile):
+    """The compiled kernel for float32 or float64 arrays and one tile shape: compiled once per
+    machine (a few seconds; Numba caches the machine code beside the module in the convnet
+    cache folder) and loaded on first use in each process."""
+    key = (numpy.dtype(dtype).name, tuple(tile))
+    with _lock:
+        if key not in _compiled:
+            name = f"convnet_kernel_{key[0]}_{tile[0]}x{tile[1]}"
+            with _slp_vectorizer():
+                _compiled[key] = _import_source(name, module_source(*key)).forward
+        return _compiled[key]
+
+
+def _import_source(module_name: str, source: str):
+    """Import `source` from a file named by its hash in the cache folder (Numba caches only
+    functions that live in files), or from memory where that folder cannot be written."""
+    import hashlib  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    path = cache_root() / "kernels" / f"{module_name}_{digest}.py"
+    try:
+        if not path.exists():  # never rewritten: Numba's cache is keyed by the file's mtime
+            atomic_write(path, lambda tmp: tmp.write_text(source))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module  # Numba's cache imports the module by name on load
+        spec.loader.exec_module(module)
+        return module
+    except OSError:
+        module = types.ModuleType(module_name)
+        exec(compile(source.replace("cache=True", "cache=False"), f"<{module_name}>", "exec"),
+             module.__dict__)  # noqa: S102
+        return module
+
+
+# -- what Conv2d calls --------------------------------------------------------------------------
+def worth_compiling(layer, x, output_channels: int, input_channels: int, out_w: int) -> bool:
+    """Whether a correlation of `layer`'s shape (a Conv2d) on input x, from `input_channels`
+    to `output_channels` channels in rows of out_w outputs, runs on the kernel: stride 1, no
+    dilation or groups, float32 or float64 NumPy input, and a filter count where it wins:
+    MIN_FILTERS to MAX_FILTERS, or up to WIDE_MAX_FILTERS on rows for the 4 x 16 tile with at
+    least WIDE_MIN_TAPS taps per output; and, until the kernel is loaded, enough work to be
+    worth loading it for (MIN_LOAD_MACS)."""
+    taps = input_channels * layer.kernel_size[0] * layer.kernel_size[1]
+    wins = MIN_FILTERS <= output_channels and (output_channels <= MAX_FILTERS or (
+        output_channels <= WIDE_MAX_FILTERS and taps >= WIDE_MIN_TAPS
+        and tile_for(out_w) == WIDE_TILE))
+    if not (wins and layer.stride == (1, 1) and layer.dilation == (1, 1) and layer.groups == 1
+            and type(x) is numpy.ndarray and x.dtype in (numpy.float32, numpy.float64)):
+        return False
+    loaded = (x.dtype.name, tile_for(out_w)) in _compiled
+    macs = x.shape[0] * x.shape[2] * x.shape[3] * taps * output_channels  # about: H*W ~ Ho*Wo
+    return (loaded or macs >= MIN_LOAD_MACS) and available()
+
+
+def padded_input(x, padding, out_w: int, kernel_w: int, columns: int):
+    """(n, C, H, W) -> (n, C, H + top + bottom, Wq), zeros around (padding: a `Padding`) and
+    zero columns on the right up to Wq = round_up(Wo, columns) + KW - 1, so that the last tile
+    reads inside its rows (its extra outputs are computed, never stored)."""
+    width = round_up(out_w, columns) + kernel_w - 1
+    return numpy.ascontiguousarray(padded(numpy, x, padding, 0, width))
+
+
+def forward_weights(weight, filters: int):
+    """(K, C, KH, KW) -> (C, KH, KW, Kq): filters last, zero up to a multiple of `filters`."""
+    k = weight.shape[0]
+    out = numpy.zeros((*weight.shape[1:], round_up(k, filters)), dtype=weight.dtype)
+    out[..., :k] = weight.transpose(1, 2, 3, 0)
+    return out
+
+
+def flipped_weights(weight, filters: int):
+    """The input gradient's filters, (K, KH, KW, Cq): [k, u, v, c] = w[k, c, KH-1-u, KW-1-v]."""
+    c = weight.shape[1]
+    out = numpy.zeros((weight.shape[0], *weight.shape[2:], round_up(c, filters)),
+                      dtype=weight.dtype)
+    out[..., :c] = weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)
+    return out
+
+
+def padded_bias(bias, count: int, filters: int, dtype):
+    out = numpy.zeros(round_up(count, filters), dtype=dtype)
+    if bias is not None:
+        out[:count] = bias
+    return out
+
+
+def conv_forward(xpad, weights, bias, out, tile) -> None:
+    """out (n, K, Ho, Wo) = bias + correlation of `padded_input` with `forward_weights`."""
+    _kernel(out.dtype, tile)(xpad, weights, bias, out)

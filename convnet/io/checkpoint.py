@@ -1,0 +1,191 @@
+"""Run folders and checkpoints: weights in safetensors, configuration in JSON, written atomically.
+
+A run folder holds:
+    config.json                 model spec, input shape, class names, normalization, training setup
+    metrics.jsonl               one JSON object per epoch
+    checkpoints/last.safetensors  the latest state (weights, optimizer arrays, resume state)
+    checkpoints/best.safetensors  the best state by validation accuracy
+
+A checkpoint is one safetensors file: model arrays under their state-dict names, optimizer
+arrays under 'optimizer.<index>.<name>', and the JSON resume state in its metadata. One file
+means one atomic rename: a checkpoint is either the old one or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from convnet.core.backend import to_numpy
+from convnet.core.files import atomic_write, write_json
+from convnet.io.spec import SpecError, build, to_spec
+from convnet.nn.containers import Sequential
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+OPTIMIZER_PREFIX = "optimizer."
+
+
+class CheckpointError(Exception):
+    """A run folder or checkpoint that cannot be read or written; the message says why."""
+
+
+def save_checkpoint(path: Path, model: Sequential, state: dict, optimizer=None) -> None:
+    """Weights (+ optimizer arrays) as safetensors, with `state` as JSON metadata."""
+    tensors = {name: np.asarray(to_numpy(value), order="C")
+               for name, value in model.state_dict().items()}
+    metadata = {"state": json.dumps(state)}
+    if optimizer is not None:
+        saved = optimizer.state_dict()
+        for key, value in saved.pop("arrays").items():
+            tensors[OPTIMIZER_PREFIX + key] = np.asarray(to_numpy(value), order="C")
+        metadata["optimizer"] = json.dumps(saved)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict, dict, dict | None]:
+    """(model arrays, optimizer arrays, state, optimizer hyperparameters) of a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+        state = json.loads(metadata.get("state", "{}"))
+        optimizer = json.loads(metadata["optimizer"]) if "optimizer" in metadata else None
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({error}); it may be truncated or corrupt. "
+            f"Use the other checkpoint in {path.parent} or retrain"
+        ) from None
+    model_arrays = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    optimizer_arrays = {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items()
+                        if k.startswith(OPTIMIZER_PREFIX)}
+    return model_arrays, optimizer_arrays, state, optimizer
+
+
+def load_weights(model: Sequential, arrays: dict, source) -> None:
+    try:
+        model.load_state_dict(arrays)
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(
+            f"{source} does not fit this model's architecture: {error}. Was it saved from a "
+            f"different model? Load it with the config.json of its own run"
+        ) from None
+
+
+@dataclass
+class LoadedModel:
+    """A trained model with what it needs to preprocess inputs (`cn.load`'s result)."""
+
+    model: Sequential
+    input_shape: tuple[int, int, int]
+    class_names: list[str]
+    normalization: dict | None = None  # {'mean': [...], 'std': [...]} in [0, 1] pixel units
+    config: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def preprocess(self, images):
+        """uint8 (N, C, H, W) pixels -> normalized float32, as in training."""
+        x = np.asarray(images, dtype=np.float32) / 255.0
+        if self.normalization:
+            mean = np.asarray(self.normalization["mean"], dtype=np.float32)[:, None, None]
+            std = np.asarray(self.normalization["std"], dtype=np.float32)[:, None, None]
+            x = (x - mean) / std
+        return x.astype(np.float32, copy=False)
+
+    def scores(self, images) -> np.ndarray:
+        """Raw class scores (N, K) for uint8 images (N, C, H, W), in evaluation mode."""
+        from convnet.nn.layer import no_grad
+
+        self.model.eval()
+        with no_grad():
+            return self.model.forward(self.preprocess(images))
+
+    def predict_proba(self, images) -> np.ndarray:
+        """Class probabilities (N, K) for uint8 images (N, C, H, W)."""
+        from convnet.nn.losses import log_softmax
+
+        return np.exp(log_softmax(self.scores(images).astype(np.float64)))
+
+
+def run_config(folder: Path) -> dict:
+    path = Path(folder) / CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a run folder: it has no {CONFIG}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+
+
+def build_from_config(config: dict, source) -> Sequential:
+    try:
+        return build(config["model"])
+    except (KeyError, SpecError) as error:
+        raise CheckpointError(f"{source}: the model in its config cannot be built: {error}") \
+            from None
+
+
+def find_checkpoint(folder: Path, which: str = "best") -> Path:
+    """best (falling back to last) or last checkpoint of a run folder."""
+    order = [which] + [w for w in ("best", "last") if w != which]
+    for name in order:
+        path = Path(folder) / CHECKPOINTS / f"{name}.safetensors"
+        if path.is_file():
+            return path
+    raise CheckpointError(f"{folder} has no checkpoints yet (looked in {folder}/{CHECKPOINTS})")
+
+
+def load(path, which: str = "best") -> LoadedModel:
+    """A trained model from a run folder, a .safetensors checkpoint inside one, or an .onnx file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        from convnet.io import onnx as convnet_onnx
+
+        model = convnet_onnx.load(path)
+        return LoadedModel(model, tuple(model.input_shape),
+                           list(getattr(model, "class_names", None) or
+                                [str(i) for i in range(model.output_shape(model.input_shape)[0])]),
+                           getattr(model, "normalization", None), {}, path)
+    if path.is_dir():
+        folder, checkpoint = path, find_checkpoint(path, which)
+    elif path.is_file():
+        checkpoint = path
+        folder = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
+    else:
+        raise CheckpointError(f"{path} does not exist (expected a run folder or a checkpoint)")
+    config = run_config(folder)
+    model = build_from_config(config, folder)
+    arrays, _, _, _ = read_checkpoint(checkpoint)
+    load_weights(model, arrays, checkpoint)
+    model.eval()
+    input_shape = tuple(config["model"]["input_shape"])
+    classes = config.get("class_names") or [str(i) for i in range(model.output_shape(
+        input_shape)[0])]
+    return LoadedModel(model, input_shape, classes, config.get("normalization"), config,
+                       checkpoint)
+
+
+def save_model(folder, model: Sequential, input_shape, class_names=None, normalization=None,
+               extra: dict | None = None) -> Path:
+    """Write `model` as a run folder (config.json + checkpoints/last.safetensors)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"cannot create {folder}: {error.strerror}") from None
+    config = {"model": to_spec(model, input_shape), "class_names": class_names,
+              "normalization": normalization, **(extra or {})}
+    write_json(folder / CONFIG, config)
+    save_checkpoint(folder / CHECKPOINTS / "last.safetensors", model, {"epoch": None})
+    return folder

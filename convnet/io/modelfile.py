@@ -1,0 +1,89 @@
+"""Model files: a user's own network in TOML, validated layer by layer before any data flows.
+
+    name = "my-net"
+    description = "two conv blocks for 28x28 digits"
+    input_shape = [1, 28, 28]        # C, H, W
+    strict = true                    # refuse windows that do not fit (default)
+
+    [[layers]]
+    type = "conv"                    # in_channels is taken from the input
+    out_channels = 8
+    kernel_size = 5
+    padding = 2
+
+    [[layers]]
+    type = "relu"
+
+    [[layers]]
+    type = "maxpool"
+    kernel_size = 2
+
+    [[layers]]
+    type = "flatten"
+
+    [[layers]]
+    type = "linear"                  # in_features is taken from the input
+    out_features = 10
+
+Errors name the file, the line of the layer's [[layers]] header, and the engine's message.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from convnet.io.spec import SpecError, build
+
+_LAYER_HEADER = re.compile(r"^\s*\[\[\s*layers\s*\]\]")
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read or built; the message starts with file:line."""
+
+
+def layer_line(text: str, index: int) -> int | None:
+    """1-based line of the index-th top-level [[layers]] header, if the file uses them."""
+    headers = [number for number, line in enumerate(text.splitlines(), start=1)
+               if _LAYER_HEADER.match(line)]
+    return headers[index] if index < len(headers) else None
+
+
+def load_spec(path) -> dict:
+    """The validated spec of a TOML model file (a ModelFileError says what and where)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot read the model file ({error.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ModelFileError(f"{path}: not valid TOML: {error}") from None
+    unknown = sorted(set(data) - {"name", "description", "input_shape", "strict", "layers"})
+    if unknown:
+        raise ModelFileError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected "
+                             f"name, description, input_shape, strict and [[layers]]")
+    spec = {"name": data.get("name", path.stem), "description": data.get("description", ""),
+            "input_shape": data.get("input_shape"), "strict": data.get("strict", True),
+            "layers": data.get("layers")}
+    if spec["input_shape"] is None:
+        raise ModelFileError(f"{path}: missing input_shape = [C, H, W] (e.g. [1, 28, 28])")
+    try:
+        build(spec)
+    except SpecError as error:
+        index = error.layer_index
+        if index is None:
+            raise ModelFileError(f"{path}: {error}") from None
+        line = layer_line(text, index)
+        where = f"{path}:{line}" if line else str(path)
+        kind = spec["layers"][index].get("type", "?") if isinstance(
+            spec["layers"][index], dict) else "?"
+        raise ModelFileError(f"{where}: layer {index + 1} ({kind}): {error}") from None
+    return spec
+
+
+def load(path):
+    """A freshly initialised Sequential from a TOML model file."""
+    return build(load_spec(path))

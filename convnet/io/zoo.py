@@ -1,0 +1,133 @@
+"""The built-in models: the networks of the lecture and its peers, written as specs.
+
+Each is the same data a user's model file holds (see `convnet.io.spec`), so `convnet summary
+lenet5` and a TOML file go through one path. Channel and feature counts that follow from
+the input are left for the spec builder to fill in.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from convnet.io.spec import build
+from convnet.nn.containers import Sequential
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    description: str
+    spec: dict
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.spec["input_shape"])
+
+
+def _conv(k, size, pad=0, stride=1):
+    return {"type": "conv", "out_channels": k, "kernel_size": size, "padding": pad,
+            "stride": stride}
+
+
+RELU = {"type": "relu"}
+FLATTEN = {"type": "flatten"}
+
+
+def _pool(size, stride=None):
+    return {"type": "maxpool", "kernel_size": size, "stride": stride or size}
+
+
+def _fc(n):
+    return {"type": "linear", "out_features": n}
+
+
+def _classifier(n):
+    """The last layer feeds softmax, not a ReLU: Xavier/Glorot keeps its first scores small."""
+    return {"type": "linear", "out_features": n, "init": "xavier"}
+
+
+def _basic_block(k, stride=1, in_k=None):
+    """Two 3x3 convs with batch norm; a strided 1x1 projection when the shape changes."""
+    body = [_conv(k, 3, "same", stride), {"type": "batchnorm"}, RELU,
+            _conv(k, 3, "same"), {"type": "batchnorm"}]
+    projection = None
+    if stride != 1 or (in_k is not None and in_k != k):
+        projection = {"type": "conv", "out_channels": k, "kernel_size": 1, "stride": stride,
+                      "padding": "same", "in_channels": in_k}
+    return [{"type": "residual", "body": body, "projection": projection}, RELU]
+
+
+def _bottleneck(k, inner):
+    """1x1 reduce -> 3x3 -> 1x1 expand, added to the input: the 1x1 convolutions of the lecture."""
+    body = [_conv(inner, 1), RELU, _conv(inner, 3, 1), RELU, _conv(k, 1)]
+    return [{"type": "residual", "body": body, "projection": None}, RELU]
+
+
+MODELS: dict[str, ZooModel] = {
+    model.name: model
+    for model in [
+        ZooModel("lenet5", "LeNet-5 (LeCun 1998) with ReLU and max pooling, for 28x28 digits",
+                 {"input_shape": [1, 28, 28], "layers": [
+                     _conv(6, 5, 2), RELU, _pool(2), _conv(16, 5), RELU, _pool(2), FLATTEN,
+                     _fc(120), RELU, _fc(84), RELU, _classifier(10)]}),
+        ZooModel("convnetjs-mnist", "ConvNetJS's MNIST demo net: two conv-relu-pool blocks on "
+                 "24x24 crops",
+                 {"input_shape": [1, 24, 24], "layers": [
+                     _conv(8, 5, 2), RELU, _pool(2), _conv(16, 5, 2), RELU, _pool(3), FLATTEN,
+                     _classifier(10)]}),
+        ZooModel("convnetjs", "ConvNetJS's CIFAR-10 demo net: three conv5x5-relu-pool blocks "
+                 "(16, 20, 20 filters)",
+                 {"input_shape": [3, 32, 32], "layers": [
+                     _conv(16, 5, 2), RELU, _pool(2), _conv(20, 5, 2), RELU, _pool(2),
+                     _conv(20, 5, 2), RELU, _pool(2), FLATTEN, _classifier(10)]}),
+        ZooModel("tinyvgg", "CNN Explainer's Tiny VGG: two blocks of [conv3x3x10, relu] x2 + "
+                 "pool, on 64x64 colour images",
+                 {"input_shape": [3, 64, 64], "layers": [
+                     _conv(10, 3), RELU, _conv(10, 3), RELU, _pool(2),
+                     _conv(10, 3), RELU, _conv(10, 3), RELU, _pool(2), FLATTEN, _classifier(10)]}),
+        ZooModel("vggish", "A VGG-style net: stacks of 3x3 convs (32, 64, 128 filters) with "
+                 "2x2 pooling, for 32x32 images",
+                 {"input_shape": [3, 32, 32], "layers": [
+                     _conv(32, 3, 1), RELU, _conv(32, 3, 1), RELU, _pool(2),
+                     _conv(64, 3, 1), RELU, _conv(64, 3, 1), RELU, _pool(2),
+                     _conv(128, 3, 1), RELU, _pool(2), FLATTEN, _classifier(10)]}),
+        ZooModel("resnet8", "A small ResNet: a 3x3 stem and three residual stages (16, 32, 64) "
+                 "with batch norm and global average pooling",
+                 {"input_shape": [3, 32, 32], "layers": [
+                     _conv(16, 3, 1), {"type": "batchnorm"}, RELU,
+                     *_basic_block(16), *_basic_block(32, 2, 16), *_basic_block(64, 2, 32),
+                     {"type": "gap"}, FLATTEN, _classifier(10)]}),
+        ZooModel("bottleneck", "1x1 convolutions at work: a 1x1-3x3-1x1 residual bottleneck "
+                 "between conv-pool stages, for 32x32 images",
+                 {"input_shape": [3, 32, 32], "layers": [
+                     _conv(32, 3, 1), RELU, _pool(2), *_bottleneck(32, 8),
+                     _conv(64, 1), RELU, _pool(2), *_bottleneck(64, 16),
+                     {"type": "gap"}, FLATTEN, _classifier(10)]}),
+    ]
+}
+
+
+def names() -> list[str]:
+    return list(MODELS)
+
+
+def spec_for(name: str, num_classes: int | None = None, in_channels: int | None = None) -> dict:
+    """A copy of the zoo spec, with its classifier and input depth adapted when asked."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; the zoo has: {', '.join(MODELS)} "
+                       f"(or give the path of a .toml model file)")
+    spec = copy.deepcopy(MODELS[name].spec)
+    if in_channels is not None:
+        spec["input_shape"][0] = in_channels
+    if num_classes is not None:
+        last = spec["layers"][-1]
+        last["out_features"] = num_classes
+    spec["name"] = name
+    return spec
+
+
+def build_model(name: str, num_classes: int | None = None,
+                in_channels: int | None = None) -> Sequential:
+    """A freshly initialised zoo model (seed with cn.manual_seed first to reproduce it)."""
+    return build(spec_for(name, num_classes, in_channels))

@@ -1,0 +1,104 @@
+"""BatchNorm2d: per-channel normalisation with batch statistics in training and running
+statistics in evaluation, following PyTorch exactly (momentum 0.1, unbiased running variance)."""
+
+from __future__ import annotations
+
+import numpy
+
+from convnet.core.backend import array_module
+from convnet.core.errors import ShapeError
+from convnet.nn.layer import Layer, Shape, check_input, grad_enabled, positive_int
+from convnet.nn.parameter import Parameter
+from convnet.nn.window import chw
+
+
+class BatchNorm2d(Layer):
+    """(N, C, H, W) -> (N, C, H, W): y = (x - mean) / sqrt(var + eps) * weight + bias."""
+
+    kind = "bn"
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True, *, dtype=numpy.float32):
+        super().__init__()
+        self.num_features = positive_int(num_features, "num_features", "BatchNorm2d")
+        if not eps > 0:
+            raise ValueError(f"BatchNorm2d: eps must be > 0, received {eps!r}")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNorm2d: momentum must be in [0, 1], received {momentum!r}")
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.weight = Parameter(numpy.ones(num_features, dtype=dtype)) if affine else None
+        self.bias = Parameter(numpy.zeros(num_features, dtype=dtype)) if affine else None
+        self.running_mean = numpy.zeros(num_features, dtype=dtype)
+        self.running_var = numpy.ones(num_features, dtype=dtype)
+        self.num_batches_tracked = numpy.zeros((), dtype=numpy.int64)
+
+    def own_parameters(self):
+        return {} if self.weight is None else {"weight": self.weight, "bias": self.bias}
+
+    def own_buffers(self):
+        return {"running_mean": self.running_mean, "running_var": self.running_var,
+                "num_batches_tracked": self.num_batches_tracked}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        channels, _, _ = chw(self, input_shape)
+        if channels != self.num_features:
+            raise ShapeError(
+                f"{self.name} (BatchNorm2d): num_features={self.num_features} but the input "
+                f"reaching it has {channels} channels; set num_features={channels}"
+            )
+        return tuple(input_shape)
+
+    def forward(self, x):
+        check_input(self, x, 4, self.num_features, dtype=self.running_mean.dtype)
+        xp = array_module(x)
+        if self.training:
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            if count < 2:
+                raise ValueError(
+                    f"{self.name} (BatchNorm2d): training needs more than one value per channel, "
+                    f"received input shape {tuple(x.shape)}; use a batch of 2 or more or eval()"
+                )
+            mean = x.mean(axis=(0, 2, 3))
+            var = x.var(axis=(0, 2, 3))
+            m = self.momentum
+            self.running_mean[...] = (1 - m) * self.running_mean + m * mean
+            self.running_var[...] = (1 - m) * self.running_var + m * var * (count / (count - 1))
+            self.num_batches_tracked += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        inv_std = 1.0 / xp.sqrt(var + self.eps)  # (C,)
+        xhat = (x - mean[:, None, None]) * inv_std[:, None, None]
+        out = xhat
+        if self.weight is not None:
+            out = xhat * self.weight.data[:, None, None] + self.bias.data[:, None, None]
+        if grad_enabled():
+            self.cache = (xhat, inv_std, self.training)
+        return out.astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        xhat, inv_std, batch_statistics = self._take_cache()
+        if self.weight is not None:
+            self.weight.grad += (dy * xhat).sum(axis=(0, 2, 3))
+            self.bias.grad += dy.sum(axis=(0, 2, 3))
+            dxhat = dy * self.weight.data[:, None, None]
+        else:
+            dxhat = dy
+        if not batch_statistics:
+            return dxhat * inv_std[:, None, None]
+        # Through the batch mean and variance as well:
+        # dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+        mean_dxhat = dxhat.mean(axis=(0, 2, 3), keepdims=True)
+        mean_dxhat_xhat = (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True)
+        return (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std[:, None, None]
+
+    def param_formula(self, input_shape: Shape) -> str:
+        if self.weight is None:
+            return ""
+        return f"2 x {self.num_features} = {self.num_parameters():,}"
+
+    def macs(self, input_shape: Shape, output_shape: Shape) -> int:
+        return 2 * int(numpy.prod(input_shape))
+
+    def extra_repr(self) -> str:
+        return str(self.num_features)

@@ -1,0 +1,287 @@
+"""The contract every layer keeps: forward, backward, output_shape, parameters, train/eval.
+
+A layer keeps from `forward` only what `backward` needs, and `backward(dy)` returns the
+gradient with respect to its input while accumulating its parameters' gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import numpy
+
+from convnet.core.backend import array_module
+from convnet.nn.init import initial_weight
+from convnet.nn.parameter import Parameter
+
+Shape = tuple[int, ...]
+
+# Per thread, as in PyTorch: an explorer answering requests under no_grad() must not stop a
+# trainer in another thread from keeping its caches.
+_grad_mode = threading.local()
+
+
+def grad_enabled() -> bool:
+    """Whether layers keep what backward needs (off inside `no_grad()`, in this thread)."""
+    return getattr(_grad_mode, "enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inference without caching for backward: less memory, a little faster. This thread only."""
+    previous = grad_enabled()
+    _grad_mode.enabled = False
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = previous
+
+
+class Layer:
+    """Base class. Subclasses say plainly which arrays they own in `own_parameters`."""
+
+    # Short lowercase stem for display names such as conv1, pool2 (see Sequential).
+    kind = "layer"
+
+    def __init__(self) -> None:
+        self.training = True
+        self.name = self.kind
+        self.cache = None  # what forward keeps for backward
+
+    # -- computation -------------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def backward_parameters(self, dy) -> None:
+        """Fill the parameters' gradients without returning the input gradient: what the first
+        layer of a model does in training. Layers that can skip computing it override this."""
+        self.backward(dy)
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        """Per-sample output shape for a per-sample input shape; ShapeError if it won't fit."""
+        return tuple(input_shape)
+
+    def _take_cache(self):
+        """Hand the forward cache to backward once, so its memory is freed afterwards."""
+        if self.cache is None:
+            raise RuntimeError(
+                f"{self.name} ({type(self).__name__}): backward called without a forward that "
+                f"kept its cache (run forward outside no_grad(), once per backward)"
+            )
+        cache, self.cache = self.cache, None
+        return cache
+
+    # -- parameters ----------------------------------------------------------------------
+    def own_parameters(self) -> dict[str, Parameter]:
+        """The trainable arrays this layer itself holds, by name (not its children's)."""
+        return {}
+
+    def own_buffers(self) -> dict[str, object]:
+        """Non-trainable state saved with the model (batch-norm running statistics)."""
+        return {}
+
+    def set_buffer(self, name: str, value) -> None:
+        setattr(self, name, value)
+
+    def children(self) -> list[tuple[str, Layer]]:
+        """Sub-layers, by name, for containers."""
+        return []
+
+    def summary_children(self) -> tuple[str, list[Layer]]:
+        """How the summary lists this layer's sub-layers: ("chain", layers) in its place, one
+        after another (a Sequential); ("nested", layers) indented under its own row, each fed
+        this layer's input (a Residual's body and projection); ("leaf", []) for none."""
+        return ("leaf", [])
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for name, param in self.own_parameters().items():
+            yield prefix + name, param
+        for child_name, child in self.children():
+            yield from child.named_parameters(f"{prefix}{child_name}.")
+
+    def parameters(self) -> list[Parameter]:
+        return [param for _, param in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, object]]:
+        for name, value in self.own_buffers().items():
+            yield prefix + name, value
+        for child_name, child in self.children():
+            yield from child.named_buffers(f"{prefix}{child_name}.")
+
+    def modules(self) -> Iterator[Layer]:
+        yield self
+        for _, child in self.children():
+            yield from child.modules()
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    def zero_grad(self) -> None:
+        for param in self.parameters():
+            param.zero_grad()
+
+    def state_dict(self) -> dict[str, object]:
+        """Parameters and buffers by their stable names: PyTorch's keys, in PyTorch's order
+        (each layer's parameters, then its buffers, then its children's), for the same model."""
+        return dict(self._state_items())
+
+    def _state_items(self, prefix: str = "") -> Iterator[tuple[str, object]]:
+        for name, param in self.own_parameters().items():
+            yield prefix + name, param.data
+        yield from ((prefix + name, value) for name, value in self.own_buffers().items())
+        for child_name, child in self.children():
+            yield from child._state_items(f"{prefix}{child_name}.")
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays in by name; shapes must match. strict=True refuses missing or extra keys."""
+        params = dict(self.named_parameters())
+        buffers = dict(self.named_buffers())
+        missing = [k for k in [*params, *buffers] if k not in state]
+        unexpected = [k for k in state if k not in params and k not in buffers]
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"state dict does not match the model: missing {missing or 'none'}, "
+                f"unexpected {unexpected or 'none'}"
+            )
+        for name, param in params.items():
+            if name in state:
+                xp = array_module(param.data)
+                param.assign(xp.asarray(state[name], dtype=param.data.dtype), name)
+        owners = self._buffer_owners()
+        for name in buffers:
+            if name in state:
+                owner, attr = owners[name]
+                old = getattr(owner, attr)
+                new = array_module(old).asarray(state[name], dtype=old.dtype)
+                if new.shape != old.shape:
+                    raise ValueError(f"{name}: expected shape {old.shape}, received {new.shape}")
+                owner.set_buffer(attr, new.copy())
+
+    def _buffer_owners(self, prefix: str = "") -> dict[str, tuple[Layer, str]]:
+        owners = {prefix + name: (self, name) for name in self.own_buffers()}
+        for child_name, child in self.children():
+            owners.update(child._buffer_owners(f"{prefix}{child_name}."))
+        return owners
+
+    # -- modes and dtype -------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Layer:
+        for module in self.modules():
+            module.training = mode
+        return self
+
+    def eval(self) -> Layer:
+        return self.train(False)
+
+    def astype(self, dtype) -> Layer:
+        """Cast parameters and float buffers to `dtype` (float64 for gradient checks)."""
+        for module in self.modules():
+            for param in module.own_parameters().values():
+                param.data = param.data.astype(dtype)
+                param.grad = param.grad.astype(dtype)
+            for name, value in module.own_buffers().items():
+                if value.dtype.kind == "f":
+                    module.set_buffer(name, value.astype(dtype))
+        return self
+
+    @property
+    def dtype(self):
+        params = self.parameters()
+        return params[0].data.dtype if params else None
+
+    # -- description (summary, CLI, web page) --------------------------------------------
+    def param_formula(self, input_shape: Shape) -> str:
+        """How the parameter count comes about, e.g. '10 x (5*5*3 + 1) = 760'."""
+        count = self.num_parameters()
+        return f"{count:,}" if count else ""
+
+    def macs(self, input_shape: Shape, output_shape: Shape) -> int:
+        """Multiply-adds per sample in forward."""
+        return 0
+
+    def receptive_field(self, field, input_shape: Shape):
+        """The receptive field after this layer, given the field of its input units."""
+        return field
+
+    def dropped_pixels(self, input_shape: Shape) -> tuple[int, int]:
+        """Border (rows, cols) this layer never covers (only with strict=False)."""
+        return (0, 0)
+
+    def summary_description(self) -> str:
+        """What the summary's description column says of this layer."""
+        return repr(self)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class WeightedLayer(Layer):
+    """A layer owning a `weight` drawn by its `init` scheme and an optional zero `bias`."""
+
+    def _create_parameters(self, weight_shape, bias: bool, init: str, dtype) -> None:
+        self.init = init
+        self.weight = Parameter(numpy.zeros(weight_shape, dtype=dtype))
+        self.bias = Parameter(numpy.zeros(weight_shape[0], dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.weight.data[...] = initial_weight(self.weight.shape, self.init, self.weight.data.dtype)
+        if self.bias is not None:
+            self.bias.data[...] = 0
+
+    def own_parameters(self):
+        params = {"weight": self.weight}
+        if self.bias is not None:
+            params["bias"] = self.bias
+        return params
+
+
+def check_input(
+    layer: Layer, x, ndim: int, channels: int | None = None, what: str = "", dtype=None
+) -> None:
+    """Refuse inputs of the wrong type, rank, dtype or channel count with a message that helps."""
+    label = f"{layer.name} ({type(layer).__name__})"
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{label}: expected an array, received {type(x).__name__}")
+    layout = what or {2: "(N, features)", 4: "(N, C, H, W)"}.get(ndim, f"{ndim}-D")
+    if x.ndim != ndim:
+        hint = " (add cn.Flatten() before a Linear layer)" if ndim == 2 and x.ndim == 4 else ""
+        if ndim == 4 and x.ndim == 3:
+            hint = " (add a batch axis: x[None])"
+        raise ValueError(
+            f"{label}: expected a {ndim}-D array {layout}, received shape {tuple(x.shape)}{hint}"
+        )
+    if numpy.dtype(x.dtype).kind != "f":
+        raise TypeError(
+            f"{label}: expected a floating-point array (float32), received dtype {x.dtype}; "
+            f"convert with x.astype(numpy.float32)"
+        )
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"{label}: expected {dtype} input to match the layer's weights, received {x.dtype}; "
+            f"convert with x.astype(numpy.{dtype}) or the model with model.astype(numpy.{x.dtype})"
+        )
+    if any(dim == 0 for dim in x.shape):
+        raise ValueError(f"{label}: received an empty array of shape {tuple(x.shape)}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"{label}: expected {channels} input channels, received {x.shape[1]} "
+            f"(input shape {tuple(x.shape)})"
+        )
+
+
+def positive_int(value, name: str, layer: str, minimum: int = 1) -> int:
+    """Validate a hyperparameter such as in_channels or out_features."""
+    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < minimum:
+        raise ValueError(f"{layer}: {name} must be an int >= {minimum}, received {value!r}")
+    return int(value)

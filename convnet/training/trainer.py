@@ -1,0 +1,502 @@
+"""Training runs: data, model, optimizer and schedule from one config; safe checkpoints; exact
+resumption; a progress bar; validation every epoch.
+
+    trainer = Trainer(TrainConfig(model="lenet5", dataset="mnist-5k", epochs=5), "runs/demo")
+    summary = trainer.fit()
+
+Exactness: the batch order and augmentation are pure functions of (seed, epoch, batch), and
+a checkpoint holds weights, optimizer state, the schedule's step and the shared generator's
+state, so a run interrupted and resumed ends with the same weights as one that was not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convnet.core import rng
+from convnet.io.checkpoint import (
+    CHECKPOINTS,
+    CONFIG,
+    METRICS,
+    CheckpointError,
+    atomic_write,
+    build_from_config,
+    load_weights,
+    read_checkpoint,
+    run_config,
+    save_checkpoint,
+    write_json,
+)
+from convnet.nn.layer import no_grad
+from convnet.nn.losses import CrossEntropyLoss
+from convnet.optim.optimizers import OPTIMIZERS, clip_grad_norm_
+from convnet.optim.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
+from convnet.training.metrics import Evaluation, confusion_matrix
+
+
+class TrainingError(Exception):
+    """A run that cannot start or continue; the message says why and what to do."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "lenet5"  # a zoo name or the path of a .toml model file
+    dataset: str = "mnist-5k"  # the embedded default works with no download
+    data_dir: str | None = None
+    epochs: int = 10
+    batch_size: int = 64  # the global batch: the same under MPI whatever the process count
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # constant | step | cosine, stepped every iteration
+    warmup_epochs: float = 0.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    augment: bool | None = None  # None/True: the dataset's suggestion (crop; + flip for photos)
+    clip_grad_norm: float | None = None
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (0 < self.val_fraction < 1, "val_fraction must be in (0, 1)"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in ("constant", "step", "cosine"),
+             "schedule must be constant, step or cosine"),
+            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
+            (self.seed >= 0, "seed must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(f"invalid training setting: {message}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class LocalGroup:
+    """A single process: the trainer's view of data parallelism when MPI is not in use.
+
+    The trainer calls, in order: `root_first(work, what)` to load the data (rank 0 first, so
+    that a download happens once), `broadcast_parameters(model)` once at the end of setup; then
+    per step `shard(x, y)` on the global batch, `allreduce_gradients(params)` after backward,
+    `global_statistics(loss, correct, count)` on the local batch's figures (it returns the
+    global batch's), and `agree_to_stop(requested)` after the step's callbacks (true on every
+    process when any asked to stop). `convnet.training.distributed.MPIGroup` is the
+    many-process one.
+    """
+
+    rank = 0
+    size = 1
+    is_root = True
+
+    def shard(self, x, y):
+        return x, y
+
+    def allreduce_gradients(self, params) -> None:
+        pass
+
+    def global_statistics(self, loss: float, correct: int, count: int) -> tuple[float, int, int]:
+        return loss, correct, count
+
+    def agree_to_stop(self, requested: bool) -> bool:
+        return requested
+
+    def broadcast_parameters(self, model) -> None:
+        pass
+
+    def root_first(self, work, what: str):
+        return work()
+
+
+def model_spec(name: str, num_classes: int) -> dict:
+    """The spec of a zoo model or model file, with its classifier sized for the dataset."""
+    from convnet.io import modelfile, zoo
+
+    if name in zoo.MODELS:
+        return zoo.spec_for(name, num_classes=num_classes)
+    if name.endswith(".toml") or Path(name).is_file():
+        spec = modelfile.load_spec(name)
+        return spec
+    raise TrainingError(f"unknown model {name!r}; choose one of {', '.join(zoo.MODELS)} "
+                        f"(see `convnet models`) or give the path of a .toml model file")
+
+
+def _print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _discard(message: str) -> None:
+    pass
+
+
+def _jsonable_rng_state(state: dict) -> dict:
+    return json.loads(json.dumps(state, default=int))
+
+
+class Trainer:
+    """One training run in `out_dir`. `fit()` trains; `stop()` asks it to stop after the step."""
+
+    def __init__(self, config: TrainConfig, out_dir, *, resume: bool = False, callbacks=(),
+                 group=None, progress: bool | None = None, log=None):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.resume = resume
+        self.callbacks = list(callbacks)
+        self.group = group or LocalGroup()
+        self.progress = progress
+        # Only the root process reports by default, as it alone writes files.
+        self.log = log or (_print_to_stderr if self.group.is_root else _discard)
+        self._stop_reason: str | None = None
+        config.validate()
+
+    # -- setup -------------------------------------------------------------------------------
+    def _prepare_folder(self) -> dict | None:
+        """The saved config when resuming; refuses to overwrite an existing run otherwise."""
+        if self.resume:
+            saved = run_config(self.out_dir)
+            self.config = TrainConfig.from_dict({**saved["train"], "epochs": self.config.epochs})
+            return saved
+        if self.out_dir.exists() and any(self.out_dir.iterdir()):
+            raise TrainingError(f"{self.out_dir} already holds files; pass --resume "
+                                f"{self.out_dir} to continue that run, or choose another --out")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.out_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise TrainingError(f"cannot write to {self.out_dir}: {error.strerror}") from None
+        return None
+
+    def _load_data(self, input_shape):
+        from convnet import data
+
+        cfg = self.config
+        channels, height, width = input_shape
+        try:
+            full = data.load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir,
+                                     image_size=(height, width), channels=channels)
+        except data.DataError as error:
+            raise TrainingError(str(error)) from None
+        for note in full.notes:
+            self.log(f"note: {note}")
+        train, val = data.train_val_split(full, cfg.val_fraction, cfg.seed)
+        return full, train, val
+
+    def setup(self) -> None:
+        from convnet import data
+
+        cfg = self.config
+        saved = self._prepare_folder() if self.group.is_root else None
+        if not self.group.is_root and self.resume:
+            saved = run_config(self.out_dir)
+            self.config = cfg = TrainConfig.from_dict({**saved["train"],
+                                                       "epochs": self.config.epochs})
+        from convnet.io.spec import SpecError, build
+
+        # The input shape says how to load the images, and the classes found there size a zoo
+        # model's classifier (a folder of 3 classes, say), so the data comes first.
+        spec = saved["model"] if saved is not None else model_spec(cfg.model, 10)
+        self.input_shape = tuple(spec["input_shape"])
+        full, self.train_set, self.val_set = self.group.root_first(
+            lambda: self._load_data(self.input_shape), "load the dataset")
+        self.class_names = list(full.class_names)
+        rng.manual_seed(cfg.seed)
+        if saved is None:
+            # After the seed, as before: reading a model file builds it once to validate it,
+            # which draws from the shared generator, so a seed keeps giving the weights it gave.
+            spec = model_spec(cfg.model, len(self.class_names))
+        try:
+            self.model = build(spec)
+        except SpecError as error:
+            raise TrainingError(f"model {cfg.model}: {error}") from None
+        out_features = self.model.output_shape(self.input_shape)
+        if out_features != (len(self.class_names),):
+            raise TrainingError(
+                f"model {cfg.model} outputs {out_features[0]} scores but {cfg.dataset} has "
+                f"{len(self.class_names)} classes; set out_features = {len(self.class_names)} "
+                f"in the last linear layer")
+        if saved is not None:
+            self.normalization = data.Normalization.from_dict(saved["normalization"])
+        else:
+            self.normalization = data.Normalization.fit(self.train_set.images)
+        info = data.DATASETS.get(cfg.dataset)
+        suggested = (info.augmentation if info else None) or {"crop_padding": 2, "hflip": False}
+        # None means the dataset's own suggestion (crop for digits, crop + flip for photos).
+        augmentation = suggested if cfg.augment is not False else None
+        self.train_loader = data.BatchLoader(self.train_set, cfg.batch_size, shuffle=True,
+                                             seed=cfg.seed, normalization=self.normalization,
+                                             augmentation=augmentation, drop_last=False)
+        self.val_loader = data.BatchLoader(self.val_set, 256, shuffle=False, seed=cfg.seed,
+                                           normalization=self.normalization)
+        params = self.model.parameters()
+        if cfg.optimizer == "sgd":
+            self.optimizer = OPTIMIZERS["sgd"](params, lr=cfg.lr, momentum=cfg.momentum,
+                                               weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr,
+                                                       weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = len(self.train_loader)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        after_steps = max(self.total_steps - warmup, 1)
+        if cfg.schedule == "cosine":
+            after = CosineAnnealingLR(self.optimizer, after_steps)
+        elif cfg.schedule == "step":
+            after = StepLR(self.optimizer, max(after_steps // 3, 1), 0.1)
+        else:
+            after = ConstantLR(self.optimizer)
+        self.scheduler = LinearWarmup(self.optimizer, warmup, after) if warmup else after
+        self.loss_fn = CrossEntropyLoss()
+        self.epoch, self.batch_index, self.global_step = 0, 0, 0
+        self.best_val_accuracy = -1.0
+        self.partial = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+        if saved is not None:
+            self._restore()
+        else:
+            if self.group.is_root:
+                self._write_config(spec)
+        self.group.broadcast_parameters(self.model)
+
+    def _write_config(self, spec: dict) -> None:
+        from convnet.version import __version__
+
+        write_json(self.out_dir / CONFIG, {
+            "convnet_version": __version__,
+            "model_name": self.config.model,
+            "model": spec,
+            "dataset": self.config.dataset,
+            "class_names": self.class_names,
+            "normalization": self.normalization.to_dict(),
+            "train": dataclasses.asdict(self.config),
+        })
+
+    def _restore(self) -> None:
+        path = self.out_dir / CHECKPOINTS / "last.safetensors"
+        arrays, optimizer_arrays, state, optimizer_state = read_checkpoint(path)
+        load_weights(self.model, arrays, path)
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict({**optimizer_state, "arrays": optimizer_arrays})
+        self.epoch = int(state["epoch"])
+        self.batch_index = int(state["batch_index"])
+        self.global_step = int(state["global_step"])
+        self.best_val_accuracy = float(state["best_val_accuracy"])
+        self.partial = state["partial"]
+        self.scheduler.load_state_dict(state["scheduler"])
+        rng.set_state(state["rng"])
+        if self.epoch >= self.config.epochs:
+            raise TrainingError(f"{self.out_dir} already finished {self.epoch} epoch(s); "
+                                f"pass a larger --epochs to train further")
+        if self.group.is_root:
+            self._truncate_metrics(self.epoch)
+        self.log(f"resuming {self.out_dir} at epoch {self.epoch + 1}, batch "
+                 f"{self.batch_index + 1} of {self.steps_per_epoch}")
+
+    def _truncate_metrics(self, epochs_done: int) -> None:
+        """Drop log records of epochs the resumed run will train again."""
+        path = self.out_dir / METRICS
+        if not path.exists():
+            return
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("epoch", 0) <= epochs_done]
+        atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in keep)))
+
+    # -- state -------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"epoch": self.epoch, "batch_index": self.batch_index,
+                "global_step": self.global_step, "best_val_accuracy": self.best_val_accuracy,
+                "partial": self.partial, "scheduler": self.scheduler.state_dict(),
+                "rng": _jsonable_rng_state(rng.get_state())}
+
+    def save(self, which: str = "last") -> Path:
+        path = self.out_dir / CHECKPOINTS / f"{which}.safetensors"
+        if self.group.is_root:
+            save_checkpoint(path, self.model, self._state(), self.optimizer)
+        return path
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Finish the current step, save a checkpoint and return from fit()."""
+        self._stop_reason = reason
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _emit(self, event: str, *args) -> None:
+        for callback in self.callbacks:
+            handler = getattr(callback, event, None)
+            if handler is not None:
+                handler(self, *args)
+
+    def evaluate_loader(self, loader) -> Evaluation:
+        self.model.eval()
+        total_loss, labels, predictions = 0.0, [], []
+        with no_grad():
+            for x, y in loader:
+                scores = self.model.forward(x)
+                total_loss += CrossEntropyLoss().forward(scores, y) * len(y)
+                labels.append(y)
+                predictions.append(scores.argmax(axis=1))
+        self.model.train()
+        labels_all, predictions_all = np.concatenate(labels), np.concatenate(predictions)
+        confusion = confusion_matrix(labels_all, predictions_all, len(self.class_names))
+        return Evaluation(total_loss / max(len(labels_all), 1), confusion, self.class_names)
+
+    def _step(self, x, y) -> tuple[float, int, int]:
+        x, y = self.group.shard(x, y)
+        # A diverging run overflows: that is reported below as a clear error, not as warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = self.model.forward(x)
+            loss = self.loss_fn.forward(scores, y)
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {loss} at epoch {self.epoch + 1}, batch {self.batch_index + 1} "
+                f"(step {self.global_step + 1}); training stopped and the last good checkpoint "
+                f"in {self.out_dir / CHECKPOINTS} was kept. Try a smaller --lr "
+                f"(now {self.config.lr}) or --clip-grad-norm")
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.model.backward(self.loss_fn.backward(), input_grad=False)
+        self.group.allreduce_gradients(self.model.parameters())
+        if self.config.clip_grad_norm:
+            clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.optimizer.step()
+        self.model.zero_grad()
+        self.scheduler.step()
+        correct = int((scores.argmax(axis=1) == y).sum())
+        return self.group.global_statistics(loss, correct, len(y))
+
+    def _install_interrupt_handler(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop_reason == "interrupted":
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now
+            self.log("\ninterrupt: finishing this step and saving a checkpoint "
+                     "(Ctrl-C again to abort without saving)")
+            self._stop_reason = "interrupted"
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def fit(self) -> dict:
+        """Train to config.epochs; returns a summary (also when stopped early)."""
+        self.setup()
+        self._stop_reason = None
+        previous_handler = self._install_interrupt_handler()
+        try:
+            return self._loop()
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+
+    def _progress_bar(self, start: int):
+        from tqdm import tqdm
+
+        enabled = self.progress if self.progress is not None else sys.stderr.isatty()
+        return tqdm(total=self.steps_per_epoch, initial=start, disable=not enabled or
+                    not self.group.is_root, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+                    unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def _loop(self) -> dict:
+        cfg = self.config
+        self._emit("on_start")
+        record = None
+        while self.epoch < cfg.epochs:
+            self.model.train()
+            bar = self._progress_bar(self.batch_index)
+            for x, y in self.train_loader.iter_from(self.epoch, self.batch_index):
+                started = time.perf_counter()
+                loss, correct, count = self._step(x, y)
+                elapsed = time.perf_counter() - started
+                self.batch_index += 1
+                self.global_step += 1
+                p = self.partial
+                p["loss"] += loss * count
+                p["correct"] += correct
+                p["count"] += count
+                p["seconds"] += elapsed
+                stats = {"epoch": self.epoch + 1, "batch": self.batch_index, "loss": loss,
+                         "accuracy": correct / count, "lr": self.optimizer.lr,
+                         "images_per_s": count / max(elapsed, 1e-9),
+                         "step": self.global_step}
+                bar.set_postfix(loss=f"{p['loss'] / p['count']:.4f}",
+                                acc=f"{p['correct'] / p['count']:.3f}",
+                                img_s=f"{p['count'] / p['seconds']:.0f}")
+                bar.update(1)
+                self._emit("on_batch", stats)
+                if self.group.agree_to_stop(self._stop_reason is not None):
+                    self._stop_reason = self._stop_reason or "stop requested by another process"
+                    bar.close()
+                    self.save("last")
+                    self.log(f"stopped ({self._stop_reason}) at epoch {self.epoch + 1}, batch "
+                             f"{self.batch_index}; checkpoint saved. Continue with "
+                             f"`convnet train --resume {self.out_dir}`")
+                    return self._summary(record, stopped=True)
+            bar.close()
+            record = self._end_epoch()
+        self._emit("on_end", record)
+        return self._summary(record, stopped=False)
+
+    def _end_epoch(self) -> dict:
+        validation = self.evaluate_loader(self.val_loader)
+        p = self.partial
+        record = {"epoch": self.epoch + 1, "step": self.global_step,
+                  "train_loss": p["loss"] / max(p["count"], 1),
+                  "train_accuracy": p["correct"] / max(p["count"], 1),
+                  "val_loss": validation.loss, "val_accuracy": validation.accuracy,
+                  "lr": self.optimizer.lr,
+                  "images_per_s": p["count"] / max(p["seconds"], 1e-9),
+                  "seconds": p["seconds"], "time": time.time()}
+        self.epoch += 1
+        self.batch_index = 0
+        self.partial = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+        improved = validation.accuracy > self.best_val_accuracy
+        if improved:
+            self.best_val_accuracy = validation.accuracy
+        if self.group.is_root:
+            with open(self.out_dir / METRICS, "a") as stream:
+                stream.write(json.dumps(record) + "\n")
+            self.save("last")
+            if improved:
+                self.save("best")
+            self.log(f"epoch {record['epoch']}/{self.config.epochs}  "
+                     f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.2%}  "
+                     f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}  "
+                     f"{record['images_per_s']:.0f} img/s" + ("  (best)" if improved else ""))
+        self._emit("on_epoch_end", record)
+        return record
+
+    def _summary(self, record: dict | None, stopped: bool) -> dict:
+        return {"out_dir": str(self.out_dir), "epochs_done": self.epoch, "stopped": stopped,
+                "best_val_accuracy": self.best_val_accuracy, "last": record}
+
+
+def resume_config(out_dir, epochs: int | None = None) -> TrainConfig:
+    """The TrainConfig saved in a run folder (epochs overridable to train further)."""
+    saved = run_config(Path(out_dir))
+    try:
+        config = TrainConfig.from_dict(saved["train"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{out_dir}/{CONFIG} has no usable training settings "
+                              f"({error})") from None
+    if epochs is not None:
+        config.epochs = epochs
+    return config
+
+
+__all__ = ["Trainer", "TrainConfig", "TrainingError", "LocalGroup", "build_from_config",
+           "resume_config"]

@@ -132,7 +132,7 @@ def test_batch_axis_is_dynamic_and_metadata_is_carried(tmp_path, rng):
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [1, 6, 6]
     props = {p.key: p.value for p in onnx_model.metadata_props}
     assert json.loads(props["convnet.class_names"]) == ["cat", "dog", "emu"]
-    assert json.loads(props["convnet.nn.batchnorm"]) == {"mean": [0.5], "std": [0.25]}
+    assert json.loads(props["convnet.normalization"]) == {"mean": [0.5], "std": [0.25]}
     assert json.loads(props["convnet.input_shape"]) == [1, 6, 6]
     for batch in (1, 7):
         x = rng.normal(size=(batch, 1, 6, 6)).astype(np.float32)

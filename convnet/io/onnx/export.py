@@ -35,7 +35,7 @@ BATCH = "batch"  # the symbolic batch dimension of input and output
 # metadata_props keys (values are JSON)
 META_INPUT_SHAPE = "convnet.input_shape"
 META_CLASS_NAMES = "convnet.class_names"
-META_NORMALIZATION = "convnet.nn.batchnorm"
+META_NORMALIZATION = "convnet.normalization"
 
 EXPORTABLE = ("Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "ReLU", "LeakyReLU",
               "Sigmoid", "Tanh", "Softmax", "Linear", "Flatten", "Dropout", "BatchNorm2d",

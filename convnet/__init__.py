@@ -22,12 +22,15 @@ from convnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
+from convnet.nn.graph import Model
 from convnet.nn.layer import Layer, no_grad
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.losses import CrossEntropyLoss, MultiClassHingeLoss, SVMLoss
+from convnet.nn.merge import Add, Concat, Div, Mul, Sub
 from convnet.nn.parameter import Parameter
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from convnet.nn.summary import Summary, summarize
+from convnet.nn.symbolic import Input
 from convnet.optim.optimizers import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
 from convnet.optim.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
 from convnet.version import __version__
@@ -52,6 +55,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "Add", "Concat", "Div", "Input", "Model", "Mul", "Sub",
     "Adam", "AdamW", "AvgPool2d", "BatchNorm2d", "ConstantLR", "Conv2d", "CosineAnnealingLR",
     "CrossEntropyLoss", "Dropout", "Flatten", "GlobalAvgPool2d", "Layer", "LeakyReLU",
     "Linear", "LinearWarmup", "LoadedModel", "MaxPool2d", "MultiClassHingeLoss", "Optimizer",

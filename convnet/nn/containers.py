@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from convnet.core.backend import array_module
 from convnet.core.errors import ShapeError
-from convnet.nn.layer import Layer, Shape, check_input
+from convnet.nn.layer import Layer, Shape, check_finite_input, check_input
 from convnet.nn.summary import summarize
 from convnet.nn.window import WindowLayer
 
@@ -50,6 +49,8 @@ class Sequential(Layer):
         counts: Counter[str] = Counter()
         for module in list(self.modules())[1:]:
             counts[module.kind] += 1
+            if module.user_named:
+                continue
             module.name = f"{module.kind}{counts[module.kind]}"
             if hasattr(module, "_geometry_cache"):
                 del module._geometry_cache  # messages carry the name: recompute with it
@@ -97,15 +98,7 @@ class Sequential(Layer):
     def forward(self, x):
         if not self.layers:
             return x
-        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-            raise TypeError(f"Sequential: expected an array, received {type(x).__name__}")
-        xp = array_module(x)
-        if x.dtype.kind == "f" and x.size and not bool(xp.isfinite(x).all()):
-            bad = int((~xp.isfinite(x)).sum())
-            raise ValueError(
-                f"Sequential: the input holds {bad} NaN or infinite value(s) (shape "
-                f"{tuple(x.shape)}); clean or re-normalise the data before the model"
-            )
+        check_finite_input(x, "Sequential")
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             check_input(self.layers[0], x, len(self.input_shape) + 1)
             raise ValueError(

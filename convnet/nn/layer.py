@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy
 
 from convnet.core.backend import array_module
+from convnet.nn import symbolic
 from convnet.nn.init import initial_weight
 from convnet.nn.parameter import Parameter
 
@@ -44,11 +45,25 @@ class Layer:
 
     # Short lowercase stem for display names such as conv1, pool2 (see Sequential).
     kind = "layer"
+    # A merge (Concat, Add, Mul) takes a list of inputs; a split returns a tuple of outputs.
+    multi_input = False
+    multi_output = False
 
     def __init__(self) -> None:
         self.training = True
         self.name = self.kind
+        self.user_named = False  # named by the user: containers and graphs keep the name
         self.cache = None  # what forward keeps for backward
+
+    def named(self, name: str) -> Layer:
+        """Give this layer a name of your own (kept in summaries, state dicts and graphs):
+        `cn.Conv2d(3, 16, 3).named("stem")(x)`."""
+        if not isinstance(name, str) or not name or any(c in name for c in ".:/ "):
+            raise ValueError(f"{type(self).__name__}: a layer name must be a non-empty string "
+                             f"without '.', ':', '/' or spaces, received {name!r}")
+        self.name = name
+        self.user_named = True
+        return self
 
     # -- computation -------------------------------------------------------------------
     def forward(self, x):
@@ -63,6 +78,9 @@ class Layer:
         self.backward(dy)
 
     def __call__(self, x):
+        """forward(x) on arrays; on symbolic tensors (cn.Input), a node of a graph model."""
+        if symbolic.is_symbolic(x):
+            return symbolic.apply(self, x)
         return self.forward(x)
 
     def output_shape(self, input_shape: Shape) -> Shape:
@@ -210,6 +228,11 @@ class Layer:
         """The receptive field after this layer, given the field of its input units."""
         return field
 
+    def size_fix(self, input_shape: Shape, target_hw) -> str | None:
+        """How this layer could give spatial size `target_hw` from `input_shape` (asked by a
+        merge whose inputs disagree), or None when it has no such setting."""
+        return None
+
     def dropped_pixels(self, input_shape: Shape) -> tuple[int, int]:
         """Border (rows, cols) this layer never covers (only with strict=False)."""
         return (0, 0)
@@ -277,6 +300,19 @@ def check_input(
         raise ValueError(
             f"{label}: expected {channels} input channels, received {x.shape[1]} "
             f"(input shape {tuple(x.shape)})"
+        )
+
+
+def check_finite_input(x, owner: str) -> None:
+    """A model's input: an array without NaN or infinite values (they would spread silently)."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{owner}: expected an array, received {type(x).__name__}")
+    xp = array_module(x)
+    if x.dtype.kind == "f" and x.size and not bool(xp.isfinite(x).all()):
+        bad = int((~xp.isfinite(x)).sum())
+        raise ValueError(
+            f"{owner}: the input holds {bad} NaN or infinite value(s) (shape "
+            f"{tuple(x.shape)}); clean or re-normalise the data before the model"
         )
 
 

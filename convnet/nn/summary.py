@@ -13,6 +13,7 @@ import numpy
 
 from convnet.core.arithmetic import ReceptiveField
 from convnet.nn.layer import Layer, Shape
+from convnet.nn.symbolic import field_through
 
 
 @dataclass
@@ -31,6 +32,9 @@ class LayerRow:
     activation_bytes: int  # per sample, this layer's output
     dropped: tuple[int, int] = (0, 0)  # border rows/cols never covered (strict=False)
     window: dict | None = None  # kernel/stride/padding/dilation for conv and pool
+    connected_to: list[str] = field(default_factory=list)  # graph models: the tensors read
+    shared_with: str = ""  # a layer called again: its weights are those of this row's layer
+    extra_outputs: list = field(default_factory=list)  # shapes of a split's other outputs
 
 
 @dataclass
@@ -38,6 +42,9 @@ class Summary:
     input_shape: Shape
     rows: list[LayerRow] = field(default_factory=list)
     dtype: str = "float32"  # of the parameters, and so of the activations
+    # Graph models: every input and output by name and shape (a chain has one of each).
+    inputs: list[tuple[str, Shape]] = field(default_factory=list)
+    outputs: list[tuple[str, Shape]] = field(default_factory=list)
 
     @property
     def bytes_per_value(self) -> int:
@@ -45,7 +52,15 @@ class Summary:
 
     @property
     def output_shape(self) -> Shape:
+        if self.outputs:
+            return self.outputs[0][1]
         return self.rows[-1].output_shape if self.rows else self.input_shape
+
+    @property
+    def receptive_field(self) -> tuple[int, int]:
+        """The largest receptive field of any unit, through every path."""
+        fields = [row.receptive_field for row in self.rows if row.depth == 0] or [(1, 1)]
+        return max(fields, key=lambda size: size[0] * size[1])
 
     @property
     def total_params(self) -> int:
@@ -68,6 +83,9 @@ class Summary:
             "activation_bytes_per_sample": self.activation_bytes,
             "param_bytes": self.total_params * self.bytes_per_value,
             "dtype": self.dtype,
+            "receptive_field": list(self.receptive_field),
+            "inputs": [{"name": name, "shape": list(shape)} for name, shape in self.inputs],
+            "outputs": [{"name": name, "shape": list(shape)} for name, shape in self.outputs],
             "layers": [asdict(row) for row in self.rows],
         }
 
@@ -104,34 +122,106 @@ def walk(layer: Layer, input_shape: Shape, rf: ReceptiveField, depth: int,
         return rows, shape, rf
     output_shape = layer.output_shape(input_shape)
     inner: list[LayerRow] = []
-    for child in children:  # nested: each sees this layer's input
-        child_rows, _, _ = walk(child, input_shape, rf, depth + 1, bytes_per_value)
-        inner.extend(child_rows)
-    new_rf = layer.receptive_field(rf, input_shape) if len(input_shape) == 3 else rf
+    if mode == "graph":
+        inner, _, new_rf = _graph_rows(layer, input_shape, rf, depth + 1, bytes_per_value)
+    else:
+        for child in children:  # nested: each sees this layer's input
+            child_rows, _, _ = walk(child, input_shape, rf, depth + 1, bytes_per_value)
+            inner.extend(child_rows)
+        new_rf = layer.receptive_field(rf, input_shape) if len(input_shape) == 3 else rf
+    row = _row(layer, input_shape, output_shape, new_rf, depth, bytes_per_value)
+    return [row, *inner], output_shape, new_rf
+
+
+def _row(layer: Layer, input_shape, output_shape, rf: ReceptiveField, depth: int,
+         bytes_per_value: int, **extra) -> LayerRow:
+    """One layer's row; input_shape is a list of shapes for a merge, output_shape for a split."""
+    outputs = list(output_shape) if layer.multi_output else [output_shape]
     own = sum(p.size for p in layer.own_parameters().values())
-    row = LayerRow(
+    spatial = not layer.multi_input and len(input_shape) == 3
+    return LayerRow(
         name=layer.name,
         type=type(layer).__name__,
         description=layer.summary_description(),
         depth=depth,
-        input_shape=tuple(input_shape),
-        output_shape=tuple(output_shape),
+        input_shape=tuple(input_shape) if not layer.multi_input else tuple(map(tuple,
+                                                                               input_shape)),
+        output_shape=tuple(outputs[0]),
         params=own,
         formula=layer.param_formula(input_shape) if own else "",
-        receptive_field=tuple(new_rf.size),
-        jump=tuple(new_rf.jump),
+        receptive_field=tuple(rf.size),
+        jump=tuple(rf.jump),
         macs=layer.macs(input_shape, output_shape),
-        activation_bytes=math.prod(output_shape) * bytes_per_value,
-        dropped=tuple(layer.dropped_pixels(input_shape)) if len(input_shape) == 3 else (0, 0),
-        window=_window_info(layer, input_shape),
+        activation_bytes=sum(math.prod(shape) for shape in outputs) * bytes_per_value,
+        dropped=tuple(layer.dropped_pixels(input_shape)) if spatial else (0, 0),
+        window=_window_info(layer, input_shape) if spatial else None,
+        extra_outputs=[tuple(shape) for shape in outputs[1:]],
+        **extra,
     )
-    return [row, *inner], output_shape, new_rf
 
 
-def summarize(model: Layer, input_shape: Shape) -> Summary:
-    """Activations are counted in the parameters' dtype (float32 for a model without any)."""
+def _graph_rows(model: Layer, input_shapes, rf: ReceptiveField, depth: int,
+                bytes_per_value: int):
+    """Rows of a graph model's calls in topological order, each with the tensors it reads;
+    the receptive field through every path (a merge keeps the widest)."""
+    shapes = model.plan(input_shapes if model.multi_input else [input_shapes])
+    fields: list = [None] * model.slots
+    for slot in model.input_slots:
+        fields[slot] = rf
+    rows: list[LayerRow] = []
+    first_call: dict[int, str] = {}
+    for step in model.steps:
+        layer = step.layer
+        given = [shapes[s] for s in step.inputs]
+        in_shape = given if layer.multi_input else given[0]
+        outs = [shapes[s] for s in step.outputs]
+        out_shape = outs if layer.multi_output else outs[0]
+        after = field_through(layer, [fields[s] for s in step.inputs], given)
+        for slot in step.outputs:
+            fields[slot] = after
+        connected = [model.slot_names[s] for s in step.inputs]
+        shared = first_call.get(id(layer), "")
+        first_call.setdefault(id(layer), layer.name)
+        mode, children = layer.summary_children()
+        if mode == "leaf":
+            row = _row(layer, in_shape, out_shape, after, depth, bytes_per_value,
+                       connected_to=connected, shared_with=shared)
+            rows.append(row)
+        else:  # a container called in the graph: its row, then its own rows indented
+            nested, _, _ = walk(layer, in_shape, fields[step.inputs[0]], depth,
+                                bytes_per_value)
+            if mode == "chain":
+                nested = [_row(layer, in_shape, out_shape, after, depth, bytes_per_value),
+                          *[_deeper(r) for r in nested]]
+            nested[0].connected_to = connected
+            nested[0].shared_with = shared
+            rows.extend(nested)
+        if shared:
+            for row in rows[-1:]:
+                row.params, row.formula = 0, f"shared with {shared}"
+    out_field = fields[model.output_slots[0]]
+    return rows, shapes[model.output_slots[0]], out_field
+
+
+def _deeper(row: LayerRow) -> LayerRow:
+    row.depth += 1
+    return row
+
+
+def summarize(model: Layer, input_shape) -> Summary:
+    """Activations are counted in the parameters' dtype (float32 for a model without any).
+    A graph model with several inputs takes a list of shapes."""
     dtype = next((numpy.dtype(p.data.dtype).name for p in model.parameters()), "float32")
-    rows, _, _ = walk(model, tuple(input_shape), ReceptiveField(), 0, numpy.dtype(dtype).itemsize)
+    size = numpy.dtype(dtype).itemsize
+    if model.summary_children()[0] == "graph":
+        shapes = list(map(tuple, input_shape)) if model.multi_input else [tuple(input_shape)]
+        rows, _, _ = _graph_rows(model, shapes if model.multi_input else shapes[0],
+                                 ReceptiveField(), 0, size)
+        plan = model.plan(shapes)
+        inputs = [(model.slot_names[s], plan[s]) for s in model.input_slots]
+        outputs = [(model.slot_names[s], plan[s]) for s in model.output_slots]
+        return Summary(shapes[0], rows, dtype, inputs, outputs)
+    rows, _, _ = walk(model, tuple(input_shape), ReceptiveField(), 0, size)
     return Summary(tuple(input_shape), rows, dtype)
 
 
@@ -147,33 +237,54 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} GiB"
 
 
+def _number(value) -> str:
+    """3 for 3.0, 0.5 for 0.5: jumps are fractional after upsampling."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def format_table(summary: Summary) -> str:
+    graph = any(row.connected_to for row in summary.rows)
     header = ("Layer (type)", "Output shape", "Param # (formula)", "Receptive field",
-              "Mult-adds", "Activations")
+              "Mult-adds", "Activations") + (("Connected to",) if graph else ())
     body = []
     for row in summary.rows:
         name = "  " * row.depth + f"{row.name} ({row.type})"
         rf = f"{row.receptive_field[0]}x{row.receptive_field[1]}"
-        rf += f" jump {row.jump[0]}" if row.jump[0] == row.jump[1] else f" jump {row.jump}"
+        jump = [_number(j) for j in row.jump]
+        rf += f" jump {jump[0]}" if jump[0] == jump[1] else f" jump ({jump[0]}, {jump[1]})"
         params = row.formula or f"{row.params:,}"
         if row.dropped != (0, 0):
             params += f"  [drops {row.dropped[0]} row(s), {row.dropped[1]} col(s)]"
-        body.append((name, _shape(row.output_shape), params, rf, f"{row.macs:,}",
-                     human_bytes(row.activation_bytes)))
+        shape = _shape(row.output_shape) + "".join(f" {_shape(s)}" for s in row.extra_outputs)
+        line = (name, shape, params, rf, f"{row.macs:,}", human_bytes(row.activation_bytes))
+        body.append(line + ((", ".join(row.connected_to),) if graph else ()))
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
 
     def fmt(line):
-        return "  ".join(cell.ljust(widths[i]) if i < 4 else cell.rjust(widths[i])
+        return "  ".join(cell.rjust(widths[i]) if i in (4, 5) else cell.ljust(widths[i])
                          for i, cell in enumerate(line)).rstrip()
 
-    lines = [f"Input shape: {_shape(summary.input_shape)}  (C, H, W per sample)", rule,
-             fmt(header), rule, *(fmt(line) for line in body), rule,
+    if len(summary.inputs) > 1:
+        opening = "Inputs: " + ", ".join(f"{name} {_shape(shape)}"
+                                         for name, shape in summary.inputs)
+    else:
+        opening = f"Input shape: {_shape(summary.input_shape)}"
+    opening += "  (C, H, W per sample)" if len(summary.input_shape) == 3 else "  (per sample)"
+    if len(summary.outputs) > 1:
+        closing = "Outputs: " + ", ".join(f"{name} {_shape(shape)}"
+                                          for name, shape in summary.outputs)
+    else:
+        closing = f"Output shape: {_shape(summary.output_shape)}"
+    size = summary.receptive_field
+    lines = [opening, rule, fmt(header), rule, *(fmt(line) for line in body), rule,
              f"Total params: {summary.total_params:,} "
              f"({human_bytes(summary.total_params * summary.bytes_per_value)} as "
              f"{summary.dtype})",
              f"Mult-adds per sample: {summary.total_macs:,}",
              f"Activation memory per sample (forward): "
              f"{human_bytes(summary.activation_bytes)}",
-             f"Output shape: {_shape(summary.output_shape)}"]
-    return "\n".join(lines)
+             f"Largest receptive field: {size[0]}x{size[1]} (through every path)"
+             if graph else None,
+             closing]
+    return "\n".join(line for line in lines if line is not None)

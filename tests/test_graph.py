@@ -385,7 +385,7 @@ def test_graph_summary_connects_rows_counts_parameters_once_and_takes_the_widest
     rows = {(row.name, tuple(row.connected_to)): row for row in summary.rows}
     again = rows[("conv1", ("conv1",))]
     assert again.params == 0 and again.shared_with == "conv1"
-    assert rows[("add1", ("conv2", "conv1"))].receptive_field == (5, 5)
+    assert rows[("add1", ("conv2", "conv1#2"))].receptive_field == (5, 5)
     table = str(summary)
     assert "Connected to" in table and "shared with conv1" in table
     data = summary.to_dict()

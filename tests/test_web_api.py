@@ -22,10 +22,9 @@ from tiny_data import bar_image
 
 from convnet.io import zoo
 from convnet.io.checkpoint import load
-from convnet.io.modelfile import load_spec
+from convnet.io.modelfile import load_spec, spec_to_toml
 from convnet.viz.probe import layer_outputs
 from convnet.web import create_app
-from convnet.web.training import spec_to_toml
 
 with warnings.catch_warnings():
     # starlette asks for httpx2 instead of httpx; the client works the same with either.

@@ -23,8 +23,9 @@ from safetensors.numpy import load_file, save_file
 
 from convnet.core.backend import to_numpy
 from convnet.core.files import atomic_write, write_json
-from convnet.io.spec import SpecError, build, to_spec
-from convnet.nn.containers import Sequential
+from convnet.io.spec import SpecError, build, model_inputs, to_spec
+from convnet.nn.graph import first_output, first_output_shape
+from convnet.nn.layer import Layer
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -36,7 +37,7 @@ class CheckpointError(Exception):
     """A run folder or checkpoint that cannot be read or written; the message says why."""
 
 
-def save_checkpoint(path: Path, model: Sequential, state: dict, optimizer=None) -> None:
+def save_checkpoint(path: Path, model: Layer, state: dict, optimizer=None) -> None:
     """Weights (+ optimizer arrays) as safetensors, with `state` as JSON metadata."""
     tensors = {name: np.asarray(to_numpy(value), order="C")
                for name, value in model.state_dict().items()}
@@ -73,7 +74,7 @@ def read_checkpoint(path: Path) -> tuple[dict, dict, dict, dict | None]:
     return model_arrays, optimizer_arrays, state, optimizer
 
 
-def load_weights(model: Sequential, arrays: dict, source) -> None:
+def load_weights(model: Layer, arrays: dict, source) -> None:
     try:
         model.load_state_dict(arrays)
     except (KeyError, ValueError) as error:
@@ -87,7 +88,7 @@ def load_weights(model: Sequential, arrays: dict, source) -> None:
 class LoadedModel:
     """A trained model with what it needs to preprocess inputs (`cn.load`'s result)."""
 
-    model: Sequential
+    model: Layer
     input_shape: tuple[int, int, int]
     class_names: list[str]
     normalization: dict | None = None  # {'mean': [...], 'std': [...]} in [0, 1] pixel units
@@ -109,7 +110,7 @@ class LoadedModel:
 
         self.model.eval()
         with no_grad():
-            return self.model.forward(self.preprocess(images))
+            return first_output(self.model.forward(self.preprocess(images)))
 
     def predict_proba(self, images) -> np.ndarray:
         """Class probabilities (N, K) for uint8 images (N, C, H, W)."""
@@ -128,7 +129,7 @@ def run_config(folder: Path) -> dict:
         raise CheckpointError(f"{path} is not valid JSON ({error})") from None
 
 
-def build_from_config(config: dict, source) -> Sequential:
+def build_from_config(config: dict, source) -> Layer:
     try:
         return build(config["model"])
     except (KeyError, SpecError) as error:
@@ -155,7 +156,8 @@ def load(path, which: str = "best") -> LoadedModel:
         model = convnet_onnx.load(path)
         return LoadedModel(model, tuple(model.input_shape),
                            list(getattr(model, "class_names", None) or
-                                [str(i) for i in range(model.output_shape(model.input_shape)[0])]),
+                                [str(i) for i in range(first_output_shape(
+                                    model, model.input_shape)[0])]),
                            getattr(model, "normalization", None), {}, path)
     if path.is_dir():
         folder, checkpoint = path, find_checkpoint(path, which)
@@ -169,14 +171,14 @@ def load(path, which: str = "best") -> LoadedModel:
     arrays, _, _, _ = read_checkpoint(checkpoint)
     load_weights(model, arrays, checkpoint)
     model.eval()
-    input_shape = tuple(config["model"]["input_shape"])
-    classes = config.get("class_names") or [str(i) for i in range(model.output_shape(
-        input_shape)[0])]
+    input_shape = tuple(model_inputs(config["model"])[0][1])
+    classes = config.get("class_names") or [str(i) for i in range(first_output_shape(
+        model, input_shape)[0])]
     return LoadedModel(model, input_shape, classes, config.get("normalization"), config,
                        checkpoint)
 
 
-def save_model(folder, model: Sequential, input_shape, class_names=None, normalization=None,
+def save_model(folder, model: Layer, input_shape, class_names=None, normalization=None,
                extra: dict | None = None) -> Path:
     """Write `model` as a run folder (config.json + checkpoints/last.safetensors)."""
     folder = Path(folder)

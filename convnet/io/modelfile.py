@@ -25,11 +25,25 @@
     type = "linear"                  # in_features is taken from the input
     out_features = 10
 
+A graph names its layers and says what each reads (the default: the layer before):
+
+    [[layers]]
+    type = "conv"
+    name = "branch1"
+    out_channels = 16
+    kernel_size = 1
+    inputs = ["input"]
+
+    [[layers]]
+    type = "concat"
+    inputs = ["branch1", "branch3"]
+
 Errors name the file, the line of the layer's [[layers]] header, and the engine's message.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -61,14 +75,18 @@ def load_spec(path) -> dict:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ModelFileError(f"{path}: not valid TOML: {error}") from None
-    unknown = sorted(set(data) - {"name", "description", "input_shape", "strict", "layers"})
+    unknown = sorted(set(data) - {"name", "description", "input_shape", "inputs", "outputs",
+                                  "strict", "layers"})
     if unknown:
         raise ModelFileError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected "
-                             f"name, description, input_shape, strict and [[layers]]")
+                             f"name, description, input_shape (or inputs), outputs, strict and "
+                             f"[[layers]]")
     spec = {"name": data.get("name", path.stem), "description": data.get("description", ""),
-            "input_shape": data.get("input_shape"), "strict": data.get("strict", True),
-            "layers": data.get("layers")}
-    if spec["input_shape"] is None:
+            "strict": data.get("strict", True), "layers": data.get("layers")}
+    for key in ("input_shape", "inputs", "outputs"):
+        if key in data:
+            spec[key] = data[key]
+    if "input_shape" not in spec and "inputs" not in spec:
         raise ModelFileError(f"{path}: missing input_shape = [C, H, W] (e.g. [1, 28, 28])")
     try:
         build(spec)
@@ -87,3 +105,37 @@ def load_spec(path) -> dict:
 def load(path):
     """A freshly initialised Sequential from a TOML model file."""
     return build(load_spec(path))
+
+
+def spec_to_toml(spec: dict) -> str:
+    """A model spec as a TOML model file (what `convnet train --model FILE` reads)."""
+    lines = []
+    for key in ("name", "description"):
+        if spec.get(key):
+            lines.append(f"{key} = {_toml_value(spec[key])}")
+    for key in ("input_shape", "inputs", "outputs"):
+        if key in spec:
+            lines.append(f"{key} = {_toml_value(spec[key])}")
+    lines.append(f"strict = {_toml_value(bool(spec.get('strict', True)))}")
+    for entry in spec["layers"]:
+        lines.append("")
+        lines.append("[[layers]]")
+        for key, value in entry.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string for the names used here
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{" + items + "}"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")

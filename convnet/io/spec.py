@@ -2,22 +2,34 @@
 
 A spec is {"input_shape": [C, H, W], "strict": bool, "layers": [{"type": "conv", ...}, ...]}.
 Checkpoints store it, model files (TOML) are written in it, and `build` turns it into a
-Sequential. Channel and feature counts may be left out: they are taken from the shape that
+model. Channel and feature counts may be left out: they are taken from the shape that
 reaches the layer, through the same `output_shape` the layers validate with.
+
+A chain of layers becomes a Sequential. A graph says where each layer reads from: an entry
+may carry a `name` and `inputs = ["a", "b"]` (tensor names: an earlier entry's name, a model
+input, "split1:0" for the first output of a layer with several); an entry without `inputs`
+reads the entry before it. `outputs = [...]` lists the model's outputs (default: the last
+entry); several model inputs are given as `inputs = [{"name": "x", "shape": [C, H, W]}]`
+instead of input_shape. An entry {"type": "reuse", "layer": "conv3", "inputs": [...]} calls
+an earlier layer again, sharing its weights. Such a spec becomes a `cn.Model`.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from convnet.core.errors import ShapeError
 from convnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
+from convnet.nn.graph import Model
 from convnet.nn.layer import Layer
 from convnet.nn.linear import Dropout, Flatten, Linear
+from convnet.nn.merge import Add, Concat, Div, Mul, Sub
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.symbolic import Input
 
 
 class SpecError(ValueError):
@@ -45,10 +57,21 @@ LAYER_TYPES: dict[str, tuple[type[Layer], tuple[str, ...]]] = {
     "dropout": (Dropout, ("p",)),
     "batchnorm": (BatchNorm2d, ("num_features", "eps", "momentum")),
     "residual": (Residual, ("body", "projection")),
+    "sequential": (Sequential, ("layers",)),
+    "concat": (Concat, ("axis",)),
+    "add": (Add, ()),
+    "sub": (Sub, ()),
+    "mul": (Mul, ()),
+    "div": (Div, ()),
 }
 ALIASES = {"conv2d": "conv", "maxpool2d": "maxpool", "pool": "maxpool", "avgpool2d": "avgpool",
            "globalavgpool2d": "gap", "globalavgpool": "gap", "fc": "linear", "dense": "linear",
-           "bn": "batchnorm", "batchnorm2d": "batchnorm", "leaky_relu": "leakyrelu"}
+           "bn": "batchnorm", "batchnorm2d": "batchnorm", "leaky_relu": "leakyrelu",
+           "concatenate": "concat", "cat": "concat", "subtract": "sub", "multiply": "mul",
+           "divide": "div"}
+# Nested residual blocks deeper than this are refused: a summary, an export and Python's own
+# recursion all walk the nesting, and no real network nests this deep.
+MAX_NESTING = 64
 TYPE_OF_CLASS = {cls: name for name, (cls, _) in LAYER_TYPES.items()}
 
 
@@ -65,19 +88,27 @@ def _tuple_or_value(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-def build_layer(entry: dict, input_shape, strict: bool) -> Layer:
+def build_layer(entry: dict, input_shape, strict: bool, nesting: int = 0,
+                counts: Counter | None = None) -> Layer:
     """One layer from its spec entry, filling in in_channels/in_features from input_shape."""
     if not isinstance(entry, dict) or "type" not in entry:
         raise SpecError(f"each layer needs a 'type', received {entry!r}")
     kind = _canonical(entry["type"])
     cls, accepted = LAYER_TYPES[kind]
-    args = {k: v for k, v in entry.items() if k not in ("type", "name")}
+    args = {k: v for k, v in entry.items() if k not in ("type", "name", "inputs")}
     unknown = sorted(set(args) - set(accepted))
     if unknown:
         raise SpecError(f"{kind}: unknown argument(s) {', '.join(unknown)}; accepted: "
                         f"{', '.join(accepted) or 'none'}")
-    if kind == "residual":
-        return _build_residual(args, input_shape, strict)
+    if kind in ("residual", "sequential"):
+        # The names the finished model will give (see _name_modules), so that a message from
+        # inside the block names its layers as the summary will: the block itself comes first.
+        inner = Counter(counts or {})
+        inner["res" if kind == "residual" else "seq"] += 1
+        if kind == "residual":
+            inner["seq"] += 1  # its body is a Sequential
+            return _build_residual(args, input_shape, strict, nesting + 1, inner)
+        return _build_sequential(args.get("layers"), input_shape, strict, nesting + 1, inner)
     args = {k: _tuple_or_value(v) for k, v in args.items()}
     if kind == "conv":
         args.setdefault("in_channels", input_shape[0])
@@ -102,45 +133,201 @@ def build_layer(entry: dict, input_shape, strict: bool) -> Layer:
     return layer
 
 
-def _build_residual(args: dict, input_shape, strict: bool) -> Residual:
-    body_spec = args.get("body")
-    if not isinstance(body_spec, list) or not body_spec:
-        raise SpecError("residual: 'body' must be a non-empty list of layers")
-    body, shape = [], tuple(input_shape)
-    for entry in body_spec:
-        layer = build_layer(entry, shape, strict)
+def _check_nesting(nesting: int) -> None:
+    if nesting > MAX_NESTING:
+        raise SpecError(f"blocks nested {nesting} deep; at most {MAX_NESTING} levels of "
+                        f"residual or sequential blocks are accepted: write deep networks as "
+                        f"a flat list of blocks")
+
+
+def _chain(entries, input_shape, strict: bool, nesting: int, counts: Counter,
+           where: str) -> tuple[list[Layer], tuple]:
+    """Build a list of layer entries in order; each one's input is the previous one's output.
+    Names are handed out as Sequential does (conv1, relu1, ...), before each layer's shape is
+    checked, so messages carry them; one pass, so a long list builds in linear time."""
+    if not isinstance(entries, list) or not entries:
+        raise SpecError(f"{where} must be a non-empty list of layers")
+    layers, shape = [], tuple(input_shape)
+    for entry in entries:
+        layer = build_layer(entry, shape, strict, nesting, counts)
+        _name_modules(layer, counts)
         shape = layer.output_shape(shape)
-        body.append(layer)
+        layers.append(layer)
+    return layers, shape
+
+
+def _name_modules(layer: Layer, counts: Counter) -> None:
+    """Sequential's names (kind + running count, in pre-order) for `layer` and its modules."""
+    for module in layer.modules():
+        counts[module.kind] += 1
+        if not module.user_named:
+            module.name = f"{module.kind}{counts[module.kind]}"
+            if hasattr(module, "_geometry_cache"):
+                del module._geometry_cache  # messages carry the name: recompute with it
+
+
+def _build_residual(args: dict, input_shape, strict: bool, nesting: int,
+                    counts: Counter) -> Residual:
+    _check_nesting(nesting)
+    body, _ = _chain(args.get("body"), input_shape, strict, nesting, counts, "residual: 'body'")
     projection = None
     if args.get("projection") is not None:
-        projection = build_layer(args["projection"], input_shape, strict)
+        projection = build_layer(args["projection"], input_shape, strict, nesting, counts)
+        _name_modules(projection, counts)
     return Residual(*body, projection=projection)
 
 
-def build(spec: dict) -> Sequential:
-    """A validated Sequential from a spec; errors name the layer index at fault."""
+def _build_sequential(entries, input_shape, strict: bool, nesting: int,
+                      counts: Counter) -> Sequential:
+    _check_nesting(nesting)
+    layers, _ = _chain(entries, input_shape, strict, nesting, counts, "sequential: 'layers'")
+    return Sequential(*layers, strict=strict)
+
+
+def _shape(value, what: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{what} must be a list of positive sizes such as [1, 28, 28], "
+                        f"received {value!r}") from None
+    if not shape or min(shape) < 1 or any(isinstance(v, bool) for v in value):
+        raise SpecError(f"{what} must be a list of positive sizes such as [1, 28, 28], "
+                        f"received {value!r}")
+    return shape
+
+
+def model_inputs(spec: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """The model's inputs as (name, per-sample shape): input_shape names one 'input'."""
+    if "inputs" in spec:
+        listed = spec["inputs"]
+        if not isinstance(listed, list) or not listed or not all(
+                isinstance(item, dict) and "shape" in item for item in listed):
+            raise SpecError('inputs must be a list like [{name = "x", shape = [1, 28, 28]}]')
+        return [(str(item.get("name", f"input{i + 1}")), _shape(item["shape"], "inputs.shape"))
+                for i, item in enumerate(listed)]
     if "input_shape" not in spec:
         raise SpecError("the model spec needs input_shape = [C, H, W]")
-    input_shape = tuple(int(v) for v in spec["input_shape"])
-    if len(input_shape) != 3 or min(input_shape) < 1:
-        raise SpecError(f"input_shape must be [C, H, W] with positive sizes, received "
-                        f"{list(input_shape)}")
+    return [("input", _shape(spec["input_shape"], "input_shape"))]
+
+
+def is_graph(spec: dict) -> bool:
+    """Whether the spec wires layers as a graph (names with inputs, merges, several
+    inputs or outputs) rather than a plain chain."""
+    if "inputs" in spec or "outputs" in spec:
+        return True
+    for entry in spec.get("layers") or []:
+        if isinstance(entry, dict) and ("inputs" in entry or str(entry.get("type", "")).lower()
+                                        in ("reuse", *_MERGES)):
+            return True
+    return False
+
+
+_MERGES = ("concat", "add", "sub", "mul", "div", "concatenate", "cat", "subtract",
+           "multiply", "divide")
+
+
+def build(spec: dict) -> Layer:
+    """A validated model from a spec (a Sequential for a chain, a Model for a graph); errors
+    name the layer index at fault."""
+    if not isinstance(spec, dict):
+        raise SpecError(f"a model spec is a table of input_shape and layers, received "
+                        f"{type(spec).__name__}")
+    inputs = model_inputs(spec)
     strict = bool(spec.get("strict", True))
     entries = spec.get("layers")
     if not isinstance(entries, list) or not entries:
         raise SpecError("the model spec needs a non-empty list of layers")
+    if is_graph(spec):
+        return _build_graph(spec, inputs, entries, strict)
+    (_, input_shape), = inputs
+    if len(input_shape) != 3:
+        raise SpecError(f"input_shape must be [C, H, W] with positive sizes, received "
+                        f"{list(input_shape)}")
+    counts: Counter = Counter()
     layers, shape = [], input_shape
     for index, entry in enumerate(entries):
         try:
-            layer = build_layer(entry, shape, strict)
+            layer = build_layer(entry, shape, strict, 0, counts)
+            _name_modules(layer, counts)
+            shape = layer.output_shape(shape)
             layers.append(layer)
-            # Validated inside a Sequential so that messages carry its names (conv1, pool2...).
-            shape = Sequential(*layers, strict=strict).output_shape(input_shape)
-        except (ShapeError, ValueError, TypeError) as error:
-            raise SpecError(str(error), index) from None
+        except (ShapeError, ValueError, TypeError, RecursionError) as error:
+            raise SpecError(_message(error), index) from None
     model = Sequential(*layers, strict=strict)
-    model.build(input_shape)
+    model.input_shape = input_shape  # checked layer by layer above
     return model
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, RecursionError):
+        return f"the spec nests too deeply (at most {MAX_NESTING} levels)"
+    return str(error)
+
+
+def _build_graph(spec: dict, inputs, entries: list, strict: bool) -> Model:
+    tensors = {name: Input(shape, name=name) for name, shape in inputs}
+    given = list(tensors.values())
+    layers: dict[str, Layer] = {}
+    previous = given[0]
+    for index, entry in enumerate(entries):
+        try:
+            if not isinstance(entry, dict) or "type" not in entry:
+                raise SpecError(f"each layer needs a 'type', received {entry!r}")
+            sources = _sources(entry, tensors, previous)
+            if str(entry["type"]).lower() == "reuse":
+                layer = layers.get(entry.get("layer"))
+                if layer is None:
+                    raise SpecError(f"reuse: no earlier layer named {entry.get('layer')!r}; "
+                                    f"known: {', '.join(layers) or 'none'}")
+            else:
+                layer = build_layer(entry, sources[0].shape, strict)
+                if "name" in entry:
+                    layer.named(str(entry["name"]))
+            out = layer(sources if layer.multi_input else _one(sources, entry))
+            outs = out if isinstance(out, tuple) else (out,)
+            layers.setdefault(layer.name, layer)
+            for tensor in outs:
+                tensors[tensor.name] = tensor
+            if "name" in entry and str(entry["type"]).lower() == "reuse":
+                tensors[str(entry["name"])] = outs[0]
+            previous = outs[0]
+        except (ShapeError, ValueError, TypeError, RecursionError) as error:
+            raise SpecError(_message(error), index) from None
+    names = spec.get("outputs") or [previous.name]
+    if isinstance(names, str):
+        names = [names]
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise SpecError(f"outputs names {', '.join(map(repr, missing))}, which no layer makes; "
+                        f"known: {', '.join(tensors)}")
+    try:
+        return Model(inputs=given, outputs=[tensors[name] for name in names], strict=strict)
+    except (ValueError, TypeError) as error:
+        raise SpecError(str(error)) from None
+
+
+def _sources(entry: dict, tensors: dict, previous) -> list:
+    names = entry.get("inputs")
+    if names is None:
+        return [previous]
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not names:
+        raise SpecError(f"inputs must be a list of tensor names such as [\"conv1\", "
+                        f"\"conv2\"], received {names!r}")
+    unknown = [name for name in names if name not in tensors]
+    if unknown:
+        raise SpecError(f"inputs names {', '.join(map(repr, unknown))}, which no earlier layer "
+                        f"or model input makes (names must refer to earlier entries); known: "
+                        f"{', '.join(tensors)}")
+    return [tensors[name] for name in names]
+
+
+def _one(sources: list, entry: dict):
+    if len(sources) != 1:
+        raise SpecError(f"{entry['type']} takes one input, received {len(sources)}; merge them "
+                        f"with a concat, add or mul layer first")
+    return sources[0]
 
 
 def layer_spec(layer: Layer) -> dict:
@@ -171,6 +358,12 @@ def layer_spec(layer: Layer) -> dict:
     elif isinstance(layer, Residual):
         entry["body"] = [layer_spec(child) for child in layer.body.layers]
         entry["projection"] = layer_spec(layer.projection) if layer.projection else None
+    elif isinstance(layer, Sequential):
+        entry["layers"] = [layer_spec(child) for child in layer.layers]
+    elif isinstance(layer, Concat):
+        entry["axis"] = layer.axis
+    if layer.user_named:
+        entry["name"] = layer.name
     return entry
 
 
@@ -178,6 +371,36 @@ def _padding(padding):
     return padding if isinstance(padding, str) else list(padding)
 
 
-def to_spec(model: Sequential, input_shape) -> dict:
+def to_spec(model: Layer, input_shape=None) -> dict:
+    """The spec that rebuilds `model`: a chain's layers, or a graph's calls with their names,
+    inputs and outputs."""
+    if isinstance(model, Model):
+        return _graph_spec(model)
     return {"input_shape": [int(v) for v in input_shape], "strict": model.strict,
             "layers": [layer_spec(layer) for layer in model.layers]}
+
+
+def _graph_spec(model: Model) -> dict:
+    spec: dict = {}
+    names = [model.slot_names[s] for s in model.input_slots]
+    if len(names) == 1 and names[0] == "input":
+        spec["input_shape"] = list(model.input_shapes[0])
+    else:
+        spec["inputs"] = [{"name": name, "shape": list(shape)}
+                          for name, shape in zip(names, model.input_shapes, strict=True)]
+    spec["strict"] = model.strict
+    entries, written = [], set()
+    for step in model.steps:
+        sources = [model.slot_names[s] for s in step.inputs]
+        if id(step.layer) in written:
+            entries.append({"type": "reuse", "layer": step.layer.name,
+                            "name": model.slot_names[step.outputs[0]], "inputs": sources})
+            continue
+        written.add(id(step.layer))
+        entry = layer_spec(step.layer)
+        entry["name"] = step.layer.name
+        entry["inputs"] = sources
+        entries.append(entry)
+    spec["layers"] = entries
+    spec["outputs"] = [model.slot_names[s] for s in model.output_slots]
+    return spec

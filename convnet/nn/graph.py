@@ -104,6 +104,8 @@ class Model(Layer):
                 self._readers[slot] += 1
         self._node_caches: dict[int, list] = {}
         self._output_meta: dict[int, list] = {}
+        self.kept: dict[int, object] = {}
+        self.watched = None
 
     # -- construction ----------------------------------------------------------------------
     def _reachable_nodes(self) -> list[Node]:
@@ -217,15 +219,17 @@ class Model(Layer):
         self.plan([tuple(x.shape[1:]) for x in inputs])  # the arithmetic, checked for this size
         return list(inputs)
 
-    def forward(self, *inputs):
+    def forward(self, *inputs, keep=()):
         """Arrays in the order of `inputs=` (or one list); an array back for one output, a
-        tuple for several."""
+        tuple for several. `keep`: slots whose arrays stay in `self.kept` (for pictures of the
+        inside: activation maps, Grad-CAM)."""
         arrays = self._arrays(inputs)
+        self.kept = {}
         values: list = [None] * self.slots
         for slot, array in zip(self.input_slots, arrays, strict=True):
             values[slot] = array
         readers = list(self._readers)
-        keep = grad_enabled()
+        grad_enabled_now = grad_enabled()
         outputs = set(self.output_slots)
         self._node_caches.clear()
         self._output_meta.clear()
@@ -235,7 +239,9 @@ class Model(Layer):
             outs = out if step.layer.multi_output else (out,)
             for slot, array in zip(step.outputs, outs, strict=True):
                 values[slot] = array
-            if keep:
+                if slot in keep:
+                    self.kept[slot] = array
+            if grad_enabled_now:
                 self._output_meta[index] = [(a.shape, a.dtype) for a in outs]
                 if step.shared:
                     modules = list(step.layer.modules())
@@ -249,10 +255,12 @@ class Model(Layer):
         results = [values[slot] for slot in self.output_slots]
         return tuple(results) if self.multi_output else results[0]
 
-    def backward(self, grads, input_grad: bool = True):
+    def backward(self, grads, input_grad: bool = True, watch: int | None = None):
         """One gradient per output (None: zero), in the order of `outputs=`; returns the
-        gradient of each input (a tuple for several), or None with input_grad=False."""
+        gradient of each input (a tuple for several), or None with input_grad=False.
+        `watch`: a slot whose gradient is left in `self.watched` (Grad-CAM reads it)."""
         grads = self._gradients(grads)
+        self.watched = None
         if not self._output_meta:
             raise RuntimeError("Model: backward called without a forward that kept its caches "
                                "(run forward outside no_grad(), once per backward)")
@@ -264,6 +272,8 @@ class Model(Layer):
         for index in reversed(range(len(self.steps))):
             step = self.steps[index]
             dys = [pending.pop(slot, None) for slot in step.outputs]
+            if watch in step.outputs:
+                self.watched = dys[step.outputs.index(watch)]
             modules = list(step.layer.modules()) if step.shared else None
             if step.shared:
                 for module, cache in zip(modules, self._node_caches.pop(index),
@@ -339,3 +349,22 @@ def _zeros_like_meta(_, meta, dys):
     shape, dtype = meta
     reference = next(d for d in dys if d is not None)
     return array_module(reference).zeros(shape, dtype=dtype)
+
+
+# -- models whose first output is what a classifier or segmenter scores ---------------------
+def first_output(outputs):
+    """The first output of a model's forward (a graph with several gives a tuple)."""
+    return outputs[0] if isinstance(outputs, tuple) else outputs
+
+
+def first_output_shape(model: Layer, input_shape) -> Shape:
+    """The per-sample shape of a model's first output."""
+    shapes = model.output_shape(input_shape)
+    return tuple(shapes[0] if model.multi_output else shapes)
+
+
+def first_output_gradient(model: Layer, grad):
+    """Backward's argument for a gradient on the first output only (the others get none)."""
+    if not model.multi_output:
+        return grad
+    return [grad] + [None] * (len(model.output_slots) - 1)

@@ -35,6 +35,7 @@ class Names:
     counts: Counter = field(default_factory=Counter)
     named: set = field(default_factory=set)  # id() of layers already named here
     taken: set = field(default_factory=set)
+    calls: Counter = field(default_factory=Counter)  # id(layer) -> calls so far
     merged_into: Names | None = None
 
     def root(self) -> Names:
@@ -49,6 +50,7 @@ class Names:
             mine.counts.update(theirs.counts)
             mine.named |= theirs.named
             mine.taken |= theirs.taken
+            mine.calls.update(theirs.calls)
             theirs.merged_into = mine
         return mine
 
@@ -80,6 +82,7 @@ class Node:
     layer: object  # None for a model input
     inputs: list
     outputs: list = field(default_factory=list)
+    call: int = 1  # the layer's first, second... call (a shared layer is called again)
     serial: int = field(default_factory=lambda: next(_serial))
 
     @property
@@ -105,6 +108,8 @@ class SymbolicTensor:
         if self.node.layer is None:
             return self.input_name
         base = self.node.layer.name
+        if self.node.call > 1:
+            base += f"#{self.node.call}"  # conv1#2: the second call of conv1
         return base if len(self.node.outputs) == 1 else f"{base}:{self.index}"
 
     def __repr__(self) -> str:
@@ -170,7 +175,8 @@ def apply(layer, inputs):
     single = not getattr(layer, "multi_output", False)
     if single:
         out_shapes = [out_shapes]
-    node = Node(layer, tensors)
+    names.calls[id(layer)] += 1
+    node = Node(layer, tensors, call=names.calls[id(layer)])
     field_after = field_through(layer, [t.field for t in tensors], shapes)
     max_jump = tuple(max([field_after.jump[i]] + [t.max_jump[i] for t in tensors])
                      for i in range(2))

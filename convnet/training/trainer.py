@@ -37,6 +37,8 @@ from convnet.io.checkpoint import (
     save_checkpoint,
     write_json,
 )
+from convnet.io.spec import model_inputs
+from convnet.nn.graph import first_output, first_output_gradient, first_output_shape
 from convnet.nn.layer import no_grad
 from convnet.nn.losses import CrossEntropyLoss
 from convnet.optim.optimizers import OPTIMIZERS, clip_grad_norm_
@@ -214,7 +216,7 @@ class Trainer:
         # The input shape says how to load the images, and the classes found there size a zoo
         # model's classifier (a folder of 3 classes, say), so the data comes first.
         spec = saved["model"] if saved is not None else model_spec(cfg.model, 10)
-        self.input_shape = tuple(spec["input_shape"])
+        self.input_shape = model_inputs(spec)[0][1]
         full, self.train_set, self.val_set = self.group.root_first(
             lambda: self._load_data(self.input_shape), "load the dataset")
         self.class_names = list(full.class_names)
@@ -227,7 +229,7 @@ class Trainer:
             self.model = build(spec)
         except SpecError as error:
             raise TrainingError(f"model {cfg.model}: {error}") from None
-        out_features = self.model.output_shape(self.input_shape)
+        out_features = first_output_shape(self.model, self.input_shape)
         if out_features != (len(self.class_names),):
             raise TrainingError(
                 f"model {cfg.model} outputs {out_features[0]} scores but {cfg.dataset} has "
@@ -347,7 +349,7 @@ class Trainer:
         total_loss, labels, predictions = 0.0, [], []
         with no_grad():
             for x, y in loader:
-                scores = self.model.forward(x)
+                scores = first_output(self.model.forward(x))
                 total_loss += CrossEntropyLoss().forward(scores, y) * len(y)
                 labels.append(y)
                 predictions.append(scores.argmax(axis=1))
@@ -360,7 +362,7 @@ class Trainer:
         x, y = self.group.shard(x, y)
         # A diverging run overflows: that is reported below as a clear error, not as warnings.
         with np.errstate(over="ignore", invalid="ignore"):
-            scores = self.model.forward(x)
+            scores = first_output(self.model.forward(x))
             loss = self.loss_fn.forward(scores, y)
         if not math.isfinite(loss):
             raise TrainingError(
@@ -369,7 +371,8 @@ class Trainer:
                 f"in {self.out_dir / CHECKPOINTS} was kept. Try a smaller --lr "
                 f"(now {self.config.lr}) or --clip-grad-norm")
         with np.errstate(over="ignore", invalid="ignore"):
-            self.model.backward(self.loss_fn.backward(), input_grad=False)
+            self.model.backward(first_output_gradient(self.model, self.loss_fn.backward()),
+                                input_grad=False)
         self.group.allreduce_gradients(self.model.parameters())
         if self.config.clip_grad_norm:
             clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)

@@ -1,7 +1,9 @@
 """Looking at a model from outside: its layers by name, each layer's output, evaluation mode.
 
-`layer_outputs` runs a Sequential's top-level layers one at a time and keeps every output,
-which is all the activation maps, Grad-CAM and the top-activating search need.
+`layer_outputs` runs a Sequential's top-level layers one at a time (or a graph model's nodes
+in order) and keeps every output, which is all the activation maps need; `activation_at` and
+`activation_and_gradient` give one stage's output and its gradient for the top-activating
+search and Grad-CAM.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from convnet.nn.containers import Sequential
 from convnet.nn.conv import Conv2d
+from convnet.nn.graph import Model, first_output, first_output_gradient
 from convnet.nn.layer import Layer, no_grad
 
 
@@ -29,21 +32,78 @@ def evaluating(model: Layer):
             module.training = mode
 
 
-def top_level(model: Sequential) -> list[Layer]:
-    if not isinstance(model, Sequential):
-        raise TypeError(f"expected a Sequential model, received {type(model).__name__}")
-    return list(model.layers)
+def stages(model: Layer) -> list[tuple[str, Layer]]:
+    """The calls a picture can stop at, in order, by display name: a Sequential's top-level
+    layers, a graph model's nodes (named by the tensor each writes: conv1, conv1#2, split1:0)."""
+    if isinstance(model, Model):
+        return [(model.slot_names[step.outputs[0]], step.layer) for step in model.steps]
+    if isinstance(model, Sequential):
+        return [(layer.name, layer) for layer in model.layers]
+    raise TypeError(f"expected a Sequential or a graph Model, received {type(model).__name__}")
 
 
-def layer_index(model: Sequential, name: str) -> int:
-    """Position of a top-level layer by display name (conv1, pool2, ...)."""
-    names = [layer.name for layer in top_level(model)]
+def top_level(model: Layer) -> list[Layer]:
+    return [layer for _, layer in stages(model)]
+
+
+def layer_index(model: Layer, name: str) -> int:
+    """Position of a top-level layer (a graph's node) by display name (conv1, pool2, ...)."""
+    names = [stage for stage, _ in stages(model)]
     if name in names:
         return names.index(name)
     nested = any(module.name == name for module in model.modules())
     where = (f"{name} sits inside a container; choose a top-level layer" if nested
              else f"the model has no layer {name!r}")
     raise KeyError(f"{where}: {', '.join(names)}")
+
+
+def stage_shapes(model: Layer, input_shape) -> list[tuple[int, ...]]:
+    """The per-sample output shape of each stage, for `input_shape`."""
+    if isinstance(model, Model):
+        plan = model.plan([tuple(input_shape)])
+        return [plan[step.outputs[0]] for step in model.steps]
+    shapes, shape = [], tuple(input_shape)
+    for layer in top_level(model):
+        shape = layer.output_shape(shape)
+        shapes.append(shape)
+    return shapes
+
+
+def activation_at(model: Layer, x, name: str):
+    """The output of stage `name` for input x, without caches (forward stops there in a
+    chain; a graph runs whole and keeps that tensor)."""
+    index = layer_index(model, name)
+    with no_grad():
+        if isinstance(model, Model):
+            slot = model.steps[index].outputs[0]
+            model.forward(x, keep={slot})
+            return model.kept.pop(slot)
+        for layer in top_level(model)[:index + 1]:
+            x = layer.forward(x)
+        return x
+
+
+def activation_and_gradient(model: Layer, x, name: str, output_gradient):
+    """(activation, d objective / d activation) at stage `name`, where `output_gradient`
+    maps the first output (the scores) to the objective's gradient with respect to it."""
+    index = layer_index(model, name)
+    if isinstance(model, Model):
+        slot = model.steps[index].outputs[0]
+        scores = first_output(model.forward(x, keep={slot}))
+        model.backward(first_output_gradient(model, output_gradient(scores)), input_grad=False,
+                       watch=slot)
+        return model.kept.pop(slot), model.watched
+    layers = top_level(model)
+    with no_grad():
+        for layer in layers[:index + 1]:
+            x = layer.forward(x)
+    activation = out = x
+    for layer in layers[index + 1:]:
+        out = layer.forward(out)
+    grad = output_gradient(out)
+    for layer in reversed(layers[index + 1:]):
+        grad = layer.backward(grad)
+    return activation, grad
 
 
 def find_layer(model: Sequential, name: str) -> Layer:
@@ -67,20 +127,30 @@ class LayerOutput:
     output: np.ndarray  # (N, C, H, W) for conv/pool/activations on volumes, (N, F) after Flatten
 
 
-def layer_outputs(model: Sequential, x, upto: str | None = None) -> list[LayerOutput]:
-    """Every top-level layer's output for input x (N, C, H, W), in evaluation mode, no caches.
+def layer_outputs(model: Layer, x, upto: str | None = None) -> list[LayerOutput]:
+    """Every stage's output for input x (N, C, H, W), in evaluation mode, no caches.
 
-    With `upto`, stops after that layer (its output is the last one returned).
+    With `upto`, stops after that stage (its output is the last one returned).
     """
+    if upto is not None:
+        layer_index(model, upto)  # raises the KeyError that lists the choices
     outputs = []
     with evaluating(model), no_grad():
+        if isinstance(model, Model):
+            slots = {step.outputs[0] for step in model.steps}
+            model.forward(x, keep=slots)
+            for name, layer in stages(model):
+                slot = model.steps[len(outputs)].outputs[0]
+                outputs.append(LayerOutput(name, type(layer).__name__, model.kept[slot]))
+                if name == upto:
+                    break
+            model.kept = {}
+            return outputs
         for layer in top_level(model):
             x = layer.forward(x)
             outputs.append(LayerOutput(layer.name, type(layer).__name__, x))
             if layer.name == upto:
                 break
-    if upto is not None and outputs[-1].name != upto:
-        layer_index(model, upto)  # raises the KeyError that lists the choices
     return outputs
 
 
@@ -95,7 +165,7 @@ def class_probabilities(model: Sequential, preprocess, images, batch_size: int =
     chunks = []
     with evaluating(model), no_grad():
         for start in range(0, len(images), batch_size):
-            scores = model.forward(preprocess(images[start:start + batch_size]))
+            scores = first_output(model.forward(preprocess(images[start:start + batch_size])))
             chunks.append(np.exp(log_softmax(np.asarray(scores, dtype=np.float64))))
     if not chunks:
         return np.zeros((0, 0))

@@ -93,7 +93,8 @@ def open_target(target: str, which: str = "best") -> Run:
     """A run folder or checkpoint, or, for pictures of untrained weights, a zoo model name or a
     .toml model file (freshly initialised, pixels scaled to [0, 1], no validation set)."""
     from convnet.io import modelfile, zoo
-    from convnet.io.spec import build
+    from convnet.io.spec import build, model_inputs
+    from convnet.nn.graph import first_output_shape
 
     path = Path(target)
     spec = None
@@ -104,8 +105,8 @@ def open_target(target: str, which: str = "best") -> Run:
     if spec is None:
         return open_run(path, which)
     model = build(spec)
-    input_shape = tuple(spec["input_shape"])
-    classes = [str(i) for i in range(model.output_shape(input_shape)[0])]
+    input_shape = model_inputs(spec)[0][1]
+    classes = [str(i) for i in range(first_output_shape(model, input_shape)[0])]
     loaded = LoadedModel(model.eval(), input_shape, classes, None,
                          {"model_name": target, "model": spec}, None)
     return Run(loaded, None, _validation_error=f"{target} is an untrained model with no "

@@ -14,11 +14,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from convnet.nn.conv import Conv2d
-from convnet.nn.layer import grad_enabled, no_grad
+from convnet.nn.graph import first_output, first_output_gradient, first_output_shape
+from convnet.nn.layer import grad_enabled
 from convnet.nn.pooling import GlobalAvgPool2d
 from convnet.nn.window import WindowLayer
 from convnet.viz.images import rescale, resize_bilinear
-from convnet.viz.probe import evaluating, layer_index, top_level
+from convnet.viz.probe import (
+    activation_and_gradient,
+    evaluating,
+    layer_index,
+    stage_shapes,
+    stages,
+)
 
 
 @contextlib.contextmanager
@@ -38,7 +45,7 @@ def _check_input(model, x, class_index: int) -> int:
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"expected one preprocessed image of shape (1, C, H, W), received "
                          f"{x.shape}")
-    classes = model.output_shape(tuple(x.shape[1:]))[0]
+    classes = first_output_shape(model, tuple(x.shape[1:]))[0]
     if not 0 <= int(class_index) < classes:
         raise ValueError(f"class_index must be in [0, {classes - 1}], received {class_index}")
     return classes
@@ -54,8 +61,8 @@ def class_gradient(model, x, class_index: int) -> np.ndarray:
     """d score[class_index] / d x for one input x (1, C, H, W), in evaluation mode."""
     _check_input(model, x, class_index)
     with evaluating(model), preserved_gradients(model):
-        scores = model.forward(x)
-        return model.backward(_one_hot(scores, class_index))
+        scores = first_output(model.forward(x))
+        return model.backward(first_output_gradient(model, _one_hot(scores, class_index)))
 
 
 def saliency_map(model, x, class_index: int) -> np.ndarray:
@@ -64,18 +71,17 @@ def saliency_map(model, x, class_index: int) -> np.ndarray:
 
 
 def default_cam_layer(model, input_shape) -> str:
-    """The last top-level layer with maps larger than 1x1 that is not a pooling layer: the
-    last conv's output after its nonlinearity in most networks (relu2 in LeNet-5)."""
-    shape = tuple(input_shape)
+    """The last top-level layer (graph node) with maps larger than 1x1 that is not a pooling
+    layer: the last conv's output after its nonlinearity in most networks (relu2 in LeNet-5)."""
     chosen = fallback = None
-    for layer in top_level(model):
-        shape = layer.output_shape(shape)
+    for (name, layer), shape in zip(stages(model), stage_shapes(model, input_shape),
+                                    strict=True):
         if len(shape) != 3:
             continue
-        fallback = layer.name
+        fallback = name
         if shape[1] * shape[2] > 1 and not isinstance(layer, WindowLayer | GlobalAvgPool2d) \
                 or isinstance(layer, Conv2d):
-            chosen = layer.name
+            chosen = name
     if fallback is None:
         raise ValueError("Grad-CAM needs a layer with activation maps (C, H, W); this model "
                          "has none at the top level")
@@ -96,26 +102,18 @@ class GradCam:
 
 
 def grad_cam(model, x, class_index: int, layer: str | None = None) -> GradCam:
-    """Grad-CAM (Selvaraju et al. 2017) for a top-level layer with (C, h, w) output:
-    ReLU(sum_k alpha_k A_k), alpha_k = mean over positions of d score / d A_k."""
+    """Grad-CAM (Selvaraju et al. 2017) for a top-level layer (a graph's node) with (C, h, w)
+    output: ReLU(sum_k alpha_k A_k), alpha_k = mean over positions of d score / d A_k."""
     _check_input(model, x, class_index)
-    layers = top_level(model)
     name = layer or default_cam_layer(model, x.shape[1:])
-    split = layer_index(model, name)
     with evaluating(model), preserved_gradients(model):
-        with no_grad():
-            activation = x
-            for item in layers[:split + 1]:
-                activation = item.forward(activation)
-        if activation.ndim != 4:
-            raise ValueError(f"{name} outputs shape {activation.shape[1:]}, not maps (C, H, W); "
+        index = layer_index(model, name)
+        shape = stage_shapes(model, x.shape[1:])[index]
+        if len(shape) != 3:
+            raise ValueError(f"{name} outputs shape {shape}, not maps (C, H, W); "
                              f"choose a conv, pool or activation layer before Flatten")
-        out = activation
-        for item in layers[split + 1:]:
-            out = item.forward(out)
-        grad = _one_hot(out, class_index)
-        for item in reversed(layers[split + 1:]):
-            grad = item.backward(grad)
+        activation, grad = activation_and_gradient(
+            model, x, name, lambda scores: _one_hot(scores, class_index))
     weights = np.asarray(grad[0], dtype=np.float64).mean(axis=(1, 2))  # K
     cam = np.tensordot(weights, np.asarray(activation[0], dtype=np.float64), axes=1)  # h, w
     return GradCam(name, np.maximum(cam, 0), int(class_index))

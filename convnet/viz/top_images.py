@@ -6,7 +6,7 @@ import numpy as np
 
 from convnet.nn.layer import no_grad
 from convnet.viz.images import image_hwc
-from convnet.viz.probe import evaluating, layer_index, top_level
+from convnet.viz.probe import activation_at, evaluating, layer_index
 
 
 def filter_strengths(model, inputs, layer: str, batch_size: int = 128) -> np.ndarray:
@@ -14,13 +14,11 @@ def filter_strengths(model, inputs, layer: str, batch_size: int = 128) -> np.nda
 
     `layer` is a top-level layer with (K, h, w) output; the forward stops there.
     """
-    layers = top_level(model)[:layer_index(model, layer) + 1]
+    layer_index(model, layer)  # a KeyError listing the choices, before any work
     chunks = []
     with evaluating(model), no_grad():
         for start in range(0, len(inputs), batch_size):
-            out = inputs[start:start + batch_size]
-            for item in layers:
-                out = item.forward(out)
+            out = activation_at(model, inputs[start:start + batch_size], layer)
             if out.ndim != 4:
                 raise ValueError(f"{layer} outputs shape {out.shape[1:]}, not maps (K, H, W); "
                                  f"choose a conv, pool or activation layer before Flatten")

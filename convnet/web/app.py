@@ -38,8 +38,10 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convnet.io.checkpoint import CheckpointError, LoadedModel
+from convnet.io.modelfile import spec_to_toml
+from convnet.nn.graph import first_output_shape
 from convnet.web.explorer import BadRequest, Explorer, NotFound, Samples, Source, model_label
-from convnet.web.training import EventLog, FolderWatch, TrainingSession, spec_to_toml, sse
+from convnet.web.training import EventLog, FolderWatch, TrainingSession, sse
 from convnet.web.uploads import DEFAULT_MAX_BYTES, UploadError, decode_upload
 
 STATIC = resources.files("convnet.web") / "static"
@@ -81,7 +83,8 @@ def _explorer_for(run_folder, model, model_name, input_shape, class_names, norma
         if len(shape) != 3:
             raise ValueError("create_app(model=...) needs input_shape=(C, H, W) (or a model "
                              "built with one)")
-        classes = list(class_names or [str(i) for i in range(model.output_shape(shape)[0])])
+        classes = list(class_names or [str(i) for i in range(
+            first_output_shape(model, shape)[0])])
         loaded = LoadedModel(model.eval(), shape, classes, normalization, {}, None)
         source = Source("python", model_name or type(model).__name__)
     else:

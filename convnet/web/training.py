@@ -214,38 +214,6 @@ def _known(error: Exception) -> bool:
     return isinstance(error, user_errors())
 
 
-def spec_to_toml(spec: dict) -> str:
-    """A model spec as a TOML model file (what `convnet train --model FILE` reads)."""
-    lines = []
-    for key in ("name", "description"):
-        if spec.get(key):
-            lines.append(f"{key} = {_toml_value(spec[key])}")
-    lines.append(f"input_shape = {_toml_value(list(spec['input_shape']))}")
-    lines.append(f"strict = {_toml_value(bool(spec.get('strict', True)))}")
-    for entry in spec["layers"]:
-        lines.append("")
-        lines.append("[[layers]]")
-        for key, value in entry.items():
-            if value is not None:
-                lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string for the names used here
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
-        return "{" + items + "}"
-    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")
-
-
 class FolderWatch:
     """Follows a run folder that another process (`convnet train`) is writing: each new line of
     metrics.jsonl becomes an "epoch" event, and each new checkpoints/last.safetensors is copied

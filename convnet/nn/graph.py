@@ -19,6 +19,7 @@ call's cache apart. Arrays are freed as soon as the last layer reading them has 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from convnet.core.backend import array_module
@@ -49,6 +50,33 @@ def _tensors(value, what: str) -> list[SymbolicTensor]:
     return items
 
 
+def _name_layers(nodes: list[Node]) -> None:
+    """Final display names, unique in the model, in the order of the calls (conv1, conv2...):
+    branches built from separate inputs were numbered apart while being written. Names the
+    user gave are kept, and so are those of layers another model has already named."""
+    counts: Counter = Counter()
+    taken = {m.name for node in nodes for m in node.layer.modules()
+             if m.user_named or getattr(m, "named_by_model", False)}
+    seen: set[int] = set()
+    for node in nodes:
+        for module in node.layer.modules():
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            if module.user_named or getattr(module, "named_by_model", False):
+                continue
+            while True:
+                counts[module.kind] += 1
+                name = f"{module.kind}{counts[module.kind]}"
+                if name not in taken:
+                    break
+            module.name = name
+            module.named_by_model = True
+            taken.add(name)
+            if hasattr(module, "_geometry_cache"):
+                del module._geometry_cache  # messages carry the name: recompute with it
+
+
 class Model(Layer):
     """A graph of layers from `inputs` (cn.Input tensors) to `outputs`. See the module doc."""
 
@@ -65,6 +93,7 @@ class Model(Layer):
                                  f"layer; inputs must be tensors made by cn.Input(...)")
         nodes = self._reachable_nodes()
         self._name_inputs()
+        _name_layers(nodes)
         slot_of: dict[int, int] = {}
         for tensor in self.input_tensors:
             slot_of.setdefault(id(tensor), len(slot_of))

@@ -22,8 +22,10 @@ from convnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
+from convnet.nn.graph import Model
 from convnet.nn.layer import Layer, Shape
 from convnet.nn.linear import Dropout, Flatten, Linear
+from convnet.nn.merge import Add, Concat, Div, Mul, Sub
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 
 OPSET = 17  # BatchNormalization-15, Softmax-13 (per-axis) and Dropout-13 are all available
@@ -37,11 +39,6 @@ META_INPUT_SHAPE = "convnet.input_shape"
 META_CLASS_NAMES = "convnet.class_names"
 META_NORMALIZATION = "convnet.normalization"
 
-EXPORTABLE = ("Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "ReLU", "LeakyReLU",
-              "Sigmoid", "Tanh", "Softmax", "Linear", "Flatten", "Dropout", "BatchNorm2d",
-              "Residual", "Sequential")
-
-
 @dataclass
 class _GraphBuilder:
     """Nodes and initializers in the order they are emitted; tensor names kept unique."""
@@ -49,6 +46,8 @@ class _GraphBuilder:
     nodes: list = field(default_factory=list)
     initializers: list = field(default_factory=list)
     taken: set = field(default_factory=lambda: {INPUT_NAME, OUTPUT_NAME})
+    # id(array) -> (initializer name, the array): a layer called twice writes its weights once
+    written: dict = field(default_factory=dict)
 
     def unique(self, name: str) -> str:
         candidate, index = name, 1
@@ -64,13 +63,37 @@ class _GraphBuilder:
         self.initializers.append(numpy_helper.from_array(values, name))
         return name
 
-    def node(self, op: str, inputs: list[str], layer: Layer, **attributes) -> str:
-        """One node named after the layer, whose single output tensor carries the same name."""
+    def weight(self, name: str, array) -> str:
+        """A layer's own array (weight, bias, running statistics), written once however many
+        times the layer is called."""
+        if id(array) not in self.written:
+            self.written[id(array)] = (self.constant(name, array), array)
+        return self.written[id(array)][0]
+
+    def node(self, op: str, inputs: list[str], layer: Layer, outputs: int = 1,
+             **attributes) -> str | list[str]:
+        """One node named after the layer, whose output tensor carries the same name (name:i
+        for each of several outputs)."""
         name = self.unique(layer.name)
-        node = helper.make_node(op, inputs, [name], name=name, doc_string=repr(layer),
+        names = [name] if outputs == 1 else [self.unique(f"{name}:{i}") for i in range(outputs)]
+        node = helper.make_node(op, inputs, names, name=name, doc_string=repr(layer),
                                 **attributes)
         self.nodes.append(node)
-        return name
+        return names[0] if outputs == 1 else names
+
+
+# layer class -> emitter(graph, layer, inputs, shapes, prefix) -> output tensor name(s);
+# `inputs` are tensor names, `shapes` their per-sample shapes (one each for a merge).
+EMITTERS: dict[type, object] = {}
+
+
+def emits(*classes):
+    """Register the function that writes a layer class as ONNX nodes."""
+    def register(function):
+        for cls in classes:
+            EMITTERS[cls] = function
+        return function
+    return register
 
 
 def _onnx_pads(padding) -> list[int]:
@@ -78,76 +101,165 @@ def _onnx_pads(padding) -> list[int]:
     return [padding.top, padding.left, padding.bottom, padding.right]
 
 
-def _emit(graph: _GraphBuilder, layer: Layer, x: str, shape: Shape, prefix: str):
-    """Append the nodes of `layer` reading tensor x (per-sample shape `shape`).
-
-    Returns (output tensor name, output per-sample shape).
-    """
-    if isinstance(layer, Sequential):
-        for index, child in enumerate(layer.layers):
-            x, shape = _emit(graph, child, x, shape, f"{prefix}{index}.")
-        return x, shape
-    out_shape = tuple(layer.output_shape(shape))
-    if isinstance(layer, Residual):
-        body, _ = _emit(graph, layer.body, x, shape, f"{prefix}body.")
-        shortcut = x
-        if layer.projection is not None:
-            shortcut, _ = _emit(graph, layer.projection, x, shape, f"{prefix}projection.")
-        return graph.node("Add", [body, shortcut], layer), out_shape
-    if isinstance(layer, Conv2d):
-        geometry = layer.geometry(shape[1:])
-        inputs = [x, graph.constant(prefix + "weight", layer.weight.data)]
-        if layer.bias is not None:
-            inputs.append(graph.constant(prefix + "bias", layer.bias.data))
-        out = graph.node("Conv", inputs, layer, kernel_shape=list(layer.kernel_size),
-                         strides=list(layer.stride), pads=_onnx_pads(geometry.padding),
-                         dilations=list(layer.dilation), group=layer.groups)
-        return out, out_shape
-    if isinstance(layer, (MaxPool2d, AvgPool2d)):
-        geometry = layer.geometry(shape[1:])
-        window = {"kernel_shape": list(layer.kernel_size), "strides": list(layer.stride),
-                  "pads": _onnx_pads(geometry.padding), "ceil_mode": 0}
-        if isinstance(layer, MaxPool2d):
-            return graph.node("MaxPool", [x], layer, **window), out_shape
-        return graph.node("AveragePool", [x], layer, **window,
-                          count_include_pad=int(layer.count_include_pad)), out_shape
-    if isinstance(layer, GlobalAvgPool2d):
-        return graph.node("GlobalAveragePool", [x], layer), out_shape
-    if isinstance(layer, LeakyReLU):
-        return graph.node("LeakyRelu", [x], layer, alpha=layer.negative_slope), out_shape
-    simple = {ReLU: "Relu", Sigmoid: "Sigmoid", Tanh: "Tanh"}
-    if type(layer) in simple:
-        return graph.node(simple[type(layer)], [x], layer), out_shape
-    if isinstance(layer, Softmax):
-        return graph.node("Softmax", [x], layer, axis=1), out_shape
-    if isinstance(layer, Linear):
-        inputs = [x, graph.constant(prefix + "weight", layer.weight.data)]  # (out, in)
-        if layer.bias is not None:
-            inputs.append(graph.constant(prefix + "bias", layer.bias.data))
-        return graph.node("Gemm", inputs, layer, transB=1), out_shape  # x W^T + b
-    if isinstance(layer, Flatten):
-        return graph.node("Flatten", [x], layer, axis=1), out_shape
-    if isinstance(layer, Dropout):
-        # Without a training_mode input Dropout is the identity: inference, as exported.
-        ratio = graph.constant(f"{layer.name}.ratio", numpy.array(layer.p))
-        return graph.node("Dropout", [x, ratio], layer), out_shape
-    if isinstance(layer, BatchNorm2d):
-        channels = layer.num_features
-        if layer.weight is not None:
-            scale = graph.constant(prefix + "weight", layer.weight.data)
-            bias = graph.constant(prefix + "bias", layer.bias.data)
-        else:  # affine=False: the identity scale and shift
-            scale = graph.constant(f"{layer.name}.scale", numpy.ones(channels))
-            bias = graph.constant(f"{layer.name}.shift", numpy.zeros(channels))
-        inputs = [x, scale, bias, graph.constant(prefix + "running_mean", layer.running_mean),
-                  graph.constant(prefix + "running_var", layer.running_var)]
-        # ONNX momentum weighs the old running value; convnet's (PyTorch's) the new batch.
-        return graph.node("BatchNormalization", inputs, layer, epsilon=layer.eps,
-                          momentum=1.0 - layer.momentum), out_shape
+def _emit(graph: _GraphBuilder, layer: Layer, xs: list[str], shapes: list, prefix: str):
+    """Append the nodes of `layer` reading tensors xs; returns its output tensor name (a list
+    of names for a layer with several outputs)."""
+    for cls in type(layer).__mro__:
+        if cls in EMITTERS:
+            return EMITTERS[cls](graph, layer, xs, shapes, prefix)
+    exportable = sorted({cls.__name__ for cls in EMITTERS})
     raise TypeError(
         f"{layer.name} ({type(layer).__name__}): cannot export this layer type to ONNX; "
-        f"exportable layers are {', '.join(EXPORTABLE)}"
+        f"exportable layers are {', '.join(exportable)}"
     )
+
+
+@emits(Sequential)
+def _sequential(graph, layer, xs, shapes, prefix):
+    x, shape = xs[0], shapes[0]
+    for index, child in enumerate(layer.layers):
+        x = _emit(graph, child, [x], [shape], f"{prefix}{index}.")
+        shape = child.output_shape(shape)
+    return x
+
+
+@emits(Residual)
+def _residual(graph, layer, xs, shapes, prefix):
+    body = _emit(graph, layer.body, xs, shapes, f"{prefix}body.")
+    shortcut = xs[0]
+    if layer.projection is not None:
+        shortcut = _emit(graph, layer.projection, xs, shapes, f"{prefix}projection.")
+    return graph.node("Add", [body, shortcut], layer)
+
+
+@emits(Model)
+def _model(graph, layer, xs, shapes, prefix):
+    """A graph model's calls in order; a model inside a model prefixes its layers' names."""
+    names: list = [None] * layer.slots
+    plan = layer.plan(shapes)
+    for slot, x in zip(layer.input_slots, xs, strict=True):
+        names[slot] = x
+    for step in layer.steps:
+        given = [names[s] for s in step.inputs]
+        out = _emit(graph, step.layer, given, [plan[s] for s in step.inputs],
+                    f"{prefix}{step.layer.name}.")
+        outs = out if isinstance(out, list) else [out]
+        for slot, name in zip(step.outputs, outs, strict=True):
+            names[slot] = name
+    results = [names[s] for s in layer.output_slots]
+    return results if layer.multi_output else results[0]
+
+
+@emits(Conv2d)
+def _conv(graph, layer, xs, shapes, prefix):
+    geometry = layer.geometry(shapes[0][1:])
+    inputs = [xs[0], graph.weight(prefix + "weight", layer.weight.data)]
+    if layer.bias is not None:
+        inputs.append(graph.weight(prefix + "bias", layer.bias.data))
+    return graph.node("Conv", inputs, layer, kernel_shape=list(layer.kernel_size),
+                      strides=list(layer.stride), pads=_onnx_pads(geometry.padding),
+                      dilations=list(layer.dilation), group=layer.groups)
+
+
+@emits(MaxPool2d, AvgPool2d)
+def _pool(graph, layer, xs, shapes, prefix):
+    geometry = layer.geometry(shapes[0][1:])
+    window = {"kernel_shape": list(layer.kernel_size), "strides": list(layer.stride),
+              "pads": _onnx_pads(geometry.padding), "ceil_mode": 0}
+    if isinstance(layer, MaxPool2d):
+        return graph.node("MaxPool", xs, layer, **window)
+    return graph.node("AveragePool", xs, layer, **window,
+                      count_include_pad=int(layer.count_include_pad))
+
+
+@emits(GlobalAvgPool2d)
+def _global_pool(graph, layer, xs, shapes, prefix):
+    return graph.node("GlobalAveragePool", xs, layer)
+
+
+@emits(LeakyReLU)
+def _leaky_relu(graph, layer, xs, shapes, prefix):
+    return graph.node("LeakyRelu", xs, layer, alpha=layer.negative_slope)
+
+
+SIMPLE = {ReLU: "Relu", Sigmoid: "Sigmoid", Tanh: "Tanh"}
+
+
+@emits(*SIMPLE)
+def _simple(graph, layer, xs, shapes, prefix):
+    return graph.node(SIMPLE[type(layer)], xs, layer)
+
+
+@emits(Softmax)
+def _softmax(graph, layer, xs, shapes, prefix):
+    return graph.node("Softmax", xs, layer, axis=layer.dim)
+
+
+@emits(Linear)
+def _linear(graph, layer, xs, shapes, prefix):
+    inputs = [xs[0], graph.weight(prefix + "weight", layer.weight.data)]  # (out, in)
+    if layer.bias is not None:
+        inputs.append(graph.weight(prefix + "bias", layer.bias.data))
+    return graph.node("Gemm", inputs, layer, transB=1)  # x W^T + b
+
+
+@emits(Flatten)
+def _flatten(graph, layer, xs, shapes, prefix):
+    return graph.node("Flatten", xs, layer, axis=1)
+
+
+@emits(Dropout)
+def _dropout(graph, layer, xs, shapes, prefix):
+    # Without a training_mode input Dropout is the identity: inference, as exported.
+    ratio = graph.constant(f"{layer.name}.ratio", numpy.array(layer.p))
+    return graph.node("Dropout", [xs[0], ratio], layer)
+
+
+@emits(BatchNorm2d)
+def _batchnorm(graph, layer, xs, shapes, prefix):
+    channels = layer.num_features
+    if layer.weight is not None:
+        scale = graph.weight(prefix + "weight", layer.weight.data)
+        bias = graph.weight(prefix + "bias", layer.bias.data)
+    else:  # affine=False: the identity scale and shift
+        scale = graph.constant(f"{layer.name}.scale", numpy.ones(channels))
+        bias = graph.constant(f"{layer.name}.shift", numpy.zeros(channels))
+    inputs = [xs[0], scale, bias, graph.weight(prefix + "running_mean", layer.running_mean),
+              graph.weight(prefix + "running_var", layer.running_var)]
+    # ONNX momentum weighs the old running value; convnet's (PyTorch's) the new batch.
+    return graph.node("BatchNormalization", inputs, layer, epsilon=layer.eps,
+                      momentum=1.0 - layer.momentum)
+
+
+@emits(Concat)
+def _concat(graph, layer, xs, shapes, prefix):
+    return graph.node("Concat", xs, layer, axis=layer.axis)
+
+
+MERGES = {Add: "Add", Sub: "Sub", Mul: "Mul", Div: "Div"}
+
+
+@emits(*MERGES)
+def _merge(graph, layer, xs, shapes, prefix):
+    """ONNX's Add/Sub/Mul/Div take two inputs: a chain of nodes for more."""
+    op = MERGES[type(layer)]
+    out = xs[0]
+    for index, x in enumerate(xs[1:], start=1):
+        if index == len(xs) - 1:
+            return graph.node(op, [out, x], layer)
+        out = graph.node(op, [out, x], _Partial(f"{layer.name}_part{index}", layer))
+    return out
+
+
+@dataclass
+class _Partial:
+    """Stands for a layer in node naming when it takes several nodes."""
+
+    name: str
+    layer: Layer
+
+    def __repr__(self) -> str:
+        return repr(self.layer)
 
 
 def _class_names(class_names, output_shape: Shape) -> list[str] | None:
@@ -189,39 +301,44 @@ def to_onnx(model: Layer, input_shape: Shape | None = None, *, class_names=None,
             normalization=None, opset: int = OPSET) -> onnx.ModelProto:
     """The ONNX model of `model` for per-sample input (C, H, W), checked with full_check.
 
-    The graph's input is 'input' (batch, C, H, W) float32 and its output 'output'; batch
-    norm uses its running statistics and dropout is the identity (inference).
+    The graph's input is 'input' (batch, C, H, W) float32 and its output 'output'; a graph
+    model with several inputs or outputs keeps their names. Batch norm uses its running
+    statistics and dropout is the identity (inference).
     """
     if not isinstance(model, Layer):
         raise TypeError(f"to_onnx: expected a convnet model such as cn.Sequential(...), "
                         f"received {type(model).__name__}")
     if input_shape is None:
-        input_shape = getattr(model, "input_shape", None)
+        input_shape = (model.input_shapes if model.multi_input
+                       else getattr(model, "input_shape", None))
     if input_shape is None:
         raise ValueError("export needs the per-sample input shape, e.g. input_shape=(3, 32, 32) "
                          "(or build the model first with model.build(input_shape))")
-    input_shape = tuple(int(v) for v in input_shape)
+    input_shapes = ([tuple(int(v) for v in shape) for shape in input_shape] if model.multi_input
+                    else [tuple(int(v) for v in input_shape)])
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an int >= {MIN_OPSET} (Softmax over the channel axis "
                          f"needs opset 13), received {opset!r}")
-    output_shape = tuple(model.output_shape(input_shape))  # ShapeError early, with advice
-    names = _class_names(class_names, output_shape)
-    norm = _normalization(normalization, input_shape[0])
+    outputs = model.output_shape(input_shapes if model.multi_input else input_shapes[0])
+    output_shapes = [tuple(s) for s in outputs] if model.multi_output else [tuple(outputs)]
+    names = _class_names(class_names, output_shapes[0])
+    norm = _normalization(normalization, input_shapes[0][0])
 
     graph = _GraphBuilder()
-    out, _ = _emit(graph, model, INPUT_NAME, input_shape, "")
-    if out == INPUT_NAME:  # an empty model: still a graph from input to output
-        graph.nodes.append(helper.make_node("Identity", [INPUT_NAME], [OUTPUT_NAME],
-                                            name="identity"))
-    else:  # the last node writes the graph output directly
-        last = graph.nodes[-1]
-        last.output[0] = OUTPUT_NAME
+    input_names = ([model.slot_names[s] for s in model.input_slots] if model.multi_input
+                   else [INPUT_NAME])
+    graph.taken.update(input_names)
+    out = _emit(graph, model, input_names, input_shapes, "")
+    produced = out if isinstance(out, list) else [out]
+    output_names = _name_outputs(graph, produced, input_names)
 
     onnx_graph = helper.make_graph(
         graph.nodes,
         "convnet",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH, *input_shape])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [BATCH, *output_shape])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *shape])
+         for name, shape in zip(input_names, input_shapes, strict=True)],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *shape])
+         for name, shape in zip(output_names, output_shapes, strict=True)],
         initializer=graph.initializers,
         doc_string=repr(model),
     )
@@ -231,11 +348,11 @@ def to_onnx(model: Layer, input_shape: Shape | None = None, *, class_names=None,
         producer_version=_version(),
         opset_imports=[helper.make_opsetid("", opset)],
         doc_string=f"convnet model, {model.num_parameters():,} parameters, "
-                   f"input (batch, {', '.join(map(str, input_shape))})",
+                   f"input (batch, {', '.join(map(str, input_shapes[0]))})",
     )
     # Keep the IR version at what the opset needs, so older runtimes open the file too.
     onnx_model.ir_version = min(onnx_model.ir_version, _ir_version_for(opset))
-    metadata = {META_INPUT_SHAPE: json.dumps(list(input_shape))}
+    metadata = {META_INPUT_SHAPE: json.dumps(list(input_shapes[0]))}
     if names is not None:
         metadata[META_CLASS_NAMES] = json.dumps(names)
     if norm is not None:
@@ -244,6 +361,34 @@ def to_onnx(model: Layer, input_shape: Shape | None = None, *, class_names=None,
     onnx_model = onnx.shape_inference.infer_shapes(onnx_model, check_type=True, strict_mode=True)
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
+
+
+def _name_outputs(graph: _GraphBuilder, produced: list[str], input_names: list[str]):
+    """The graph's output names: 'output' for a model with one, else the tensors' own names.
+    A tensor that is a model input, or an output twice, gets an Identity node of its own."""
+    wanted = [OUTPUT_NAME] if len(produced) == 1 else list(produced)
+    final, seen = [], set()
+    for tensor, name in zip(produced, wanted, strict=True):
+        if tensor in input_names or tensor in seen:
+            if name in final or name in input_names:
+                name = graph.unique(f"{name}_out")
+            graph.nodes.append(helper.make_node("Identity", [tensor], [name],
+                                                name=graph.unique(f"{name}_identity")))
+        elif name != tensor:
+            _rename(graph, tensor, name)
+        seen.add(tensor)
+        final.append(name)
+    return final
+
+
+def _rename(graph: _GraphBuilder, old: str, new: str) -> None:
+    for node in graph.nodes:
+        for index, name in enumerate(node.output):
+            if name == old:
+                node.output[index] = new
+        for index, name in enumerate(node.input):
+            if name == old:
+                node.input[index] = new
 
 
 def export(model: Layer, path, input_shape: Shape | None = None, class_names=None,

@@ -1,8 +1,8 @@
 """The PyTorch twin of a convnet model, built from its spec (`convnet.io.spec.to_spec`).
 
 Only plain data crosses over, so the PyTorch worker process never imports convnet. Module
-names follow convnet's state-dict keys (`0.weight`, `3.body.2.bias`, ...), so the weights
-load unchanged.
+names follow convnet's state-dict keys (`0.weight`, `3.body.2.bias` for a chain,
+`mixed3a_1x1.weight` for a graph), so the weights load unchanged.
 """
 
 from __future__ import annotations
@@ -71,8 +71,57 @@ def build_layer(entry: dict) -> nn.Module:
     raise ValueError(f"bench twin: no PyTorch module for layer type {kind!r}")
 
 
-def build_model(spec: dict, state: dict) -> nn.Sequential:
-    """nn.Sequential for `spec`, holding the arrays of `state` (name -> NumPy array)."""
-    model = nn.Sequential(*[build_layer(entry) for entry in spec["layers"]])
+MERGES = {"concat", "add", "sub", "mul", "div"}
+
+
+class Graph(nn.Module):
+    """A graph spec's calls in order (see convnet.io.spec): each module registered under the
+    layer's name, merges done with torch's own operators; forward returns the first output."""
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        inputs = spec.get("inputs") or [{"name": "input"}]
+        self.input_names = [item["name"] for item in inputs]
+        self.calls = []  # (module name or merge, entry, input names, output name)
+        previous = self.input_names[0]
+        for entry in spec["layers"]:
+            sources = entry.get("inputs") or [previous]
+            kind = entry["type"]
+            if kind == "reuse":
+                self.calls.append((entry["layer"], entry, sources, entry["name"]))
+            elif kind in MERGES:
+                self.calls.append((kind, entry, sources, entry["name"]))
+            else:
+                self.add_module(entry["name"], build_layer(entry))
+                self.calls.append((entry["name"], entry, sources, entry["name"]))
+            previous = entry["name"]
+        self.outputs = spec.get("outputs") or [previous]
+
+    def forward(self, *xs):
+        values = dict(zip(self.input_names, xs, strict=True))
+        for target, entry, sources, name in self.calls:
+            args = [values[source] for source in sources]
+            if target == "concat":
+                values[name] = torch.cat(args, dim=entry.get("axis", 1))
+            elif target in ("add", "mul"):
+                out = args[0]
+                for arg in args[1:]:
+                    out = out + arg if target == "add" else out * arg
+                values[name] = out
+            elif target == "sub":
+                values[name] = args[0] - args[1]
+            elif target == "div":
+                values[name] = args[0] / args[1]
+            else:
+                values[name] = getattr(self, target)(args[0])
+        return values[self.outputs[0]]
+
+
+def build_model(spec: dict, state: dict) -> nn.Module:
+    """nn.Sequential (a chain) or Graph (a graph spec) for `spec`, holding the arrays of
+    `state` (name -> NumPy array)."""
+    graph = "outputs" in spec or "inputs" in spec or any(
+        "inputs" in entry or entry["type"] in MERGES | {"reuse"} for entry in spec["layers"])
+    model = Graph(spec) if graph else nn.Sequential(*[build_layer(e) for e in spec["layers"]])
     model.load_state_dict({name: torch.from_numpy(array.copy()) for name, array in state.items()})
     return model

@@ -192,6 +192,11 @@ def torch_equivalent(model, input_shape):
     """A torch.nn module computing what `model` computes, with the same state-dict keys."""
     import torch
 
+    if isinstance(model, cn.Model):
+        from bench.torch_twin import Graph
+        from convnet.io.spec import to_spec
+
+        return Graph(to_spec(model))
     modules, _ = _torch_layers(model.layers, tuple(input_shape))
     return torch.nn.Sequential(*modules)
 

@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass
 
 from convnet.io.spec import build
-from convnet.nn.containers import Sequential
+from convnet.nn.layer import Layer
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class ZooModel:
     name: str
     description: str
     spec: dict
+    classifier: str | None = None  # the entry sized for the classes (default: the last)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -56,6 +57,87 @@ def _basic_block(k, stride=1, in_k=None):
         projection = {"type": "conv", "out_channels": k, "kernel_size": 1, "stride": stride,
                       "padding": "same", "in_channels": in_k}
     return [{"type": "residual", "body": body, "projection": projection}, RELU]
+
+
+class _Graph:
+    """Entries of a graph spec, each named and reading named tensors (the default: the
+    entry before)."""
+
+    def __init__(self):
+        self.entries: list[dict] = []
+
+    def add(self, entry: dict, name: str, inputs=None) -> str:
+        entry = {**entry, "name": name}
+        if inputs is not None:
+            entry["inputs"] = [inputs] if isinstance(inputs, str) else list(inputs)
+        self.entries.append(entry)
+        return name
+
+    def fire(self, x: str, name: str, squeeze: int, expand: int) -> str:
+        """SqueezeNet's Fire module: a 1x1 squeeze, then 1x1 and 3x3 expands side by side."""
+        self.add(_conv(squeeze, 1), f"{name}_squeeze", x)
+        s = self.add(RELU, f"{name}_squeeze_relu")
+        self.add(_conv(expand, 1), f"{name}_expand1x1", s)
+        e1 = self.add(RELU, f"{name}_expand1x1_relu")
+        self.add(_conv(expand, 3, 1), f"{name}_expand3x3", s)
+        e3 = self.add(RELU, f"{name}_expand3x3_relu")
+        return self.add({"type": "concat", "axis": 1}, f"{name}_concat", [e1, e3])
+
+    def inception(self, x: str, name: str, b1: int, b3: tuple, b5: tuple, pool: int) -> str:
+        """GoogLeNet's Inception module: 1x1, 1x1-3x3, 1x1-5x5 (as two 3x3) and pool-1x1
+        branches side by side, concatenated."""
+        self.add(_conv(b1, 1), f"{name}_1x1", x)
+        one = self.add(RELU, f"{name}_1x1_relu")
+        self.add(_conv(b3[0], 1), f"{name}_3x3_reduce", x)
+        self.add(RELU, f"{name}_3x3_reduce_relu")
+        self.add(_conv(b3[1], 3, 1), f"{name}_3x3")
+        three = self.add(RELU, f"{name}_3x3_relu")
+        self.add(_conv(b5[0], 1), f"{name}_5x5_reduce", x)
+        self.add(RELU, f"{name}_5x5_reduce_relu")
+        self.add(_conv(b5[1], 3, 1), f"{name}_5x5a")
+        self.add(RELU, f"{name}_5x5a_relu")
+        self.add(_conv(b5[1], 3, 1), f"{name}_5x5b")
+        five = self.add(RELU, f"{name}_5x5b_relu")
+        self.add({"type": "maxpool", "kernel_size": 3, "stride": 1, "padding": 1},
+                 f"{name}_pool", x)
+        self.add(_conv(pool, 1), f"{name}_pool_proj")
+        pooled = self.add(RELU, f"{name}_pool_proj_relu")
+        return self.add({"type": "concat", "axis": 1}, f"{name}_concat",
+                        [one, three, five, pooled])
+
+    def spec(self, input_shape) -> dict:
+        return {"input_shape": list(input_shape), "layers": self.entries}
+
+
+def _squeezenet_mini() -> dict:
+    g = _Graph()
+    g.add(_conv(32, 3, 1), "conv1", "input")
+    g.add(RELU, "relu1")
+    x = g.add(_pool(2), "pool1")                                     # 16x16
+    x = g.fire(x, "fire2", 8, 16)
+    x = g.fire(x, "fire3", 8, 32)
+    x = g.add(_pool(2), "pool3", x)                                  # 8x8
+    x = g.fire(x, "fire4", 16, 32)
+    g.add({"type": "dropout", "p": 0.2}, "drop", x)
+    g.add({"type": "conv", "out_channels": 10, "kernel_size": 1}, "classifier")
+    g.add({"type": "gap"}, "gap")
+    g.add(FLATTEN, "flatten")
+    return g.spec((3, 32, 32))
+
+
+def _inception_mini() -> dict:
+    g = _Graph()
+    g.add(_conv(16, 3, 1), "conv1", "input")
+    g.add({"type": "batchnorm"}, "bn1")
+    g.add(RELU, "relu1")
+    x = g.add(_pool(2), "pool1")                                     # 16x16
+    x = g.inception(x, "mixed3a", 16, (12, 16), (4, 8), 8)           # 48 channels
+    x = g.add(_pool(2), "pool3", x)                                  # 8x8
+    x = g.inception(x, "mixed4a", 24, (16, 32), (8, 16), 16)         # 88 channels
+    g.add({"type": "gap"}, "gap", x)
+    g.add(FLATTEN, "flatten")
+    g.add(_classifier(10), "classifier")
+    return g.spec((3, 32, 32))
 
 
 def _bottleneck(k, inner):
@@ -104,6 +186,12 @@ MODELS: dict[str, ZooModel] = {
                      _conv(32, 3, 1), RELU, _pool(2), *_bottleneck(32, 8),
                      _conv(64, 1), RELU, _pool(2), *_bottleneck(64, 16),
                      {"type": "gap"}, FLATTEN, _classifier(10)]}),
+        ZooModel("squeezenet-mini", "SqueezeNet's Fire modules (Iandola 2016): 1x1 squeeze, "
+                 "1x1 and 3x3 expands concatenated, a 1x1 conv classifier and global pooling",
+                 _squeezenet_mini(), classifier="classifier"),
+        ZooModel("inception-mini", "GoogLeNet's Inception modules (Szegedy 2014): 1x1, 3x3, "
+                 "5x5 (two 3x3) and pooling branches concatenated, for 32x32 images",
+                 _inception_mini(), classifier="classifier"),
     ]
 }
 
@@ -121,13 +209,15 @@ def spec_for(name: str, num_classes: int | None = None, in_channels: int | None 
     if in_channels is not None:
         spec["input_shape"][0] = in_channels
     if num_classes is not None:
-        last = spec["layers"][-1]
-        last["out_features"] = num_classes
+        wanted = MODELS[name].classifier
+        last = next((entry for entry in spec["layers"]
+                     if wanted is not None and entry.get("name") == wanted), spec["layers"][-1])
+        last["out_channels" if last["type"] == "conv" else "out_features"] = num_classes
     spec["name"] = name
     return spec
 
 
 def build_model(name: str, num_classes: int | None = None,
-                in_channels: int | None = None) -> Sequential:
+                in_channels: int | None = None) -> Layer:
     """A freshly initialised zoo model (seed with cn.manual_seed first to reproduce it)."""
     return build(spec_for(name, num_classes, in_channels))

@@ -120,3 +120,61 @@ class StopAt:
     def on_batch(self, trainer, stats):
         if stats["step"] == self.step:
             trainer.stop("test")
+
+
+# A graph for the same 12x12 grey images of 3 classes: two branches (1x1 and 3x3 convs)
+# concatenated, a channel gate, and two outputs (the class scores first, then the maps).
+GRAPH_MODEL = """\
+name = "tiny-graph"
+input_shape = [1, 12, 12]
+outputs = ["scores", "gated"]
+
+[[layers]]
+type = "conv"
+name = "wide"
+out_channels = 3
+kernel_size = 3
+padding = 1
+inputs = ["input"]
+
+[[layers]]
+type = "conv"
+name = "narrow"
+out_channels = 2
+kernel_size = 1
+inputs = ["input"]
+
+[[layers]]
+type = "concat"
+name = "both"
+inputs = ["wide", "narrow"]
+
+[[layers]]
+type = "relu"
+
+[[layers]]
+type = "gap"
+name = "squeeze"
+
+[[layers]]
+type = "sigmoid"
+name = "gate"
+
+[[layers]]
+type = "mul"
+name = "gated"
+inputs = ["relu1", "gate"]
+
+[[layers]]
+type = "maxpool"
+kernel_size = 2
+
+[[layers]]
+type = "flatten"
+
+[[layers]]
+type = "linear"
+name = "scores"
+out_features = 3
+init = "xavier"
+"""

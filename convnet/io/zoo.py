@@ -74,8 +74,11 @@ class _Graph:
         return name
 
     def fire(self, x: str, name: str, squeeze: int, expand: int) -> str:
-        """SqueezeNet's Fire module: a 1x1 squeeze, then 1x1 and 3x3 expands side by side."""
+        """SqueezeNet's Fire module: a 1x1 squeeze, then 1x1 and 3x3 expands side by side.
+        Batch norm after the squeeze (as later SqueezeNets have) keeps the plain SGD of
+        `convnet train` stable."""
         self.add(_conv(squeeze, 1), f"{name}_squeeze", x)
+        self.add({"type": "batchnorm"}, f"{name}_squeeze_bn")
         s = self.add(RELU, f"{name}_squeeze_relu")
         self.add(_conv(expand, 1), f"{name}_expand1x1", s)
         e1 = self.add(RELU, f"{name}_expand1x1_relu")
@@ -112,6 +115,7 @@ class _Graph:
 def _squeezenet_mini() -> dict:
     g = _Graph()
     g.add(_conv(32, 3, 1), "conv1", "input")
+    g.add({"type": "batchnorm"}, "bn1")
     g.add(RELU, "relu1")
     x = g.add(_pool(2), "pool1")                                     # 16x16
     x = g.fire(x, "fire2", 8, 16)
@@ -119,7 +123,9 @@ def _squeezenet_mini() -> dict:
     x = g.add(_pool(2), "pool3", x)                                  # 8x8
     x = g.fire(x, "fire4", 16, 32)
     g.add({"type": "dropout", "p": 0.2}, "drop", x)
-    g.add({"type": "conv", "out_channels": 10, "kernel_size": 1}, "classifier")
+    # Scores, not a ReLU's input: Xavier keeps the first ones small (as _classifier does).
+    g.add({"type": "conv", "out_channels": 10, "kernel_size": 1, "init": "xavier"},
+          "classifier")
     g.add({"type": "gap"}, "gap")
     g.add(FLATTEN, "flatten")
     return g.spec((3, 32, 32))

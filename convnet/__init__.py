@@ -18,7 +18,22 @@ from convnet.core.rng import manual_seed
 from convnet.io.checkpoint import LoadedModel, load
 from convnet.io.torch_weights import load_torch_weights, save_torch_weights
 from convnet.nn import init
-from convnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from convnet.nn.activations import (
+    ELU,
+    GELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSoftmax,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
@@ -59,4 +74,6 @@ __all__ = [
     "ReLU", "ReceptiveField", "Residual", "SGD", "SVMLoss", "Sequential", "ShapeError",
     "Sigmoid", "Softmax", "StepLR", "Summary", "Tanh", "clip_grad_norm_", "conv_output_size",
     "__version__", "init", "manual_seed", "no_grad", "reference", "summarize", "window_output",
+    # further activations (graph and ONNX models)
+    "ELU", "GELU", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSoftmax", "PReLU", "ReLU6", "SiLU",
 ]

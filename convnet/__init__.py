@@ -42,6 +42,7 @@ from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.losses import CrossEntropyLoss, MultiClassHingeLoss, SVMLoss
 from convnet.nn.parameter import Parameter
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.resize import Resize, Upsample
 from convnet.nn.summary import Summary, summarize
 from convnet.optim.optimizers import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
 from convnet.optim.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
@@ -74,6 +75,7 @@ __all__ = [
     "ReLU", "ReceptiveField", "Residual", "SGD", "SVMLoss", "Sequential", "ShapeError",
     "Sigmoid", "Softmax", "StepLR", "Summary", "Tanh", "clip_grad_norm_", "conv_output_size",
     "__version__", "init", "manual_seed", "no_grad", "reference", "summarize", "window_output",
-    # further activations (graph and ONNX models)
-    "ELU", "GELU", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSoftmax", "PReLU", "ReLU6", "SiLU",
+    # resizing and further activations (graph and ONNX models)
+    "ELU", "GELU", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSoftmax", "PReLU", "ReLU6", "Resize",
+    "SiLU", "Upsample",
 ]

@@ -129,3 +129,37 @@ def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pix
                 for col, b in taps(q, width):
                     out[:, :, i, j] += a * b * x[:, :, row, col]
     return out.astype(x.dtype)
+
+
+def depth_to_space(x, blocksize, mode="DCR"):
+    """y[n, c, h*r + i, w*r + j] = x[n, (i*r + j)*C' + c, h, w] (DCR) or
+    x[n, c*r*r + i*r + j, h, w] (CRD), C' = C / r^2."""
+    n_batch, channels, height, width = x.shape
+    r = blocksize
+    depth = channels // (r * r)
+    out = np.zeros((n_batch, depth, height * r, width * r), dtype=x.dtype)
+    for c in range(depth):
+        for h in range(height):
+            for w in range(width):
+                for i in range(r):
+                    for j in range(r):
+                        source = (i * r + j) * depth + c if mode == "DCR" else c * r * r + i * r + j
+                        out[:, c, h * r + i, w * r + j] = x[:, source, h, w]
+    return out
+
+
+def space_to_depth(x, blocksize, mode="DCR"):
+    """The inverse of depth_to_space in the same mode (DCR: ONNX SpaceToDepth; CRD:
+    PyTorch's PixelUnshuffle): y[n, source, h, w] = x[n, c, h*r + i, w*r + j]."""
+    n_batch, channels, height, width = x.shape
+    r = blocksize
+    out = np.zeros((n_batch, channels * r * r, height // r, width // r), dtype=x.dtype)
+    for c in range(channels):
+        for h in range(height // r):
+            for w in range(width // r):
+                for i in range(r):
+                    for j in range(r):
+                        target = (i * r + j) * channels + c if mode == "DCR" else (
+                            c * r * r + i * r + j)
+                        out[:, target, h, w] = x[:, c, h * r + i, w * r + j]
+    return out

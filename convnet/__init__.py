@@ -40,6 +40,7 @@ from convnet.nn.conv import Conv2d
 from convnet.nn.layer import Layer, no_grad
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.losses import CrossEntropyLoss, MultiClassHingeLoss, SVMLoss
+from convnet.nn.padding import Pad, ZeroPad2d
 from convnet.nn.parameter import Parameter
 from convnet.nn.pixel_shuffle import DepthToSpace, PixelShuffle, PixelUnshuffle, SpaceToDepth
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
@@ -76,7 +77,8 @@ __all__ = [
     "ReLU", "ReceptiveField", "Residual", "SGD", "SVMLoss", "Sequential", "ShapeError",
     "Sigmoid", "Softmax", "StepLR", "Summary", "Tanh", "clip_grad_norm_", "conv_output_size",
     "__version__", "init", "manual_seed", "no_grad", "reference", "summarize", "window_output",
-    # resizing, pixel rearrangement and further activations (graph and ONNX models)
+    # resizing, pixel rearrangement, padding and further activations (graph and ONNX models)
     "DepthToSpace", "ELU", "GELU", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSoftmax", "PReLU",
-    "PixelShuffle", "PixelUnshuffle", "ReLU6", "Resize", "SiLU", "SpaceToDepth", "Upsample",
+    "Pad", "PixelShuffle", "PixelUnshuffle", "ReLU6", "Resize", "SiLU", "SpaceToDepth", "Upsample",
+    "ZeroPad2d",
 ]

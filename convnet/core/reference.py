@@ -163,3 +163,32 @@ def space_to_depth(x, blocksize, mode="DCR"):
                             c * r * r + i * r + j)
                         out[:, target, h, w] = x[:, c, h * r + i, w * r + j]
     return out
+
+
+def pad2d(x, padding, mode="constant", value=0.0):
+    """F.pad over H and W, pixel by pixel; padding (left, right, top, bottom), negative crops
+    (constant mode)."""
+    n_batch, channels, height, width = x.shape
+    left, right, top, bottom = padding
+    out = np.full((n_batch, channels, height + top + bottom, width + left + right), value,
+                  dtype=x.dtype)
+
+    def source(k, length):
+        """Input index read at padded coordinate k (k < 0 or k >= length: a border)."""
+        if 0 <= k < length:
+            return k
+        if mode == "constant":
+            return None
+        if mode == "replicate":
+            return 0 if k < 0 else length - 1
+        if mode == "circular":
+            return k % length
+        return -k if k < 0 else 2 * (length - 1) - k  # reflect about the edge pixel
+
+    for i in range(out.shape[2]):
+        row = source(i - top, height)
+        for j in range(out.shape[3]):
+            col = source(j - left, width)
+            if row is not None and col is not None:
+                out[:, :, i, j] = x[:, :, row, col]
+    return out

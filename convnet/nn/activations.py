@@ -324,7 +324,8 @@ class GELU(_Pointwise):
         self.approximate = approximate
 
     def _cdf(self, x):
-        return (0.5 * erfc(x.astype(numpy.float64) * -_SQRT_HALF)).astype(x.dtype, copy=False)
+        z = x.astype(numpy.float64, copy=False) * -_SQRT_HALF  # float64 input: no extra copy
+        return (0.5 * erfc(z)).astype(x.dtype, copy=False)
 
     def _tanh_inner(self, xp, x):
         return xp.tanh(x.dtype.type(_TANH_K) * (x + x.dtype.type(_TANH_C) * x * x * x))

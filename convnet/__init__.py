@@ -18,7 +18,22 @@ from convnet.core.rng import manual_seed
 from convnet.io.checkpoint import LoadedModel, load
 from convnet.io.torch_weights import load_torch_weights, save_torch_weights
 from convnet.nn import init
-from convnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from convnet.nn.activations import (
+    ELU,
+    GELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSoftmax,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
@@ -27,8 +42,11 @@ from convnet.nn.layer import Layer, no_grad
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.losses import CrossEntropyLoss, MultiClassHingeLoss, SVMLoss
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
+from convnet.nn.padding import Pad, ZeroPad2d
 from convnet.nn.parameter import Parameter
+from convnet.nn.pixel_shuffle import DepthToSpace, PixelShuffle, PixelUnshuffle, SpaceToDepth
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.resize import Resize, Upsample
 from convnet.nn.summary import Summary, summarize
 from convnet.nn.symbolic import Input
 from convnet.optim.optimizers import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
@@ -63,4 +81,8 @@ __all__ = [
     "ReLU", "ReceptiveField", "Residual", "SGD", "SVMLoss", "Sequential", "ShapeError",
     "Sigmoid", "Softmax", "StepLR", "Summary", "Tanh", "clip_grad_norm_", "conv_output_size",
     "__version__", "init", "manual_seed", "no_grad", "reference", "summarize", "window_output",
+    # resizing, pixel rearrangement, padding and further activations (graph and ONNX models)
+    "DepthToSpace", "ELU", "GELU", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSoftmax", "PReLU",
+    "Pad", "PixelShuffle", "PixelUnshuffle", "ReLU6", "Resize", "SiLU", "SpaceToDepth", "Upsample",
+    "ZeroPad2d",
 ]

@@ -51,6 +51,12 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec):
+        # A package's moved submodules go into sys.modules with it: importing one later then
+        # finds it there, and the import system does not set it as an attribute of the package
+        # (`convnet.onnx.export` would otherwise replace the function cn.onnx.export).
+        for old, new in MOVED.items():
+            if old.startswith(spec.name + "."):
+                sys.modules.setdefault(old, importlib.import_module(new))
         return importlib.import_module(MOVED[spec.name])
 
     def exec_module(self, module):

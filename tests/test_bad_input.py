@@ -217,8 +217,6 @@ def test_bad_residuals():
      "expected labels of shape (2,) to match scores (2, 3), received (1,)"),
     (np.zeros((2, 3), np.float32), [[0, 1]], ValueError,
      "expected labels of shape (2,) to match scores (2, 3), received (1, 2)"),
-    (np.zeros((2, 3, 1), np.float32), [0, 1], ValueError,
-     "expected scores of shape (N, classes), received (2, 3, 1)"),
     (np.zeros((2, 3), np.int64), [0, 1], TypeError,
      "expected floating-point scores, received dtype int64"),
     (np.zeros((0, 3), np.float32), [], ValueError,
@@ -229,4 +227,15 @@ def test_bad_residuals():
 def test_bad_loss_inputs(loss_type, scores, labels, error, fragment):
     with pytest.raises(error) as info:
         loss_type().forward(scores, labels)
+    assert str(info.value) == f"{loss_type.__name__}: {fragment}"
+
+
+@pytest.mark.parametrize("loss_type, fragment", [
+    (cn.SVMLoss, "expected scores of shape (N, classes), received (2, 3, 1)"),
+    # dense prediction: one label per position
+    (cn.CrossEntropyLoss, "expected labels of shape (2, 1) to match scores (2, 3, 1), "
+                          "received (2,)")])
+def test_scores_with_trailing_axes(loss_type, fragment):
+    with pytest.raises(ValueError) as info:
+        loss_type().forward(np.zeros((2, 3, 1), np.float32), [0, 1])
     assert str(info.value) == f"{loss_type.__name__}: {fragment}"

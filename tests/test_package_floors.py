@@ -66,3 +66,6 @@ def test_earlier_module_paths_load_the_same_modules():
     from convnet.training import Trainer as moved
 
     assert Trainer is moved
+    import convnet as cn
+
+    assert callable(cn.onnx.export) and callable(cn.onnx.load)  # not shadowed by the modules

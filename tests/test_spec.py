@@ -58,3 +58,48 @@ def test_strict_false_floors_like_pytorch():
     assert model.output_shape((1, 7, 7)) == (2, 2, 2)
     out = model.forward(np.zeros((1, 1, 7, 7), np.float32))
     assert out.shape == (1, 2, 2, 2)
+
+
+def test_round_trip_of_the_resizing_pixel_padding_and_activation_layers():
+    import json
+
+    model = cn.Sequential(
+        cn.ZeroPad2d((1, 0, 2, 1)), cn.Conv2d(3, 8, 3), cn.PReLU(8, init=0.1),
+        cn.PixelShuffle(2), cn.Pad(1, "reflect"), cn.Pad((0, 1, -1, 0), value=0.5),
+        cn.ReLU6(), cn.Hardsigmoid(), cn.Hardsigmoid(alpha=0.2, beta=0.5), cn.Hardswish(),
+        cn.SiLU(), cn.ELU(0.5), cn.GELU(), cn.GELU("tanh"), cn.Hardtanh(-2, 2.5),
+        cn.Upsample(scale_factor=(2, 1.5)), cn.Upsample(size=(12, 10), mode="bilinear",
+                                                         align_corners=True),
+        cn.Upsample(scale_factor=0.5, mode="bilinear", recompute_scale_factor=True),
+        cn.Resize(size=(8, 8), mode="linear", coordinate_transformation_mode="asymmetric",
+                  nearest_mode="floor"),
+        cn.PixelUnshuffle(2), cn.DepthToSpace(2, "CRD"), cn.SpaceToDepth(2),
+        cn.DepthToSpace(2), cn.LogSoftmax(), cn.Softmax(dim=-1), cn.PReLU())
+    spec = to_spec(model, (3, 8, 8))
+    rebuilt = build(json.loads(json.dumps(spec)))
+    assert repr(rebuilt) == repr(model)
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    assert to_spec(rebuilt, (3, 8, 8)) == spec
+    assert all(None not in entry.values() for entry in spec["layers"])  # TOML has no null
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    rebuilt.load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(rebuilt.forward(x), model.forward(x))
+
+
+def test_new_types_and_aliases_build_with_defaults():
+    model = build(_spec({"type": "zeropad2d", "padding": 1}, {"type": "swish"},
+                        {"type": "clip", "min_val": 0, "max_val": 6},
+                        {"type": "pixel_shuffle", "upscale_factor": 1},
+                        {"type": "upsample", "scale_factor": 2}, {"type": "prelu"},
+                        {"type": "log_softmax", "dim": 1}, {"type": "softmax", "dim": 1}))
+    assert [type(layer).__name__ for layer in model] == [
+        "ZeroPad2d", "SiLU", "Hardtanh", "PixelShuffle", "Upsample", "PReLU", "LogSoftmax",
+        "Softmax"]
+    assert model.output_shape((3, 8, 8)) == (3, 20, 20)
+    assert to_spec(model, (3, 8, 8))["layers"][-1] == {"type": "softmax"}  # dim 1: as before
+    with pytest.raises(SpecError, match="unknown argument.*upscale; accepted: upscale_factor"):
+        build(_spec({"type": "pixelshuffle", "upscale": 2}))
+    with pytest.raises(SpecError, match="12 channels do not split into blocks of 3x3") as caught:
+        build(_spec({"type": "conv", "out_channels": 12, "kernel_size": 1},
+                    {"type": "pixelshuffle", "upscale_factor": 3}))
+    assert caught.value.layer_index == 1

@@ -5,6 +5,8 @@ Nothing here is used for training; each function is written straight from the de
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -64,3 +66,129 @@ def pool2d(x, kernel, stride, padding=(0, 0), mode="max", count_include_pad=True
                     else:
                         out[n, c, i, j] = window.sum() / inside[rows, cols].sum()
     return out.astype(x.dtype)
+
+
+def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pixel",
+             nearest_mode="round_prefer_floor", scales=None):
+    """ONNX Resize over H and W, pixel by pixel from the operator's definition.
+
+    x (N, C, H, W) -> (N, C, H_out, W_out). scales (h, w): output / input (None: from the
+    sizes). Nearest rounds the source coordinate by nearest_mode and clamps it; linear
+    clamps it to [0, length - 1] and mixes the two neighbours of each axis.
+    """
+    n_batch, channels, height, width = x.shape
+    out_h, out_w = out_hw
+    if scales is None:
+        scales = (out_h / height, out_w / width)
+
+    def original(i, out_len, in_len, scale):
+        mode = coordinate_transformation_mode
+        if mode == "half_pixel":
+            return (i + 0.5) / scale - 0.5
+        if mode == "pytorch_half_pixel":
+            return (i + 0.5) / scale - 0.5 if out_len > 1 else 0.0
+        if mode == "align_corners":
+            return i * (in_len - 1) / (out_len - 1) if out_len > 1 else 0.0
+        if mode == "asymmetric":
+            return i / scale
+        if mode == "tf_half_pixel_for_nn":
+            return (i + 0.5) / scale
+        if mode == "half_pixel_symmetric":
+            adjustment = out_len / (scale * in_len)
+            return in_len / 2 * (1 - adjustment) + (i + 0.5) / scale - 0.5
+        raise ValueError(mode)
+
+    def rounded(p, in_len):
+        if nearest_mode == "floor":
+            k = math.floor(p)
+        elif nearest_mode == "ceil":
+            k = math.ceil(p)
+        elif p == math.floor(p) + 0.5:  # a tie
+            k = math.floor(p) if nearest_mode == "round_prefer_floor" else math.ceil(p)
+        else:
+            k = round(p)
+        return min(max(k, 0), in_len - 1)
+
+    def taps(p, in_len):
+        """[(index, weight), ...] of linear interpolation at p."""
+        p = min(max(p, 0.0), in_len - 1.0)
+        low = math.floor(p)
+        if low == in_len - 1:
+            return [(low, 1.0)]
+        return [(low, 1.0 - (p - low)), (low + 1, p - low)]
+
+    out = np.zeros((n_batch, channels, out_h, out_w), dtype=np.float64)
+    for i in range(out_h):
+        p = original(i, out_h, height, scales[0])
+        for j in range(out_w):
+            q = original(j, out_w, width, scales[1])
+            if mode == "nearest":
+                out[:, :, i, j] = x[:, :, rounded(p, height), rounded(q, width)]
+                continue
+            for row, a in taps(p, height):
+                for col, b in taps(q, width):
+                    out[:, :, i, j] += a * b * x[:, :, row, col]
+    return out.astype(x.dtype)
+
+
+def depth_to_space(x, blocksize, mode="DCR"):
+    """y[n, c, h*r + i, w*r + j] = x[n, (i*r + j)*C' + c, h, w] (DCR) or
+    x[n, c*r*r + i*r + j, h, w] (CRD), C' = C / r^2."""
+    n_batch, channels, height, width = x.shape
+    r = blocksize
+    depth = channels // (r * r)
+    out = np.zeros((n_batch, depth, height * r, width * r), dtype=x.dtype)
+    for c in range(depth):
+        for h in range(height):
+            for w in range(width):
+                for i in range(r):
+                    for j in range(r):
+                        source = (i * r + j) * depth + c if mode == "DCR" else c * r * r + i * r + j
+                        out[:, c, h * r + i, w * r + j] = x[:, source, h, w]
+    return out
+
+
+def space_to_depth(x, blocksize, mode="DCR"):
+    """The inverse of depth_to_space in the same mode (DCR: ONNX SpaceToDepth; CRD:
+    PyTorch's PixelUnshuffle): y[n, source, h, w] = x[n, c, h*r + i, w*r + j]."""
+    n_batch, channels, height, width = x.shape
+    r = blocksize
+    out = np.zeros((n_batch, channels * r * r, height // r, width // r), dtype=x.dtype)
+    for c in range(channels):
+        for h in range(height // r):
+            for w in range(width // r):
+                for i in range(r):
+                    for j in range(r):
+                        target = (i * r + j) * channels + c if mode == "DCR" else (
+                            c * r * r + i * r + j)
+                        out[:, target, h, w] = x[:, c, h * r + i, w * r + j]
+    return out
+
+
+def pad2d(x, padding, mode="constant", value=0.0):
+    """F.pad over H and W, pixel by pixel; padding (left, right, top, bottom), negative crops
+    (constant mode)."""
+    n_batch, channels, height, width = x.shape
+    left, right, top, bottom = padding
+    out = np.full((n_batch, channels, height + top + bottom, width + left + right), value,
+                  dtype=x.dtype)
+
+    def source(k, length):
+        """Input index read at padded coordinate k (k < 0 or k >= length: a border)."""
+        if 0 <= k < length:
+            return k
+        if mode == "constant":
+            return None
+        if mode == "replicate":
+            return 0 if k < 0 else length - 1
+        if mode == "circular":
+            return k % length
+        return -k if k < 0 else 2 * (length - 1) - k  # reflect about the edge pixel
+
+    for i in range(out.shape[2]):
+        row = source(i - top, height)
+        for j in range(out.shape[3]):
+            col = source(j - left, width)
+            if row is not None and col is not None:
+                out[:, :, i, j] = x[:, :, row, col]
+    return out

@@ -20,7 +20,22 @@ import math
 from collections import Counter
 
 from convnet.core.errors import ShapeError
-from convnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from convnet.nn.activations import (
+    ELU,
+    GELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSoftmax,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
@@ -28,7 +43,10 @@ from convnet.nn.graph import Model
 from convnet.nn.layer import Layer
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
+from convnet.nn.padding import Pad, ZeroPad2d
+from convnet.nn.pixel_shuffle import DepthToSpace, PixelShuffle, PixelUnshuffle, SpaceToDepth
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.resize import Resize, Upsample
 from convnet.nn.symbolic import Input
 
 
@@ -51,7 +69,7 @@ LAYER_TYPES: dict[str, tuple[type[Layer], tuple[str, ...]]] = {
     "leakyrelu": (LeakyReLU, ("negative_slope",)),
     "sigmoid": (Sigmoid, ()),
     "tanh": (Tanh, ()),
-    "softmax": (Softmax, ()),
+    "softmax": (Softmax, ("dim",)),
     "linear": (Linear, ("in_features", "out_features", "bias", "init")),
     "flatten": (Flatten, ()),
     "dropout": (Dropout, ("p",)),
@@ -63,12 +81,37 @@ LAYER_TYPES: dict[str, tuple[type[Layer], tuple[str, ...]]] = {
     "sub": (Sub, ()),
     "mul": (Mul, ()),
     "div": (Div, ()),
+    "upsample": (Upsample, ("size", "scale_factor", "mode", "align_corners",
+                            "recompute_scale_factor")),
+    "resize": (Resize, ("size", "scales", "mode", "coordinate_transformation_mode",
+                        "nearest_mode")),
+    "pixelshuffle": (PixelShuffle, ("upscale_factor",)),
+    "pixelunshuffle": (PixelUnshuffle, ("downscale_factor",)),
+    "depthtospace": (DepthToSpace, ("blocksize", "mode")),
+    "spacetodepth": (SpaceToDepth, ("blocksize",)),
+    "relu6": (ReLU6, ()),
+    "hardsigmoid": (Hardsigmoid, ("alpha", "beta")),
+    "hardswish": (Hardswish, ()),
+    "silu": (SiLU, ()),
+    "elu": (ELU, ("alpha",)),
+    "gelu": (GELU, ("approximate",)),
+    "hardtanh": (Hardtanh, ("min_val", "max_val")),
+    "prelu": (PReLU, ("num_parameters", "init")),
+    "zeropad": (ZeroPad2d, ("padding",)),
+    "pad": (Pad, ("padding", "mode", "value")),
+    "logsoftmax": (LogSoftmax, ("dim",)),
 }
 ALIASES = {"conv2d": "conv", "maxpool2d": "maxpool", "pool": "maxpool", "avgpool2d": "avgpool",
            "globalavgpool2d": "gap", "globalavgpool": "gap", "fc": "linear", "dense": "linear",
            "bn": "batchnorm", "batchnorm2d": "batchnorm", "leaky_relu": "leakyrelu",
            "concatenate": "concat", "cat": "concat", "subtract": "sub", "multiply": "mul",
-           "divide": "div"}
+           "divide": "div",
+           "pixel_shuffle": "pixelshuffle", "pixel_unshuffle": "pixelunshuffle",
+           "depth_to_space": "depthtospace", "space_to_depth": "spacetodepth",
+           "hard_sigmoid": "hardsigmoid", "hard_swish": "hardswish", "swish": "silu",
+           "hard_tanh": "hardtanh", "clip": "hardtanh", "zeropad2d": "zeropad",
+           "zero_pad": "zeropad", "zero_pad2d": "zeropad", "log_softmax": "logsoftmax",
+           "upsampling": "upsample"}
 # Nested residual blocks deeper than this are refused: a summary, an export and Python's own
 # recursion all walk the nesting, and no real network nests this deep.
 MAX_NESTING = 64
@@ -362,9 +405,57 @@ def layer_spec(layer: Layer) -> dict:
         entry["layers"] = [layer_spec(child) for child in layer.layers]
     elif isinstance(layer, Concat):
         entry["axis"] = layer.axis
+    elif isinstance(layer, (Softmax, LogSoftmax)):
+        if layer.dim != 1 or isinstance(layer, LogSoftmax):  # specs written before dim existed
+            entry["dim"] = layer.dim
+    # None stands for the default: left out, so that the entry also fits a TOML model file
+    entry.update((k, v) for k, v in _new_layer_arguments(layer).items() if v is not None)
     if layer.user_named:
         entry["name"] = layer.name
     return entry
+
+
+def _new_layer_arguments(layer: Layer) -> dict:
+    """Spec arguments of the resizing, pixel, padding and further activation layers."""
+    if isinstance(layer, Upsample):
+        return {"size": _pair_or_value(layer.size), "scale_factor": _pair_or_value(layer.scales),
+                "mode": layer.upsample_mode, "align_corners": layer.align_corners,
+                "recompute_scale_factor": layer.recompute_scale_factor}
+    if isinstance(layer, Resize):
+        return {"size": _pair_or_value(layer.size), "scales": _pair_or_value(layer.scales),
+                "mode": layer.mode,
+                "coordinate_transformation_mode": layer.coordinate_transformation_mode,
+                "nearest_mode": layer.nearest_mode}
+    if isinstance(layer, PixelShuffle):
+        return {"upscale_factor": layer.upscale_factor}
+    if isinstance(layer, PixelUnshuffle):
+        return {"downscale_factor": layer.downscale_factor}
+    if isinstance(layer, DepthToSpace):
+        return {"blocksize": layer.blocksize, "mode": layer.mode}
+    if isinstance(layer, SpaceToDepth):
+        return {"blocksize": layer.blocksize}
+    if isinstance(layer, Hardsigmoid):
+        return {"alpha": layer.alpha, "beta": layer.beta}
+    if isinstance(layer, ELU):
+        return {"alpha": layer.alpha}
+    if isinstance(layer, GELU):
+        return {"approximate": layer.approximate}
+    if isinstance(layer, Hardtanh) and not isinstance(layer, ReLU6):
+        return {"min_val": layer.min_val, "max_val": layer.max_val}
+    if isinstance(layer, PReLU):
+        return {"num_parameters": layer.num_parameters, "init": layer.init}
+    if isinstance(layer, ZeroPad2d):
+        return {"padding": list(layer.padding)}
+    if isinstance(layer, Pad):
+        return {"padding": list(layer.padding), "mode": layer.mode, "value": layer.value}
+    return {}
+
+
+def _pair_or_value(pair):
+    """None, a single value for equal (h, w), else [h, w]: what the layer was given."""
+    if pair is None:
+        return None
+    return pair[0] if pair[0] == pair[1] else list(pair)
 
 
 def _padding(padding):

@@ -24,6 +24,32 @@ class Residual(nn.Module):
         return self.body(x) + shortcut
 
 
+def _same_sides(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's 'same' padding (before, after) along one axis: output ceil(size/stride)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class PaddedConv2d(nn.Conv2d):
+    """nn.Conv2d after explicit zero padding: convnet's 'same' at any stride (computed for
+    each input size) or (top, bottom, left, right) sides."""
+
+    def __init__(self, *args, sides, **kwargs):
+        super().__init__(*args, padding=0, **kwargs)
+        self.sides = sides
+
+    def forward(self, x):
+        if self.sides == "same":
+            top, bottom = _same_sides(x.shape[2], self.kernel_size[0], self.stride[0],
+                                      self.dilation[0])
+            left, right = _same_sides(x.shape[3], self.kernel_size[1], self.stride[1],
+                                      self.dilation[1])
+        else:
+            top, bottom, left, right = self.sides
+        return super().forward(nn.functional.pad(x, (left, right, top, bottom)))
+
+
 def _symmetric_padding(entry: dict) -> tuple[int, int]:
     padding = entry.get("padding", 0)
     if padding == "valid":
@@ -42,6 +68,13 @@ def _symmetric_padding(entry: dict) -> tuple[int, int]:
 def build_layer(entry: dict) -> nn.Module:
     kind = entry["type"]
     if kind == "conv":
+        padding = entry.get("padding", 0)
+        if padding == "same" or (isinstance(padding, list) and len(padding) == 4 and (
+                padding[0] != padding[1] or padding[2] != padding[3])):
+            return PaddedConv2d(entry["in_channels"], entry["out_channels"],
+                                tuple(entry["kernel_size"]), tuple(entry["stride"]),
+                                dilation=tuple(entry["dilation"]), groups=entry["groups"],
+                                bias=entry["bias"], sides=padding)
         return nn.Conv2d(entry["in_channels"], entry["out_channels"], tuple(entry["kernel_size"]),
                          tuple(entry["stride"]), _symmetric_padding(entry),
                          tuple(entry["dilation"]), entry["groups"], entry["bias"])
@@ -56,6 +89,14 @@ def build_layer(entry: dict) -> nn.Module:
         return nn.AdaptiveAvgPool2d(1)
     if kind == "relu":
         return nn.ReLU()
+    simple = {"relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU,
+              "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+    if kind in simple:
+        return simple[kind]()
+    if kind == "hardsigmoid":
+        if abs(entry.get("alpha", 1 / 6) - 1 / 6) > 1e-12 or entry.get("beta", 0.5) != 0.5:
+            raise ValueError("bench twin: PyTorch's Hardsigmoid has alpha 1/6 and beta 0.5 only")
+        return nn.Hardsigmoid()
     if kind == "flatten":
         return nn.Flatten()
     if kind == "linear":

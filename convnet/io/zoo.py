@@ -32,6 +32,7 @@ def _conv(k, size, pad=0, stride=1):
 
 
 RELU = {"type": "relu"}
+RELU6 = {"type": "relu6"}
 FLATTEN = {"type": "flatten"}
 
 
@@ -108,6 +109,37 @@ class _Graph:
         return self.add({"type": "concat", "axis": 1}, f"{name}_concat",
                         [one, three, five, pooled])
 
+    def inverted_residual(self, x: str, name: str, channels: int, out: int, expand: int,
+                          stride: int) -> str:
+        """MobileNet's inverted residual: a 1x1 expansion, a 3x3 depthwise conv (one filter
+        per channel: groups = channels), squeeze-and-excitation (global pooling, two 1x1
+        convs, a hard-sigmoid gate multiplied in), a linear 1x1 projection, and the input
+        added back when the shape allows."""
+        wide = channels * expand
+        if expand != 1:
+            self.add(_conv(wide, 1), f"{name}_expand", x)
+            self.add({"type": "batchnorm"}, f"{name}_expand_bn")
+            y = self.add(RELU6, f"{name}_expand_relu6")
+        else:
+            y = x
+        # 'same': at stride 2 a 3x3 window needs one row and column of padding after, none
+        # before, to tile 32 pixels into 16 exactly (pad 1 on both sides would not fit).
+        self.add({"type": "conv", "out_channels": wide, "kernel_size": 3, "padding": "same",
+                  "stride": stride, "groups": wide}, f"{name}_depthwise", y)
+        self.add({"type": "batchnorm"}, f"{name}_depthwise_bn")
+        y = self.add(RELU6, f"{name}_depthwise_relu6")
+        self.add({"type": "gap"}, f"{name}_se_squeeze", y)
+        self.add(_conv(max(wide // 4, 4), 1), f"{name}_se_reduce")
+        self.add(RELU, f"{name}_se_relu")
+        self.add(_conv(wide, 1), f"{name}_se_expand")
+        gate = self.add({"type": "hardsigmoid"}, f"{name}_se_gate")
+        y = self.add({"type": "mul"}, f"{name}_se_scale", [y, gate])
+        self.add(_conv(out, 1), f"{name}_project", y)
+        y = self.add({"type": "batchnorm"}, f"{name}_project_bn")
+        if stride == 1 and channels == out:
+            y = self.add({"type": "add"}, f"{name}_add", [x, y])
+        return y
+
     def spec(self, input_shape) -> dict:
         return {"input_shape": list(input_shape), "layers": self.entries}
 
@@ -141,6 +173,25 @@ def _inception_mini() -> dict:
     x = g.add(_pool(2), "pool3", x)                                  # 8x8
     x = g.inception(x, "mixed4a", 24, (16, 32), (8, 16), 16)         # 88 channels
     g.add({"type": "gap"}, "gap", x)
+    g.add(FLATTEN, "flatten")
+    g.add(_classifier(10), "classifier")
+    return g.spec((3, 32, 32))
+
+
+def _mobilenet_mini() -> dict:
+    g = _Graph()
+    g.add(_conv(16, 3, 1), "conv1", "input")
+    g.add({"type": "batchnorm"}, "bn1")
+    x = g.add(RELU6, "relu6_1")                                     # 32x32
+    x = g.inverted_residual(x, "block1", 16, 16, 1, 1)
+    x = g.inverted_residual(x, "block2", 16, 24, 4, 2)              # 16x16
+    x = g.inverted_residual(x, "block3", 24, 24, 4, 1)
+    x = g.inverted_residual(x, "block4", 24, 40, 4, 2)              # 8x8
+    x = g.inverted_residual(x, "block5", 40, 40, 4, 1)
+    g.add(_conv(128, 1), "head", x)
+    g.add({"type": "batchnorm"}, "head_bn")
+    g.add(RELU6, "head_relu6")
+    g.add({"type": "gap"}, "gap")
     g.add(FLATTEN, "flatten")
     g.add(_classifier(10), "classifier")
     return g.spec((3, 32, 32))
@@ -195,6 +246,9 @@ MODELS: dict[str, ZooModel] = {
         ZooModel("squeezenet-mini", "SqueezeNet's Fire modules (Iandola 2016): 1x1 squeeze, "
                  "1x1 and 3x3 expands concatenated, a 1x1 conv classifier and global pooling",
                  _squeezenet_mini(), classifier="classifier"),
+        ZooModel("mobilenet-mini", "MobileNetV2/V3's inverted residuals (Sandler 2018, Howard "
+                 "2019): 1x1 expand, 3x3 depthwise, squeeze-and-excitation, linear projection, "
+                 "ReLU6", _mobilenet_mini(), classifier="classifier"),
         ZooModel("inception-mini", "GoogLeNet's Inception modules (Szegedy 2014): 1x1, 3x3, "
                  "5x5 (two 3x3) and pooling branches concatenated, for 32x32 images",
                  _inception_mini(), classifier="classifier"),

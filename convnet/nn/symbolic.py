@@ -187,10 +187,16 @@ def apply(layer, inputs):
 
 
 def field_through(layer, fields, shapes):
-    """The receptive field after `layer`: through its window for one input, the widest of the
-    inputs for a merge (every path counts, the widest decides)."""
+    """The receptive field after `layer`: through its window for one input; for a merge, the
+    widest field of its inputs (every path counts), placed on the grid of the input with the
+    largest maps (a (C, 1, 1) gate broadcast over (C, H, W) keeps the maps' jump, not its own)."""
     if len(fields) > 1:
-        return max(fields, key=lambda f: f.size[0] * f.size[1])
+        def area(shape):
+            return shape[1] * shape[2] if len(shape) == 3 else 0
+
+        grid = max(range(len(fields)), key=lambda i: area(shapes[i]))
+        size = tuple(max(f.size[axis] for f in fields) for axis in range(2))
+        return ReceptiveField(size, fields[grid].jump, fields[grid].start)
     if len(shapes[0]) != 3:
         return fields[0]
     return layer.receptive_field(fields[0], shapes[0])

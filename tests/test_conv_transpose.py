@@ -531,3 +531,68 @@ def test_parameter_count_matches_pytorch():
         theirs = sum(p.numel() for p in torch.nn.ConvTranspose2d(*args).parameters())
         assert cn.ConvTranspose2d(*args).num_parameters() == theirs
 
+
+def test_spec_round_trip_and_aliases():
+    from convnet.io.spec import build, to_spec
+
+    model = cn.Sequential(
+        cn.Conv2d(3, 6, 4, stride=2, padding=1),
+        cn.ConvTranspose2d(6, 4, (3, 2), stride=(2, 1), padding=(1, 0), output_padding=(1, 0),
+                           groups=2, bias=False, dilation=(1, 2)),
+        cn.ConvTranspose2d(4, 2, 2, stride=2))
+    spec = to_spec(model, (3, 8, 8))
+    assert spec["layers"][1] == {
+        "type": "convtranspose", "in_channels": 6, "out_channels": 4, "kernel_size": [3, 2],
+        "stride": [2, 1], "padding": [1, 0], "output_padding": [1, 0], "groups": 2,
+        "bias": False, "dilation": [1, 2]}
+    rebuilt = build(json.loads(json.dumps(spec)))  # as a checkpoint or model file stores it
+    assert repr(rebuilt) == repr(model)
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    assert to_spec(rebuilt, (3, 8, 8)) == spec
+    # in_channels from the shape reaching the layer, as for conv; every alias.
+    for kind in ("convtranspose", "convtranspose2d", "ConvTranspose2d", "deconv"):
+        built = build({"input_shape": [5, 7, 7], "layers": [
+            {"type": kind, "out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1,
+             "output_padding": 1}]})
+        assert built.layers[0].in_channels == 5
+        assert built.output_shape((5, 7, 7)) == (3, 14, 14)
+
+
+def test_spec_errors_name_the_layer_and_the_engine_message():
+    from convnet.io.spec import SpecError, build
+
+    def spec(*layers):
+        return {"input_shape": [2, 4, 4], "layers": list(layers)}
+
+    with pytest.raises(SpecError) as caught:
+        build(spec({"type": "relu"}, {"type": "deconv", "out_channels": 2, "kernel_size": 3,
+                                      "stride": 2, "output_padding": 2}))
+    assert caught.value.layer_index == 1
+    assert str(caught.value).startswith("ConvTranspose2d: output_padding 2 along the height")
+    with pytest.raises(SpecError, match="convtranspose: out_channels is required"):
+        build(spec({"type": "deconv", "kernel_size": 3}))
+    with pytest.raises(SpecError, match="unknown argument.*strict.*accepted: in_channels, "
+                                        "out_channels, kernel_size, stride, padding, "
+                                        "output_padding"):
+        build(spec({"type": "deconv", "out_channels": 2, "kernel_size": 3, "strict": False}))
+    with pytest.raises(SpecError) as caught:
+        build(spec({"type": "deconv", "out_channels": 2, "kernel_size": 1, "padding": 3}))
+    assert str(caught.value).startswith("deconv1: input 4x4, filter 1, stride 1, pad 3 gives")
+
+
+def test_model_file_with_a_decoder(tmp_path):
+    from convnet.io import modelfile
+
+    path = tmp_path / "decoder.toml"
+    path.write_text('input_shape = [8, 7, 7]\n\n[[layers]]\ntype = "deconv"\nout_channels = 4\n'
+                    'kernel_size = 3\nstride = 2\npadding = 1\noutput_padding = 1\n\n'
+                    '[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "convtranspose2d"\n'
+                    'out_channels = 1\nkernel_size = 2\nstride = 2\npadding = "same"\n')
+    with pytest.raises(modelfile.ModelFileError) as caught:
+        modelfile.load(path)
+    assert str(caught.value).startswith(
+        f"{path}:14: layer 3 (convtranspose2d): ConvTranspose2d: padding must be an int or an "
+        "(h, w) pair, received 'same'")
+    path.write_text(path.read_text().replace('padding = "same"\n', ""))
+    assert modelfile.load(path).output_shape((8, 7, 7)) == (1, 28, 28)
+

@@ -596,3 +596,63 @@ def test_model_file_with_a_decoder(tmp_path):
     path.write_text(path.read_text().replace('padding = "same"\n', ""))
     assert modelfile.load(path).output_shape((8, 7, 7)) == (1, 28, 28)
 
+
+# -- the CLI calculator ---------------------------------------------------------------------------
+
+def _calc(capsys, *argv):
+    from convnet.cli import main
+
+    code = main(["calc", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_calc_transposed_shows_the_formula_with_the_numbers(capsys):
+    code, out, _ = _calc(capsys, "14x14x8", "--transposed", "-F", "3", "-S", "2", "-P", "1",
+                         "--output-padding", "1", "-K", "4")
+    assert code == 0
+    assert "height   (14 - 1)*2 - 2*1 + 1*(3 - 1) + 1 + 1 = 28" in out
+    assert "output   28x28x4" in out
+    assert "3*3*8 + 1 = 73 per output channel; 4 x 73 = 292" in out
+    assert "weight (8, 4, 3, 3)" in out
+    assert cn.ConvTranspose2d(8, 4, 3, 2, 1, 1).num_parameters() == 292
+    code, out, _ = _calc(capsys, "5x7x2", "--transposed", "-F", "3x2", "-S", "2x1", "-P", "1",
+                         "--dilation", "2", "--output-padding", "1x0")
+    assert code == 0
+    assert "height   (5 - 1)*2 - 2*1 + 2*(3 - 1) + 1 + 1 = 12" in out
+    assert "width    (7 - 1)*1 - 2*1 + 2*(2 - 1) + 0 + 1 = 7" in out
+    assert cn.ConvTranspose2d(2, 1, (3, 2), (2, 1), 1, (1, 0), dilation=2).output_shape(
+        (2, 5, 7)) == (1, 12, 7)
+
+
+def test_calc_transposed_json(capsys):
+    code, out, _ = _calc(capsys, "14x14x64", "--transposed", "-F", "2", "-S", "2", "-K", "32",
+                         "--json")
+    assert code == 0
+    assert json.loads(out) == {
+        "input": [14, 14, 64], "output": [28, 28, 32], "filter": [2, 2], "stride": [2, 2],
+        "padding": [0, 0, 0, 0], "output_padding": [0, 0], "params": 8224, "transposed": True}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["14x14x8", "--transposed", "-F", "3", "-S", "2", "--output-padding", "2"],
+     "deconv: output_padding 2 along the height must be smaller than the stride (2) or the "
+     "dilation (1), as in PyTorch; use output_padding 0 or 1"),
+    (["1x1", "--transposed", "-F", "1", "-P", "1"],
+     "deconv: input 1x1, filter 1, stride 1, pad 1 gives (1 - 1)*1 - 2*1 + 1*(1 - 1) + 0 + 1 = "
+     "-1 along the height, not a positive size: padding 1 crops 2 of the full output's 1 rows; "
+     "use padding 0"),
+    (["14x14", "--transposed", "-F", "4", "-S", "2", "-P", "same"],
+     "deconv: padding must be an int or an (h, w) pair, received 'same'; a transposed "
+     "convolution has no 'same' or 'valid' padding (PyTorch refuses strings here too). For "
+     "output = input x stride use padding=1, output_padding=0; padding=0 keeps the full output"),
+    (["14x14", "-F", "3", "--output-padding", "1"],
+     "--output-padding is for a transposed convolution; add --transposed"),
+    (["14x14", "-F", "3", "--transposed", "--pool"],
+     "--transposed and --pool do not go together: a transposed convolution has weights; leave "
+     "one out"),
+])
+def test_calc_transposed_errors_come_from_the_arithmetic(capsys, argv, message):
+    code, out, err = _calc(capsys, *argv)
+    assert code == 1 and out == ""
+    assert err == f"convnet: error: {message}\n"

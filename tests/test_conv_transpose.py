@@ -195,108 +195,140 @@ def test_other_refusals():
 
 # -- receptive fields ---------------------------------------------------------------------------
 
-def _deconv_field(kernel, stride, padding, dilation=1):
-    return ReceptiveField().through_transposed(
+def _deconv_field(kernel, stride, padding, dilation=1, field=None):
+    return (field or ReceptiveField()).through_transposed(
         (kernel, kernel), (stride, stride), (dilation, dilation),
         Padding(padding, padding, padding, padding))
 
 
 def test_receptive_field_of_a_transposed_conv():
-    unet = _deconv_field(2, 2, 0)  # interval (F_eff - 1)/S = 1/2 unit: one pixel per output
-    assert (unet.size, unet.jump) == ((1.5, 1.5), (0.5, 0.5))
+    unet = _deconv_field(2, 2, 0)  # each output is reached by one input pixel: o // 2
+    assert (unet.size, unet.jump) == ((1, 1), (0.5, 0.5))
     assert [unet.window_on_input(o, 0)[0] for o in range(6)] == [0, 0, 1, 1, 2, 2]
-    assert unet.window_on_input(3, 4)[2:] == (1, 1)
+    assert unet.window_on_input(3, 4) == (1, 2, 1, 1)
     decoder = _deconv_field(3, 2, 1)  # 14 -> 28 with output_padding 1
     assert (decoder.size, decoder.jump) == ((2, 2), (0.5, 0.5))
     # Output 0 is reached by input 0 only (tap 1); output 1 by inputs 0 and 1 (taps 2, 0).
     assert decoder.window_on_input(0, 1) == (0, 0, 1, 2)
+    gaps = _deconv_field(1, 3, 0)  # a 1x1 kernel at stride 3 reaches every third output only
+    assert [gaps.window_on_input(o, 0)[2] for o in range(6)] == [1, 0, 0, 1, 0, 0]
     # Jumps multiply back to whole numbers, and then print as before.
     back = unet.through((2, 2), (2, 2), (1, 1), Padding(0, 0, 0, 0))
     assert back.jump == (1, 1) and isinstance(back.jump[0], int)
+    # A conv's 4x4 field, copied to 2x2 outputs each: still 4x4, not 4 + half a jump.
+    encoded = ReceptiveField().through((4, 4), (2, 2), (1, 1), Padding(1, 1, 1, 1))
+    assert _deconv_field(2, 2, 0, field=encoded).size == (4, 4)
+    # Conv fields without a transposed conv on the way are as before: same numbers, exact grid.
+    assert encoded.phases is None and encoded.window_on_input(1, 1) == (1, 1, 4, 4)
 
 
-def _reached_inputs(layers, input_hw, unit):
-    """Input pixels whose value changes output `unit` (row, col) of the last layer: the nonzero
-    gradient of that unit with all weights positive, so nothing cancels."""
+def _reached_rows(layers, rows):
+    """For every output row (column 0) of the chain, the input rows whose value changes it: the
+    chain is linear with weights 1 and biases 0, so its response to each one-hot input row
+    (one forward over a batch of them) is nonzero exactly where that row reaches."""
     model = cn.Sequential(*layers, strict=False).astype(np.float64)
-    for param in model.parameters():
-        param.data[...] = 1.0
-    x = np.ones((1, layers[0].in_channels, *input_hw))
-    y = model.forward(x)
-    dy = np.zeros_like(y)
-    dy[0, 0, unit[0], unit[1]] = 1.0
-    rows, cols = np.nonzero(model.backward(dy)[0].sum(axis=0))
-    return rows, cols
+    for name, param in model.named_parameters():
+        param.data[...] = 0.0 if name.endswith("bias") else 1.0
+    with cn.no_grad():
+        response = model.forward(np.eye(rows).reshape(rows, 1, rows, 1))[:, 0, :, 0]  # in, out
+    return [set(np.nonzero(response[:, row])[0].tolist()) for row in range(response.shape[1])]
 
 
 def _random_chain(rng):
     layers = []
     for _ in range(rng.integers(1, 4)):
         kernel, stride = int(rng.integers(1, 5)), int(rng.integers(1, 4))
-        padding, dilation = int(rng.integers(0, 3)), int(rng.choice([1, 1, 2]))
+        padding, dilation = int(rng.integers(0, 3)), int(rng.choice([1, 1, 2, 3]))
         if rng.random() < 0.5:
-            layers.append(cn.ConvTranspose2d(1, 1, kernel, stride, padding, dilation=dilation))
+            layers.append(cn.ConvTranspose2d(1, 1, (kernel, 1), (stride, 1), (padding, 0),
+                                             dilation=(dilation, 1)))
         else:
             padding = min(padding, kernel - 1)
-            layers.append(cn.Conv2d(1, 1, kernel, stride, padding, dilation=dilation))
+            layers.append(cn.Conv2d(1, 1, (kernel, 1), (stride, 1), (padding, 0),
+                                    dilation=(dilation, 1)))
     return layers
 
 
-def test_window_on_input_holds_every_reached_pixel_through_chains():
-    # Through transposed convs the field is a bound (see ReceptiveField.through_transposed):
-    # checked against the pixels that really reach a unit, for random chains of convs and
-    # transposed convs, every output unit of a 12x12 input.
+def _units_reaching(layers, sizes, row):
+    """Input rows that reach output `row`, walked back from the definitions (a conv's output
+    o reads o*S - P + k*D; a transposed conv's output o is written by i = (o + P - k*D)/S where
+    that is an integer), and whether every unit on the way exists in its map (sizes: the rows
+    reaching each layer)."""
+    units, inside = {row}, True
+    for layer, rows in zip(reversed(layers), reversed(sizes), strict=True):
+        f, s, p, d = (layer.kernel_size[0], layer.stride[0], layer.padding[0],
+                      layer.dilation[0])
+        if isinstance(layer, cn.ConvTranspose2d):
+            units = {(u + p - k * d) // s for u in units for k in range(f)
+                     if (u + p - k * d) % s == 0}
+        else:
+            units = {u * s - p + k * d for u in units for k in range(f)}
+        inside = inside and all(0 <= u < rows for u in units)
+    return units, inside
+
+
+def test_window_on_input_is_exactly_what_reaches_a_unit_through_chains():
+    # Random chains of convs and transposed convs (any stride, padding, dilation) on 48 rows:
+    # for every output row, window_on_input gives the first and last input rows the walk from
+    # the definitions reaches (nothing for an output no input reaches), and `size` is the
+    # widest; where every unit on the way exists (no padding crossed), the walk's rows are
+    # exactly those whose value changes the output in the real layers.
     rng = np.random.default_rng(0)
-    units = 0
-    for _ in range(40):
+    checked = against_layers = 0
+    for _ in range(200):
         layers = _random_chain(rng)
+        model = cn.Sequential(*layers, strict=False)
         try:
-            model = cn.Sequential(*layers, strict=False)
-            out_shape = model.build((1, 12, 12))
+            out_rows = model.build((1, 48, 1))[1]
         except cn.ShapeError:
             continue
-        field = model.receptive_field(ReceptiveField(), (1, 12, 12))
-        for row in range(out_shape[1]):
-            rows, _ = _reached_inputs(layers, (12, 12), (row, 0))
-            if rows.size == 0:
-                continue  # reached by no input (output_padding, or padding beyond the field)
+        sizes, shape = [], (1, 48, 1)
+        for layer in layers:
+            sizes.append(shape[1])
+            shape = layer.output_shape(shape)
+        field = model.receptive_field(ReceptiveField(), (1, 48, 1))
+        reached = _reached_rows(layers, 48)
+        widest = 0
+        for row in range(out_rows):
             top, _, height, _ = field.window_on_input(row, 0)
-            assert top <= rows.min() and rows.max() < top + height, (layers, row)
-            units += 1
-    assert units > 100
+            units, inside = _units_reaching(layers, sizes, row)
+            if units:
+                assert (top, height) == (min(units), max(units) - min(units) + 1), (layers, row)
+            else:
+                assert height == 0, (layers, row)
+            widest = max(widest, height)
+            checked += 1
+            if inside:
+                assert reached[row] == units, (layers, row)
+                against_layers += 1
+        assert widest <= field.size[0]
+    assert checked > 5000 and against_layers > 2000
 
 
-@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), (4, 2, 1), (5, 3, 2),
-                                                     (3, 1, 1), (1, 3, 0)])
-def test_window_on_input_is_exact_for_one_transposed_conv(kernel, stride, padding):
-    # Without dilation the units in the interval are exactly those reaching the output.
-    layer = cn.ConvTranspose2d(1, 1, kernel, stride, padding)
-    field = _deconv_field(kernel, stride, padding)
-    out_h = layer.output_shape((1, 6, 6))[1]
-    assert max(field.size) == 1 + (kernel - 1) / stride
-    most = 0
-    for row in range(out_h):
-        rows, _ = _reached_inputs([layer], (6, 6), (row, 0))
-        top, _, height, _ = field.window_on_input(row, 0)
-        most = max(most, height)
-        if rows.size == 0:  # a kernel shorter than the stride leaves gaps: empty there too
-            assert height == 0, row
-            continue
-        inside = (max(top, 0), min(top + height, 6))  # the input's border clips the field
-        assert inside == (rows.min(), rows.max() + 1), row
-    assert most == math.ceil(kernel / stride)  # the most units an output sees
+@pytest.mark.parametrize("kernel, stride, dilation", [(2, 2, 1), (3, 2, 1), (4, 2, 1), (5, 3, 1),
+                                                      (3, 1, 1), (1, 3, 1), (2, 2, 3),
+                                                      (3, 2, 2)])
+def test_size_is_at_most_ceil_of_filter_over_stride(kernel, stride, dilation):
+    # Output o is reached by the units in an interval of (F_eff - 1)/S: at most ceil(F_eff/S),
+    # exactly that many for some phase without dilation.
+    extent = dilation * (kernel - 1) + 1
+    size = _deconv_field(kernel, stride, 0, dilation).size[0]
+    assert size <= math.ceil(extent / stride)
+    if dilation == 1:
+        assert size == math.ceil(kernel / stride)
 
 
-def test_summary_shows_fractional_fields_and_stays_json():
+def test_summary_shows_fractional_jumps_and_stays_json():
     model = cn.Sequential(cn.Conv2d(3, 8, 3, padding=1), cn.ConvTranspose2d(8, 4, 3, stride=3),
-                          cn.ConvTranspose2d(4, 2, 2, stride=2))
+                          cn.Conv2d(4, 4, 3, padding=1))
     summary = model.describe((3, 5, 5))
     rows = summary.rows
-    assert rows[1].jump == (Units(1 / 3), Units(1 / 3))
-    assert rows[2].receptive_field == (3 + 2 / 3 + 1 / 6, 3 + 2 / 3 + 1 / 6)
+    assert rows[1].jump == (Units(1 / 3), Units(1 / 3)) and rows[1].receptive_field == (3, 3)
+    # Three neighbouring outputs of a 3x3 stride-3 transposed conv come from one or two pixels.
+    assert rows[2].receptive_field == (4, 4)
     text = str(summary)
-    assert "deconv1 (ConvTranspose2d)" in text and "3.667x3.667 jump 0.3333" in text
-    assert "3.833x3.833 jump 0.1667" in text
+    assert "deconv1 (ConvTranspose2d)" in text and "3x3 jump 0.3333" in text
+    assert "4x4 jump 0.3333" in text
     data = json.loads(json.dumps(summary.to_dict()))
     assert data["layers"][1]["jump"] == [1 / 3, 1 / 3]  # full precision in JSON
     assert data["layers"][1]["window"]["output_hw"] == [15, 15]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from convnet.core.errors import ShapeError
 
@@ -355,8 +355,8 @@ def transposed_size_formula(hw: Pair, kernel: Pair, stride: Pair, dilation: Pair
 
 
 class Units(float):
-    """A fractional size or jump in input pixels (after a transposed conv: 1/2, 1/3...). It is
-    a float in arithmetic and JSON, but prints with 4 significant digits (0.3333, not
+    """A fractional jump in input pixels (after a transposed conv: 1/2, 1/3...). It is a float
+    in arithmetic and JSON, but prints with 4 significant digits (0.3333, not
     0.3333333333333333) in tables and messages."""
 
     def __repr__(self) -> str:
@@ -378,71 +378,126 @@ def _units(value):
 
 
 @dataclass(frozen=True)
+class Phases:
+    """Exact fields of the units along one axis, once a transposed window is on the way: unit
+    u = q*period + r sees input pixels first[r] + q*shift .. last[r] + q*shift (None where no
+    input reaches it). A transposed window's outputs are reached by different input units by
+    their phase, so fields no longer sit on an affine grid; they repeat, shifted, every
+    `period` units, the product of the transposed strides so far (less what strides divide)."""
+
+    period: int
+    first: tuple[int | None, ...]
+    last: tuple[int | None, ...]
+    shift: int  # input pixels between unit u and unit u + period
+
+    @classmethod
+    def affine(cls, size: int, jump: int, start: float) -> Phases:
+        first = int(math.floor(start - size / 2))
+        return cls(1, (first,), (first + size - 1,), jump)
+
+    def span(self, unit: int) -> tuple[int, int] | None:
+        """(first, last) input pixel seen by `unit`, or None."""
+        q, r = divmod(unit, self.period)
+        if self.first[r] is None:
+            return None
+        return self.first[r] + q * self.shift, self.last[r] + q * self.shift
+
+    @property
+    def widest(self) -> int:
+        return max((b - a + 1 for a, b in zip(self.first, self.last, strict=True)
+                    if a is not None), default=0)
+
+    def window(self, kernel: int, stride: int, dilation: int, pad: int) -> Phases:
+        """Output o of a window reads units o*S - P + k*D, 0 <= k < F."""
+        period = self.period // math.gcd(self.period, stride)
+        return self._then(period, period * stride // self.period * self.shift,
+                          lambda o: [o * stride - pad + k * dilation for k in range(kernel)])
+
+    def transposed(self, kernel: int, stride: int, dilation: int, pad: int) -> Phases:
+        """Output o of a transposed window is written by units i = (o + P - k*D)/S, 0 <= k < F,
+        where that is an integer."""
+        return self._then(self.period * stride, self.shift,
+                          lambda o: [(o + pad - k * dilation) // stride for k in range(kernel)
+                                     if (o + pad - k * dilation) % stride == 0])
+
+    def _then(self, period: int, shift: int, units_of) -> Phases:
+        first, last = [], []
+        for o in range(period):
+            spans = [span for span in map(self.span, units_of(o)) if span is not None]
+            first.append(min(a for a, _ in spans) if spans else None)
+            last.append(max(b for _, b in spans) if spans else None)
+        return Phases(period, tuple(first), tuple(last), shift)
+
+
+@dataclass(frozen=True)
 class ReceptiveField:
     """Receptive field of one output unit on the network input: size (h, w) and jump (h, w).
 
-    The jump is the distance on the input between neighbouring output units. Both are whole
-    numbers of input pixels through convolution and pooling; a transposed convolution divides
-    the jump by its stride, after which they may be fractional (`Units`). The field of unit
-    (row, col) is the interval of `size` centred at start + (row, col) * jump: exact through
-    windows, and a bound that holds for every unit through transposed ones (see
-    `through_transposed`).
+    The jump is the distance on the input between neighbouring output units. Through
+    convolution and pooling both are whole numbers of input pixels, and the field of unit
+    (row, col) is `size` centred at start + (row, col) * jump. A transposed convolution divides
+    the jump by its stride (a fractional `Units`, on average); its outputs are reached by
+    different input units by phase, which no such affine grid follows, so from there on each
+    unit's field is kept exactly by phase (`phases`, see `through_transposed`) and `size` is
+    the widest of them.
     """
 
-    size: tuple[float, float] = (1, 1)
+    size: tuple[int, int] = (1, 1)
     jump: tuple[float, float] = (1, 1)
     start: tuple[float, float] = (0.5, 0.5)  # centre of the first unit's field, input pixels
+    # (height, width) fields by phase, from the first transposed window on; None before.
+    phases: tuple[Phases, Phases] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "size", tuple(_units(v) for v in self.size))
         object.__setattr__(self, "jump", tuple(_units(v) for v in self.jump))
 
     def through(self, kernel: Pair, stride: Pair, dilation: Pair, padding: Padding):
         """The field after a window layer: r' = r + (F_eff - 1) * j, j' = j * S."""
         eff = (effective_size(kernel[0], dilation[0]), effective_size(kernel[1], dilation[1]))
         pads = (padding.top, padding.left)
-        return ReceptiveField(
-            size=tuple(self.size[i] + (eff[i] - 1) * self.jump[i] for i in range(2)),
-            jump=tuple(self.jump[i] * stride[i] for i in range(2)),
-            start=tuple(
-                self.start[i] + ((eff[i] - 1) / 2 - pads[i]) * self.jump[i] for i in range(2)
-            ),
-        )
+        jump = tuple(self.jump[i] * stride[i] for i in range(2))
+        start = tuple(self.start[i] + ((eff[i] - 1) / 2 - pads[i]) * self.jump[i]
+                      for i in range(2))
+        if self.phases is None:
+            size = tuple(self.size[i] + (eff[i] - 1) * self.jump[i] for i in range(2))
+            return ReceptiveField(size, jump, start)
+        phases = tuple(self.phases[i].window(kernel[i], stride[i], dilation[i], pads[i])
+                       for i in range(2))
+        return ReceptiveField((phases[0].widest, phases[1].widest), jump, start, phases)
 
     def through_transposed(self, kernel: Pair, stride: Pair, dilation: Pair, padding: Padding):
-        """The field after a transposed convolution:
-        r' = r + (F_eff - 1)/S * j, j' = j / S, centre of unit o at (o + P - (F_eff - 1)/2)/S.
+        """The field after a transposed convolution: j' = j / S, and each unit's field exact.
 
         Input unit i adds tap k (0 <= k < F) to output o = i*S - P + k*D, so the units that
-        reach output o are i = (o + P - k*D)/S for the k where that is an integer: all inside
-        the interval [(o + P - D*(F - 1))/S, (o + P)/S] of the input's unit grid, whose length
-        is (F_eff - 1)/S and whose centre moves by 1/S per output unit. It holds at most
-        floor((F_eff - 1)/S) + 1 = ceil(F_eff/S) whole units, and with D = 1 some output
-        reaches that many (the phase o + P = 0 mod S): 2 for F=3, S=2 (U-Net's 2x2 stride 2: 1).
-        With D > 1 not every unit in it is reached (dilation 3, stride 2 and F=2 reach one), so
-        the field is then a bound. The field of o is the union of those units' fields, inside
-        the interval of size r + (F_eff - 1)/S * j around the centre: a bound for every output
-        whatever its phase (o mod S), which the field of an affine grid cannot follow exactly.
-        `window_on_input` gives the whole input pixels inside it.
+        reach output o are i = (o + P - k*D)/S for the k where that is an integer: with D = 1
+        all the integers in [(o + P - (F - 1))/S, (o + P)/S], which are ceil(F/S) or
+        floor(F/S) of them by the phase (o + P) mod S (2 or 1 for F=3, S=2; one for U-Net's
+        2x2 stride 2); with D > 1 only some of the integers in that interval, whose length is
+        (F_eff - 1)/S, so at most ceil(F_eff/S). The field of o is the union of those units'
+        fields, kept for each phase (`Phases`). The centre of o's interval,
+        (o + P - (F_eff - 1)/2)/S units, moves by 1/S per output: `start` and `jump` keep that
+        average grid.
         """
         eff = (effective_size(kernel[0], dilation[0]), effective_size(kernel[1], dilation[1]))
         pads = (padding.top, padding.left)
-        return ReceptiveField(
-            size=tuple(self.size[i] + (eff[i] - 1) / stride[i] * self.jump[i] for i in range(2)),
-            jump=tuple(self.jump[i] / stride[i] for i in range(2)),
-            start=tuple(
-                self.start[i] + (pads[i] - (eff[i] - 1) / 2) / stride[i] * self.jump[i]
-                for i in range(2)
-            ),
-        )
+        jump = tuple(self.jump[i] / stride[i] for i in range(2))
+        start = tuple(self.start[i] + (pads[i] - (eff[i] - 1) / 2) / stride[i] * self.jump[i]
+                      for i in range(2))
+        before = self.phases or tuple(Phases.affine(self.size[i], self.jump[i], self.start[i])
+                                      for i in range(2))
+        phases = tuple(before[i].transposed(kernel[i], stride[i], dilation[i], pads[i])
+                       for i in range(2))
+        return ReceptiveField((phases[0].widest, phases[1].widest), jump, start, phases)
 
     def window_on_input(self, row: int, col: int) -> tuple[int, int, int, int]:
-        """Input rectangle (top, left, height, width) seen by output unit (row, col): the whole
-        pixels inside its field (all of the field when sizes and jumps are whole)."""
-        # Pixel p covers [p, p + 1); round-off must not push a boundary past a whole number.
-        slack = 1e-9 * max(1.0, abs(self.start[0]) + abs(self.start[1]) + row + col)
-        top = math.ceil(self.start[0] + row * self.jump[0] - self.size[0] / 2 - slack)
-        left = math.ceil(self.start[1] + col * self.jump[1] - self.size[1] / 2 - slack)
-        bottom = math.floor(self.start[0] + row * self.jump[0] + self.size[0] / 2 + slack)
-        right = math.floor(self.start[1] + col * self.jump[1] + self.size[1] / 2 + slack)
-        return (top, left, bottom - top, right - left)
+        """Input rectangle (top, left, height, width) seen by output unit (row, col); height
+        and width 0 for a unit no input reaches (a transposed conv's gaps)."""
+        if self.phases is None:
+            top = self.start[0] + row * self.jump[0] - self.size[0] / 2
+            left = self.start[1] + col * self.jump[1] - self.size[1] / 2
+            return (int(math.floor(top)), int(math.floor(left)), self.size[0], self.size[1])
+        rows, cols = self.phases[0].span(row), self.phases[1].span(col)
+        if rows is None or cols is None:
+            centre = (self.start[0] + row * self.jump[0], self.start[1] + col * self.jump[1])
+            return (int(math.floor(centre[0])), int(math.floor(centre[1])), 0, 0)
+        return (rows[0], cols[0], rows[1] - rows[0] + 1, cols[1] - cols[0] + 1)

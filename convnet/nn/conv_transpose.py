@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy
 
 from convnet.core.arithmetic import (
+    Padding,
     ReceptiveField,
     TransposedShape,
     check_output_padding,
@@ -140,7 +141,8 @@ class ConvTranspose2d(WeightedLayer):
         check_input(self, x, 4, self.in_channels, dtype=self.weight.data.dtype)
         xp = array_module(x)
         geometry = self.geometry(x.shape[2:])
-        out = xp.empty((x.shape[0], self.out_channels, *geometry.out_hw), dtype=x.dtype)
+        out = xp.empty((x.shape[0], self.out_channels, *geometry.out_hw),
+                       dtype=x.dtype)  # N, K, H_out, W_out
         if self._by_correlation(x.shape, geometry):
             flipped = self._flipped_weight(xp)
             run_chunks(lambda part: self._correlate_chunk(xp, x[part], out[part], geometry,
@@ -156,7 +158,7 @@ class ConvTranspose2d(WeightedLayer):
         """Parameter gradients, and the input gradient unless input_grad=False (then None)."""
         x, geometry = self._take_cache()
         xp = array_module(dy)
-        dx = xp.empty(x.shape, dtype=dy.dtype) if input_grad else None
+        dx = xp.empty(x.shape, dtype=dy.dtype) if input_grad else None  # N, C, H, W
         grads = run_chunks(
             lambda part: self._backward_chunk(xp, x[part], dy[part],
                                               dx[part] if input_grad else None, geometry),
@@ -240,8 +242,8 @@ class ConvTranspose2d(WeightedLayer):
         eh = (self.kernel_size[0] - 1) * self.dilation[0]
         ew = (self.kernel_size[1] - 1) * self.dilation[1]
         (top, left), (extra_h, extra_w) = self.padding, self.output_padding
-        around = type(geometry.padding)(max(eh - top, 0), max(eh - top + extra_h, 0),
-                                        max(ew - left, 0), max(ew - left + extra_w, 0))
+        around = Padding(max(eh - top, 0), max(eh - top + extra_h, 0),
+                         max(ew - left, 0), max(ew - left + extra_w, 0))
         origin = (max(top - eh, 0), max(left - ew, 0))
         out_h, out_w = geometry.out_hw
         cols = im2col(xp, x, around, self.kernel_size, (1, 1), self.dilation, geometry.out_hw,
@@ -262,7 +264,7 @@ class ConvTranspose2d(WeightedLayer):
         n, channels, height, width = x.shape
         top, left = self.padding
         extra_h, extra_w = self.output_padding
-        pad = type(geometry.padding)(top, max(top - extra_h, 0), left, max(left - extra_w, 0))
+        pad = Padding(top, max(top - extra_h, 0), left, max(left - extra_w, 0))
         dy_cols = im2col(xp, dy, pad, self.kernel_size, self.stride, self.dilation,
                          (height, width))  # K*KH*KW, n*H*R
         dy_cols = dy_cols.reshape(self.groups, -1, dy_cols.shape[1])  # G, K/G*KH*KW, n*H*R

@@ -7,7 +7,13 @@ import math
 
 import numpy as np
 import pytest
-from engine_checks import assert_close, assert_conv_matches_torch, check_gradients, leaf
+from engine_checks import (
+    assert_close,
+    assert_conv_matches_torch,
+    check_gradients,
+    leaf,
+    spread_values,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -697,3 +703,39 @@ def test_calc_transposed_errors_come_from_the_arithmetic(capsys, argv, message):
     code, out, err = _calc(capsys, *argv)
     assert code == 1 and out == ""
     assert err == f"convnet: error: {message}\n"
+
+
+# -- in graph models: a U-Net skip connection -----------------------------------------------------
+
+def _mini_unet():
+    x = cn.Input((2, 8, 8))
+    skip = cn.Tanh()(cn.Conv2d(2, 4, 3, padding=1)(x))  # 8x8
+    down = cn.Tanh()(cn.Conv2d(4, 6, 3, padding=1)(cn.MaxPool2d(2)(skip)))  # 4x4
+    up = cn.ConvTranspose2d(6, 4, 2, stride=2)(down)  # back to 8x8
+    out = cn.Conv2d(8, 1, 1)(cn.Concat(axis=1)([skip, up]))
+    return cn.Model(inputs=x, outputs=out)
+
+
+def test_unet_skip_connection_in_a_graph_model(rng):
+    model = _mini_unet()
+    summary = model.describe((2, 8, 8))
+    row = next(row for row in summary.rows if row.type == "ConvTranspose2d")
+    assert row.output_shape == (4, 8, 8) and row.name == "deconv1"
+    # Conv 3x3, pool 2, conv 3x3: 8x8 with jump 2; the 2x2 stride-2 up-conv copies each unit.
+    assert row.receptive_field == (8, 8) and row.jump == (1, 1)
+    x = spread_values(rng, (2, 2, 8, 8))
+    check_gradients(model, x, rng)
+
+
+def test_unet_graph_spec_round_trip():
+    from convnet.io.spec import build, to_spec
+
+    model = _mini_unet()
+    spec = to_spec(model, (2, 8, 8))
+    entry = next(e for e in spec["layers"] if e["type"] == "convtranspose")
+    assert entry["stride"] == [2, 2] and entry["output_padding"] == [0, 0]
+    rebuilt = build(json.loads(json.dumps(spec)))
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    rebuilt.load_state_dict(model.state_dict())
+    x = np.random.default_rng(0).standard_normal((1, 2, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(rebuilt.forward(x), model.forward(x))

@@ -37,6 +37,7 @@ from convnet.nn.activations import (
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
+from convnet.nn.conv_transpose import ConvTranspose2d
 from convnet.nn.graph import Model
 from convnet.nn.layer import Layer, no_grad
 from convnet.nn.linear import Dropout, Flatten, Linear
@@ -74,7 +75,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "Add", "Concat", "Div", "Input", "Model", "Mul", "Sub",
-    "Adam", "AdamW", "AvgPool2d", "BatchNorm2d", "ConstantLR", "Conv2d", "CosineAnnealingLR",
+    "Adam", "AdamW", "AvgPool2d", "BatchNorm2d", "ConstantLR", "Conv2d", "ConvTranspose2d",
+    "CosineAnnealingLR",
     "CrossEntropyLoss", "Dropout", "Flatten", "GlobalAvgPool2d", "Layer", "LeakyReLU",
     "Linear", "LinearWarmup", "LoadedModel", "MaxPool2d", "MultiClassHingeLoss", "Optimizer",
     "Parameter", "load", "load_torch_weights", "save_torch_weights",

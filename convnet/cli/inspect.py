@@ -35,7 +35,8 @@ def register(subparsers) -> None:
         "convnet calc 32x32x3 --filter 5 --stride 1 --pad 2 --filters 10   # -> 32x32x10, 760\n"
         "convnet calc 7x7 --filter 3 --stride 3                             # does not fit: why\n"
         "convnet calc 56x56x64 --filter 1 --filters 32                      # 1x1 convolution\n"
-        "convnet calc 32x32x10 --pool --filter 2 --stride 2                 # max pooling")
+        "convnet calc 32x32x10 --pool --filter 2 --stride 2                 # max pooling\n"
+        "convnet calc 14x14x8 --transposed -F 3 -S 2 -P 1 --output-padding 1 -K 4  # -> 28x28x4")
     parser.add_argument("input", metavar="HxWxD",
                         help="input volume, height x width x depth as in the lecture "
                              "(depth 1 if left out)")
@@ -50,6 +51,12 @@ def register(subparsers) -> None:
                         help="number of filters K (conv only) [default: 1]")
     parser.add_argument("--pool", action="store_true",
                         help="a pooling window instead of a convolution")
+    parser.add_argument("--transposed", action="store_true",
+                        help="a transposed convolution (ConvTranspose2d): output "
+                             "(N - 1)*S - 2P + D*(F - 1) + output_padding + 1")
+    parser.add_argument("--output-padding", type=_non_negative_size, default=None,
+                        help="rows/cols a transposed convolution adds at the bottom/right, "
+                             "below the stride or dilation [default: 0]")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_calc)
 
@@ -60,6 +67,17 @@ def _size(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", text)
     if not match or int(match.group(1)) < 1 or (match.group(2) and int(match.group(2)) < 1):
         raise argparse.ArgumentTypeError(f"expected a positive size like 5 or 3x5, "
+                                         f"received {text!r}")
+    first = int(match.group(1))
+    return (first, int(match.group(2) or first))
+
+
+def _non_negative_size(text: str) -> tuple[int, int]:
+    import argparse
+
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size >= 0 like 1 or 0x1, "
                                          f"received {text!r}")
     first = int(match.group(1))
     return (first, int(match.group(2) or first))
@@ -138,6 +156,13 @@ def run_calc(args) -> int:
     height, width, depth = int(match.group(1)), int(match.group(2)), int(match.group(3) or 1)
     if min(height, width, depth) < 1:
         raise ShapeError(f"input sizes must be positive, received {args.input!r}")
+    if args.transposed and args.pool:
+        raise ShapeError("--transposed and --pool do not go together: a transposed "
+                         "convolution has weights; leave one out")
+    if args.output_padding is not None and not args.transposed:
+        raise ShapeError("--output-padding is for a transposed convolution; add --transposed")
+    if args.transposed:
+        return _transposed_calc(args, (height, width, depth))
     kernel = args.filter
     stride = args.stride or (kernel if args.pool else (1, 1))
     if args.pad == "same":
@@ -180,6 +205,46 @@ def run_calc(args) -> int:
               f"(weights + bias); {args.filters} x {per_filter} = {params:,} in all")
     else:
         print("params   0 (pooling has no weights)")
+    return 0
+
+
+def _transposed_calc(args, volume) -> int:
+    """`calc --transposed`: sizes, the formula with the numbers, and the parameters."""
+    from convnet.core.arithmetic import transposed_formula, transposed_output
+
+    height, width, depth = volume
+    kernel, stride, dilation = args.filter, args.stride or (1, 1), args.dilation
+    output_padding = args.output_padding or (0, 0)
+    padding = args.pad if args.pad in ("same", "valid") else (
+        _non_negative_size(args.pad) if args.pad != "0" else (0, 0))
+    shape = transposed_output((height, width), kernel, stride, padding, dilation,
+                              output_padding, layer="deconv")
+    out_h, out_w = shape.out_hw
+    pads = (shape.padding.top, shape.padding.left)
+    per_output = kernel[0] * kernel[1] * depth + 1
+    params = args.filters * per_output
+    if args.json:
+        print(json.dumps({
+            "input": [height, width, depth], "output": [out_h, out_w, args.filters],
+            "filter": list(kernel), "stride": list(stride),
+            "padding": [pads[0], pads[0], pads[1], pads[1]],
+            "output_padding": list(output_padding), "params": params, "transposed": True}))
+        return 0
+    lines = [transposed_formula((height, width)[a], kernel[a], stride[a], pads[a], dilation[a],
+                                output_padding[a]) + f" = {shape.out_hw[a]}" for a in range(2)]
+    extra = f", output_padding {_pair_text(output_padding)}" if any(output_padding) else ""
+    dilated = f", dilation {_pair_text(dilation)}" if dilation != (1, 1) else ""
+    print(f"input    {height}x{width}x{depth}  (height x width x depth)")
+    print(f"window   {args.filters} transposed filter(s) of {kernel[0]}x{kernel[1]}x{depth}, "
+          f"stride {_pair_text(stride)}, pad {_pair_text(pads)}{extra}{dilated}")
+    print(f"height   {lines[0]}")
+    print(f"width    {lines[1]}")
+    cropped = "; padding cropped off" if any(pads) else ""
+    print(f"output   {out_h}x{out_w}x{args.filters}  (each input pixel adds a "
+          f"{kernel[0]}x{kernel[1]}x{args.filters} stamp, {_pair_text(stride)} apart{cropped})")
+    print(f"params   {kernel[0]}*{kernel[1]}*{depth} + 1 = {per_output} per output channel; "
+          f"{args.filters} x {per_output} = {params:,} in all (weight "
+          f"{(depth, args.filters, *kernel)}, bias ({args.filters},))")
     return 0
 
 

@@ -40,6 +40,40 @@ def conv2d(x, weight, bias, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)
     return out.astype(x.dtype)
 
 
+def conv_transpose2d(x, weight, bias, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
+                     dilation=(1, 1), groups=1):
+    """out[n, g*Kg + k, i*S - P + u*d, j*S - P + v*d] += x[n, g*Cg + c, i, j] * w[g*Cg + c, k, u, v]
+    for every input pixel (i, j) and tap (u, v); positions outside the output are dropped.
+
+    x (N, C, H, W), weight (C, K/groups, KH, KW) as PyTorch lays it out, padding (h, w) cropped
+    from each side, output_padding (h, w) rows/cols added at the bottom/right:
+    H_out = (H - 1)*S - 2P + d*(KH - 1) + output_padding + 1.
+    """
+    n_batch, channels, height, width = x.shape
+    group_channels = channels // groups
+    _, per_group, kh, kw = weight.shape
+    s, p, d, extra = stride, padding, dilation, output_padding
+    out_h = (height - 1) * s[0] - 2 * p[0] + d[0] * (kh - 1) + extra[0] + 1
+    out_w = (width - 1) * s[1] - 2 * p[1] + d[1] * (kw - 1) + extra[1] + 1
+    out = np.zeros((n_batch, per_group * groups, out_h, out_w), dtype=np.float64)
+    for n in range(n_batch):
+        for c in range(channels):
+            g = c // group_channels
+            for i in range(height):
+                for j in range(width):
+                    for k in range(per_group):
+                        for u in range(kh):
+                            for v in range(kw):
+                                row = i * stride[0] - padding[0] + u * dilation[0]
+                                col = j * stride[1] - padding[1] + v * dilation[1]
+                                if 0 <= row < out_h and 0 <= col < out_w:
+                                    out[n, g * per_group + k, row, col] += (
+                                        x[n, c, i, j] * weight[c, k, u, v])
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64)[None, :, None, None]
+    return out.astype(x.dtype)
+
+
 def pool2d(x, kernel, stride, padding=(0, 0), mode="max", count_include_pad=True):
     """Max or average over each window of each channel separately; depth is unchanged."""
     n_batch, channels, height, width = x.shape

@@ -39,6 +39,7 @@ from convnet.nn.activations import (
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
+from convnet.nn.conv_transpose import ConvTranspose2d
 from convnet.nn.graph import Model
 from convnet.nn.layer import Layer
 from convnet.nn.linear import Dropout, Flatten, Linear
@@ -62,6 +63,9 @@ class SpecError(ValueError):
 LAYER_TYPES: dict[str, tuple[type[Layer], tuple[str, ...]]] = {
     "conv": (Conv2d, ("in_channels", "out_channels", "kernel_size", "stride", "padding",
                       "dilation", "groups", "bias", "init")),
+    "convtranspose": (ConvTranspose2d, ("in_channels", "out_channels", "kernel_size", "stride",
+                                        "padding", "output_padding", "groups", "bias",
+                                        "dilation", "init")),
     "maxpool": (MaxPool2d, ("kernel_size", "stride", "padding")),
     "avgpool": (AvgPool2d, ("kernel_size", "stride", "padding", "count_include_pad")),
     "gap": (GlobalAvgPool2d, ()),
@@ -111,7 +115,8 @@ ALIASES = {"conv2d": "conv", "maxpool2d": "maxpool", "pool": "maxpool", "avgpool
            "hard_sigmoid": "hardsigmoid", "hard_swish": "hardswish", "swish": "silu",
            "hard_tanh": "hardtanh", "clip": "hardtanh", "zeropad2d": "zeropad",
            "zero_pad": "zeropad", "zero_pad2d": "zeropad", "log_softmax": "logsoftmax",
-           "upsampling": "upsample"}
+           "upsampling": "upsample", "convtranspose2d": "convtranspose",
+           "deconv": "convtranspose"}
 # Nested residual blocks deeper than this are refused: a summary, an export and Python's own
 # recursion all walk the nesting, and no real network nests this deep.
 MAX_NESTING = 64
@@ -153,12 +158,12 @@ def build_layer(entry: dict, input_shape, strict: bool, nesting: int = 0,
             return _build_residual(args, input_shape, strict, nesting + 1, inner)
         return _build_sequential(args.get("layers"), input_shape, strict, nesting + 1, inner)
     args = {k: _tuple_or_value(v) for k, v in args.items()}
-    if kind == "conv":
+    if kind in ("conv", "convtranspose"):
         args.setdefault("in_channels", input_shape[0])
         if "out_channels" not in args:
-            raise SpecError("conv: out_channels is required (the number of filters K)")
+            raise SpecError(f"{kind}: out_channels is required (the number of filters K)")
         if "kernel_size" not in args:
-            raise SpecError("conv: kernel_size is required (the filter size F)")
+            raise SpecError(f"{kind}: kernel_size is required (the filter size F)")
     elif kind == "batchnorm":
         args.setdefault("num_features", input_shape[0])
     elif kind == "linear":
@@ -384,6 +389,12 @@ def layer_spec(layer: Layer) -> dict:
                      kernel_size=list(layer.kernel_size), stride=list(layer.stride),
                      padding=_padding(layer.padding), dilation=list(layer.dilation),
                      groups=layer.groups, bias=layer.bias is not None)
+    elif isinstance(layer, ConvTranspose2d):
+        entry.update(in_channels=layer.in_channels, out_channels=layer.out_channels,
+                     kernel_size=list(layer.kernel_size), stride=list(layer.stride),
+                     padding=list(layer.padding), output_padding=list(layer.output_padding),
+                     groups=layer.groups, bias=layer.bias is not None,
+                     dilation=list(layer.dilation))
     elif isinstance(layer, (MaxPool2d, AvgPool2d)):
         entry.update(kernel_size=list(layer.kernel_size), stride=list(layer.stride),
                      padding=_padding(layer.padding))

@@ -23,9 +23,11 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def initial_weight(shape: tuple[int, ...], scheme: str = "kaiming", dtype=numpy.float32):
-    """A freshly drawn weight array of `shape` by `scheme` (see SCHEMES)."""
-    fan_in, fan_out = fans(shape)
+def initial_weight(shape: tuple[int, ...], scheme: str = "kaiming", dtype=numpy.float32,
+                   fan: tuple[float, float] | None = None):
+    """A freshly drawn weight array of `shape` by `scheme` (see SCHEMES); `fan` (fan_in,
+    fan_out) for a layer whose fans are not `fans(shape)` (a transposed convolution)."""
+    fan_in, fan_out = fan or fans(shape)
     generator = rng.generator()
     if scheme == "kaiming":
         values = generator.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)

@@ -14,6 +14,7 @@ the largest downsampling (jump) on any path to it, which merge errors use to sug
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ def field_through(layer, fields, shapes):
 
         grid = max(range(len(fields)), key=lambda i: area(shapes[i]))
         size = tuple(max(f.size[axis] for f in fields) for axis in range(2))
-        return ReceptiveField(size, fields[grid].jump, fields[grid].start)
+        return dataclasses.replace(fields[grid], size=size)
     if len(shapes[0]) != 3:
         return fields[0]
     return layer.receptive_field(fields[0], shapes[0])

@@ -6,7 +6,13 @@ answer; the summary, the web page and the receptive-field views read the same ge
 
 from __future__ import annotations
 
-from convnet.core.arithmetic import ReceptiveField, WindowShape, pair, window_output
+from convnet.core.arithmetic import (
+    ReceptiveField,
+    WindowShape,
+    pair,
+    window_formula,
+    window_output,
+)
 from convnet.nn.layer import Layer, Shape
 
 
@@ -43,6 +49,11 @@ class WindowLayer(Layer):
 
     def dropped_pixels(self, input_shape: Shape) -> tuple[int, int]:
         return self.geometry(input_shape[1:]).dropped
+
+    def size_formula(self, input_shape: Shape) -> str:
+        """'(32 - 5 + 2*2)/1 + 1 = 32', once, or per axis when they differ."""
+        hw = tuple(input_shape[-2:])
+        return window_formula(hw, self.kernel_size, self.stride, self.dilation, self.geometry(hw))
 
     def _window_repr(self, default_stride) -> list[str]:
         """Constructor arguments that differ from their defaults."""

@@ -391,3 +391,20 @@ def test_graph_summary_connects_rows_counts_parameters_once_and_takes_the_widest
     data = summary.to_dict()
     assert data["outputs"] == [{"name": "add1", "shape": [3, 16, 16]}]
     assert data["receptive_field"] == [5, 5]
+
+
+def test_a_unet_whose_decoder_misses_the_encoder_gets_both_fixes():
+    x = cn.Input((1, 28, 28))
+    e1 = cn.ReLU()(cn.Conv2d(1, 4, 3, padding=1)(x))                         # 28x28
+    e2 = cn.ReLU()(cn.Conv2d(4, 4, 3, padding=1)(cn.MaxPool2d(2)(e1)))       # 14x14
+    e3 = cn.ReLU()(cn.Conv2d(4, 4, 3, padding=1)(cn.MaxPool2d(2)(e2)))       # 7x7
+    bottom = cn.MaxPool2d(2, strict=False)(e3)                              # 3x3, floored
+    up = cn.ConvTranspose2d(4, 4, 2, stride=2)(bottom)                       # 6x6
+    with pytest.raises(cn.ShapeError) as error:
+        cn.Concat(axis=1)([up, e3])
+    assert str(error.value) == (
+        "concat1 (Concat): spatial sizes differ: deconv1 6x6, relu3 7x7; deconv1 "
+        "(ConvTranspose2d) with output_padding=1 gives 7x7, or pad the input to 32x32 (the "
+        "network downsamples by 8x8)")
+    fixed = cn.ConvTranspose2d(4, 4, 2, stride=2, output_padding=1)(bottom)
+    assert cn.Concat(axis=1)([fixed, e3]).shape == (8, 7, 7)

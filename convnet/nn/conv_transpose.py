@@ -122,6 +122,18 @@ class ConvTranspose2d(WeightedLayer):
             )
         return (self.out_channels, *self.geometry((height, width)).out_hw)
 
+    def size_fix(self, input_shape: Shape, target_hw) -> str | None:
+        """The output_padding that gives target_hw, when one within the rule exists."""
+        hw = self.geometry(input_shape[-2:]).out_hw
+        wanted = tuple(self.output_padding[i] + int(target_hw[i]) - hw[i] for i in range(2))
+        limits = tuple(max(self.stride[i], self.dilation[i]) for i in range(2))
+        if wanted == self.output_padding or any(not 0 <= wanted[i] < limits[i]
+                                                for i in range(2)):
+            return None
+        value = wanted[0] if wanted[0] == wanted[1] else wanted
+        return (f"{self.name} (ConvTranspose2d) with output_padding={value} gives "
+                f"{target_hw[0]}x{target_hw[1]}")
+
     def size_formula(self, input_shape: Shape) -> str:
         """'(14 - 1)*2 - 2*1 + 1*(3 - 1) + 1 + 1 = 28', once, or per axis when they differ."""
         hw = tuple(input_shape[-2:])

@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy
 
 from convnet.core import kernels
-from convnet.core.arithmetic import Padding, pair
+from convnet.core.arithmetic import Padding
 from convnet.core.backend import array_module, batch_chunks, run_chunks, sliding_windows
 from convnet.core.errors import ShapeError
-from convnet.nn.layer import Shape, WeightedLayer, check_input, grad_enabled, positive_int
-from convnet.nn.window import WindowLayer, chw, parse_padding, window_slices
+from convnet.nn.layer import Shape, WeightedLayer, check_input, grad_enabled
+from convnet.nn.window import WindowLayer, chw, conv_arguments, parse_padding, window_slices
 
 # Bytes of im2col columns per chunk of the batch: enough for large matrix products, small
 # enough to stay in this machine's L2/L3 cache between the copy and the product.
@@ -142,23 +142,8 @@ class Conv2d(WindowLayer, WeightedLayer):
                  dilation=1, groups: int = 1, bias: bool = True, *, strict: bool | None = None,
                  init: str = "kaiming", dtype=numpy.float32):
         super().__init__()
-        label = "Conv2d"
-        self.in_channels = positive_int(in_channels, "in_channels", label)
-        self.out_channels = positive_int(out_channels, "out_channels", label)
-        self.kernel_size = pair(kernel_size, "kernel_size", label)
-        self.stride = pair(stride, "stride", label)
-        self.dilation = pair(dilation, "dilation", label)
-        for name, value in (("kernel_size", self.kernel_size), ("stride", self.stride),
-                            ("dilation", self.dilation)):
-            if min(value) < 1:
-                raise ValueError(f"{label}: {name} must be >= 1, received {value}")
-        self.padding = parse_padding(padding, label)
-        self.groups = positive_int(groups, "groups", label)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"{label}: groups={groups} must divide both in_channels={in_channels} and "
-                f"out_channels={out_channels}"
-            )
+        conv_arguments(self, in_channels, out_channels, kernel_size, stride, dilation, groups)
+        self.padding = parse_padding(padding, "Conv2d")
         self.strict = strict
         self._create_parameters((out_channels, in_channels // groups, *self.kernel_size), bias,
                                 init, dtype)

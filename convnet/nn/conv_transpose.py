@@ -33,9 +33,9 @@ from convnet.core.backend import array_module, batch_chunks, run_chunks
 from convnet.core.errors import ShapeError
 from convnet.nn.conv import CHUNK_BYTES, col2im, im2col, im2col_row
 from convnet.nn.init import initial_weight
-from convnet.nn.layer import Shape, WeightedLayer, check_input, grad_enabled, positive_int
+from convnet.nn.layer import Shape, WeightedLayer, check_input, grad_enabled
 from convnet.nn.parameter import Parameter
-from convnet.nn.window import chw
+from convnet.nn.window import chw, conv_arguments
 
 
 class ConvTranspose2d(WeightedLayer):
@@ -54,25 +54,11 @@ class ConvTranspose2d(WeightedLayer):
                  init: str = "kaiming", dtype=numpy.float32):
         super().__init__()
         label = "ConvTranspose2d"
-        self.in_channels = positive_int(in_channels, "in_channels", label)
-        self.out_channels = positive_int(out_channels, "out_channels", label)
-        self.kernel_size = pair(kernel_size, "kernel_size", label)
-        self.stride = pair(stride, "stride", label)
-        self.dilation = pair(dilation, "dilation", label)
-        for name, value in (("kernel_size", self.kernel_size), ("stride", self.stride),
-                            ("dilation", self.dilation)):
-            if min(value) < 1:
-                raise ValueError(f"{label}: {name} must be >= 1, received {value}")
+        conv_arguments(self, in_channels, out_channels, kernel_size, stride, dilation, groups)
         self.padding = transposed_padding(padding, self.kernel_size, self.stride, self.dilation,
                                           label)
         self.output_padding = pair(output_padding, "output_padding", label)
         check_output_padding(self.output_padding, self.stride, self.dilation, label)
-        self.groups = positive_int(groups, "groups", label)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"{label}: groups={groups} must divide both in_channels={in_channels} and "
-                f"out_channels={out_channels}"
-            )
         # PyTorch's layout: one (K/groups, KH, KW) stamp per input channel; bias per output.
         self.init = init
         self.weight = Parameter(numpy.zeros(

@@ -226,21 +226,27 @@ class Add(_Broadcasting):
         return [(dy, shape) for shape in shapes]
 
 
-class Sub(_Broadcasting):
+class _Binary(_Broadcasting):
+    """An operation of exactly two tensors (x1 - x2, x1 / x2)."""
+
+    def output_shape(self, input_shapes):
+        self._two(len(input_shapes))
+        return super().output_shape(input_shapes)
+
+    def _two(self, count: int) -> None:
+        if count != 2:
+            raise ShapeError(f"{self.name} ({type(self).__name__}): takes exactly two inputs, "
+                             f"received {count}")
+
+
+class Sub(_Binary):
     """x1 - x2."""
 
     kind = "sub"
     symbol = "-"
 
-    def output_shape(self, input_shapes):
-        if len(input_shapes) != 2:
-            raise ShapeError(f"{self.name} (Sub): takes exactly two inputs, received "
-                             f"{len(input_shapes)}")
-        return super().output_shape(input_shapes)
-
     def _combine(self, xs):
-        if len(xs) != 2:
-            raise TypeError(f"{self.name} (Sub): takes exactly two arrays, received {len(xs)}")
+        self._two(len(xs))
         return xs[0] - xs[1]
 
     def _keep(self, xs, out):
@@ -276,21 +282,14 @@ class Mul(_Broadcasting):
         return grads
 
 
-class Div(_Broadcasting):
+class Div(_Binary):
     """x1 / x2 (the divisor is the caller's to keep away from zero)."""
 
     kind = "div"
     symbol = "/"
 
-    def output_shape(self, input_shapes):
-        if len(input_shapes) != 2:
-            raise ShapeError(f"{self.name} (Div): takes exactly two inputs, received "
-                             f"{len(input_shapes)}")
-        return super().output_shape(input_shapes)
-
     def _combine(self, xs):
-        if len(xs) != 2:
-            raise TypeError(f"{self.name} (Div): takes exactly two arrays, received {len(xs)}")
+        self._two(len(xs))
         return xs[0] / xs[1]
 
     def _keep(self, xs, out):

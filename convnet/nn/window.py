@@ -13,7 +13,7 @@ from convnet.core.arithmetic import (
     window_formula,
     window_output,
 )
-from convnet.nn.layer import Layer, Shape
+from convnet.nn.layer import Layer, Shape, positive_int
 
 
 def window_slices(offset_h: int, offset_w: int, out_hw, stride) -> tuple[slice, slice]:
@@ -100,3 +100,23 @@ def chw(layer: Layer, input_shape: Shape) -> tuple[int, int, int]:
             f"(C, H, W), received {tuple(input_shape)} (add or remove a Flatten?)"
         )
     return tuple(int(v) for v in input_shape)
+
+
+def conv_arguments(layer, in_channels, out_channels, kernel_size, stride, dilation,
+                   groups) -> None:
+    """Validate and set the arguments a convolution and a transposed convolution share:
+    channel counts, kernel_size/stride/dilation pairs >= 1, groups dividing both counts."""
+    label = type(layer).__name__
+    layer.in_channels = positive_int(in_channels, "in_channels", label)
+    layer.out_channels = positive_int(out_channels, "out_channels", label)
+    layer.kernel_size = pair(kernel_size, "kernel_size", label)
+    layer.stride = pair(stride, "stride", label)
+    layer.dilation = pair(dilation, "dilation", label)
+    for name in ("kernel_size", "stride", "dilation"):
+        if min(getattr(layer, name)) < 1:
+            raise ValueError(f"{label}: {name} must be >= 1, received {getattr(layer, name)}")
+    layer.groups = positive_int(groups, "groups", label)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"{label}: groups={groups} must divide both in_channels={in_channels} "
+                         f"and out_channels={out_channels}")
+

@@ -26,7 +26,9 @@ trainer's seam (`convnet.training.trainer.LocalGroup` lists the calls):
   on stderr and `Abort` the job (exit status 75). A rank killed by a signal or ending with a
   non-zero status without Python's exit handlers is ended together with the others by Hydra's
   mpiexec at once. The last checkpoint, written atomically by the root, stays intact for
-  `--resume`.
+  `--resume`;
+- shutdown: at exit each rank sends every other one a "leaving" message and receives theirs
+  before MPI is finalized, so no message is left unreceived (the transport warns about those).
 """
 
 from __future__ import annotations
@@ -322,17 +324,32 @@ class MPIGroup:
         os._exit(ABORT_STATUS)  # Abort may return while the launcher ends the others
 
     def _announce_exit(self) -> None:
-        """At interpreter exit, tell the other ranks this one has ended, so that a rank still
-        waiting for it (because this one failed) aborts now rather than at the deadline."""
+        """At interpreter exit, tell the other ranks this one has ended, and hear the same
+        from each of them before MPI is finalized.
+
+        A rank still waiting in an exchange for this one (because this one failed) sees the
+        message there and aborts at once rather than at the deadline. At a normal end every
+        rank sends and receives one message per peer, so none is left unreceived: an unmatched
+        send is what the UCX transport reports at finalize ("unexpected tag-receive descriptor
+        ... was not matched"). A peer that has not ended within the step timeout is left to
+        mpiexec: the unanswered receives are cancelled, so they too leave nothing behind.
+        """
         MPI = self._MPI
         if MPI.Is_finalized():
             return
+        peers = [peer for peer in range(self.size) if peer != self.rank]
         token = np.zeros(1, np.uint8)
-        requests = [self.control.Isend(token, dest=peer, tag=LEAVING_TAG)
-                    for peer in range(self.size) if peer != self.rank]
-        deadline = time.monotonic() + 1.0
-        while not MPI.Request.Testall(requests) and time.monotonic() < deadline:
+        heard = np.zeros(len(peers), np.uint8)  # one byte per peer's own message
+        sends = [self.control.Isend(token, dest=peer, tag=LEAVING_TAG) for peer in peers]
+        receives = [self.control.Irecv(heard[i:i + 1], source=peer, tag=LEAVING_TAG)
+                    for i, peer in enumerate(peers)]
+        deadline = time.monotonic() + self.timeout
+        while not MPI.Request.Testall(sends + receives) and time.monotonic() < deadline:
             time.sleep(POLL_SLEEP)
+        for request in receives:
+            if not request.Test():
+                request.Cancel()
+                request.Wait()
 
     def __repr__(self) -> str:
         return (f"MPIGroup(rank={self.rank}, size={self.size}, timeout={self.timeout:g}, "

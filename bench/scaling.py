@@ -60,6 +60,8 @@ def worker(network: str, batch: int, seconds: float, sweep: bool, out: Path) -> 
     rng = np.random.default_rng(0)  # the same global batch on every process
     x = rng.standard_normal((batch, *shape)).astype(np.float32)  # B, C, H, W
     y = rng.integers(0, 10, batch)  # B
+    start, stop = distributed.shard_bounds(batch, group.size, group.rank)
+    x, y = x[start:stop], y[start:stop]  # this rank's slice, as its loader would prepare it
     params = model.parameters()
     optimizer = OPTIMIZERS["sgd"](params, lr=0.01, momentum=0.9, weight_decay=5e-4)
     loss_fn = CrossEntropyLoss()

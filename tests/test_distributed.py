@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from tiny_data import StopAt, make_angles_folder, three_class_model
 
+from convnet import data
 from convnet.core import rng
 from convnet.io import checkpoint
 from convnet.training import distributed
@@ -140,6 +141,28 @@ def test_shards_cover_the_batch_in_order_and_rank_0_is_empty_only_for_an_empty_b
             assert max(lengths) - min(lengths) <= 1
             assert lengths[0] > 0 or count == 0
     assert [distributed.shard_bounds(13, 3, r) for r in range(3)] == [(0, 5), (5, 9), (9, 13)]
+
+
+def test_the_parts_of_each_batch_are_the_one_process_batch_to_the_bit():
+    images = np.random.default_rng(0).integers(0, 256, (23, 3, 6, 5), dtype=np.uint8)
+    dataset = data.Dataset(images, np.arange(23) % 4, ["a", "b", "c", "d"], "synthetic")
+    options = {"shuffle": True, "seed": 5, "normalization": data.Normalization.fit(images),
+               "augmentation": {"crop_padding": 2, "hflip": True}}
+    whole = list(data.BatchLoader(dataset, 7, **options).iter_from(3))
+    for ranks in (2, 3, 4, 8):
+        parts = [list(data.BatchLoader(dataset, 7, part=(rank, ranks), **options).iter_from(3))
+                 for rank in range(ranks)]
+        for b, (x, y) in enumerate(whole):
+            np.testing.assert_array_equal(np.concatenate([p[b][0] for p in parts]), x)
+            np.testing.assert_array_equal(np.concatenate([p[b][1] for p in parts]), y)
+            assert [len(p[b][1]) for p in parts] == [
+                stop - start for start, stop in
+                (distributed.shard_bounds(len(y), ranks, r) for r in range(ranks))]
+    # 8 ranks, last batch of 2: six ranks prepare nothing, and say so with empty arrays.
+    assert parts[7][-1][0].shape == (0, 3, 6, 5) and parts[7][-1][1].shape == (0,)
+    with pytest.raises(data.DataError, match=r"part must be \(rank, ranks\) with 0 <= rank < "
+                                             r"ranks.*received \(2, 2\)"):
+        data.BatchLoader(dataset, 7, part=(2, 2), **options)
 
 
 def test_a_single_process_gets_no_group_and_never_loads_mpi(monkeypatch):

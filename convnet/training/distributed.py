@@ -8,12 +8,14 @@ trainer's seam (`convnet.training.trainer.LocalGroup` lists the calls):
 
 - start: rank 0's weights and batch-norm statistics are broadcast to every rank (also after a
   resume, so a run saved with any process count resumes with any other);
-- each step: every rank sees the same global batch (the loader's order is a pure function of seed
-  and epoch) and keeps its contiguous slice; gradients, weighted by slice size, are summed with
-  `Allreduce` over one flat buffer, so every rank takes the same optimizer step, equal within
-  float rounding to one process's step on the whole batch (uneven and empty slices included).
-  The exchange starts after backward: with gradients under 1 MiB it costs under 1% of a step
-  here (`python -m bench.scaling`), and MPICH would not progress it during NumPy's compute;
+- each step: every rank prepares only its contiguous slice of the global batch (the trainer's
+  `BatchLoader(..., part=(rank, size))`: the loader's order and augmentation draws are pure
+  functions of seed, epoch and batch, so the slices put together are one process's batch);
+  gradients, weighted by slice size, are summed with `Allreduce` over one flat buffer, so every
+  rank takes the same optimizer step, equal within float rounding to one process's step on the
+  whole batch (uneven and empty slices included). The exchange starts after backward: with
+  gradients under 1 MiB it costs under 1% of a step here (`python -m bench.scaling`), and
+  MPICH would not progress it during NumPy's compute;
 - batch norm normalizes each slice with that slice's statistics (as PyTorch DDP and Horovod do
   without SyncBatchNorm); its running statistics ride in the same buffer and are averaged by
   slice size, so all ranks evaluate and checkpoint one set: the running mean tracks the whole
@@ -42,6 +44,7 @@ import zlib
 import numpy as np
 
 from convnet.core import rng
+from convnet.data.loader import shard_bounds
 from convnet.training.trainer import TrainingError
 
 TIMEOUT_VARIABLE = "CONVNET_MPI_TIMEOUT"
@@ -121,17 +124,6 @@ def process_group(environ=None) -> MPIGroup | None:
                                                   environ))
 
 
-def shard_bounds(count: int, size: int, rank: int) -> tuple[int, int]:
-    """[start, stop) of `rank`'s contiguous slice of `count` items split over `size` ranks.
-
-    The first count % size ranks get one item more, so rank 0's slice is empty only when the
-    batch is (13 over 3: 5, 4, 4; 1 over 2: 1, 0).
-    """
-    base, extra = divmod(count, size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (rank < extra)
-
-
 def _float_buffers(model) -> list[np.ndarray]:
     """The model's floating-point buffers (batch-norm running statistics), updated in place."""
     return [value for _, value in model.named_buffers()
@@ -160,7 +152,6 @@ class MPIGroup:
         self.bucket_bytes = int(bucket_bytes)
         self.steps = 0  # steps since this process started, for messages
         self._local_count = 0
-        self._global_count = 0
         self._model = None
         self._flat = np.empty(0, np.float32)
         self._started = False
@@ -168,28 +159,31 @@ class MPIGroup:
 
     # -- the trainer's seam ------------------------------------------------------------------
     def shard(self, x, y):
-        """This rank's contiguous slice of the global batch x (B, C, H, W), y (B,).
+        """What this rank computes on, given its slice x (b, C, H, W), y (b,) of a global batch.
 
         An empty slice (fewer images than ranks) is replaced by one stand-in image whose
         gradient and statistics are weighted 0, so forward and backward need no special case.
         """
         self.steps += 1
-        start, stop = shard_bounds(len(y), self.size, self.rank)
-        self._local_count, self._global_count = stop - start, len(y)
-        if stop > start:
-            return x[start:stop], y[start:stop]
-        return x[-1:], y[-1:]
+        self._local_count = len(y)
+        if len(y):
+            return x, y
+        return np.zeros((1, *x.shape[1:]), x.dtype), np.zeros(1, y.dtype)
 
     def allreduce_gradients(self, params) -> None:
         """Replace each local gradient (of the mean loss over this rank's slice) by the global
-        one: sum over ranks of gradient * local_count / global_count. Batch-norm running
-        statistics, averaged with the same weights, travel in the same flat buffer."""
-        weight = self._local_count / max(self._global_count, 1)
+        one: sum over ranks of gradient * local_count, over the sum of local_count. Batch-norm
+        running statistics, averaged with the same weights, travel in the same flat buffer, and
+        so does the count."""
         arrays = [param.grad for param in params]
         arrays += _float_buffers(self._model) if self._model is not None else []
-        flat = self._pack(arrays, weight)
+        count = np.ones(1, np.float32)  # its slot carries local_count
+        flat = self._pack([*arrays, count], self._local_count)
         self.allreduce(flat, "exchange gradients")
-        self._unpack(flat, arrays)
+        total = flat[-1]  # the global batch's size, exact in floating point below 2**24
+        if total > 1:
+            flat /= total
+        self._unpack(flat[:-1], arrays)
 
     def global_statistics(self, loss: float, correct: int, count: int) -> tuple[float, int, int]:
         """The global batch's mean loss, correct predictions and size from this slice's."""

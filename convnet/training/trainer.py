@@ -245,7 +245,8 @@ class Trainer:
         augmentation = suggested if cfg.augment is not False else None
         self.train_loader = data.BatchLoader(self.train_set, cfg.batch_size, shuffle=True,
                                              seed=cfg.seed, normalization=self.normalization,
-                                             augmentation=augmentation, drop_last=False)
+                                             augmentation=augmentation, drop_last=False,
+                                             part=(self.group.rank, self.group.size))
         self.val_loader = data.BatchLoader(self.val_set, 256, shuffle=False, seed=cfg.seed,
                                            normalization=self.normalization)
         params = self.model.parameters()

@@ -22,7 +22,7 @@ from convnet import data
 from convnet.core import rng
 from convnet.io import checkpoint
 from convnet.training import distributed
-from convnet.training.trainer import TrainConfig, Trainer
+from convnet.training.trainer import LocalGroup, TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
@@ -257,7 +257,7 @@ request.Wait()
 @pytest.mark.mpi
 @needs_mpi
 def test_a_message_nobody_receives_is_reported_at_exit_through_tcp():
-    """The check above would see the warning the issue saw (a run used to leave one message per
+    """`assert_clean_shutdown` sees the warning the issue saw (a run used to leave one message per
     rank unreceived: its "leaving" notes, now exchanged both ways)."""
     code, err, _ = launch(2, [sys.executable, "-c", UNMATCHED_SEND], env=THROUGH_TCP)
     assert code == 0, err
@@ -304,6 +304,47 @@ def test_an_error_on_rank_0_before_training_stops_the_others_with_its_message(wo
             "(before the first step)") in err
     assert seconds < 30
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_validation_split_over_processes_gives_one_process_figures_exactly(tmp_path):
+    # mnist-5k, a quarter held out: 1000 images, 4 batches of 256 shared 2, 1, 1 by 3 ranks.
+    job = {"settings": {"model": "lenet5", "dataset": "mnist-5k", "val_fraction": 0.25,
+                        "seed": 4}}
+    results = {}
+    for processes in (1, 3):
+        folder = tmp_path / str(processes)
+        folder.mkdir()
+        code, err, _ = drive(processes, {**job, "out": str(folder / "run"),
+                                         "validate": str(folder)})
+        assert code == 0, err
+        assert_clean_shutdown(err)
+        results[processes] = json.loads((folder / "result.json").read_text())
+        shares = [json.loads((folder / f"share{r}.json").read_text())
+                  for r in range(processes)]
+        assert shares == ([[0, 4]] if processes == 1 else [[0, 2], [2, 3], [3, 4]])
+    assert results[3]["count"] == 1000
+    assert results[3] == results[1]  # printed figures, loss to the last bit, confusion matrix
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_evaluate_on_two_processes_prints_what_one_prints(reference):
+    # 75 images in batches of 16: 5 batches, 3 for rank 0 and 2 for rank 1.
+    printed = {}
+    for processes in (1, 2):
+        for form in ([], ["--json"]):
+            code, out, err, _ = run_command(
+                [str(MPIEXEC), "-n", str(processes), sys.executable, "-c", CLI, "evaluate",
+                 str(reference), "--split", "train", "--batch-size", "16", *form])
+            assert code == 0, err
+            assert_clean_shutdown(err)
+            printed[processes, bool(form)] = out
+    assert printed[2, False] == printed[1, False]
+    assert printed[2, True] == printed[1, True]
+    assert json.loads(printed[2, True])["count"] == 75
+    assert "accuracy" in printed[2, False]
 
 
 ROOT_FIRST = """
@@ -402,7 +443,9 @@ class Fault:
 
 
 def drive_job(job: dict) -> int:
-    group = distributed.process_group()
+    group = distributed.process_group() or LocalGroup()
+    if "validate" in job:
+        return validate_job(group, job)
     out = Path(job["out"])
     if job.get("own_folder_per_rank") and group.rank != 0:
         out = out.with_name(f"{out.name}-rank{group.rank}")  # where it must never write
@@ -415,6 +458,20 @@ def drive_job(job: dict) -> int:
         np.savez(Path(job["dump"]) / f"rank{group.rank}.npz", **arrays)
         draw = {"next_draw": float(rng.generator().random())}
         (Path(job["dump"]) / f"rank{group.rank}.json").write_text(json.dumps(draw))
+    return 0
+
+
+def validate_job(group, job: dict) -> int:
+    """Set a run up, evaluate its validation set once, and write what rank 0 would print."""
+    trainer = Trainer(TrainConfig(**job["settings"]), job["out"], group=group, progress=False)
+    trainer.setup()
+    result = trainer.evaluate_loader(trainer.val_loader)
+    share = group.share(len(trainer.val_loader))
+    Path(job["validate"], f"share{group.rank}.json").write_text(json.dumps(share))
+    if group.is_root:
+        printed = f"val loss {result.loss:.4f} acc {result.accuracy:.2%}"
+        Path(job["validate"], "result.json").write_text(json.dumps(
+            {"printed": printed, **result.to_dict()}))
     return 0
 
 

@@ -20,6 +20,9 @@ trainer's seam (`convnet.training.trainer.LocalGroup` lists the calls):
   without SyncBatchNorm); its running statistics ride in the same buffer and are averaged by
   slice size, so all ranks evaluate and checkpoint one set: the running mean tracks the whole
   batch's mean, the running variance leaves out the spread between slice means;
+- validation: each rank evaluates a contiguous share of whole batches (`share`) and the
+  per-image losses and predictions are gathered (`allgather`): loss and accuracy are one
+  process's exactly (`convnet.training.metrics`);
 - dropout: each rank draws its slice's masks from its own stream of `convnet.core.rng` (rank 0 keeps
   the seeded one), so masks are independent across ranks but not those of a one-process run;
 - faults: every collective is non-blocking and polled against a deadline (CONVNET_MPI_TIMEOUT
@@ -226,6 +229,19 @@ class MPIGroup:
             result = work()
         self._started = started
         return result
+
+    def share(self, count: int) -> tuple[int, int]:
+        """[first, stop) of `count` whole work items (evaluation batches) this rank takes."""
+        return shard_bounds(count, self.size, self.rank)
+
+    def allgather(self, array: np.ndarray, what: str = "gather the evaluation") -> np.ndarray:
+        """The concatenation, in rank order, of every rank's 1-D `array` (lengths may differ)."""
+        array = np.ascontiguousarray(array).ravel()
+        counts = np.empty(self.size, np.int64)
+        self._wait([self.comm.Iallgather(np.array([array.size], np.int64), counts)], what)
+        joined = np.empty(int(counts.sum()), array.dtype)
+        self._wait([self.comm.Iallgatherv(array, [joined, counts.tolist()])], what)
+        return joined
 
     # -- flat buffers --------------------------------------------------------------------------
     def _pack(self, arrays, weight: float) -> np.ndarray:

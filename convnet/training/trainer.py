@@ -43,7 +43,7 @@ from convnet.nn.layer import no_grad
 from convnet.nn.losses import CrossEntropyLoss
 from convnet.optim.optimizers import OPTIMIZERS, clip_grad_norm_
 from convnet.optim.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
-from convnet.training.metrics import Evaluation, confusion_matrix
+from convnet.training.metrics import Evaluation, evaluation, joined, sample_losses
 
 
 class TrainingError(Exception):
@@ -97,11 +97,13 @@ class LocalGroup:
 
     The trainer calls, in order: `root_first(work, what)` to load the data (rank 0 first, so
     that a download happens once), `broadcast_parameters(model)` once at the end of setup; then
-    per step `shard(x, y)` on the global batch, `allreduce_gradients(params)` after backward,
-    `global_statistics(loss, correct, count)` on the local batch's figures (it returns the
-    global batch's), and `agree_to_stop(requested)` after the step's callbacks (true on every
-    process when any asked to stop). `convnet.training.distributed.MPIGroup` is the
-    many-process one.
+    per step `shard(x, y)` on this process's slice of the global batch (its training loader
+    has `part=(rank, size)`; the slice may be empty), `allreduce_gradients(params)` after
+    backward, `global_statistics(loss, correct, count)` on the local batch's figures (it
+    returns the global batch's), and `agree_to_stop(requested)` after the step's callbacks
+    (true on every process when any asked to stop). To validate, `share(count)` gives the
+    range of whole batches this process evaluates and `allgather(array)` joins every process's
+    per-image results. `convnet.training.distributed.MPIGroup` is the many-process one.
     """
 
     rank = 0
@@ -125,6 +127,12 @@ class LocalGroup:
 
     def root_first(self, work, what: str):
         return work()
+
+    def share(self, count: int) -> tuple[int, int]:
+        return 0, count
+
+    def allgather(self, array):
+        return array
 
 
 def model_spec(name: str, num_classes: int) -> dict:
@@ -346,18 +354,21 @@ class Trainer:
                 handler(self, *args)
 
     def evaluate_loader(self, loader) -> Evaluation:
+        """Loss and confusion matrix over `loader`'s batches, each process evaluating a share of
+        whole batches: the per-image figures are one process's to the bit (see `evaluation`)."""
+        first, stop = self.group.share(len(loader))
         self.model.eval()
-        total_loss, labels, predictions = 0.0, [], []
+        losses, labels, predictions = [], [], []
         with no_grad():
-            for x, y in loader:
+            for x, y in loader.iter_from(loader.epoch, first, stop):
                 scores = first_output(self.model.forward(x))
-                total_loss += CrossEntropyLoss().forward(scores, y) * len(y)
+                losses.append(sample_losses(scores, y))
                 labels.append(y)
                 predictions.append(scores.argmax(axis=1))
         self.model.train()
-        labels_all, predictions_all = np.concatenate(labels), np.concatenate(predictions)
-        confusion = confusion_matrix(labels_all, predictions_all, len(self.class_names))
-        return Evaluation(total_loss / max(len(labels_all), 1), confusion, self.class_names)
+        gather = self.group.allgather
+        return evaluation(gather(joined(losses, np.float64)), gather(joined(labels, np.int64)),
+                          gather(joined(predictions, np.int64)), self.class_names)
 
     def _step(self, x, y) -> tuple[float, int, int]:
         x, y = self.group.shard(x, y)

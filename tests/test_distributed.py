@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from tiny_data import StopAt, make_angles_folder, three_class_model
 
+from bench import netns
 from convnet import data
 from convnet.core import rng
 from convnet.io import checkpoint
@@ -347,6 +348,51 @@ def test_evaluate_on_two_processes_prints_what_one_prints(reference):
     assert "accuracy" in printed[2, False]
 
 
+def test_without_root_the_hosts_test_is_skipped_and_says_why(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert netns.unavailable() == "making network namespaces needs root (CI runs as root)"
+
+
+@pytest.mark.skipif(netns.unavailable() is not None, reason=f"network namespaces: "
+                    f"{netns.unavailable()}")
+def test_a_virtual_cluster_is_removed_even_when_its_run_fails():
+    with pytest.raises(RuntimeError, match="the run failed"):
+        with netns.VirtualCluster(hosts=3) as cluster:
+            assert len(cluster.exists()) == 4  # the switch and three hosts
+            # A process left running in a host, as a hung rank would be.
+            hung = subprocess.Popen(["ip", "netns", "exec", cluster.hosts[1], "sleep", "60"])
+            time.sleep(0.2)
+            raise RuntimeError("the run failed")
+    assert hung.wait(timeout=10) == -signal.SIGKILL
+    assert not cluster.exists() and not cluster.folder.exists()
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(netns.unavailable() is not None, reason=f"two hosts in network namespaces: "
+                    f"{netns.unavailable()}")
+def test_two_hosts_over_tcp_train_the_weights_of_one(workspace, reference, tmp_path):
+    """Two network namespaces on a bridge stand in for two machines (see bench/netns.py): a
+    hostfile, a launcher into each as ssh would, UCX held to TCP over the veths."""
+    out = tmp_path / "run"
+    job = {"settings": settings(workspace), "out": str(out), "dump": str(tmp_path)}
+    with netns.VirtualCluster(hosts=2) as cluster:
+        before = cluster.link_bytes()
+        code, output, err, _ = run_command(
+            cluster.mpiexec(2, [sys.executable, __file__, json.dumps(job)]),
+            env=cluster.env(), timeout=120)
+        after = cluster.link_bytes()
+        assert code == 0, output + err
+    assert not cluster.exists()  # and removed again
+    assert_clean_shutdown(output + err)
+    assert_close(weights(reference)[0], weights(out)[0])
+    networks = {json.loads((tmp_path / f"rank{r}.json").read_text())["network"] for r in range(2)}
+    assert len(networks) == 2 and os.readlink("/proc/self/ns/net") not in networks
+    # Every step each host sends at least its whole gradient to the other (the Allreduce).
+    gradient_bytes = sum(a.nbytes for a in weights(reference)[0].values())
+    sent = [after[host]["sent"] - before[host]["sent"] for host in cluster.hosts]
+    assert min(sent) >= 2 * STEPS_PER_EPOCH * gradient_bytes, sent
+
+
 ROOT_FIRST = """
 import sys, time
 from mpi4py import MPI
@@ -456,7 +502,8 @@ def drive_job(job: dict) -> int:
     if "dump" in job:
         arrays = {key: np.asarray(value) for key, value in trainer.model.state_dict().items()}
         np.savez(Path(job["dump"]) / f"rank{group.rank}.npz", **arrays)
-        draw = {"next_draw": float(rng.generator().random())}
+        draw = {"next_draw": float(rng.generator().random()),
+                "network": os.readlink("/proc/self/ns/net")}  # which network stack it ran on
         (Path(job["dump"]) / f"rank{group.rank}.json").write_text(json.dumps(draw))
     return 0
 

@@ -75,9 +75,15 @@ def apply_augmentation(images_uint8: numpy.ndarray, draws: dict) -> numpy.ndarra
     n, c, h, w = images.shape
     p, dy, dx, flipped = draws["crop_padding"], draws["dy"], draws["dx"], draws["flip"]
     if dy is not None:
-        padded = numpy.pad(images, ((0, 0), (0, 0), (p, p), (p, p)))  # N, C, H+2p, W+2p
-        # every H x W window of each padded image, as a view: N, C, 2p+1, 2p+1, H, W
-        windows = numpy.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))
+        # numpy.pad and sliding_window_view cost 0.3 and 0.1 ms a call in checks: with a
+        # data-parallel rank's few images per batch that was most of its loader's time.
+        padded = numpy.zeros((n, c, h + 2 * p, w + 2 * p), images.dtype)  # N, C, H+2p, W+2p
+        padded[:, :, p:p + h, p:p + w] = images
+        # every H x W window of each padded image, as a read-only view: N, C, 2p+1, 2p+1, H, W
+        sn, sc, sh, sw = padded.strides
+        windows = numpy.lib.stride_tricks.as_strided(
+            padded, (n, c, 2 * p + 1, 2 * p + 1, h, w), (sn, sc, sh, sw, sh, sw),
+            writeable=False)
         out = windows[numpy.arange(n), :, dy, dx]  # N, C, H, W (a copy)
     else:
         out = images.copy()

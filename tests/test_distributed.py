@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from tiny_data import StopAt, make_angles_folder, three_class_model
 
-from bench import netns
+from bench import netns, scaling
 from convnet import data
 from convnet.core import rng
 from convnet.io import checkpoint
@@ -164,6 +164,25 @@ def test_the_parts_of_each_batch_are_the_one_process_batch_to_the_bit():
     with pytest.raises(data.DataError, match=r"part must be \(rank, ranks\) with 0 <= rank < "
                                              r"ranks.*received \(2, 2\)"):
         data.BatchLoader(dataset, 7, part=(2, 2), **options)
+
+
+def test_the_scaling_estimate_splits_loader_time_into_fixed_and_per_image():
+    def run(images, cpu_ms):
+        return {"loader": {"part": {"images": [images], "cpu_ms": [cpu_ms]}}}
+
+    # 64 images in 0.84 ms, 16 in 0.36 ms: 0.2 ms fixed + 10 us an image.
+    runs = {1: [run(64, 0.9), run(64, 0.84)], 2: [run(32, 0.5)], 4: [run(16, 0.36)]}
+    fit = scaling.loader_fit(runs)
+    assert fit == pytest.approx({"fixed_ms": 0.2, "per_image_us": 10.0})
+    row = {"network": "n", "gradient_bytes": 10**6, "compute_cpu_ms": {"1": 20.0},
+           "loader_fit": fit}
+    now, *_ = scaling.projection([row], {"n": 1.05})
+    work = 0.020 + 0.00084
+    comm = scaling.ring_allreduce_seconds(1.05e6, 8, 10)
+    assert now["machines"] == 8 and now["efficiency"] == pytest.approx(work / (work + comm))
+    # Before, each of 8 machines prepared the whole global batch of 512 images.
+    assert now["efficiency_whole_batch_loader"] == pytest.approx(
+        work / (0.020 + 0.0002 + 512 * 10e-6 + comm))
 
 
 def test_a_single_process_gets_no_group_and_never_loads_mpi(monkeypatch):

@@ -37,6 +37,8 @@ needs_mpi = pytest.mark.skipif(
 MODEL = three_class_model()
 # Batch norm and dropout: per process, so only the ranks' agreement with each other is exact.
 MODEL_WITH_NOISE = three_class_model(batchnorm=True, dropout=0.3)
+# Batch norm alone: one process's training with --sync-bn.
+MODEL_WITH_BATCH_NORM = three_class_model(batchnorm=True)
 # 75 images, a quarter of each class held out: 57 training images. In batches of 7 that is
 # 8 batches split 4 + 3 over two processes, then one image: the second process gets none.
 SETTINGS = {"epochs": 2, "batch_size": 7, "lr": 0.05, "seed": 3, "val_fraction": 0.25,
@@ -52,6 +54,7 @@ def workspace(tmp_path_factory):
     make_angles_folder(root / "images", per_class=25, size=12, offsets=(2, 10))
     (root / "tiny.toml").write_text(MODEL)
     (root / "noisy.toml").write_text(MODEL_WITH_NOISE)
+    (root / "batchnorm.toml").write_text(MODEL_WITH_BATCH_NORM)
     return root
 
 
@@ -73,11 +76,11 @@ def assert_close(expected: dict, actual: dict) -> None:
                                    err_msg=key)
 
 
-def train_here(workspace, out, *, resume=False, stop_at=None) -> dict:
+def train_here(workspace, out, *, resume=False, stop_at=None, **changes) -> dict:
     """A single-process run in this process."""
     callbacks = [StopAt(stop_at)] if stop_at else []
-    return Trainer(TrainConfig(**settings(workspace)), out, resume=resume, callbacks=callbacks,
-                   progress=False, log=lambda _: None).fit()
+    return Trainer(TrainConfig(**{**settings(workspace), **changes}), out, resume=resume,
+                   callbacks=callbacks, progress=False, log=lambda _: None).fit()
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +265,33 @@ def test_with_batch_norm_and_dropout_the_ranks_still_agree_exactly(workspace, tm
         np.testing.assert_array_equal(value, ranks[0][key], err_msg=key)
     draws = [json.loads((tmp_path / f"rank{r}.json").read_text())["next_draw"] for r in range(2)]
     assert draws[0] != draws[1]  # each rank draws its dropout masks from a stream of its own
+
+
+def test_sync_bn_is_off_unless_asked_for_on_the_command_line():
+    from convnet.cli import build_parser
+    from convnet.cli.train import config_from_args
+
+    assert config_from_args(build_parser().parse_args(["train", "--sync-bn"])).sync_bn is True
+    assert config_from_args(build_parser().parse_args(["train"])).sync_bn is False
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_synchronized_batch_norm_trains_one_process_weights(workspace, tmp_path):
+    changes = {"model": str(workspace / "batchnorm.toml"), "sync_bn": True}
+    train_here(workspace, tmp_path / "one", **changes)  # one process: nothing to synchronize
+    expected, _ = weights(tmp_path / "one")
+    assert any("running_var" in key for key in expected)
+    runs = {}
+    for sync in (True, False):
+        out = tmp_path / f"two-{sync}"
+        code, err, _ = drive(2, {"settings": {**settings(workspace), **changes, "sync_bn": sync},
+                                 "out": str(out)})
+        assert code == 0, err
+        runs[sync], _ = weights(out)
+    assert_close(expected, runs[True])  # weights and running statistics, uneven slices too
+    # Without it each process normalizes its own slice (4 and 3 images): another training.
+    assert max(np.abs(runs[False][k] - expected[k]).max() for k in expected) > 1e-3
 
 
 UNMATCHED_SEND = """

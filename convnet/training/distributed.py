@@ -20,6 +20,11 @@ trainer's seam (`convnet.training.trainer.LocalGroup` lists the calls):
   without SyncBatchNorm); its running statistics ride in the same buffer and are averaged by
   slice size, so all ranks evaluate and checkpoint one set: the running mean tracks the whole
   batch's mean, the running variance leaves out the spread between slice means;
+- batch norm with `--sync-bn` (`synchronize_batch_norm`): every BatchNorm2d sums its
+  per-channel statistics over all slices, in forward (sums of x and x**2) and in backward (sums
+  of the upstream gradient, each rank's weighted by its share of the batch), so it normalizes
+  with the global batch's statistics as one process would: weights and running statistics are
+  one process's within rounding (at one small exchange per layer, forward and backward);
 - validation: each rank evaluates a contiguous share of whole batches (`share`) and the
   per-image losses and predictions are gathered (`allgather`): loss and accuracy are one
   process's exactly (`convnet.training.metrics`);
@@ -155,6 +160,7 @@ class MPIGroup:
         self.bucket_bytes = int(bucket_bytes)
         self.steps = 0  # steps since this process started, for messages
         self._local_count = 0
+        self._global_images = 0.0  # in the step's batch (synchronized batch norm)
         self._model = None
         self._flat = np.empty(0, np.float32)
         self._started = False
@@ -229,6 +235,34 @@ class MPIGroup:
             result = work()
         self._started = started
         return result
+
+    def synchronize_batch_norm(self, model) -> None:
+        """Make every BatchNorm2d of `model` take the global batch's statistics in training."""
+        from convnet.nn.batchnorm import BatchNorm2d
+
+        for layer in model.modules():
+            if isinstance(layer, BatchNorm2d):
+                layer.synchronize = self._sum_batch_norm
+
+    def _sum_batch_norm(self, sums: np.ndarray, direction: str) -> np.ndarray:
+        """Sums over every rank's slice of a BatchNorm2d's float64 statistics.
+
+        Forward: [sum of x (C), sum of x**2 (C), values]. Backward: sums of the upstream
+        gradient, which on each rank is that of the mean loss over its own slice (local_count
+        images); each rank's are weighted by local_count / global images, as its parameter
+        gradients are, and the total is returned at this rank's scale. A stand-in slice counts
+        for nothing.
+        """
+        local = self._local_count
+        if direction == "forward":
+            flat = np.append(sums, local) if local else np.zeros(sums.size + 1)
+            self.allreduce(flat, "synchronize batch norm")
+            self._global_images = float(flat[-1])
+            return flat[:-1]
+        weight = local / self._global_images
+        flat = sums * weight
+        self.allreduce(flat, "synchronize batch norm's gradient")
+        return flat / weight if local else flat
 
     def share(self, count: int) -> tuple[int, int]:
         """[first, stop) of `count` whole work items (evaluation batches) this rank takes."""

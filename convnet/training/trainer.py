@@ -67,6 +67,9 @@ class TrainConfig:
     seed: int = 0
     augment: bool | None = None  # None/True: the dataset's suggestion (crop; + flip for photos)
     clip_grad_norm: float | None = None
+    # Under MPI: batch norm with the whole global batch's statistics rather than each process's
+    # slice's (one process's training, at one small exchange per layer and direction).
+    sync_bn: bool = False
 
     def validate(self) -> None:
         checks = [
@@ -101,9 +104,11 @@ class LocalGroup:
     has `part=(rank, size)`; the slice may be empty), `allreduce_gradients(params)` after
     backward, `global_statistics(loss, correct, count)` on the local batch's figures (it
     returns the global batch's), and `agree_to_stop(requested)` after the step's callbacks
-    (true on every process when any asked to stop). To validate, `share(count)` gives the
-    range of whole batches this process evaluates and `allgather(array)` joins every process's
-    per-image results. `convnet.training.distributed.MPIGroup` is the many-process one.
+    (true on every process when any asked to stop). With `sync_bn`, setup calls
+    `synchronize_batch_norm(model)` just before `broadcast_parameters`. To validate,
+    `share(count)` gives the range of whole batches this process evaluates and
+    `allgather(array)` joins every process's per-image results.
+    `convnet.training.distributed.MPIGroup` is the many-process one.
     """
 
     rank = 0
@@ -127,6 +132,9 @@ class LocalGroup:
 
     def root_first(self, work, what: str):
         return work()
+
+    def synchronize_batch_norm(self, model) -> None:
+        pass
 
     def share(self, count: int) -> tuple[int, int]:
         return 0, count
@@ -284,6 +292,8 @@ class Trainer:
         else:
             if self.group.is_root:
                 self._write_config(spec)
+        if cfg.sync_bn:
+            self.group.synchronize_batch_norm(self.model)
         self.group.broadcast_parameters(self.model)
 
     def _write_config(self, spec: dict) -> None:

@@ -4,8 +4,8 @@ data-loading time, the Allreduce time of each network's gradient, the bytes a st
 network link between two namespaces standing in for machines, and what that implies for
 clusters.
 
-    python -m bench.scaling            # about 8 minutes on 2 cores
-    python -m bench.scaling --quick    # about 2 minutes
+    python -m bench.scaling            # about 9 minutes on 2 cores
+    python -m bench.scaling --quick    # about 3 minutes
 
 Each measurement starts `mpiexec -n N python -m bench.scaling --worker ...` with one BLAS thread
 per process. A worker first times its loader: it prepares its slice of LOADER_BATCHES global
@@ -340,6 +340,14 @@ def projection(rows: list[dict], link_overhead: dict[str, float]) -> list[dict]:
     return out
 
 
+def fastest_loader(rounds: list[dict]) -> dict:
+    """Each rank's fastest loader CPU time per batch over the rounds (other work only adds)."""
+    return {kind: {"cpu_ms": [min(values) for values in
+                              zip(*(r["loader"][kind]["cpu_ms"] for r in rounds), strict=True)],
+                   "images": rounds[0]["loader"][kind]["images"]}
+            for kind in ("part", "whole")}
+
+
 def loader_fit(runs: dict[int, list[dict]]) -> dict[str, float]:
     """Loader CPU time per batch as fixed + per image, from the rank-0 slices of the fewest
     and most processes (the fastest round of each: other work only adds time)."""
@@ -367,6 +375,7 @@ def summarize(network: str, runs: dict[int, list[dict]]) -> dict:
            "idle_speedup_estimate": {str(p): cpu[1] / (cpu[p] + best[p].get("allreduce_ms", 0))
                                      for p in best},
            "rounds": {str(p): [r["images_per_s"] for r in rounds] for p, rounds in runs.items()},
+           "loader": {str(p): fastest_loader(rounds) for p, rounds in runs.items()},
            "loader_fit": loader_fit(runs)}
     if 2 in best:
         row["comm_to_compute"] = best[2]["allreduce_ms"] / cpu[2]
@@ -465,10 +474,11 @@ def render(report: dict) -> str:
     lines += ["", *textwrap.wrap(legend, 100), "",
               f"Loader: CPU ms per global batch each rank spends preparing images "
               f"({report['loader_batches']} batches; crop + flip for photos, crop for digits, "
-              f"normalization), its slice now / the whole batch as before, per rank"]
+              f"normalization), its slice now / the whole batch as before, per rank (fastest "
+              f"of the rounds)"]
     for row in report["networks"]:
         for p in report["processes"]:
-            loader = row["runs"][str(p)]["loader"]
+            loader = row["loader"][str(p)]
             part = " ".join(f"{ms:5.2f}" for ms in loader["part"]["cpu_ms"])
             whole = " ".join(f"{ms:5.2f}" for ms in loader["whole"]["cpu_ms"])
             images = "/".join(f"{n:g}" for n in loader["part"]["images"])

@@ -89,7 +89,12 @@ def unavailable() -> str | None:
     made = ip("netns", "add", probe, check=False)
     if made.returncode != 0:
         return f"`ip netns add` failed here: {made.stderr.strip()}"
-    ip("netns", "del", probe, check=False)
+    try:  # entering one needs more than making one (mounting its /sys, in some containers)
+        entered = ip("netns", "exec", probe, "true", check=False)
+        if entered.returncode != 0:
+            return f"`ip netns exec` failed here: {entered.stderr.strip()}"
+    finally:
+        ip("netns", "del", probe, check=False)
     return None
 
 

@@ -37,38 +37,55 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run_predict)
 
 
-def evaluate(loaded, dataset, batch_size: int = 256):
-    """An Evaluation of `loaded` (a LoadedModel) on a uint8 Dataset."""
-    from convnet.nn.losses import CrossEntropyLoss
-    from convnet.training.metrics import Evaluation, confusion_matrix
+def evaluate(loaded, dataset, batch_size: int = 256, group=None):
+    """An Evaluation of `loaded` (a LoadedModel) on a uint8 Dataset.
 
-    total_loss, predictions = 0.0, []
-    for start in range(0, len(dataset), batch_size):
-        images = dataset.images[start : start + batch_size]
-        labels = dataset.labels[start : start + batch_size]
+    With a process group (under mpiexec), each process scores a share of the batches and the
+    per-image results are gathered: the same figures as one process, to the last digit
+    (`convnet.training.metrics`)."""
+    from convnet.training.metrics import evaluation, joined, sample_losses
+    from convnet.training.trainer import LocalGroup
+
+    group = group or LocalGroup()
+    first, stop = group.share(-(-len(dataset) // batch_size))
+    losses, predictions = [], []
+    for b in range(first, stop):
+        images = dataset.images[b * batch_size:(b + 1) * batch_size]
+        labels = dataset.labels[b * batch_size:(b + 1) * batch_size]
         scores = loaded.scores(images)
-        total_loss += CrossEntropyLoss().forward(scores, labels) * len(labels)
+        losses.append(sample_losses(scores, labels))
         predictions.append(scores.argmax(axis=1))
-    predicted = np.concatenate(predictions)
-    confusion = confusion_matrix(dataset.labels, predicted, len(loaded.class_names))
-    return Evaluation(total_loss / len(dataset), confusion, list(loaded.class_names))
+    labels = dataset.labels[first * batch_size:stop * batch_size]
+    return evaluation(group.allgather(joined(losses, np.float64)), group.allgather(labels),
+                      group.allgather(joined(predictions, np.int64)), list(loaded.class_names))
 
 
 def run_evaluate(args) -> int:
     from convnet import data
     from convnet.io import checkpoint
+    from convnet.training import distributed
 
+    group = distributed.process_group()  # None unless started by mpiexec with several processes
     loaded = checkpoint.load(args.run, args.checkpoint)
     name = args.dataset or loaded.config.get("dataset")
     if name is None:
         raise data.DataError("this model has no dataset of its own; pass --dataset")
+    if args.batch_size < 1:
+        raise data.DataError(f"--batch-size must be at least 1, received {args.batch_size}")
     channels, height, width = loaded.input_shape
-    dataset = data.load_dataset(name, args.split, data_dir=args.data_dir,
-                                image_size=(height, width), channels=channels)
+
+    def load():
+        return data.load_dataset(name, args.split, data_dir=args.data_dir,
+                                 image_size=(height, width), channels=channels)
+
+    # Under mpiexec rank 0 loads first, so that a download happens once.
+    dataset = group.root_first(load, "load the dataset") if group is not None else load()
     if len(dataset.class_names) != len(loaded.class_names):
         raise data.DataError(f"{name} has {len(dataset.class_names)} classes but the model "
                              f"predicts {len(loaded.class_names)}")
-    result = evaluate(loaded, dataset, args.batch_size)
+    result = evaluate(loaded, dataset, args.batch_size, group)
+    if group is not None and not group.is_root:
+        return 0
     if args.json:
         print(json.dumps({"dataset": name, "split": args.split, **result.to_dict()}))
     else:

@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random crop + horizontal flip [default: on for cifar10 only]")
     parser.add_argument("--clip-grad-norm", type=float, default=None)
+    parser.add_argument("--sync-bn", action="store_true", default=None,
+                        help="under mpiexec: batch norm takes the statistics of the whole "
+                             "global batch, not of each process's slice [default: off]")
     parser.add_argument("--out", default=None,
                         help="run folder to create [default: runs/MODEL-DATASET-TIME]")
     parser.add_argument("--resume", metavar="RUN_FOLDER", default=None,
@@ -48,7 +51,7 @@ def register(subparsers) -> None:
 
 OPTION_FIELDS = ["model", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer",
                  "momentum", "weight_decay", "schedule", "warmup_epochs", "val_fraction", "seed",
-                 "augment", "clip_grad_norm"]
+                 "augment", "clip_grad_norm", "sync_bn"]
 
 
 def config_from_args(args):

@@ -1,5 +1,10 @@
 """BatchNorm2d: per-channel normalisation with batch statistics in training and running
-statistics in evaluation, following PyTorch exactly (momentum 0.1, unbiased running variance)."""
+statistics in evaluation, following PyTorch exactly (momentum 0.1, unbiased running variance).
+
+Synchronized batch norm (data parallelism): when a trainer sets `synchronize` (a function that
+sums an array over every process's slice of the global batch; see
+`convnet.training.distributed`), training takes the statistics of the whole global batch, in
+forward and in backward, as one process would on it (PyTorch's SyncBatchNorm)."""
 
 from __future__ import annotations
 
@@ -32,6 +37,9 @@ class BatchNorm2d(Layer):
         self.running_mean = numpy.zeros(num_features, dtype=dtype)
         self.running_var = numpy.ones(num_features, dtype=dtype)
         self.num_batches_tracked = numpy.zeros((), dtype=numpy.int64)
+        # synchronize(sums, "forward" | "backward") -> the sums over all processes' slices,
+        # set by a data-parallel trainer (--sync-bn); None: this batch's own statistics.
+        self.synchronize = None
 
     def own_parameters(self):
         return {} if self.weight is None else {"weight": self.weight, "bias": self.bias}
@@ -59,25 +67,43 @@ class BatchNorm2d(Layer):
                     f"{self.name} (BatchNorm2d): training needs more than one value per channel, "
                     f"received input shape {tuple(x.shape)}; use a batch of 2 or more or eval()"
                 )
-            mean = x.mean(axis=(0, 2, 3))
-            var = x.var(axis=(0, 2, 3))
+            if self.synchronize is None:
+                mean = x.mean(axis=(0, 2, 3))
+                var = x.var(axis=(0, 2, 3))
+            else:
+                mean, var, count = self._global_statistics(x, count)
             m = self.momentum
             self.running_mean[...] = (1 - m) * self.running_mean + m * mean
             self.running_var[...] = (1 - m) * self.running_var + m * var * (count / (count - 1))
             self.num_batches_tracked += 1
         else:
-            mean, var = self.running_mean, self.running_var
+            mean, var, count = self.running_mean, self.running_var, 0
         inv_std = 1.0 / xp.sqrt(var + self.eps)  # (C,)
         xhat = (x - mean[:, None, None]) * inv_std[:, None, None]
         out = xhat
         if self.weight is not None:
             out = xhat * self.weight.data[:, None, None] + self.bias.data[:, None, None]
         if grad_enabled():
-            self.cache = (xhat, inv_std, self.training)
+            self.cache = (xhat, inv_std, self.training, count)
         return out.astype(x.dtype, copy=False)
 
+    def _global_statistics(self, x, count: int):
+        """Mean and (biased) variance per channel of the global batch, and its value count:
+        sums of x and x**2 in float64 over every process's slice."""
+        xp = array_module(x)
+        channels = self.num_features
+        sums = xp.concatenate([x.sum(axis=(0, 2, 3), dtype=xp.float64),  # C
+                               xp.square(x, dtype=xp.float64).sum(axis=(0, 2, 3)),  # C
+                               xp.asarray([count], dtype=xp.float64)])
+        sums = self.synchronize(sums, "forward")
+        total = float(sums[-1])
+        mean = sums[:channels] / total
+        var = xp.maximum(sums[channels:2 * channels] / total - mean * mean, 0.0)
+        dtype = self.running_mean.dtype
+        return mean.astype(dtype), var.astype(dtype), total
+
     def backward(self, dy):
-        xhat, inv_std, batch_statistics = self._take_cache()
+        xhat, inv_std, batch_statistics, count = self._take_cache()
         if self.weight is not None:
             self.weight.grad += (dy * xhat).sum(axis=(0, 2, 3))
             self.bias.grad += dy.sum(axis=(0, 2, 3))
@@ -88,8 +114,17 @@ class BatchNorm2d(Layer):
             return dxhat * inv_std[:, None, None]
         # Through the batch mean and variance as well:
         # dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
-        mean_dxhat = dxhat.mean(axis=(0, 2, 3), keepdims=True)
-        mean_dxhat_xhat = (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True)
+        if self.synchronize is None:
+            mean_dxhat = dxhat.mean(axis=(0, 2, 3), keepdims=True)
+            mean_dxhat_xhat = (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True)
+        else:  # the means over the global batch, whose statistics the forward used
+            xp = array_module(dy)
+            sums = self.synchronize(xp.concatenate(
+                [dxhat.sum(axis=(0, 2, 3), dtype=xp.float64),
+                 (dxhat * xhat).sum(axis=(0, 2, 3), dtype=xp.float64)]), "backward")
+            means = (sums / count).astype(dxhat.dtype)
+            mean_dxhat = means[None, :self.num_features, None, None]
+            mean_dxhat_xhat = means[None, self.num_features:, None, None]
         return (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std[:, None, None]
 
     def param_formula(self, input_shape: Shape) -> str:

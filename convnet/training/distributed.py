@@ -8,16 +8,26 @@ trainer's seam (`convnet.training.trainer.LocalGroup` lists the calls):
 
 - start: rank 0's weights and batch-norm statistics are broadcast to every rank (also after a
   resume, so a run saved with any process count resumes with any other);
-- each step: every rank sees the same global batch (the loader's order is a pure function of seed
-  and epoch) and keeps its contiguous slice; gradients, weighted by slice size, are summed with
-  `Allreduce` over one flat buffer, so every rank takes the same optimizer step, equal within
-  float rounding to one process's step on the whole batch (uneven and empty slices included).
-  The exchange starts after backward: with gradients under 1 MiB it costs under 1% of a step
-  here (`python -m bench.scaling`), and MPICH would not progress it during NumPy's compute;
+- each step: every rank prepares only its contiguous slice of the global batch (the trainer's
+  `BatchLoader(..., part=(rank, size))`: the loader's order and augmentation draws are pure
+  functions of seed, epoch and batch, so the slices put together are one process's batch);
+  gradients, weighted by slice size, are summed with `Allreduce` over one flat buffer, so every
+  rank takes the same optimizer step, equal within float rounding to one process's step on the
+  whole batch (uneven and empty slices included). The exchange starts after backward: with
+  gradients under 1 MiB it costs under 1% of a step here (`python -m bench.scaling`), and
+  MPICH would not progress it during NumPy's compute;
 - batch norm normalizes each slice with that slice's statistics (as PyTorch DDP and Horovod do
   without SyncBatchNorm); its running statistics ride in the same buffer and are averaged by
   slice size, so all ranks evaluate and checkpoint one set: the running mean tracks the whole
   batch's mean, the running variance leaves out the spread between slice means;
+- batch norm with `--sync-bn` (`synchronize_batch_norm`): every BatchNorm2d sums its
+  per-channel statistics over all slices, in forward (sums of x and x**2) and in backward (sums
+  of the upstream gradient, each rank's weighted by its share of the batch), so it normalizes
+  with the global batch's statistics as one process would: weights and running statistics are
+  one process's within rounding (at one small exchange per layer, forward and backward);
+- validation: each rank evaluates a contiguous share of whole batches (`share`) and the
+  per-image losses and predictions are gathered (`allgather`): loss and accuracy are one
+  process's exactly (`convnet.training.metrics`);
 - dropout: each rank draws its slice's masks from its own stream of `convnet.core.rng` (rank 0 keeps
   the seeded one), so masks are independent across ranks but not those of a one-process run;
 - faults: every collective is non-blocking and polled against a deadline (CONVNET_MPI_TIMEOUT
@@ -26,7 +36,9 @@ trainer's seam (`convnet.training.trainer.LocalGroup` lists the calls):
   on stderr and `Abort` the job (exit status 75). A rank killed by a signal or ending with a
   non-zero status without Python's exit handlers is ended together with the others by Hydra's
   mpiexec at once. The last checkpoint, written atomically by the root, stays intact for
-  `--resume`.
+  `--resume`;
+- shutdown: at exit each rank sends every other one a "leaving" message and receives theirs
+  before MPI is finalized, so no message is left unreceived (the transport warns about those).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import zlib
 import numpy as np
 
 from convnet.core import rng
+from convnet.data.loader import shard_bounds
 from convnet.training.trainer import TrainingError
 
 TIMEOUT_VARIABLE = "CONVNET_MPI_TIMEOUT"
@@ -119,17 +132,6 @@ def process_group(environ=None) -> MPIGroup | None:
                                                   environ))
 
 
-def shard_bounds(count: int, size: int, rank: int) -> tuple[int, int]:
-    """[start, stop) of `rank`'s contiguous slice of `count` items split over `size` ranks.
-
-    The first count % size ranks get one item more, so rank 0's slice is empty only when the
-    batch is (13 over 3: 5, 4, 4; 1 over 2: 1, 0).
-    """
-    base, extra = divmod(count, size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (rank < extra)
-
-
 def _float_buffers(model) -> list[np.ndarray]:
     """The model's floating-point buffers (batch-norm running statistics), updated in place."""
     return [value for _, value in model.named_buffers()
@@ -158,7 +160,7 @@ class MPIGroup:
         self.bucket_bytes = int(bucket_bytes)
         self.steps = 0  # steps since this process started, for messages
         self._local_count = 0
-        self._global_count = 0
+        self._global_images = 0.0  # in the step's batch (synchronized batch norm)
         self._model = None
         self._flat = np.empty(0, np.float32)
         self._started = False
@@ -166,28 +168,31 @@ class MPIGroup:
 
     # -- the trainer's seam ------------------------------------------------------------------
     def shard(self, x, y):
-        """This rank's contiguous slice of the global batch x (B, C, H, W), y (B,).
+        """What this rank computes on, given its slice x (b, C, H, W), y (b,) of a global batch.
 
         An empty slice (fewer images than ranks) is replaced by one stand-in image whose
         gradient and statistics are weighted 0, so forward and backward need no special case.
         """
         self.steps += 1
-        start, stop = shard_bounds(len(y), self.size, self.rank)
-        self._local_count, self._global_count = stop - start, len(y)
-        if stop > start:
-            return x[start:stop], y[start:stop]
-        return x[-1:], y[-1:]
+        self._local_count = len(y)
+        if len(y):
+            return x, y
+        return np.zeros((1, *x.shape[1:]), x.dtype), np.zeros(1, y.dtype)
 
     def allreduce_gradients(self, params) -> None:
         """Replace each local gradient (of the mean loss over this rank's slice) by the global
-        one: sum over ranks of gradient * local_count / global_count. Batch-norm running
-        statistics, averaged with the same weights, travel in the same flat buffer."""
-        weight = self._local_count / max(self._global_count, 1)
+        one: sum over ranks of gradient * local_count, over the sum of local_count. Batch-norm
+        running statistics, averaged with the same weights, travel in the same flat buffer, and
+        so does the count."""
         arrays = [param.grad for param in params]
         arrays += _float_buffers(self._model) if self._model is not None else []
-        flat = self._pack(arrays, weight)
+        count = np.ones(1, np.float32)  # its slot carries local_count
+        flat = self._pack([*arrays, count], self._local_count)
         self.allreduce(flat, "exchange gradients")
-        self._unpack(flat, arrays)
+        total = flat[-1]  # the global batch's size, exact in floating point below 2**24
+        if total > 1:
+            flat /= total
+        self._unpack(flat[:-1], arrays)
 
     def global_statistics(self, loss: float, correct: int, count: int) -> tuple[float, int, int]:
         """The global batch's mean loss, correct predictions and size from this slice's."""
@@ -230,6 +235,47 @@ class MPIGroup:
             result = work()
         self._started = started
         return result
+
+    def synchronize_batch_norm(self, model) -> None:
+        """Make every BatchNorm2d of `model` take the global batch's statistics in training."""
+        from convnet.nn.batchnorm import BatchNorm2d
+
+        for layer in model.modules():
+            if isinstance(layer, BatchNorm2d):
+                layer.synchronize = self._sum_batch_norm
+
+    def _sum_batch_norm(self, sums: np.ndarray, direction: str) -> np.ndarray:
+        """Sums over every rank's slice of a BatchNorm2d's float64 statistics.
+
+        Forward: [sum of x (C), sum of x**2 (C), values]. Backward: sums of the upstream
+        gradient, which on each rank is that of the mean loss over its own slice (local_count
+        images); each rank's are weighted by local_count / global images, as its parameter
+        gradients are, and the total is returned at this rank's scale. A stand-in slice counts
+        for nothing.
+        """
+        local = self._local_count
+        if direction == "forward":
+            flat = np.append(sums, local) if local else np.zeros(sums.size + 1)
+            self.allreduce(flat, "synchronize batch norm")
+            self._global_images = float(flat[-1])
+            return flat[:-1]
+        weight = local / self._global_images
+        flat = sums * weight
+        self.allreduce(flat, "synchronize batch norm's gradient")
+        return flat / weight if local else flat
+
+    def share(self, count: int) -> tuple[int, int]:
+        """[first, stop) of `count` whole work items (evaluation batches) this rank takes."""
+        return shard_bounds(count, self.size, self.rank)
+
+    def allgather(self, array: np.ndarray, what: str = "gather the evaluation") -> np.ndarray:
+        """The concatenation, in rank order, of every rank's 1-D `array` (lengths may differ)."""
+        array = np.ascontiguousarray(array).ravel()
+        counts = np.empty(self.size, np.int64)
+        self._wait([self.comm.Iallgather(np.array([array.size], np.int64), counts)], what)
+        joined = np.empty(int(counts.sum()), array.dtype)
+        self._wait([self.comm.Iallgatherv(array, [joined, counts.tolist()])], what)
+        return joined
 
     # -- flat buffers --------------------------------------------------------------------------
     def _pack(self, arrays, weight: float) -> np.ndarray:
@@ -322,17 +368,32 @@ class MPIGroup:
         os._exit(ABORT_STATUS)  # Abort may return while the launcher ends the others
 
     def _announce_exit(self) -> None:
-        """At interpreter exit, tell the other ranks this one has ended, so that a rank still
-        waiting for it (because this one failed) aborts now rather than at the deadline."""
+        """At interpreter exit, tell the other ranks this one has ended, and hear the same
+        from each of them before MPI is finalized.
+
+        A rank still waiting in an exchange for this one (because this one failed) sees the
+        message there and aborts at once rather than at the deadline. At a normal end every
+        rank sends and receives one message per peer, so none is left unreceived: an unmatched
+        send is what the UCX transport reports at finalize ("unexpected tag-receive descriptor
+        ... was not matched"). A peer that has not ended within the step timeout is left to
+        mpiexec: the unanswered receives are cancelled, so they too leave nothing behind.
+        """
         MPI = self._MPI
         if MPI.Is_finalized():
             return
+        peers = [peer for peer in range(self.size) if peer != self.rank]
         token = np.zeros(1, np.uint8)
-        requests = [self.control.Isend(token, dest=peer, tag=LEAVING_TAG)
-                    for peer in range(self.size) if peer != self.rank]
-        deadline = time.monotonic() + 1.0
-        while not MPI.Request.Testall(requests) and time.monotonic() < deadline:
+        heard = np.zeros(len(peers), np.uint8)  # one byte per peer's own message
+        sends = [self.control.Isend(token, dest=peer, tag=LEAVING_TAG) for peer in peers]
+        receives = [self.control.Irecv(heard[i:i + 1], source=peer, tag=LEAVING_TAG)
+                    for i, peer in enumerate(peers)]
+        deadline = time.monotonic() + self.timeout
+        while not MPI.Request.Testall(sends + receives) and time.monotonic() < deadline:
             time.sleep(POLL_SLEEP)
+        for request in receives:
+            if not request.Test():
+                request.Cancel()
+                request.Wait()
 
     def __repr__(self) -> str:
         return (f"MPIGroup(rank={self.rank}, size={self.size}, timeout={self.timeout:g}, "

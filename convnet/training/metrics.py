@@ -1,10 +1,20 @@
-"""Classification metrics: accuracy, per-class accuracy and the confusion matrix."""
+"""Classification metrics: accuracy, per-class accuracy and the confusion matrix.
+
+An evaluation split over processes must give one process's figures to the last digit: each
+process evaluates whole batches (the same batches as one process, so the same scores to the
+bit), keeps the loss of every image in float64 (`sample_losses`), and `evaluation` sums the
+gathered losses exactly (`math.fsum`, whose result does not depend on the order) and counts the
+confusion matrix in integers.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from convnet.nn.losses import log_softmax
 
 
 @dataclass
@@ -61,3 +71,22 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
     return matrix
+
+
+def sample_losses(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N, K) scores, (N,) labels -> (N,) float64 cross-entropy of each image."""
+    logp = log_softmax(np.asarray(scores, np.float64))  # N, K
+    return -logp[np.arange(len(labels)), labels]
+
+
+def joined(parts: list[np.ndarray], dtype) -> np.ndarray:
+    """The 1-D concatenation of `parts`, empty (of `dtype`) when there are none."""
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
+
+
+def evaluation(losses: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+               class_names: list[str]) -> Evaluation:
+    """The Evaluation of images with these per-image losses, labels and predictions, in any
+    order: the mean loss is an exactly rounded sum over the count."""
+    confusion = confusion_matrix(labels, predictions, len(class_names))
+    return Evaluation(math.fsum(losses) / max(len(labels), 1), confusion, list(class_names))

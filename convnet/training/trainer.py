@@ -43,7 +43,7 @@ from convnet.nn.layer import no_grad
 from convnet.nn.losses import CrossEntropyLoss
 from convnet.optim.optimizers import OPTIMIZERS, clip_grad_norm_
 from convnet.optim.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
-from convnet.training.metrics import Evaluation, confusion_matrix
+from convnet.training.metrics import Evaluation, evaluation, joined, sample_losses
 
 
 class TrainingError(Exception):
@@ -67,6 +67,9 @@ class TrainConfig:
     seed: int = 0
     augment: bool | None = None  # None/True: the dataset's suggestion (crop; + flip for photos)
     clip_grad_norm: float | None = None
+    # Under MPI: batch norm with the whole global batch's statistics rather than each process's
+    # slice's (one process's training, at one small exchange per layer and direction).
+    sync_bn: bool = False
 
     def validate(self) -> None:
         checks = [
@@ -97,11 +100,15 @@ class LocalGroup:
 
     The trainer calls, in order: `root_first(work, what)` to load the data (rank 0 first, so
     that a download happens once), `broadcast_parameters(model)` once at the end of setup; then
-    per step `shard(x, y)` on the global batch, `allreduce_gradients(params)` after backward,
-    `global_statistics(loss, correct, count)` on the local batch's figures (it returns the
-    global batch's), and `agree_to_stop(requested)` after the step's callbacks (true on every
-    process when any asked to stop). `convnet.training.distributed.MPIGroup` is the
-    many-process one.
+    per step `shard(x, y)` on this process's slice of the global batch (its training loader
+    has `part=(rank, size)`; the slice may be empty), `allreduce_gradients(params)` after
+    backward, `global_statistics(loss, correct, count)` on the local batch's figures (it
+    returns the global batch's), and `agree_to_stop(requested)` after the step's callbacks
+    (true on every process when any asked to stop). With `sync_bn`, setup calls
+    `synchronize_batch_norm(model)` just before `broadcast_parameters`. To validate,
+    `share(count)` gives the range of whole batches this process evaluates and
+    `allgather(array)` joins every process's per-image results.
+    `convnet.training.distributed.MPIGroup` is the many-process one.
     """
 
     rank = 0
@@ -125,6 +132,15 @@ class LocalGroup:
 
     def root_first(self, work, what: str):
         return work()
+
+    def synchronize_batch_norm(self, model) -> None:
+        pass
+
+    def share(self, count: int) -> tuple[int, int]:
+        return 0, count
+
+    def allgather(self, array):
+        return array
 
 
 def model_spec(name: str, num_classes: int) -> dict:
@@ -245,7 +261,8 @@ class Trainer:
         augmentation = suggested if cfg.augment is not False else None
         self.train_loader = data.BatchLoader(self.train_set, cfg.batch_size, shuffle=True,
                                              seed=cfg.seed, normalization=self.normalization,
-                                             augmentation=augmentation, drop_last=False)
+                                             augmentation=augmentation, drop_last=False,
+                                             part=(self.group.rank, self.group.size))
         self.val_loader = data.BatchLoader(self.val_set, 256, shuffle=False, seed=cfg.seed,
                                            normalization=self.normalization)
         params = self.model.parameters()
@@ -275,6 +292,8 @@ class Trainer:
         else:
             if self.group.is_root:
                 self._write_config(spec)
+        if cfg.sync_bn:
+            self.group.synchronize_batch_norm(self.model)
         self.group.broadcast_parameters(self.model)
 
     def _write_config(self, spec: dict) -> None:
@@ -345,18 +364,21 @@ class Trainer:
                 handler(self, *args)
 
     def evaluate_loader(self, loader) -> Evaluation:
+        """Loss and confusion matrix over `loader`'s batches, each process evaluating a share of
+        whole batches: the per-image figures are one process's to the bit (see `evaluation`)."""
+        first, stop = self.group.share(len(loader))
         self.model.eval()
-        total_loss, labels, predictions = 0.0, [], []
+        losses, labels, predictions = [], [], []
         with no_grad():
-            for x, y in loader:
+            for x, y in loader.iter_from(loader.epoch, first, stop):
                 scores = first_output(self.model.forward(x))
-                total_loss += CrossEntropyLoss().forward(scores, y) * len(y)
+                losses.append(sample_losses(scores, y))
                 labels.append(y)
                 predictions.append(scores.argmax(axis=1))
         self.model.train()
-        labels_all, predictions_all = np.concatenate(labels), np.concatenate(predictions)
-        confusion = confusion_matrix(labels_all, predictions_all, len(self.class_names))
-        return Evaluation(total_loss / max(len(labels_all), 1), confusion, self.class_names)
+        gather = self.group.allgather
+        return evaluation(gather(joined(losses, np.float64)), gather(joined(labels, np.int64)),
+                          gather(joined(predictions, np.int64)), self.class_names)
 
     def _step(self, x, y) -> tuple[float, int, int]:
         x, y = self.group.shard(x, y)

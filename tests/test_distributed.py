@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_data import StopAt, make_angles_folder, three_class_model
+from tiny_data import GRAPH_MODEL, StopAt, make_angles_folder, three_class_model
 
 from bench import netns, scaling
 from convnet import data
@@ -55,6 +55,7 @@ def workspace(tmp_path_factory):
     (root / "tiny.toml").write_text(MODEL)
     (root / "noisy.toml").write_text(MODEL_WITH_NOISE)
     (root / "batchnorm.toml").write_text(MODEL_WITH_BATCH_NORM)
+    (root / "graph.toml").write_text(GRAPH_MODEL)
     return root
 
 
@@ -247,6 +248,21 @@ def test_two_processes_train_the_weights_of_one_and_only_rank_0_writes(workspace
         assert mine["train_accuracy"] == theirs["train_accuracy"]
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
     assert err.count("epoch 1/2") == 1  # one report, from rank 0
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_a_graph_model_on_two_processes_trains_the_weights_of_one(workspace, tmp_path):
+    graph = {**settings(workspace), "model": str(workspace / "graph.toml")}
+    alone = tmp_path / "alone"
+    Trainer(TrainConfig(**graph), alone, progress=False, log=lambda _: None).fit()
+    code, err, _ = drive(2, {"settings": graph, "out": str(tmp_path / "run")}, env=THROUGH_TCP)
+    assert code == 0, err
+    assert_clean_shutdown(err)
+    expected, _ = weights(alone)
+    actual, _ = weights(tmp_path / "run")
+    assert "scores.weight" in actual and "wide.weight" in actual  # a graph's state dict
+    assert_close(expected, actual)
 
 
 @pytest.mark.mpi

@@ -82,9 +82,16 @@ def run(args) -> int:
         out = Path(args.resume)
     else:
         config = config_from_args(args)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = Path(config.model).stem
-        out = Path(args.out or f"runs/{name}-{Path(config.dataset).name}-{stamp}")
+        if args.out:
+            out = Path(args.out)
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = Path(f"runs/{Path(config.model).stem}-{Path(config.dataset).name}-{stamp}")
+            if group is None or group.is_root:
+                # Two runs started in the same second get two folders (runlock.fresh_folder).
+                from convnet.io.runlock import fresh_folder
+
+                out = fresh_folder(out)
     from convnet.viz.report import ReportCallback
 
     trainer = Trainer(config, out, resume=bool(args.resume), group=group,

@@ -37,6 +37,7 @@ from convnet.io.checkpoint import (
     save_checkpoint,
     write_json,
 )
+from convnet.io.runlock import claim
 from convnet.nn.layer import no_grad
 from convnet.nn.losses import CrossEntropyLoss
 from convnet.optim.optimizers import OPTIMIZERS, clip_grad_norm_
@@ -164,25 +165,21 @@ class Trainer:
         # Only the root process reports by default, as it alone writes files.
         self.log = log or (_print_to_stderr if self.group.is_root else _discard)
         self._stop_reason: str | None = None
+        self._lock = None  # the claim on out_dir (convnet.io.runlock), held while fit() runs
         config.validate()
 
     # -- setup -------------------------------------------------------------------------------
     def _prepare_folder(self) -> dict | None:
-        """The saved config when resuming; refuses to overwrite an existing run otherwise."""
+        """Claims the run folder for this training (runlock); the saved config when resuming,
+        and refuses to overwrite an existing run otherwise."""
+        try:
+            self._lock = claim(self.out_dir, new=not self.resume)
+        except CheckpointError as error:
+            raise TrainingError(str(error)) from None
         if self.resume:
             saved = run_config(self.out_dir)
             self.config = TrainConfig.from_dict({**saved["train"], "epochs": self.config.epochs})
             return saved
-        if self.out_dir.exists() and any(self.out_dir.iterdir()):
-            raise TrainingError(f"{self.out_dir} already holds files; pass --resume "
-                                f"{self.out_dir} to continue that run, or choose another --out")
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.out_dir / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as error:
-            raise TrainingError(f"cannot write to {self.out_dir}: {error.strerror}") from None
         return None
 
     def _load_data(self, input_shape):
@@ -394,14 +391,23 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train to config.epochs; returns a summary (also when stopped early)."""
-        self.setup()
-        self._stop_reason = None
-        previous_handler = self._install_interrupt_handler()
         try:
-            return self._loop()
+            self.setup()
+            self._stop_reason = None
+            previous_handler = self._install_interrupt_handler()
+            try:
+                return self._loop()
+            finally:
+                if previous_handler is not None:
+                    signal.signal(signal.SIGINT, previous_handler)
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            self.close()
+
+    def close(self) -> None:
+        """Give the run folder back (fit() does this when it returns or fails)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _progress_bar(self, start: int):
         from tqdm import tqdm

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,3 +120,84 @@ def test_resuming_a_run_that_is_training_is_refused(workspace, tmp_path):
         with pytest.raises(TrainingError, match="being written by another training"):
             trainer.fit()
     assert (out / LOCK).read_text() == ""  # released, with no holder named
+
+
+# -- 2. a consistent checkpoint pair ------------------------------------------------------------
+
+KILL_AFTER_FIRST_SAVE_OF_EPOCH_2 = """
+import os, signal, sys
+from convnet.cli import main
+from convnet.training import trainer
+
+save = trainer.save_checkpoint
+
+def save_then_die(path, model, state, optimizer=None):
+    save(path, model, state, optimizer)
+    if state["epoch"] == 2:  # epoch 2 improves: both checkpoints are due, one is written
+        os.kill(os.getpid(), signal.SIGKILL)
+
+trainer.save_checkpoint = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def validation_accuracy(folder: Path, which: str) -> float:
+    """What the weights in checkpoints/WHICH score on the run's own validation images."""
+    from convnet.viz.run import validation_set
+
+    loaded = checkpoint.load(folder, which)
+    val = validation_set(loaded.config, loaded.input_shape)
+    return float((loaded.scores(val.images).argmax(axis=1) == val.labels).mean())
+
+
+def test_kill_9_between_the_two_checkpoints_keeps_them_consistent(workspace, tmp_path):
+    out = tmp_path / "run"
+    argv = [*train_args(workspace, epochs=3), "--seed", 3, "--lr", 0.05, "--out", out]
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_SAVE_OF_EPOCH_2,
+                             *map(str, argv)], env=environment(), capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    last = checkpoint.checkpoint_state(out / "checkpoints" / "last.safetensors")
+    best = checkpoint.checkpoint_state(out / "checkpoints" / "best.safetensors")
+    # Whichever file the kill spared, `last` claims no better model than `best` holds.
+    assert last["best_val_accuracy"] <= best["best_val_accuracy"]
+    assert validation_accuracy(out, "best") == best["best_val_accuracy"]
+    stale = out / "checkpoints" / ".last.safetensors.k1ll3d.tmp"  # what a kill mid-write leaves
+    stale.write_bytes(b"half a checkpoint")
+    resumed = subprocess.run([sys.executable, "-m", "convnet", "train", "--resume", str(out),
+                              "--no-progress"], env=environment(), capture_output=True,
+                             text=True, timeout=120, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    reported = float(resumed.stdout.split("best validation accuracy: ")[1].split("%")[0]) / 100
+    assert reported == pytest.approx(validation_accuracy(out, "best"), abs=1e-4)
+    assert not stale.exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "best.safetensors", "last.safetensors"]
+
+
+def test_a_pair_left_inconsistent_by_an_earlier_version_is_mended_on_resume(workspace,
+                                                                             tmp_path):
+    out, first_best = tmp_path / "run", tmp_path / "epoch-1-best.safetensors"
+
+    class KeepFirstBest:
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == 1:
+                shutil.copy(out / "checkpoints" / "best.safetensors", first_best)
+
+    config = TrainConfig(model=str(workspace / "tiny.toml"), dataset=str(workspace / "images"),
+                         epochs=3, batch_size=8, seed=3, val_fraction=0.25)
+    summary = Trainer(config, out, progress=False, callbacks=[KeepFirstBest()],
+                      log=lambda _: None).fit()
+    assert summary["best_val_accuracy"] == 1.0
+    # What a kill between `last` and `best` left with the earlier order: epoch 2's 100% is
+    # recorded in `last`, but `best` still holds epoch 1's model.
+    shutil.copy(first_best, out / "checkpoints" / "best.safetensors")
+    notes = []
+    # The Python API's resume: only epochs is taken from the config given, the rest is the
+    # run's own (the batch size and seed were once the defaults' here: 1 step an epoch).
+    trainer = Trainer(TrainConfig(epochs=4), out, resume=True, progress=False, log=notes.append)
+    summary = trainer.fit()
+    assert trainer.steps_per_epoch == 7 and trainer.config.seed == 3
+    assert any("validation accuracy, not the 100.00% the last "
+               "checkpoint records" in note for note in notes), notes
+    assert summary["best_val_accuracy"] == validation_accuracy(out, "best") == 1.0

@@ -73,6 +73,21 @@ def read_checkpoint(path: Path) -> tuple[dict, dict, dict, dict | None]:
     return model_arrays, optimizer_arrays, state, optimizer
 
 
+def checkpoint_state(path: Path) -> dict:
+    """The JSON resume state of a checkpoint, without reading its arrays."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            state = json.loads((handle.metadata() or {}).get("state", "{}"))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({error})") from None
+    return state if isinstance(state, dict) else {}
+
+
 def load_weights(model: Sequential, arrays: dict, source) -> None:
     try:
         model.load_state_dict(arrays)

@@ -31,6 +31,7 @@ from convnet.io.checkpoint import (
     CheckpointError,
     atomic_write,
     build_from_config,
+    checkpoint_state,
     load_weights,
     read_checkpoint,
     run_config,
@@ -200,12 +201,11 @@ class Trainer:
     def setup(self) -> None:
         from convnet import data
 
-        cfg = self.config
         saved = self._prepare_folder() if self.group.is_root else None
         if not self.group.is_root and self.resume:
             saved = run_config(self.out_dir)
-            self.config = cfg = TrainConfig.from_dict({**saved["train"],
-                                                       "epochs": self.config.epochs})
+            self.config = TrainConfig.from_dict({**saved["train"], "epochs": self.config.epochs})
+        cfg = self.config  # when resuming, the saved settings (only epochs comes from the caller)
         from convnet.io.spec import SpecError, build
 
         # The input shape says how to load the images, and the classes found there size a zoo
@@ -294,7 +294,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.batch_index = int(state["batch_index"])
         self.global_step = int(state["global_step"])
-        self.best_val_accuracy = float(state["best_val_accuracy"])
+        self.best_val_accuracy = self._best_on_disk(float(state["best_val_accuracy"]))
         self.partial = state["partial"]
         self.scheduler.load_state_dict(state["scheduler"])
         rng.set_state(state["rng"])
@@ -305,6 +305,22 @@ class Trainer:
             self._truncate_metrics(self.epoch)
         self.log(f"resuming {self.out_dir} at epoch {self.epoch + 1}, batch "
                  f"{self.batch_index + 1} of {self.steps_per_epoch}")
+
+    def _best_on_disk(self, recorded: float) -> float:
+        """The best accuracy `last` records, lowered to what `best` holds: a run killed between
+        the two writes by an earlier version recorded one whose weights never reached `best`."""
+        path = self.out_dir / CHECKPOINTS / "best.safetensors"
+        try:
+            held = float(checkpoint_state(path).get("best_val_accuracy", -1.0))
+        except CheckpointError:
+            held = -1.0  # none (or unreadable): the next epoch writes one
+        if held < recorded:
+            found = f"holds a model of {held:.2%}" if held >= 0 else "is missing, not a model of"
+            self.log(f"note: {path} {found} validation accuracy, not the {recorded:.2%} the last "
+                     f"checkpoint records (a run killed between the two writes); the next better "
+                     f"epoch replaces it")
+            return held
+        return recorded
 
     def _truncate_metrics(self, epochs_done: int) -> None:
         """Drop log records of epochs the resumed run will train again."""
@@ -476,9 +492,11 @@ class Trainer:
         if self.group.is_root:
             with open(self.out_dir / METRICS, "a") as stream:
                 stream.write(json.dumps(record) + "\n")
-            self.save("last")
+            # best before last: `last` never records a best accuracy whose weights are not in
+            # `best` yet, whatever the moment a kill comes (a resume redoes the epoch).
             if improved:
                 self.save("best")
+            self.save("last")
             self.log(f"epoch {record['epoch']}/{self.config.epochs}  "
                      f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.2%}  "
                      f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}  "

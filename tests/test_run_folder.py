@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,103 @@ def test_a_pair_left_inconsistent_by_an_earlier_version_is_mended_on_resume(work
     assert any("validation accuracy, not the 100.00% the last "
                "checkpoint records" in note for note in notes), notes
     assert summary["best_val_accuracy"] == validation_accuracy(out, "best") == 1.0
+
+
+# -- 4. no dead ends after a crash --------------------------------------------------------------
+
+KILL_AT_STEP_3 = """
+import os, signal, sys
+from convnet.cli import main
+from convnet.training import trainer
+
+step = trainer.Trainer._step
+
+def step_then_die(self, x, y):
+    if self.global_step == 3:  # in the first epoch, before any epoch's checkpoint
+        os.kill(os.getpid(), signal.SIGKILL)
+    return step(self, x, y)
+
+trainer.Trainer._step = step_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def weights(folder: Path, which: str = "last") -> dict:
+    return checkpoint.read_checkpoint(folder / "checkpoints" / f"{which}.safetensors")[0]
+
+
+def test_a_run_killed_in_its_first_epoch_resumes_exactly(workspace, tmp_path):
+    argv = [*train_args(workspace, epochs=2), "--seed", 3]
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_STEP_3, *map(str, argv), "--out",
+                             str(tmp_path / "killed")], env=environment(), capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = subprocess.run([sys.executable, "-m", "convnet", "train", "--resume",
+                              str(tmp_path / "killed"), "--no-progress"], env=environment(),
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and "at epoch 1, batch 1 of 7" in resumed.stderr
+    whole = subprocess.run([sys.executable, "-m", "convnet", *map(str, argv), "--out",
+                            str(tmp_path / "whole")], env=environment(), capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert whole.returncode == 0, whole.stderr
+    expected, received = weights(tmp_path / "whole"), weights(tmp_path / "killed")
+    for key in expected:
+        assert (expected[key] == received[key]).all(), key
+
+
+def test_a_folder_without_any_checkpoint_starts_again(workspace, tmp_path):
+    # What earlier versions left when killed in the first epoch: a config and nothing else.
+    out = tmp_path / "run"
+    config = TrainConfig(model=str(workspace / "tiny.toml"), dataset=str(workspace / "images"),
+                         epochs=1, batch_size=8, seed=3, val_fraction=0.25)
+    Trainer(config, out, progress=False, log=lambda _: None).fit()
+    for path in (out / "checkpoints").iterdir():
+        path.unlink()
+    (out / "metrics.jsonl").unlink()
+    notes = []
+    summary = Trainer(TrainConfig(epochs=1), out, resume=True, progress=False,
+                      log=notes.append).fit()
+    assert summary["epochs_done"] == 1
+    assert any("has no checkpoint yet" in note and "starting it again from the beginning" in
+               note for note in notes), notes
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_note(workspace, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = finish(convnet(*train_args(workspace, epochs=1), "--out", out))
+    assert code == 0, err
+    with open(out / "metrics.jsonl", "a") as stream:
+        stream.write('{"epoch": 2, "step": 14, "train_lo')  # a kill in the middle of a write
+    code, out_text, err = finish(convnet("train", "--resume", out, "--epochs", 2, "--no-progress"))
+    assert code == 0, err
+    assert "metrics.jsonl:2: the last line is cut short; dropped" in err
+    epochs = [json.loads(line)["epoch"] for line in
+              (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    # A bad line in the middle is not guessed at: one clear line, exit 1.
+    text = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join([text[0], "garbage", text[1]]) + "\n")
+    code, _, err = finish(convnet("train", "--resume", out, "--epochs", 3, "--no-progress"))
+    assert code == 1 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("convnet: error: ")
+    assert err.splitlines()[-1].endswith("metrics.jsonl:2: not a JSON record ('garbage'); "
+                                         "delete that line to resume")
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_save_like_ctrl_c(workspace, tmp_path, name):
+    out = tmp_path / "run"
+    process = convnet(*train_args(workspace, epochs=400, batch_size=2), "--out", out)
+    deadline = time.monotonic() + 60
+    while not (out / "config.json").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the training loop
+    process.send_signal(getattr(signal, name))
+    code, _, err = finish(process)
+    assert code == 128 + getattr(signal, name), err
+    assert f"{name}: finishing this step and saving a checkpoint" in err
+    assert f"stopped ({name} received)" in err and f"convnet train --resume {out}" in err
+    state = checkpoint.checkpoint_state(out / "checkpoints" / "last.safetensors")
+    assert 0 < state["global_step"] < 400 * 27

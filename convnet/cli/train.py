@@ -99,7 +99,10 @@ def run(args) -> int:
     summary = trainer.fit()
     if trainer.group.is_root:
         print(_describe(summary))
-    return 130 if summary["stopped"] else 0
+    if not summary["stopped"]:
+        return 0
+    # 128 + the signal, as the shell reports a process that a signal ended (143 for SIGTERM).
+    return 128 + trainer.stop_signal if trainer.stop_signal else 130
 
 
 def _describe(summary: dict) -> str:

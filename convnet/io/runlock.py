@@ -115,15 +115,25 @@ def claim(folder, *, new: bool) -> RunLock:
         raise CheckpointError(f"{folder} does not exist (expected a run folder)")
     path = folder / LOCK
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        lock_created = True
+    except FileExistsError:
+        fd, lock_created = None, False
     except OSError as error:
         raise CheckpointError(f"cannot write to {folder}: {error.strerror}") from None
+    if fd is None:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError as error:
+            raise CheckpointError(f"cannot write to {folder}: {error.strerror}") from None
     if not _try_lock(fd):
         os.close(fd)
         raise CheckpointError(f"{folder} is being written by another training ({_holder(path)});"
                               f" wait for it to finish, or choose another --out")
     lock = RunLock(folder, fd, created)
     if new and any(p.name != LOCK for p in folder.iterdir()):
+        if lock_created:
+            path.unlink(missing_ok=True)  # leave someone else's folder as it was
         lock.release()
         raise CheckpointError(f"{folder} already holds files; pass --resume {folder} to "
                               f"continue that run, or choose another --out")

@@ -45,6 +45,9 @@ from convnet.optim.optimizers import OPTIMIZERS, clip_grad_norm_
 from convnet.optim.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
 from convnet.training.metrics import Evaluation, confusion_matrix
 
+# Signals that stop a run after the current step, with a checkpoint (see fit()).
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
 
 class TrainingError(Exception):
     """A run that cannot start or continue; the message says why and what to do."""
@@ -166,6 +169,7 @@ class Trainer:
         # Only the root process reports by default, as it alone writes files.
         self.log = log or (_print_to_stderr if self.group.is_root else _discard)
         self._stop_reason: str | None = None
+        self.stop_signal: int | None = None  # the signal that stopped fit(), if one did
         self._lock = None  # the claim on out_dir (convnet.io.runlock), held while fit() runs
         config.validate()
 
@@ -267,9 +271,10 @@ class Trainer:
         self.partial = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
         if saved is not None:
             self._restore()
-        else:
-            if self.group.is_root:
-                self._write_config(spec)
+        elif self.group.is_root:
+            self._write_config(spec)
+            # The state before the first step: a run killed in its first epoch resumes from it.
+            self.save("last")
         self.group.broadcast_parameters(self.model)
 
     def _write_config(self, spec: dict) -> None:
@@ -287,6 +292,14 @@ class Trainer:
 
     def _restore(self) -> None:
         path = self.out_dir / CHECKPOINTS / "last.safetensors"
+        if not path.exists():
+            # Killed before its first checkpoint (earlier versions wrote none before epoch 1).
+            self.log(f"note: {self.out_dir} has no checkpoint yet (the run stopped before its "
+                     f"first one); starting it again from the beginning with its saved settings")
+            if self.group.is_root:
+                self._truncate_metrics(0)
+                self.save("last")
+            return
         arrays, optimizer_arrays, state, optimizer_state = read_checkpoint(path)
         load_weights(self.model, arrays, path)
         if optimizer_state is not None:
@@ -327,8 +340,24 @@ class Trainer:
         path = self.out_dir / METRICS
         if not path.exists():
             return
-        keep = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("epoch", 0) <= epochs_done]
+        lines = path.read_text(errors="replace").splitlines()
+        keep = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if number == len(lines):  # cut short by a kill while it was being written
+                    self.log(f"note: {path}:{number}: the last line is cut short; dropped")
+                    break
+                raise TrainingError(f"{path}:{number}: not a JSON record ({line[:60]!r}); "
+                                    f"delete that line to resume") from None
+            if not isinstance(record, dict) or not isinstance(record.get("epoch", 0), int):
+                raise TrainingError(f"{path}:{number}: expected a JSON object with an integer "
+                                    f"epoch, received {line[:60]!r}; delete that line to resume")
+            if record.get("epoch", 0) <= epochs_done:
+                keep.append(line)
         atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in keep)))
 
     # -- state -------------------------------------------------------------------------------
@@ -392,30 +421,47 @@ class Trainer:
         correct = int((scores.argmax(axis=1) == y).sum())
         return self.group.global_statistics(loss, correct, len(y))
 
-    def _install_interrupt_handler(self):
+    def _install_stop_handlers(self) -> dict:
+        """Ctrl-C (SIGINT), SIGTERM (timeout, Slurm, docker stop) and a closed terminal (SIGHUP,
+        unless nohup ignores it) finish the step and save; the same signal again stops at once.
+        Returns the handlers they replace."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return {}
 
         def handler(signum, frame):
-            if self._stop_reason == "interrupted":
-                raise KeyboardInterrupt  # a second Ctrl-C: stop now
-            self.log("\ninterrupt: finishing this step and saving a checkpoint "
-                     "(Ctrl-C again to abort without saving)")
-            self._stop_reason = "interrupted"
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt  # a second signal: stop now, without saving
+            self.stop_signal = signum
+            if signum == signal.SIGINT:
+                self.log("\ninterrupt: finishing this step and saving a checkpoint "
+                         "(Ctrl-C again to abort without saving)")
+                self._stop_reason = "interrupted"
+            else:
+                name = signal.Signals(signum).name
+                self.log(f"\n{name}: finishing this step and saving a checkpoint ({name} again "
+                         f"to abort without saving)")
+                self._stop_reason = f"{name} received"
 
-        return signal.signal(signal.SIGINT, handler)
+        previous = {}
+        for name in STOP_SIGNALS:
+            number = getattr(signal, name, None)  # Windows has no SIGHUP
+            if number is None or (name == "SIGHUP" and
+                                  signal.getsignal(number) is signal.SIG_IGN):
+                continue
+            previous[number] = signal.signal(number, handler)
+        return previous
 
     def fit(self) -> dict:
         """Train to config.epochs; returns a summary (also when stopped early)."""
         try:
             self.setup()
             self._stop_reason = None
-            previous_handler = self._install_interrupt_handler()
+            previous = self._install_stop_handlers()
             try:
                 return self._loop()
             finally:
-                if previous_handler is not None:
-                    signal.signal(signal.SIGINT, previous_handler)
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
         finally:
             self.close()
 

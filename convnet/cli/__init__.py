@@ -28,6 +28,10 @@ OPTIONAL_COMMAND_MODULES = [
 ]
 
 
+class OutputError(ValueError):
+    """An output path a command refuses (convnet.cli.outputs); the message says what to pass."""
+
+
 class ExampleFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the line breaks of examples in epilogs."""
 
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0  # `convnet models | head`: the reader left, nothing is wrong
-    except user_errors() as error:
+    except (*user_errors(), OutputError) as error:
         message = str(error)
         if isinstance(error, OSError) and error.filename:
             message = f"{error.filename}: {error.strerror}"

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from convnet.cli.outputs import add_force, checked_output
+
 EXPORT_EPILOG = """\
 examples:
   convnet export runs/resnet8 -o resnet8.onnx
@@ -42,6 +44,7 @@ def register(subparsers) -> None:
                         help="the ONNX file to write")
     export.add_argument("--opset", type=int, default=None,
                         help="ONNX opset version (default 17; 13 or newer)")
+    add_force(export)
     export.set_defaults(func=run_export)
 
     imported = subparsers.add_parser(
@@ -76,6 +79,7 @@ def run_export(args) -> int:
     from convnet.io.onnx.export import OPSET, export
 
     try:
+        checked_output(args.output, (".onnx",), force=args.force, what="an ONNX model")
         checkpoint = load_checkpoint(args.source)
         model = checkpoint.model
         opset = OPSET if args.opset is None else args.opset

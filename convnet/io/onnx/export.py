@@ -18,6 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from convnet.core.backend import to_numpy
+from convnet.core.files import atomic_write
 from convnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
@@ -259,7 +260,12 @@ def export(model: Layer, path, input_shape: Shape | None = None, class_names=Non
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(f"export: folder {path.parent} does not exist")
-    onnx.save_model(onnx_model, str(path))
+
+    def write(tmp: Path) -> None:  # atomically: a failed write never leaves half a model
+        onnx.save_model(onnx_model, str(tmp))
+        tmp.chmod(0o644)  # a model to share, unlike the private temporary file
+
+    atomic_write(path, write)
     return onnx_model
 
 

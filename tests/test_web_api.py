@@ -38,11 +38,17 @@ def run_folder(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("web"))
 
 
+def local_client(app, **headers) -> TestClient:
+    """A client as the explorer's own page is: on 127.0.0.1, sending the server's token."""
+    return TestClient(app, base_url="http://127.0.0.1:8000",
+                      headers={"X-Convnet-Token": app.state.token, **headers})
+
+
 @pytest.fixture
 def client(run_folder, tmp_path):
     app = create_app(run_folder, runs_dir=tmp_path / "runs", max_upload_bytes=20_000,
                      report=False)
-    with TestClient(app) as test_client:
+    with local_client(app) as test_client:
         yield test_client
 
 
@@ -261,7 +267,7 @@ def read_events(client, stop_after=None, **params):
 
 
 def test_events_when_idle(tmp_path):
-    with TestClient(create_app(model_name="lenet5", runs_dir=tmp_path)) as client:
+    with local_client(create_app(model_name="lenet5", runs_dir=tmp_path)) as client:
         status = client.get("/api/train").json()
         assert status["session"] is None and status["watch"] is None
         assert read_events(client) == [("idle", {"message": "no training run yet"})]
@@ -269,7 +275,7 @@ def test_events_when_idle(tmp_path):
 
 def test_watch_a_run_folder_trained_elsewhere(run_folder, tmp_path):
     folder = shutil.copytree(run_folder, tmp_path / "copy")
-    with TestClient(create_app(folder, runs_dir=tmp_path / "runs")) as client:
+    with local_client(create_app(folder, runs_dir=tmp_path / "runs")) as client:
         assert client.get("/api/train").json()["watch"]["epochs_logged"] == 3
         events = read_events(client, timeout=0.5)
         assert [name for name, _ in events] == ["watch", "epoch", "epoch", "epoch"]
@@ -387,7 +393,7 @@ def test_train_a_zoo_model_on_the_runs_two_classes(client):
 def test_untrained_zoo_model_and_python_model(tmp_path):
     import convnet as cn
 
-    with TestClient(create_app(model_name="convnetjs", runs_dir=tmp_path)) as c:
+    with local_client(create_app(model_name="convnetjs", runs_dir=tmp_path)) as c:
         info = c.get("/api/model").json()
         assert info["input_shape"] == [3, 32, 32] and info["source"]["kind"] == "zoo"
         filters = c.get("/api/filters/conv1").json()
@@ -398,7 +404,7 @@ def test_untrained_zoo_model_and_python_model(tmp_path):
         assert c.get(f"/api/explain/{body['id']}").status_code == 200
     model = cn.Sequential(cn.Conv2d(1, 2, 3), cn.ReLU(), cn.Flatten(), cn.Linear(2 * 6 * 6, 3),
                           input_shape=(1, 8, 8))
-    with TestClient(create_app(model=model, class_names=["a", "b", "c"], runs_dir=tmp_path)) as c:
+    with local_client(create_app(model=model, class_names=["a", "b", "c"], runs_dir=tmp_path)) as c:
         info = c.get("/api/model").json()
         assert info["source"]["kind"] == "python" and info["class_names"] == ["a", "b", "c"]
         body = upload(c, png_bytes(np.zeros((8, 8), np.uint8))).json()

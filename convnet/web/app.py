@@ -24,6 +24,7 @@ Errors are JSON {"detail": "what was wrong and what to do"} with a 4xx status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import re
 from importlib import resources
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -39,12 +40,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convnet.io.checkpoint import CheckpointError, LoadedModel
 from convnet.web.explorer import BadRequest, Explorer, NotFound, Samples, Source, model_label
+from convnet.web.guard import Guard, new_token
 from convnet.web.training import EventLog, FolderWatch, TrainingSession, spec_to_toml, sse
-from convnet.web.uploads import DEFAULT_MAX_BYTES, UploadError, decode_upload
+from convnet.web.uploads import (
+    DEFAULT_MAX_BYTES,
+    DecodeBudget,
+    UploadError,
+    busy,
+    decode_upload,
+)
 
 STATIC = resources.files("convnet.web") / "static"
 HEARTBEAT_S = 15.0
 POLL_S = 0.2
+SHUTDOWN_WAIT_S = 60.0  # how long a stopping server waits for a page-started run to save
 
 
 class TrainRequest(BaseModel):
@@ -126,18 +135,23 @@ class _State:
         self.default_dataset = default_dataset
         self.session: TrainingSession | None = None
         self.watch: FolderWatch | None = None
+        self.decode_budget = DecodeBudget()
 
 
 def create_app(run_folder=None, *, model=None, model_name: str | None = None,
                input_shape=None, class_names=None, normalization=None,
                dataset: str | None = None, data_dir=None, samples=None,
                runs_dir="runs", max_upload_bytes: int = DEFAULT_MAX_BYTES,
-               checkpoint: str = "best", report: bool = True) -> FastAPI:
+               checkpoint: str = "best", report: bool = True,
+               allowed_hosts=None) -> FastAPI:
     """The explorer for a run folder, a Sequential (`model=`), or a zoo model / model file
     (`model_name=`, untrained; lenet5 when nothing is given).
 
     dataset/data_dir: where sample images come from when not from the run (a Dataset can be
     passed as `samples=`). runs_dir: where runs started from the page are written.
+    allowed_hosts: host names answered besides 127.0.0.1, localhost and [::1] ('*' for any);
+    see convnet.web.guard. Requests that change state need the header X-Convnet-Token with
+    `app.state.token`, which the page receives in its HTML.
     """
     explorer = _explorer_for(run_folder, model, model_name, input_shape, class_names,
                              normalization, dataset, data_dir, samples, checkpoint)
@@ -147,8 +161,15 @@ def create_app(run_folder=None, *, model=None, model_name: str | None = None,
     state = _State(explorer, Path(runs_dir), int(max_upload_bytes), default_dataset)
     if explorer.source.kind == "run" and explorer.source.folder:
         state.watch = FolderWatch(explorer, explorer.source.folder)
-    app = FastAPI(title="convnet explorer", docs_url="/api/docs", redoc_url=None)
+    # No /docs page: FastAPI's loads its scripts from a CDN, and the explorer needs no network.
+    app = FastAPI(title="convnet explorer", docs_url=None, redoc_url=None,
+                  lifespan=_lifespan(state))
     app.state.convnet = state
+    app.state.token = new_token()
+    app.add_middleware(Guard, token=app.state.token, allowed_hosts=allowed_hosts)
+    page = (STATIC / "index.html").read_text().replace(
+        '<meta name="convnet-token" content="">',
+        f'<meta name="convnet-token" content="{app.state.token}">')
     _add_error_handlers(app, state)
     _add_model_routes(app, state)
     _add_training_routes(app, state, report)
@@ -156,9 +177,23 @@ def create_app(run_folder=None, *, model=None, model_name: str | None = None,
 
     @app.get("/", include_in_schema=False)
     def index():
-        return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     return app
+
+
+def _lifespan(state: _State):
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        # The server is stopping (Ctrl-C, SIGTERM): a run started from the page finishes its
+        # step and saves, as `convnet train` does, instead of dying with the server's threads.
+        session = state.session
+        if session is not None and session.running:
+            session.stop("the explorer is shutting down")
+            await asyncio.to_thread(session.join, SHUTDOWN_WAIT_S)
+
+    return lifespan
 
 
 def _add_error_handlers(app: FastAPI, state: _State) -> None:
@@ -172,7 +207,7 @@ def _add_error_handlers(app: FastAPI, state: _State) -> None:
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, error: UploadError):
-        return JSONResponse({"detail": error.message}, error.status)
+        return JSONResponse({"detail": error.message}, error.status, headers=error.headers)
 
 
 
@@ -196,6 +231,8 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
     async def upload(request: Request, convert: bool = True):
         """An image file as the multipart form field "file"."""
         limit = state.max_upload_bytes
+        if state.decode_budget.full():  # answered before reading the body
+            raise busy("all decoding slots taken")
         length = request.headers.get("content-length", "")
         if not length.isdigit():
             raise UploadError(411, "send the upload with a Content-Length header (as browsers "
@@ -219,7 +256,7 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
         explorer = state.explorer
         image, notes = await asyncio.to_thread(
             decode_upload, content, file.filename, explorer.input_shape, convert=convert,
-            max_bytes=limit)
+            max_bytes=limit, budget=state.decode_budget)
         name = Path(file.filename or "upload").name
         image_id = explorer.add_upload(image, name, notes)
         return {"id": image_id, "name": name, "notes": notes, "shape": list(image.shape)}

@@ -182,10 +182,10 @@ class TrainingSession:
             self.holding_gate = False
             ENGINE_GATE.release()
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped from the page") -> None:
         if self.running:
             self.state = "stopping"
-            self._trainer.stop("stopped from the page")
+            self._trainer.stop(reason)
             self.events.publish("stopping", {})
 
     @property

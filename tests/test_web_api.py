@@ -455,3 +455,15 @@ def test_serve_reports_a_busy_port(capsys):
         port = busy.getsockname()[1]
         assert main(["serve", "--model", "lenet5", "--port", str(port)]) == 1
     assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+
+
+def test_a_stop_sent_right_after_the_start_is_honoured(client):
+    # The stop arrives while the trainer still reads its data: it used to be forgotten when the
+    # loop began, and the run went on for all its epochs.
+    assert client.post("/api/train", json={"epochs": 200, "batch_size": 2}).status_code == 202
+    assert client.post("/api/train/stop").status_code == 200
+    events = read_events(client)
+    names = [name for name, _ in events]
+    assert names[-2:] == ["stopped", "done"], names
+    assert dict(events)["stopped"]["epochs_done"] == 0
+    assert client.get("/api/train").json()["session"]["state"] == "stopped"

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0  # `convnet models | head`: the reader left, nothing is wrong
-    except (*user_errors(), OutputError) as error:
+    except (*user_errors(), OutputError, OSError) as error:
         message = str(error)
         if isinstance(error, OSError) and error.filename:
             message = f"{error.filename}: {error.strerror}"

@@ -81,6 +81,9 @@ def run_predict(args) -> int:
     from convnet import data
     from convnet.io import checkpoint
 
+    if args.top_k < 1:
+        raise data.DataError(f"--top-k must be 1 or more (how many classes to list), received "
+                             f"{args.top_k}")
     loaded = checkpoint.load(args.run, args.checkpoint)
     images, notes = [], []
     for path in args.images:

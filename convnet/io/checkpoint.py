@@ -14,6 +14,8 @@ means one atomic rename: a checkpoint is either the old one or the new one, neve
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +48,22 @@ def save_checkpoint(path: Path, model: Sequential, state: dict, optimizer=None) 
         for key, value in saved.pop("arrays").items():
             tensors[OPTIMIZER_PREFIX + key] = np.asarray(to_numpy(value), order="C")
         metadata["optimizer"] = json.dumps(saved)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    path = Path(path)
+    needed = sum(t.nbytes for t in tensors.values()) + sum(map(len, metadata.values())) + 4096
+    kept = ("the previous checkpoint there is kept" if path.exists() else "nothing was written")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        if free < needed:
+            raise CheckpointError(f"cannot save {path}: it needs about {needed:,} bytes and "
+                                  f"{path.parent} has {free:,} free; {kept}. Free some space "
+                                  f"and resume")
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    except (OSError, SafetensorError) as error:
+        reason = (error.strerror if isinstance(error, OSError) and error.strerror else
+                  str(error).split("I/O error: ")[-1])  # safetensors: "... I/O error: <os's>"
+        raise CheckpointError(f"cannot save {path} ({reason}); it needs about {needed:,} bytes; "
+                              f"{kept}. Free some space and resume") from None
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict, dict, dict | None]:
@@ -134,13 +151,53 @@ class LoadedModel:
 
 
 def run_config(folder: Path) -> dict:
+    """A run folder's config.json, checked: a hand-edited value of the wrong kind is named."""
     path = Path(folder) / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a run folder: it has no {CONFIG}")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+    problem = config_problem(config)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; fix it by hand, or train a new run")
+    return config
+
+
+def is_input_shape(value) -> bool:
+    """[C, H, W] of positive integers (what a spec's input_shape must be)."""
+    return (isinstance(value, list | tuple) and len(value) == 3 and
+            all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+
+
+def config_problem(config) -> str | None:
+    """What is wrong with a run's config (None if nothing): the kinds every reader relies on."""
+    if not isinstance(config, dict):
+        return f"expected a JSON object, received {type(config).__name__}"
+    model = config.get("model")
+    if not isinstance(model, dict):
+        return f"'model' must be a model spec (an object), received {model!r:.80}"
+    if not is_input_shape(model.get("input_shape")):
+        return (f"model.input_shape must be [C, H, W] of positive integers, received "
+                f"{model.get('input_shape')!r}")
+    classes = config.get("class_names")
+    if classes is not None and not (isinstance(classes, list) and
+                                    all(isinstance(c, str) for c in classes)):
+        return f"class_names must be a list of names, received {classes!r:.80}"
+    norm = config.get("normalization")
+    if norm is not None:
+        channels = model["input_shape"][0]
+        ok = isinstance(norm, dict) and all(
+            isinstance(norm.get(k), list) and len(norm[k]) == channels and
+            all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in norm[k]) for k in ("mean", "std"))
+        if not ok or not all(v > 0 for v in norm["std"]):
+            return (f"normalization must be {{\"mean\": [...], \"std\": [...]}} with {channels} "
+                    f"number(s) each (std > 0), received {norm!r:.80}")
+    if "train" in config and not isinstance(config["train"], dict):
+        return f"'train' must be an object of training settings, received {config['train']!r:.80}"
+    return None
 
 
 def build_from_config(config: dict, source) -> Sequential:
@@ -175,8 +232,14 @@ def load(path, which: str = "best") -> LoadedModel:
     if path.is_dir():
         folder, checkpoint = path, find_checkpoint(path, which)
     elif path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"{path} is not a run folder or a checkpoint: expected a run "
+                                  f"folder, a .safetensors checkpoint in one, or an .onnx file")
         checkpoint = path
         folder = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
+        if not (folder / CONFIG).is_file():
+            raise CheckpointError(f"{path}: a checkpoint is read with its run's {CONFIG}, and "
+                                  f"{folder} has none; pass the run folder it came from")
     else:
         raise CheckpointError(f"{path} does not exist (expected a run folder or a checkpoint)")
     config = run_config(folder)

@@ -47,6 +47,9 @@ from convnet.training.metrics import Evaluation, confusion_matrix
 
 # Signals that stop a run after the current step, with a checkpoint (see fit()).
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+# What a checkpoint's state must hold to be resumed from (Trainer._state writes it).
+RESUME_STATE = ("epoch", "batch_index", "global_step", "best_val_accuracy", "partial",
+                "scheduler", "rng")
 
 
 class TrainingError(Exception):
@@ -91,8 +94,32 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """The settings saved in a run's config.json, each checked for its kind (a hand-edited
+        "epochs": "ten" is named, not a TypeError deep in the trainer)."""
+        if not isinstance(data, dict):
+            raise TrainingError(f"the training settings must be an object, received {data!r:.80}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name, value in data.items():
+            if name in fields and not _of_kind(value, fields[name].type):
+                raise TrainingError(f"invalid training setting {name}: expected "
+                                    f"{fields[name].type.replace('|', 'or')}, received {value!r}")
+        config = cls(**{k: v for k, v in data.items() if k in fields})
+        config.validate()
+        return config
+
+
+def _of_kind(value, annotation: str) -> bool:
+    """Whether a JSON value fits a TrainConfig field's annotation ('int', 'float | None', ...)."""
+    kinds = [kind.strip() for kind in annotation.split("|")]
+    if value is None:
+        return "None" in kinds
+    if isinstance(value, bool):
+        return "bool" in kinds
+    if isinstance(value, int):
+        return "int" in kinds or "float" in kinds
+    if isinstance(value, float):
+        return "float" in kinds and math.isfinite(value)
+    return isinstance(value, str) and "str" in kinds
 
 
 class LocalGroup:
@@ -182,10 +209,18 @@ class Trainer:
         except CheckpointError as error:
             raise TrainingError(str(error)) from None
         if self.resume:
-            saved = run_config(self.out_dir)
-            self.config = TrainConfig.from_dict({**saved["train"], "epochs": self.config.epochs})
-            return saved
+            return self._saved_config()
         return None
+
+    def _saved_config(self) -> dict:
+        """The run's config.json, with self.config its training settings (epochs: ours)."""
+        saved = run_config(self.out_dir)
+        try:
+            self.config = TrainConfig.from_dict({**saved.get("train", {}),
+                                                 "epochs": self.config.epochs})
+        except (TrainingError, TypeError) as error:
+            raise TrainingError(f"{self.out_dir / CONFIG}: {error}") from None
+        return saved
 
     def _load_data(self, input_shape):
         from convnet import data
@@ -207,8 +242,7 @@ class Trainer:
 
         saved = self._prepare_folder() if self.group.is_root else None
         if not self.group.is_root and self.resume:
-            saved = run_config(self.out_dir)
-            self.config = TrainConfig.from_dict({**saved["train"], "epochs": self.config.epochs})
+            saved = self._saved_config()
         cfg = self.config  # when resuming, the saved settings (only epochs comes from the caller)
         from convnet.io.spec import SpecError, build
 
@@ -219,6 +253,10 @@ class Trainer:
         full, self.train_set, self.val_set = self.group.root_first(
             lambda: self._load_data(self.input_shape), "load the dataset")
         self.class_names = list(full.class_names)
+        if len(self.class_names) == 1:
+            self.log(f"warning: {cfg.dataset} has one class ({self.class_names[0]}): every "
+                     f"prediction is right, so the accuracy will be meaningless; give it "
+                     f"images of two classes or more")
         rng.manual_seed(cfg.seed)
         if saved is None:
             # After the seed, as before: reading a model file builds it once to validate it,
@@ -301,16 +339,28 @@ class Trainer:
                 self.save("last")
             return
         arrays, optimizer_arrays, state, optimizer_state = read_checkpoint(path)
+        missing = [key for key in RESUME_STATE if state.get(key) is None]
+        if missing:
+            raise TrainingError(f"{path} holds weights but no training state ({', '.join(missing)}"
+                                f" missing): it was not written by a training (an imported "
+                                f"model?), so there is nothing to resume; train a new run with "
+                                f"--out")
         load_weights(self.model, arrays, path)
-        if optimizer_state is not None:
-            self.optimizer.load_state_dict({**optimizer_state, "arrays": optimizer_arrays})
-        self.epoch = int(state["epoch"])
-        self.batch_index = int(state["batch_index"])
-        self.global_step = int(state["global_step"])
-        self.best_val_accuracy = self._best_on_disk(float(state["best_val_accuracy"]))
-        self.partial = state["partial"]
-        self.scheduler.load_state_dict(state["scheduler"])
-        rng.set_state(state["rng"])
+        try:
+            if optimizer_state is not None:
+                self.optimizer.load_state_dict({**optimizer_state, "arrays": optimizer_arrays})
+            self.epoch = int(state["epoch"])
+            self.batch_index = int(state["batch_index"])
+            self.global_step = int(state["global_step"])
+            self.best_val_accuracy = float(state["best_val_accuracy"])
+            self.partial = {key: type(value)(state["partial"][key])
+                            for key, value in self.partial.items()}
+            self.scheduler.load_state_dict(state["scheduler"])
+            rng.set_state(state["rng"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise TrainingError(f"{path}: its training state is damaged ({type(error).__name__}: "
+                                f"{error}); resume from a copy, or train a new run") from None
+        self.best_val_accuracy = self._best_on_disk(self.best_val_accuracy)
         if self.epoch >= self.config.epochs:
             raise TrainingError(f"{self.out_dir} already finished {self.epoch} epoch(s); "
                                 f"pass a larger --epochs to train further")
@@ -455,7 +505,6 @@ class Trainer:
         """Train to config.epochs; returns a summary (also when stopped early)."""
         try:
             self.setup()
-            self._stop_reason = None
             previous = self._install_stop_handlers()
             try:
                 return self._loop()
@@ -558,14 +607,14 @@ class Trainer:
 def resume_config(out_dir, epochs: int | None = None) -> TrainConfig:
     """The TrainConfig saved in a run folder (epochs overridable to train further)."""
     saved = run_config(Path(out_dir))
+    if not isinstance(saved.get("train"), dict):
+        raise CheckpointError(f"{out_dir}/{CONFIG} has no training settings ('train'); was it "
+                              f"written by `convnet train`?")
+    settings = {**saved["train"], **({"epochs": epochs} if epochs is not None else {})}
     try:
-        config = TrainConfig.from_dict(saved["train"])
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{out_dir}/{CONFIG} has no usable training settings "
-                              f"({error})") from None
-    if epochs is not None:
-        config.epochs = epochs
-    return config
+        return TrainConfig.from_dict(settings)
+    except (TrainingError, TypeError) as error:
+        raise CheckpointError(f"{out_dir}/{CONFIG}: {error}") from None
 
 
 __all__ = ["Trainer", "TrainConfig", "TrainingError", "LocalGroup", "build_from_config",

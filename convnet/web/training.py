@@ -94,7 +94,8 @@ class _Publisher:
                                        f"validation split of {cfg.dataset}")
         session.explorer.replace(loaded, Source("training", session.label, str(trainer.out_dir),
                                                 zoo_name=session.zoo_name), samples)
-        session.state = "running"
+        if session.state == "starting":  # not "stopping": a stop sent already still holds
+            session.state = "running"
         session.events.publish("start", {
             "out_dir": str(trainer.out_dir), "config": asdict(cfg),
             "steps_per_epoch": trainer.steps_per_epoch, "total_steps": trainer.total_steps,

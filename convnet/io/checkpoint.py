@@ -32,6 +32,7 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 OPTIMIZER_PREFIX = "optimizer."
+MAX_CLASSES = 1_000_000  # scores per image a model may output when its classes have no names
 
 
 class CheckpointError(Exception):
@@ -218,6 +219,18 @@ def find_checkpoint(folder: Path, which: str = "best") -> Path:
     raise CheckpointError(f"{folder} has no checkpoints yet (looked in {folder}/{CHECKPOINTS})")
 
 
+def numbered_classes(output_shape, source) -> list[str]:
+    """'0', '1', ... for a model whose classes have no names, one per score it outputs; a
+    model that outputs more than MAX_CLASSES scores per image is refused before the list is
+    made (an ONNX file declaring a 100000x100000 input once asked for 4 x 10^10 names)."""
+    count = int(output_shape[0])
+    if count > MAX_CLASSES:
+        raise CheckpointError(f"{source}: the model outputs {count:,} scores per image, more "
+                              f"than a classifier's one score per class (at most "
+                              f"{MAX_CLASSES:,}); is its input shape right?")
+    return [str(i) for i in range(count)]
+
+
 def load(path, which: str = "best") -> LoadedModel:
     """A trained model from a run folder, a .safetensors checkpoint inside one, or an .onnx file."""
     path = Path(path)
@@ -225,9 +238,9 @@ def load(path, which: str = "best") -> LoadedModel:
         from convnet.io import onnx as convnet_onnx
 
         model = convnet_onnx.load(path)
-        return LoadedModel(model, tuple(model.input_shape),
-                           list(getattr(model, "class_names", None) or
-                                [str(i) for i in range(model.output_shape(model.input_shape)[0])]),
+        classes = getattr(model, "class_names", None) or numbered_classes(
+            model.output_shape(model.input_shape), path)
+        return LoadedModel(model, tuple(model.input_shape), list(classes),
                            getattr(model, "normalization", None), {}, path)
     if path.is_dir():
         folder, checkpoint = path, find_checkpoint(path, which)
@@ -248,8 +261,8 @@ def load(path, which: str = "best") -> LoadedModel:
     load_weights(model, arrays, checkpoint)
     model.eval()
     input_shape = tuple(config["model"]["input_shape"])
-    classes = config.get("class_names") or [str(i) for i in range(model.output_shape(
-        input_shape)[0])]
+    classes = config.get("class_names") or numbered_classes(model.output_shape(input_shape),
+                                                            folder)
     return LoadedModel(model, input_shape, classes, config.get("normalization"), config,
                        checkpoint)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convnet.io.checkpoint import LoadedModel, load
+from convnet.io.checkpoint import LoadedModel, load, numbered_classes
 
 
 def validation_set(config: dict, input_shape, download: bool = False):
@@ -105,7 +105,7 @@ def open_target(target: str, which: str = "best") -> Run:
         return open_run(path, which)
     model = build(spec)
     input_shape = tuple(spec["input_shape"])
-    classes = [str(i) for i in range(model.output_shape(input_shape)[0])]
+    classes = numbered_classes(model.output_shape(input_shape), target)
     loaded = LoadedModel(model.eval(), input_shape, classes, None,
                          {"model_name": target, "model": spec}, None)
     return Run(loaded, None, _validation_error=f"{target} is an untrained model with no "

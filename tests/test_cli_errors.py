@@ -205,3 +205,30 @@ def test_a_one_class_dataset_warns(workspace, tmp_path, capsys):
                  "--out", str(tmp_path / "r"), "--no-progress"]) == 0
     assert ("warning: " + str(one) + " has one class (vertical): every prediction is right, so "
             "the accuracy will be meaningless") in capsys.readouterr().err
+
+
+# -- found next to them: argument values that ended in a traceback or a nonsense result ---------
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "{run}", "--batch-size", "0"], "--batch-size must be 1 or more, received 0"),
+    (["evaluate", "{run}", "--batch-size", "-1"], "--batch-size must be 1 or more, received -1"),
+    (["visualize", "{run}", "mistakes", "--count", "0"], "--count must be 1 or more, received 0"),
+    (["visualize", "{run}", "top", "--count", "-5"], "--count must be 1 or more, received -5"),
+    (["visualize", "{run}", "top", "--filter", "-1"], "--filter must be 0 or more, received -1"),
+    (["report", "{run}", "--samples", "-1"], "--samples and --mistakes must be 0 or more"),
+    (["calc", "32x32x3", "--filter", "3", "--pad", "-1"],
+     "--pad must be a size of 0 or more like 2 or 1x2, or 'same', received '-1'"),
+    (["calc", "32x32x3", "--filter", "3", "--filters", "0"],
+     "--filters must be 1 or more (the number of filters K), received 0"),
+    (["train", "--clip-grad-norm", "-1", "--out", "{tmp}/x"],
+     "clip_grad_norm must be >= 0 (0 or left out: no clipping)"),
+    (["summary", "{tmp}"], "is not a run folder: it has no config.json"),
+])
+def test_argument_values_a_command_cannot_use(run, tmp_path, capsys, argv, message):
+    line = one_error_line(capsys, [a.format(run=run, tmp=tmp_path) for a in argv])
+    assert message in line, line
+
+
+def test_serve_refuses_a_non_positive_upload_limit(capsys):
+    assert main(["serve", "--max-upload-mb", "0"]) == 2
+    assert "--max-upload-mb must be more than 0, received 0.0" in capsys.readouterr().err

@@ -90,6 +90,10 @@ def run_serve(args) -> int:
         print(f"convnet: error: --port must be in 1..65535, received {args.port}",
               file=sys.stderr)
         return 2
+    if not args.max_upload_mb > 0:
+        print(f"convnet: error: --max-upload-mb must be more than 0, received "
+              f"{args.max_upload_mb}", file=sys.stderr)
+        return 2
     if args.run and args.model:
         print("convnet: error: give a RUN_FOLDER or --model, not both", file=sys.stderr)
         return 2

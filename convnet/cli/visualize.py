@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from convnet.cli import add_command
+from convnet.cli import add_command, require
 from convnet.cli.outputs import add_force, checked_output
 
 WHAT = {
@@ -167,6 +167,8 @@ def make_figure(run, args):
 
 
 def run_visualize(args) -> int:
+    require(args.count >= 1, f"--count must be 1 or more, received {args.count}")
+    require(args.filter >= 0, f"--filter must be 0 or more, received {args.filter}")
     from convnet.viz.figures import save_figure
     from convnet.viz.run import open_target
 
@@ -191,6 +193,8 @@ def run_visualize(args) -> int:
 
 
 def run_report(args) -> int:
+    require(args.samples >= 0 and args.mistakes >= 0, f"--samples and --mistakes must be 0 or "
+            f"more, received {args.samples} and {args.mistakes}")
     from convnet.viz.report import REPORT, write_report
 
     output = None

@@ -243,6 +243,8 @@ def load(path, which: str = "best") -> LoadedModel:
         return LoadedModel(model, tuple(model.input_shape), list(classes),
                            getattr(model, "normalization", None), {}, path)
     if path.is_dir():
+        if not (path / CONFIG).is_file():
+            raise CheckpointError(f"{path} is not a run folder: it has no {CONFIG}")
         folder, checkpoint = path, find_checkpoint(path, which)
     elif path.is_file():
         if path.suffix != ".safetensors":

@@ -87,6 +87,8 @@ class TrainConfig:
              "schedule must be constant, step or cosine"),
             (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
             (self.seed >= 0, "seed must be >= 0"),
+            (self.clip_grad_norm is None or self.clip_grad_norm >= 0,
+             "clip_grad_norm must be >= 0 (0 or left out: no clipping)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -467,3 +467,26 @@ def test_a_stop_sent_right_after_the_start_is_honoured(client):
     assert names[-2:] == ["stopped", "done"], names
     assert dict(events)["stopped"]["epochs_done"] == 0
     assert client.get("/api/train").json()["session"]["state"] == "stopped"
+
+
+def test_concurrent_starts_begin_one_run(client):
+    # Two clicks (or two tabs) at once: one run starts, the others are told one is running;
+    # a second run would have gone on unseen, out of reach of the stop button.
+    import threading
+
+    codes = []
+    start = threading.Barrier(6)
+
+    def post():
+        start.wait()
+        codes.append(client.post("/api/train", json={"epochs": 200, "batch_size": 2})
+                     .status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(codes) == [202, 409, 409, 409, 409, 409], codes
+    assert client.post("/api/train/stop").status_code == 200
+    assert [name for name, _ in read_events(client)][-2:] == ["stopped", "done"]

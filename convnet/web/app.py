@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import datetime
 import re
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -39,6 +40,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convnet.io.checkpoint import CheckpointError, LoadedModel
+from convnet.io.runlock import fresh_folder
 from convnet.web.explorer import BadRequest, Explorer, NotFound, Samples, Source, model_label
 from convnet.web.guard import Guard, new_token
 from convnet.web.training import EventLog, FolderWatch, TrainingSession, spec_to_toml, sse
@@ -136,6 +138,7 @@ class _State:
         self.session: TrainingSession | None = None
         self.watch: FolderWatch | None = None
         self.decode_budget = DecodeBudget()
+        self.starting = threading.Lock()  # one POST /api/train at a time checks and starts
 
 
 def create_app(run_folder=None, *, model=None, model_name: str | None = None,
@@ -318,15 +321,59 @@ def _resolve_training(state: _State, request: TrainRequest):
     with explorer.lock:
         spec = to_spec(explorer.model, explorer.input_shape)
     label = re.sub(r"[^A-Za-z0-9_-]", "_", Path(name).stem)[:40] or "model"
-    state.runs_dir.mkdir(parents=True, exist_ok=True)
-    path = state.runs_dir / f"{label}-{_stamp()}.toml"
     spec["name"] = label
-    path.write_text(spec_to_toml(spec))
+    text = spec_to_toml(spec)
+    try:
+        state.runs_dir.mkdir(parents=True, exist_ok=True)
+        path, index = state.runs_dir / f"{label}-{_stamp()}.toml", 1
+        while True:  # created exclusively: a second server in the same second writes beside it
+            try:
+                with open(path, "x") as stream:
+                    stream.write(text)
+                break
+            except FileExistsError:
+                index += 1
+                path = path.with_name(f"{label}-{_stamp()}-{index}.toml")
+    except OSError as error:
+        raise BadRequest(f"cannot write the model file into {state.runs_dir}: "
+                         f"{error.strerror}") from None
     return str(path), dataset, label
 
 
 def _stamp() -> str:
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _start_training(state: _State, request: TrainRequest, report: bool) -> dict:
+    """A new run for POST /api/train (called with state.starting held)."""
+    from convnet.training.trainer import TrainConfig, TrainingError
+
+    if state.session is not None and not state.session.finished:
+        raise HTTPException(409, "a training run is already in progress; stop it first "
+                            "(POST /api/train/stop)")
+    model, dataset, label = _resolve_training(state, request)
+    config = TrainConfig(model=model, dataset=dataset, epochs=request.epochs,
+                         batch_size=request.batch_size, lr=request.lr,
+                         optimizer=request.optimizer, val_fraction=request.val_fraction,
+                         seed=request.seed)
+    try:  # a folder no other run (another server on the same runs folder) has picked
+        out_dir = fresh_folder(state.runs_dir / f"web-{label}-{_stamp()}")
+    except OSError as error:
+        raise BadRequest(f"cannot create a run folder in {state.runs_dir}: "
+                         f"{error.strerror}") from None
+    callbacks = []
+    if report:
+        from convnet.viz.report import ReportCallback
+
+        callbacks.append(ReportCallback())
+    try:
+        session = TrainingSession(state.explorer, config, out_dir, label=label,
+                                  callbacks=callbacks)
+    except (TrainingError, CheckpointError) as error:
+        raise BadRequest(str(error)) from None
+    state.session = session
+    session.start()
+    return session.status()
 
 
 def _add_training_routes(app: FastAPI, state: _State, report: bool) -> None:
@@ -339,34 +386,8 @@ def _add_training_routes(app: FastAPI, state: _State, report: bool) -> None:
 
     @app.post("/api/train", status_code=202)
     def train_start(request: TrainRequest):
-        from convnet.training.trainer import TrainConfig, TrainingError
-
-        if state.session is not None and not state.session.finished:
-            raise HTTPException(409, "a training run is already in progress; stop it first "
-                                "(POST /api/train/stop)")
-        model, dataset, label = _resolve_training(state, request)
-        config = TrainConfig(model=model, dataset=dataset, epochs=request.epochs,
-                             batch_size=request.batch_size, lr=request.lr,
-                             optimizer=request.optimizer, val_fraction=request.val_fraction,
-                             seed=request.seed)
-        out_dir = state.runs_dir / f"web-{label}-{_stamp()}"
-        suffix = 1
-        while out_dir.exists():
-            suffix += 1
-            out_dir = state.runs_dir / f"web-{label}-{_stamp()}-{suffix}"
-        callbacks = []
-        if report:
-            from convnet.viz.report import ReportCallback
-
-            callbacks.append(ReportCallback())
-        try:
-            session = TrainingSession(state.explorer, config, out_dir, label=label,
-                                      callbacks=callbacks)
-        except (TrainingError, CheckpointError) as error:
-            raise BadRequest(str(error)) from None
-        state.session = session
-        session.start()
-        return session.status()
+        with state.starting:  # two at once would start two runs, one out of the page's reach
+            return _start_training(state, request, report)
 
     @app.post("/api/train/stop")
     def train_stop():

@@ -62,3 +62,22 @@ def test_an_existing_file_is_replaced_only_with_force(run, tmp_path, capsys):
     other.write_text("mine")
     assert main(["report", str(run), "-o", str(other)]) == 1
     assert other.read_text() == "mine"
+
+
+def test_import_writes_a_new_run_folder_only(run, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    model = tmp_path / "model.onnx"
+    assert main(["export", str(run), "-o", str(model)]) == 0
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    before = snapshot(run)
+    for target, message in ((afile, "is a file; -o names the run folder to create"),
+                            (run, "exists and is not empty"),
+                            (run / "checkpoints" / "x", "is inside a run folder's checkpoints")):
+        capsys.readouterr()
+        assert main(["import", str(model), "-o", str(target)]) == 1
+        assert message in capsys.readouterr().err
+    assert snapshot(run) == before and afile.read_text() == "mine"
+    assert main(["import", str(model), "-o", str(tmp_path / "imported")]) == 0
+    assert main(["evaluate", str(tmp_path / "imported"), "--dataset",
+                 str(run.parent / "bars"), "--split", "train"]) == 0

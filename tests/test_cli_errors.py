@@ -113,16 +113,22 @@ def test_resume_with_a_damaged_training_state(run, tmp_path, capsys):
     (lambda c: c["model"].update(input_shape="abc"),
      "model.input_shape must be [C, H, W] of positive integers, received 'abc'"),
     (lambda c: c.update(class_names="abc"), "class_names must be a list of names"),
+    (lambda c: c.update(class_names=["a"]),  # predict indexed it: IndexError
+     "class_names lists 1 name(s) but the model outputs 3 scores; one name per score"),
     (lambda c: c.update(normalization={"mean": [0.5], "std": [0]}), "normalization must be"),
 ])
-def test_a_hand_edited_config_with_a_wrong_kind(run, tmp_path, capsys, edit, fragment):
+def test_a_hand_edited_config_with_a_wrong_kind(run, workspace, tmp_path, capsys, edit,
+                                                fragment):
     folder = copy_run(run, tmp_path)
     config = json.loads((folder / "config.json").read_text())
     edit(config)
     (folder / "config.json").write_text(json.dumps(config))
-    assert fragment in one_error_line(capsys, ["train", "--resume", folder, "--epochs", 3])
+    if "one name per score" not in fragment:  # training takes the names from the data
+        assert fragment in one_error_line(capsys, ["train", "--resume", folder, "--epochs", 3])
     if "train" not in fragment and "setting" not in fragment and "seed" not in fragment:
         assert fragment in one_error_line(capsys, ["evaluate", folder])
+        image = next((workspace / "images" / "vertical").iterdir())
+        assert fragment in one_error_line(capsys, ["predict", folder, image])
 
 
 @pytest.mark.skipif(not hasattr(os, "setrlimit") and sys.platform != "linux", reason="POSIX")

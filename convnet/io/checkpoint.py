@@ -265,6 +265,10 @@ def load(path, which: str = "best") -> LoadedModel:
     input_shape = tuple(config["model"]["input_shape"])
     classes = config.get("class_names") or numbered_classes(model.output_shape(input_shape),
                                                             folder)
+    scores = model.output_shape(input_shape)[0]
+    if len(classes) != scores:
+        raise CheckpointError(f"{folder / CONFIG}: class_names lists {len(classes)} name(s) but "
+                              f"the model outputs {scores} scores; one name per score")
     return LoadedModel(model, input_shape, classes, config.get("normalization"), config,
                        checkpoint)
 

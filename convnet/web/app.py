@@ -18,7 +18,8 @@
                                         (for a run folder trained elsewhere: watch, epoch,
                                         snapshot as its files change)
 
-Errors are JSON {"detail": "what was wrong and what to do"} with a 4xx status.
+Errors are JSON {"detail": "what was wrong and what to do"} with a 4xx status. Only the
+loopback host names are answered, and POSTs need the page's token (convnet.web.guard).
 """
 
 from __future__ import annotations

@@ -75,5 +75,10 @@ def test_missing_things_are_explained(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
         checkpoint.load(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(checkpoint.CheckpointError, match="no checkpoints yet"):
+    with pytest.raises(checkpoint.CheckpointError, match="is not a run folder: it has no "
+                                                         "config.json"):
         checkpoint.load(tmp_path / "empty")
+    checkpoint.save_model(tmp_path / "run", cn.Sequential(cn.Linear(4, 2)), (1, 2, 2))
+    (tmp_path / "run" / "checkpoints" / "last.safetensors").unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoints yet"):
+        checkpoint.load(tmp_path / "run")

@@ -37,11 +37,17 @@ def run_folder(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("web"))
 
 
+def local_client(app, **headers) -> TestClient:
+    """A client as the explorer's own page is: on 127.0.0.1, sending the server's token."""
+    return TestClient(app, base_url="http://127.0.0.1:8000",
+                      headers={"X-Convnet-Token": app.state.token, **headers})
+
+
 @pytest.fixture
 def client(run_folder, tmp_path):
     app = create_app(run_folder, runs_dir=tmp_path / "runs", max_upload_bytes=20_000,
                      report=False)
-    with TestClient(app) as test_client:
+    with local_client(app) as test_client:
         yield test_client
 
 
@@ -260,7 +266,7 @@ def read_events(client, stop_after=None, **params):
 
 
 def test_events_when_idle(tmp_path):
-    with TestClient(create_app(model_name="lenet5", runs_dir=tmp_path)) as client:
+    with local_client(create_app(model_name="lenet5", runs_dir=tmp_path)) as client:
         status = client.get("/api/train").json()
         assert status["session"] is None and status["watch"] is None
         assert read_events(client) == [("idle", {"message": "no training run yet"})]
@@ -268,7 +274,7 @@ def test_events_when_idle(tmp_path):
 
 def test_watch_a_run_folder_trained_elsewhere(run_folder, tmp_path):
     folder = shutil.copytree(run_folder, tmp_path / "copy")
-    with TestClient(create_app(folder, runs_dir=tmp_path / "runs")) as client:
+    with local_client(create_app(folder, runs_dir=tmp_path / "runs")) as client:
         assert client.get("/api/train").json()["watch"]["epochs_logged"] == 3
         events = read_events(client, timeout=0.5)
         assert [name for name, _ in events] == ["watch", "epoch", "epoch", "epoch"]
@@ -386,7 +392,7 @@ def test_train_a_zoo_model_on_the_runs_two_classes(client):
 def test_untrained_zoo_model_and_python_model(tmp_path):
     import convnet as cn
 
-    with TestClient(create_app(model_name="convnetjs", runs_dir=tmp_path)) as c:
+    with local_client(create_app(model_name="convnetjs", runs_dir=tmp_path)) as c:
         info = c.get("/api/model").json()
         assert info["input_shape"] == [3, 32, 32] and info["source"]["kind"] == "zoo"
         filters = c.get("/api/filters/conv1").json()
@@ -397,7 +403,7 @@ def test_untrained_zoo_model_and_python_model(tmp_path):
         assert c.get(f"/api/explain/{body['id']}").status_code == 200
     model = cn.Sequential(cn.Conv2d(1, 2, 3), cn.ReLU(), cn.Flatten(), cn.Linear(2 * 6 * 6, 3),
                           input_shape=(1, 8, 8))
-    with TestClient(create_app(model=model, class_names=["a", "b", "c"], runs_dir=tmp_path)) as c:
+    with local_client(create_app(model=model, class_names=["a", "b", "c"], runs_dir=tmp_path)) as c:
         info = c.get("/api/model").json()
         assert info["source"]["kind"] == "python" and info["class_names"] == ["a", "b", "c"]
         body = upload(c, png_bytes(np.zeros((8, 8), np.uint8))).json()
@@ -448,3 +454,38 @@ def test_serve_reports_a_busy_port(capsys):
         port = busy.getsockname()[1]
         assert main(["serve", "--model", "lenet5", "--port", str(port)]) == 1
     assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+
+
+def test_a_stop_sent_right_after_the_start_is_honoured(client):
+    # The stop arrives while the trainer still reads its data: it used to be forgotten when the
+    # loop began, and the run went on for all its epochs.
+    assert client.post("/api/train", json={"epochs": 200, "batch_size": 2}).status_code == 202
+    assert client.post("/api/train/stop").status_code == 200
+    events = read_events(client)
+    names = [name for name, _ in events]
+    assert names[-2:] == ["stopped", "done"], names
+    assert dict(events)["stopped"]["epochs_done"] == 0
+    assert client.get("/api/train").json()["session"]["state"] == "stopped"
+
+
+def test_concurrent_starts_begin_one_run(client):
+    # Two clicks (or two tabs) at once: one run starts, the others are told one is running;
+    # a second run would have gone on unseen, out of reach of the stop button.
+    import threading
+
+    codes = []
+    start = threading.Barrier(6)
+
+    def post():
+        start.wait()
+        codes.append(client.post("/api/train", json={"epochs": 200, "batch_size": 2})
+                     .status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(codes) == [202, 409, 409, 409, 409, 409], codes
+    assert client.post("/api/train/stop").status_code == 200
+    assert [name for name, _ in read_events(client)][-2:] == ["stopped", "done"]

@@ -28,6 +28,20 @@ OPTIONAL_COMMAND_MODULES = [
 ]
 
 
+class OutputError(ValueError):
+    """An output path a command refuses (convnet.cli.outputs); the message says what to pass."""
+
+
+class ArgumentError(ValueError):
+    """An argument value the command cannot use; the message says what it accepts."""
+
+
+def require(ok: bool, message: str) -> None:
+    """A command's check of its own arguments: one line and exit 1 when `ok` is false."""
+    if not ok:
+        raise ArgumentError(message)
+
+
 class ExampleFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the line breaks of examples in epilogs."""
 
@@ -86,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0  # `convnet models | head`: the reader left, nothing is wrong
-    except user_errors() as error:
+    except (*user_errors(), OutputError, ArgumentError, OSError) as error:
         message = str(error)
         if isinstance(error, OSError) and error.filename:
             message = f"{error.filename}: {error.strerror}"

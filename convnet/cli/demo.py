@@ -20,12 +20,12 @@ def register(subparsers) -> None:
 
 
 def _free_folder(base: Path) -> Path:
-    if not base.exists() or not any(base.iterdir()):
+    """base, or base-2, base-3, ...: made exclusively, so two demos never share one."""
+    from convnet.io.runlock import fresh_folder
+
+    if base.is_dir() and not any(base.iterdir()):
         return base
-    index = 2
-    while Path(f"{base}-{index}").exists():
-        index += 1
-    return Path(f"{base}-{index}")
+    return fresh_folder(base)
 
 
 def run(args) -> int:

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from convnet.cli import add_cache_dir, add_command
+from convnet.cli import add_cache_dir, add_command, require
 
 
 def register(subparsers) -> None:
@@ -65,6 +65,7 @@ def run_evaluate(args) -> int:
     from convnet.io import checkpoint
     from convnet.training import distributed
 
+    require(args.batch_size >= 1, f"--batch-size must be 1 or more, received {args.batch_size}")
     group = distributed.process_group()  # None unless started by mpiexec with several processes
     loaded = checkpoint.load(args.run, args.checkpoint)
     name = args.dataset or loaded.config.get("dataset")
@@ -98,6 +99,8 @@ def run_predict(args) -> int:
     from convnet import data
     from convnet.io import checkpoint
 
+    require(args.top_k >= 1, f"--top-k must be 1 or more (how many classes to list), received "
+                             f"{args.top_k}")
     loaded = checkpoint.load(args.run, args.checkpoint)
     images, notes = [], []
     for path in args.images:

@@ -165,11 +165,19 @@ def run_calc(args) -> int:
         return _transposed_calc(args, (height, width, depth))
     kernel = args.filter
     stride = args.stride or (kernel if args.pool else (1, 1))
+    if args.filters < 1 and not args.pool:
+        raise ShapeError(f"--filters must be 1 or more (the number of filters K), received "
+                         f"{args.filters}")
     if args.pad == "same":
         padding = "same"
+    elif args.pad == "0":
+        padding = (0, 0)
     else:
-        pad = _size(args.pad) if args.pad != "0" else (0, 0)
-        padding = pad
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", args.pad)
+        if not match:
+            raise ShapeError(f"--pad must be a size of 0 or more like 2 or 1x2, or 'same', "
+                             f"received {args.pad!r}")
+        padding = (int(match.group(1)), int(match.group(2) or match.group(1)))
     label = "pool" if args.pool else "conv"
     shape = window_output((height, width), kernel, stride, padding, args.dilation, layer=label)
     out_h, out_w = shape.out_hw

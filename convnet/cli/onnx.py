@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from convnet.cli.outputs import add_force, checked_output
+
 EXPORT_EPILOG = """\
 examples:
   convnet export runs/resnet8 -o resnet8.onnx
@@ -42,6 +44,7 @@ def register(subparsers) -> None:
                         help="the ONNX file to write")
     export.add_argument("--opset", type=int, default=None,
                         help="ONNX opset version (default 17; 13 or newer)")
+    add_force(export)
     export.set_defaults(func=run_export)
 
     imported = subparsers.add_parser(
@@ -76,6 +79,7 @@ def run_export(args) -> int:
     from convnet.io.onnx.export import OPSET, export
 
     try:
+        checked_output(args.output, (".onnx",), force=args.force, what="an ONNX model")
         checkpoint = load_checkpoint(args.source)
         model = checkpoint.model
         opset = OPSET if args.opset is None else args.opset
@@ -91,15 +95,24 @@ def run_export(args) -> int:
 
 
 def run_import(args) -> int:
+    from convnet.cli.outputs import run_file
     from convnet.io.checkpoint import save_model
     from convnet.io.onnx.importer import load
+    from convnet.io.runlock import claim
 
     try:
+        output = Path(args.output)
+        if output.exists() and not output.is_dir():
+            raise FileExistsError(f"{output} is a file; -o names the run folder to create")
+        if output.is_dir() and any(output.iterdir()):
+            raise FileExistsError(f"{output} exists and is not empty; choose a new folder")
+        if run_file(output) is not None:
+            raise FileExistsError(f"{output} is inside a run folder's checkpoints; choose a new "
+                                  f"folder")
         model = load(args.source, input_shape=args.input_shape)
-        if Path(args.output).exists() and any(Path(args.output).iterdir()):
-            raise FileExistsError(f"{args.output} exists and is not empty; choose a new folder")
-        save_model(args.output, model, model.input_shape, class_names=model.class_names,
-                   normalization=model.normalization)
+        with claim(output, new=True):  # as a training claims its folder: one writer at a time
+            save_model(output, model, model.input_shape, class_names=model.class_names,
+                       normalization=model.normalization)
     except _errors() as error:
         return _fail("import", error)
     print(f"imported {args.source}: {len(model.layers)} layers, {model.num_parameters():,} "

@@ -8,6 +8,7 @@ import sys
 from convnet.cli import add_command
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 def register(subparsers) -> None:
@@ -34,6 +35,10 @@ def register(subparsers) -> None:
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow a --host other than 127.0.0.1/localhost: anyone who can "
                              "reach it can run models and start training")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="a host name the explorer answers to besides 127.0.0.1, "
+                             "localhost and [::1] (repeatable); pages that reach it under any "
+                             "other name are refused (DNS rebinding)")
     parser.add_argument("--runs-dir", default="runs",
                         help="where runs started from the page are written [default: runs]")
     parser.add_argument("--max-upload-mb", type=float, default=5.0,
@@ -53,6 +58,21 @@ def check_host(host: str, allow_remote: bool) -> str | None:
             f"look at the model, upload images and start training runs")
 
 
+def allowed_hosts(host: str, allow_remote: bool, names: list[str]) -> tuple[list[str], str]:
+    """The host names the explorer answers to (besides the loopback ones), and a warning."""
+    names = list(names)
+    if not allow_remote or host in LOCAL_HOSTS:
+        return names, ""
+    if host not in WILDCARD_HOSTS:
+        return [host, *names], ""
+    if names:
+        return names, ""
+    return ["*"], (f"convnet: warning: --host {host} without --allowed-host answers to any host "
+                   f"name, so a web page that points its own name at this machine (DNS "
+                   f"rebinding) can use the explorer; pass --allowed-host NAME for the names "
+                   f"you open it by")
+
+
 def port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -70,6 +90,10 @@ def run_serve(args) -> int:
         print(f"convnet: error: --port must be in 1..65535, received {args.port}",
               file=sys.stderr)
         return 2
+    if not args.max_upload_mb > 0:
+        print(f"convnet: error: --max-upload-mb must be more than 0, received "
+              f"{args.max_upload_mb}", file=sys.stderr)
+        return 2
     if args.run and args.model:
         print("convnet: error: give a RUN_FOLDER or --model, not both", file=sys.stderr)
         return 2
@@ -77,11 +101,13 @@ def run_serve(args) -> int:
 
     from convnet.web.app import create_app
 
+    hosts, host_warning = allowed_hosts(args.host, args.allow_remote, args.allowed_host)
     try:
         app = create_app(args.run, model_name=args.model, dataset=args.dataset,
                          data_dir=args.data_dir, checkpoint=args.checkpoint,
                          runs_dir=args.runs_dir,
-                         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+                         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                         allowed_hosts=hosts)
     except ValueError as error:
         print(f"convnet: error: {error}", file=sys.stderr)
         return 1
@@ -89,8 +115,9 @@ def run_serve(args) -> int:
         print(f"convnet: error: port {args.port} on {args.host} is in use; pass --port "
               f"{args.port + 1} (or stop the other server)", file=sys.stderr)
         return 1
-    if warning:
-        print(warning, file=sys.stderr)
+    for text in (warning, host_warning):
+        if text:
+            print(text, file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"convnet explorer: http://{shown}:{args.port}/  (Ctrl-C to stop)", file=sys.stderr,
           flush=True)

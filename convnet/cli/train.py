@@ -85,9 +85,16 @@ def run(args) -> int:
         out = Path(args.resume)
     else:
         config = config_from_args(args)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = Path(config.model).stem
-        out = Path(args.out or f"runs/{name}-{Path(config.dataset).name}-{stamp}")
+        if args.out:
+            out = Path(args.out)
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = Path(f"runs/{Path(config.model).stem}-{Path(config.dataset).name}-{stamp}")
+            if group is None or group.is_root:
+                # Two runs started in the same second get two folders (runlock.fresh_folder).
+                from convnet.io.runlock import fresh_folder
+
+                out = fresh_folder(out)
     from convnet.viz.report import ReportCallback
 
     trainer = Trainer(config, out, resume=bool(args.resume), group=group,
@@ -95,7 +102,10 @@ def run(args) -> int:
     summary = trainer.fit()
     if trainer.group.is_root:
         print(_describe(summary))
-    return 130 if summary["stopped"] else 0
+    if not summary["stopped"]:
+        return 0
+    # 128 + the signal, as the shell reports a process that a signal ended (143 for SIGTERM).
+    return 128 + trainer.stop_signal if trainer.stop_signal else 130
 
 
 def _describe(summary: dict) -> str:

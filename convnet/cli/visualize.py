@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from convnet.cli import add_command
+from convnet.cli import add_command, require
+from convnet.cli.outputs import add_force, checked_output
 
 WHAT = {
     "filters": "a conv layer's filters (--layer, default the first conv)",
@@ -47,6 +48,7 @@ def register(subparsers) -> None:
     parser.add_argument("--count", type=int, default=16,
                         help="how many images for 'mistakes' and 'top' [default: 16]")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    add_force(parser)
     parser.set_defaults(func=run_visualize)
 
     parser = add_command(
@@ -61,6 +63,7 @@ def register(subparsers) -> None:
                         help="validation images with activation maps [default: 3]")
     parser.add_argument("--mistakes", type=int, default=16, help="[default: 16]")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    add_force(parser)
     parser.set_defaults(func=run_report)
 
 
@@ -164,9 +167,15 @@ def make_figure(run, args):
 
 
 def run_visualize(args) -> int:
+    require(args.count >= 1, f"--count must be 1 or more, received {args.count}")
+    require(args.filter >= 0, f"--filter must be 0 or more, received {args.filter}")
     from convnet.viz.figures import save_figure
     from convnet.viz.run import open_target
 
+    output = None
+    if args.output != "-":
+        output = checked_output(args.output or f"{args.what}.png", (".png",), force=args.force,
+                                what="a PNG picture")
     run = open_target(args.run, args.checkpoint)
     try:
         fig = make_figure(run, args)
@@ -178,16 +187,24 @@ def run_visualize(args) -> int:
         save_figure(fig, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return 0
-    output = Path(args.output or f"{args.what}.png")
     save_figure(fig, output)
     print(output)
     return 0
 
 
 def run_report(args) -> int:
-    from convnet.viz.report import write_report
+    require(args.samples >= 0 and args.mistakes >= 0, f"--samples and --mistakes must be 0 or "
+            f"more, received {args.samples} and {args.mistakes}")
+    from convnet.viz.report import REPORT, write_report
 
-    path = write_report(args.run, args.output, samples=args.samples, mistakes=args.mistakes,
+    output = None
+    if args.output is not None:
+        # The run's own report may be written again: it is what `convnet report RUN` makes.
+        folder = Path(args.run) if Path(args.run).is_dir() else None
+        output = checked_output(args.output, (".html", ".htm"), force=args.force,
+                                what="an HTML report",
+                                replaceable=folder / REPORT if folder else None)
+    path = write_report(args.run, output, samples=args.samples, mistakes=args.mistakes,
                         which=args.checkpoint)
     print(path)
     return 0

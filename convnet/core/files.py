@@ -23,8 +23,11 @@ def atomic_write(path: Path, write) -> None:
         with open(tmp, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno and not error.filename:
+            # "No space left on device" says more with the file it was for (kept as it was).
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 

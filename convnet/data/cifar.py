@@ -106,6 +106,9 @@ def _read_folder(folder: Path, split: str) -> tuple[dict[str, bytes], str]:
     return {n: (folder / n).read_bytes() for n in names}, str(folder)
 
 
+MAX_BATCH_BYTES = 64 * 1024**2  # a batch of 10,000 images is 30,730,000 bytes and its pickle
+
+
 def _read_archive(archive: Path, split: str) -> tuple[dict[str, bytes], str]:
     wanted = {f"{FOLDER}/{n}": n for n in SPLIT_FILES[split] + (META,)}
     found: dict[str, bytes] = {}
@@ -113,6 +116,11 @@ def _read_archive(archive: Path, split: str) -> tuple[dict[str, bytes], str]:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 if member.name in wanted and member.isfile():
+                    if member.size > MAX_BATCH_BYTES:  # declared before it is decompressed
+                        raise DataError(f"{archive}: {member.name} declares {member.size:,} "
+                                        f"bytes; a CIFAR-10 batch is about 31 MB. The archive "
+                                        f"is not the official one: delete it and download it "
+                                        f"again")
                     f = tar.extractfile(member)
                     if f is not None:
                         found[wanted[member.name]] = f.read()

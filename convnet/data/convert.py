@@ -8,12 +8,22 @@ one converted by Pillow agree.
 
 from __future__ import annotations
 
+import os
+
 import numpy
 
 from convnet.data.errors import DataError
 
 # Pillow's "L" conversion: L = R * 299/1000 + G * 587/1000 + B * 114/1000, in 16-bit fixed point.
 LUMA_WEIGHTS = (19595, 38470, 7471)
+
+
+def memory_budget() -> int:
+    """Bytes one conversion may allocate: half the machine's memory (8 GiB if unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):
+        return 8 * 1024**3
 
 
 def check_image_size(image_size, what: str = "image_size") -> tuple[int, int] | None:
@@ -94,6 +104,14 @@ def convert_images(images: numpy.ndarray, image_size: tuple[int, int] | None = N
     channels = check_channels(channels)
     notes = []
     n, c, h, w = images.shape
+    out_h, out_w = image_size or (h, w)
+    depth = channels or c
+    # The uint8 result, and resize's float32 products for one image (out_h x w, out_h x out_w).
+    needed = n * depth * out_h * out_w + 4 * depth * out_h * (w + out_w)
+    if needed > memory_budget():
+        raise DataError(f"{what}: converting {n:,} image(s) to {depth}x{out_h}x{out_w} needs "
+                        f"{needed / 1024**3:,.1f} GiB, more than half of this machine's memory; "
+                        f"is the model's input shape right?")
     if channels is not None and channels != c:
         if c == 1 and channels == 3:
             images = to_rgb(images)

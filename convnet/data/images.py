@@ -16,6 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from convnet.data.convert import check_channels, convert_images
 from convnet.data.errors import DataError
 
+# Modes whose values average meaningfully (not palette indices, not 16-bit gray): reducible.
+REDUCIBLE_MODES = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                   ".pgm")
 
@@ -32,9 +34,13 @@ def check_input_shape(input_shape) -> tuple[int, int, int]:
     return c, h, w
 
 
-def open_image(path: str | os.PathLike) -> tuple[numpy.ndarray, list[tuple[str, str]]]:
+def open_image(path: str | os.PathLike, reduce_to: tuple[int, int] | None = None
+               ) -> tuple[numpy.ndarray, list[tuple[str, str]]]:
     """Decode `path` into (C, H, W) uint8 with C = 1 (gray) or 3 (RGB), as it is stored.
 
+    reduce_to: (H, W) the image is for; a picture more than 4 times as large along both sides
+    is first shrunk by an integer factor (JPEG decodes at that scale, others average blocks of
+    pixels) to no less than 4 times that size, so a photo never costs more memory than that.
     Returns the array and (kind, text) notes on what had to change to get there.
     """
     path = Path(path)
@@ -42,6 +48,10 @@ def open_image(path: str | os.PathLike) -> tuple[numpy.ndarray, list[tuple[str, 
     try:
         with Image.open(path) as img:
             frames = getattr(img, "n_frames", 1)
+            width, height = img.size
+            factor = _reduction(img.size, reduce_to)
+            if factor > 1 and img.format == "JPEG":  # decodes at 1/2, 1/4 or 1/8 of the size
+                img.draft(img.mode, (width // factor, height // factor))
             img.load()
             if frames > 1:
                 notes.append(("frames", f"first of {frames} frames used"))
@@ -49,6 +59,12 @@ def open_image(path: str | os.PathLike) -> tuple[numpy.ndarray, list[tuple[str, 
             if _orientation(img) > 1:
                 upright = ImageOps.exif_transpose(img)
                 notes.append(("exif", "rotated as its EXIF orientation says"))
+            rest = _reduction(upright.size, reduce_to)
+            if rest > 1 and upright.mode in REDUCIBLE_MODES:
+                upright = upright.reduce(rest)  # the mean of each rest x rest block
+            if factor > 1 and upright.size not in ((width, height), (height, width)):
+                notes.append(("reduce", f"reduced from {height}x{width} to {upright.height}x"
+                                        f"{upright.width} (block mean) before resizing"))
             array = _to_array(upright, notes, path)
     except FileNotFoundError as e:
         raise DataError(f"image file not found: {path}") from e
@@ -65,6 +81,14 @@ def open_image(path: str | os.PathLike) -> tuple[numpy.ndarray, list[tuple[str, 
         raise DataError(f"{path}: the image is corrupt or truncated ({e}); expected a "
                         "complete PNG/JPEG file") from e
     return array, notes
+
+
+def _reduction(size: tuple[int, int], reduce_to: tuple[int, int] | None) -> int:
+    """The integer factor that shrinks `size` (W, H) to no less than 4 x reduce_to (H, W)."""
+    if reduce_to is None:
+        return 1
+    width, height = size
+    return max(1, min(width // (4 * reduce_to[1]), height // (4 * reduce_to[0])))
 
 
 def _orientation(img: Image.Image) -> int:

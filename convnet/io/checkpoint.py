@@ -14,6 +14,8 @@ means one atomic rename: a checkpoint is either the old one or the new one, neve
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,7 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 OPTIMIZER_PREFIX = "optimizer."
+MAX_CLASSES = 1_000_000  # scores per image a model may output when its classes have no names
 
 
 class CheckpointError(Exception):
@@ -47,7 +50,22 @@ def save_checkpoint(path: Path, model: Layer, state: dict, optimizer=None) -> No
         for key, value in saved.pop("arrays").items():
             tensors[OPTIMIZER_PREFIX + key] = np.asarray(to_numpy(value), order="C")
         metadata["optimizer"] = json.dumps(saved)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    path = Path(path)
+    needed = sum(t.nbytes for t in tensors.values()) + sum(map(len, metadata.values())) + 4096
+    kept = ("the previous checkpoint there is kept" if path.exists() else "nothing was written")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        if free < needed:
+            raise CheckpointError(f"cannot save {path}: it needs about {needed:,} bytes and "
+                                  f"{path.parent} has {free:,} free; {kept}. Free some space "
+                                  f"and resume")
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    except (OSError, SafetensorError) as error:
+        reason = (error.strerror if isinstance(error, OSError) and error.strerror else
+                  str(error).split("I/O error: ")[-1])  # safetensors: "... I/O error: <os's>"
+        raise CheckpointError(f"cannot save {path} ({reason}); it needs about {needed:,} bytes; "
+                              f"{kept}. Free some space and resume") from None
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict, dict, dict | None]:
@@ -72,6 +90,21 @@ def read_checkpoint(path: Path) -> tuple[dict, dict, dict, dict | None]:
     optimizer_arrays = {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items()
                         if k.startswith(OPTIMIZER_PREFIX)}
     return model_arrays, optimizer_arrays, state, optimizer
+
+
+def checkpoint_state(path: Path) -> dict:
+    """The JSON resume state of a checkpoint, without reading its arrays."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            state = json.loads((handle.metadata() or {}).get("state", "{}"))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({error})") from None
+    return state if isinstance(state, dict) else {}
 
 
 def load_weights(model: Layer, arrays: dict, source) -> None:
@@ -120,13 +153,58 @@ class LoadedModel:
 
 
 def run_config(folder: Path) -> dict:
+    """A run folder's config.json, checked: a hand-edited value of the wrong kind is named."""
     path = Path(folder) / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a run folder: it has no {CONFIG}")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+    problem = config_problem(config)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; fix it by hand, or train a new run")
+    return config
+
+
+def is_input_shape(value) -> bool:
+    """[C, H, W] of positive integers (what a spec's input_shape must be)."""
+    return (isinstance(value, list | tuple) and len(value) == 3 and
+            all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+
+
+def config_problem(config) -> str | None:
+    """What is wrong with a run's config (None if nothing): the kinds every reader relies on."""
+    if not isinstance(config, dict):
+        return f"expected a JSON object, received {type(config).__name__}"
+    model = config.get("model")
+    if not isinstance(model, dict):
+        return f"'model' must be a model spec (an object), received {model!r:.80}"
+    shape = model.get("input_shape")
+    if "inputs" in model and "input_shape" not in model:  # a graph with named inputs
+        listed = model["inputs"]
+        shape = listed[0].get("shape") if isinstance(listed, list) and listed and isinstance(
+            listed[0], dict) else None
+    if not is_input_shape(shape):
+        return (f"model.input_shape must be [C, H, W] of positive integers, received "
+                f"{shape!r}")
+    classes = config.get("class_names")
+    if classes is not None and not (isinstance(classes, list) and
+                                    all(isinstance(c, str) for c in classes)):
+        return f"class_names must be a list of names, received {classes!r:.80}"
+    norm = config.get("normalization")
+    if norm is not None:
+        channels = shape[0]
+        ok = isinstance(norm, dict) and all(
+            isinstance(norm.get(k), list) and len(norm[k]) == channels and
+            all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in norm[k]) for k in ("mean", "std"))
+        if not ok or not all(v > 0 for v in norm["std"]):
+            return (f"normalization must be {{\"mean\": [...], \"std\": [...]}} with {channels} "
+                    f"number(s) each (std > 0), received {norm!r:.80}")
+    if "train" in config and not isinstance(config["train"], dict):
+        return f"'train' must be an object of training settings, received {config['train']!r:.80}"
+    return None
 
 
 def build_from_config(config: dict, source) -> Layer:
@@ -147,6 +225,18 @@ def find_checkpoint(folder: Path, which: str = "best") -> Path:
     raise CheckpointError(f"{folder} has no checkpoints yet (looked in {folder}/{CHECKPOINTS})")
 
 
+def numbered_classes(output_shape, source) -> list[str]:
+    """'0', '1', ... for a model whose classes have no names, one per score it outputs; a
+    model that outputs more than MAX_CLASSES scores per image is refused before the list is
+    made (an ONNX file declaring a 100000x100000 input once asked for 4 x 10^10 names)."""
+    count = int(output_shape[0])
+    if count > MAX_CLASSES:
+        raise CheckpointError(f"{source}: the model outputs {count:,} scores per image, more "
+                              f"than a classifier's one score per class (at most "
+                              f"{MAX_CLASSES:,}); is its input shape right?")
+    return [str(i) for i in range(count)]
+
+
 def load(path, which: str = "best") -> LoadedModel:
     """A trained model from a run folder, a .safetensors checkpoint inside one, or an .onnx file."""
     path = Path(path)
@@ -154,16 +244,23 @@ def load(path, which: str = "best") -> LoadedModel:
         from convnet.io import onnx as convnet_onnx
 
         model = convnet_onnx.load(path)
-        return LoadedModel(model, tuple(model.input_shape),
-                           list(getattr(model, "class_names", None) or
-                                [str(i) for i in range(first_output_shape(
-                                    model, model.input_shape)[0])]),
+        classes = getattr(model, "class_names", None) or numbered_classes(
+            first_output_shape(model, model.input_shape), path)
+        return LoadedModel(model, tuple(model.input_shape), list(classes),
                            getattr(model, "normalization", None), {}, path)
     if path.is_dir():
+        if not (path / CONFIG).is_file():
+            raise CheckpointError(f"{path} is not a run folder: it has no {CONFIG}")
         folder, checkpoint = path, find_checkpoint(path, which)
     elif path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"{path} is not a run folder or a checkpoint: expected a run "
+                                  f"folder, a .safetensors checkpoint in one, or an .onnx file")
         checkpoint = path
         folder = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
+        if not (folder / CONFIG).is_file():
+            raise CheckpointError(f"{path}: a checkpoint is read with its run's {CONFIG}, and "
+                                  f"{folder} has none; pass the run folder it came from")
     else:
         raise CheckpointError(f"{path} does not exist (expected a run folder or a checkpoint)")
     config = run_config(folder)
@@ -172,8 +269,11 @@ def load(path, which: str = "best") -> LoadedModel:
     load_weights(model, arrays, checkpoint)
     model.eval()
     input_shape = tuple(model_inputs(config["model"])[0][1])
-    classes = config.get("class_names") or [str(i) for i in range(first_output_shape(
-        model, input_shape)[0])]
+    scores = first_output_shape(model, input_shape)
+    classes = config.get("class_names") or numbered_classes(scores, folder)
+    if len(classes) != scores[0]:
+        raise CheckpointError(f"{folder / CONFIG}: class_names lists {len(classes)} name(s) but "
+                              f"the model outputs {scores[0]} scores; one name per score")
     return LoadedModel(model, input_shape, classes, config.get("normalization"), config,
                        checkpoint)
 

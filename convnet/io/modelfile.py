@@ -48,6 +48,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from convnet.io.checkpoint import is_input_shape
 from convnet.io.spec import SpecError, build
 
 _LAYER_HEADER = re.compile(r"^\s*\[\[\s*layers\s*\]\]")
@@ -68,13 +69,20 @@ def load_spec(path) -> dict:
     """The validated spec of a TOML model file (a ModelFileError says what and where)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ModelFileError(f"{path}: cannot read the model file ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ModelFileError(f"{path}: not a text file in UTF-8 (byte {error.start} is "
+                             f"{error.object[error.start:error.start + 1].hex()}); save it as "
+                             f"UTF-8 TOML") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ModelFileError(f"{path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: nested too deeply for the TOML reader (arrays or tables "
+                             f"inside each other a few hundred levels deep)") from None
     unknown = sorted(set(data) - {"name", "description", "input_shape", "inputs", "outputs",
                                   "strict", "layers"})
     if unknown:
@@ -88,6 +96,9 @@ def load_spec(path) -> dict:
             spec[key] = data[key]
     if "input_shape" not in spec and "inputs" not in spec:
         raise ModelFileError(f"{path}: missing input_shape = [C, H, W] (e.g. [1, 28, 28])")
+    if not is_input_shape(spec["input_shape"]):
+        raise ModelFileError(f"{path}: input_shape must be [C, H, W] of positive integers "
+                             f"(e.g. [1, 28, 28]), received {spec['input_shape']!r}")
     try:
         build(spec)
     except SpecError as error:

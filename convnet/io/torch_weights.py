@@ -69,7 +69,7 @@ def read_state_dict(source) -> dict[str, numpy.ndarray]:
             state = _read_safetensors(path)
         elif suffix in TORCH_SUFFIXES:
             torch = _torch(f"reading {path.name}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch_load(torch, path)
             if not isinstance(state, Mapping):
                 raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict; "
                                    f"save model.state_dict() rather than the model")
@@ -86,6 +86,23 @@ def read_state_dict(source) -> dict[str, numpy.ndarray]:
                                f"state dict itself")
         arrays[str(key)] = _tensor_to_numpy(value)
     return arrays
+
+
+def _torch_load(torch, path: Path):
+    """torch.load(weights_only=True), its refusals as one WeightsError. Its own message advises
+    weights_only=False, which would run the file's pickled code: never passed on."""
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: the file is empty; expected a PyTorch state dict saved with "
+                           f"torch.save(model.state_dict(), ...)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - pickle, zip and torch errors alike
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        reason = "it holds something other than tensors" if "weights_only" in str(error) \
+            else (first or type(error).__name__)
+        raise WeightsError(f"{path}: not a PyTorch weights file convnet can read ({reason}); "
+                           f"expected a state dict saved with torch.save(model.state_dict(), "
+                           f"...), or a .safetensors file") from None
 
 
 def _read_safetensors(path: Path) -> dict:

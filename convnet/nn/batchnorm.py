@@ -12,7 +12,14 @@ import numpy
 
 from convnet.core.backend import array_module
 from convnet.core.errors import ShapeError
-from convnet.nn.layer import Layer, Shape, check_input, grad_enabled, positive_int
+from convnet.nn.layer import (
+    Layer,
+    Shape,
+    check_input,
+    check_parameter_size,
+    grad_enabled,
+    positive_int,
+)
 from convnet.nn.parameter import Parameter
 from convnet.nn.window import chw
 
@@ -26,6 +33,7 @@ class BatchNorm2d(Layer):
                  affine: bool = True, *, dtype=numpy.float32):
         super().__init__()
         self.num_features = positive_int(num_features, "num_features", "BatchNorm2d")
+        check_parameter_size((num_features,), dtype, "BatchNorm2d")
         if not eps > 0:
             raise ValueError(f"BatchNorm2d: eps must be > 0, received {eps!r}")
         if not 0 <= momentum <= 1:

@@ -7,6 +7,7 @@ gradient with respect to its input while accumulating its parameters' gradients.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Iterator
 
@@ -252,6 +253,7 @@ class WeightedLayer(Layer):
     """A layer owning a `weight` drawn by its `init` scheme and an optional zero `bias`."""
 
     def _create_parameters(self, weight_shape, bias: bool, init: str, dtype) -> None:
+        check_parameter_size(weight_shape, dtype, type(self).__name__)
         self.init = init
         self.weight = Parameter(numpy.zeros(weight_shape, dtype=dtype))
         self.bias = Parameter(numpy.zeros(weight_shape[0], dtype=dtype)) if bias else None
@@ -301,6 +303,25 @@ def check_input(
             f"{label}: expected {channels} input channels, received {x.shape[1]} "
             f"(input shape {tuple(x.shape)})"
         )
+
+
+# The most one parameter array may hold: VGG-16's largest layer (fc6, 25088 x 4096) is 392 MiB
+# in float32; an absurd size in a model file (out_features = 1000000000) is refused before
+# anything is allocated or drawn, not after minutes of swapping or a MemoryError.
+MAX_PARAMETER_BYTES = 2 * 1024**3
+
+
+def check_parameter_size(shape, dtype, layer: str) -> None:
+    """ValueError when an array of `shape` would hold more than MAX_PARAMETER_BYTES."""
+    count = math.prod(int(v) for v in shape)
+    size = count * numpy.dtype(dtype).itemsize
+    if size > MAX_PARAMETER_BYTES:
+        dims = " x ".join(f"{int(v):,}" for v in shape)
+        raise ValueError(f"{layer}: a weight of {dims} = {count:,} values ({size / 1024**3:,.1f} "
+                         f"GiB as {numpy.dtype(dtype).name}) is more than the "
+                         f"{MAX_PARAMETER_BYTES / 1024**3:.0f} GiB one layer may hold; check "
+                         f"the sizes (a Linear's in_features x out_features, a Conv2d's "
+                         f"out_channels x in_channels x kernel)")
 
 
 def check_finite_input(x, owner: str) -> None:

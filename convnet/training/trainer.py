@@ -31,12 +31,14 @@ from convnet.io.checkpoint import (
     CheckpointError,
     atomic_write,
     build_from_config,
+    checkpoint_state,
     load_weights,
     read_checkpoint,
     run_config,
     save_checkpoint,
     write_json,
 )
+from convnet.io.runlock import claim
 from convnet.io.spec import model_inputs
 from convnet.nn.graph import first_output, first_output_gradient, first_output_shape
 from convnet.nn.layer import no_grad
@@ -44,6 +46,12 @@ from convnet.nn.losses import CrossEntropyLoss
 from convnet.optim.optimizers import OPTIMIZERS, clip_grad_norm_
 from convnet.optim.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
 from convnet.training.metrics import Evaluation, evaluation, joined, sample_losses
+
+# Signals that stop a run after the current step, with a checkpoint (see fit()).
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+# What a checkpoint's state must hold to be resumed from (Trainer._state writes it).
+RESUME_STATE = ("epoch", "batch_index", "global_step", "best_val_accuracy", "partial",
+                "scheduler", "rng")
 
 
 class TrainingError(Exception):
@@ -84,6 +92,8 @@ class TrainConfig:
              "schedule must be constant, step or cosine"),
             (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
             (self.seed >= 0, "seed must be >= 0"),
+            (self.clip_grad_norm is None or self.clip_grad_norm >= 0,
+             "clip_grad_norm must be >= 0 (0 or left out: no clipping)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -91,8 +101,32 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """The settings saved in a run's config.json, each checked for its kind (a hand-edited
+        "epochs": "ten" is named, not a TypeError deep in the trainer)."""
+        if not isinstance(data, dict):
+            raise TrainingError(f"the training settings must be an object, received {data!r:.80}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name, value in data.items():
+            if name in fields and not _of_kind(value, fields[name].type):
+                raise TrainingError(f"invalid training setting {name}: expected "
+                                    f"{fields[name].type.replace('|', 'or')}, received {value!r}")
+        config = cls(**{k: v for k, v in data.items() if k in fields})
+        config.validate()
+        return config
+
+
+def _of_kind(value, annotation: str) -> bool:
+    """Whether a JSON value fits a TrainConfig field's annotation ('int', 'float | None', ...)."""
+    kinds = [kind.strip() for kind in annotation.split("|")]
+    if value is None:
+        return "None" in kinds
+    if isinstance(value, bool):
+        return "bool" in kinds
+    if isinstance(value, int):
+        return "int" in kinds or "float" in kinds
+    if isinstance(value, float):
+        return "float" in kinds and math.isfinite(value)
+    return isinstance(value, str) and "str" in kinds
 
 
 class LocalGroup:
@@ -182,26 +216,31 @@ class Trainer:
         # Only the root process reports by default, as it alone writes files.
         self.log = log or (_print_to_stderr if self.group.is_root else _discard)
         self._stop_reason: str | None = None
+        self.stop_signal: int | None = None  # the signal that stopped fit(), if one did
+        self._lock = None  # the claim on out_dir (convnet.io.runlock), held while fit() runs
         config.validate()
 
     # -- setup -------------------------------------------------------------------------------
     def _prepare_folder(self) -> dict | None:
-        """The saved config when resuming; refuses to overwrite an existing run otherwise."""
-        if self.resume:
-            saved = run_config(self.out_dir)
-            self.config = TrainConfig.from_dict({**saved["train"], "epochs": self.config.epochs})
-            return saved
-        if self.out_dir.exists() and any(self.out_dir.iterdir()):
-            raise TrainingError(f"{self.out_dir} already holds files; pass --resume "
-                                f"{self.out_dir} to continue that run, or choose another --out")
+        """Claims the run folder for this training (runlock); the saved config when resuming,
+        and refuses to overwrite an existing run otherwise."""
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.out_dir / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as error:
-            raise TrainingError(f"cannot write to {self.out_dir}: {error.strerror}") from None
+            self._lock = claim(self.out_dir, new=not self.resume)
+        except CheckpointError as error:
+            raise TrainingError(str(error)) from None
+        if self.resume:
+            return self._saved_config()
         return None
+
+    def _saved_config(self) -> dict:
+        """The run's config.json, with self.config its training settings (epochs: ours)."""
+        saved = run_config(self.out_dir)
+        try:
+            self.config = TrainConfig.from_dict({**saved.get("train", {}),
+                                                 "epochs": self.config.epochs})
+        except (TrainingError, TypeError) as error:
+            raise TrainingError(f"{self.out_dir / CONFIG}: {error}") from None
+        return saved
 
     def _load_data(self, input_shape):
         from convnet import data
@@ -221,12 +260,10 @@ class Trainer:
     def setup(self) -> None:
         from convnet import data
 
-        cfg = self.config
         saved = self._prepare_folder() if self.group.is_root else None
         if not self.group.is_root and self.resume:
-            saved = run_config(self.out_dir)
-            self.config = cfg = TrainConfig.from_dict({**saved["train"],
-                                                       "epochs": self.config.epochs})
+            saved = self._saved_config()
+        cfg = self.config  # when resuming, the saved settings (only epochs comes from the caller)
         from convnet.io.spec import SpecError, build
 
         # The input shape says how to load the images, and the classes found there size a zoo
@@ -236,6 +273,10 @@ class Trainer:
         full, self.train_set, self.val_set = self.group.root_first(
             lambda: self._load_data(self.input_shape), "load the dataset")
         self.class_names = list(full.class_names)
+        if len(self.class_names) == 1:
+            self.log(f"warning: {cfg.dataset} has one class ({self.class_names[0]}): every "
+                     f"prediction is right, so the accuracy will be meaningless; give it "
+                     f"images of two classes or more")
         rng.manual_seed(cfg.seed)
         if saved is None:
             # After the seed, as before: reading a model file builds it once to validate it,
@@ -289,9 +330,10 @@ class Trainer:
         self.partial = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
         if saved is not None:
             self._restore()
-        else:
-            if self.group.is_root:
-                self._write_config(spec)
+        elif self.group.is_root:
+            self._write_config(spec)
+            # The state before the first step: a run killed in its first epoch resumes from it.
+            self.save("last")
         if cfg.sync_bn:
             self.group.synchronize_batch_norm(self.model)
         self.group.broadcast_parameters(self.model)
@@ -311,17 +353,37 @@ class Trainer:
 
     def _restore(self) -> None:
         path = self.out_dir / CHECKPOINTS / "last.safetensors"
+        if not path.exists():
+            # Killed before its first checkpoint (earlier versions wrote none before epoch 1).
+            self.log(f"note: {self.out_dir} has no checkpoint yet (the run stopped before its "
+                     f"first one); starting it again from the beginning with its saved settings")
+            if self.group.is_root:
+                self._truncate_metrics(0)
+                self.save("last")
+            return
         arrays, optimizer_arrays, state, optimizer_state = read_checkpoint(path)
+        missing = [key for key in RESUME_STATE if state.get(key) is None]
+        if missing:
+            raise TrainingError(f"{path} holds weights but no training state ({', '.join(missing)}"
+                                f" missing): it was not written by a training (an imported "
+                                f"model?), so there is nothing to resume; train a new run with "
+                                f"--out")
         load_weights(self.model, arrays, path)
-        if optimizer_state is not None:
-            self.optimizer.load_state_dict({**optimizer_state, "arrays": optimizer_arrays})
-        self.epoch = int(state["epoch"])
-        self.batch_index = int(state["batch_index"])
-        self.global_step = int(state["global_step"])
-        self.best_val_accuracy = float(state["best_val_accuracy"])
-        self.partial = state["partial"]
-        self.scheduler.load_state_dict(state["scheduler"])
-        rng.set_state(state["rng"])
+        try:
+            if optimizer_state is not None:
+                self.optimizer.load_state_dict({**optimizer_state, "arrays": optimizer_arrays})
+            self.epoch = int(state["epoch"])
+            self.batch_index = int(state["batch_index"])
+            self.global_step = int(state["global_step"])
+            self.best_val_accuracy = float(state["best_val_accuracy"])
+            self.partial = {key: type(value)(state["partial"][key])
+                            for key, value in self.partial.items()}
+            self.scheduler.load_state_dict(state["scheduler"])
+            rng.set_state(state["rng"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise TrainingError(f"{path}: its training state is damaged ({type(error).__name__}: "
+                                f"{error}); resume from a copy, or train a new run") from None
+        self.best_val_accuracy = self._best_on_disk(self.best_val_accuracy)
         if self.epoch >= self.config.epochs:
             raise TrainingError(f"{self.out_dir} already finished {self.epoch} epoch(s); "
                                 f"pass a larger --epochs to train further")
@@ -330,13 +392,45 @@ class Trainer:
         self.log(f"resuming {self.out_dir} at epoch {self.epoch + 1}, batch "
                  f"{self.batch_index + 1} of {self.steps_per_epoch}")
 
+    def _best_on_disk(self, recorded: float) -> float:
+        """The best accuracy `last` records, lowered to what `best` holds: a run killed between
+        the two writes by an earlier version recorded one whose weights never reached `best`."""
+        path = self.out_dir / CHECKPOINTS / "best.safetensors"
+        try:
+            held = float(checkpoint_state(path).get("best_val_accuracy", -1.0))
+        except CheckpointError:
+            held = -1.0  # none (or unreadable): the next epoch writes one
+        if held < recorded:
+            found = f"holds a model of {held:.2%}" if held >= 0 else "is missing, not a model of"
+            self.log(f"note: {path} {found} validation accuracy, not the {recorded:.2%} the last "
+                     f"checkpoint records (a run killed between the two writes); the next better "
+                     f"epoch replaces it")
+            return held
+        return recorded
+
     def _truncate_metrics(self, epochs_done: int) -> None:
         """Drop log records of epochs the resumed run will train again."""
         path = self.out_dir / METRICS
         if not path.exists():
             return
-        keep = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("epoch", 0) <= epochs_done]
+        lines = path.read_text(errors="replace").splitlines()
+        keep = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if number == len(lines):  # cut short by a kill while it was being written
+                    self.log(f"note: {path}:{number}: the last line is cut short; dropped")
+                    break
+                raise TrainingError(f"{path}:{number}: not a JSON record ({line[:60]!r}); "
+                                    f"delete that line to resume") from None
+            if not isinstance(record, dict) or not isinstance(record.get("epoch", 0), int):
+                raise TrainingError(f"{path}:{number}: expected a JSON object with an integer "
+                                    f"epoch, received {line[:60]!r}; delete that line to resume")
+            if record.get("epoch", 0) <= epochs_done:
+                keep.append(line)
         atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in keep)))
 
     # -- state -------------------------------------------------------------------------------
@@ -404,29 +498,54 @@ class Trainer:
         correct = int((scores.argmax(axis=1) == y).sum())
         return self.group.global_statistics(loss, correct, len(y))
 
-    def _install_interrupt_handler(self):
+    def _install_stop_handlers(self) -> dict:
+        """Ctrl-C (SIGINT), SIGTERM (timeout, Slurm, docker stop) and a closed terminal (SIGHUP,
+        unless nohup ignores it) finish the step and save; the same signal again stops at once.
+        Returns the handlers they replace."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return {}
 
         def handler(signum, frame):
-            if self._stop_reason == "interrupted":
-                raise KeyboardInterrupt  # a second Ctrl-C: stop now
-            self.log("\ninterrupt: finishing this step and saving a checkpoint "
-                     "(Ctrl-C again to abort without saving)")
-            self._stop_reason = "interrupted"
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt  # a second signal: stop now, without saving
+            self.stop_signal = signum
+            if signum == signal.SIGINT:
+                self.log("\ninterrupt: finishing this step and saving a checkpoint "
+                         "(Ctrl-C again to abort without saving)")
+                self._stop_reason = "interrupted"
+            else:
+                name = signal.Signals(signum).name
+                self.log(f"\n{name}: finishing this step and saving a checkpoint ({name} again "
+                         f"to abort without saving)")
+                self._stop_reason = f"{name} received"
 
-        return signal.signal(signal.SIGINT, handler)
+        previous = {}
+        for name in STOP_SIGNALS:
+            number = getattr(signal, name, None)  # Windows has no SIGHUP
+            if number is None or (name == "SIGHUP" and
+                                  signal.getsignal(number) is signal.SIG_IGN):
+                continue
+            previous[number] = signal.signal(number, handler)
+        return previous
 
     def fit(self) -> dict:
         """Train to config.epochs; returns a summary (also when stopped early)."""
-        self.setup()
-        self._stop_reason = None
-        previous_handler = self._install_interrupt_handler()
         try:
-            return self._loop()
+            self.setup()
+            previous = self._install_stop_handlers()
+            try:
+                return self._loop()
+            finally:
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            self.close()
+
+    def close(self) -> None:
+        """Give the run folder back (fit() does this when it returns or fails)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _progress_bar(self, start: int):
         from tqdm import tqdm
@@ -495,9 +614,11 @@ class Trainer:
         if self.group.is_root:
             with open(self.out_dir / METRICS, "a") as stream:
                 stream.write(json.dumps(record) + "\n")
-            self.save("last")
+            # best before last: `last` never records a best accuracy whose weights are not in
+            # `best` yet, whatever the moment a kill comes (a resume redoes the epoch).
             if improved:
                 self.save("best")
+            self.save("last")
             self.log(f"epoch {record['epoch']}/{self.config.epochs}  "
                      f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.2%}  "
                      f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}  "
@@ -513,14 +634,14 @@ class Trainer:
 def resume_config(out_dir, epochs: int | None = None) -> TrainConfig:
     """The TrainConfig saved in a run folder (epochs overridable to train further)."""
     saved = run_config(Path(out_dir))
+    if not isinstance(saved.get("train"), dict):
+        raise CheckpointError(f"{out_dir}/{CONFIG} has no training settings ('train'); was it "
+                              f"written by `convnet train`?")
+    settings = {**saved["train"], **({"epochs": epochs} if epochs is not None else {})}
     try:
-        config = TrainConfig.from_dict(saved["train"])
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{out_dir}/{CONFIG} has no usable training settings "
-                              f"({error})") from None
-    if epochs is not None:
-        config.epochs = epochs
-    return config
+        return TrainConfig.from_dict(settings)
+    except (TrainingError, TypeError) as error:
+        raise CheckpointError(f"{out_dir}/{CONFIG}: {error}") from None
 
 
 __all__ = ["Trainer", "TrainConfig", "TrainingError", "LocalGroup", "build_from_config",

@@ -11,7 +11,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from convnet.io.modelfile import ModelFileError
     from convnet.io.onnx import OnnxImportError
     from convnet.io.spec import SpecError
+    from convnet.io.torch_weights import WeightsError
     from convnet.training.trainer import TrainingError
 
     return (CheckpointError, ShapeError, ModelFileError, SpecError, TrainingError,
-            FileNotFoundError, PermissionError, DataError, OnnxImportError)
+            FileNotFoundError, PermissionError, DataError, OnnxImportError, WeightsError)

@@ -6,6 +6,9 @@ Figures are drawn on the Agg canvas; `figure_png` turns one into PNG bytes.
 from __future__ import annotations
 
 import io
+from pathlib import Path
+
+from convnet.core.files import atomic_write
 
 DPI = 100
 
@@ -29,6 +32,10 @@ def save_figure(fig, path, dpi: int = DPI) -> None:
     data = figure_png(fig, dpi)
     if hasattr(path, "write"):
         path.write(data)
-    else:
-        with open(path, "wb") as stream:
-            stream.write(data)
+        return
+
+    def write(tmp: Path) -> None:  # atomically: a failed write never leaves half a picture
+        tmp.write_bytes(data)
+        tmp.chmod(0o644)  # a picture to share, unlike the private temporary file
+
+    atomic_write(Path(path), write)

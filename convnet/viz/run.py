@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convnet.io.checkpoint import LoadedModel, load
+from convnet.io.checkpoint import LoadedModel, load, numbered_classes
 
 
 def validation_set(config: dict, input_shape, download: bool = False):
@@ -106,7 +106,7 @@ def open_target(target: str, which: str = "best") -> Run:
         return open_run(path, which)
     model = build(spec)
     input_shape = model_inputs(spec)[0][1]
-    classes = [str(i) for i in range(first_output_shape(model, input_shape)[0])]
+    classes = numbered_classes(first_output_shape(model, input_shape), target)
     loaded = LoadedModel(model.eval(), input_shape, classes, None,
                          {"model_name": target, "model": spec}, None)
     return Run(loaded, None, _validation_error=f"{target} is an untrained model with no "

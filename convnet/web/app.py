@@ -18,20 +18,23 @@
                                         (for a run folder trained elsewhere: watch, epoch,
                                         snapshot as its files change)
 
-Errors are JSON {"detail": "what was wrong and what to do"} with a 4xx status.
+Errors are JSON {"detail": "what was wrong and what to do"} with a 4xx status. Only the
+loopback host names are answered, and POSTs need the page's token (convnet.web.guard).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import re
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -39,14 +42,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convnet.io.checkpoint import CheckpointError, LoadedModel
 from convnet.io.modelfile import spec_to_toml
+from convnet.io.runlock import fresh_folder
 from convnet.nn.graph import first_output_shape
 from convnet.web.explorer import BadRequest, Explorer, NotFound, Samples, Source, model_label
+from convnet.web.guard import Guard, new_token
 from convnet.web.training import EventLog, FolderWatch, TrainingSession, sse
-from convnet.web.uploads import DEFAULT_MAX_BYTES, UploadError, decode_upload
+from convnet.web.uploads import (
+    DEFAULT_MAX_BYTES,
+    DecodeBudget,
+    UploadError,
+    busy,
+    decode_upload,
+)
 
 STATIC = resources.files("convnet.web") / "static"
 HEARTBEAT_S = 15.0
 POLL_S = 0.2
+SHUTDOWN_WAIT_S = 60.0  # how long a stopping server waits for a page-started run to save
 
 
 class TrainRequest(BaseModel):
@@ -129,18 +141,24 @@ class _State:
         self.default_dataset = default_dataset
         self.session: TrainingSession | None = None
         self.watch: FolderWatch | None = None
+        self.decode_budget = DecodeBudget()
+        self.starting = threading.Lock()  # one POST /api/train at a time checks and starts
 
 
 def create_app(run_folder=None, *, model=None, model_name: str | None = None,
                input_shape=None, class_names=None, normalization=None,
                dataset: str | None = None, data_dir=None, samples=None,
                runs_dir="runs", max_upload_bytes: int = DEFAULT_MAX_BYTES,
-               checkpoint: str = "best", report: bool = True) -> FastAPI:
+               checkpoint: str = "best", report: bool = True,
+               allowed_hosts=None) -> FastAPI:
     """The explorer for a run folder, a Sequential (`model=`), or a zoo model / model file
     (`model_name=`, untrained; lenet5 when nothing is given).
 
     dataset/data_dir: where sample images come from when not from the run (a Dataset can be
     passed as `samples=`). runs_dir: where runs started from the page are written.
+    allowed_hosts: host names answered besides 127.0.0.1, localhost and [::1] ('*' for any);
+    see convnet.web.guard. Requests that change state need the header X-Convnet-Token with
+    `app.state.token`, which the page receives in its HTML.
     """
     explorer = _explorer_for(run_folder, model, model_name, input_shape, class_names,
                              normalization, dataset, data_dir, samples, checkpoint)
@@ -150,8 +168,15 @@ def create_app(run_folder=None, *, model=None, model_name: str | None = None,
     state = _State(explorer, Path(runs_dir), int(max_upload_bytes), default_dataset)
     if explorer.source.kind == "run" and explorer.source.folder:
         state.watch = FolderWatch(explorer, explorer.source.folder)
-    app = FastAPI(title="convnet explorer", docs_url="/api/docs", redoc_url=None)
+    # No /docs page: FastAPI's loads its scripts from a CDN, and the explorer needs no network.
+    app = FastAPI(title="convnet explorer", docs_url=None, redoc_url=None,
+                  lifespan=_lifespan(state))
     app.state.convnet = state
+    app.state.token = new_token()
+    app.add_middleware(Guard, token=app.state.token, allowed_hosts=allowed_hosts)
+    page = (STATIC / "index.html").read_text().replace(
+        '<meta name="convnet-token" content="">',
+        f'<meta name="convnet-token" content="{app.state.token}">')
     _add_error_handlers(app, state)
     _add_model_routes(app, state)
     _add_training_routes(app, state, report)
@@ -159,9 +184,23 @@ def create_app(run_folder=None, *, model=None, model_name: str | None = None,
 
     @app.get("/", include_in_schema=False)
     def index():
-        return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     return app
+
+
+def _lifespan(state: _State):
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        # The server is stopping (Ctrl-C, SIGTERM): a run started from the page finishes its
+        # step and saves, as `convnet train` does, instead of dying with the server's threads.
+        session = state.session
+        if session is not None and session.running:
+            session.stop("the explorer is shutting down")
+            await asyncio.to_thread(session.join, SHUTDOWN_WAIT_S)
+
+    return lifespan
 
 
 def _add_error_handlers(app: FastAPI, state: _State) -> None:
@@ -175,7 +214,7 @@ def _add_error_handlers(app: FastAPI, state: _State) -> None:
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, error: UploadError):
-        return JSONResponse({"detail": error.message}, error.status)
+        return JSONResponse({"detail": error.message}, error.status, headers=error.headers)
 
 
 
@@ -199,6 +238,8 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
     async def upload(request: Request, convert: bool = True):
         """An image file as the multipart form field "file"."""
         limit = state.max_upload_bytes
+        if state.decode_budget.full():  # answered before reading the body
+            raise busy("all decoding slots taken")
         length = request.headers.get("content-length", "")
         if not length.isdigit():
             raise UploadError(411, "send the upload with a Content-Length header (as browsers "
@@ -222,7 +263,7 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
         explorer = state.explorer
         image, notes = await asyncio.to_thread(
             decode_upload, content, file.filename, explorer.input_shape, convert=convert,
-            max_bytes=limit)
+            max_bytes=limit, budget=state.decode_budget)
         name = Path(file.filename or "upload").name
         image_id = explorer.add_upload(image, name, notes)
         return {"id": image_id, "name": name, "notes": notes, "shape": list(image.shape)}
@@ -284,15 +325,59 @@ def _resolve_training(state: _State, request: TrainRequest):
     with explorer.lock:
         spec = to_spec(explorer.model, explorer.input_shape)
     label = re.sub(r"[^A-Za-z0-9_-]", "_", Path(name).stem)[:40] or "model"
-    state.runs_dir.mkdir(parents=True, exist_ok=True)
-    path = state.runs_dir / f"{label}-{_stamp()}.toml"
     spec["name"] = label
-    path.write_text(spec_to_toml(spec))
+    text = spec_to_toml(spec)
+    try:
+        state.runs_dir.mkdir(parents=True, exist_ok=True)
+        path, index = state.runs_dir / f"{label}-{_stamp()}.toml", 1
+        while True:  # created exclusively: a second server in the same second writes beside it
+            try:
+                with open(path, "x") as stream:
+                    stream.write(text)
+                break
+            except FileExistsError:
+                index += 1
+                path = path.with_name(f"{label}-{_stamp()}-{index}.toml")
+    except OSError as error:
+        raise BadRequest(f"cannot write the model file into {state.runs_dir}: "
+                         f"{error.strerror}") from None
     return str(path), dataset, label
 
 
 def _stamp() -> str:
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _start_training(state: _State, request: TrainRequest, report: bool) -> dict:
+    """A new run for POST /api/train (called with state.starting held)."""
+    from convnet.training.trainer import TrainConfig, TrainingError
+
+    if state.session is not None and not state.session.finished:
+        raise HTTPException(409, "a training run is already in progress; stop it first "
+                            "(POST /api/train/stop)")
+    model, dataset, label = _resolve_training(state, request)
+    config = TrainConfig(model=model, dataset=dataset, epochs=request.epochs,
+                         batch_size=request.batch_size, lr=request.lr,
+                         optimizer=request.optimizer, val_fraction=request.val_fraction,
+                         seed=request.seed)
+    try:  # a folder no other run (another server on the same runs folder) has picked
+        out_dir = fresh_folder(state.runs_dir / f"web-{label}-{_stamp()}")
+    except OSError as error:
+        raise BadRequest(f"cannot create a run folder in {state.runs_dir}: "
+                         f"{error.strerror}") from None
+    callbacks = []
+    if report:
+        from convnet.viz.report import ReportCallback
+
+        callbacks.append(ReportCallback())
+    try:
+        session = TrainingSession(state.explorer, config, out_dir, label=label,
+                                  callbacks=callbacks)
+    except (TrainingError, CheckpointError) as error:
+        raise BadRequest(str(error)) from None
+    state.session = session
+    session.start()
+    return session.status()
 
 
 def _add_training_routes(app: FastAPI, state: _State, report: bool) -> None:
@@ -305,34 +390,8 @@ def _add_training_routes(app: FastAPI, state: _State, report: bool) -> None:
 
     @app.post("/api/train", status_code=202)
     def train_start(request: TrainRequest):
-        from convnet.training.trainer import TrainConfig, TrainingError
-
-        if state.session is not None and not state.session.finished:
-            raise HTTPException(409, "a training run is already in progress; stop it first "
-                                "(POST /api/train/stop)")
-        model, dataset, label = _resolve_training(state, request)
-        config = TrainConfig(model=model, dataset=dataset, epochs=request.epochs,
-                             batch_size=request.batch_size, lr=request.lr,
-                             optimizer=request.optimizer, val_fraction=request.val_fraction,
-                             seed=request.seed)
-        out_dir = state.runs_dir / f"web-{label}-{_stamp()}"
-        suffix = 1
-        while out_dir.exists():
-            suffix += 1
-            out_dir = state.runs_dir / f"web-{label}-{_stamp()}-{suffix}"
-        callbacks = []
-        if report:
-            from convnet.viz.report import ReportCallback
-
-            callbacks.append(ReportCallback())
-        try:
-            session = TrainingSession(state.explorer, config, out_dir, label=label,
-                                      callbacks=callbacks)
-        except (TrainingError, CheckpointError) as error:
-            raise BadRequest(str(error)) from None
-        state.session = session
-        session.start()
-        return session.status()
+        with state.starting:  # two at once would start two runs, one out of the page's reach
+            return _start_training(state, request, report)
 
     @app.post("/api/train/stop")
     def train_stop():

@@ -94,7 +94,8 @@ class _Publisher:
                                        f"validation split of {cfg.dataset}")
         session.explorer.replace(loaded, Source("training", session.label, str(trainer.out_dir),
                                                 zoo_name=session.zoo_name), samples)
-        session.state = "running"
+        if session.state == "starting":  # not "stopping": a stop sent already still holds
+            session.state = "running"
         session.events.publish("start", {
             "out_dir": str(trainer.out_dir), "config": asdict(cfg),
             "steps_per_epoch": trainer.steps_per_epoch, "total_steps": trainer.total_steps,
@@ -182,10 +183,10 @@ class TrainingSession:
             self.holding_gate = False
             ENGINE_GATE.release()
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped from the page") -> None:
         if self.running:
             self.state = "stopping"
-            self._trainer.stop("stopped from the page")
+            self._trainer.stop(reason)
             self.events.publish("stopping", {})
 
     @property

@@ -100,3 +100,34 @@ def test_wrong_data_shape(tmp_path, cifar_fixture):
     with pytest.raises(DataError, match=r"'data' must be a uint8 array \(N, 3072\), received "
                                         r"uint8 array of shape \(2, 1024\)"):
         load_dataset("cifar10", "test", data_dir=tmp_path)
+
+
+def test_an_archive_member_declaring_gigabytes_is_refused_before_it_is_read(tmp_path):
+    # A .tar.gz whose data_batch_1 expands to 100 MB of zeros from 0.5 MB: refused by the size
+    # its header declares, before a byte of it is decompressed (it was read whole).
+    import gzip
+    import io
+    import tarfile
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, size):
+            self.left = size
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            count = min(len(buffer), self.left)
+            buffer[:count] = bytes(count)
+            self.left -= count
+            return count
+
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with gzip.open(path, "wb", compresslevel=1) as stream, \
+            tarfile.open(fileobj=stream, mode="w|") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = 100 * 1024**2
+        tar.addfile(info, io.BufferedReader(Zeros(info.size)))
+    with pytest.raises(DataError, match=r"data_batch_1 declares 104,857,600 bytes; a CIFAR-10 "
+                                        r"batch is about 31 MB"):
+        load_dataset("cifar10", "train", data_dir=tmp_path)

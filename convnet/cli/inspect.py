@@ -19,6 +19,24 @@ def register(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     parser.set_defaults(func=run_summary)
 
+    parser = add_command(
+        subparsers, "gradcheck", "Check backpropagation: every layer's analytic gradients "
+        "against centred differences in float64 on a few random samples, as a table of "
+        "relative errors with a verdict (exit status 1 when one is wrong).",
+        "convnet gradcheck lenet5\nconvnet gradcheck my_model.toml --samples 3\n"
+        "convnet gradcheck runs/lenet --json")
+    parser.add_argument("target", metavar="MODEL_OR_RUN",
+                        help="zoo name, .toml model file, run folder, checkpoint or .onnx file")
+    parser.add_argument("--samples", type=_positive, default=2,
+                        help="random inputs (standard normal) in the batch [default: 2]")
+    parser.add_argument("--coords", type=_positive, default=8,
+                        help="coordinates compared per array [default: 8]")
+    parser.add_argument("--seed", type=int, default=0, help="[default: 0]")
+    parser.add_argument("--no-layers", action="store_true",
+                        help="only the whole model through the loss, not each layer alone")
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.set_defaults(func=run_gradcheck)
+
     parser = add_command(subparsers, "models", "List the built-in models.",
                          "convnet models\nconvnet models --json")
     parser.add_argument("--json", action="store_true")
@@ -59,6 +77,14 @@ def register(subparsers) -> None:
                              "below the stride or dilation [default: 0]")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_calc)
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}")
+    return int(text)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -107,6 +133,24 @@ def run_summary(args) -> int:
     summary = model.describe(input_shape)
     print(json.dumps(summary.to_dict()) if args.json else summary)
     return 0
+
+
+def run_gradcheck(args) -> int:
+    import numpy
+
+    from convnet.nn.gradcheck import gradcheck
+    from convnet.nn.graph import first_output_shape
+
+    model, input_shape = resolve_model(args.target)
+    generator = numpy.random.default_rng(args.seed)
+    shapes = list(getattr(model, "input_shapes", None) or [tuple(input_shape)])
+    x = [generator.standard_normal((args.samples, *shape)) for shape in shapes]
+    out = first_output_shape(model, shapes if len(shapes) > 1 else shapes[0])
+    y = generator.integers(0, out[0], args.samples) if len(out) == 1 else None
+    report = gradcheck(model, x if len(x) > 1 else x[0], y, coords=args.coords,
+                       seed=args.seed, layers=not args.no_layers)
+    print(json.dumps(report.to_dict()) if args.json else report)
+    return 0 if report.ok else 1
 
 
 def run_models(args) -> int:

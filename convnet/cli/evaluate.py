@@ -87,10 +87,17 @@ def run_evaluate(args) -> int:
     result = evaluate(loaded, dataset, args.batch_size, group)
     if group is not None and not group.is_root:
         return 0
+    from convnet.io.checkpoint import checkpoint_epoch, which_checkpoint
+
+    which = which_checkpoint(loaded.path)
+    epoch = checkpoint_epoch(loaded.path) if which else None
     if args.json:
-        print(json.dumps({"dataset": name, "split": args.split, **result.to_dict()}))
+        print(json.dumps({"dataset": name, "split": args.split, "checkpoint": which,
+                          "epoch": epoch, "path": str(loaded.path), **result.to_dict()}))
     else:
-        print(f"{name} ({args.split} split), checkpoint {loaded.path}")
+        which_text = (f"the {which} checkpoint" + (f" (epoch {epoch})" if epoch else "")
+                      if which else "checkpoint")
+        print(f"{name} ({args.split} split), {which_text}: {loaded.path}")
         print(result.format())
     return 0
 

@@ -300,6 +300,7 @@ class Trainer:
         suggested = (info.augmentation if info else None) or {"crop_padding": 2, "hflip": False}
         # None means the dataset's own suggestion (crop for digits, crop + flip for photos).
         augmentation = suggested if cfg.augment is not False else None
+        self.augmentation = augmentation  # recorded in config.json as applied
         self.train_loader = data.BatchLoader(self.train_set, cfg.batch_size, shuffle=True,
                                              seed=cfg.seed, normalization=self.normalization,
                                              augmentation=augmentation, drop_last=False,
@@ -349,6 +350,7 @@ class Trainer:
             "class_names": self.class_names,
             "normalization": self.normalization.to_dict(),
             "train": dataclasses.asdict(self.config),
+            "augmentation": self.augmentation,
         })
 
     def _restore(self) -> None:

@@ -165,6 +165,7 @@ def create_app(run_folder=None, *, model=None, model_name: str | None = None,
     config = explorer.loaded.config or {}
     default_dataset = dataset or config.get("dataset") or (
         "mnist-5k" if explorer.input_shape[0] == 1 else "cifar10")
+    explorer.dataset = default_dataset
     state = _State(explorer, Path(runs_dir), int(max_upload_bytes), default_dataset)
     if explorer.source.kind == "run" and explorer.source.folder:
         state.watch = FolderWatch(explorer, explorer.source.folder)
@@ -235,8 +236,12 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
                         headers={"Cache-Control": "no-store"})
 
     @app.post("/api/images")
-    async def upload(request: Request, convert: bool = True):
-        """An image file as the multipart form field "file"."""
+    async def upload(request: Request, convert: bool = True,
+                     invert: Literal["auto", "yes", "no"] = "auto",
+                     centre: Literal["auto", "yes", "no"] = "auto"):
+        """An image file as the multipart form field "file". invert/centre: a dark-on-light
+        image is inverted for a model of light strokes on dark, and a digit centred as MNIST's
+        are (auto: when the model is such a model); the notes say what was done."""
         limit = state.max_upload_bytes
         if state.decode_budget.full():  # answered before reading the body
             raise busy("all decoding slots taken")
@@ -263,7 +268,8 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
         explorer = state.explorer
         image, notes = await asyncio.to_thread(
             decode_upload, content, file.filename, explorer.input_shape, convert=convert,
-            max_bytes=limit, budget=state.decode_budget)
+            max_bytes=limit, budget=state.decode_budget, invert=invert, centre=centre,
+            **explorer.input_habits())
         name = Path(file.filename or "upload").name
         image_id = explorer.add_upload(image, name, notes)
         return {"id": image_id, "name": name, "notes": notes, "shape": list(image.shape)}

@@ -121,6 +121,7 @@ class Explorer:
     loaded: LoadedModel
     source: Source
     samples: Samples | None = None
+    dataset: str | None = None  # the dataset the page trains on when the model has none
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     version: int = 0
     _uploads: OrderedDict = field(default_factory=OrderedDict, repr=False)
@@ -135,6 +136,16 @@ class Explorer:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.loaded.input_shape)
+
+    def input_habits(self) -> dict:
+        """What the model's training images looked like, for fitting an upload or a drawing to
+        them: light strokes on a dark background? MNIST's centring?"""
+        from convnet.data.prepare import expects_light_on_dark, is_mnist_like
+
+        dataset = self.loaded.config.get("dataset") or self.dataset
+        return {"light_on_dark": expects_light_on_dark(self.input_shape,
+                                                       self.loaded.normalization, dataset),
+                "mnist_like": is_mnist_like(self.input_shape, dataset)}
 
     def replace(self, loaded: LoadedModel, source: Source, samples: Samples | None) -> None:
         """Show another model (a run that has started training, say)."""

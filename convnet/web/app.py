@@ -13,6 +13,7 @@
     GET  /api/top-images                samples that excite a filter most (?layer=&filter=&k=)
     GET  /api/train                     training status and the choices for a new run
     POST /api/train                     start training (JSON body)
+    POST /api/train/lr                  change the learning rate of the run in progress
     POST /api/train/stop                stop after the current step, saving a checkpoint
     GET  /api/train/events              server-sent events: start, batch, epoch, snapshot, ...
                                         (for a run folder trained elsewhere: watch, epoch,
@@ -70,6 +71,10 @@ class TrainRequest(BaseModel):
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     val_fraction: float = Field(0.1, gt=0, lt=1)
     seed: int = Field(0, ge=0)
+
+
+class LearningRate(BaseModel):
+    lr: float = Field(..., gt=0, le=10, description="the new base learning rate")
 
 
 def _explorer_for(run_folder, model, model_name, input_shape, class_names, normalization,
@@ -398,6 +403,21 @@ def _add_training_routes(app: FastAPI, state: _State, report: bool) -> None:
     def train_start(request: TrainRequest):
         with state.starting:  # two at once would start two runs, one out of the page's reach
             return _start_training(state, request, report)
+
+    @app.post("/api/train/lr")
+    def train_lr(request: LearningRate):
+        """Change the learning rate of the run in progress (from its next step)."""
+        from convnet.training.trainer import TrainingError
+
+        session = state.session
+        if session is None or not session.running:
+            raise HTTPException(409, "no training run is in progress; the learning rate of a "
+                                "new run is set when starting it")
+        try:
+            session.set_lr(request.lr)
+        except TrainingError as error:
+            raise BadRequest(str(error)) from None
+        return session.status()
 
     @app.post("/api/train/stop")
     def train_stop():

@@ -7,6 +7,13 @@
     GET  /api/images/{id}.png           one image as PNG (?scale=4 enlarges it)
     POST /api/images                    upload an image file (multipart field "file")
     GET  /api/predict/{id}              top-k probabilities and every layer's activation maps
+                                        (?layers=a,b: only those; ?maps=false: none)
+    GET  /api/activations/{id}          one stage's activation maps (?layer=)
+    GET  /api/unit/{id}                 inside one output unit (?layer=&channel=&row=&col=)
+    GET  /api/network                   a graph model's boxes and arrows (?collapsed=block1,..)
+    GET  /api/arithmetic                the playground: (N - F + 2P)/S + 1 with its numbers and
+                                        window positions (?n=&f=&s=&p=&d=&transposed=)
+    GET  /api/samples/sprite.png        the sample thumbnails in one picture (?offset=&limit=)
     GET  /api/receptive-field           input window of one unit (?layer=&row=&col=)
     GET  /api/filters/{layer}           a conv layer's filters
     GET  /api/explain/{id}              saliency and Grad-CAM (?class_index=&layer=)
@@ -280,8 +287,49 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
         return {"id": image_id, "name": name, "notes": notes, "shape": list(image.shape)}
 
     @app.get("/api/predict/{image_id}")
-    def predict(image_id: str, top_k: int = Query(5, ge=1, le=100), maps: bool = True):
-        return state.explorer.predict(image_id, top_k, maps)
+    def predict(image_id: str, top_k: int = Query(5, ge=1, le=100), maps: bool = True,
+                layers: str | None = None):
+        wanted = None if layers is None else [name for name in layers.split(",") if name]
+        return state.explorer.predict(image_id, top_k, maps, wanted)
+
+    @app.get("/api/activations/{image_id}")
+    def activations(image_id: str, layer: str):
+        return state.explorer.activations(image_id, layer)
+
+    @app.get("/api/unit/{image_id}")
+    def unit(image_id: str, layer: str, channel: int = Query(0, ge=0),
+             row: int = Query(0, ge=0), col: int = Query(0, ge=0)):
+        """Inside one output unit: the multiply-adds (conv), the window (pool), the largest
+        contributions (fc), the branch (concat)."""
+        return state.explorer.unit(image_id, layer, channel, row, col)
+
+    @app.get("/api/network")
+    def network(collapsed: str | None = None):
+        """The graph model as boxes and arrows; collapsed: block ids, comma separated
+        (none given: the default)."""
+        blocks = None if collapsed is None else [b for b in collapsed.split(",") if b]
+        return state.explorer.network(blocks)
+
+    @app.get("/api/arithmetic")
+    def arithmetic(n: int, f: int, s: int = 1, p: int = 0, d: int = 1,
+                   transposed: bool = False, output_padding: int = 0):
+        """The playground: output size, formula and window positions along one axis, from
+        convnet.core.arithmetic (refusals and fixes included)."""
+        from convnet.web.playground import PlaygroundError, transposed_play, window_play
+
+        try:
+            if transposed:
+                return transposed_play(n, f, s, p, d, output_padding)
+            return window_play(n, f, s, p, d)
+        except PlaygroundError as error:
+            raise BadRequest(str(error)) from None
+
+    @app.get("/api/samples/sprite.png")
+    def sample_sprite(offset: int = Query(0, ge=0), limit: int = Query(60, ge=1, le=500),
+                      scale: int = Query(2, ge=1, le=8)):
+        """The thumbnails of /api/samples in one picture (one request instead of one each)."""
+        return Response(state.explorer.sprite_png(offset, limit, scale),
+                        media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/api/receptive-field")
     def receptive_field(layer: str, row: int = Query(..., ge=0), col: int = Query(..., ge=0)):

@@ -143,7 +143,7 @@ class _Publisher:
         if exploding and not self.flagged:
             self.flagged = True
             session.events.publish("exploding", {
-                "message": f"{EXPLODED_MESSAGE} (now {window[-1]['lr']:.3g}): the mean loss "
+                "message": f"{EXPLODED_MESSAGE} (set to {_base_lr(trainer):.3g}): the mean loss "
                            f"{mean:.3g} of steps {window[0]['step']}-{window[-1]['step']} is "
                            f"above {EXPLODING:g}x the first batch's {self.first_loss:.3g}",
                 "step": window[-1]["step"]})
@@ -205,7 +205,7 @@ class TrainingSession:
             diverged = isinstance(error, LossDiverged)
             self.events.publish("failure", {
                 "message": self.error, "diverged": diverged,
-                "headline": f"{EXPLODED_MESSAGE} (now {self.current_lr():.3g})"
+                "headline": f"{EXPLODED_MESSAGE} (set to {self.base_lr():.3g})"
                 if diverged else "training failed"})
             self.events.publish("done", {"state": self.state})
             return
@@ -226,9 +226,14 @@ class TrainingSession:
             ENGINE_GATE.release()
 
     def current_lr(self) -> float:
+        """The rate of the next step (the schedule's base times its factor now)."""
         trainer = self.trainer
         optimizer = getattr(trainer, "optimizer", None)
         return float(optimizer.lr) if optimizer is not None else float(self.config.lr)
+
+    def base_lr(self) -> float:
+        """The rate asked for (the schedule's base): the config's, or the page's last change."""
+        return _base_lr(self.trainer) if self.trainer is not None else float(self.config.lr)
 
     def set_lr(self, lr: float) -> None:
         """The run's learning rate from now on (Trainer.set_lr: applied before the next step)."""
@@ -257,9 +262,14 @@ class TrainingSession:
         return {"state": self.state, "out_dir": str(self.out_dir), "label": self.label,
                 "config": asdict(self.config), "error": self.error, "summary": self.summary,
                 "step": trainer.global_step if trainer is not None else 0,
-                "lr": self.current_lr(),
+                "lr": self.current_lr(), "base_lr": self.base_lr(),
                 "total_steps": getattr(trainer, "total_steps", None),
                 "last_event": self.events.last_id}
+
+
+def _base_lr(trainer) -> float:
+    scheduler = getattr(trainer, "scheduler", None)
+    return float(scheduler.base_lr) if scheduler is not None else float(trainer.config.lr)
 
 
 def _known(error: Exception) -> bool:

@@ -309,3 +309,37 @@ def test_a_diverging_run_is_flagged(client):
     assert len(flags) == 1
     assert flags[0]["message"].startswith("loss exploded: lower the learning rate (set to 10)")
     assert any(b["exploding"] for b in batches)
+
+
+def test_transposed_playground_is_the_engine_s_arithmetic(client):
+    from convnet.core.arithmetic import transposed_fit
+
+    play = client.get("/api/arithmetic", params=dict(n=4, f=3, s=2, p=1, transposed=True,
+                                                     output_padding=1)).json()
+    assert play["fits"] and play["output"] == transposed_fit(4, 3, 2, 1, 1, 1) == 8
+    assert play["formula"] == "(4 - 1)*2 - 2*1 + 1*(3 - 1) + 1 + 1 = 8"
+    assert play["scatter"][0] == [None, 0, 1]  # input 0 writes outputs -1 (cropped), 0, 1
+    assert play["scatter"][3] == [5, 6, 7]
+    bad = client.get("/api/arithmetic", params=dict(n=4, f=3, s=2, transposed=True,
+                                                    output_padding=2)).json()
+    assert bad["fits"] is False and "output_padding 2 along the height" in bad["error"]
+
+
+def test_transposed_conv_unit_gathers_and_scatters(tmp_path):
+    import convnet as cn
+
+    x = cn.Input((1, 6, 6))
+    up = cn.ConvTranspose2d(1, 2, 3, stride=2, padding=1, output_padding=1)(x)
+    model = cn.Model(x, cn.Flatten()(cn.GlobalAvgPool2d()(cn.ReLU()(up))))
+    with TestClient(create_app(model=model, input_shape=(1, 6, 6), dataset="mnist-5k",
+                               runs_dir=tmp_path)) as c:
+        view = c.get("/api/unit/val-0", params={"layer": "deconv1", "channel": 1, "row": 5,
+                                                "col": 4}).json()
+    assert view["kind"] == "deconv" and view["output_hw"] == [12, 12]
+    # Output row 5 = i*2 - 1 + u: i = 3 with u = 0, or i = 2 with u = 2; column 4: i = 2, u = 1.
+    assert sorted((c["row"], c["col"], tuple(c["tap"])) for c in view["contributors"]) == [
+        (2, 2, (2, 1)), (3, 2, (0, 1))]
+    assert view["pre_activation"] == pytest.approx(view["engine_value"], rel=1e-5, abs=1e-6)
+    i, j = view["scatter"]["input"]
+    assert view["scatter"]["rows"] == [r for r in (2 * i - 1, 2 * i, 2 * i + 1) if 0 <= r < 12]
+    assert view["next"]["type"] == "ReLU"

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from convnet.nn.activations import LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Tanh
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.conv import Conv2d
+from convnet.nn.conv_transpose import ConvTranspose2d
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
@@ -92,6 +93,8 @@ def unit_view(stages, outputs: dict, name: str, channel: int, row: int = 0,
             if isinstance(layer, kind):
                 explain = function
                 break
+    if explain is None and _is_activation(layer):
+        explain = _elementwise
     if explain is None:
         view.update(kind="other", text=f"{type(layer).__name__}: no inside view; its output "
                     f"here is {view['engine_value']:.4g}")
@@ -106,7 +109,7 @@ def _next(stages, by_name, stage, outputs, shape, channel, row, col) -> dict | N
     if len(stage.readers) != 1:
         return None
     reader = by_name[stage.readers[0]]
-    if not isinstance(reader.layer, (ReLU, LeakyReLU, Sigmoid, Tanh)):
+    if not _is_activation(reader.layer):
         return {"layer": reader.name, "type": type(reader.layer).__name__, "value": None}
     value = _value(outputs[reader.name], _index(shape, channel, row, col))
     return {"layer": reader.name, "type": type(reader.layer).__name__, "value": value}
@@ -162,6 +165,67 @@ def _conv(layer: Conv2d, inputs, out, channel, row, col, **_) -> dict:
         "ranges": {"patch": span("patch"), "weights": span("weights"),
                    "products": span("products")},
         "planes": [int(s["channel"]) for s in slices],
+    }
+
+
+def _is_activation(layer) -> bool:
+    """A pointwise nonlinearity: ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, Hardswish, PReLU..."""
+    return (type(layer).__module__ == "convnet.nn.activations"
+            and not isinstance(layer, (Softmax, LogSoftmax))) or isinstance(layer, PReLU)
+
+
+# -- transposed convolution ----------------------------------------------------------------
+def _deconv(layer: ConvTranspose2d, inputs, out, channel, row, col, **_) -> dict:
+    """Output unit (channel, row, col) gathers input unit (i, j) through tap (u, v) when
+    row = i*S - P + u*D (and likewise for columns); and each input unit scatters its stamp
+    to the outputs i*S - P + u*D."""
+    x = np.asarray(inputs[0][0], dtype=np.float64)  # C, H, W
+    geometry = layer.geometry(x.shape[1:])
+    pads = (geometry.padding.top, geometry.padding.left)
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
+    height, width = x.shape[1:]
+    out_h, out_w = geometry.out_hw
+    per_group_out = layer.out_channels // layer.groups
+    per_group_in = layer.in_channels // layer.groups
+    group, local = divmod(channel, per_group_out)
+
+    def sources(o, kernel, stride, dilation, pad, size):
+        found = []
+        for tap in range(kernel):
+            full = o + pad - tap * dilation
+            if full % stride == 0 and 0 <= full // stride < size:
+                found.append((tap, full // stride))
+        return found
+
+    contributors = []
+    for u, i in sources(row, kh, sh, dh, pads[0], height):
+        for v, j in sources(col, kw, sw, dw, pads[1], width):
+            channels = range(group * per_group_in, (group + 1) * per_group_in)
+            products = [x[c, i, j] * float(layer.weight.data[c, local, u, v]) for c in channels]
+            contributors.append({"row": i, "col": j, "tap": [u, v],
+                                 "sum": float(sum(products)),
+                                 "values": [float(x[c, i, j]) for c in channels][:MAX_SLICES],
+                                 "weights": [float(layer.weight.data[c, local, u, v])
+                                             for c in channels][:MAX_SLICES]})
+    total = float(sum(item["sum"] for item in contributors))
+    bias = float(layer.bias.data[channel]) if layer.bias is not None else 0.0
+    first = contributors[0] if contributors else {"row": 0, "col": 0}
+    i0, j0 = first["row"], first["col"]
+    scatter_rows = [i0 * sh - pads[0] + u * dh for u in range(kh)]
+    scatter_cols = [j0 * sw - pads[1] + v * dw for v in range(kw)]
+    return {
+        "kind": "deconv", "kernel": [kh, kw], "stride": [sh, sw], "dilation": [dh, dw],
+        "padding": list(pads), "output_padding": list(geometry.output_padding),
+        "input_hw": [int(height), int(width)], "output_hw": [int(out_h), int(out_w)],
+        "channels": per_group_in, "contributors": contributors, "sum": total, "bias": bias,
+        "has_bias": layer.bias is not None, "pre_activation": total + bias,
+        "scatter": {"input": [i0, j0],
+                    "rows": [r for r in scatter_rows if 0 <= r < out_h],
+                    "cols": [c for c in scatter_cols if 0 <= c < out_w]},
+        "text": f"{len(contributors)} input unit(s) reach output ({row}, {col}); input "
+                f"({i0}, {j0}) scatters its {kh}x{kw} stamp to output rows "
+                f"{[r for r in scatter_rows if 0 <= r < out_h]}, columns "
+                f"{[c for c in scatter_cols if 0 <= c < out_w]}",
     }
 
 
@@ -290,7 +354,7 @@ def _elementwise(layer, inputs, out, channel, row, col, **_) -> dict:
     after = _value(out, where)
     rule = {ReLU: "max(0, x)", LeakyReLU: f"x if x > 0 else {getattr(layer, 'negative_slope', '')}"
             " * x", Sigmoid: "1 / (1 + exp(-x))", Tanh: "tanh(x)", Dropout: "x (off when "
-            "evaluating)", Softmax: "exp(x) / sum(exp)"}.get(type(layer), type(layer).__name__)
+            "evaluating)", Softmax: "exp(x) / sum(exp)"}.get(type(layer), repr(layer))
     result = {"kind": "elementwise", "rule": rule, "input_value": before, "result": after}
     if isinstance(layer, BatchNorm2d) and out.ndim == 4:
         mean = float(layer.running_mean[channel])
@@ -314,7 +378,8 @@ def _flatten(layer, inputs, out, channel, row, col, **_) -> dict:
 
 _EXPLAINERS = {
     Conv2d: _conv, MaxPool2d: _pool, AvgPool2d: _pool, GlobalAvgPool2d: _global_pool,
-    Linear: _linear, Concat: _concat, Add: _merge, Sub: _merge, Mul: _merge, Div: _merge,
+    ConvTranspose2d: _deconv, Linear: _linear, Concat: _concat, Add: _merge, Sub: _merge,
+    Mul: _merge, Div: _merge,
     Flatten: _flatten, ReLU: _elementwise, LeakyReLU: _elementwise, Sigmoid: _elementwise,
     Tanh: _elementwise, Dropout: _elementwise, BatchNorm2d: _elementwise,
 }
@@ -323,13 +388,14 @@ _EXPLAINERS = {
 def view_kind(layer) -> str:
     """Which inside view the units of `layer` have: conv, maxpool, avgpool, gap, fc, concat,
     merge, flatten, elementwise, or other (value only)."""
-    kinds = {Conv2d: "conv", MaxPool2d: "maxpool", AvgPool2d: "avgpool",
+    kinds = {Conv2d: "conv", ConvTranspose2d: "deconv", MaxPool2d: "maxpool",
+             AvgPool2d: "avgpool",
              GlobalAvgPool2d: "gap", Linear: "fc", Concat: "concat", Flatten: "flatten"}
     for kind, name in kinds.items():
         if isinstance(layer, kind):
             return name
     if isinstance(layer, (Add, Sub, Mul, Div)):
         return "merge"
-    if isinstance(layer, (ReLU, LeakyReLU, Sigmoid, Tanh, Dropout, BatchNorm2d)):
+    if _is_activation(layer) or isinstance(layer, (Dropout, BatchNorm2d)):
         return "elementwise"
     return "other"

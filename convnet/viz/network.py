@@ -71,7 +71,7 @@ def find_blocks(stages) -> list[Block]:
 @dataclass
 class _Node:
     id: str
-    label: str
+    label: str  # the longer of the box's two lines: its width
     kind: str  # "input", "stage", "block", "bend"
     rank: int = 0
     order: float = 0.0
@@ -100,7 +100,7 @@ def layout(stages, shapes: dict, inputs: list[tuple[str, tuple]], collapsed=(),
     nodes: dict[str, _Node] = {}
     described: dict[str, dict] = {}
     for name, shape in inputs:
-        nodes[name] = _Node(name, name, "input")
+        nodes[name] = _Node(name, max(name, f"input {_shape_text(shape)}", key=len), "input")
         described[name] = {"id": name, "kind": "input", "label": name, "type": "Input",
                            "shape": list(shape)}
     for stage in stages:
@@ -108,12 +108,15 @@ def layout(stages, shapes: dict, inputs: list[tuple[str, tuple]], collapsed=(),
         if node_id not in nodes:
             if node_id != stage.name:
                 block = next(b for b in blocks if b.id == node_id)
-                nodes[node_id] = _Node(node_id, block.label, "block")
+                text = max(f"> {block.id}", f"{len(block.members)} layers -> "
+                           f"{_shape_text(shapes[block.output])}", key=len)
+                nodes[node_id] = _Node(node_id, text, "block")
                 described[node_id] = {"id": node_id, "kind": "block", "label": block.label,
                                       "type": "Block", "members": block.members,
                                       "shape": list(shapes[block.output])}
             else:
-                nodes[node_id] = _Node(node_id, stage.name, "stage")
+                nodes[node_id] = _Node(node_id, max(stage.name, type(stage.layer).__name__,
+                                                    key=len), "stage")
                 block = next((b for b in blocks if stage.name in b.members), None)
                 described[node_id] = {"id": node_id, "kind": "stage", "label": stage.name,
                                       "type": type(stage.layer).__name__,

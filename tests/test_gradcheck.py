@@ -98,6 +98,7 @@ def test_cli_gradcheck_on_a_model_file(tmp_path, capsys):
     assert main(["gradcheck", str(path), "--samples", "3", "--coords", "4"]) == 0
     out = capsys.readouterr().out
     assert "3 sample(s), up to 4 coordinates per array" in out
+    assert max(len(line) for line in out.splitlines()) <= 100
     assert out.strip().splitlines()[-1].startswith("verdict: all ")
     assert main(["gradcheck", "lenet5", "--json", "--no-layers"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -186,8 +186,8 @@ def test_weight_sharing_in_numbers_for_lenet5_conv1():
     assert sharing["conv"]["params"] == rows["conv1"].params
     assert summary.to_dict()["layers"][0]["sharing"]["conv"]["text"] == "6 x 26 = 156"
     table = str(summary).splitlines()
-    at = table.index("Weight sharing: parameters of each conv layer beside layers giving the "
-                     "same output volume without sharing")
+    at = table.index("Weight sharing: each conv layer's parameters beside layers giving its "
+                     "output volume without sharing")
     assert table[at + 2].split() == ["conv1", "6", "x", "26", "=", "156", "28*28*6", "x", "26",
                                      "=", "122,304", "784", "x", "4,704", "+", "4,704", "=",
                                      "3,692,640"]

@@ -122,12 +122,12 @@ class GradCheck:
                              for i, cell in enumerate(line)).rstrip()
 
         rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
-        lines = [f"Gradient check: analytic gradients (backward) vs centred differences in "
-                 f"float64, eps {self.eps:g}, {self.samples} sample(s), up to {self.coords} "
-                 f"coordinates per array",
-                 "relative error = ||analytic - numeric|| / (||analytic|| + ||numeric||); "
-                 f"ok below {OK_BELOW:g}, WRONG from {WRONG_FROM:g}; ok (zero): both below "
-                 "the round-off of centred differences",
+        lines = [f"Gradient check: backward vs centred differences in float64 (eps "
+                 f"{self.eps:g}),",
+                 f"{self.samples} sample(s), up to {self.coords} coordinates per array; "
+                 "relative error ||a - n|| / (||a|| + ||n||)",
+                 f"of analytic a and numeric n: ok below {OK_BELOW:g}, WRONG from "
+                 f"{WRONG_FROM:g}, ok (zero) when both are round-off",
                  rule, fmt(header), rule]
         if self.layers:
             lines.append("each layer alone on its real input, L = sum(layer(x) * g):")

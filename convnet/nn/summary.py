@@ -294,8 +294,8 @@ def format_table(summary: Summary) -> str:
              f"Largest receptive field: {size[0]}x{size[1]} (through every path)"
              if graph else None,
              closing,
-             "Receptive field: the input window one output unit sees; jump: the distance on "
-             "the input between neighbouring units"]
+             "Receptive field: the input window a unit sees; jump: the step between "
+             "neighbouring units' windows"]
     return "\n".join(line for line in lines + sharing_lines(summary) if line is not None)
 
 
@@ -310,7 +310,7 @@ def sharing_lines(summary: Summary) -> list[str]:
     body = [(row.name, row.sharing["conv"]["text"], row.sharing["locally_connected"]["text"],
              row.sharing["fully_connected"]["text"]) for row in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    return ["", "Weight sharing: parameters of each conv layer beside layers giving the same "
-            "output volume without sharing",
+    return ["", "Weight sharing: each conv layer's parameters beside layers giving its output "
+            "volume without sharing",
             *("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip()
               for line in [header, *body])]

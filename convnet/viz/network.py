@@ -15,6 +15,7 @@ Python: the page only draws the coordinates it is given.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -32,6 +33,14 @@ class Block:
     members: list[str]  # stage names, in order
     output: str  # the stage whose output leaves the block
     label: str
+    title: str  # its short name: the members' common prefix (mixed3a), else the id
+
+
+def _common_prefix(names: list[str]) -> str:
+    """mixed3a for mixed3a_1x1, mixed3a_pool, ...: the shared start, cut at a separator."""
+    prefix = os.path.commonprefix(names)
+    cut = max(prefix.rfind(sep) for sep in "_-.")
+    return prefix[:cut] if cut >= 2 else ""
 
 
 def find_blocks(stages) -> list[Block]:
@@ -62,9 +71,10 @@ def find_blocks(stages) -> list[Block]:
         counts = Counter(type(stage.layer).__name__ for stage in members)
         kinds = ", ".join(f"{n} {kind}" if n > 1 else kind for kind, n in counts.most_common())
         number = len(blocks) + 1
+        title = _common_prefix([stage.name for stage in members]) or f"block{number}"
         blocks.append(Block(f"block{number}", [stage.name for stage in members],
                             members[-1].name,
-                            f"block {number}: {len(members)} layers ({kinds})"))
+                            f"{title}: {len(members)} layers ({kinds})", title))
     return blocks
 
 
@@ -108,11 +118,12 @@ def layout(stages, shapes: dict, inputs: list[tuple[str, tuple]], collapsed=(),
         if node_id not in nodes:
             if node_id != stage.name:
                 block = next(b for b in blocks if b.id == node_id)
-                text = max(f"> {block.id}", f"{len(block.members)} layers -> "
+                text = max(f"> {block.title}", f"{len(block.members)} layers -> "
                            f"{_shape_text(shapes[block.output])}", key=len)
                 nodes[node_id] = _Node(node_id, text, "block")
                 described[node_id] = {"id": node_id, "kind": "block", "label": block.label,
-                                      "type": "Block", "members": block.members,
+                                      "title": block.title, "type": "Block",
+                                      "members": block.members,
                                       "shape": list(shapes[block.output])}
             else:
                 nodes[node_id] = _Node(node_id, max(stage.name, type(stage.layer).__name__,
@@ -203,7 +214,7 @@ def layout(stages, shapes: dict, inputs: list[tuple[str, tuple]], collapsed=(),
                            [round(node.x, 1), top(node) + NODE_HEIGHT]]
         lines.append({**edge, "points": points})
     return {"nodes": boxes, "edges": lines, "width": round(width, 1), "height": height,
-            "blocks": [{"id": b.id, "label": b.label, "members": b.members,
+            "blocks": [{"id": b.id, "label": b.label, "title": b.title, "members": b.members,
                         "collapsed": b.id in collapsed} for b in blocks]}
 
 

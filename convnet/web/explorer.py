@@ -229,8 +229,8 @@ class Explorer:
             blocks = self._blocks() if graph else []
             return {
                 "stages": stages, "graph": graph,
-                "blocks": [{"id": b.id, "label": b.label, "members": b.members}
-                           for b in blocks],
+                "blocks": [{"id": b.id, "label": b.label, "title": b.title,
+                            "members": b.members} for b in blocks],
                 "collapsed_default": [b.id for b in blocks] if len(stages) >= COLLAPSE_FROM
                 else [],
                 "maps_per_stage": len(stages) > MAX_STAGES_WITH_MAPS,

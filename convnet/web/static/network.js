@@ -43,7 +43,7 @@ function drawNetwork() {
     const frame = svgEl("g", {class: "block-frame", "data-block": block.id, role: "button",
                               "aria-label": `close ${block.id}`});
     frame.append(svgEl("rect", {x: x0, y: y0, width: x1 - x0, height: y1 - y0, rx: 6}));
-    frame.append(svgEl("text", {x: x0 + 6, y: y0 + 11}, `▾ ${block.id} (close)`));
+    frame.append(svgEl("text", {x: x0 + 6, y: y0 + 11}, `▾ ${block.title} (close)`));
     frame.addEventListener("click", () => report(toggleBlock(block.id)));
     svg.append(frame);
   }
@@ -62,7 +62,7 @@ function drawNetwork() {
                             ? `${node.label}, output ${shape(node.shape)}: open it`
                             : `${node.id} (${node.type}), output ${shape(node.shape)}`});
     g.append(svgEl("rect", {x: node.x, y: node.y, width: node.w, height: node.h, rx: 5}));
-    const title = node.kind === "block" ? `▸ ${node.id}` : node.label;
+    const title = node.kind === "block" ? `▸ ${node.title}` : node.label;
     g.append(svgEl("text", {x: node.x + node.w / 2, y: node.y + 15, class: "name"}, title));
     const sub = node.kind === "block" ? `${node.members.length} layers → ${shape(node.shape)}`
       : node.kind === "input" ? `input ${shape(node.shape)}` : node.type;

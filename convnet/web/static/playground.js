@@ -78,10 +78,12 @@ function gridCells(svg, x0, y0, count, cell, classOf, label) {
 /* A window sliding over the padded N x N input, the output grid beside it. */
 function drawSlide(svg, data) {
   const padded = data.padded, out = data.output, p = data.p;
-  const cell = Math.max(7, Math.min(18, Math.floor(300 / padded)));
-  const outCell = Math.max(7, Math.min(18, Math.floor(200 / out)));
-  const left = 8, top = 22, gap = 50;
-  const width = left + padded * cell + gap + out * outCell + 10;
+  const cell = Math.max(7, Math.min(24, Math.floor(300 / padded)));
+  const outCell = Math.max(7, Math.min(24, Math.floor(200 / out)));
+  const inLabel = `input ${data.n}×${data.n}` + (p ? `, padding ${p} (hatched: zeros)` : ", no padding");
+  const left = 8, top = 22;
+  const gap = Math.max(50, inLabel.length * 6.2 - padded * cell + 24);  // labels never overlap
+  const width = left + padded * cell + gap + Math.max(out * outCell, 70) + 10;
   const height = top + Math.max(padded * cell, out * outCell) + 8;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("width", width);
@@ -96,7 +98,7 @@ function drawSlide(svg, data) {
     if (isPad(i) || isPad(j)) return "pad";
     if (i >= covered || j >= covered) return "cell uncovered";
     return "cell";
-  }, `input ${data.n}×${data.n} + padding ${p} (hatched: zeros)`);
+  }, inLabel);
   for (const tu of data.taps) {
     for (const tv of data.taps) {
       svg.append(svgEl("rect", {x: left + (c0 + tv) * cell, y: top + (r0 + tu) * cell,
@@ -106,7 +108,7 @@ function drawSlide(svg, data) {
   svg.append(svgEl("rect", {x: left + c0 * cell, y: top + r0 * cell, width: data.f_effective * cell,
                             height: data.f_effective * cell, class: "window", id: "pg-window"}));
   const ox = left + padded * cell + gap;
-  svg.append(svgEl("text", {x: ox - gap + 16, y: top + (padded * cell) / 2}, "→"));
+  svg.append(svgEl("text", {x: ox - 30, y: top + (padded * cell) / 2}, "→"));
   gridCells(svg, ox, top, out, outCell, (i, j) => (i === r && j === c ? "out-cell out-on" : "out-cell"),
             `output ${out}×${out}`);
   $("#pg-caption").textContent = `output (${r}, ${c}) ← padded input rows ${r0}–${r0 + data.f_effective - 1}, ` +

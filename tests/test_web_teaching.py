@@ -343,3 +343,46 @@ def test_transposed_conv_unit_gathers_and_scatters(tmp_path):
     i, j = view["scatter"]["input"]
     assert view["scatter"]["rows"] == [r for r in (2 * i - 1, 2 * i, 2 * i + 1) if 0 <= r < 12]
     assert view["next"]["type"] == "ReLU"
+
+
+def test_colour_scales_carry_their_ranges(client, run_folder):
+    loaded = load(run_folder)
+    weight = next(layer for layer in loaded.model.layers if layer.name == "conv1").weight.data
+    filters = client.get("/api/filters/conv1").json()
+    np.testing.assert_allclose(filters["min"], weight.min(axis=(1, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(filters["max"], weight.max(axis=(1, 2, 3)), rtol=1e-6)
+    explained = client.get("/api/explain/val-0").json()
+    low, high = explained["saliency_range"]
+    assert 0 <= low <= high and high > 0
+
+
+def test_the_demo_s_held_out_accuracy_is_on_the_page(run_folder, tmp_path):
+    import shutil
+
+    from convnet.io.checkpoint import write_evaluation
+
+    folder = shutil.copytree(run_folder, tmp_path / "demo")
+    write_evaluation(folder, {"dataset": "bars", "split": "test", "checkpoint": "best",
+                              "epoch": 2, "accuracy": 0.875, "count": 40})
+    with TestClient(create_app(folder, runs_dir=tmp_path / "runs", report=False)) as c:
+        story = c.get("/api/model").json()["accuracy"]
+    assert story["test"]["accuracy"] == 0.875 and story["test"]["split"] == "test"
+    assert ("held-out test accuracy 87.50% on 40 bars images never seen in training (best "
+            "checkpoint, epoch 2)") in story["lines"]
+
+
+def test_an_onnx_file_is_served_with_samples_and_units(run_folder, tmp_path):
+    import convnet as cn
+
+    loaded = load(run_folder)
+    path = tmp_path / "tiny.onnx"
+    cn.onnx.export(loaded.model, path, input_shape=loaded.input_shape)
+    with TestClient(create_app(path, runs_dir=tmp_path / "runs", report=False)) as c:
+        info = c.get("/api/model").json()
+        assert info["source"]["kind"] == "onnx" and info["source"]["folder"] is None
+        assert info["samples"]["count"] > 0  # the default digits, for a 1-channel model
+        assert c.get("/api/train").json()["watch"] is None
+        view = c.get("/api/unit/val-0", params={"layer": info["stages"][0]["name"],
+                                                "channel": 1, "row": 0, "col": 0}).json()
+    assert view["kind"] == "conv"
+    assert view["pre_activation"] == pytest.approx(view["engine_value"], rel=1e-5, abs=1e-6)

@@ -89,7 +89,12 @@ def _explorer_for(run_folder, model, model_name, input_shape, class_names, norma
     from convnet.io import zoo
     from convnet.viz.run import open_run, open_target, sample_set
 
-    if run_folder is not None:
+    if run_folder is not None and Path(run_folder).suffix == ".onnx":
+        from convnet.io.checkpoint import load
+
+        loaded = load(run_folder)  # a chain or, imported as one, a graph model
+        source = Source("onnx", Path(run_folder).name, note="imported from ONNX")
+    elif run_folder is not None:
         run = open_run(run_folder, checkpoint)
         folder = str(run.folder) if run.folder else str(run_folder)
         name = str(run.loaded.config.get("model_name") or Path(folder).name)

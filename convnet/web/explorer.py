@@ -525,6 +525,8 @@ class Explorer:
                     "shown_filters": int(tiles.shape[0]),
                     "shown_channels": 3 if colour else int(tiles.shape[1]),
                     "top_level": conv.name in top, "version": self.version,
+                    "min": [float(v) for v in weight.min(axis=(1, 2, 3))[:MAX_FILTERS]],
+                    "max": [float(v) for v in weight.max(axis=(1, 2, 3))[:MAX_FILTERS]],
                     "filters": [b64(tile) for tile in tiles]}
 
     def explain(self, image_id: str, class_index: int | None = None,
@@ -551,6 +553,7 @@ class Explorer:
             return {"image": image_id, "class_index": index, "class_name": names[index],
                     "probability": float(probabilities[index]), "version": self.version,
                     "saliency": data_url(png_bytes(colorize(rescale(saliency), "hot"))),
+                    "saliency_range": [float(saliency.min()), float(saliency.max())],
                     "gradcam": data_url(png_bytes(overlay(image, heat))),
                     "gradcam_layer": cam.layer,
                     "gradcam_shape": [int(v) for v in cam.cam.shape]}

@@ -572,6 +572,8 @@ async function refreshExplain() {
   const e = await api(`/api/explain/${state.imageId}?${params}`);
   $("#saliency-img").src = e.saliency;
   $("#gradcam-img").src = e.gradcam;
+  $("#saliency-legend").replaceChildren(scaleLegend("hot", fmtNumber(e.saliency_range[0]),
+                                                    fmtNumber(e.saliency_range[1]), "|d score / d pixel|"));
   $("#gradcam-caption").textContent = `Grad-CAM at ${e.gradcam_layer} ` +
     `(${shape(e.gradcam_shape)}) for "${e.class_name}" (${pct(e.probability)})`;
   document.body.dataset.explained = state.imageId;
@@ -593,8 +595,10 @@ async function loadFilters(layerName) {
     (f.rgb ? ", shown in colour" : f.shown_channels > 1 ? `, one gray tile per input channel` +
      (f.shown_channels < c ? ` (first ${f.shown_channels})` : "") : "") +
     (f.shown_filters < k ? `; first ${f.shown_filters}` : "") + "; numbered under each";
-  $("#filter-legend").replaceChildren(scaleLegend("gray", "its most negative weight",
-    "its most positive", "(each filter scaled by its own range)"));
+  const low = Math.min(...f.min), high = Math.max(...f.max);
+  $("#filter-legend").replaceChildren(scaleLegend("gray", "its lowest weight", "its highest",
+    `(each filter scaled by its own range; across the layer ${fmtNumber(low)} … ${fmtNumber(high)}; ` +
+    "hover a filter for its own)"));
   const grid = $("#filters-grid");
   grid.replaceChildren();
   f.filters.forEach((b64, index) => {
@@ -608,8 +612,10 @@ async function loadFilters(layerName) {
       }
     }
     for (const t of tiles) { t.style.width = `${kw * s}px`; t.style.height = `${kh * s}px`; }
-    const node = el("div", {class: "filter", "data-index": index, title: `filter ${index}`,
-                            role: "option", "aria-label": `filter ${index}`},
+    const range = `${fmtNumber(f.min[index])} … ${fmtNumber(f.max[index])}`;
+    const node = el("div", {class: "filter", "data-index": index,
+                            title: `filter ${index}: weights from ${range} (black to white)`,
+                            role: "option", "aria-label": `filter ${index}, weights ${range}`},
                     [el("div", {class: "tiles"}, tiles), el("span", {class: "idx", text: `#${index}`})]);
     activates(node, () => report(loadTopImages(layerName, index)));
     node.classList.toggle("selected", index === state.filterIndex && layerName === state.filterLayer);

@@ -385,6 +385,21 @@ def test_a_diverging_run_is_flagged_and_an_upload_survives_the_start(browser, ti
                            ".some((t) => t.textContent === 'log')")
     page.locator("#training-panel").scroll_into_view_if_needed()
     page.locator("#training-panel").screenshot(path=str(SCREENSHOTS / "training-exploded.png"))
+
+    # A long run: its learning rate changed from the page while it trains, then stopped.
+    page.fill("#train-epochs", "200")
+    page.fill("#train-batch", "2")
+    page.fill("#train-lr", "0.05")
+    page.click("#train-start")
+    page.wait_for_function("document.querySelector('#train-state').textContent === 'running'"
+                           " && !document.querySelector('#train-lr-set').disabled")
+    page.fill("#train-lr-live", "0.01")
+    page.click("#train-lr-set")
+    page.wait_for_function("document.querySelector('#train-log').textContent"
+                           ".includes('learning rate set to 0.01 before step')")
+    page.click("#train-stop")
+    page.wait_for_function("document.querySelector('#train-state').textContent === 'stopped'")
+    assert page.inner_text("#input-caption").startswith("mine.png")
     assert [p for p in page.problems if "422" not in p] == []
     page.close()
 

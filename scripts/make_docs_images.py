@@ -72,6 +72,7 @@ def pictures(run: Path) -> None:
     image = validation.images[index]
     x = loaded.preprocess(image[None])
     fig = activations_figure(loaded.model, x, image, max_maps=16,
+                             class_names=loaded.class_names,
                              title=f"activation maps of LeNet-5 for a validation "
                                    f"'{loaded.class_names[validation.labels[index]]}'")
     small_png(figure_png(fig, dpi=70), DOCS / "activations.png")

@@ -125,7 +125,8 @@ def _sections(run, validation, samples: int, mistakes: int) -> list[tuple[str, s
         image = validation.images[index]
         title = (f"validation image {index}: true {names[validation.labels[index]]}, predicted "
                  f"{names[predicted[index]]} ({probabilities[index, predicted[index]]:.0%})")
-        fig = activations_figure(model, loaded.preprocess(image[None]), image, title=title)
+        fig = activations_figure(model, loaded.preprocess(image[None]), image, title=title,
+                                 class_names=names)
         maps.append(_img(fig, title))
     sections.append(("Activation maps", "".join(maps)))
     from convnet.training.metrics import confusion_matrix

@@ -38,6 +38,7 @@ from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
 from convnet.nn.conv_transpose import ConvTranspose2d
+from convnet.nn.gradcheck import gradcheck
 from convnet.nn.graph import Model
 from convnet.nn.layer import Layer, no_grad
 from convnet.nn.linear import Dropout, Flatten, Linear
@@ -82,7 +83,8 @@ __all__ = [
     "Parameter", "load", "load_torch_weights", "save_torch_weights",
     "ReLU", "ReceptiveField", "Residual", "SGD", "SVMLoss", "Sequential", "ShapeError",
     "Sigmoid", "Softmax", "StepLR", "Summary", "Tanh", "clip_grad_norm_", "conv_output_size",
-    "__version__", "init", "manual_seed", "no_grad", "reference", "summarize", "window_output",
+    "__version__", "gradcheck", "init", "manual_seed", "no_grad", "reference", "summarize",
+    "window_output",
     # resizing, pixel rearrangement, padding and further activations (graph and ONNX models)
     "DepthToSpace", "ELU", "GELU", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSoftmax", "PReLU",
     "Pad", "PixelShuffle", "PixelUnshuffle", "ReLU6", "Resize", "SiLU", "SpaceToDepth", "Upsample",

@@ -112,3 +112,30 @@ def test_one_version_for_the_command_the_module_and_the_package_metadata(capsys)
     assert "version" not in pyproject["project"] and pyproject["project"]["dynamic"] == ["version"]
     assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
         "attr": "convnet.version.__version__"}
+
+
+def test_calc_advice_names_flags_not_python_keywords(capsys):
+    code, _, err = run(capsys, "calc", "7x7", "--filter", "3", "--stride", "3")
+    assert code == 1
+    assert "or --pad same (output ceil(7/3) = 3)" in err
+    assert "Pass --no-strict to floor like PyTorch" in err
+    assert "padding=" not in err and "strict=False" not in err
+    code, _, err = run(capsys, "calc", "4x4", "--filter", "7")
+    assert "use a smaller --filter or more --pad" in err and "kernel_size" not in err
+
+
+def test_calc_no_strict_floors_and_says_what_is_dropped(capsys):
+    code, out, _ = run(capsys, "calc", "7x7", "-F", "3", "-S", "3", "--no-strict")
+    assert code == 0
+    expected = "height   (7 - 3 + 2*0)/3 + 1 = 2.33, floored to 2  (the last 1 row never covered)"
+    assert expected in out
+    assert "output   2x2x1" in out
+
+
+def test_calc_pool_shows_its_window_and_dilation_is_explained(capsys):
+    code, out, _ = run(capsys, "calc", "32x32x10", "--pool", "-F", "2")
+    assert "window   2x2 max pool window, stride 2, pad 0" in out
+    code, out, _ = run(capsys, "calc", "9x9x3", "-F", "3", "--dilation", "2", "-K", "4")
+    assert ("dilation 2: the taps are 2 pixels apart, so the 3x3 filter covers 5x5 "
+            "(F_eff = D*(F - 1) + 1 = 2*(3 - 1) + 1 = 5) with 9 weights per slice") in out
+    assert "height   (9 - 5 + 2*0)/1 + 1 = 5" in out

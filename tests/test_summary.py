@@ -164,3 +164,45 @@ def test_summary_shapes_agree_with_forward(rng):
     for layer, row in zip(model.layers, rows, strict=True):
         x = layer.forward(x)
         assert x.shape[1:] == row.output_shape, row.name
+
+
+def test_weight_sharing_in_numbers_for_lenet5_conv1():
+    # Lecture 5: a conv layer shares one filter across every position. LeNet-5's conv1 turns
+    # 1x28x28 into 6x28x28 with 6 filters of 5*5*1 + 1 = 26 parameters.
+    from convnet.io import zoo
+
+    summary = zoo.build_model("lenet5").describe((1, 28, 28))
+    rows = {row.name: row for row in summary.rows}
+    sharing = rows["conv1"].sharing
+    assert sharing["conv"] == {"params": 156, "text": "6 x 26 = 156"}
+    # No sharing: a filter of its own at each of the 28*28 positions of each of the 6 maps.
+    assert sharing["locally_connected"] == {"params": 28 * 28 * 6 * 26,
+                                            "text": "28*28*6 x 26 = 122,304"}
+    # Fully connected: every one of 784 inputs to every one of 4,704 outputs, plus biases.
+    assert sharing["fully_connected"]["params"] == 784 * 4704 + 4704
+    assert sharing["fully_connected"]["text"] == "784 x 4,704 + 4,704 = 3,692,640"
+    assert rows["conv2"].sharing["locally_connected"]["params"] == 10 * 10 * 16 * 151
+    assert rows["pool1"].sharing is None and rows["fc1"].sharing is None
+    assert sharing["conv"]["params"] == rows["conv1"].params
+    assert summary.to_dict()["layers"][0]["sharing"]["conv"]["text"] == "6 x 26 = 156"
+    table = str(summary).splitlines()
+    at = table.index("Weight sharing: each conv layer's parameters beside layers giving its "
+                     "output volume without sharing")
+    assert table[at + 2].split() == ["conv1", "6", "x", "26", "=", "156", "28*28*6", "x", "26",
+                                     "=", "122,304", "784", "x", "4,704", "+", "4,704", "=",
+                                     "3,692,640"]
+
+
+def test_weight_sharing_of_a_grouped_conv_without_bias():
+    row = cn.Sequential(cn.Conv2d(4, 8, 3, groups=2, bias=False)).describe((4, 6, 6)).rows[0]
+    assert row.sharing["per_filter"] == 3 * 3 * 2
+    assert row.sharing["conv"]["params"] == row.params == 8 * 18
+    assert row.sharing["fully_connected"]["text"] == "144 x 128 = 18,432"
+
+
+def test_vector_rows_see_the_whole_image():
+    lines = str(_lecture_model().describe((3, 32, 32))).splitlines()
+    fc = next(line for line in lines if line.startswith("fc1 (Linear)"))
+    assert "whole image" in fc and "jump" not in fc
+    conv = next(line for line in lines if line.startswith("conv1 (Conv2d)"))
+    assert "5x5 jump 1" in conv

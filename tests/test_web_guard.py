@@ -246,7 +246,7 @@ def test_stopping_the_server_saves_the_page_started_run(tmp_path, sig):
 def test_every_state_changing_endpoint_needs_the_token(tmp_path):
     app = create_app(model_name="lenet5", runs_dir=tmp_path)
     posts = [route.path for route in app.routes if "POST" in getattr(route, "methods", ())]
-    assert sorted(posts) == ["/api/images", "/api/train", "/api/train/stop"]
+    assert sorted(posts) == ["/api/images", "/api/train", "/api/train/lr", "/api/train/stop"]
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         for path in posts:
             response = client.post(path, json={})

@@ -46,21 +46,32 @@ def run(args) -> int:
           f"10% kept for validation, random 2-pixel shifts) for {config.epochs} epochs into "
           f"{out}", flush=True)
     started = time.perf_counter()
-    from convnet.viz.report import ReportCallback
+    from convnet.viz.report import write_report
 
-    summary = Trainer(config, out, progress=False if args.no_progress else None,
-                      callbacks=[ReportCallback()]).fit()
+    # The report is written once the test accuracy is known (below), not by a callback.
+    summary = Trainer(config, out, progress=False if args.no_progress else None).fit()
     if summary["stopped"]:
         return 130
     loaded = checkpoint.load(out)
     test = data.load_dataset("mnist-5k", "test")
     result = evaluate(loaded, test)
+    epoch = checkpoint.checkpoint_epoch(loaded.path)
+    # Recorded in the run folder so that the report and `convnet serve` show it too.
+    checkpoint.write_evaluation(out, {"dataset": "mnist-5k", "split": "test",
+                                      "checkpoint": "best", "epoch": epoch,
+                                      "accuracy": result.accuracy, "count": result.count,
+                                      "loss": result.loss})
+    try:
+        write_report(out)
+    except Exception as error:  # noqa: BLE001 - the run and its numbers are saved already
+        print(f"report not written: {type(error).__name__}: {error}")
     minutes = (time.perf_counter() - started) / 60
     print()
     print(f"held-out test accuracy: {result.accuracy:.2%} on {result.count:,} digits never "
-          f"seen in training ({minutes:.1f} min in all)")
+          f"seen in training, best checkpoint (epoch {epoch}) ({minutes:.1f} min in all)")
     print(f"run folder:   {out}")
     print(f"  config:      {out}/config.json")
+    print(f"  evaluation:  {out}/evaluation.json (the test accuracy above)")
     print(f"  metrics:     {out}/metrics.jsonl")
     print(f"  checkpoints: {out}/checkpoints/best.safetensors, last.safetensors")
     print(f"  report:      {out}/report.html (filters, activation maps, curves, mistakes)")

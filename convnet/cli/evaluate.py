@@ -28,11 +28,20 @@ def register(subparsers) -> None:
 
     parser = add_command(
         subparsers, "predict", "Class probabilities (top-k) of a trained model for image files.",
-        "convnet predict runs/lenet digit.png another.jpg --top-k 3")
+        "convnet predict runs/lenet digit.png another.jpg --top-k 3\n"
+        "convnet predict runs/lenet photo_of_a_digit.jpg --invert yes")
     parser.add_argument("run", metavar="RUN_FOLDER", help="run folder, checkpoint or .onnx file")
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="PNG/JPEG files")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    parser.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
+                        help="turn dark-on-light images into light-on-dark; auto: when the "
+                             "model was trained on light strokes on a dark background (MNIST) "
+                             "and the image's border is light [default: auto]")
+    parser.add_argument("--centre", choices=["auto", "yes", "no"], default="auto",
+                        help="centre a digit as MNIST does (its ink scaled to fit 20x20, "
+                             "aspect ratio kept, centre of mass in the middle); auto: for "
+                             "MNIST models and images not already 28x28 [default: auto]")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run_predict)
 
@@ -87,24 +96,39 @@ def run_evaluate(args) -> int:
     result = evaluate(loaded, dataset, args.batch_size, group)
     if group is not None and not group.is_root:
         return 0
+    from convnet.io.checkpoint import checkpoint_epoch, which_checkpoint
+
+    which = which_checkpoint(loaded.path)
+    epoch = checkpoint_epoch(loaded.path) if which else None
     if args.json:
-        print(json.dumps({"dataset": name, "split": args.split, **result.to_dict()}))
+        print(json.dumps({"dataset": name, "split": args.split, "checkpoint": which,
+                          "epoch": epoch, "path": str(loaded.path), **result.to_dict()}))
     else:
-        print(f"{name} ({args.split} split), checkpoint {loaded.path}")
+        which_text = (f"the {which} checkpoint" + (f" (epoch {epoch})" if epoch else "")
+                      if which else "checkpoint")
+        print(f"{name} ({args.split} split), {which_text}: {loaded.path}")
         print(result.format())
     return 0
 
 
 def run_predict(args) -> int:
-    from convnet import data
+    from convnet.data.images import check_input_shape, open_image
+    from convnet.data.prepare import expects_light_on_dark, is_mnist_like, prepare_image
     from convnet.io import checkpoint
 
     require(args.top_k >= 1, f"--top-k must be 1 or more (how many classes to list), received "
                              f"{args.top_k}")
     loaded = checkpoint.load(args.run, args.checkpoint)
+    dataset = loaded.config.get("dataset")
+    light = expects_light_on_dark(loaded.input_shape, loaded.normalization, dataset)
+    mnist = is_mnist_like(loaded.input_shape, dataset)
     images, notes = [], []
     for path in args.images:
-        pixels, converted = data.read_image(path, loaded.input_shape)
+        array, opened = open_image(path)
+        pixels, prepared = prepare_image(array, check_input_shape(loaded.input_shape),
+                                         invert=args.invert, centre=args.centre,
+                                         light_on_dark=light, mnist_like=mnist)
+        converted = [text for _, text in opened] + prepared
         images.append(pixels)
         notes.append(converted)
         for note in converted:

@@ -19,6 +19,24 @@ def register(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     parser.set_defaults(func=run_summary)
 
+    parser = add_command(
+        subparsers, "gradcheck", "Check backpropagation: every layer's analytic gradients "
+        "against centred differences in float64 on a few random samples, as a table of "
+        "relative errors with a verdict (exit status 1 when one is wrong).",
+        "convnet gradcheck lenet5\nconvnet gradcheck my_model.toml --samples 3\n"
+        "convnet gradcheck runs/lenet --json")
+    parser.add_argument("target", metavar="MODEL_OR_RUN",
+                        help="zoo name, .toml model file, run folder, checkpoint or .onnx file")
+    parser.add_argument("--samples", type=_positive, default=2,
+                        help="random inputs (standard normal) in the batch [default: 2]")
+    parser.add_argument("--coords", type=_positive, default=8,
+                        help="coordinates compared per array [default: 8]")
+    parser.add_argument("--seed", type=int, default=0, help="[default: 0]")
+    parser.add_argument("--no-layers", action="store_true",
+                        help="only the whole model through the loss, not each layer alone")
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.set_defaults(func=run_gradcheck)
+
     parser = add_command(subparsers, "models", "List the built-in models.",
                          "convnet models\nconvnet models --json")
     parser.add_argument("--json", action="store_true")
@@ -46,7 +64,12 @@ def register(subparsers) -> None:
                         help="stride S [default: 1; F for --pool]")
     parser.add_argument("--pad", "-P", default="0",
                         help="zero padding P per side, or 'same' [default: 0]")
-    parser.add_argument("--dilation", type=_size, default=(1, 1))
+    parser.add_argument("--dilation", type=_size, default=(1, 1),
+                        help="spacing D of the filter's taps: a 3x3 filter with dilation 2 "
+                             "covers 5x5 (D*(F - 1) + 1) with 9 weights [default: 1]")
+    parser.add_argument("--no-strict", action="store_true",
+                        help="floor a window that does not fit, as PyTorch does (the last "
+                             "border pixels are never covered) instead of refusing it")
     parser.add_argument("--filters", "-K", type=int, default=1,
                         help="number of filters K (conv only) [default: 1]")
     parser.add_argument("--pool", action="store_true",
@@ -59,6 +82,14 @@ def register(subparsers) -> None:
                              "below the stride or dilation [default: 0]")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_calc)
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}")
+    return int(text)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -107,6 +138,24 @@ def run_summary(args) -> int:
     summary = model.describe(input_shape)
     print(json.dumps(summary.to_dict()) if args.json else summary)
     return 0
+
+
+def run_gradcheck(args) -> int:
+    import numpy
+
+    from convnet.nn.gradcheck import gradcheck
+    from convnet.nn.graph import first_output_shape
+
+    model, input_shape = resolve_model(args.target)
+    generator = numpy.random.default_rng(args.seed)
+    shapes = list(getattr(model, "input_shapes", None) or [tuple(input_shape)])
+    x = [generator.standard_normal((args.samples, *shape)) for shape in shapes]
+    out = first_output_shape(model, shapes if len(shapes) > 1 else shapes[0])
+    y = generator.integers(0, out[0], args.samples) if len(out) == 1 else None
+    report = gradcheck(model, x if len(x) > 1 else x[0], y, coords=args.coords,
+                       seed=args.seed, layers=not args.no_layers)
+    print(json.dumps(report.to_dict()) if args.json else report)
+    return 0 if report.ok else 1
 
 
 def run_models(args) -> int:
@@ -179,7 +228,11 @@ def run_calc(args) -> int:
                              f"received {args.pad!r}")
         padding = (int(match.group(1)), int(match.group(2) or match.group(1)))
     label = "pool" if args.pool else "conv"
-    shape = window_output((height, width), kernel, stride, padding, args.dilation, layer=label)
+    try:
+        shape = window_output((height, width), kernel, stride, padding, args.dilation,
+                              strict=not args.no_strict, layer=label)
+    except ShapeError as error:
+        raise ShapeError(cli_words(str(error))) from None
     out_h, out_w = shape.out_hw
     pad = shape.padding
     depth_out = depth if args.pool else args.filters
@@ -200,11 +253,24 @@ def run_calc(args) -> int:
         return f"({n} - {f} + {padding_text})/{s} + 1 = {out}"
 
     print(f"input    {height}x{width}x{depth}  (height x width x depth)")
-    what = ("max pool" if args.pool else
+    what = (f"{kernel[0]}x{kernel[1]} max pool window" if args.pool else
             f"{args.filters} filter(s) of {kernel[0]}x{kernel[1]}x{depth}")
     print(f"window   {what}, stride {_pair_text(stride)}, pad {_pad_text(pad)}")
-    print(f"height   {formula(height, eff[0], stride[0], pad.top, pad.bottom, out_h)}")
-    print(f"width    {formula(width, eff[1], stride[1], pad.left, pad.right, out_w)}")
+    if args.dilation != (1, 1):
+        d = args.dilation
+        print(f"dilation {_pair_text(d)}: the taps are {_pair_text(d)} pixels apart, so the "
+              f"{kernel[0]}x{kernel[1]} filter covers {eff[0]}x{eff[1]} "
+              f"(F_eff = D*(F - 1) + 1 = {d[0]}*({kernel[0]} - 1) + 1 = {eff[0]}"
+              + (f", {d[1]}*({kernel[1]} - 1) + 1 = {eff[1]}" if eff[0] != eff[1] or
+                 d[0] != d[1] else "") + f") with {kernel[0] * kernel[1]} weights per slice")
+    for axis, name, n, (before, after), out in (
+            (0, "height", height, (pad.top, pad.bottom), out_h),
+            (1, "width ", width, (pad.left, pad.right), out_w)):
+        text = formula(n, eff[axis], stride[axis], before, after, out)
+        if shape.dropped[axis]:
+            exact = (n - eff[axis] + before + after) / stride[axis] + 1
+            text = text.replace(f" = {out}", f" = {exact:.2f}, floored to {out}")
+        print(f"{name}   {text}" + _floored(shape.dropped[axis], ("row", "column")[axis]))
     print(f"output   {out_h}x{out_w}x{depth_out}" + (
         "  (depth unchanged: each map is pooled on its own)" if args.pool else
         f"  (one {out_h}x{out_w} activation map per filter)"))
@@ -219,14 +285,18 @@ def run_calc(args) -> int:
 def _transposed_calc(args, volume) -> int:
     """`calc --transposed`: sizes, the formula with the numbers, and the parameters."""
     from convnet.core.arithmetic import transposed_formula, transposed_output
+    from convnet.core.errors import ShapeError
 
     height, width, depth = volume
     kernel, stride, dilation = args.filter, args.stride or (1, 1), args.dilation
     output_padding = args.output_padding or (0, 0)
     padding = args.pad if args.pad in ("same", "valid") else (
         _non_negative_size(args.pad) if args.pad != "0" else (0, 0))
-    shape = transposed_output((height, width), kernel, stride, padding, dilation,
-                              output_padding, layer="deconv")
+    try:
+        shape = transposed_output((height, width), kernel, stride, padding, dilation,
+                                  output_padding, layer="deconv")
+    except ShapeError as error:
+        raise ShapeError(cli_words(str(error))) from None
     out_h, out_w = shape.out_hw
     pads = (shape.padding.top, shape.padding.left)
     per_output = kernel[0] * kernel[1] * depth + 1
@@ -254,6 +324,31 @@ def _transposed_calc(args, volume) -> int:
           f"{args.filters} x {per_output} = {params:,} in all (weight "
           f"{(depth, args.filters, *kernel)}, bias ({args.filters},))")
     return 0
+
+
+def _floored(dropped: int, unit: str) -> str:
+    if not dropped:
+        return ""
+    return f"  (the last {dropped} {unit}{'s' if dropped > 1 else ''} never covered)"
+
+
+# The arithmetic's messages speak Python (they are raised by layers too); on the command line
+# the same advice names the flags.
+_CLI_WORDS = [
+    (re.compile(r"padding='same'"), "--pad same"),
+    (re.compile(r"Pass strict=False to floor like PyTorch"),
+     "Pass --no-strict to floor like PyTorch"),
+    (re.compile(r"use a smaller kernel_size or more padding"),
+     "use a smaller --filter or more --pad"),
+    (re.compile(r"choose padding so that"), "choose --pad so that"),
+]
+
+
+def cli_words(message: str) -> str:
+    """An arithmetic message with the calc command's flags instead of Python keywords."""
+    for pattern, words in _CLI_WORDS:
+        message = pattern.sub(words, message)
+    return message
 
 
 def _pair_text(value) -> str:

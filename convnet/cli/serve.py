@@ -18,9 +18,11 @@ def register(subparsers) -> None:
         "training. Binds to 127.0.0.1 only unless --allow-remote.",
         "convnet serve runs/lenet                 # then open http://127.0.0.1:8000/\n"
         "convnet serve --model lenet5             # an untrained zoo model; train it on the page\n"
+        "convnet serve model.onnx                 # an ONNX file, its graph and units\n"
         "convnet serve --model my_model.toml --dataset mnist-5k --port 8001")
     parser.add_argument("run", metavar="RUN_FOLDER", nargs="?", default=None,
-                        help="run folder or checkpoint [default: an untrained --model]")
+                        help="run folder, checkpoint or .onnx file [default: an untrained "
+                             "--model]")
     parser.add_argument("--model", default=None,
                         help="zoo name or .toml model file when no run folder is given "
                              "[default: lenet5]")

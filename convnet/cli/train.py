@@ -36,7 +36,12 @@ def register(subparsers) -> None:
     parser.add_argument("--val-fraction", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None, help="[default: 0]")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="random crop + horizontal flip [default: on for cifar10 only]")
+                        help="random shifts (crop with zero padding) and, for photos, "
+                             "horizontal flips of the training images [default: on, with the "
+                             "dataset's settings: 2-pixel shifts for mnist and mnist-5k, "
+                             "2-pixel shifts + flips for fashion-mnist, 4-pixel shifts + flips "
+                             "for cifar10, 2-pixel shifts for a folder; config.json records "
+                             "what was applied]")
     parser.add_argument("--clip-grad-norm", type=float, default=None)
     parser.add_argument("--sync-bn", action="store_true", default=None,
                         help="under mpiexec: batch norm takes the statistics of the whole "
@@ -109,9 +114,18 @@ def run(args) -> int:
 
 
 def _describe(summary: dict) -> str:
+    from convnet.viz.run import accuracy_story
+
     out = summary["out_dir"]
     lines = [f"run folder: {out}"]
-    if summary["best_val_accuracy"] >= 0:
+    story = accuracy_story(out)
+    if story["best"]:
+        best, last = story["best"], story["last"]
+        lines.append(f"best validation accuracy: {best['accuracy']:.2%} at epoch "
+                     f"{best['epoch']} (checkpoints/best.safetensors); last: "
+                     f"{last['accuracy']:.2%} at epoch {last['epoch']} "
+                     f"(checkpoints/last.safetensors)")
+    elif summary["best_val_accuracy"] >= 0:
         lines.append(f"best validation accuracy: {summary['best_val_accuracy']:.2%}")
     lines += [f"checkpoints: {out}/checkpoints/ (best.safetensors, last.safetensors)",
               f"metrics: {out}/metrics.jsonl"]

@@ -139,7 +139,8 @@ def make_figure(run, args):
         title = (f"{description}: predicted {names[predicted]} "
                  f"({probabilities[predicted]:.0%}){truth}")
         if what == "activations":
-            return activations.activations_figure(model, x, image, title=title)
+            return activations.activations_figure(model, x, image, title=title,
+                                                  class_names=names)
         index = _class_index(run, args.class_, predicted)
         sal = saliency.saliency_map(model, x, index)
         cam = saliency.grad_cam(model, x, index, args.layer)

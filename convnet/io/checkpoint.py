@@ -32,6 +32,7 @@ from convnet.nn.layer import Layer
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+EVALUATION = "evaluation.json"  # held-out accuracy of a checkpoint, written by `convnet demo`
 OPTIMIZER_PREFIX = "optimizer."
 MAX_CLASSES = 1_000_000  # scores per image a model may output when its classes have no names
 
@@ -105,6 +106,42 @@ def checkpoint_state(path: Path) -> dict:
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a readable checkpoint ({error})") from None
     return state if isinstance(state, dict) else {}
+
+
+def which_checkpoint(path) -> str | None:
+    """'best' or 'last' for a run's checkpoint file, None for another file."""
+    path = Path(path) if path is not None else None
+    if path is None or path.suffix != ".safetensors" or path.parent.name != CHECKPOINTS:
+        return None
+    return path.stem if path.stem in ("best", "last") else None
+
+
+def write_evaluation(folder, record: dict) -> Path:
+    """Record a held-out evaluation in the run folder: {"dataset", "split", "checkpoint",
+    "epoch", "accuracy", "count", ...}; the report and the explorer show it."""
+    path = Path(folder) / EVALUATION
+    write_json(path, record)
+    return path
+
+
+def read_evaluation(folder) -> dict | None:
+    """The recorded held-out evaluation of a run folder, or None."""
+    if folder is None:
+        return None
+    path = Path(folder) / EVALUATION
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint_epoch(path) -> int | None:
+    """The epochs done when a checkpoint was written, or None (no state, unreadable)."""
+    try:
+        epoch = checkpoint_state(path).get("epoch")
+    except CheckpointError:
+        return None
+    return int(epoch) if isinstance(epoch, int) else None
 
 
 def load_weights(model: Layer, arrays: dict, source) -> None:

@@ -357,6 +357,32 @@ class Conv2d(WindowLayer, WeightedLayer):
         per_filter = f"({per_filter} + 1)" if self.bias is not None else per_filter
         return f"{self.out_channels} x {per_filter} = {self.num_parameters():,}"
 
+    def weight_sharing(self, input_shape: Shape, output_shape: Shape) -> dict:
+        """Lecture 5's parameter sharing in numbers: this layer's parameters (one filter per
+        output map, shared by every position), a locally connected layer (a filter of its own at
+        every output position: H_out*W_out*K filters) and a fully connected layer (every input
+        value to every output value, plus a bias per output) producing the same volume.
+
+        LeNet-5's conv1 on 1x28x28: 6 x 26 = 156, 28*28*6 x 26 = 122,304 and
+        784 x 4,704 + 4,704 = 3,692,640."""
+        channels, height, width = (int(v) for v in input_shape)
+        k, out_h, out_w = (int(v) for v in output_shape)
+        kh, kw = self.kernel_size
+        per_filter = kh * kw * (channels // self.groups) + (1 if self.bias is not None else 0)
+        inputs, outputs = channels * height * width, k * out_h * out_w
+        bias = outputs if self.bias is not None else 0
+        local = out_h * out_w * k * per_filter
+        full = inputs * outputs + bias
+        return {
+            "conv": {"params": k * per_filter, "text": f"{k} x {per_filter} = {k * per_filter:,}"},
+            "locally_connected": {"params": local,
+                                  "text": f"{out_h}*{out_w}*{k} x {per_filter} = {local:,}"},
+            "fully_connected": {"params": full,
+                                "text": f"{inputs:,} x {outputs:,}"
+                                        + (f" + {outputs:,}" if bias else "") + f" = {full:,}"},
+            "per_filter": per_filter, "positions": out_h * out_w,
+        }
+
     def macs(self, input_shape: Shape, output_shape: Shape) -> int:
         kh, kw = self.kernel_size
         return (self.out_channels * (self.in_channels // self.groups) * kh * kw

@@ -229,6 +229,12 @@ class Layer:
         """The receptive field after this layer, given the field of its input units."""
         return field
 
+    def weight_sharing(self, input_shape: Shape, output_shape: Shape) -> dict | None:
+        """For a layer that shares weights across positions (a convolution): its parameter
+        count beside those of layers giving the same output volume without sharing (see
+        Conv2d.weight_sharing); None for the others."""
+        return None
+
     def size_fix(self, input_shape: Shape, target_hw) -> str | None:
         """How this layer could give spatial size `target_hw` from `input_shape` (asked by a
         merge whose inputs disagree), or None when it has no such setting."""

@@ -35,6 +35,9 @@ class LayerRow:
     connected_to: list[str] = field(default_factory=list)  # graph models: the tensors read
     shared_with: str = ""  # a layer called again: its weights are those of this row's layer
     extra_outputs: list = field(default_factory=list)  # shapes of a split's other outputs
+    # A convolution's parameters beside a locally connected and a fully connected layer giving
+    # the same output volume (Layer.weight_sharing); None for other layers.
+    sharing: dict | None = None
 
 
 @dataclass
@@ -155,6 +158,8 @@ def _row(layer: Layer, input_shape, output_shape, rf: ReceptiveField, depth: int
         activation_bytes=sum(math.prod(shape) for shape in outputs) * bytes_per_value,
         dropped=tuple(layer.dropped_pixels(input_shape)) if spatial else (0, 0),
         window=_window_info(layer, input_shape) if spatial else None,
+        sharing=(layer.weight_sharing(input_shape, outputs[0])
+                 if spatial and len(outputs[0]) == 3 and not layer.multi_output else None),
         extra_outputs=[tuple(shape) for shape in outputs[1:]],
         **extra,
     )
@@ -252,6 +257,8 @@ def format_table(summary: Summary) -> str:
         rf = f"{row.receptive_field[0]}x{row.receptive_field[1]}"
         jump = [_number(j) for j in row.jump]
         rf += f" jump {jump[0]}" if jump[0] == jump[1] else f" jump ({jump[0]}, {jump[1]})"
+        if len(row.output_shape) != 3:
+            rf = "whole image"  # each value of a vector depends on every input pixel
         params = row.formula or f"{row.params:,}"
         if row.dropped != (0, 0):
             params += f"  [drops {row.dropped[0]} row(s), {row.dropped[1]} col(s)]"
@@ -286,5 +293,24 @@ def format_table(summary: Summary) -> str:
              f"{human_bytes(summary.activation_bytes)}",
              f"Largest receptive field: {size[0]}x{size[1]} (through every path)"
              if graph else None,
-             closing]
-    return "\n".join(line for line in lines if line is not None)
+             closing,
+             "Receptive field: the input window a unit sees; jump: the step between "
+             "neighbouring units' windows"]
+    return "\n".join(line for line in lines + sharing_lines(summary) if line is not None)
+
+
+def sharing_lines(summary: Summary) -> list[str]:
+    """The weight-sharing table under the summary: each convolution's parameters beside a
+    locally connected and a fully connected layer producing the same output volume."""
+    rows = [row for row in summary.rows if row.sharing]
+    if not rows:
+        return []
+    header = ("Layer", "Conv (shared)", "Locally connected (no sharing)",
+              "Fully connected")
+    body = [(row.name, row.sharing["conv"]["text"], row.sharing["locally_connected"]["text"],
+             row.sharing["fully_connected"]["text"]) for row in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    return ["", "Weight sharing: each conv layer's parameters beside layers giving its output "
+            "volume without sharing",
+            *("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip()
+              for line in [header, *body])]

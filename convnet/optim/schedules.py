@@ -77,3 +77,20 @@ class LinearWarmup(LRScheduler):
         if t < self.warmup:
             return self.base_lr * (self.start_factor + (1 - self.start_factor) * t / self.warmup)
         return self.after.lr_at(t - self.warmup) if self.after else self.base_lr
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.after is not None:  # one base rate for both phases (see set_base_lr)
+            self.after.base_lr = float(state["base_lr"])
+        super().load_state_dict(state)
+
+
+def set_base_lr(scheduler: LRScheduler, lr: float) -> float:
+    """Change a schedule's base learning rate in the middle of a run (the schedule goes on from
+    the new base, a warmup's next phase too); returns the rate now in the optimizer. The base
+    is part of `state_dict`, so a resumed run keeps it."""
+    scheduler.base_lr = float(lr)
+    after = getattr(scheduler, "after", None)
+    if after is not None:
+        after.base_lr = float(lr)
+    scheduler.optimizer.lr = scheduler.lr_at(scheduler.last_step)
+    return scheduler.optimizer.lr

@@ -58,6 +58,10 @@ class TrainingError(Exception):
     """A run that cannot start or continue; the message says why and what to do."""
 
 
+class LossDiverged(TrainingError):
+    """The loss became NaN or infinite: the learning rate is too high, as a rule."""
+
+
 @dataclass
 class TrainConfig:
     model: str = "lenet5"  # a zoo name or the path of a .toml model file
@@ -218,6 +222,7 @@ class Trainer:
         self._stop_reason: str | None = None
         self.stop_signal: int | None = None  # the signal that stopped fit(), if one did
         self._lock = None  # the claim on out_dir (convnet.io.runlock), held while fit() runs
+        self._lr_request: float | None = None
         config.validate()
 
     # -- setup -------------------------------------------------------------------------------
@@ -300,6 +305,7 @@ class Trainer:
         suggested = (info.augmentation if info else None) or {"crop_padding": 2, "hflip": False}
         # None means the dataset's own suggestion (crop for digits, crop + flip for photos).
         augmentation = suggested if cfg.augment is not False else None
+        self.augmentation = augmentation  # recorded in config.json as applied
         self.train_loader = data.BatchLoader(self.train_set, cfg.batch_size, shuffle=True,
                                              seed=cfg.seed, normalization=self.normalization,
                                              augmentation=augmentation, drop_last=False,
@@ -349,6 +355,7 @@ class Trainer:
             "class_names": self.class_names,
             "normalization": self.normalization.to_dict(),
             "train": dataclasses.asdict(self.config),
+            "augmentation": self.augmentation,
         })
 
     def _restore(self) -> None:
@@ -450,6 +457,24 @@ class Trainer:
         """Finish the current step, save a checkpoint and return from fit()."""
         self._stop_reason = reason
 
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate of a run in progress, from any thread (the explorer's
+        page): it takes effect before the next step, as the schedule's new base rate, and is
+        saved with the schedule's state, so a resumed run keeps it."""
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr <= 10 \
+                or not math.isfinite(lr):
+            raise TrainingError(f"the learning rate must be a number in (0, 10], received "
+                                f"{lr!r}")
+        self._lr_request = float(lr)
+
+    def _apply_lr_request(self) -> None:
+        from convnet.optim.schedules import set_base_lr
+
+        lr, self._lr_request = self._lr_request, None
+        now = set_base_lr(self.scheduler, lr)
+        self.log(f"learning rate set to {lr:g} before step {self.global_step + 1} "
+                 f"({now:.3g} now with the {self.config.schedule} schedule)")
+
     # -- the loop ----------------------------------------------------------------------------
     def _emit(self, event: str, *args) -> None:
         for callback in self.callbacks:
@@ -481,7 +506,7 @@ class Trainer:
             scores = first_output(self.model.forward(x))
             loss = self.loss_fn.forward(scores, y)
         if not math.isfinite(loss):
-            raise TrainingError(
+            raise LossDiverged(
                 f"the loss became {loss} at epoch {self.epoch + 1}, batch {self.batch_index + 1} "
                 f"(step {self.global_step + 1}); training stopped and the last good checkpoint "
                 f"in {self.out_dir / CHECKPOINTS} was kept. Try a smaller --lr "
@@ -563,6 +588,8 @@ class Trainer:
             self.model.train()
             bar = self._progress_bar(self.batch_index)
             for x, y in self.train_loader.iter_from(self.epoch, self.batch_index):
+                if self._lr_request is not None:
+                    self._apply_lr_request()
                 started = time.perf_counter()
                 loss, correct, count = self._step(x, y)
                 elapsed = time.perf_counter() - started
@@ -644,5 +671,5 @@ def resume_config(out_dir, epochs: int | None = None) -> TrainConfig:
         raise CheckpointError(f"{out_dir}/{CONFIG}: {error}") from None
 
 
-__all__ = ["Trainer", "TrainConfig", "TrainingError", "LocalGroup", "build_from_config",
-           "resume_config"]
+__all__ = ["Trainer", "TrainConfig", "TrainingError", "LossDiverged", "LocalGroup",
+           "build_from_config", "resume_config"]

@@ -30,11 +30,12 @@ def activation_grid(maps, columns: int | None = None, pad: int = 1, per_map: boo
 
 
 def activations_figure(model, x, image=None, *, max_maps: int = 16, per_map: bool = False,
-                       title: str | None = None):
+                       title: str | None = None, class_names=None):
     """A Figure with one row per layer: the maps of volumes, a strip for vectors.
 
     x: one preprocessed input (1, C, H, W) float32; image: the same input as uint8 (C, H, W)
-    for the first row (optional).
+    for the first row (optional). class_names: written under the last strip when it holds
+    one score per class.
     """
     from convnet.viz.figures import new_figure
 
@@ -58,6 +59,12 @@ def activations_figure(model, x, image=None, *, max_maps: int = 16, per_map: boo
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
+    last = outputs[-1].output[0] if outputs else None
+    if class_names and last is not None and last.ndim == 1 and len(class_names) == last.size:
+        ax = axes[-1]
+        ax.set_axis_on()
+        ax.set_xticks(range(last.size), [str(name) for name in class_names], fontsize=7)
+        ax.tick_params(length=0)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -72,9 +79,12 @@ def _draw_output(ax, out: LayerOutput, max_maps: int, per_map: bool) -> None:
         grid = activation_grid(value, columns=shown, per_map=per_map, max_maps=max_maps)
         ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
         more = f", first {shown} of {count} maps" if shown < count else ""
-        ax.set_title(f"{out.name} ({out.type}) {shape}{more}", fontsize=8, loc="left")
+        scale = ("each map black to white by its own range" if per_map else
+                 f"black {value[:shown].min():.3g} to white {value[:shown].max():.3g}")
+        ax.set_title(f"{out.name} ({out.type}) {shape}{more}; {scale}", fontsize=8, loc="left")
     else:
         strip = rescale(value.reshape(1, -1))
         ax.imshow(strip, cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
                   aspect="auto")
-        ax.set_title(f"{out.name} ({out.type}) {shape}", fontsize=8, loc="left")
+        ax.set_title(f"{out.name} ({out.type}) {shape}; dark {value.min():.3g} to yellow "
+                     f"{value.max():.3g}", fontsize=8, loc="left")

@@ -102,6 +102,8 @@ def filters_figure(model, layer: str | None = None, *, max_filters: int = 64,
         layout = f"one strip per filter, one tile per input channel ({min(c, max_channels)} " \
             f"of {c})"
     # Three short lines: a narrow grid (six 5x5 filters) must not clip its title.
+    weights = np.asarray(to_numpy(conv.weight.data))
     ax.set_title(f"{conv.name}: {k} filters {kh}x{kw}x{c}{shown}\n{layout}\n"
-                 f"each filter scaled by its own range", fontsize=9)
+                 f"each filter black to white by its own range\n(the layer's weights: "
+                 f"{weights.min():.2g} to {weights.max():.2g})", fontsize=9)
     return fig

@@ -170,3 +170,95 @@ def class_probabilities(model: Sequential, preprocess, images, batch_size: int =
     if not chunks:
         return np.zeros((0, 0))
     return np.concatenate(chunks)
+
+
+@dataclass
+class Stage:
+    """One stage of a model as a graph: its layer, the tensors it reads (by stage name, or the
+    model input's name) and the stages that read its output."""
+
+    name: str
+    layer: Layer
+    inputs: list[str]
+    readers: list[str]
+    index: int
+
+
+def stage_graph(model: Layer) -> list[Stage]:
+    """Every stage with its inputs and readers: a chain's top-level layers one after another,
+    a graph model's nodes as wired."""
+    if isinstance(model, Model):
+        found = [Stage(model.slot_names[step.outputs[0]], step.layer,
+                       [model.slot_names[s] for s in step.inputs], [], index)
+                 for index, step in enumerate(model.steps)]
+        producer = {}
+        for stage, step in zip(found, model.steps, strict=True):
+            for slot in step.outputs:
+                producer[model.slot_names[slot]] = stage
+        for stage in found:
+            for name in stage.inputs:
+                if name in producer and stage.name not in producer[name].readers:
+                    producer[name].readers.append(stage.name)
+        return found
+    found, previous = [], "input"
+    for index, (name, layer) in enumerate(stages(model)):
+        found.append(Stage(name, layer, [previous], [], index))
+        if index:
+            found[index - 1].readers.append(name)
+        previous = name
+    return found
+
+
+def input_names(model: Layer) -> list[str]:
+    """The names of a model's inputs ('input' for a chain)."""
+    if isinstance(model, Model):
+        return [model.slot_names[s] for s in model.input_slots]
+    return ["input"]
+
+
+def stage_outputs(model: Layer, x) -> dict[str, np.ndarray]:
+    """Every stage's output for input x by stage name, and the model's inputs by theirs, in
+    evaluation mode without caches (one forward pass)."""
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    found = dict(zip(input_names(model), xs, strict=True))
+    with evaluating(model), no_grad():
+        if isinstance(model, Model):
+            model.forward(*xs, keep={slot for step in model.steps for slot in step.outputs})
+            for slot, array in model.kept.items():
+                found[model.slot_names[slot]] = array
+            model.kept = {}
+            return found
+        value = xs[0]
+        for name, layer in stages(model):
+            value = layer.forward(value)
+            found[name] = value
+    return found
+
+
+def stage_fields(model: Layer, input_shape) -> dict[str, tuple]:
+    """(ReceptiveField, per-sample output shape) of every stage on the (first) input: through
+    every path, the widest where paths meet (as the graph summary)."""
+    from convnet.core.arithmetic import ReceptiveField
+    from convnet.nn.symbolic import field_through
+
+    if isinstance(model, Model):
+        shapes = model.plan(list(model.input_shapes) if model.multi_input
+                            else [tuple(input_shape)])
+        fields = [None] * model.slots
+        for slot in model.input_slots:
+            fields[slot] = ReceptiveField()
+        result = {}
+        for step in model.steps:
+            after = field_through(step.layer, [fields[s] for s in step.inputs],
+                                  [shapes[s] for s in step.inputs])
+            for slot in step.outputs:
+                fields[slot] = after
+            result[model.slot_names[step.outputs[0]]] = (after, shapes[step.outputs[0]])
+        return result
+    result, field, shape = {}, ReceptiveField(), tuple(input_shape)
+    for name, layer in stages(model):
+        if len(shape) == 3:
+            field = layer.receptive_field(field, shape)
+        shape = layer.output_shape(shape)
+        result[name] = (field, shape)
+    return result

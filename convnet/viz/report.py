@@ -30,12 +30,22 @@ table { border-collapse: collapse; font-size: 13px; } td, th { padding: 3px 10px
 border-bottom: 1px solid #eee; text-align: left; } th { background: #f4f5f8; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; image-rendering: auto; } .note { color: #667; }
-.kpi { display: inline-block; margin: 0 2em 0.5em 0; } .kpi b { font-size: 1.4em; }
+.kpi { display: inline-block; margin: 0 2em 0.5em 0; vertical-align: top; }
+.kpi b { font-size: 1.4em; } .kpi small { color: #667; }
+.wide { overflow-x: auto; max-width: 100%; }
+@media (max-width: 600px) { body { margin: 1em auto; font-size: 13px; }
+  h1 { font-size: 1.25em; word-break: break-word; } .kpi { margin-right: 1em; }
+  td, th { padding: 2px 5px; } }
 """
 
 
 def _img(fig, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="{data_url(figure_png(fig))}">'
+
+
+def _wide(table: str) -> str:
+    """A table that scrolls sideways on a narrow screen instead of widening the page."""
+    return f'<div class="wide">{table}</div>' if table else ""
 
 
 def _table(header, rows, numeric=()) -> str:
@@ -52,12 +62,28 @@ def _table(header, rows, numeric=()) -> str:
 def summary_table(summary) -> str:
     rows = []
     for row in summary.rows:
-        rf = f"{row.receptive_field[0]}x{row.receptive_field[1]}"
+        rf = (f"{row.receptive_field[0]}x{row.receptive_field[1]}"
+              if len(row.output_shape) == 3 else "whole image")
         rows.append(("\u2003" * row.depth + row.name, row.type,
                      "x".join(str(v) for v in row.output_shape),
                      row.formula or f"{row.params:,}", rf, f"{row.macs:,}"))
     return _table(("layer", "type", "output", "parameters", "receptive field", "mult-adds"),
                   rows, numeric=(5,))
+
+
+def sharing_table(summary) -> str:
+    """Each conv layer's parameters beside a locally connected and a fully connected layer
+    giving the same output volume (Lecture 5's parameter sharing, in numbers)."""
+    rows = [(row.name, row.sharing["conv"]["text"], row.sharing["locally_connected"]["text"],
+             row.sharing["fully_connected"]["text"]) for row in summary.rows if row.sharing]
+    if not rows:
+        return ""
+    return ("<h3>Weight sharing</h3><p class='note'>A conv layer uses one filter at every "
+            "position. Without sharing, a locally connected layer needs a filter of its own at "
+            "each output position, and a fully connected layer a weight from every input value "
+            "to every output value, for the same output volume:</p>"
+            + _wide(_table(("layer", "conv (shared)", "locally connected (no sharing)",
+                            "fully connected"), rows)))
 
 
 def _sections(run, validation, samples: int, mistakes: int) -> list[tuple[str, str]]:
@@ -75,7 +101,7 @@ def _sections(run, validation, samples: int, mistakes: int) -> list[tuple[str, s
     sections.append(("Model", f"<p>{summary.total_params:,} parameters, "
                      f"{summary.total_macs:,} multiply-adds per image, input "
                      f"{'x'.join(map(str, loaded.input_shape))} (C x H x W)</p>"
-                     + summary_table(summary)))
+                     + _wide(summary_table(summary)) + sharing_table(summary)))
     try:
         records = read_metrics(run.folder) if run.folder else []
     except (OSError, ValueError):
@@ -99,16 +125,17 @@ def _sections(run, validation, samples: int, mistakes: int) -> list[tuple[str, s
         image = validation.images[index]
         title = (f"validation image {index}: true {names[validation.labels[index]]}, predicted "
                  f"{names[predicted[index]]} ({probabilities[index, predicted[index]]:.0%})")
-        fig = activations_figure(model, loaded.preprocess(image[None]), image, title=title)
+        fig = activations_figure(model, loaded.preprocess(image[None]), image, title=title,
+                                 class_names=names)
         maps.append(_img(fig, title))
     sections.append(("Activation maps", "".join(maps)))
     from convnet.training.metrics import confusion_matrix
 
     matrix = confusion_matrix(validation.labels, predicted, len(names))
-    sections.append(("Confusion matrix (validation)",
+    sections.append(("Confusion matrix (validation split)",
                      _img(confusion_figure(matrix, names), "confusion matrix")))
     worst = worst_mistakes(probabilities, validation.labels, mistakes)
-    sections.append(("Worst mistakes (validation)",
+    sections.append(("Worst mistakes (validation split)",
                      _img(mistakes_figure(validation.images, worst, names), "worst mistakes")))
     return sections
 
@@ -132,6 +159,9 @@ def render_report(run, validation=None, *, samples: int = 3, mistakes: int = 16)
     loaded = run.loaded
     config = loaded.config
     title = f"convnet report: {run.folder.name if run.folder else loaded.path}"
+    from convnet.viz.run import accuracy_story
+
+    story = accuracy_story(run.folder, loaded.path)
     facts = []
     try:
         from convnet.viz.curves import read_metrics
@@ -139,29 +169,53 @@ def render_report(run, validation=None, *, samples: int = 3, mistakes: int = 16)
         records = read_metrics(run.folder) if run.folder else []
     except (OSError, ValueError):
         records = []
+    if story["test"]:
+        test = story["test"]
+        facts.append((f"held-out {test.get('split', 'test')} accuracy",
+                      f"{test['accuracy']:.2%}",
+                      f"{test.get('count', 0):,} {test.get('dataset', '')} images, "
+                      f"{test.get('checkpoint', 'best')} checkpoint"))
+    if story["best"]:
+        best = story["best"]
+        facts.append(("best validation accuracy", f"{best['accuracy']:.2%}",
+                      f"epoch {best['epoch']}, best checkpoint"))
     if records:
         last = records[-1]
-        best = max((r.get("val_accuracy") or 0) for r in records)
-        facts = [("epochs", str(last.get("epoch", len(records)))),
-                 ("best val accuracy", f"{best:.2%}"),
-                 ("last val loss", f"{last.get('val_loss', float('nan')):.4f}"),
-                 ("images/s", f"{last.get('images_per_s', 0):.0f}")]
-    kpis = "".join(f'<span class="kpi">{html.escape(k)}<br><b>{html.escape(v)}</b></span>'
-                   for k, v in facts)
+        facts += [("epochs", str(last.get("epoch", len(records))), ""),
+                  ("last val loss", f"{last.get('val_loss', float('nan')):.4f}",
+                   f"epoch {last.get('epoch')}, last checkpoint"),
+                  ("images/s", f"{last.get('images_per_s', 0):.0f}", "training")]
+    kpis = "".join(f'<span class="kpi">{html.escape(k)}<br><b>{html.escape(v)}</b>'
+                   + (f'<br><small>{html.escape(note)}</small>' if note else "") + "</span>"
+                   for k, v, note in facts)
+    shown = story["checkpoint"]
+    epoch = story["checkpoint_epoch"]
+    weights = (f"the {shown} checkpoint" + (f" (epoch {epoch})" if epoch is not None else "")
+               if shown else f"checkpoint {loaded.path}")
     settings = config.get("train") or {}
     setting_rows = [(k, json.dumps(v)) for k, v in settings.items()]
+    if "augmentation" in config:
+        setting_rows.append(("augmentation (as applied)", json.dumps(config["augmentation"])))
     head = (f"<h1>{html.escape(title)}</h1><p class='note'>model "
             f"{html.escape(str(config.get('model_name', '')))} on "
-            f"{html.escape(str(config.get('dataset', '')))}, checkpoint "
-            f"{html.escape(str(loaded.path))}; written "
+            f"{html.escape(str(config.get('dataset', '')))}; the pictures and the confusion "
+            f"matrix below use {html.escape(weights)}; written "
             f"{datetime.datetime.now().isoformat(timespec='seconds')}</p>{kpis}")
+    if story["lines"]:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in story["lines"])
+        split_note = (f"<p class='note'>The validation split: "
+                      f"{html.escape(story['validation'])}; it picks the best checkpoint, so "
+                      f"only a held-out test split measures it without bias.</p>"
+                      if story["validation"] else "")
+        head += f"<h2>Which accuracy is which</h2><ul>{items}</ul>{split_note}"
     parts = [head]
     if setting_rows:
         parts.append("<h2>Training settings</h2>" + _table(("setting", "value"), setting_rows))
     for heading, body in _sections(run, validation, samples, mistakes):
         parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
-            f"{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+            f"{html.escape(title)}</title><meta name='viewport' content='width=device-width, "
+            f"initial-scale=1'><style>{STYLE}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
 
 

@@ -111,3 +111,73 @@ def open_target(target: str, which: str = "best") -> Run:
                          {"model_name": target, "model": spec}, None)
     return Run(loaded, None, _validation_error=f"{target} is an untrained model with no "
                f"validation images")
+
+
+def accuracy_story(folder, checkpoint_path=None) -> dict:
+    """Which accuracy belongs to which split and which checkpoint, for a run folder:
+
+        {"checkpoint": "best", "checkpoint_epoch": 27,          # the weights being shown
+         "best": {"split": "validation", "accuracy", "epoch", "checkpoint": "best"},
+         "last": {"split": "validation", "accuracy", "epoch", "checkpoint": "last"},
+         "test": {"split": "test", "dataset", "accuracy", "count", "checkpoint", "epoch"},
+         "validation": "what the validation split is",
+         "lines": [one sentence per accuracy]}
+
+    Parts that are unknown (no metrics yet, no recorded test) are None.
+    """
+    from convnet.io.checkpoint import (
+        CheckpointError,
+        checkpoint_epoch,
+        read_evaluation,
+        run_config,
+        which_checkpoint,
+    )
+    from convnet.viz.curves import read_metrics
+
+    story: dict = {"checkpoint": which_checkpoint(checkpoint_path), "checkpoint_epoch": None,
+                   "best": None, "last": None, "test": None, "validation": None, "lines": []}
+    if folder is None:
+        return story
+    folder = Path(folder)
+    if checkpoint_path is not None and story["checkpoint"]:
+        story["checkpoint_epoch"] = checkpoint_epoch(checkpoint_path)
+    try:
+        records = [r for r in read_metrics(folder) if r.get("val_accuracy") is not None]
+    except (OSError, ValueError):
+        records = []
+    try:
+        config = run_config(folder)
+    except CheckpointError:
+        config = {}
+    train = config.get("train") or {}
+    dataset = config.get("dataset")
+    if dataset:
+        story["validation"] = (f"{train.get('val_fraction', 0.1):.0%} of the {dataset} "
+                               f"training split, held out (seed {train.get('seed', 0)}), "
+                               f"never trained on")
+    if records:
+        best = max(records, key=lambda r: r["val_accuracy"])  # the first best, as the trainer
+        last = records[-1]
+        story["best"] = {"split": "validation", "accuracy": best["val_accuracy"],
+                         "epoch": best.get("epoch"), "checkpoint": "best"}
+        story["last"] = {"split": "validation", "accuracy": last["val_accuracy"],
+                         "epoch": last.get("epoch"), "checkpoint": "last"}
+        story["lines"].append(f"best validation accuracy {best['val_accuracy']:.2%} at epoch "
+                              f"{best.get('epoch')} (checkpoints/best.safetensors)")
+        story["lines"].append(f"last validation accuracy {last['val_accuracy']:.2%} at epoch "
+                              f"{last.get('epoch')} (checkpoints/last.safetensors)")
+    evaluation = read_evaluation(folder)
+    if evaluation and evaluation.get("accuracy") is not None:
+        story["test"] = {"split": evaluation.get("split", "test"), **evaluation}
+        count = evaluation.get("count")
+        story["lines"].append(
+            f"held-out {evaluation.get('split', 'test')} accuracy "
+            f"{evaluation['accuracy']:.2%} on {count:,} {evaluation.get('dataset', '')} "
+            f"images never seen in training ({evaluation.get('checkpoint', 'best')} checkpoint"
+            f", epoch {evaluation.get('epoch')})" if count else
+            f"held-out test accuracy {evaluation['accuracy']:.2%}")
+    if story["checkpoint"]:
+        epoch = story["checkpoint_epoch"]
+        story["lines"].append(f"weights shown: the {story['checkpoint']} checkpoint"
+                              + (f" (epoch {epoch})" if epoch is not None else ""))
+    return story

@@ -130,9 +130,10 @@ def explanation_figure(image, saliency: np.ndarray, cam: GradCam, class_name: st
     axes[0].imshow(picture, cmap="gray" if picture.ndim == 2 else None, interpolation="nearest")
     axes[0].set_title("input", fontsize=9)
     axes[1].imshow(rescale(saliency), cmap="hot", interpolation="nearest")
-    axes[1].set_title(f"saliency for '{class_name}'", fontsize=9)
+    axes[1].set_title(f"saliency for '{class_name}'\nblack 0 to white {saliency.max():.3g}",
+                      fontsize=9)
     axes[2].imshow(overlay(image, cam.on_input(image.shape[1:])), interpolation="nearest")
-    axes[2].set_title(f"Grad-CAM at {cam.layer}", fontsize=9)
+    axes[2].set_title(f"Grad-CAM at {cam.layer}\nblue 0 to red 1 (relative)", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
     return fig

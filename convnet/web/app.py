@@ -7,12 +7,20 @@
     GET  /api/images/{id}.png           one image as PNG (?scale=4 enlarges it)
     POST /api/images                    upload an image file (multipart field "file")
     GET  /api/predict/{id}              top-k probabilities and every layer's activation maps
+                                        (?layers=a,b: only those; ?maps=false: none)
+    GET  /api/activations/{id}          one stage's activation maps (?layer=)
+    GET  /api/unit/{id}                 inside one output unit (?layer=&channel=&row=&col=)
+    GET  /api/network                   a graph model's boxes and arrows (?collapsed=block1,..)
+    GET  /api/arithmetic                the playground: (N - F + 2P)/S + 1 with its numbers and
+                                        window positions (?n=&f=&s=&p=&d=&transposed=)
+    GET  /api/samples/sprite.png        the sample thumbnails in one picture (?offset=&limit=)
     GET  /api/receptive-field           input window of one unit (?layer=&row=&col=)
     GET  /api/filters/{layer}           a conv layer's filters
     GET  /api/explain/{id}              saliency and Grad-CAM (?class_index=&layer=)
     GET  /api/top-images                samples that excite a filter most (?layer=&filter=&k=)
     GET  /api/train                     training status and the choices for a new run
     POST /api/train                     start training (JSON body)
+    POST /api/train/lr                  change the learning rate of the run in progress
     POST /api/train/stop                stop after the current step, saving a checkpoint
     GET  /api/train/events              server-sent events: start, batch, epoch, snapshot, ...
                                         (for a run folder trained elsewhere: watch, epoch,
@@ -72,12 +80,21 @@ class TrainRequest(BaseModel):
     seed: int = Field(0, ge=0)
 
 
+class LearningRate(BaseModel):
+    lr: float = Field(..., gt=0, le=10, description="the new base learning rate")
+
+
 def _explorer_for(run_folder, model, model_name, input_shape, class_names, normalization,
                   dataset, data_dir, samples, checkpoint) -> Explorer:
     from convnet.io import zoo
     from convnet.viz.run import open_run, open_target, sample_set
 
-    if run_folder is not None:
+    if run_folder is not None and Path(run_folder).suffix == ".onnx":
+        from convnet.io.checkpoint import load
+
+        loaded = load(run_folder)  # a chain or, imported as one, a graph model
+        source = Source("onnx", Path(run_folder).name, note="imported from ONNX")
+    elif run_folder is not None:
         run = open_run(run_folder, checkpoint)
         folder = str(run.folder) if run.folder else str(run_folder)
         name = str(run.loaded.config.get("model_name") or Path(folder).name)
@@ -165,6 +182,7 @@ def create_app(run_folder=None, *, model=None, model_name: str | None = None,
     config = explorer.loaded.config or {}
     default_dataset = dataset or config.get("dataset") or (
         "mnist-5k" if explorer.input_shape[0] == 1 else "cifar10")
+    explorer.dataset = default_dataset
     state = _State(explorer, Path(runs_dir), int(max_upload_bytes), default_dataset)
     if explorer.source.kind == "run" and explorer.source.folder:
         state.watch = FolderWatch(explorer, explorer.source.folder)
@@ -235,8 +253,12 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
                         headers={"Cache-Control": "no-store"})
 
     @app.post("/api/images")
-    async def upload(request: Request, convert: bool = True):
-        """An image file as the multipart form field "file"."""
+    async def upload(request: Request, convert: bool = True,
+                     invert: Literal["auto", "yes", "no"] = "auto",
+                     centre: Literal["auto", "yes", "no"] = "auto"):
+        """An image file as the multipart form field "file". invert/centre: a dark-on-light
+        image is inverted for a model of light strokes on dark, and a digit centred as MNIST's
+        are (auto: when the model is such a model); the notes say what was done."""
         limit = state.max_upload_bytes
         if state.decode_budget.full():  # answered before reading the body
             raise busy("all decoding slots taken")
@@ -263,14 +285,56 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
         explorer = state.explorer
         image, notes = await asyncio.to_thread(
             decode_upload, content, file.filename, explorer.input_shape, convert=convert,
-            max_bytes=limit, budget=state.decode_budget)
+            max_bytes=limit, budget=state.decode_budget, invert=invert, centre=centre,
+            **explorer.input_habits())
         name = Path(file.filename or "upload").name
         image_id = explorer.add_upload(image, name, notes)
         return {"id": image_id, "name": name, "notes": notes, "shape": list(image.shape)}
 
     @app.get("/api/predict/{image_id}")
-    def predict(image_id: str, top_k: int = Query(5, ge=1, le=100), maps: bool = True):
-        return state.explorer.predict(image_id, top_k, maps)
+    def predict(image_id: str, top_k: int = Query(5, ge=1, le=100), maps: bool = True,
+                layers: str | None = None):
+        wanted = None if layers is None else [name for name in layers.split(",") if name]
+        return state.explorer.predict(image_id, top_k, maps, wanted)
+
+    @app.get("/api/activations/{image_id}")
+    def activations(image_id: str, layer: str):
+        return state.explorer.activations(image_id, layer)
+
+    @app.get("/api/unit/{image_id}")
+    def unit(image_id: str, layer: str, channel: int = Query(0, ge=0),
+             row: int = Query(0, ge=0), col: int = Query(0, ge=0)):
+        """Inside one output unit: the multiply-adds (conv), the window (pool), the largest
+        contributions (fc), the branch (concat)."""
+        return state.explorer.unit(image_id, layer, channel, row, col)
+
+    @app.get("/api/network")
+    def network(collapsed: str | None = None):
+        """The graph model as boxes and arrows; collapsed: block ids, comma separated
+        (none given: the default)."""
+        blocks = None if collapsed is None else [b for b in collapsed.split(",") if b]
+        return state.explorer.network(blocks)
+
+    @app.get("/api/arithmetic")
+    def arithmetic(n: int, f: int, s: int = 1, p: int = 0, d: int = 1,
+                   transposed: bool = False, output_padding: int = 0):
+        """The playground: output size, formula and window positions along one axis, from
+        convnet.core.arithmetic (refusals and fixes included)."""
+        from convnet.web.playground import PlaygroundError, transposed_play, window_play
+
+        try:
+            if transposed:
+                return transposed_play(n, f, s, p, d, output_padding)
+            return window_play(n, f, s, p, d)
+        except PlaygroundError as error:
+            raise BadRequest(str(error)) from None
+
+    @app.get("/api/samples/sprite.png")
+    def sample_sprite(offset: int = Query(0, ge=0), limit: int = Query(60, ge=1, le=500),
+                      scale: int = Query(2, ge=1, le=8)):
+        """The thumbnails of /api/samples in one picture (one request instead of one each)."""
+        return Response(state.explorer.sprite_png(offset, limit, scale),
+                        media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/api/receptive-field")
     def receptive_field(layer: str, row: int = Query(..., ge=0), col: int = Query(..., ge=0)):
@@ -392,6 +456,21 @@ def _add_training_routes(app: FastAPI, state: _State, report: bool) -> None:
     def train_start(request: TrainRequest):
         with state.starting:  # two at once would start two runs, one out of the page's reach
             return _start_training(state, request, report)
+
+    @app.post("/api/train/lr")
+    def train_lr(request: LearningRate):
+        """Change the learning rate of the run in progress (from its next step)."""
+        from convnet.training.trainer import TrainingError
+
+        session = state.session
+        if session is None or not session.running:
+            raise HTTPException(409, "no training run is in progress; the learning rate of a "
+                                "new run is set when starting it")
+        try:
+            session.set_lr(request.lr)
+        except TrainingError as error:
+            raise BadRequest(str(error)) from None
+        return session.status()
 
     @app.post("/api/train/stop")
     def train_stop():

@@ -19,16 +19,29 @@ import numpy as np
 from convnet.core.arithmetic import ReceptiveField, effective_size
 from convnet.io.checkpoint import LoadedModel
 from convnet.nn.conv import Conv2d
+from convnet.nn.graph import Model
 from convnet.nn.window import WindowLayer
 from convnet.viz.filters import filter_tiles, is_colour_layer, resolve_conv
 from convnet.viz.images import colorize, data_url, enlarge, overlay, png_bytes, rescale, to_uint8
-from convnet.viz.probe import class_probabilities, layer_index, layer_outputs, top_level
+from convnet.viz.probe import (
+    class_probabilities,
+    input_names,
+    layer_index,
+    layer_outputs,
+    stage_fields,
+    stage_graph,
+    stage_outputs,
+    top_level,
+)
 from convnet.viz.saliency import default_cam_layer, grad_cam, saliency_map
 from convnet.viz.top_images import filter_strengths, top_activating
 from convnet.web.encode import b64, encode_image, encode_maps, encode_vector
 from convnet.web.gate import ENGINE_GATE
 
 MAX_MAPS = 64  # maps per layer sent to the page
+MAX_STAGES_WITH_MAPS = 40  # a larger model's maps are fetched per stage (/api/activations)
+COLLAPSE_FROM = 60  # graphs with more stages open with their blocks collapsed
+SPRITE_COLUMNS = 12
 MAX_FILTERS = 64
 MAX_FILTER_CHANNELS = 16
 TOP_POOL = 2000  # sample images searched for the top-activating ones
@@ -116,16 +129,25 @@ def window_arithmetic(layer: WindowLayer, row) -> dict:
     return result
 
 
+def _encoded(name: str, kind: str, value) -> dict:
+    """A stage's output for the page: maps (C, H, W) as images, anything else as a vector."""
+    spatial = value.ndim == 3 and value.shape[1] * value.shape[2] > 1
+    encoded = encode_maps(value, MAX_MAPS) if spatial else encode_vector(value)
+    return {"name": name, "type": kind, "shape": [int(v) for v in value.shape], **encoded}
+
+
 @dataclass
 class Explorer:
     loaded: LoadedModel
     source: Source
     samples: Samples | None = None
+    dataset: str | None = None  # the dataset the page trains on when the model has none
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     version: int = 0
     _uploads: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _strengths: dict = field(default_factory=dict, repr=False)
     _pending: dict | None = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
 
     # -- the model -------------------------------------------------------------------------
     @property
@@ -135,6 +157,16 @@ class Explorer:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.loaded.input_shape)
+
+    def input_habits(self) -> dict:
+        """What the model's training images looked like, for fitting an upload or a drawing to
+        them: light strokes on a dark background? MNIST's centring?"""
+        from convnet.data.prepare import expects_light_on_dark, is_mnist_like
+
+        dataset = self.loaded.config.get("dataset") or self.dataset
+        return {"light_on_dark": expects_light_on_dark(self.input_shape,
+                                                       self.loaded.normalization, dataset),
+                "mnist_like": is_mnist_like(self.input_shape, dataset)}
 
     def replace(self, loaded: LoadedModel, source: Source, samples: Samples | None) -> None:
         """Show another model (a run that has started training, say)."""
@@ -157,16 +189,12 @@ class Explorer:
     def _changed(self) -> None:
         self.version += 1
         self._strengths.clear()
+        self._cache.clear()
 
     def _rf_by_layer(self) -> dict[str, tuple[ReceptiveField, tuple]]:
-        """Receptive field after each top-level layer with maps, and its output shape."""
-        fields, rf, shape = {}, ReceptiveField(), self.input_shape
-        for layer in top_level(self.model):
-            if len(shape) == 3:
-                rf = layer.receptive_field(rf, shape)
-            shape = layer.output_shape(shape)
-            fields[layer.name] = (rf, shape)
-        return fields
+        """Receptive field after each stage (a chain's top-level layer, a graph's node), and
+        its output shape."""
+        return stage_fields(self.model, self.input_shape)
 
     def info(self) -> dict:
         with self.lock:
@@ -188,6 +216,7 @@ class Explorer:
                     "has_filters": isinstance(layer, Conv2d),
                     "arithmetic": (window_arithmetic(layer, row)
                                    if isinstance(layer, WindowLayer) and row.window else None),
+                    "sharing": row.sharing, "whole_image": len(row.output_shape) != 3,
                 }
                 layers.append(entry)
             try:
@@ -195,7 +224,18 @@ class Explorer:
             except ValueError:
                 cam_default = None
             samples = self.samples
+            stages = self.stages_info()
+            graph = isinstance(model, Model)
+            blocks = self._blocks() if graph else []
             return {
+                "stages": stages, "graph": graph,
+                "blocks": [{"id": b.id, "label": b.label, "title": b.title,
+                            "members": b.members} for b in blocks],
+                "collapsed_default": [b.id for b in blocks] if len(stages) >= COLLAPSE_FROM
+                else [],
+                "maps_per_stage": len(stages) > MAX_STAGES_WITH_MAPS,
+                "accuracy": self.accuracy(),
+                "input_habits": self.input_habits(),
                 "source": self.source.to_dict(), "version": self.version,
                 "input_shape": list(self.input_shape), "class_names": self.loaded.class_names,
                 "normalization": self.loaded.normalization,
@@ -207,6 +247,73 @@ class Explorer:
                             "note": samples.note if samples else
                             "no sample images here: upload one"},
             }
+
+    def stages_info(self) -> list[dict]:
+        """Every stage (a chain's top-level layer, a graph's node): what it reads, its output
+        and which inside view its units have."""
+        from convnet.viz.unit import view_kind
+
+        fields = stage_fields(self.model, self.input_shape)
+        found = []
+        for stage in stage_graph(self.model):
+            rf, shape = fields[stage.name]
+            spatial = len(shape) == 3 and shape[1] * shape[2] > 1
+            found.append({"name": stage.name, "layer": stage.layer.name,
+                          "type": type(stage.layer).__name__, "inputs": stage.inputs,
+                          "readers": stage.readers, "output_shape": list(shape),
+                          "maps": "maps" if spatial else "vector",
+                          "unit": view_kind(stage.layer),
+                          "receptive_field": list(rf.size), "jump": list(rf.jump),
+                          "whole_image": len(shape) != 3})
+        return found
+
+    def _blocks(self):
+        from convnet.viz.network import find_blocks
+
+        key = ("blocks", id(self.model))
+        if self._cache.get("blocks_key") != key:
+            self._cache["blocks_key"] = key
+            self._cache["blocks"] = find_blocks(stage_graph(self.model))
+        return self._cache["blocks"]
+
+    def network(self, collapsed: list[str] | None = None) -> dict:
+        """The graph as boxes and arrows (convnet.viz.network.layout), with these blocks
+        collapsed (None: the default, all of them for a large graph)."""
+        from convnet.viz.network import layout
+
+        with self.lock:
+            model = self.model
+            if not isinstance(model, Model):
+                raise BadRequest("the network view is for graph models; this model is a chain "
+                                 "of layers (see its layer table)")
+            blocks = self._blocks()
+            known = {block.id for block in blocks}
+            if collapsed is None:
+                stages = stage_graph(model)
+                collapsed = sorted(known) if len(stages) >= COLLAPSE_FROM else []
+            unknown = sorted(set(collapsed) - known)
+            if unknown:
+                raise NotFound(f"no block {', '.join(unknown)}; blocks: "
+                               f"{', '.join(sorted(known)) or 'none'}")
+            fields = stage_fields(model, self.input_shape)
+            shapes = {name: shape for name, (_, shape) in fields.items()}
+            plan = model.plan(list(model.input_shapes))
+            inputs = [(model.slot_names[s], plan[s]) for s in model.input_slots]
+            return {"version": self.version,
+                    **layout(stage_graph(model), shapes, inputs, collapsed, blocks)}
+
+    def accuracy(self) -> dict | None:
+        """Which accuracy belongs to which split and checkpoint (viz.run.accuracy_story)."""
+        from convnet.viz.run import accuracy_story
+
+        folder = self.source.folder
+        if not folder:
+            return None
+        story = accuracy_story(folder, self.loaded.path)
+        if self.source.kind == "training":
+            story["lines"].append("weights shown: the run's live weights, refreshed as it "
+                                  "trains")
+        return story
 
     # -- images ------------------------------------------------------------------------------
     def add_upload(self, image: np.ndarray, name: str, notes: list[str]) -> str:
@@ -250,8 +357,25 @@ class Explorer:
                   "class_name": names[int(samples.labels[i])]
                   if int(samples.labels[i]) < len(names) else str(samples.labels[i])}
                  for i in range(offset, stop)]
+        size = samples.images.shape[2:]
+        for position, item in enumerate(items):
+            row, column = divmod(position, SPRITE_COLUMNS)
+            item["sprite"] = [column, row]  # the tile's place in /api/samples/sprite.png
         return {"count": len(samples.labels), "offset": offset, "items": items,
-                "description": samples.description}
+                "description": samples.description,
+                "sprite": {"columns": SPRITE_COLUMNS, "tile": [int(size[0]), int(size[1])]}}
+
+    def sprite_png(self, offset: int = 0, limit: int = 60, scale: int = 2) -> bytes:
+        """Thumbnails offset .. offset+limit side by side in rows of SPRITE_COLUMNS (the
+        gallery's one request; `sample_list` gives each one's place)."""
+        from convnet.viz.images import image_hwc, tile_grid
+
+        samples = self.samples
+        if samples is None or offset >= len(samples.labels):
+            raise NotFound("no sample images there")
+        images = samples.images[offset:offset + limit]
+        tiles = np.stack([enlarge(image_hwc(image), scale) for image in images])
+        return png_bytes(tile_grid(tiles, columns=SPRITE_COLUMNS, pad=0, fill=0))
 
     def image_png(self, image_id: str, scale: int = 1) -> bytes:
         from convnet.viz.images import image_hwc
@@ -266,7 +390,10 @@ class Explorer:
         with ENGINE_GATE.turn(), self.lock:
             yield
 
-    def predict(self, image_id: str, top_k: int = 5, maps: bool = True) -> dict:
+    def predict(self, image_id: str, top_k: int = 5, maps: bool = True,
+                layers: list[str] | None = None) -> dict:
+        """Top-k probabilities and every stage's maps (or only those of `layers`; a model of
+        more than MAX_STAGES_WITH_MAPS stages sends none unless asked: see `activations`)."""
         image, label, description, notes = self.image(image_id)
         with self.computing():
             self._sync()
@@ -282,29 +409,84 @@ class Explorer:
             order = np.argsort(-probabilities, kind="stable")[:max(1, top_k)]
             result = {
                 "image": image_id, "description": description, "notes": notes,
-                "label": label, "label_name": names[label] if label is not None else None,
+                "label": label,
+                "label_name": (names[label] if label < len(names) else str(label))
+                if label is not None else None,
                 "version": self.version, "input": encode_image(image),
                 "top_k": [{"index": int(i), "name": names[int(i)],
                            "probability": float(probabilities[i])} for i in order],
                 "predicted": int(order[0]),
             }
             if maps:
-                layers = []
-                for out in outputs:
-                    value = out.output[0]
-                    spatial = value.ndim == 3 and value.shape[1] * value.shape[2] > 1
-                    encoded = encode_maps(value, MAX_MAPS) if spatial else encode_vector(value)
-                    layers.append({"name": out.name, "type": out.type,
-                                   "shape": [int(v) for v in value.shape], **encoded})
-                result["layers"] = layers
+                wanted = set(layers) if layers is not None else (
+                    set() if len(outputs) > MAX_STAGES_WITH_MAPS else None)
+                result["layers"] = [_encoded(out.name, out.type, out.output[0])
+                                    for out in outputs if wanted is None or out.name in wanted]
             return result
+
+    def activations(self, image_id: str, stage: str) -> dict:
+        """One stage's output for an image, encoded as in `predict`."""
+        outputs = self._stage_outputs(image_id)
+        if stage not in outputs or stage in input_names(self.model):
+            raise NotFound(f"no stage {stage!r}; stages: "
+                           f"{', '.join(s.name for s in stage_graph(self.model))}")
+        layer = next(s.layer for s in stage_graph(self.model) if s.name == stage)
+        return {"image": image_id, "version": self.version,
+                **_encoded(stage, type(layer).__name__, outputs[stage][0])}
+
+    def _stage_outputs(self, image_id: str) -> dict:
+        """Every stage's output for an image (kept for the last image: stepping through units
+        of one picture runs the model once)."""
+        image = self.image(image_id)[0]
+        with self.computing():
+            self._sync()
+            key = (image_id, self.version, image.tobytes().__hash__())
+            cached = self._cache.get("outputs")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            outputs = stage_outputs(self.model, self.loaded.preprocess(image[None]))
+            self._cache["outputs"] = (key, outputs)
+            return outputs
+
+    def unit(self, image_id: str, stage: str, channel: int, row: int = 0, col: int = 0) -> dict:
+        """Inside one output unit (convnet.viz.unit.unit_view), with its receptive field on the
+        input and the input planes its window slides over."""
+        from convnet.viz.unit import UnitError, unit_view
+
+        outputs = self._stage_outputs(image_id)
+        with self.lock:
+            stages = stage_graph(self.model)
+            try:
+                view = unit_view(stages, outputs, stage, channel, row, col)
+            except KeyError as error:
+                raise NotFound(error.args[0]) from None
+            except UnitError as error:
+                raise BadRequest(str(error)) from None
+            fields = self._rf_by_layer()
+            view["version"] = self.version
+            view["image"] = image_id
+            if len(view["output_shape"]) == 3:
+                view["receptive_field"] = self._field(stage, fields[stage], row, col)
+            else:
+                view["receptive_field"] = {"whole_image": True}
+            if view.get("planes") is not None and view["inputs"]:
+                source = outputs[view["inputs"][0]][0]
+                view["plane_maps"] = encode_maps(source[view["planes"]], MAX_MAPS)
+                view["plane_names"] = [int(c) for c in view["planes"]]
+            if stage == stages[-1].name and len(view["output_shape"]) == 1 and \
+                    view["output_shape"][0] == len(self.loaded.class_names):
+                view["class_name"] = self.loaded.class_names[channel]
+            return view
 
     def receptive_field(self, layer: str, row: int, col: int) -> dict:
         with self.lock:
             fields = self._rf_by_layer()
         if layer not in fields:
             raise NotFound(f"no top-level layer {layer!r}; layers: {', '.join(fields)}")
-        rf, shape = fields[layer]
+        return self._field(layer, fields[layer], row, col)
+
+    def _field(self, layer: str, found, row: int, col: int) -> dict:
+        rf, shape = found
         if len(shape) != 3:
             raise BadRequest(f"{layer} outputs a vector {shape}: each of its units sees the "
                              f"whole input")
@@ -313,6 +495,7 @@ class Explorer:
                              f"maps")
         top, left, height, width = rf.window_on_input(row, col)
         in_h, in_w = self.input_shape[1:]
+        whole = top <= 0 and left <= 0 and top + height >= in_h and left + width >= in_w
         clip_top, clip_left = max(top, 0), max(left, 0)
         clip_bottom, clip_right = min(top + height, in_h), min(left + width, in_w)
         return {"layer": layer, "row": row, "col": col, "top": top, "left": left,
@@ -320,7 +503,7 @@ class Explorer:
                 "clipped": {"top": clip_top, "left": clip_left,
                             "height": max(clip_bottom - clip_top, 0),
                             "width": max(clip_right - clip_left, 0)},
-                "input_hw": [in_h, in_w]}
+                "input_hw": [in_h, in_w], "whole_image": whole}
 
     def filters(self, layer: str | None) -> dict:
         with self.lock:
@@ -342,6 +525,8 @@ class Explorer:
                     "shown_filters": int(tiles.shape[0]),
                     "shown_channels": 3 if colour else int(tiles.shape[1]),
                     "top_level": conv.name in top, "version": self.version,
+                    "min": [float(v) for v in weight.min(axis=(1, 2, 3))[:MAX_FILTERS]],
+                    "max": [float(v) for v in weight.max(axis=(1, 2, 3))[:MAX_FILTERS]],
                     "filters": [b64(tile) for tile in tiles]}
 
     def explain(self, image_id: str, class_index: int | None = None,
@@ -368,6 +553,7 @@ class Explorer:
             return {"image": image_id, "class_index": index, "class_name": names[index],
                     "probability": float(probabilities[index]), "version": self.version,
                     "saliency": data_url(png_bytes(colorize(rescale(saliency), "hot"))),
+                    "saliency_range": [float(saliency.min()), float(saliency.max())],
                     "gradcam": data_url(png_bytes(overlay(image, heat))),
                     "gradcam_layer": cam.layer,
                     "gradcam_shape": [int(v) for v in cam.cam.shape]}

@@ -24,6 +24,11 @@ from convnet.web.gate import ENGINE_GATE
 
 BATCH_EVENTS_PER_S = 10  # at most this many batch events a second reach the pages
 EVENTS_KEPT = 20000
+# A run is flagged as exploding when the mean loss of the batches between two events is this
+# many times the loss of its first batch (a model guessing at random starts near ln K): a
+# healthy run never gets back there.
+EXPLODING = 1.5
+EXPLODED_MESSAGE = "loss exploded: lower the learning rate"
 
 
 class EventLog:
@@ -79,6 +84,9 @@ class _Publisher:
         self.session = session
         self.last_batch = 0.0
         self.last_snapshot = 0.0
+        self.window: list[dict] = []  # batches since the last batch event
+        self.first_loss: float | None = None
+        self.flagged = False
 
     def on_start(self, trainer) -> None:
         session = self.session
@@ -106,15 +114,43 @@ class _Publisher:
         ENGINE_GATE.let_through()
         now = time.monotonic()
         session = self.session
+        self.window.append(stats)
         if now - self.last_batch >= 1 / BATCH_EVENTS_PER_S:
             self.last_batch = now
-            session.events.publish("batch", {**stats, "total_steps": trainer.total_steps,
-                                             "elapsed": now - session.started})
+            self._publish_window(trainer, now)
         if now - self.last_snapshot >= session.snapshot_every:
             self._snapshot(trainer, now)
 
+    def _publish_window(self, trainer, now: float) -> None:
+        """One batch event for the batches since the last: the last batch's figures, and the
+        mean and the maximum loss of them all (a chart of one batch in ten would hide the
+        spikes), with a flag when the loss explodes."""
+        window, self.window = self.window, []
+        if not window:
+            return
+        losses = [item["loss"] for item in window]
+        mean = sum(losses) / len(losses)
+        if self.first_loss is None and math.isfinite(losses[0]):
+            self.first_loss = losses[0]
+        exploding = not math.isfinite(mean) or (
+            self.first_loss is not None and mean > EXPLODING * self.first_loss)
+        session = self.session
+        session.events.publish("batch", {
+            **window[-1], "loss_mean": mean, "loss_max": max(losses), "batches": len(window),
+            "accuracy_mean": sum(item["accuracy"] for item in window) / len(window),
+            "exploding": exploding, "total_steps": trainer.total_steps,
+            "elapsed": now - session.started})
+        if exploding and not self.flagged:
+            self.flagged = True
+            session.events.publish("exploding", {
+                "message": f"{EXPLODED_MESSAGE} (set to {_base_lr(trainer):.3g}): the mean loss "
+                           f"{mean:.3g} of steps {window[0]['step']}-{window[-1]['step']} is "
+                           f"above {EXPLODING:g}x the first batch's {self.first_loss:.3g}",
+                "step": window[-1]["step"]})
+
     def on_epoch_end(self, trainer, record: dict) -> None:
         ENGINE_GATE.let_through()
+        self._publish_window(trainer, time.monotonic())
         self.session.events.publish("epoch", dict(record))
         self._snapshot(trainer, time.monotonic())
 
@@ -162,9 +198,15 @@ class TrainingSession:
         try:
             summary = self._trainer.fit()
         except Exception as error:  # noqa: BLE001 - reported to the page; the server stays up
+            from convnet.training.trainer import LossDiverged
+
             self.error = f"{type(error).__name__}: {error}" if not _known(error) else str(error)
             self.state = "failed"
-            self.events.publish("failure", {"message": self.error})
+            diverged = isinstance(error, LossDiverged)
+            self.events.publish("failure", {
+                "message": self.error, "diverged": diverged,
+                "headline": f"{EXPLODED_MESSAGE} (set to {self.base_lr():.3g})"
+                if diverged else "training failed"})
             self.events.publish("done", {"state": self.state})
             return
         finally:
@@ -182,6 +224,21 @@ class TrainingSession:
         if self.holding_gate:
             self.holding_gate = False
             ENGINE_GATE.release()
+
+    def current_lr(self) -> float:
+        """The rate of the next step (the schedule's base times its factor now)."""
+        trainer = self.trainer
+        optimizer = getattr(trainer, "optimizer", None)
+        return float(optimizer.lr) if optimizer is not None else float(self.config.lr)
+
+    def base_lr(self) -> float:
+        """The rate asked for (the schedule's base): the config's, or the page's last change."""
+        return _base_lr(self.trainer) if self.trainer is not None else float(self.config.lr)
+
+    def set_lr(self, lr: float) -> None:
+        """The run's learning rate from now on (Trainer.set_lr: applied before the next step)."""
+        self._trainer.set_lr(lr)
+        self.events.publish("lr", {"lr": float(lr), "step": self.status()["step"]})
 
     def stop(self, reason: str = "stopped from the page") -> None:
         if self.running:
@@ -205,8 +262,14 @@ class TrainingSession:
         return {"state": self.state, "out_dir": str(self.out_dir), "label": self.label,
                 "config": asdict(self.config), "error": self.error, "summary": self.summary,
                 "step": trainer.global_step if trainer is not None else 0,
+                "lr": self.current_lr(), "base_lr": self.base_lr(),
                 "total_steps": getattr(trainer, "total_steps", None),
                 "last_event": self.events.last_id}
+
+
+def _base_lr(trainer) -> float:
+    scheduler = getattr(trainer, "scheduler", None)
+    return float(scheduler.base_lr) if scheduler is not None else float(trainer.config.lr)
 
 
 def _known(error: Exception) -> bool:

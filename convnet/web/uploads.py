@@ -92,15 +92,20 @@ def _check_pixels(content: bytes, name: str) -> int:
 
 
 def decode_upload(content: bytes, filename: str | None, input_shape, *, convert: bool = True,
-                  max_bytes: int = DEFAULT_MAX_BYTES, budget: DecodeBudget | None = None
+                  max_bytes: int = DEFAULT_MAX_BYTES, budget: DecodeBudget | None = None,
+                  invert: str = "no", centre: str = "no", light_on_dark: bool = False,
+                  mnist_like: bool = False
                   ) -> tuple[np.ndarray, list[str]]:
     """Bytes of an image file -> (uint8 (C, H, W) for input_shape, notes on what changed).
 
     convert=False refuses an image whose channel count differs from the model's instead of
     converting gray <-> RGB. budget: shared by the uploads decoding at once (503 when full).
+    invert, centre, light_on_dark, mnist_like: as `convnet.data.prepare.prepare_image` (a
+    drawing, or a photo of a digit on paper).
     """
     from convnet.data import DataError
-    from convnet.data.images import fit_image, open_image
+    from convnet.data.images import open_image
+    from convnet.data.prepare import prepare_image
 
     name = _safe_name(filename)
     if len(content) > max_bytes:
@@ -124,8 +129,11 @@ def decode_upload(content: bytes, filename: str | None, input_shape, *, convert:
                                   f"has {kinds.get(channels, f'{channels} channels')}; upload "
                                   f"a {'gray' if wanted == 1 else 'colour'} image or allow "
                                   f"conversion")
-            fitted, converted = fit_image(array, tuple(int(v) for v in input_shape))
+            fitted, converted = prepare_image(array, tuple(int(v) for v in input_shape),
+                                              invert=invert, centre=centre,
+                                              light_on_dark=light_on_dark,
+                                              mnist_like=mnist_like)
         except DataError as error:
             message = str(error).replace(str(path), name)
             raise UploadError(422, message) from None
-    return fitted, [text for _, text in opened + converted]
+    return fitted, [text for _, text in opened] + converted

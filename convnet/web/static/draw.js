@@ -136,32 +136,38 @@ function drawWindow(svg, a, step) {
   return {row: r, col: c, positions};
 }
 
-/* Line chart: series = [{points: [[x, y], ...], cls: "train"|"val", dots: bool}]. */
+/* Line chart: series = [{points: [[x, y], ...], cls: "train"|"max"|"val", dots: bool}].
+   opts.log: a log10 y axis (values <= 0 are left out). */
 function drawChart(svg, series, opts = {}) {
-  const W = 300, H = 150, L = 38, R = 8, T = 8, B = 20;
+  const W = 300, H = 150, L = 42, R = 8, T = 8, B = 20;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.replaceChildren();
-  const all = series.flatMap((s) => s.points);
+  const log = Boolean(opts.log);
+  const usable = (p) => Number.isFinite(p[1]) && (!log || p[1] > 0);
+  const shown = series.map((s) => ({...s, points: s.points.filter(usable)}));
+  const all = shown.flatMap((s) => s.points);
   if (!all.length) {
     svg.append(svgEl("text", {x: W / 2 - 30, y: H / 2}, "waiting…"));
     return;
   }
+  const ty = (v) => (log ? Math.log10(v) : v);
   let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
-  let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
-  if (opts.yMin !== undefined) y0 = Math.min(y0, opts.yMin);
-  if (opts.yMax !== undefined) y1 = Math.max(y1, opts.yMax);
+  let [y0, y1] = [Math.min(...all.map((p) => ty(p[1]))), Math.max(...all.map((p) => ty(p[1])))];
+  if (opts.yMin !== undefined && !log) y0 = Math.min(y0, opts.yMin);
+  if (opts.yMax !== undefined && !log) y1 = Math.max(y1, opts.yMax);
   if (x1 === x0) x1 = x0 + 1;
   if (y1 === y0) y1 = y0 + 1;
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-  const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
+  const sy = (y) => H - B - ((ty(y) - y0) / (y1 - y0)) * (H - T - B);
   svg.append(svgEl("line", {x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis"}));
   svg.append(svgEl("line", {x1: L, y1: T, x2: L, y2: H - B, class: "axis"}));
-  const fmt = opts.format || ((v) => v.toFixed(2));
-  svg.append(svgEl("text", {x: 2, y: T + 8}, fmt(y1)));
-  svg.append(svgEl("text", {x: 2, y: H - B}, fmt(y0)));
+  const fmt = opts.format || ((v) => fmtNumber(v));
+  svg.append(svgEl("text", {x: 2, y: T + 8}, fmt(log ? 10 ** y1 : y1)));
+  svg.append(svgEl("text", {x: 2, y: H - B}, fmt(log ? 10 ** y0 : y0)));
+  if (log) svg.append(svgEl("text", {x: 2, y: (T + H - B) / 2}, "log"));
   svg.append(svgEl("text", {x: L, y: H - 5}, `step ${Math.round(x0)}`));
   svg.append(svgEl("text", {x: W - R - 50, y: H - 5}, `${Math.round(x1)}`));
-  for (const s of series) {
+  for (const s of shown) {
     if (!s.points.length) continue;
     const d = s.points.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`);
     svg.append(svgEl("path", {d: d.join(""), class: s.cls}));
@@ -169,4 +175,39 @@ function drawChart(svg, series, opts = {}) {
       for (const p of s.points) svg.append(svgEl("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 3, class: "val-dot"}));
     }
   }
+}
+
+/* Numbers for people: 3 significant digits, exponent notation when tiny or huge. */
+function fmtNumber(v, digits = 3) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  if (!Number.isFinite(v)) return v > 0 ? "∞" : "−∞";
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  if (a >= 1e5 || a < 1e-3) return v.toExponential(digits - 1);
+  return Number(v.toPrecision(digits)).toString();
+}
+
+/* A colour for a value on a diverging scale: blue (-limit) .. white (0) .. red (+limit). */
+function diverging(value, limit) {
+  const t = limit > 0 ? Math.max(-1, Math.min(1, value / limit)) : 0;
+  const [r, g, b] = t >= 0 ? [255, 255 - 155 * t, 255 - 175 * t] : [255 + 195 * t, 255 + 115 * t, 255];
+  return `rgb(${Math.round(r)},${Math.round(g)},${Math.round(b)})`;
+}
+
+/* A colour scale with its range: a gradient bar between two labelled ends. */
+const SCALES = {
+  gray: "linear-gradient(to right, #000, #fff)",
+  diverging: "linear-gradient(to right, rgb(60,140,255), #fff, rgb(255,100,80))",
+  viridis: "linear-gradient(to right, rgb(68,1,84), rgb(59,82,139), rgb(33,145,140), rgb(94,201,98), rgb(253,231,37))",
+  hot: "linear-gradient(to right, #000, #e00, #ff0, #fff)",
+  jet: "linear-gradient(to right, #00008f, #00f, #0ff, #ff0, #f00, #800000)",
+};
+
+function scaleLegend(kind, low, high, note = "") {
+  return el("div", {class: "scale", title: `colour scale: ${low} … ${high}`}, [
+    el("span", {class: "end", text: String(low)}),
+    el("span", {class: "bar", style: `background:${SCALES[kind] || SCALES.gray}`}),
+    el("span", {class: "end", text: String(high)}),
+    note ? el("span", {class: "muted", text: ` ${note}`}) : "",
+  ]);
 }

@@ -72,18 +72,18 @@ def test_reshape_refusals():
 
 
 def test_permute_matches_torch_and_keeps_the_batch_first(rng):
-    layer = cn.Permute(0, 2, 3, 1)
+    layer = cn.Permute([0, 2, 3, 1])
     assert layer.output_shape((3, 4, 5)) == (4, 5, 3)
     torch_check(layer, rng.normal(size=(2, 3, 4, 5)), lambda t: t.permute(0, 2, 3, 1))
     with pytest.raises(ValueError, match="batch axis must stay first"):
-        cn.Permute(1, 0, 2)
+        cn.Permute([1, 0, 2])
 
 
 def test_channel_shuffle_as_reshape_permute_reshape(rng):
     """ShuffleNet: (N, g*c, H, W) -> (N, g, c, H, W) -> swap -> (N, c*g, H, W)."""
     x = cn.Input((6, 4, 4))
     y = cn.Reshape((2, 3), start_dim=1, end_dim=1)(x)
-    y = cn.Permute(0, 2, 1, 3, 4)(y)
+    y = cn.Permute([0, 2, 1, 3, 4])(y)
     y = cn.Reshape((-1,), start_dim=1, end_dim=2)(y)
     model = cn.Model(x, y)
     data = rng.normal(size=(2, 6, 4, 4))

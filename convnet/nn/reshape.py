@@ -1,7 +1,7 @@
 """Reshape and Permute: a tensor's values rearranged, none changed.
 
     cn.Reshape((2, -1), start_dim=1, end_dim=1)   # (N, C, H, W) -> (N, 2, C/2, H, W)
-    cn.Permute(0, 2, 1, 3, 4)                     # swap two axes (ShuffleNet's channel shuffle)
+    cn.Permute((0, 2, 1, 3, 4))                   # swap two axes (ShuffleNet's channel shuffle)
 
 Reshape replaces the axes start_dim..end_dim (counting the batch axis, as torch.flatten does)
 by `shape`, one entry of which may be -1; the axes outside that range pass through whatever
@@ -91,15 +91,16 @@ class Reshape(Layer):
 
 
 class Permute(Layer):
-    """x.permute(*dims) with the batch axis kept first: (N, C, H, W) with dims (0, 2, 3, 1)
-    gives (N, H, W, C)."""
+    """x.permute(*dims) with the batch axis kept first (torchvision's Permute): (N, C, H, W)
+    with dims (0, 2, 3, 1) gives (N, H, W, C)."""
 
     kind = "permute"
 
-    def __init__(self, *dims):
+    def __init__(self, dims):
         super().__init__()
-        if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
-            dims = tuple(dims[0])
+        if not isinstance(dims, (list, tuple)):
+            raise TypeError(f"Permute: dims must be a list of axes such as [0, 2, 3, 1], "
+                            f"received {dims!r}")
         self.dims = tuple(_int(d, "each axis in dims", "Permute") for d in dims)
         if sorted(self.dims) != list(range(len(self.dims))) or len(self.dims) < 2:
             raise ValueError(f"Permute: dims must be a permutation of 0..k-1 such as "
@@ -129,4 +130,4 @@ class Permute(Layer):
         return dy.transpose(self.inverse)
 
     def extra_repr(self) -> str:
-        return ", ".join(map(str, self.dims))
+        return f"{list(self.dims)}"

@@ -165,6 +165,10 @@ class _Importer:
                                   f"other (N, ...) tensors")
         per_sample = dims[1:]
         if dims[0] is not None:
+            if self.fixed_batch not in (None, dims[0]):
+                raise OnnxImportError(f"input '{value.name}' has batch size {dims[0]}, another "
+                                      f"input {self.fixed_batch}; convnet runs every input of "
+                                      f"a model with the same batch")
             self.fixed_batch = dims[0]
         if override is not None:
             override = tuple(int(v) for v in override)

@@ -99,3 +99,23 @@ def softmax_coerced(ctx):
     flat = ctx.call(Reshape((-1,), start_dim=axis, end_dim=-1), x)
     out = _over_axis(ctx, ctx.node.op_type, flat, axis)
     return [ctx.call(Reshape(trailing, start_dim=axis, end_dim=axis), out)]
+
+
+@translates("Cast", attrs={"to", "saturate", "round_mode"},
+            doc="of an activation to float32 (the identity: convnet computes in float32)")
+def cast(ctx):
+    from onnx import TensorProto
+
+    if int(ctx.attrs.get("to", 0)) != TensorProto.FLOAT:
+        ctx.refuse(f"a cast to {TensorProto.DataType.Name(int(ctx.attrs.get('to', 0)))}; "
+                   f"convnet computes in float32")
+    return [ctx.tensor(0)]
+
+
+@translates("CastLike", attrs={"saturate", "round_mode"},
+            doc="of an activation like a float32 tensor (the identity)")
+def cast_like(ctx):
+    like = ctx.value(1)
+    if like is not None and getattr(like, "dtype", None) != "float32":
+        ctx.refuse(f"a cast to {like.dtype}; convnet computes in float32")
+    return [ctx.tensor(0)]

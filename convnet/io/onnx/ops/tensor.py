@@ -274,7 +274,8 @@ def slice_(ctx):
     for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
         start, end = int(start), int(end)
         if axis == 0:
-            if start == 0 and step == 1 and end >= 2**31 - 1:
+            whole = 2**31 - 1 if ctx.importer.fixed_batch is None else ctx.importer.fixed_batch
+            if start == 0 and step == 1 and end >= whole:
                 continue
             ctx.refuse(f"slices the batch axis [{start}:{end}:{step}]")
         keep.append((axis, start, min(end, BIG) if end > 0 else max(end, -BIG), step))
@@ -326,3 +327,45 @@ def expand(ctx):
         return [x]
     ones = ctx.call(Constant(numpy.ones(out, numpy.float32)), x)
     return [ctx.call(Mul(), [x, ones])]
+
+
+@translates("ConstantOfShape", attrs={"value"},
+            doc="of a shape that starts with the batch size (Shape(x) of an activation): a "
+                "Constant layer")
+def constant_of_shape(ctx):
+    from convnet.io.onnx.loader import to_array
+
+    value = ctx.value(0)
+    entries = list(numpy.asarray(value, dtype=object).reshape(-1)) if value is not None else []
+    if not entries or not (isinstance(entries[0], Dim) and entries[0].is_batch):
+        ctx.refuse("a shape that is neither constant nor starts with the batch size")
+    like = ctx.importer.tensors.get(entries[0].tensor)
+    sizes = [int(v) for v in entries[1:]]
+    fill = ctx.attrs.get("value")
+    number = float(to_array(fill).reshape(-1)[0]) if fill is not None else 0.0
+    if not sizes:
+        ctx.refuse("a shape of the batch size alone (no per-sample axis)")
+    return [ctx.call(Constant(numpy.full(sizes, number, numpy.float32)), like)]
+
+
+FOLDED_ONLY = {
+    "Shape": "of any tensor (the batch size stays symbolic; other sizes are those of the "
+             "import size, remembered by axis)",
+    "Constant": "value tensors, floats and ints; any node computing only from constants is "
+                "folded at import",
+    "Gather": "of constants and shape values (folded)",
+    "Size": "of constants (folded)",
+    "Range": "of constants (folded, bounded in size)",
+    "Tile": "of constants (folded, bounded in size)",
+    "Where": "of constants and shape values (folded)",
+    "Equal": "of constants and shape values (folded)",
+}
+
+
+def _folded_only(ctx):
+    ctx.refuse("it reads an activation; convnet computes it only from constants and tensor "
+               "shapes (at import)")
+
+
+for _op, _doc in FOLDED_ONLY.items():
+    translates(_op, doc=_doc)(_folded_only)

@@ -136,6 +136,6 @@ def run(case) -> Outcome:
             worst = max(worst, float(gap.max(initial=0)))
         if worst > 1 or math.isnan(worst):
             return Outcome(case.name, "mismatch", f"{worst:.3g} x the tolerance vs {source}")
-        bound = f"; inputs after the first bound as initializers" if keep < len(inputs) else ""
+        bound = "; inputs after the first bound as initializers" if keep < len(inputs) else ""
         return Outcome(case.name, "match", f"vs {source}{bound}")
     return Outcome(case.name, "refused", str(error).split("; supported:")[0])

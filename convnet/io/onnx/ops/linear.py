@@ -16,7 +16,8 @@ def _linear(ctx, x, weight, bias):
                    f"data (add a Flatten before it)")
     if in_features != x.shape[0]:
         ctx.refuse(f"a weight for {in_features} inputs, but {x.shape[0]} features reach it")
-    layer = Linear(in_features, out_features, bias=bias is not None)
+    layer = Linear(in_features, out_features, bias=bias is not None, init="zeros")
+    layer.init = "kaiming"  # what a reset draws; the file's weights are copied in now
     layer.weight.data[...] = weight
     if bias is not None:
         layer.bias.data[...] = bias

@@ -86,7 +86,8 @@ def conv(ctx):
         ctx.refuse(f"bias of shape {bias.shape}; expected ({out_channels},)")
     padding = "same" if auto_pad == "SAME_UPPER" else padding_argument(pads)
     layer = Conv2d(channels, out_channels, kernel, stride=strides, padding=padding,
-                   dilation=dilation, groups=groups, bias=bias is not None)
+                   dilation=dilation, groups=groups, bias=bias is not None, init="zeros")
+    layer.init = "kaiming"  # what a reset draws; the file's weights are copied in now
     layer.weight.data[...] = weight
     if bias is not None:
         layer.bias.data[...] = bias

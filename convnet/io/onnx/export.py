@@ -562,3 +562,6 @@ def _ir_version_for(opset: int) -> int:
         if entry[2] >= opset:
             return entry[1]
     return onnx.IR_VERSION
+
+
+from convnet.io.onnx import export_layers  # noqa: E402,F401  (registers their emitters)

@@ -7,6 +7,7 @@ from convnet.io.onnx.ops import (  # noqa: F401
     linear,
     normalization,
     reduce,
+    resample,
     tensor,
     windows,
 )

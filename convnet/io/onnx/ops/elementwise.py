@@ -119,3 +119,64 @@ def cast_like(ctx):
     if like is not None and getattr(like, "dtype", None) != "float32":
         ctx.refuse(f"a cast to {like.dtype}; convnet computes in float32")
     return [ctx.tensor(0)]
+
+
+@translates("PRelu", doc="a constant slope: one value, or one per channel (axis 1)")
+def prelu(ctx):
+    x = ctx.tensor(0)
+    slope = ctx.const(1, "slope")
+    rank = len(x.shape) + 1
+    channels = x.shape[0]
+    full = slope.reshape((1,) * (rank - slope.ndim) + slope.shape) if slope.ndim <= rank else None
+    if slope.size == 1:
+        layer = activations.PReLU(1)
+    elif (full is not None and full.shape[1] == channels and full.size == channels):
+        layer = activations.PReLU(channels)
+    else:
+        ctx.refuse(f"a slope of shape {slope.shape} for per-sample input {x.shape}; convnet's "
+                   f"PReLU has one slope or one per channel")
+    layer.weight.data[...] = slope.reshape(-1)
+    return [ctx.call(layer, x)]
+
+
+def _limit(ctx, index, attr, default):
+    if ctx.version >= 11:
+        if not ctx.has(index):
+            return default
+        value = ctx.const(index, attr)
+        if value.size != 1:
+            ctx.refuse(f"{attr} of shape {value.shape}; one number")
+        return float(value.reshape(-1)[0])
+    return float(ctx.attrs.get(attr, default))
+
+
+@translates("Clip", attrs={"min", "max"},
+            doc="constant min and max (attributes before opset 11, inputs from it): ReLU6, "
+                "Hardtanh, or a ReLU for [0, inf)")
+def clip(ctx):
+    x = ctx.tensor(0)
+    low = _limit(ctx, 1, "min", -math.inf)
+    high = _limit(ctx, 2, "max", math.inf)
+    if low == 0 and high == 6:
+        return [ctx.call(activations.ReLU6(), x)]
+    if low == 0 and high == math.inf:
+        return [ctx.call(activations.ReLU(), x)]
+    if low == -math.inf and high == math.inf:
+        return [x]
+    if low > high:
+        ctx.refuse(f"min {low} above max {high}")
+    return [ctx.call(activations.Hardtanh(low, high), x)]
+
+
+@translates("HardSigmoid", attrs={"alpha", "beta"}, doc="alpha, beta")
+def hard_sigmoid(ctx):
+    alpha = float(ctx.attrs.get("alpha", 0.2))
+    beta = float(ctx.attrs.get("beta", 0.5))
+    return [ctx.call(activations.Hardsigmoid(alpha=alpha, beta=beta), ctx.tensor(0))]
+
+
+_simple("HardSwish", lambda ctx: activations.Hardswish())
+_simple("Elu", lambda ctx: activations.ELU(float(ctx.attrs.get("alpha", 1.0))), doc="alpha",
+        attrs={"alpha"})
+_simple("Gelu", lambda ctx: activations.GELU(ctx.attrs.get("approximate", "none")),
+        doc="approximate none or tanh", attrs={"approximate"})

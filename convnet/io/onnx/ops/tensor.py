@@ -317,6 +317,18 @@ def expand(ctx):
     if value is None:
         ctx.refuse("its shape is computed from data")
     target = list(numpy.asarray(value, dtype=object).reshape(-1))
+    if not ctx.is_tensor(0):  # a constant repeated for each sample (convnet's own export)
+        if not target or not (isinstance(target[0], Dim) and target[0].is_batch):
+            ctx.refuse(f"a constant expanded to {show(target)}, which does not start with the "
+                       f"batch size")
+        like = ctx.importer.tensors.get(target[0].tensor)
+        constant = ctx.const(0, "input")
+        sizes = tuple(int(v) for v in target[1:])
+        full = numpy.broadcast_to(constant, numpy.broadcast_shapes(constant.shape,
+                                                                   (1, *sizes)))
+        if full.shape[0] != 1:
+            ctx.refuse(f"a constant of shape {constant.shape} varies along the batch axis")
+        return [ctx.call(Constant(full[0], trainable=full[0].size > 1), like)]
     x = ctx.tensor(0)
     rank = len(x.shape) + 1
     if len(target) != rank:

@@ -103,6 +103,12 @@ class _Importer:
 
     # -- the graph's boundaries ------------------------------------------------------------
     def _opset(self) -> int:
+        for node in self.graph.node:
+            if node.domain not in ("", "ai.onnx"):
+                raise OnnxImportError(
+                    f"{label(node)} ({node.op_type}): operators of domain '{node.domain}' are "
+                    f"not supported; convnet reads the standard ONNX operators "
+                    f"{supported_list()}", node.name, node.op_type)
         version = None
         for entry in self.model.opset_import:
             if entry.domain in ("", "ai.onnx"):
@@ -113,12 +119,6 @@ class _Importer:
             raise OnnxImportError(f"opset {version} is older than convnet reads (opset "
                                   f"{MIN_OPSET} or newer); upgrade the file with "
                                   f"onnx.version_converter.convert_version(model, 17)")
-        for node in self.graph.node:
-            if node.domain not in ("", "ai.onnx"):
-                raise OnnxImportError(
-                    f"{label(node)} ({node.op_type}): operators of domain '{node.domain}' are "
-                    f"not supported; convnet reads the standard ONNX operators "
-                    f"{supported_list()}", node.name, node.op_type)
         return version
 
     def _data_inputs(self, override) -> list:

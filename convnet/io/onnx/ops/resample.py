@@ -40,14 +40,17 @@ def conv_transpose(ctx):
     full = [strides[i] * (hw[i] - 1) + extra[i] + (kernel[i] - 1) * dilations[i] + 1
             for i in range(2)]
     wanted = ctx.attrs.get("output_shape")
+    same = wanted is None and auto_pad in ("SAME_UPPER", "SAME_LOWER")
     if wanted is not None:
         wanted = list(wanted)[-2:]
-    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+    elif same:
         wanted = [hw[i] * strides[i] for i in range(2)]
     if wanted is not None:
         begin, end = [], []
         for i in range(2):
             total = full[i] - wanted[i]  # negative: the output grows at the end
+            if same:
+                total = max(total, 0)  # onnxruntime never pads a SAME output
             half = int(total / 2)  # C's division, as onnxruntime computes it
             head = half if auto_pad == "SAME_UPPER" else total - half
             begin.append(head)

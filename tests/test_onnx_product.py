@@ -41,7 +41,7 @@ def test_import_writes_a_graph_run_with_names(imported_run, capsys):
     loaded = checkpoint.load(run)
     assert isinstance(loaded.model, cn.Model) and len(loaded.model.output_slots) == 2
     assert loaded.class_names == ["a", "b", "c"]
-    assert loaded.normalization == {"mean": [0.2], "std": [0.5]}
+    assert loaded.normalization == {"mean": [0.2], "std": [0.5]}  # one channel
     x = np.random.default_rng(0).normal(size=(2, 1, 12, 12)).astype(np.float32)
     ours = loaded.model.forward(x)
     direct = cn.onnx.load(path).forward(x)

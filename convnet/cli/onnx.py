@@ -121,7 +121,15 @@ def _normalization(args, model):
     if args.mean is None or args.std is None:
         raise ValueError("--mean and --std go together (the normalization x = (pixel/255 - "
                          "mean) / std)")
-    return {"mean": args.mean, "std": args.std}
+    channels = model.input_shape[0]
+    mean, std = list(args.mean), list(args.std)
+    for values in (mean, std):
+        if len(values) == 1:
+            values *= channels  # one value for every channel
+        elif len(values) != channels:
+            raise ValueError(f"--mean/--std take 1 value or one per input channel "
+                             f"({channels}), received {len(values)}")
+    return {"mean": mean, "std": std}
 
 
 def run_import(args) -> int:

@@ -103,3 +103,17 @@ def test_replace_head_keeps_the_body_and_other_outputs():
     assert replace_head(chain, 2).output_shape((1, 12, 12)) == (2,)
     with pytest.raises(ShapeError, match="found no Linear or Conv2d classifier"):
         replace_head(cn.Sequential(cn.Conv2d(1, 2, 3), cn.ReLU()), 2)
+
+
+def test_activation_maps_of_a_deep_imported_model_show_a_spread_of_layers():
+    """An imported MobileNet has hundreds of layers: the report's activation figure draws at
+    most max_layers rows (it once took minutes to save)."""
+    pytest.importorskip("matplotlib")
+    from convnet.viz.activations import activations_figure
+
+    model = cn.Sequential(cn.Conv2d(1, 2, 3, padding=1), *[cn.ReLU() for _ in range(99)])
+    x = np.random.default_rng(0).normal(size=(1, 1, 6, 6)).astype(np.float32)
+    figure = activations_figure(model, x, max_layers=10)
+    assert len(figure.axes) == 10
+    titles = " ".join(ax.get_title(loc="left") for ax in figure.axes)
+    assert "conv1" in titles and "relu99" in titles

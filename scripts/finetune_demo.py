@@ -73,7 +73,7 @@ def main_demo(work: Path) -> None:
     print(f"import: {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
     run(["train", "--model", str(work / "cls"), "--replace-head", "3", "--dataset",
-                 str(train), "--epochs", "3", "--batch-size", "16", "--lr", "0.01",
+                 str(train), "--epochs", "8", "--batch-size", "16", "--lr", "0.01",
                  "--val-fraction", "0.2", "--out", str(work / "tuned"), "--no-progress"])
     print(f"fine-tuning: {time.perf_counter() - start:.1f} s")
     run(["evaluate", str(work / "tuned"), "--dataset", str(test)])

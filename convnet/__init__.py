@@ -35,6 +35,7 @@ from convnet.nn.activations import (
     Tanh,
 )
 from convnet.nn.batchnorm import BatchNorm2d
+from convnet.nn.constant import Constant
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
 from convnet.nn.conv_transpose import ConvTranspose2d
@@ -43,12 +44,19 @@ from convnet.nn.graph import Model
 from convnet.nn.layer import Layer, no_grad
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.losses import CrossEntropyLoss, MultiClassHingeLoss, SVMLoss
+from convnet.nn.matmul import MatMul
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
+from convnet.nn.normalization import LayerNorm, LocalResponseNorm
 from convnet.nn.padding import Pad, ZeroPad2d
 from convnet.nn.parameter import Parameter
 from convnet.nn.pixel_shuffle import DepthToSpace, PixelShuffle, PixelUnshuffle, SpaceToDepth
+from convnet.nn.pointwise import Abs, Erf, Exp, Log, Neg, Pow, Reciprocal, Sqrt
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.reduce import ReduceMax, ReduceMean, ReduceSum
+from convnet.nn.reshape import Permute, Reshape
 from convnet.nn.resize import Resize, Upsample
+from convnet.nn.slice import Slice
+from convnet.nn.split import Split
 from convnet.nn.summary import Summary, summarize
 from convnet.nn.symbolic import Input
 from convnet.optim.optimizers import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
@@ -76,6 +84,9 @@ def __getattr__(name: str):
 
 __all__ = [
     "Add", "Concat", "Div", "Input", "Model", "Mul", "Sub",
+    "Abs", "Constant", "Erf", "Exp", "LayerNorm", "LocalResponseNorm", "Log", "MatMul", "Neg",
+    "Permute", "Pow", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "Slice",
+    "Split", "Sqrt",
     "Adam", "AdamW", "AvgPool2d", "BatchNorm2d", "ConstantLR", "Conv2d", "ConvTranspose2d",
     "CosineAnnealingLR",
     "CrossEntropyLoss", "Dropout", "Flatten", "GlobalAvgPool2d", "Layer", "LeakyReLU",

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from exchange_helpers import assert_close, ort_run, real_like
+from exchange_helpers import assert_close, ort_run, ort_session, real_like
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -88,10 +88,11 @@ def test_conv_variants(shape, options, rng):
     bias = options.pop("bias", True)
     model = conv_model(rng, shape, out_channels, kernel, bias=bias, **options)
     imported = check(model, shape, rng)
-    conv = imported[0]
+    conv = imported.layers[0]
     assert isinstance(conv, cn.Conv2d) and conv.kernel_size == kernel
-    if options.get("auto_pad") == "VALID" or shape == (3, 8, 8) and not options:
-        assert imported.strict == (not options)  # strict=False only where ONNX floors
+    # a stride that can leave a border uncovered floors as ONNX does, at any input size
+    floors = max(conv.stride) > 1 and conv.padding != "same"
+    assert conv.strict is (False if floors else None)
 
 
 @SETTINGS
@@ -199,9 +200,9 @@ def test_activation_chain(rng):
              helper.make_node("Tanh", ["d"], ["e"], name="tanh"),
              helper.make_node("GlobalAveragePool", ["e"], ["y"], name="gap")]
     imported = check(make_model(nodes, (3, 5, 6)), (3, 5, 6), rng)
-    assert [type(layer) for layer in imported] == [cn.ReLU, cn.LeakyReLU, cn.Sigmoid, cn.Tanh,
-                                                    cn.GlobalAvgPool2d]
-    assert imported[1].negative_slope == 0.3
+    assert [type(layer) for layer in imported.layers] == [
+        cn.ReLU, cn.LeakyReLU, cn.Sigmoid, cn.Tanh, cn.GlobalAvgPool2d]
+    assert imported.layers[1].negative_slope == 0.3
     assert imported.onnx_names == {"relu1": "relu", "lrelu1": "leaky", "sigmoid1": "sigmoid",
                                    "tanh1": "tanh", "gap1": "gap"}
 
@@ -224,7 +225,7 @@ def test_gemm_variants(attrs, c_shape, rng):
         inputs.append("C")
     nodes = [helper.make_node("Gemm", inputs, ["y"], name="fc", **attrs)]
     imported = check(make_model(nodes, (12,), inits), (12,), rng)
-    assert (imported[0].bias is None) == (c_shape is None or attrs.get("beta") == 0.0)
+    assert (imported.layers[0].bias is None) == (c_shape is None or attrs.get("beta") == 0.0)
 
 
 def test_matmul_with_and_without_bias_add(rng):
@@ -235,7 +236,7 @@ def test_matmul_with_and_without_bias_add(rng):
              helper.make_node("Relu", ["h"], ["r"], name="relu"),
              helper.make_node("MatMul", ["r", "W2"], ["y"], name="fc2")]
     imported = check(make_model(nodes, (3, 2, 2), inits), (3, 2, 2), rng)
-    assert imported[1].bias is not None and imported[3].bias is None
+    assert imported.layers[1].bias is not None and imported.layers[3].bias is None
 
 
 def test_constant_add_becomes_the_conv_bias(rng):
@@ -248,7 +249,7 @@ def test_constant_add_becomes_the_conv_bias(rng):
              helper.make_node("Add", ["f", "b2"], ["y"], name="more_bias")]
     inits["W2"] = weights(rng, 4, 4, 1, 1)
     imported = check(make_model(nodes, (2, 6, 6), inits), (2, 6, 6), rng)
-    assert imported[0].bias is not None
+    assert imported.layers[0].bias is not None
     assert imported.onnx_names["conv1"] == "conv"
 
 
@@ -266,7 +267,7 @@ def test_flatten_reshape_squeeze(node_args, inits, shape, rng):
     inputs = ["x", *inits]
     model = make_model([helper.make_node(op, inputs, ["y"], name="flat", **attrs)], shape, inits)
     imported = check(model, shape, rng)
-    assert isinstance(imported[0], cn.Flatten)
+    assert isinstance(imported.layers[0], cn.Flatten)
 
 
 def test_reshape_with_the_graphs_fixed_batch(rng):
@@ -306,7 +307,7 @@ def test_batch_normalization(rng):
     node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn",
                             epsilon=1e-3, momentum=0.8)
     imported = check(make_model([node], (c, 5, 5), inits), (c, 5, 5), rng)
-    bn = imported[0]
+    bn = imported.layers[0]
     assert bn.eps == 1e-3 and bn.momentum == pytest.approx(0.2)
     assert not bn.training
 
@@ -324,8 +325,8 @@ def test_dropout_is_inference_identity(opset, with_ratio_input, mask, rng):
     nodes = [helper.make_node("Dropout", inputs, outputs, name="drop", **attrs),
              helper.make_node("Relu", ["d"], ["y"], name="relu")]
     imported = check(make_model(nodes, (3, 4, 4), inits, opset=opset), (3, 4, 4), rng)
-    assert isinstance(imported[0], cn.Dropout)
-    assert imported[0].p == (0.25 if with_ratio_input or opset < 12 else 0.5)
+    assert isinstance(imported.layers[0], cn.Dropout)
+    assert imported.layers[0].p == (0.25 if with_ratio_input or opset < 12 else 0.5)
 
 
 @pytest.mark.parametrize("opset, axis, shape", [(13, 1, (5, 2, 3)), (17, -1, (6,)),
@@ -351,7 +352,7 @@ def test_weights_from_constant_nodes_and_folded_computations(rng):
         helper.make_node("Add", ["m", "b"], ["y"], name="fc_bias"),
     ]
     imported = check(make_model(nodes, (2, 2, 2)), (2, 2, 2), rng)
-    np.testing.assert_array_equal(imported[1].weight.data, w)
+    np.testing.assert_array_equal(imported.layers[1].weight.data, w)
 
 
 # -- residual connections ---------------------------------------------------------------------
@@ -386,7 +387,7 @@ def _basic_block(rng, prefix, x, c_in, c_out, stride, nodes, inits, add_order=0)
     return f"{prefix}out"
 
 
-def test_resnet_like_graph_becomes_residual_blocks(rng):
+def test_resnet_like_graph_becomes_a_graph_with_residual_adds(rng):
     nodes, inits = [], {}
     x = _basic_block(rng, "a.", "x", 3, 3, 1, nodes, inits)
     x = _basic_block(rng, "b.", x, 3, 6, 2, nodes, inits, add_order=1)
@@ -397,12 +398,13 @@ def test_resnet_like_graph_becomes_residual_blocks(rng):
     inits["fc.b"] = weights(rng, 4)
     nodes.append(helper.make_node("Gemm", ["f", "fc.W", "fc.b"], ["y"], name="fc", transB=1))
     imported = check(make_model(nodes, (3, 8, 8), inits), (3, 8, 8), rng)
-    kinds = [type(layer).__name__ for layer in imported]
-    assert kinds == ["Residual", "ReLU", "Residual", "ReLU", "Residual", "ReLU",
-                     "GlobalAvgPool2d", "Flatten", "Linear"]
-    assert imported[0].projection is None and isinstance(imported[2].projection, cn.Conv2d)
-    assert imported.onnx_names["res2"] == "b.add"
-    assert len(imported[2].body) == 5  # conv, bn, relu, conv, bn
+    kinds = [type(layer).__name__ for layer in imported.layers]
+    assert kinds.count("Add") == 3 and kinds.count("Conv2d") == 7  # two 3x3 each, one 1x1
+    assert kinds[-3:] == ["GlobalAvgPool2d", "Flatten", "Linear"]
+    assert imported.onnx_names["add2"] == "b.add"
+    add2 = next(step for step in imported.steps if step.layer.name == "add2")
+    sources = [imported.slot_names[s] for s in add2.inputs]
+    assert sources == ["conv5", "bn4"]  # the shortcut's 1x1 conv first, as in the file
 
 
 def test_nested_residuals_and_a_multi_layer_projection(rng):
@@ -419,9 +421,9 @@ def test_nested_residuals_and_a_multi_layer_projection(rng):
         helper.make_node("Add", ["inner", "p2"], ["y"], name="outer"),
     ]
     imported = check(make_model(nodes, (2, 5, 5), inits), (2, 5, 5), rng)
-    outer = imported[0]
-    assert isinstance(outer, cn.Residual) and isinstance(outer.projection, cn.Sequential)
-    assert isinstance(outer.body[2], cn.Residual) and outer.body[2].projection is None
+    assert [type(layer).__name__ for layer in imported.layers].count("Add") == 2
+    assert imported.onnx_names == {"conv1": "c1", "tanh1": "t", "conv2": "c2", "add1": "inner",
+                                   "conv3": "p1", "relu1": "pr", "conv4": "p2", "add2": "outer"}
 
 
 # -- round trips and models from PyTorch ----------------------------------------------------------
@@ -437,11 +439,16 @@ def test_export_then_import_gives_back_the_same_model(tmp_path, rng):
     cn.onnx.export(model, path, (3, 10, 8), class_names=list("abcde"),
                    normalization={"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.2, 0.2]})
     imported = cn.onnx.load(path)
-    assert repr(imported) == repr(model)
-    assert imported.state_dict().keys() == model.state_dict().keys()
-    for key, value in model.state_dict().items():
-        if not key.endswith("num_batches_tracked"):
-            np.testing.assert_array_equal(imported.state_dict()[key], value)
+    assert [type(layer).__name__ for layer in imported.layers] == [
+        "Conv2d", "BatchNorm2d", "LeakyReLU", "Conv2d", "ReLU", "Conv2d", "Add", "Conv2d",
+        "Conv2d", "Add", "MaxPool2d", "AvgPool2d", "Dropout", "Flatten", "Linear", "Softmax"]
+
+    def arrays(layer):
+        return [v for k, v in layer.state_dict().items() if not k.endswith("batches_tracked")]
+
+    assert len(arrays(imported)) == len(arrays(model))
+    for ours, theirs in zip(arrays(imported), arrays(model), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
     assert imported.class_names == list("abcde")
     assert imported.normalization == {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.2, 0.2]}
     assert imported.input_shape == (3, 10, 8)
@@ -500,7 +507,7 @@ def test_models_exported_by_pytorch(opset, tmp_path, rng):
         expected = net(torch.from_numpy(x)).numpy()
     assert_close(imported.forward(x), expected)
     assert_close(imported.forward(x), ort_run(path, x))
-    assert sum(isinstance(layer, cn.Residual) for layer in imported) == 2
+    assert sum(isinstance(layer, cn.Add) for layer in imported.layers) == 2
 
 
 def test_pytorch_view_flatten_with_shape_arithmetic(tmp_path, rng):
@@ -520,7 +527,7 @@ def test_pytorch_view_flatten_with_shape_arithmetic(tmp_path, rng):
     path = tmp_path / "view.onnx"
     _torch_export(ViewNet().eval(), (1, 6, 6), path)
     imported = cn.onnx.load(path)
-    assert [type(layer) for layer in imported] == [cn.Conv2d, cn.Flatten, cn.Linear]
+    assert [type(layer) for layer in imported.layers] == [cn.Conv2d, cn.Flatten, cn.Linear]
     x = rng.normal(size=(2, 1, 6, 6)).astype(np.float32)
     assert_close(imported.forward(x), ort_run(path, x))
 
@@ -534,17 +541,19 @@ def test_reshape_target_computed_from_the_batch_size(rng):
     ]
     inits = {"zero": np.array([0]), "one": np.array([1]), "minus_one": np.array([-1])}
     imported = check(make_model(nodes, (2, 3, 3), inits), (2, 3, 3), rng)
-    assert isinstance(imported[0], cn.Flatten)
+    assert isinstance(imported.layers[0], cn.Flatten)
 
 
-def test_reshape_keeping_a_spatial_axis_is_refused():
+def test_reshape_keeping_the_channels_runs_at_any_size(rng):
     nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape", start=0, end=2),
              helper.make_node("Concat", ["s", "minus_one"], ["t"], name="concat", axis=0),
              helper.make_node("Reshape", ["x", "t"], ["y"], name="reshape")]
     model = make_model(nodes, (2, 3, 3), {"minus_one": np.array([-1])})
-    with pytest.raises(OnnxImportError, match=re.escape(
-            "node 'reshape' (Reshape): target shape [batch, 2, -1]")):
-        cn.onnx.from_onnx(model)
+    imported = check(model, (2, 3, 3), rng)
+    layer = imported.layers[0]
+    assert isinstance(layer, cn.Reshape) and (layer.shape, layer.start_dim) == ((-1,), 2)
+    x = rng.normal(size=(2, 2, 5, 4)).astype(np.float32)
+    assert imported.forward(x).shape == (2, 2, 20)
 
 
 # -- metadata, shapes, side effects -------------------------------------------------------------
@@ -577,10 +586,10 @@ def _refusal_cases():
     rng = np.random.default_rng(0)
     w = weights(rng, 2, 2, 3, 3)
     cases = {
-        "unsupported-op": (make_model([helper.make_node("Mul", ["x", "x"], ["y"], name="mul1")],
+        "unsupported-op": (make_model([helper.make_node("Hardmax", ["x"], ["y"], name="hm1")],
                                       (2, 4, 4)),
-                           "node 'mul1' (Mul): operator Mul is not supported; convnet imports "
-                           "Add, AveragePool, BatchNormalization"),
+                           "node 'hm1' (Hardmax): operator Hardmax is not supported; convnet "
+                           "imports Abs, Add, AveragePool, BatchNormalization"),
         "pool-dilation": (pool_model("MaxPool", (2, 6, 6), kernel_shape=[2, 2],
                                      dilations=[2, 2]),
                           "node 'pool' (MaxPool): dilations [2, 2]: convnet pools have no "
@@ -604,15 +613,16 @@ def _refusal_cases():
                         "node 'fc' (Gemm): transA=1"),
         "gemm-data-second": (make_model([helper.make_node("Gemm", ["A", "x"], ["y"], name="fc")],
                                         (4,), {"A": weights(rng, 3, 4)}),
-                             "the data must be the first input, received it as input 1"),
+                             "the data must be the first input (A)"),
         "flatten-axis": (make_model([helper.make_node("Flatten", ["x"], ["y"], name="f",
                                                       axis=2)], (2, 3, 3)),
                          "node 'f' (Flatten): axis=2 (flattening the batch axis in); "
                          "supported: axis=1"),
-        "reshape-3d": (make_model([helper.make_node("Reshape", ["x", "s"], ["y"], name="r")],
-                                  (2, 3, 3), {"s": np.array([0, 2, -1])}),
-                       "node 'r' (Reshape): target shape [0, 2, -1] for per-sample input "
-                       "(2, 3, 3); supported: to 2-D (batch, features)"),
+        "reshape-across-batch": (make_model([helper.make_node("Reshape", ["x", "s"], ["y"],
+                                                              name="r")],
+                                            (2, 3, 3), {"s": np.array([-1, 6])}),
+                                 "node 'r' (Reshape): target shape [-1, 6] for per-sample input "
+                                 "(2, 3, 3) does not keep the batch axis first and whole"),
         "bn-training": (make_model([helper.make_node(
             "BatchNormalization", ["x", "s", "s", "s", "s"], ["y"], name="bn", training_mode=1)],
             (2, 3, 3), {"s": np.ones(2, np.float32)}), "node 'bn' (BatchNormalization): "
@@ -622,31 +632,18 @@ def _refusal_cases():
             {"r": np.array(0.5, np.float32), "t": np.array(True)}),
             "training_mode true (dropout would be applied)"),
         "softmax-axis": (make_model([helper.make_node("Softmax", ["x"], ["y"], name="sm",
-                                                      axis=2)], (2, 3, 3)),
-                         "node 'sm' (Softmax): axis 2 on a rank-4 input"),
+                                                      axis=0)], (2, 3, 3)),
+                         "node 'sm' (Softmax): axis 0 (the batch axis)"),
         "softmax-old-opset": (make_model([helper.make_node("Softmax", ["x"], ["y"], name="sm",
-                                                           axis=1)], (2, 3, 3), opset=11),
-                              "(softmax over the flattened trailing axes)"),
+                                                           axis=0)], (2, 3, 3), opset=11),
+                              "axis 0 (the batch axis flattened in)"),
+        "transpose-batch": (make_model([helper.make_node("Transpose", ["x"], ["y"], name="t",
+                                                         perm=[1, 0, 2, 3])], (2, 3, 3)),
+                            "node 't' (Transpose): perm [1, 0, 2, 3] moves the batch axis"),
         "shape-mismatch-add": (make_model([
             helper.make_node("Conv", ["x", "W"], ["c"], name="c", strides=[2, 2]),
             helper.make_node("Add", ["c", "x"], ["y"], name="add")], (2, 7, 7), {"W": w}),
-            "node 'add' (Add): adds shapes (2, 3, 3) and (2, 7, 7) (per sample); convnet "
-            "residual blocks add equal shapes"),
-        "three-way-fanout": (make_model([
-            helper.make_node("Relu", ["x"], ["a"], name="a"),
-            helper.make_node("Tanh", ["x"], ["b"], name="b"),
-            helper.make_node("Sigmoid", ["x"], ["c"], name="c"),
-            helper.make_node("Add", ["a", "b"], ["d"], name="d"),
-            helper.make_node("Add", ["d", "c"], ["y"], name="y")], (2, 3, 3)),
-            "tensor 'x' feeds 3 nodes"),
-        "add-to-itself": (make_model([helper.make_node("Add", ["x", "x"], ["y"], name="twice")],
-                                     (2, 3, 3)), "node 'twice' (Add): adds tensor 'x' to itself"),
-        "bias-without-layer": (make_model([
-            helper.make_node("Relu", ["x"], ["r"], name="relu"),
-            helper.make_node("Add", ["r", "b"], ["y"], name="shift")], (2, 3, 3),
-            {"b": np.ones(2, np.float32)}),
-            "node 'shift' (Add): adding a constant of shape (2,) to 'r', which no MatMul, "
-            "Gemm or Conv wrote just before"),
+            "node 'add' (Add): add1 (Add): shapes that do not broadcast"),
         "unknown-attribute": (make_model([helper.make_node("Relu", ["x"], ["y"], name="r",
                                                            flavour=1)], (2, 3, 3)),
                               "node 'r' (Relu): attribute(s) flavour not understood"),
@@ -662,18 +659,62 @@ def _refusal_cases():
         "integer-input": (make_model([helper.make_node("Relu", ["x"], ["y"])], (2, 3, 3),
                                      elem=TensorProto.INT64),
                           "input 'x' is INT64; convnet imports float32"),
-        "3d-input": (make_model([helper.make_node("Relu", ["x"], ["y"])], (2, 3)),
-                     "input 'x' has rank 3"),
+        "1d-input": (make_model([helper.make_node("Relu", ["x"], ["y"])], ()),
+                     "input 'x' has rank 1"),
+    }
+    return cases
+
+
+def _formerly_refused():
+    """Graphs the chain importer refused, imported now that any DAG becomes a cn.Model."""
+    w = weights(np.random.default_rng(0), 2, 2, 3, 3)
+    cases = {
+        "three-way-fanout": make_model([
+            helper.make_node("Relu", ["x"], ["a"], name="a"),
+            helper.make_node("Tanh", ["x"], ["b"], name="b"),
+            helper.make_node("Sigmoid", ["x"], ["c"], name="c"),
+            helper.make_node("Add", ["a", "b"], ["d"], name="d"),
+            helper.make_node("Add", ["d", "c"], ["y"], name="y")], (2, 3, 3)),
+        "add-to-itself": make_model([helper.make_node("Add", ["x", "x"], ["y"], name="twice")],
+                                    (2, 3, 3)),
+        "mul-to-itself": make_model([helper.make_node("Mul", ["x", "x"], ["y"], name="sq")],
+                                    (2, 3, 3)),
+        "bias-without-layer": make_model([
+            helper.make_node("Relu", ["x"], ["r"], name="relu"),
+            helper.make_node("Add", ["r", "b"], ["y"], name="shift")], (2, 3, 3),
+            {"b": np.array([0.5, -1.0, 2.0], np.float32)}),
+        "broadcast-add": make_model([
+            helper.make_node("Conv", ["x", "W"], ["c"], name="c", strides=[2, 2]),
+            helper.make_node("GlobalAveragePool", ["c"], ["g"], name="g"),
+            helper.make_node("Add", ["c", "g"], ["y"], name="add")], (2, 7, 7), {"W": w}),
+        "3d-input": make_model([helper.make_node("Relu", ["x"], ["y"])], (2, 3)),
+        "reshape-3d": make_model([helper.make_node("Reshape", ["x", "s"], ["y"], name="r")],
+                                 (2, 3, 3), {"s": np.array([0, 2, -1])}),
     }
     two_inputs = make_model([helper.make_node("Add", ["x", "z"], ["y"], name="add")], (2, 3, 3))
     two_inputs.graph.input.append(helper.make_tensor_value_info("z", TensorProto.FLOAT,
                                                                 ["N", 2, 3, 3]))
-    cases["two-inputs"] = (two_inputs, "the graph has 2 data inputs ('x', 'z')")
+    cases["two-inputs"] = two_inputs
     two_outputs = make_model([helper.make_node("Relu", ["x"], ["y"], name="r"),
                               helper.make_node("Tanh", ["y"], ["z"], name="t")], (2, 3, 3))
     two_outputs.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
-    cases["two-outputs"] = (two_outputs, "the graph has 2 outputs ('y', 'z')")
+    cases["two-outputs"] = two_outputs
     return cases
+
+
+@pytest.mark.parametrize("name", list(_formerly_refused()))
+def test_graphs_the_chain_importer_refused_now_match_onnxruntime(name, rng):
+    model = _formerly_refused()[name]
+    imported = cn.onnx.from_onnx(model)
+    session = ort_session(model)
+    feeds = {i.name: rng.normal(size=(3, *i.shape[1:])).astype(np.float32)
+             for i in session.get_inputs()}
+    expected = session.run(None, feeds)
+    ours = imported.forward(*feeds.values())
+    ours = list(ours) if isinstance(ours, tuple) else [ours]
+    assert imported.output_names == [o.name for o in model.graph.output]
+    for a, b in zip(ours, expected, strict=True):
+        assert_close(a, b)
 
 
 @pytest.mark.parametrize("name", list(_refusal_cases()))
@@ -685,10 +726,10 @@ def test_unsupported_graphs_are_refused_with_the_node_named(name):
 
 
 def test_errors_carry_the_node_and_operator():
-    model = make_model([helper.make_node("Mul", ["x", "x"], ["y"], name="mul1")], (2, 4, 4))
+    model = make_model([helper.make_node("Hardmax", ["x"], ["y"], name="hm1")], (2, 4, 4))
     with pytest.raises(OnnxImportError) as caught:
         cn.onnx.from_onnx(model)
-    assert (caught.value.node, caught.value.op_type) == ("mul1", "Mul")
+    assert (caught.value.node, caught.value.op_type) == ("hm1", "Hardmax")
 
 
 def test_load_refuses_missing_and_unreadable_files(tmp_path):
@@ -704,7 +745,12 @@ def test_supported_ops_cover_the_issue_list():
     required = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "LeakyRelu",
                 "Sigmoid", "Tanh", "Gemm", "MatMul", "Add", "Flatten", "Reshape",
                 "BatchNormalization", "Dropout", "Softmax", "Identity"}
-    assert required <= set(cn.onnx.SUPPORTED_OPS)
+    graph_import = {"ConvTranspose", "Concat", "Sub", "Mul", "Div", "Pad", "Resize", "Upsample",
+                    "DepthToSpace", "SpaceToDepth", "PRelu", "Clip", "HardSigmoid",
+                    "HardSwish", "Elu", "Transpose", "LogSoftmax", "ReduceMean", "ReduceMax",
+                    "Squeeze", "Unsqueeze", "LayerNormalization", "Split", "Slice", "Erf",
+                    "Gelu", "LRN", "Sqrt", "Pow", "Sum", "Constant", "Shape", "Gather"}
+    assert required | graph_import <= set(cn.onnx.SUPPORTED_OPS)
 
 
 # -- the CLI command --------------------------------------------------------------------------
@@ -738,10 +784,11 @@ def test_import_command_writes_a_run_folder(tmp_path, capsys, rng):
 
 def test_import_command_reports_refusals(tmp_path, capsys):
     pytest.importorskip("convnet.io.checkpoint")
-    path = tmp_path / "mul.onnx"
-    onnx.save_model(make_model([helper.make_node("Mul", ["x", "x"], ["y"], name="mul1")],
+    path = tmp_path / "hardmax.onnx"
+    onnx.save_model(make_model([helper.make_node("Hardmax", ["x"], ["y"], name="hm1")],
                                (2, 4, 4)), str(path))
     args = _parser().parse_args(["import", str(path), "-o", str(tmp_path / "run")])
     assert args.func(args) == 1
-    assert "convnet import: error: node 'mul1' (Mul): operator Mul" in capsys.readouterr().err
+    assert "convnet import: error: node 'hm1' (Hardmax): operator Hardmax" in (
+        capsys.readouterr().err)
     assert not (tmp_path / "run").exists()

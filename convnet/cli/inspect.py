@@ -13,9 +13,14 @@ def register(subparsers) -> None:
     parser = add_command(
         subparsers, "summary", "Layer-by-layer table: output shapes, parameter formulas, "
         "receptive fields, multiply-adds, memory.",
-        "convnet summary lenet5\nconvnet summary my_model.toml\nconvnet summary runs/lenet --json")
+        "convnet summary lenet5\nconvnet summary my_model.toml\nconvnet summary runs/lenet --json\n"
+        "convnet summary detector.onnx --input-shape 3 96 160")
     parser.add_argument("target", metavar="MODEL_OR_FILE_OR_RUN",
                         help="zoo name, .toml model file, run folder, checkpoint or .onnx file")
+    parser.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
+                        help="per-sample input size to summarize at (C H W; an .onnx file's "
+                             "own layout), for an ONNX file that leaves sizes open or a fully "
+                             "convolutional model at another size")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     parser.set_defaults(func=run_summary)
 
@@ -114,11 +119,22 @@ def _non_negative_size(text: str) -> tuple[int, int]:
     return (first, int(match.group(2) or first))
 
 
-def resolve_model(target: str):
-    """(model, input_shape) for a zoo name, model file, run folder, checkpoint or ONNX file."""
+def resolve_model(target: str, input_shape=None):
+    """(model, input_shape) for a zoo name, model file, run folder, checkpoint or ONNX file
+    (an ONNX file read at `input_shape` where it leaves sizes open)."""
     from convnet.io import checkpoint, modelfile, zoo
 
     path = Path(target)
+    if path.suffix == ".onnx" and path.exists():
+        from convnet.io.onnx import OnnxImportError, load
+
+        try:
+            model = load(path, input_shape=input_shape)
+        except OnnxImportError as error:
+            if input_shape is None or "does not fit input" not in str(error):
+                raise
+            model = load(path)  # sizes fixed by the file: summarized at the size asked
+        return model, model.input_shapes if model.multi_input else model.input_shape
     if target in zoo.MODELS:
         model = zoo.build_model(target)
         return model, zoo.MODELS[target].input_shape
@@ -134,7 +150,9 @@ def resolve_model(target: str):
 
 
 def run_summary(args) -> int:
-    model, input_shape = resolve_model(args.target)
+    model, input_shape = resolve_model(args.target, args.input_shape)
+    if args.input_shape is not None:
+        input_shape = tuple(args.input_shape)  # re-checked at this size by the summary
     summary = model.describe(input_shape)
     print(json.dumps(summary.to_dict()) if args.json else summary)
     return 0

@@ -25,9 +25,14 @@ IMPORT_EPILOG = """\
 examples:
   convnet import resnet8.onnx -o runs/resnet8-imported
   convnet import model.onnx -o runs/imported --input-shape 3 224 224
+  convnet import cls.onnx -o runs/cls --input-shape 3 48 192 --classes 0,180 --mean 0.5 --std 0.5
+  convnet train --model runs/cls --replace-head 4 --dataset my_folder --out runs/tuned
 
-The run folder then works with summary, the explorer, evaluate and predict. Operators
-convnet cannot compute exactly are refused, with the node named.
+The run folder then works with summary, the explorer, evaluate, predict and train (as the
+starting point of a fine-tuning). Any graph of supported operators imports (several inputs
+and outputs too); a model whose file leaves sizes open runs at any size its arithmetic fits,
+--input-shape fixing the one shown. Operators convnet cannot compute exactly are refused, with
+the node named.
 """
 
 
@@ -56,8 +61,15 @@ def register(subparsers) -> None:
     imported.add_argument("-o", "--output", required=True, metavar="RUN_FOLDER",
                           help="the run folder to create")
     imported.add_argument("--input-shape", type=int, nargs="+", metavar="N", default=None,
-                          help="per-sample input shape C H W, for graphs whose input sizes "
-                               "are symbolic")
+                          help="per-sample input shape (C H W, or H W C for an NHWC input: "
+                               "the file's own layout) where the file leaves sizes open")
+    imported.add_argument("--classes", default=None, metavar="NAMES",
+                          help="class names of the first output: comma-separated, or a text "
+                               "file with one per line [default: the file's metadata]")
+    imported.add_argument("--mean", type=float, nargs="+", default=None,
+                          help="input normalization the model was trained with, in [0, 1] "
+                               "pixel units (1 value or one per channel); with --std")
+    imported.add_argument("--std", type=float, nargs="+", default=None)
     imported.set_defaults(func=run_import)
 
 
@@ -94,11 +106,38 @@ def run_export(args) -> int:
     return 0
 
 
+def _class_names(text: str | None):
+    if text is None:
+        return None
+    path = Path(text)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [name.strip() for name in text.split(",")]
+
+
+def _normalization(args, model):
+    if args.mean is None and args.std is None:
+        return model.normalization
+    if args.mean is None or args.std is None:
+        raise ValueError("--mean and --std go together (the normalization x = (pixel/255 - "
+                         "mean) / std)")
+    channels = model.input_shape[0]
+    mean, std = list(args.mean), list(args.std)
+    for values in (mean, std):
+        if len(values) == 1:
+            values *= channels  # one value for every channel
+        elif len(values) != channels:
+            raise ValueError(f"--mean/--std take 1 value or one per input channel "
+                             f"({channels}), received {len(values)}")
+    return {"mean": mean, "std": std}
+
+
 def run_import(args) -> int:
     from convnet.cli.outputs import run_file
     from convnet.io.checkpoint import save_model
     from convnet.io.onnx.importer import load
     from convnet.io.runlock import claim
+    from convnet.nn.graph import first_output_shape
 
     try:
         output = Path(args.output)
@@ -110,11 +149,22 @@ def run_import(args) -> int:
             raise FileExistsError(f"{output} is inside a run folder's checkpoints; choose a new "
                                   f"folder")
         model = load(args.source, input_shape=args.input_shape)
+        names = _class_names(args.classes) or model.class_names
+        scores = first_output_shape(model, model.input_shape)
+        if names is not None and (len(scores) != 1 or len(names) != scores[0]):
+            raise ValueError(f"{len(names)} class names for a first output of per-sample shape "
+                             f"{scores}; give one name per score")
         with claim(output, new=True):  # as a training claims its folder: one writer at a time
-            save_model(output, model, model.input_shape, class_names=model.class_names,
-                       normalization=model.normalization)
+            save_model(output, model, model.input_shape, class_names=names,
+                       normalization=_normalization(args, model),
+                       extra={"imported_from": str(args.source),
+                              "output_names": getattr(model, "output_names", None)})
     except _errors() as error:
         return _fail("import", error)
+    inputs = ", ".join(f"{model.slot_names[s]} {shape}" for s, shape in
+                       zip(model.input_slots, model.input_shapes, strict=True))
+    outputs = ", ".join(f"{name} {shape}" for name, shape in
+                        zip(model.output_names, model.output_shapes(), strict=True))
     print(f"imported {args.source}: {len(model.layers)} layers, {model.num_parameters():,} "
-          f"parameters, input {tuple(model.input_shape)} -> {args.output}")
+          f"parameters; inputs {inputs}; outputs {outputs} -> {args.output}")
     return 0

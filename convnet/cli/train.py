@@ -14,10 +14,16 @@ def register(subparsers) -> None:
         subparsers, "train", "Train a model; writes a run folder with config, metrics and "
         "checkpoints.",
         "convnet train --model lenet5 --dataset mnist-5k --epochs 5 --out runs/lenet\n"
-        "convnet train --resume runs/lenet --epochs 8     # continue, exactly")
+        "convnet train --resume runs/lenet --epochs 8     # continue, exactly\n"
+        "convnet train --model runs/imported --replace-head 3 --dataset my_photos  # fine-tune")
     parser.add_argument("--model", default=None,
-                        help="zoo name (see `convnet models`) or a .toml model file "
-                             "[default: lenet5]")
+                        help="zoo name (see `convnet models`), a .toml model file, or a run "
+                             "folder, checkpoint or .onnx file whose weights start the run "
+                             "(fine-tuning) [default: lenet5]")
+    parser.add_argument("--replace-head", type=int, default=None, metavar="N_CLASSES",
+                        help="fine-tuning: replace the classifier computing the model's first "
+                             "output (its last Linear or 1x1 conv, a final softmax dropped) by "
+                             "a fresh one with N_CLASSES outputs, the dataset's class count")
     parser.add_argument("--dataset", default=None,
                         help="dataset name (see `convnet datasets`) or a folder of class "
                              "subfolders [default: mnist-5k]")
@@ -56,7 +62,7 @@ def register(subparsers) -> None:
 
 OPTION_FIELDS = ["model", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer",
                  "momentum", "weight_decay", "schedule", "warmup_epochs", "val_fraction", "seed",
-                 "augment", "clip_grad_norm", "sync_bn"]
+                 "augment", "clip_grad_norm", "sync_bn", "replace_head"]
 
 
 def config_from_args(args):

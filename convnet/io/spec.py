@@ -37,17 +37,25 @@ from convnet.nn.activations import (
     Tanh,
 )
 from convnet.nn.batchnorm import BatchNorm2d
+from convnet.nn.constant import Constant
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
 from convnet.nn.conv_transpose import ConvTranspose2d
 from convnet.nn.graph import Model
 from convnet.nn.layer import Layer
 from convnet.nn.linear import Dropout, Flatten, Linear
+from convnet.nn.matmul import MatMul
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
+from convnet.nn.normalization import LayerNorm, LocalResponseNorm
 from convnet.nn.padding import Pad, ZeroPad2d
 from convnet.nn.pixel_shuffle import DepthToSpace, PixelShuffle, PixelUnshuffle, SpaceToDepth
+from convnet.nn.pointwise import Abs, Erf, Exp, Log, Neg, Pow, Reciprocal, Sqrt
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.reduce import ReduceMax, ReduceMean, ReduceSum
+from convnet.nn.reshape import Permute, Reshape
 from convnet.nn.resize import Resize, Upsample
+from convnet.nn.slice import Slice
+from convnet.nn.split import Split
 from convnet.nn.symbolic import Input
 
 
@@ -104,6 +112,25 @@ LAYER_TYPES: dict[str, tuple[type[Layer], tuple[str, ...]]] = {
     "zeropad": (ZeroPad2d, ("padding",)),
     "pad": (Pad, ("padding", "mode", "value")),
     "logsoftmax": (LogSoftmax, ("dim",)),
+    "reshape": (Reshape, ("shape", "start_dim", "end_dim")),
+    "permute": (Permute, ("dims",)),
+    "split": (Split, ("split_sizes", "dim")),
+    "slice": (Slice, ("dims", "starts", "ends", "steps")),
+    "reducemean": (ReduceMean, ("dim", "keepdim")),
+    "reducesum": (ReduceSum, ("dim", "keepdim")),
+    "reducemax": (ReduceMax, ("dim", "keepdim")),
+    "matmul": (MatMul, ()),
+    "constant": (Constant, ("shape", "trainable")),  # the value comes from the state dict
+    "layernorm": (LayerNorm, ("normalized_shape", "eps", "elementwise_affine", "bias")),
+    "lrn": (LocalResponseNorm, ("size", "alpha", "beta", "k")),
+    "erf": (Erf, ()),
+    "sqrt": (Sqrt, ()),
+    "exp": (Exp, ()),
+    "log": (Log, ()),
+    "abs": (Abs, ()),
+    "neg": (Neg, ()),
+    "reciprocal": (Reciprocal, ()),
+    "pow": (Pow, ("exponent",)),
 }
 ALIASES = {"conv2d": "conv", "maxpool2d": "maxpool", "pool": "maxpool", "avgpool2d": "avgpool",
            "globalavgpool2d": "gap", "globalavgpool": "gap", "fc": "linear", "dense": "linear",
@@ -116,7 +143,10 @@ ALIASES = {"conv2d": "conv", "maxpool2d": "maxpool", "pool": "maxpool", "avgpool
            "hard_tanh": "hardtanh", "clip": "hardtanh", "zeropad2d": "zeropad",
            "zero_pad": "zeropad", "zero_pad2d": "zeropad", "log_softmax": "logsoftmax",
            "upsampling": "upsample", "convtranspose2d": "convtranspose",
-           "deconv": "convtranspose"}
+           "deconv": "convtranspose",
+           "view": "reshape", "transpose": "permute", "mean": "reducemean",
+           "sum": "reducesum", "amax": "reducemax", "const": "constant",
+           "localresponsenorm": "lrn", "ln": "layernorm"}
 # Nested residual blocks deeper than this are refused: a summary, an export and Python's own
 # recursion all walk the nesting, and no real network nests this deep.
 MAX_NESTING = 64
@@ -172,6 +202,12 @@ def build_layer(entry: dict, input_shape, strict: bool, nesting: int = 0,
             raise SpecError("linear: out_features is required")
     elif kind in ("maxpool", "avgpool") and "kernel_size" not in args:
         raise SpecError(f"{kind}: kernel_size is required")
+    elif kind == "constant":
+        import numpy
+
+        if "shape" not in args:
+            raise SpecError("constant: shape is required (the per-sample shape of its value)")
+        args["value"] = numpy.zeros(args.pop("shape"), dtype=numpy.float32)
     try:
         layer = cls(**args)
     except TypeError as error:
@@ -416,6 +452,26 @@ def layer_spec(layer: Layer) -> dict:
         entry["layers"] = [layer_spec(child) for child in layer.layers]
     elif isinstance(layer, Concat):
         entry["axis"] = layer.axis
+    elif isinstance(layer, Reshape):
+        entry.update(shape=list(layer.shape), start_dim=layer.start_dim, end_dim=layer.end_dim)
+    elif isinstance(layer, Permute):
+        entry["dims"] = list(layer.dims)
+    elif isinstance(layer, Split):
+        entry.update(split_sizes=list(layer.split_sizes), dim=layer.dim)
+    elif isinstance(layer, Slice):
+        entry.update(dims=list(layer.dims), starts=list(layer.starts), ends=list(layer.ends),
+                     steps=list(layer.steps))
+    elif isinstance(layer, (ReduceMean, ReduceSum, ReduceMax)):
+        entry.update(dim=list(layer.dim), keepdim=layer.keepdim)
+    elif isinstance(layer, Constant):
+        entry.update(shape=list(layer.data.shape), trainable=layer.trainable)
+    elif isinstance(layer, LayerNorm):
+        entry.update(normalized_shape=list(layer.normalized_shape), eps=layer.eps,
+                     elementwise_affine=layer.elementwise_affine, bias=layer.bias is not None)
+    elif isinstance(layer, LocalResponseNorm):
+        entry.update(size=layer.size, alpha=layer.alpha, beta=layer.beta, k=layer.k)
+    elif isinstance(layer, Pow):
+        entry["exponent"] = layer.exponent
     elif isinstance(layer, (Softmax, LogSoftmax)):
         if layer.dim != 1 or isinstance(layer, LogSoftmax):  # specs written before dim existed
             entry["dim"] = layer.dim

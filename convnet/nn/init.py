@@ -14,7 +14,7 @@ import numpy
 from convnet.core import rng
 from convnet.core.backend import default_module
 
-SCHEMES = ("kaiming", "kaiming_uniform", "xavier", "xavier_normal")
+SCHEMES = ("kaiming", "kaiming_uniform", "xavier", "xavier_normal", "zeros")
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -27,6 +27,8 @@ def initial_weight(shape: tuple[int, ...], scheme: str = "kaiming", dtype=numpy.
                    fan: tuple[float, float] | None = None):
     """A freshly drawn weight array of `shape` by `scheme` (see SCHEMES); `fan` (fan_in,
     fan_out) for a layer whose fans are not `fans(shape)` (a transposed convolution)."""
+    if scheme == "zeros":  # for weights copied in right after (an importer): no draw
+        return default_module.zeros(shape, dtype=dtype)
     fan_in, fan_out = fan or fans(shape)
     generator = rng.generator()
     if scheme == "kaiming":

@@ -82,6 +82,9 @@ class TrainConfig:
     # Under MPI: batch norm with the whole global batch's statistics rather than each process's
     # slice's (one process's training, at one small exchange per layer and direction).
     sync_bn: bool = False
+    # Fine-tuning: with `model` a run folder, checkpoint or ONNX file, its weights start the
+    # run; replace_head swaps its classifier for a fresh one of this many classes.
+    replace_head: int | None = None
 
     def validate(self) -> None:
         checks = [
@@ -98,6 +101,7 @@ class TrainConfig:
             (self.seed >= 0, "seed must be >= 0"),
             (self.clip_grad_norm is None or self.clip_grad_norm >= 0,
              "clip_grad_norm must be >= 0 (0 or left out: no clipping)"),
+            (self.replace_head is None or self.replace_head >= 1, "replace_head must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -194,6 +198,34 @@ def model_spec(name: str, num_classes: int) -> dict:
                         f"(see `convnet models`) or give the path of a .toml model file")
 
 
+def pretrained(name: str):
+    """The trained model (LoadedModel) behind a run folder, checkpoint or ONNX file, else
+    None (a zoo name or model file)."""
+    path = Path(name)
+    if name.endswith(".toml") or not path.exists():
+        return None
+    from convnet.io.checkpoint import load
+
+    return load(path)
+
+
+def _fine_tuned(source, config: TrainConfig, num_classes: int):
+    """The pretrained model, its classifier replaced when asked, in training mode."""
+    from convnet.nn.head import replace_head
+
+    model = source.model
+    if config.replace_head is not None:
+        if config.replace_head != num_classes:
+            raise TrainingError(f"--replace-head {config.replace_head}, but {config.dataset} "
+                                f"has {num_classes} classes; pass --replace-head "
+                                f"{num_classes}")
+        try:
+            model = replace_head(model, num_classes)
+        except ValueError as error:
+            raise TrainingError(f"model {config.model}: {error}") from None
+    return model.train()
+
+
 def _print_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -273,8 +305,12 @@ class Trainer:
 
         # The input shape says how to load the images, and the classes found there size a zoo
         # model's classifier (a folder of 3 classes, say), so the data comes first.
-        spec = saved["model"] if saved is not None else model_spec(cfg.model, 10)
-        self.input_shape = model_inputs(spec)[0][1]
+        source = pretrained(cfg.model) if saved is None else None
+        if source is not None:
+            self.input_shape = tuple(source.input_shape)
+        else:
+            spec = saved["model"] if saved is not None else model_spec(cfg.model, 10)
+            self.input_shape = model_inputs(spec)[0][1]
         full, self.train_set, self.val_set = self.group.root_first(
             lambda: self._load_data(self.input_shape), "load the dataset")
         self.class_names = list(full.class_names)
@@ -283,14 +319,21 @@ class Trainer:
                      f"prediction is right, so the accuracy will be meaningless; give it "
                      f"images of two classes or more")
         rng.manual_seed(cfg.seed)
-        if saved is None:
-            # After the seed, as before: reading a model file builds it once to validate it,
-            # which draws from the shared generator, so a seed keeps giving the weights it gave.
-            spec = model_spec(cfg.model, len(self.class_names))
-        try:
-            self.model = build(spec)
-        except SpecError as error:
-            raise TrainingError(f"model {cfg.model}: {error}") from None
+        if source is not None:
+            from convnet.io.spec import to_spec
+
+            self.model = _fine_tuned(source, cfg, len(self.class_names))
+            spec = to_spec(self.model, self.input_shape)
+        else:
+            if saved is None:
+                # After the seed, as before: reading a model file builds it once to validate
+                # it, which draws from the shared generator, so a seed keeps giving the weights
+                # it gave.
+                spec = model_spec(cfg.model, len(self.class_names))
+            try:
+                self.model = build(spec)
+            except SpecError as error:
+                raise TrainingError(f"model {cfg.model}: {error}") from None
         out_features = first_output_shape(self.model, self.input_shape)
         if out_features != (len(self.class_names),):
             raise TrainingError(
@@ -299,6 +342,8 @@ class Trainer:
                 f"in the last linear layer")
         if saved is not None:
             self.normalization = data.Normalization.from_dict(saved["normalization"])
+        elif source is not None and source.normalization:  # what the weights were trained on
+            self.normalization = data.Normalization.from_dict(source.normalization)
         else:
             self.normalization = data.Normalization.fit(self.train_set.images)
         info = data.DATASETS.get(cfg.dataset)

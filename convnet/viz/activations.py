@@ -30,16 +30,21 @@ def activation_grid(maps, columns: int | None = None, pad: int = 1, per_map: boo
 
 
 def activations_figure(model, x, image=None, *, max_maps: int = 16, per_map: bool = False,
-                       title: str | None = None, class_names=None):
+                       title: str | None = None, class_names=None, max_layers: int = 40):
     """A Figure with one row per layer: the maps of volumes, a strip for vectors.
 
     x: one preprocessed input (1, C, H, W) float32; image: the same input as uint8 (C, H, W)
     for the first row (optional). class_names: written under the last strip when it holds
-    one score per class.
+    one score per class. A model of more than `max_layers` layers (an imported MobileNet has
+    250) shows that many, evenly spread, the last one included: each row is a full-width
+    picture, and hundreds of them took matplotlib minutes to draw.
     """
     from convnet.viz.figures import new_figure
 
     outputs = [o for o in layer_outputs(model, x) if o.type != "Flatten"]
+    if len(outputs) > max_layers >= 2:
+        step = (len(outputs) - 1) / (max_layers - 1)
+        outputs = [outputs[round(i * step)] for i in range(max_layers)]
     heights = ([1.0] if image is not None else []) + [
         1.0 if o.output.ndim == 4 else 0.35 for o in outputs]  # vectors get a thin strip
     fig = new_figure(9, 0.25 + 0.95 * sum(heights))

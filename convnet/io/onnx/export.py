@@ -29,13 +29,21 @@ from convnet.nn.activations import (
     Tanh,
 )
 from convnet.nn.batchnorm import BatchNorm2d
+from convnet.nn.constant import Constant
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
 from convnet.nn.graph import Model
 from convnet.nn.layer import Layer, Shape
 from convnet.nn.linear import Dropout, Flatten, Linear
+from convnet.nn.matmul import MatMul
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
+from convnet.nn.normalization import LayerNorm, LocalResponseNorm
+from convnet.nn.pointwise import Abs, Erf, Exp, Log, Neg, Pow, Reciprocal, Sqrt
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.reduce import ReduceMax, ReduceMean, ReduceSum
+from convnet.nn.reshape import Permute, Reshape
+from convnet.nn.slice import Slice
+from convnet.nn.split import Split
 
 OPSET = 17  # BatchNormalization-15, Softmax-13 (per-axis) and Dropout-13 are all available
 MIN_OPSET = 13  # Softmax(axis=1) on 4-D input means per-channel only from opset 13 on
@@ -57,6 +65,7 @@ class _GraphBuilder:
     taken: set = field(default_factory=lambda: {INPUT_NAME, OUTPUT_NAME})
     # id(array) -> (initializer name, the array): a layer called twice writes its weights once
     written: dict = field(default_factory=dict)
+    opset: int = OPSET
 
     def unique(self, name: str) -> str:
         candidate, index = name, 1
@@ -78,6 +87,10 @@ class _GraphBuilder:
         if id(array) not in self.written:
             self.written[id(array)] = (self.constant(name, array), array)
         return self.written[id(array)][0]
+
+    def ints(self, name: str, values) -> str:
+        """An int64 initializer (shapes, axes, starts and ends)."""
+        return self.constant(name, numpy.asarray(values, dtype=numpy.int64), numpy.int64)
 
     def node(self, op: str, inputs: list[str], layer: Layer, outputs: int = 1,
              **attributes) -> str | list[str]:
@@ -273,6 +286,106 @@ def _merge(graph, layer, xs, shapes, prefix):
     return out
 
 
+@emits(MatMul)
+def _matmul(graph, layer, xs, shapes, prefix):
+    return graph.node("MatMul", xs, layer)
+
+
+@emits(Reshape)
+def _reshape(graph, layer, xs, shapes, prefix):
+    """The target for the export shape, the batch copied (0): the file's sizes are fixed."""
+    target = graph.ints(f"{layer.name}.shape", [0, *layer.output_shape(shapes[0])])
+    return graph.node("Reshape", [xs[0], target], layer)
+
+
+@emits(Permute)
+def _permute(graph, layer, xs, shapes, prefix):
+    return graph.node("Transpose", xs, layer, perm=list(layer.dims))
+
+
+@emits(Split)
+def _split(graph, layer, xs, shapes, prefix):
+    sizes = graph.ints(f"{layer.name}.split", layer.split_sizes)
+    return graph.node("Split", [xs[0], sizes], layer, outputs=len(layer.split_sizes),
+                      axis=layer.dim)
+
+
+@emits(Slice)
+def _slice(graph, layer, xs, shapes, prefix):
+    inputs = [xs[0]] + [graph.ints(f"{layer.name}.{what}", values) for what, values in
+                        (("starts", layer.starts), ("ends", layer.ends), ("axes", layer.dims),
+                         ("steps", layer.steps))]
+    return graph.node("Slice", inputs, layer)
+
+
+REDUCTIONS = {ReduceMean: ("ReduceMean", 18), ReduceSum: ("ReduceSum", 13),
+              ReduceMax: ("ReduceMax", 18)}
+
+
+@emits(*REDUCTIONS)
+def _reduce(graph, layer, xs, shapes, prefix):
+    op, axes_as_input = REDUCTIONS[type(layer)]  # the opset from which axes is an input
+    if graph.opset >= axes_as_input:
+        axes = graph.ints(f"{layer.name}.axes", layer.dim)
+        return graph.node(op, [xs[0], axes], layer, keepdims=int(layer.keepdim))
+    return graph.node(op, xs, layer, axes=list(layer.dim), keepdims=int(layer.keepdim))
+
+
+@emits(Constant)
+def _constant(graph, layer, xs, shapes, prefix):
+    """The value with a batch axis of 1, expanded to the batch of the tensor it is given."""
+    data = layer.data
+    value = graph.weight(prefix + "value", data)
+    batched = graph.node("Unsqueeze", [value, graph.ints(f"{layer.name}.axis0", [0])],
+                         _Partial(f"{layer.name}_batched", layer))
+    shape = graph.node("Shape", [xs[0]], _Partial(f"{layer.name}_shape", layer))
+    batch = graph.node("Gather", [shape, graph.ints(f"{layer.name}.index0", [0])],
+                       _Partial(f"{layer.name}_batch", layer), axis=0)
+    target = graph.node("Concat", [batch, graph.ints(f"{layer.name}.dims", data.shape)],
+                        _Partial(f"{layer.name}_target", layer), axis=0)
+    return graph.node("Expand", [batched, target], layer)
+
+
+@emits(LayerNorm)
+def _layer_norm(graph, layer, xs, shapes, prefix):
+    if graph.opset < 17:
+        raise ValueError(f"{layer.name} (LayerNorm): ONNX has LayerNormalization from opset 17 "
+                         f"on; export with opset=17 or newer")
+    size = layer.normalized_shape
+    scale = (graph.weight(prefix + "weight", layer.weight.data) if layer.weight is not None
+             else graph.constant(f"{layer.name}.scale", numpy.ones(size)))
+    inputs = [xs[0], scale]
+    if layer.bias is not None:
+        inputs.append(graph.weight(prefix + "bias", layer.bias.data))
+    return graph.node("LayerNormalization", inputs, layer, axis=-len(size),
+                      epsilon=layer.eps)
+
+
+@emits(LocalResponseNorm)
+def _lrn(graph, layer, xs, shapes, prefix):
+    if layer.size % 2 == 0:
+        raise ValueError(f"{layer.name} (LocalResponseNorm): size {layer.size} is even; ONNX's "
+                         f"LRN puts the extra channel of an even window after the centre, "
+                         f"PyTorch's before, so only odd sizes export exactly")
+    return graph.node("LRN", xs, layer, size=layer.size, alpha=layer.alpha, beta=layer.beta,
+                      bias=layer.k)
+
+
+UNARY = {Erf: "Erf", Sqrt: "Sqrt", Exp: "Exp", Log: "Log", Abs: "Abs", Neg: "Neg",
+         Reciprocal: "Reciprocal"}
+
+
+@emits(*UNARY)
+def _unary(graph, layer, xs, shapes, prefix):
+    return graph.node(UNARY[type(layer)], xs, layer)
+
+
+@emits(Pow)
+def _pow(graph, layer, xs, shapes, prefix):
+    exponent = graph.constant(f"{layer.name}.exponent", numpy.array(layer.exponent))
+    return graph.node("Pow", [xs[0], exponent], layer)
+
+
 @dataclass
 class _Partial:
     """Stands for a layer in node naming when it takes several nodes."""
@@ -346,7 +459,7 @@ def to_onnx(model: Layer, input_shape: Shape | None = None, *, class_names=None,
     names = _class_names(class_names, output_shapes[0])
     norm = _normalization(normalization, input_shapes[0][0])
 
-    graph = _GraphBuilder()
+    graph = _GraphBuilder(opset=opset)
     input_names = ([model.slot_names[s] for s in model.input_slots] if model.multi_input
                    else [INPUT_NAME])
     graph.taken.update(input_names)
@@ -449,3 +562,6 @@ def _ir_version_for(opset: int) -> int:
         if entry[2] >= opset:
             return entry[1]
     return onnx.IR_VERSION
+
+
+from convnet.io.onnx import export_layers  # noqa: E402,F401  (registers their emitters)

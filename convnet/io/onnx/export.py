@@ -9,6 +9,7 @@ shape, class names and normalization travel as metadata_props.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +32,13 @@ from convnet.nn.activations import (
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.containers import Residual, Sequential
 from convnet.nn.conv import Conv2d
+from convnet.nn.conv_transpose import ConvTranspose2d
 from convnet.nn.graph import Model
 from convnet.nn.layer import Layer, Shape
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.resize import Resize, Upsample
 
 OPSET = 17  # BatchNormalization-15, Softmax-13 (per-axis) and Dropout-13 are all available
 MIN_OPSET = 13  # Softmax(axis=1) on 4-D input means per-channel only from opset 13 on
@@ -168,6 +171,57 @@ def _conv(graph, layer, xs, shapes, prefix):
     return graph.node("Conv", inputs, layer, kernel_shape=list(layer.kernel_size),
                       strides=list(layer.stride), pads=_onnx_pads(geometry.padding),
                       dilations=list(layer.dilation), group=layer.groups)
+
+
+@emits(ConvTranspose2d)
+def _conv_transpose(graph, layer, xs, shapes, prefix):
+    """ONNX ConvTranspose: the weight layout (C, K/groups, KH, KW) is ONNX's; the padding is
+    symmetric, and output_padding adds rows and columns at the end, as in PyTorch."""
+    layer.geometry(shapes[0][1:])  # the layer's own arithmetic refuses a size that misfits
+    inputs = [xs[0], graph.weight(prefix + "weight", layer.weight.data)]
+    if layer.bias is not None:
+        inputs.append(graph.weight(prefix + "bias", layer.bias.data))
+    pad_h, pad_w = layer.padding
+    return graph.node("ConvTranspose", inputs, layer, kernel_shape=list(layer.kernel_size),
+                      strides=list(layer.stride), pads=[pad_h, pad_w, pad_h, pad_w],
+                      output_padding=list(layer.output_padding),
+                      dilations=list(layer.dilation), group=layer.groups)
+
+
+def _float32_scales_fit(hw, scales, out_hw) -> bool:
+    """Whether ONNX's output size, floor(input * float32 scale), is the layer's."""
+    return all(math.floor(n * float(numpy.float32(s))) == o
+               for n, s, o in zip(hw, scales, out_hw, strict=True))
+
+
+@emits(Resize)
+def _resize(graph, layer, xs, shapes, prefix):
+    """ONNX Resize (opset 13+) with the layer's mode and coordinate rule (Upsample's are
+    PyTorch's: nearest is asymmetric + floor, bilinear half_pixel or align_corners). A layer
+    with a scale writes it, for the coordinate rule uses the scale given; one with a size (or
+    recompute_scale_factor) writes the output size, the batch and channels read from the input
+    so that the batch stays dynamic."""
+    hw = shapes[0][1:]
+    out_hw = layer.output_hw(hw)
+    attributes = {"mode": layer.mode,
+                  "coordinate_transformation_mode": layer.coordinate_transformation_mode}
+    if layer.mode == "nearest":
+        attributes["nearest_mode"] = layer.nearest_mode
+    scales = layer.scales
+    if isinstance(layer, Upsample) and layer.recompute_scale_factor:
+        scales = None
+    if scales is not None and _float32_scales_fit(hw, scales, out_hw):
+        factors = graph.constant(f"{layer.name}.scales", [1.0, 1.0, *scales])
+        return graph.node("Resize", [xs[0], "", factors], layer, **attributes)
+    shape = graph.node("Shape", [xs[0]], _Partial(f"{layer.name}_shape", layer))
+    batch_channels = graph.node(
+        "Slice", [shape, graph.constant(f"{layer.name}.start", [0], numpy.int64),
+                  graph.constant(f"{layer.name}.end", [2], numpy.int64)],
+        _Partial(f"{layer.name}_nc", layer))
+    sizes = graph.node("Concat", [batch_channels,
+                                  graph.constant(f"{layer.name}.hw", list(out_hw), numpy.int64)],
+                       _Partial(f"{layer.name}_sizes", layer), axis=0)
+    return graph.node("Resize", [xs[0], "", "", sizes], layer, **attributes)
 
 
 @emits(MaxPool2d, AvgPool2d)

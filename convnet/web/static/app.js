@@ -82,6 +82,8 @@ async function loadModel() {
   fillSelect($("#explain-layer"), info.layers.filter((l) => l.has_maps).map((l) => l.name),
              info.gradcam_default);
   fillSelect($("#explain-class"), ["predicted", ...info.class_names.map((n, i) => `${i}: ${n}`)]);
+  $("#segment-panel").hidden = info.task !== "segment";
+  $("#explain-panel").hidden = info.task === "segment";  // one score per pixel, not per image
   const names = info.layers.map((l) => l.name);
   if (!state.layer || !names.includes(state.layer)) {
     const first = info.layers.find((l) => l.arithmetic) || info.layers[0];
@@ -226,6 +228,7 @@ async function selectImage(id) {
   }
   await refreshPrediction();
   await refreshExplain();
+  await refreshSegment();
 }
 
 async function refreshPrediction() {
@@ -345,7 +348,7 @@ async function upload(file) {
 /* ---------------------------------------------------------------- saliency and Grad-CAM */
 
 async function refreshExplain() {
-  if (!state.imageId) return;
+  if (!state.imageId || (state.info && state.info.task === "segment")) return;
   const choice = $("#explain-class").value;
   const params = new URLSearchParams();
   if (choice && choice !== "predicted") params.set("class_index", choice.split(":")[0]);
@@ -355,6 +358,38 @@ async function refreshExplain() {
   $("#gradcam-img").src = e.gradcam;
   $("#gradcam-caption").textContent = `Grad-CAM at ${e.gradcam_layer} ` +
     `(${shape(e.gradcam_shape)}) for "${e.class_name}" (${pct(e.probability)})`;
+}
+
+/* ---------------------------------------------------------------- segmentation */
+
+async function refreshSegment() {
+  if (!state.imageId || !state.info || state.info.task !== "segment") return;
+  const s = await api(`/api/segment/${state.imageId}`);
+  $("#seg-input").src = s.input;
+  $("#seg-predicted").src = s.predicted;
+  $("#seg-overlay").src = s.overlay;
+  $("#seg-truth-figure").hidden = !s.truth;
+  if (s.truth) $("#seg-truth").src = s.truth;
+  renderIou($("#seg-image-iou"), s.image_iou, s, "this image");
+  renderIou($("#seg-samples-iou"), s.samples_iou, s,
+            s.samples_iou ? `${s.samples_iou.images} samples` : "");
+}
+
+function renderIou(box, iou, s, what) {
+  if (!iou) { box.replaceChildren(); return; }
+  const value = (v) => (v === null ? "n/a" : v.toFixed(3));
+  const head = el("p", {text: `${what}: mean IoU ${value(iou.mean_iou)}, pixel accuracy ` +
+                               `${pct(iou.pixel_accuracy)}`});
+  const rows = s.class_names.map((name, i) => {
+    const v = iou.per_class[name];
+    return el("div", {class: "iou"}, [
+      el("span", {class: "swatch", style: `background:${s.colours[i]}`}),
+      el("span", {text: name}),
+      el("span", {class: "bar"}, [el("div", {style: `width:${(100 * (v || 0)).toFixed(1)}%`})]),
+      el("span", {text: value(v)}),
+    ]);
+  });
+  box.replaceChildren(head, ...rows);
 }
 
 /* ---------------------------------------------------------------- filters */
@@ -574,6 +609,7 @@ async function liveRefresh() {
       await refreshPrediction();
       if (state.filterLayer) await loadFilters(state.filterLayer);
       await refreshExplain();
+      await refreshSegment();
     } while (state.live.pending);
   } catch (error) {
     showError(error.message);

@@ -172,11 +172,11 @@ def iou_figure(per_class_iou, class_names, mean_iou: float | None = None, title:
     for i, value in enumerate(iou):
         ax.text(min(shown[i], 0.88) + 0.01, i, "n/a" if np.isnan(value) else f"{value:.3f}",
                 va="center", fontsize=8)
+    ax.set_yticks(np.arange(k), [str(n) for n in class_names], fontsize=8)
+    ax.set_ylim(k - 0.4, -1.3)  # top to bottom, with a row above the bars for the mean's label
     if mean_iou is not None and np.isfinite(mean_iou):
         ax.axvline(mean_iou, color="#1d2330", linestyle="--", linewidth=1)
-        ax.text(mean_iou, -0.9, f" mean {mean_iou:.3f}", fontsize=8)
-    ax.set_yticks(np.arange(k), [str(n) for n in class_names], fontsize=8)
-    ax.invert_yaxis()
+        ax.text(mean_iou, -0.9, f" mean {mean_iou:.3f}", fontsize=8, va="center")
     ax.set_xlim(0, 1)
     ax.set_xlabel("IoU = TP / (TP + FP + FN)")
     if title:

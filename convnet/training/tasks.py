@@ -58,9 +58,10 @@ class Task:
     def loss(self) -> CrossEntropyLoss:
         return CrossEntropyLoss()
 
-    def output_problem(self, output_shape, input_shape, num_classes: int) -> str | None:
+    def output_problem(self, output_shape, input_shape, num_classes: int,
+                       dataset: str = "the dataset") -> str | None:
         """Why a model whose first output has `output_shape` (per sample) cannot do this task
-        on `input_shape` images of `num_classes` classes; None when it can."""
+        on `input_shape` images of `dataset`'s `num_classes` classes; None when it can."""
         raise NotImplementedError
 
     def step_figures(self, group, loss: float, scores, y) -> StepFigures:
@@ -86,7 +87,7 @@ class Classify(Task):
     metric = "val_accuracy"
     metric_label = "accuracy"
 
-    def output_problem(self, output_shape, input_shape, num_classes):
+    def output_problem(self, output_shape, input_shape, num_classes, dataset="the dataset"):
         if tuple(output_shape) == (num_classes,):
             return None
         if len(output_shape) == 3:
@@ -94,7 +95,7 @@ class Classify(Task):
                     f"is segmentation: pass --task segment with a dataset of masks (e.g. "
                     f"digits-seg), or end the model in {num_classes} scores per image")
         return (f"outputs {output_shape[0] if len(output_shape) == 1 else output_shape} scores "
-                f"but the dataset has {num_classes} classes; set out_features = {num_classes} "
+                f"but {dataset} has {num_classes} classes; set out_features = {num_classes} "
                 f"in the last linear layer")
 
     def step_figures(self, group, loss, scores, y):
@@ -118,7 +119,7 @@ class Segment(Task):
     def loss(self):
         return CrossEntropyLoss(weight=self.class_weight, ignore_index=self.ignore_index)
 
-    def output_problem(self, output_shape, input_shape, num_classes):
+    def output_problem(self, output_shape, input_shape, num_classes, dataset="the dataset"):
         _, height, width = input_shape
         wanted = (num_classes, height, width)
         if tuple(output_shape) == wanted:
@@ -130,7 +131,7 @@ class Segment(Task):
                     f"{width}), e.g. a 1x1 conv with out_channels = {num_classes} (see the zoo's "
                     f"fcn-mini and unet-mini)")
         if output_shape[0] != num_classes:
-            return (f"outputs {output_shape[0]} maps but the dataset has {num_classes} classes; "
+            return (f"outputs {output_shape[0]} maps but {dataset} has {num_classes} classes; "
                     f"set out_channels = {num_classes} in the last (1x1) conv")
         return (f"outputs {output_shape[1]}x{output_shape[2]} maps for {height}x{width} images; "
                 f"a segmenter gives a score per input pixel, so its decoder must return to "

@@ -300,7 +300,7 @@ class Trainer:
         except SpecError as error:
             raise TrainingError(f"model {cfg.model}: {error}") from None
         problem = self.task.output_problem(first_output_shape(self.model, self.input_shape),
-                                           self.input_shape, len(self.class_names))
+                                           self.input_shape, len(self.class_names), cfg.dataset)
         if problem is not None:
             raise TrainingError(f"model {cfg.model} {problem}")
         if saved is not None:

@@ -318,3 +318,19 @@ def test_the_explorer_shows_a_segmenters_masks_and_iou(run):
     with TestClient(create_app(model_name="lenet5", report=False)) as client:
         refused = client.get("/api/segment/val-0")
         assert refused.status_code == 422 and "one class per image, not a mask" in refused.text
+
+
+def test_a_segmenter_or_task_segment_defaults_to_the_embedded_segmentation_data():
+    from convnet.cli import build_parser
+    from convnet.cli.train import config_from_args
+
+    def config(*argv):
+        return config_from_args(build_parser().parse_args(["train", *argv]))
+
+    assert config("--model", "unet-mini").dataset == "digits-seg"
+    assert config("--model", "net.toml", "--task", "segment").dataset == "digits-seg"
+    assert config("--model", "lenet5").dataset == "mnist-5k"
+    assert config("--model", "unet-mini", "--class-weight", "balanced").class_weight == "balanced"
+    assert config("--class-weight", "0.5,1,2").class_weight == [0.5, 1.0, 2.0]
+    with pytest.raises(SystemExit):
+        config("--class-weight", "heavy")

@@ -298,8 +298,12 @@ def test_the_explorer_shows_a_segmenters_masks_and_iou(run):
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
+    def local_client(app):  # as the explorer's own page is: on 127.0.0.1, with its token
+        return TestClient(app, base_url="http://127.0.0.1:8000",
+                          headers={"X-Convnet-Token": app.state.token})
+
     out, summary = run
-    with TestClient(create_app(out, report=False)) as client:
+    with local_client(create_app(out, report=False)) as client:
         assert client.get("/api/model").json()["task"] == "segment"
         assert 'id="segment-panel"' in client.get("/").text
         items = client.get("/api/samples").json()["items"]
@@ -315,7 +319,7 @@ def test_the_explorer_shows_a_segmenters_masks_and_iou(run):
         assert shown["samples_iou"]["mean_iou"] == pytest.approx(summary["best_val_accuracy"])
         refused = client.get("/api/explain/val-0")
         assert refused.status_code == 422 and "segmenter scores every pixel" in refused.text
-    with TestClient(create_app(model_name="lenet5", report=False)) as client:
+    with local_client(create_app(model_name="lenet5", report=False)) as client:
         refused = client.get("/api/segment/val-0")
         assert refused.status_code == 422 and "one class per image, not a mask" in refused.text
 

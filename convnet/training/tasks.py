@@ -70,12 +70,13 @@ class Task:
     def tally(self, class_names) -> ClassTally | PixelTally:
         raise NotImplementedError
 
-    def record(self, evaluation: Evaluation) -> dict:
+    def record(self, result: Evaluation) -> dict:
         """The per-epoch record's validation fields."""
-        return {"val_loss": evaluation.loss, "val_accuracy": evaluation.accuracy}
+        return {"val_loss": result.loss, "val_accuracy": result.accuracy}
 
-    def score(self, evaluation: Evaluation) -> float:
-        return evaluation.accuracy
+    def score(self, result: Evaluation) -> float:
+        """The figure whose best value picks the best checkpoint."""
+        return result.accuracy
 
     def describe(self) -> dict:
         """What config.json records of the task."""
@@ -152,15 +153,15 @@ class Segment(Task):
         return CrossEntropyLoss(weight=self.class_weight, ignore_index=self.ignore_index,
                                 reduction="none")
 
-    def record(self, evaluation):
-        iou = evaluation.per_class_iou
-        return {"val_loss": evaluation.loss, "val_accuracy": evaluation.accuracy,
-                "val_mean_iou": evaluation.mean_iou,
+    def record(self, result):
+        iou = result.per_class_iou
+        return {"val_loss": result.loss, "val_accuracy": result.accuracy,
+                "val_mean_iou": result.mean_iou,
                 "val_iou": {name: (None if math.isnan(v) else float(v))
-                            for name, v in zip(evaluation.class_names, iou, strict=True)}}
+                            for name, v in zip(result.class_names, iou, strict=True)}}
 
-    def score(self, evaluation):
-        value = evaluation.mean_iou
+    def score(self, result):
+        value = result.mean_iou
         return -1.0 if math.isnan(value) else value
 
     def describe(self):
@@ -228,10 +229,6 @@ class PixelTally:
         total = math.fsum(weights)
         loss = math.fsum(losses) / total if total else math.nan
         return SegmentationEvaluation(loss, confusion, self.class_names, images=len(losses))
-
-
-def task_names() -> tuple[str, ...]:
-    return TASKS
 
 
 def for_output(output_shape) -> str:

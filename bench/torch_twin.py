@@ -78,6 +78,17 @@ def build_layer(entry: dict) -> nn.Module:
         return nn.Conv2d(entry["in_channels"], entry["out_channels"], tuple(entry["kernel_size"]),
                          tuple(entry["stride"]), _symmetric_padding(entry),
                          tuple(entry["dilation"]), entry["groups"], entry["bias"])
+    if kind == "convtranspose":
+        return nn.ConvTranspose2d(entry["in_channels"], entry["out_channels"],
+                                  tuple(entry["kernel_size"]), tuple(entry["stride"]),
+                                  tuple(entry["padding"]), tuple(entry["output_padding"]),
+                                  entry["groups"], entry["bias"], tuple(entry["dilation"]))
+    if kind == "upsample":
+        size = entry.get("size")
+        return nn.Upsample(size=tuple(size) if isinstance(size, list) else size,
+                           scale_factor=entry.get("scale_factor"), mode=entry["mode"],
+                           align_corners=entry.get("align_corners"),
+                           recompute_scale_factor=entry.get("recompute_scale_factor"))
     if kind == "maxpool":
         return nn.MaxPool2d(tuple(entry["kernel_size"]), tuple(entry["stride"]),
                             _symmetric_padding(entry))

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_data import GRAPH_MODEL, StopAt, make_angles_folder, three_class_model
+from tiny_data import (
+    GRAPH_MODEL,
+    TINY_SEGMENTER,
+    StopAt,
+    make_angles_folder,
+    make_mask_folder,
+    three_class_model,
+)
 
 from bench import netns, scaling
 from convnet import data
@@ -263,6 +270,30 @@ def test_a_graph_model_on_two_processes_trains_the_weights_of_one(workspace, tmp
     actual, _ = weights(tmp_path / "run")
     assert "scores.weight" in actual and "wide.weight" in actual  # a graph's state dict
     assert_close(expected, actual)
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_a_segmenter_on_two_processes_trains_the_weights_of_one(tmp_path):
+    # 22 images with masks, 6 held out: batches of 5, 5, 5, 1, so rank 1 gets no image of the
+    # last one (a stand-in mask); validation is one batch, rank 1 evaluates none of it.
+    make_mask_folder(tmp_path / "shapes", count=22)
+    (tmp_path / "seg.toml").write_text(TINY_SEGMENTER)
+    seg = {"model": str(tmp_path / "seg.toml"), "dataset": str(tmp_path / "shapes"),
+           "epochs": 2, "batch_size": 5, "lr": 0.05, "optimizer": "adam", "seed": 3,
+           "val_fraction": 0.25}
+    alone = tmp_path / "alone"
+    Trainer(TrainConfig(**seg), alone, progress=False, log=lambda _: None).fit()
+    code, err, _ = drive(2, {"settings": seg, "out": str(tmp_path / "run")})
+    assert code == 0, err
+    assert_clean_shutdown(err)
+    assert_close(weights(alone)[0], weights(tmp_path / "run")[0])
+    records = [[json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+               for folder in (alone, tmp_path / "run")]
+    for one, two in zip(*records, strict=True):  # pixel accuracy, IoU of the global batches
+        assert two["train_accuracy"] == pytest.approx(one["train_accuracy"], rel=1e-4)
+        assert two["val_mean_iou"] == pytest.approx(one["val_mean_iou"], rel=1e-4)
+        assert two["val_iou"].keys() == one["val_iou"].keys()
 
 
 @pytest.mark.mpi

@@ -83,6 +83,28 @@ def _models():
          (c, 6, 6)),
         ("mlp", cn.Sequential(cn.Linear(6, 4), cn.ReLU(), cn.Linear(4, 2)), (6,)),
         ("empty", cn.Sequential(), (c, 3, 3)),
+        # the decoders of segmenters: transposed convolutions and resizing
+        ("convtranspose", cn.Sequential(cn.ConvTranspose2d(c, 4, 2, stride=2)), (c, 5, 6)),
+        ("convtranspose-pad-output-padding",
+         cn.Sequential(cn.ConvTranspose2d(c, 4, (3, 5), stride=(2, 3), padding=(1, 2),
+                                          output_padding=(1, 2))), (c, 5, 4)),
+        ("convtranspose-groups-dilation",
+         cn.Sequential(cn.ConvTranspose2d(4, 6, 3, groups=2, dilation=2, bias=False)),
+         (4, 4, 5)),
+        ("upsample-nearest", cn.Sequential(cn.Upsample(scale_factor=2)), (c, 3, 5)),
+        ("upsample-bilinear", cn.Sequential(cn.Upsample(scale_factor=2, mode="bilinear")),
+         (c, 4, 3)),
+        ("upsample-align-corners",
+         cn.Sequential(cn.Upsample(scale_factor=(3, 2), mode="bilinear", align_corners=True)),
+         (c, 3, 4)),
+        ("upsample-size", cn.Sequential(cn.Upsample(size=(7, 9), mode="bilinear")), (c, 3, 4)),
+        ("upsample-recompute",
+         cn.Sequential(cn.Upsample(scale_factor=1.7, mode="bilinear",
+                                   recompute_scale_factor=True)), (c, 5, 6)),
+        ("resize-asymmetric-ceil",
+         cn.Sequential(cn.Resize(scales=(2.5, 1.5), coordinate_transformation_mode="asymmetric",
+                                 nearest_mode="round_prefer_ceil")), (c, 4, 4)),
+        ("resize-down-linear", cn.Sequential(cn.Resize(size=(3, 2), mode="linear")), (c, 7, 5)),
     ]
 
 

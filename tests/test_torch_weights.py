@@ -155,11 +155,14 @@ def test_zoo_models_both_ways(name, tmp_path, rng):
     safetensors_torch.save_file(twin.state_dict(), str(path))
     load_torch_weights(model, path)
     x = real_like(rng, 2, shape)
-    assert_close(model.forward(x), torch_forward(twin, x))
+    ours = model.forward(x)
+    # Untrained segmenters' scores reach thousands: float32 rounding is relative to that scale.
+    tol = max(1e-4, 2e-6 * float(np.abs(ours).max()))
+    np.testing.assert_allclose(ours, torch_forward(twin, x), rtol=1e-4, atol=tol)
     saved = save_torch_weights(model, tmp_path / "convnet.safetensors")
     back = torch_equivalent(model, shape).eval()
     back.load_state_dict(safetensors_torch.load_file(str(saved)), strict=True)
-    assert_close(torch_forward(back, x), model.forward(x))
+    np.testing.assert_allclose(torch_forward(back, x), ours, rtol=1e-4, atol=tol)
 
 
 # -- mismatches -------------------------------------------------------------------------------

@@ -12,9 +12,13 @@ def test_every_zoo_model_builds_runs_and_learns_one_step(name):
     assert entry.description and "\n" not in entry.description
     x = np.random.default_rng(0).standard_normal((2, *entry.input_shape)).astype(np.float32)
     scores = model.forward(x)
-    assert scores.shape == (2, 10)
     loss_fn = cn.CrossEntropyLoss()
-    loss_fn.forward(scores, np.array([1, 2]))
+    if entry.task == "segment":  # 11 scores per pixel (digits-seg's classes), a label per pixel
+        assert scores.shape == (2, 11, *entry.input_shape[1:])
+        loss_fn.forward(scores, np.random.default_rng(1).integers(0, 11, (2, 64, 64)))
+    else:
+        assert scores.shape == (2, 10)
+        loss_fn.forward(scores, np.array([1, 2]))
     dx = model.backward(loss_fn.backward())
     assert dx.shape == x.shape
     assert all(np.isfinite(p.grad).all() for p in model.parameters())

@@ -178,3 +178,54 @@ name = "scores"
 out_features = 3
 init = "xavier"
 """
+
+
+# -- segmentation ----------------------------------------------------------------------------------
+SEGMENT_CLASSES = ("background", "square", "bar")
+
+# A fully convolutional chain for 16x16 grey images with masks of 3 classes: a score per class
+# and pixel, (3, 16, 16).
+TINY_SEGMENTER = """\
+name = "tiny-segmenter"
+input_shape = [1, 16, 16]
+
+[[layers]]
+type = "conv"
+out_channels = 6
+kernel_size = 3
+padding = 1
+
+[[layers]]
+type = "relu"
+
+[[layers]]
+type = "conv"
+out_channels = 3
+kernel_size = 1
+init = "xavier"
+"""
+
+
+def make_mask_folder(root: Path, count: int = 24, size: int = 16, seed: int = 0) -> Path:
+    """root/images/{i}.png with root/masks/{i}.png and root/classes.txt: dim noise (below 40)
+    with a bright square (220, class 1) and a mid-grey bar two rows high across the image
+    (130, class 2, behind the square) at random places; one pixel of each mask is 255
+    (ignored)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("".join(f"{name}\n" for name in SEGMENT_CLASSES))
+    for index in range(count):
+        image = rng.integers(0, 40, (size, size)).astype(np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        side = int(rng.integers(5, 9))
+        top, left = (int(v) for v in rng.integers(0, size - side, 2))
+        image[top:top + side, left:left + side] = 220
+        mask[top:top + side, left:left + side] = 1
+        row = int(rng.integers(0, size - 1))
+        image[row:row + 2] = np.where(mask[row:row + 2] == 0, 130, image[row:row + 2])
+        mask[row:row + 2] = np.where(mask[row:row + 2] == 0, 2, mask[row:row + 2])
+        mask[size - 1, 0] = 255
+        Image.fromarray(image, mode="L").save(root / "images" / f"{index:03d}.png")
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"{index:03d}.png")
+    return root

@@ -184,7 +184,7 @@ def run_models(args) -> int:
         summary = zoo.build_model(name).describe(entry.input_shape)
         rows.append({"name": name, "description": entry.description,
                      "input_shape": list(entry.input_shape), "params": summary.total_params,
-                     "macs": summary.total_macs})
+                     "macs": summary.total_macs, "task": entry.task})
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -200,7 +200,8 @@ def run_datasets(args) -> int:
     from convnet import data
 
     rows = [{"name": info.name, "description": info.description,
-             "input_shape": list(info.input_shape), "num_classes": info.num_classes}
+             "input_shape": list(info.input_shape), "num_classes": info.num_classes,
+             "task": info.task}
             for info in data.list_datasets()]
     if args.json:
         print(json.dumps(rows))

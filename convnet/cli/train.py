@@ -15,7 +15,8 @@ def register(subparsers) -> None:
         "checkpoints.",
         "convnet train --model lenet5 --dataset mnist-5k --epochs 5 --out runs/lenet\n"
         "convnet train --resume runs/lenet --epochs 8     # continue, exactly\n"
-        "convnet train --model runs/imported --replace-head 3 --dataset my_photos  # fine-tune")
+        "convnet train --model runs/imported --replace-head 3 --dataset my_photos  # fine-tune\n"
+        "convnet train --model unet-mini --dataset digits-seg --out runs/unet   # segmentation")
     parser.add_argument("--model", default=None,
                         help="zoo name (see `convnet models`), a .toml model file, or a run "
                              "folder, checkpoint or .onnx file whose weights start the run "
@@ -52,6 +53,16 @@ def register(subparsers) -> None:
     parser.add_argument("--sync-bn", action="store_true", default=None,
                         help="under mpiexec: batch norm takes the statistics of the whole "
                              "global batch, not of each process's slice [default: off]")
+    parser.add_argument("--task", choices=["classify", "segment"], default=None,
+                        help="a class per image, or per pixel [default: segment for a dataset "
+                             "of masks (digits-seg, a folder of images/ and masks/), else "
+                             "classify]")
+    parser.add_argument("--class-weight", type=_class_weight, default=None, metavar="W,W,...",
+                        help="segmentation: a loss weight per class, comma-separated, or "
+                             "'balanced' (median frequency balancing) [default: all 1]")
+    parser.add_argument("--ignore-index", type=int, default=None, metavar="VALUE",
+                        help="segmentation: the mask value that counts for nothing "
+                             "[default: 255 for a folder of masks, none for digits-seg]")
     parser.add_argument("--out", default=None,
                         help="run folder to create [default: runs/MODEL-DATASET-TIME]")
     parser.add_argument("--resume", metavar="RUN_FOLDER", default=None,
@@ -62,7 +73,20 @@ def register(subparsers) -> None:
 
 OPTION_FIELDS = ["model", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer",
                  "momentum", "weight_decay", "schedule", "warmup_epochs", "val_fraction", "seed",
-                 "augment", "clip_grad_norm", "sync_bn", "replace_head"]
+                 "augment", "clip_grad_norm", "sync_bn", "replace_head", "task", "class_weight",
+                 "ignore_index"]
+
+
+def _class_weight(text: str):
+    """'balanced', or comma-separated numbers."""
+    if text.strip().lower() == "balanced":
+        return "balanced"
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'balanced' or numbers separated by commas (0.2,1,1,...), received "
+            f"{text!r}") from None
 
 
 def config_from_args(args):
@@ -70,7 +94,15 @@ def config_from_args(args):
 
     given = {name: getattr(args, name) for name in OPTION_FIELDS
              if getattr(args, name) is not None}
+    if args.dataset is None and (args.task == "segment" or _zoo_task(args.model) == "segment"):
+        given["dataset"] = "digits-seg"  # the embedded segmentation data, as mnist-5k is
     return TrainConfig(**given)
+
+
+def _zoo_task(model: str | None) -> str | None:
+    from convnet.io import zoo
+
+    return zoo.MODELS[model].task if model in zoo.MODELS else None
 
 
 def run(args) -> int:
@@ -125,7 +157,9 @@ def _describe(summary: dict) -> str:
     out = summary["out_dir"]
     lines = [f"run folder: {out}"]
     story = accuracy_story(out)
-    if story["best"]:
+    if summary.get("best_metric") == "val_mean_iou":
+        lines.append(f"best validation mean IoU: {summary['best_val_accuracy']:.4f}")
+    elif story["best"]:
         best, last = story["best"], story["last"]
         lines.append(f"best validation accuracy: {best['accuracy']:.2%} at epoch "
                      f"{best['epoch']} (checkpoints/best.safetensors); last: "

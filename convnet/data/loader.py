@@ -1,6 +1,7 @@
 """BatchLoader: (x, y) batches whose order and augmentation depend only on (seed, epoch, batch).
 
-x is float32 (B, C, H, W), normalized; y is int64 (B,). Because every random draw is a pure
+x is float32 (B, C, H, W), normalized; y is int64 (B,), or the masks (B, H, W) of a segmentation
+dataset. Because every random draw is a pure
 function of (seed, epoch, batch index), a run resumed in the middle of an epoch sees exactly the
 batches an uninterrupted run would have seen (`iter_from`).
 
@@ -64,6 +65,9 @@ class BatchLoader:
         self.seed = int(seed)
         self.normalization = normalization
         self.augmentation = check_augmentation(augmentation)
+        if dataset.has_masks and self.augmentation != check_augmentation(None):
+            raise DataError(f"BatchLoader: dataset {dataset.name!r} has masks, and crops and "
+                            f"flips are applied to images only; pass augmentation=None")
         self.drop_last = bool(drop_last)
         self.part = (rank, ranks)  # this loader yields slice `rank` of `ranks` of each batch
         self.epoch = 0

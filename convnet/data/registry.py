@@ -9,9 +9,11 @@ from pathlib import Path
 from convnet.data import cifar, mnist
 from convnet.data.convert import check_channels, check_image_size, convert_images
 from convnet.data.dataset import Dataset, DatasetInfo
+from convnet.data.digits_seg import load_digits_seg
 from convnet.data.embedded import load_mnist_5k
 from convnet.data.errors import DataError
 from convnet.data.folder import load_folder
+from convnet.data.mask_folder import is_mask_folder, load_mask_folder
 
 DEFAULT_DATASET = "mnist-5k"
 DIGITS = tuple(str(d) for d in range(10))
@@ -46,12 +48,22 @@ DATASETS: dict[str, DatasetInfo] = {
         class_names=cifar.CLASS_NAMES, sizes={"train": 50000, "test": 10000},
         source=cifar.MIRRORS[0] + cifar.ARCHIVE.filename,
         augmentation={"crop_padding": 4, "hflip": True}),
+    "digits-seg": DatasetInfo(
+        name="digits-seg",
+        description="segmentation: 2-4 mnist-5k digits on 64x64 canvases, every pixel labelled "
+                    "background or its digit (11 classes); no download",
+        input_shape=(1, 64, 64), num_classes=11, splits=("train", "test"),
+        class_names=("background", *DIGITS), sizes={"train": 4000, "test": 1000},
+        source="built from mnist-5k: train canvases from its train digits, test from its test "
+               "digits",
+        task="segment"),
 }
 
 ALIASES = {
     "mnist5k": "mnist-5k", "mnist_5k": "mnist-5k",
     "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
     "cifar-10": "cifar10", "cifar_10": "cifar10",
+    "digits_seg": "digits-seg", "digitsseg": "digits-seg", "mnist-seg": "digits-seg",
 }
 
 
@@ -77,7 +89,7 @@ def resolve_name(name: str) -> str:
                  if looks_like_path else "")
     raise DataError(f"unknown dataset {name!r}. {path_note}{hint}Known datasets: "
                     f"{', '.join(DATASETS)}; or pass a folder with one subfolder of images "
-                    "per class")
+                    "per class, or one with images/ and masks/ for segmentation")
 
 
 def load_dataset(name: str = DEFAULT_DATASET, split: str = "train",
@@ -89,8 +101,9 @@ def load_dataset(name: str = DEFAULT_DATASET, split: str = "train",
                  ) -> Dataset:
     """Load one split of a dataset as raw uint8 (N, C, H, W) images.
 
-    name: "mnist-5k" (embedded, the default), "mnist", "fashion-mnist", "cifar10", a folder of
-        class subfolders, "folder:PATH", or "folder" with data_dir=PATH.
+    name: "mnist-5k" (embedded, the default), "mnist", "fashion-mnist", "cifar10",
+        "digits-seg" (embedded segmentation canvases), a folder of class subfolders or of
+        images/ and masks/ (segmentation), "folder:PATH", or "folder" with data_dir=PATH.
     split: "train" or "test" (see train_val_split for a validation set).
     data_dir: read the standard files from here instead of the cache; nothing is downloaded.
     cache_dir: where downloads go (default $CONVNET_CACHE, else ~/.cache/convnet).
@@ -116,6 +129,9 @@ def load_dataset(name: str = DEFAULT_DATASET, split: str = "train",
                 raise DataError("dataset 'folder' needs the folder: pass data_dir=PATH "
                                 "(--data-dir PATH), or give the path as the dataset name")
             root = str(data_dir)
+        if is_mask_folder(root):
+            return load_mask_folder(root, split, image_size=image_size, channels=channels,
+                                    class_names=class_names)
         return load_folder(root, split, image_size=image_size, channels=channels,
                            class_names=class_names)
 
@@ -129,14 +145,24 @@ def load_dataset(name: str = DEFAULT_DATASET, split: str = "train",
                    checksums=checksums, progress=progress)
     if key == "mnist-5k":
         dataset = load_mnist_5k(split)
+    elif key == "digits-seg":
+        dataset = load_digits_seg(split)
     elif key == "mnist":
         dataset = mnist.load_idx_dataset(mnist.MNIST, split, **options)
     elif key == "fashion-mnist":
         dataset = mnist.load_idx_dataset(mnist.FASHION_MNIST, split, **options)
     else:
         dataset = cifar.load_cifar10(split, **options)
+    if dataset.has_masks and image_size is not None \
+            and image_size != dataset.input_shape[1:]:
+        h, w = dataset.input_shape[1:]
+        raise DataError(f"the model takes {image_size[0]}x{image_size[1]} images but {key}'s "
+                        f"are {h}x{w} with a mask each; masks are not resized (a resized class "
+                        f"index is no class), so build the model for {h}x{w} "
+                        f"(input_shape = [{info.input_shape[0]}, {h}, {w}])")
     images, notes = convert_images(dataset.images, image_size, channels, what=key)
     if notes:
         dataset = Dataset(images=images, labels=dataset.labels, class_names=dataset.class_names,
-                          name=dataset.name, split=dataset.split, notes=dataset.notes + notes)
+                          name=dataset.name, split=dataset.split, notes=dataset.notes + notes,
+                          ignore_label=dataset.ignore_label)
     return dataset

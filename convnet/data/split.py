@@ -32,7 +32,8 @@ def train_val_split(dataset: Dataset, val_fraction: float, seed: int
                     ) -> tuple[Dataset, Dataset]:
     """(train, val): `val_fraction` of each class goes to val, chosen by `seed` alone.
 
-    Both keep the dataset's order. val_fraction = 0 gives an empty val set.
+    Both keep the dataset's order. val_fraction = 0 gives an empty val set. Images with masks
+    have no one class: `val_fraction` of all of them goes to val.
     """
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) \
             or not 0 <= val_fraction < 1:
@@ -41,7 +42,8 @@ def train_val_split(dataset: Dataset, val_fraction: float, seed: int
     if isinstance(seed, bool) or not isinstance(seed, int | numpy.integer) or seed < 0:
         raise DataError(f"seed must be a non-negative integer, received {seed!r}")
     rng = numpy.random.default_rng([int(seed), 0x5E1])  # a stream of its own for the split
-    train_idx, val_idx = stratified_indices(dataset.labels, float(val_fraction), rng)
+    strata = numpy.zeros(len(dataset), numpy.int64) if dataset.has_masks else dataset.labels
+    train_idx, val_idx = stratified_indices(strata, float(val_fraction), rng)
     if val_fraction > 0 and val_idx.size == 0:
         raise DataError(f"val_fraction {val_fraction} of {len(dataset)} images "
                         f"({dataset.num_classes} classes) leaves no validation images; "

@@ -168,7 +168,8 @@ class MPIGroup:
 
     # -- the trainer's seam ------------------------------------------------------------------
     def shard(self, x, y):
-        """What this rank computes on, given its slice x (b, C, H, W), y (b,) of a global batch.
+        """What this rank computes on, given its slice x (b, C, H, W), y (b,) (or masks
+        (b, H, W)) of a global batch.
 
         An empty slice (fewer images than ranks) is replaced by one stand-in image whose
         gradient and statistics are weighted 0, so forward and backward need no special case.
@@ -177,7 +178,8 @@ class MPIGroup:
         self._local_count = len(y)
         if len(y):
             return x, y
-        return np.zeros((1, *x.shape[1:]), x.dtype), np.zeros(1, y.dtype)
+        # labels (1,), or a mask (1, H, W) for a segmenter
+        return np.zeros((1, *x.shape[1:]), x.dtype), np.zeros((1, *y.shape[1:]), y.dtype)
 
     def allreduce_gradients(self, params) -> None:
         """Replace each local gradient (of the mean loss over this rank's slice) by the global

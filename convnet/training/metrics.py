@@ -1,4 +1,6 @@
-"""Classification metrics: accuracy, per-class accuracy and the confusion matrix.
+"""Metrics: accuracy, per-class accuracy and the confusion matrix of a classifier; pixel
+accuracy, per-class IoU and mean IoU of a segmenter, from the same confusion matrix counted
+over pixels.
 
 An evaluation split over processes must give one process's figures to the last digit: each
 process evaluates whole batches (the same batches as one process, so the same scores to the
@@ -67,10 +69,82 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    return matrix
+@dataclass
+class SegmentationEvaluation(Evaluation):
+    """A segmenter's figures from the confusion matrix of its pixels (ignored ones left out).
+
+    IoU of class c = TP / (TP + FP + FN) = C[c, c] / (row c + column c - C[c, c]): the pixels
+    both labelled and predicted c over those labelled or predicted c. A class neither present
+    nor predicted has no IoU (nan) and is left out of the mean, as in torchmetrics' and
+    mmsegmentation's mean IoU.
+    """
+
+    images: int = 0
+
+    @property
+    def per_class_iou(self) -> np.ndarray:
+        c = self.confusion
+        tp = np.diag(c).astype(np.float64)
+        union = c.sum(axis=0) + c.sum(axis=1) - tp  # K
+        return np.divide(tp, union, out=np.full(len(tp), np.nan), where=union > 0)
+
+    @property
+    def mean_iou(self) -> float:
+        iou = self.per_class_iou
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+    def to_dict(self) -> dict:
+        def plain(v):
+            return None if np.isnan(v) else float(v)
+
+        return {
+            "loss": self.loss,
+            "pixel_accuracy": self.accuracy,
+            "mean_iou": plain(self.mean_iou),
+            "pixels": self.count,
+            "images": self.images,
+            "per_class_iou": {name: plain(v) for name, v in
+                              zip(self.class_names, self.per_class_iou, strict=True)},
+            "per_class_accuracy": {name: plain(v) for name, v in
+                                   zip(self.class_names, self.per_class_accuracy, strict=True)},
+            "confusion": self.confusion.tolist(),
+            "class_names": self.class_names,
+        }
+
+    def format(self) -> str:
+        width = max(max(len(name) for name in self.class_names), len("class"))
+        pixels = self.confusion.sum(axis=1)
+        predicted = self.confusion.sum(axis=0)
+        count = max(len(f"{int(max(pixels.max(), predicted.max())):,}"), len("predicted"))
+        lines = [f"mean IoU {self.mean_iou:.4f}, pixel accuracy {self.accuracy:.2%} on "
+                 f"{self.count:,} pixels of {self.images:,} images (loss {self.loss:.4f})",
+                 "", f"  {'class'.rjust(width)}     IoU  accuracy  {'pixels'.rjust(count)}  "
+                 f"{'predicted'.rjust(count)}"]
+        for name, iou, acc, n, m in zip(self.class_names, self.per_class_iou,
+                                        self.per_class_accuracy, pixels, predicted, strict=True):
+            iou_text = "   n/a" if np.isnan(iou) else f"{iou:6.4f}"
+            acc_text = "     n/a" if np.isnan(acc) else f"{acc:8.2%}"
+            lines.append(f"  {name.rjust(width)}  {iou_text}  {acc_text}  "
+                         f"{f'{int(n):,}'.rjust(count)}  {f'{int(m):,}'.rjust(count)}")
+        lines.append("")
+        lines.append("IoU = pixels labelled and predicted as the class / pixels labelled or "
+                     "predicted as it; accuracy = the share of its pixels predicted right")
+        return "\n".join(lines)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
+                     ignore_index: int | None = None) -> np.ndarray:
+    """(K, K) int64 counts, rows true classes, columns predictions, of labels and predictions
+    of any (matching) shape: images, or pixels of masks. Labels equal to ignore_index are not
+    counted."""
+    labels = np.asarray(labels).ravel()
+    predictions = np.asarray(predictions).ravel()
+    if ignore_index is not None:
+        kept = labels != ignore_index
+        labels, predictions = labels[kept], predictions[kept]
+    pairs = labels.astype(np.int64) * num_classes + predictions  # one bin per (true, predicted)
+    return np.bincount(pairs, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes).astype(np.int64, copy=False)
 
 
 def sample_losses(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -4,6 +4,11 @@ resumption; a progress bar; validation every epoch.
     trainer = Trainer(TrainConfig(model="lenet5", dataset="mnist-5k", epochs=5), "runs/demo")
     summary = trainer.fit()
 
+What the model learns is its task (`convnet.training.tasks`): classification, or segmentation
+(a class per pixel, inferred from a dataset of masks or asked for with task="segment"); the
+task gives the loss, the figures of a step and of an evaluation, and what picks the best
+checkpoint.
+
 Exactness: the batch order and augmentation are pure functions of (seed, epoch, batch), and
 a checkpoint holds weights, optimizer state, the schedule's step and the shared generator's
 state, so a run interrupted and resumed ends with the same weights as one that was not.
@@ -42,10 +47,10 @@ from convnet.io.runlock import claim
 from convnet.io.spec import model_inputs
 from convnet.nn.graph import first_output, first_output_gradient, first_output_shape
 from convnet.nn.layer import no_grad
-from convnet.nn.losses import CrossEntropyLoss
 from convnet.optim.optimizers import OPTIMIZERS, clip_grad_norm_
 from convnet.optim.schedules import ConstantLR, CosineAnnealingLR, LinearWarmup, StepLR
-from convnet.training.metrics import Evaluation, evaluation, joined, sample_losses
+from convnet.training import tasks
+from convnet.training.metrics import Evaluation
 
 # Signals that stop a run after the current step, with a checkpoint (see fit()).
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -85,6 +90,12 @@ class TrainConfig:
     # Fine-tuning: with `model` a run folder, checkpoint or ONNX file, its weights start the
     # run; replace_head swaps its classifier for a fresh one of this many classes.
     replace_head: int | None = None
+    task: str | None = None  # classify | segment; None: segment for a dataset of masks
+    # Segmentation only: one loss weight per class, or "balanced" (median frequency balancing
+    # over the training masks); None weighs every pixel alike.
+    class_weight: list[float] | str | None = None
+    ignore_index: int | None = None  # segmentation: the mask value not counted (None: the
+    #                                  dataset's own, 255 for a folder of masks, else none)
 
     def validate(self) -> None:
         checks = [
@@ -102,6 +113,7 @@ class TrainConfig:
             (self.clip_grad_norm is None or self.clip_grad_norm >= 0,
              "clip_grad_norm must be >= 0 (0 or left out: no clipping)"),
             (self.replace_head is None or self.replace_head >= 1, "replace_head must be >= 1"),
+            (self.task in (None, *tasks.TASKS), f"task must be one of {', '.join(tasks.TASKS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -318,6 +330,7 @@ class Trainer:
             self.log(f"warning: {cfg.dataset} has one class ({self.class_names[0]}): every "
                      f"prediction is right, so the accuracy will be meaningless; give it "
                      f"images of two classes or more")
+        self.task = self._make_task(full)
         rng.manual_seed(cfg.seed)
         if source is not None:
             from convnet.io.spec import to_spec
@@ -334,12 +347,10 @@ class Trainer:
                 self.model = build(spec)
             except SpecError as error:
                 raise TrainingError(f"model {cfg.model}: {error}") from None
-        out_features = first_output_shape(self.model, self.input_shape)
-        if out_features != (len(self.class_names),):
-            raise TrainingError(
-                f"model {cfg.model} outputs {out_features[0]} scores but {cfg.dataset} has "
-                f"{len(self.class_names)} classes; set out_features = {len(self.class_names)} "
-                f"in the last linear layer")
+        problem = self.task.output_problem(first_output_shape(self.model, self.input_shape),
+                                           self.input_shape, len(self.class_names), cfg.dataset)
+        if problem is not None:
+            raise TrainingError(f"model {cfg.model} {problem}")
         if saved is not None:
             self.normalization = data.Normalization.from_dict(saved["normalization"])
         elif source is not None and source.normalization:  # what the weights were trained on
@@ -350,6 +361,11 @@ class Trainer:
         suggested = (info.augmentation if info else None) or {"crop_padding": 2, "hflip": False}
         # None means the dataset's own suggestion (crop for digits, crop + flip for photos).
         augmentation = suggested if cfg.augment is not False else None
+        if self.train_set.has_masks:
+            if cfg.augment:
+                self.log("note: no augmentation for segmentation (crops and flips move the "
+                         "images, not their masks)")
+            augmentation = None
         self.augmentation = augmentation  # recorded in config.json as applied
         self.train_loader = data.BatchLoader(self.train_set, cfg.batch_size, shuffle=True,
                                              seed=cfg.seed, normalization=self.normalization,
@@ -375,10 +391,10 @@ class Trainer:
         else:
             after = ConstantLR(self.optimizer)
         self.scheduler = LinearWarmup(self.optimizer, warmup, after) if warmup else after
-        self.loss_fn = CrossEntropyLoss()
+        self.loss_fn = self.task.loss()
         self.epoch, self.batch_index, self.global_step = 0, 0, 0
-        self.best_val_accuracy = -1.0
-        self.partial = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+        self.best_val_accuracy = -1.0  # the task's best figure: accuracy, or mean IoU
+        self.partial = _empty_partial()
         if saved is not None:
             self._restore()
         elif self.group.is_root:
@@ -389,6 +405,35 @@ class Trainer:
             self.group.synchronize_batch_norm(self.model)
         self.group.broadcast_parameters(self.model)
 
+    def _make_task(self, full) -> tasks.Task:
+        """The task asked for (or the dataset's: segment for masks), checked against the data."""
+        cfg = self.config
+        name = cfg.task or ("segment" if full.has_masks else "classify")
+        if name == "segment" and not full.has_masks:
+            raise TrainingError(f"--task segment needs a mask per image, and {cfg.dataset} has "
+                                f"one class per image; use digits-seg or a folder of images/ "
+                                f"and masks/")
+        if name == "classify" and full.has_masks:
+            raise TrainingError(f"{cfg.dataset} has a mask per image (segmentation); drop "
+                                f"--task classify, or pass --task segment")
+        ignore = cfg.ignore_index if cfg.ignore_index is not None else full.ignore_label
+        counts = self.train_set.class_counts() if cfg.class_weight == "balanced" else None
+        if isinstance(cfg.class_weight, list) and len(cfg.class_weight) != len(full.class_names):
+            raise TrainingError(f"--class-weight gives {len(cfg.class_weight)} weights but "
+                                f"{cfg.dataset} has {len(full.class_names)} classes "
+                                f"({', '.join(full.class_names)}); give one per class, or "
+                                f"'balanced'")
+        try:
+            task = tasks.make_task(name, class_weight=cfg.class_weight, ignore_index=ignore,
+                                   class_counts=counts)
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
+        if cfg.class_weight == "balanced":
+            weights = ", ".join(f"{n} {w:.3g}" for n, w in
+                                zip(full.class_names, task.class_weight, strict=True))
+            self.log(f"note: balanced class weights: {weights}")
+        return task
+
     def _write_config(self, spec: dict) -> None:
         from convnet.version import __version__
 
@@ -398,6 +443,7 @@ class Trainer:
             "model": spec,
             "dataset": self.config.dataset,
             "class_names": self.class_names,
+            "task": self.task.describe(),
             "normalization": self.normalization.to_dict(),
             "train": dataclasses.asdict(self.config),
             "augmentation": self.augmentation,
@@ -428,7 +474,10 @@ class Trainer:
             self.batch_index = int(state["batch_index"])
             self.global_step = int(state["global_step"])
             self.best_val_accuracy = float(state["best_val_accuracy"])
-            self.partial = {key: type(value)(state["partial"][key])
+            saved_partial = state["partial"]
+            if "targets" not in saved_partial:  # a checkpoint from before tasks: images only
+                saved_partial = {**saved_partial, "targets": saved_partial["count"]}
+            self.partial = {key: type(value)(saved_partial[key])
                             for key, value in self.partial.items()}
             self.scheduler.load_state_dict(state["scheduler"])
             rng.set_state(state["rng"])
@@ -453,10 +502,13 @@ class Trainer:
         except CheckpointError:
             held = -1.0  # none (or unreadable): the next epoch writes one
         if held < recorded:
-            found = f"holds a model of {held:.2%}" if held >= 0 else "is missing, not a model of"
-            self.log(f"note: {path} {found} validation accuracy, not the {recorded:.2%} the last "
-                     f"checkpoint records (a run killed between the two writes); the next better "
-                     f"epoch replaces it")
+            def shown(value: float) -> str:  # accuracy, or a segmenter's mean IoU
+                return f"{value:.2%}" if self.task.name == "classify" else f"{value:.4f}"
+
+            found = f"holds a model of {shown(held)}" if held >= 0 else "is missing, not a model of"
+            self.log(f"note: {path} {found} validation {self.task.metric_label}, not the "
+                     f"{shown(recorded)} the last checkpoint records (a run killed between the "
+                     f"two writes); the next better epoch replaces it")
             return held
         return recorded
 
@@ -528,23 +580,19 @@ class Trainer:
                 handler(self, *args)
 
     def evaluate_loader(self, loader) -> Evaluation:
-        """Loss and confusion matrix over `loader`'s batches, each process evaluating a share of
-        whole batches: the per-image figures are one process's to the bit (see `evaluation`)."""
+        """The task's evaluation (loss and confusion matrix; IoU for a segmenter) over
+        `loader`'s batches, each process evaluating a share of whole batches: the figures are
+        one process's to the bit (see `convnet.training.tasks`)."""
         first, stop = self.group.share(len(loader))
         self.model.eval()
-        losses, labels, predictions = [], [], []
+        tally = self.task.tally(self.class_names)
         with no_grad():
             for x, y in loader.iter_from(loader.epoch, first, stop):
-                scores = first_output(self.model.forward(x))
-                losses.append(sample_losses(scores, y))
-                labels.append(y)
-                predictions.append(scores.argmax(axis=1))
+                tally.add(first_output(self.model.forward(x)), y)
         self.model.train()
-        gather = self.group.allgather
-        return evaluation(gather(joined(losses, np.float64)), gather(joined(labels, np.int64)),
-                          gather(joined(predictions, np.int64)), self.class_names)
+        return tally.result(self.group.allgather)
 
-    def _step(self, x, y) -> tuple[float, int, int]:
+    def _step(self, x, y) -> tasks.StepFigures:
         x, y = self.group.shard(x, y)
         # A diverging run overflows: that is reported below as a clear error, not as warnings.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -565,8 +613,7 @@ class Trainer:
         self.optimizer.step()
         self.model.zero_grad()
         self.scheduler.step()
-        correct = int((scores.argmax(axis=1) == y).sum())
-        return self.group.global_statistics(loss, correct, len(y))
+        return self.task.step_figures(self.group, loss, scores, y)
 
     def _install_stop_handlers(self) -> dict:
         """Ctrl-C (SIGINT), SIGTERM (timeout, Slurm, docker stop) and a closed terminal (SIGHUP,
@@ -636,21 +683,24 @@ class Trainer:
                 if self._lr_request is not None:
                     self._apply_lr_request()
                 started = time.perf_counter()
-                loss, correct, count = self._step(x, y)
+                figures = self._step(x, y)
                 elapsed = time.perf_counter() - started
                 self.batch_index += 1
                 self.global_step += 1
                 p = self.partial
-                p["loss"] += loss * count
-                p["correct"] += correct
+                count = figures.images
+                p["loss"] += figures.loss * count
+                p["correct"] += figures.correct
                 p["count"] += count
+                p["targets"] += figures.targets
                 p["seconds"] += elapsed
-                stats = {"epoch": self.epoch + 1, "batch": self.batch_index, "loss": loss,
-                         "accuracy": correct / count, "lr": self.optimizer.lr,
-                         "images_per_s": count / max(elapsed, 1e-9),
+                # accuracy: of the images, or of the counted pixels for a segmenter
+                stats = {"epoch": self.epoch + 1, "batch": self.batch_index, "loss": figures.loss,
+                         "accuracy": figures.correct / max(figures.targets, 1),
+                         "lr": self.optimizer.lr, "images_per_s": count / max(elapsed, 1e-9),
                          "step": self.global_step}
                 bar.set_postfix(loss=f"{p['loss'] / p['count']:.4f}",
-                                acc=f"{p['correct'] / p['count']:.3f}",
+                                acc=f"{p['correct'] / max(p['targets'], 1):.3f}",
                                 img_s=f"{p['count'] / p['seconds']:.0f}")
                 bar.update(1)
                 self._emit("on_batch", stats)
@@ -672,17 +722,18 @@ class Trainer:
         p = self.partial
         record = {"epoch": self.epoch + 1, "step": self.global_step,
                   "train_loss": p["loss"] / max(p["count"], 1),
-                  "train_accuracy": p["correct"] / max(p["count"], 1),
-                  "val_loss": validation.loss, "val_accuracy": validation.accuracy,
+                  "train_accuracy": p["correct"] / max(p["targets"], 1),
+                  **self.task.record(validation),
                   "lr": self.optimizer.lr,
                   "images_per_s": p["count"] / max(p["seconds"], 1e-9),
                   "seconds": p["seconds"], "time": time.time()}
         self.epoch += 1
         self.batch_index = 0
-        self.partial = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
-        improved = validation.accuracy > self.best_val_accuracy
+        self.partial = _empty_partial()
+        score = self.task.score(validation)
+        improved = score > self.best_val_accuracy
         if improved:
-            self.best_val_accuracy = validation.accuracy
+            self.best_val_accuracy = score
         if self.group.is_root:
             with open(self.out_dir / METRICS, "a") as stream:
                 stream.write(json.dumps(record) + "\n")
@@ -694,13 +745,23 @@ class Trainer:
             self.log(f"epoch {record['epoch']}/{self.config.epochs}  "
                      f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.2%}  "
                      f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}  "
-                     f"{record['images_per_s']:.0f} img/s" + ("  (best)" if improved else ""))
+                     + (f"mIoU {record['val_mean_iou']:.4f}  " if "val_mean_iou" in record
+                        else "")
+                     + f"{record['images_per_s']:.0f} img/s" + ("  (best)" if improved else ""))
         self._emit("on_epoch_end", record)
         return record
 
     def _summary(self, record: dict | None, stopped: bool) -> dict:
+        # best_val_accuracy holds the task's figure: accuracy, or mean IoU (see best_metric)
         return {"out_dir": str(self.out_dir), "epochs_done": self.epoch, "stopped": stopped,
-                "best_val_accuracy": self.best_val_accuracy, "last": record}
+                "best_val_accuracy": self.best_val_accuracy, "task": self.task.name,
+                "best_metric": self.task.metric, "last": record}
+
+
+def _empty_partial() -> dict:
+    """The running sums of an epoch: loss * images, correct predictions, images, what the
+    correct ones are out of (images, or counted pixels), seconds."""
+    return {"loss": 0.0, "correct": 0, "count": 0, "targets": 0, "seconds": 0.0}
 
 
 def resume_config(out_dir, epochs: int | None = None) -> TrainConfig:

@@ -1,4 +1,5 @@
-"""Training curves from a run's metrics.jsonl: loss, accuracy and learning rate per epoch."""
+"""Training curves from a run's metrics.jsonl: loss, accuracy (and a segmenter's mean IoU) and
+learning rate per epoch."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
 
 
 def curves_figure(records: list[dict], title: str | None = None):
-    """Three panels: train/val loss, train/val accuracy, learning rate, against the epoch."""
+    """Three panels: train/val loss, train/val accuracy (with the validation mean IoU of a
+    segmenter), learning rate, against the epoch."""
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     from convnet.viz.figures import new_figure
@@ -70,6 +72,12 @@ def curves_figure(records: list[dict], title: str | None = None):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    xs, ys = series(records, "val_mean_iou")
+    if xs:  # a segmenter: pixel accuracy and mean IoU share the 0..1 axis
+        acc_ax.plot(xs, ys, ":", marker=marker, markersize=3, color="tab:red",
+                    label="val mean IoU")
+        acc_ax.set_title("pixel accuracy, mean IoU", fontsize=10)
+        acc_ax.legend(fontsize=8)
     acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     xs, ys = series(records, "lr")
     lr_ax.plot(xs, ys, color="tab:green", marker=marker, markersize=3)

@@ -1,5 +1,7 @@
 """A self-contained HTML report of a run: summary, curves, filters, activation maps, confusion
-matrix and worst mistakes, with every picture inlined as a base64 PNG (one file, no network).
+matrix and worst mistakes (for a segmenter: input, true mask, predicted mask and overlay of
+validation images, and the IoU of each class), with every picture inlined as a base64 PNG (one
+file, no network).
 
     write_report("runs/lenet")            # -> runs/lenet/report.html
 
@@ -117,6 +119,9 @@ def _sections(run, validation, samples: int, mistakes: int) -> list[tuple[str, s
                          "</p>"))
         return sections
     names = loaded.class_names
+    if validation.has_masks:
+        sections += _segmentation_sections(loaded, validation, samples)
+        return sections
     probabilities = class_probabilities(model, loaded.preprocess, validation.images)
     predicted = probabilities.argmax(axis=1)
     picks = _varied_samples(validation.labels, samples)
@@ -138,6 +143,41 @@ def _sections(run, validation, samples: int, mistakes: int) -> list[tuple[str, s
     sections.append(("Worst mistakes (validation split)",
                      _img(mistakes_figure(validation.images, worst, names), "worst mistakes")))
     return sections
+
+
+def _segmentation_sections(loaded, validation, samples: int) -> list[tuple[str, str]]:
+    """Validation images with their true and predicted masks, and the per-class IoU bars."""
+    from convnet.training.metrics import SegmentationEvaluation, confusion_matrix
+    from convnet.viz.segmentation import (
+        iou_figure,
+        predict_masks,
+        segmentation_figure,
+        varied_samples,
+    )
+
+    names = loaded.class_names
+    ignore = validation.ignore_label
+    predicted = predict_masks(loaded.model, loaded.preprocess, validation.images)
+    confusion = confusion_matrix(validation.labels, predicted, len(names), ignore)
+    result = SegmentationEvaluation(float("nan"), confusion, list(names),
+                                    images=len(validation))
+    picks = varied_samples(validation.labels, max(samples, 4))
+    titles = [f"val {i}" for i in picks]
+    fig = segmentation_figure(validation.images[picks], validation.labels[picks],
+                              predicted[picks], names, ignore, titles)
+    rows = [(name, "n/a" if np.isnan(iou) else f"{iou:.4f}",
+             "n/a" if np.isnan(acc) else f"{acc:.2%}", f"{int(n):,}")
+            for name, iou, acc, n in zip(names, result.per_class_iou, result.per_class_accuracy,
+                                         confusion.sum(axis=1), strict=True)]
+    summary = (f"<p>mean IoU <b>{result.mean_iou:.4f}</b>, pixel accuracy "
+               f"<b>{result.accuracy:.2%}</b> on {result.count:,} pixels of {len(validation):,} "
+               f"validation images (weights of {html.escape(str(loaded.path))})</p>")
+    return [
+        ("Segmentation (validation)", _img(fig, "input, true mask, predicted mask, overlay")),
+        ("IoU per class (validation)",
+         summary + _img(iou_figure(result.per_class_iou, names, result.mean_iou), "IoU bars")
+         + _table(("class", "IoU", "pixel accuracy", "pixels"), rows, numeric=(1, 2, 3))),
+    ]
 
 
 def _varied_samples(labels, count: int) -> list[int]:
@@ -181,6 +221,9 @@ def render_report(run, validation=None, *, samples: int = 3, mistakes: int = 16)
                       f"epoch {best['epoch']}, best checkpoint"))
     if records:
         last = records[-1]
+        ious = [r["val_mean_iou"] for r in records if r.get("val_mean_iou") is not None]
+        if ious:
+            facts.append(("best validation mean IoU", f"{max(ious):.4f}", "best checkpoint"))
         facts += [("epochs", str(last.get("epoch", len(records))), ""),
                   ("last val loss", f"{last.get('val_loss', float('nan')):.4f}",
                    f"epoch {last.get('epoch')}, last checkpoint"),

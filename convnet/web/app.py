@@ -17,6 +17,8 @@
     GET  /api/receptive-field           input window of one unit (?layer=&row=&col=)
     GET  /api/filters/{layer}           a conv layer's filters
     GET  /api/explain/{id}              saliency and Grad-CAM (?class_index=&layer=)
+    GET  /api/segment/{id}              a segmenter's masks: input, true and predicted mask,
+                                        overlay, IoU per class (this image's, the samples')
     GET  /api/top-images                samples that excite a filter most (?layer=&filter=&k=)
     GET  /api/train                     training status and the choices for a new run
     POST /api/train                     start training (JSON body)
@@ -348,6 +350,10 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
     def explain(image_id: str, class_index: int | None = Query(None, ge=0),
                 layer: str | None = None):
         return state.explorer.explain(image_id, class_index, layer)
+
+    @app.get("/api/segment/{image_id}")
+    def segment(image_id: str):
+        return state.explorer.segment(image_id)
 
     @app.get("/api/top-images")
     def top_images(layer: str, filter: int = Query(0, ge=0), k: int = Query(8, ge=1, le=64)):

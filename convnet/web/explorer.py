@@ -79,13 +79,19 @@ class Samples:
     """Images the page can pick from, with labels (a Dataset's images and labels)."""
 
     images: np.ndarray  # (N, C, H, W) uint8
-    labels: np.ndarray  # (N,)
+    labels: np.ndarray  # (N,), or masks (N, H, W) for a segmenter
     description: str
     note: str = ""
+    ignore_label: int | None = None  # masks: the value of pixels without a class
 
     @classmethod
     def from_dataset(cls, dataset, description: str) -> Samples:
-        return cls(dataset.images, dataset.labels, description, "; ".join(dataset.notes))
+        return cls(dataset.images, dataset.labels, description, "; ".join(dataset.notes),
+                   getattr(dataset, "ignore_label", None))
+
+    @property
+    def has_masks(self) -> bool:
+        return self.labels.ndim == 3
 
 
 def _formula(n: int, f: int, s: int, before: int, after: int, out: int) -> str:
@@ -148,6 +154,7 @@ class Explorer:
     _strengths: dict = field(default_factory=dict, repr=False)
     _pending: dict | None = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
+    _sample_iou: tuple | None = field(default=None, repr=False)  # (version, result) cached
 
     # -- the model -------------------------------------------------------------------------
     @property
@@ -190,6 +197,15 @@ class Explorer:
         self.version += 1
         self._strengths.clear()
         self._cache.clear()
+        self._sample_iou = None
+
+    @property
+    def task(self) -> str:
+        """"segment" for a model with a score per class and pixel, else "classify"."""
+        from convnet.nn.graph import first_output_shape
+        from convnet.training.tasks import for_output
+
+        return for_output(first_output_shape(self.model, self.input_shape))
 
     def _rf_by_layer(self) -> dict[str, tuple[ReceptiveField, tuple]]:
         """Receptive field after each stage (a chain's top-level layer, a graph's node), and
@@ -241,7 +257,7 @@ class Explorer:
                 "normalization": self.loaded.normalization,
                 "total_params": summary.total_params, "total_macs": summary.total_macs,
                 "output_shape": list(summary.output_shape), "layers": layers,
-                "gradcam_default": cam_default,
+                "gradcam_default": cam_default, "task": self.task,
                 "samples": {"count": len(samples.labels) if samples else 0,
                             "description": samples.description if samples else "",
                             "note": samples.note if samples else
@@ -337,7 +353,8 @@ class Explorer:
             image = samples.images[index]
             if tuple(image.shape) != self.input_shape:
                 raise NotFound(f"{image_id} does not fit the current model; reload the page")
-            return image, int(samples.labels[index]), f"sample {index}", []
+            label = None if samples.has_masks else int(samples.labels[index])
+            return image, label, f"sample {index}", []
         with self.lock:
             if image_id in self._uploads:
                 image, label, name, notes = self._uploads[image_id]
@@ -353,6 +370,13 @@ class Explorer:
             return {"count": 0, "offset": 0, "items": [], "note": "no sample images"}
         names = self.loaded.class_names
         stop = min(len(samples.labels), offset + limit)
+        if samples.has_masks:  # no one label: the classes in the mask, background left out
+            items = [{"id": f"val-{i}", "index": i, "label": None,
+                      "class_name": "+".join(names[c] for c in np.unique(samples.labels[i])
+                                             if 0 < c < len(names)) or names[0]}
+                     for i in range(offset, stop)]
+            return {"count": len(samples.labels), "offset": offset, "items": items,
+                    "description": samples.description}
         items = [{"id": f"val-{i}", "index": i, "label": int(samples.labels[i]),
                   "class_name": names[int(samples.labels[i])]
                   if int(samples.labels[i]) < len(names) else str(samples.labels[i])}
@@ -400,7 +424,10 @@ class Explorer:
             x = self.loaded.preprocess(image[None])
             outputs = layer_outputs(self.model, x)
             scores = np.asarray(outputs[-1].output[0], dtype=np.float64)
-            if outputs[-1].type == "Softmax":
+            if scores.ndim == 3:  # a segmenter: the classes by their share of the pixels
+                counts = np.bincount(scores.argmax(axis=0).ravel(), minlength=len(scores))
+                probabilities = counts / counts.sum()
+            elif outputs[-1].type == "Softmax":
                 probabilities = scores
             else:
                 shifted = np.exp(scores - scores.max())
@@ -478,6 +505,71 @@ class Explorer:
                 view["class_name"] = self.loaded.class_names[channel]
             return view
 
+    def segment(self, image_id: str) -> dict:
+        """A segmenter on one image: the input, the true mask (a sample's), the predicted mask
+        and the overlay as PNG data URLs; this image's IoU per class; and the IoU per class over
+        the samples (the validation split of a run), computed once per model version."""
+        from convnet.training.metrics import SegmentationEvaluation, confusion_matrix
+        from convnet.viz.images import as_rgb, image_hwc
+        from convnet.viz.segmentation import (
+            class_colours,
+            colour_mask,
+            overlay_mask,
+            predict_masks,
+        )
+
+        if self.task != "segment":
+            raise BadRequest("this model gives one class per image, not a mask: the "
+                             "segmentation view is for segmenters (output classes x H x W)")
+        image, _, description, notes = self.image(image_id)
+        names = self.loaded.class_names
+        k = len(names)
+        samples = self.samples
+        index = int(image_id[4:]) if image_id.startswith("val-") else None
+        truth = (samples.labels[index] if index is not None and samples is not None
+                 and samples.has_masks else None)
+        ignore = samples.ignore_label if samples is not None else None
+        with self.computing():
+            self._sync()
+            predicted = predict_masks(self.model, self.loaded.preprocess, image[None])[0]
+            overall = self._samples_iou() if samples is not None and samples.has_masks else None
+
+        def url(picture):
+            return data_url(png_bytes(picture))
+
+        result = {"image": image_id, "description": description, "notes": notes,
+                  "version": self.version, "class_names": names,
+                  "colours": ["#" + "".join(f"{int(v):02x}" for v in c)
+                              for c in class_colours(k)],
+                  "input": url(as_rgb(image_hwc(image))),
+                  "predicted": url(colour_mask(predicted, k)),
+                  "overlay": url(overlay_mask(image, predicted, k)),
+                  "pixels": {names[c]: int(n) for c, n in
+                             enumerate(np.bincount(predicted.ravel(), minlength=k)) if n},
+                  "truth": None, "image_iou": None, "samples_iou": overall}
+        if truth is not None:
+            mine = SegmentationEvaluation(float("nan"), confusion_matrix(truth, predicted, k,
+                                                                         ignore), names, 1)
+            result["truth"] = url(colour_mask(truth, k, ignore))
+            result["image_iou"] = _iou_dict(mine)
+        return result
+
+    def _samples_iou(self) -> dict:
+        """IoU per class over every sample image (cached until the weights change)."""
+        from convnet.training.metrics import SegmentationEvaluation, confusion_matrix
+        from convnet.viz.segmentation import predict_masks
+
+        if self._sample_iou is not None and self._sample_iou[0] == self.version:
+            return self._sample_iou[1]
+        samples, names = self.samples, self.loaded.class_names
+        predicted = predict_masks(self.model, self.loaded.preprocess, samples.images)
+        confusion = confusion_matrix(samples.labels, predicted, len(names), samples.ignore_label)
+        result = {**_iou_dict(SegmentationEvaluation(float("nan"), confusion, names,
+                                                     len(samples.labels))),
+                  "description": samples.description}
+        self._sample_iou = (self.version, result)
+        return result
+
     def receptive_field(self, layer: str, row: int, col: int) -> dict:
         with self.lock:
             fields = self._rf_by_layer()
@@ -532,6 +624,9 @@ class Explorer:
     def explain(self, image_id: str, class_index: int | None = None,
                 layer: str | None = None) -> dict:
         image, _, _, _ = self.image(image_id)
+        if self.task == "segment":
+            raise BadRequest("saliency and Grad-CAM explain one class score per image; a "
+                             "segmenter scores every pixel: see its masks (/api/segment/ID)")
         with self.computing():
             self._sync()
             x = self.loaded.preprocess(image[None])
@@ -588,3 +683,15 @@ class Explorer:
                                "activation": float(v),
                                "class_name": names[int(samples.labels[i])]}
                               for i, v in zip(indices, values, strict=True)]}
+
+
+def _iou_dict(evaluation) -> dict:
+    """Mean IoU, pixel accuracy and IoU per class (None where a class is neither labelled nor
+    predicted) of a SegmentationEvaluation, for JSON."""
+    def plain(value):
+        return None if np.isnan(value) else float(value)
+
+    return {"mean_iou": plain(evaluation.mean_iou), "pixel_accuracy": plain(evaluation.accuracy),
+            "per_class": {name: plain(v) for name, v in
+                          zip(evaluation.class_names, evaluation.per_class_iou, strict=True)},
+            "images": evaluation.images}

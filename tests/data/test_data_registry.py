@@ -9,10 +9,12 @@ from convnet.data import DATASETS, DataError, Dataset, list_datasets, load_datas
 
 
 def test_registry_entries_are_complete():
-    assert [i.name for i in list_datasets()] == ["mnist-5k", "mnist", "fashion-mnist", "cifar10"]
+    assert [i.name for i in list_datasets()] == ["mnist-5k", "mnist", "fashion-mnist", "cifar10",
+                                                 "digits-seg"]
     for name, info in DATASETS.items():
         assert info.name == name and "\n" not in info.description and info.description
-        assert len(info.class_names) == info.num_classes == 10
+        # digits-seg: background and the ten digits
+        assert len(info.class_names) == info.num_classes == (11 if name == "digits-seg" else 10)
         assert info.splits == ("train", "test") and set(info.sizes) == set(info.splits)
         assert len(info.input_shape) == 3
     assert DATASETS["cifar10"].input_shape == (3, 32, 32)

@@ -21,7 +21,7 @@ from convnet.nn.activations import (
 from convnet.nn.conv_transpose import ConvTranspose2d
 from convnet.nn.padding import Pad
 from convnet.nn.pixel_shuffle import DepthToSpace, PixelShuffle, PixelUnshuffle, SpaceToDepth
-from convnet.nn.resize import Resize
+from convnet.nn.resize import Resize, Upsample
 
 
 def _part(layer, suffix: str):
@@ -30,37 +30,53 @@ def _part(layer, suffix: str):
 
 @emits(ConvTranspose2d)
 def _conv_transpose(graph, layer, xs, shapes, prefix):
+    """ONNX ConvTranspose: the weight layout (C, K/groups, KH, KW) is ONNX's; the padding is
+    symmetric, and output_padding adds rows and columns at the end, as in PyTorch."""
+    layer.geometry(shapes[0][1:])  # the layer's own arithmetic refuses a size that misfits
     inputs = [xs[0], graph.weight(prefix + "weight", layer.weight.data)]
     if layer.bias is not None:
         inputs.append(graph.weight(prefix + "bias", layer.bias.data))
-    ph, pw = layer.padding
+    pad_h, pad_w = layer.padding
     return graph.node("ConvTranspose", inputs, layer, kernel_shape=list(layer.kernel_size),
-                      strides=list(layer.stride), pads=[ph, pw, ph, pw],
+                      strides=list(layer.stride), pads=[pad_h, pad_w, pad_h, pad_w],
                       output_padding=list(layer.output_padding),
                       dilations=list(layer.dilation), group=layer.groups)
 
 
+def _float32_scales_fit(hw, scales, out_hw) -> bool:
+    """Whether ONNX's output size, floor(input * float32 scale), is the layer's."""
+    return all(math.floor(n * float(numpy.float32(s))) == o
+               for n, s, o in zip(hw, scales, out_hw, strict=True))
+
+
 @emits(Resize)
 def _resize(graph, layer, xs, shapes, prefix):
-    """ONNX Resize with the layer's own modes; scales as given, or sizes (N and C from the
-    input's shape, so the batch stays dynamic)."""
-    roi = ""
-    if layer.scales is not None:
-        scales = graph.constant(f"{layer.name}.scales", numpy.array([1, 1, *layer.scales]))
-        inputs = [xs[0], roi, scales]
-    else:
-        shape = graph.node("Shape", [xs[0]], _part(layer, "shape"))
-        head = graph.node("Slice", [shape, graph.ints(f"{layer.name}.zero", [0]),
-                                    graph.ints(f"{layer.name}.two", [2])],
-                          _part(layer, "nc"))
-        sizes = graph.node("Concat", [head, graph.ints(f"{layer.name}.hw", layer.size)],
-                           _part(layer, "sizes"), axis=0)
-        inputs = [xs[0], roi, "", sizes]
+    """ONNX Resize (opset 13+) with the layer's mode and coordinate rule (Upsample's are
+    PyTorch's: nearest is asymmetric + floor, bilinear half_pixel or align_corners). A layer
+    with a scale writes it, for the coordinate rule uses the scale given; one with a size (or
+    recompute_scale_factor) writes the output size, the batch and channels read from the input
+    so that the batch stays dynamic."""
+    hw = shapes[0][1:]
+    out_hw = layer.output_hw(hw)
     attributes = {"mode": layer.mode,
                   "coordinate_transformation_mode": layer.coordinate_transformation_mode}
     if layer.mode == "nearest":
         attributes["nearest_mode"] = layer.nearest_mode
-    return graph.node("Resize", inputs, layer, **attributes)
+    scales = layer.scales
+    if isinstance(layer, Upsample) and layer.recompute_scale_factor:
+        scales = None
+    if scales is not None and _float32_scales_fit(hw, scales, out_hw):
+        factors = graph.constant(f"{layer.name}.scales", [1.0, 1.0, *scales])
+        return graph.node("Resize", [xs[0], "", factors], layer, **attributes)
+    shape = graph.node("Shape", [xs[0]], _part(layer, "shape"))
+    batch_channels = graph.node(
+        "Slice", [shape, graph.constant(f"{layer.name}.start", [0], numpy.int64),
+                  graph.constant(f"{layer.name}.end", [2], numpy.int64)],
+        _part(layer, "nc"))
+    sizes = graph.node("Concat", [batch_channels,
+                                  graph.constant(f"{layer.name}.hw", list(out_hw), numpy.int64)],
+                       _part(layer, "sizes"), axis=0)
+    return graph.node("Resize", [xs[0], "", "", sizes], layer, **attributes)
 
 
 @emits(PixelShuffle)

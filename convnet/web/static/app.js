@@ -115,6 +115,8 @@ async function loadModel(options = {}) {
   fillSelect($("#explain-layer"), info.stages.filter((s) => s.maps === "maps").map((s) => s.name),
              info.gradcam_default);
   fillSelect($("#explain-class"), ["predicted", ...info.class_names.map((n, i) => `${i}: ${n}`)]);
+  $("#segment-panel").hidden = info.task !== "segment";
+  $("#explain-panel").hidden = info.task === "segment";  // one score per pixel, not per image
   $("#draw-view").hidden = info.input_shape[0] !== 1;
   const names = info.stages.map((s) => s.name);
   if (!state.stage || !names.includes(state.stage)) {
@@ -368,6 +370,7 @@ async function selectImage(id, options = {}) {
   await refreshPrediction();
   if (state.unit) await refreshUnit();
   if (!options.skipExplain) await refreshExplain();
+  await refreshSegment();
 }
 
 async function refreshPrediction() {
@@ -564,7 +567,7 @@ async function upload(file, params = "") {
 /* ---------------------------------------------------------------- saliency and Grad-CAM */
 
 async function refreshExplain() {
-  if (!state.imageId) return;
+  if (!state.imageId || (state.info && state.info.task === "segment")) return;
   const choice = $("#explain-class").value;
   const params = new URLSearchParams();
   if (choice && choice !== "predicted") params.set("class_index", choice.split(":")[0]);
@@ -583,6 +586,38 @@ function drawLegends() {
   for (const node of document.querySelectorAll(".scale-legend")) {
     node.replaceChildren(scaleLegend(node.dataset.cmap, node.dataset.low, node.dataset.high));
   }
+}
+
+/* ---------------------------------------------------------------- segmentation */
+
+async function refreshSegment() {
+  if (!state.imageId || !state.info || state.info.task !== "segment") return;
+  const s = await api(`/api/segment/${state.imageId}`);
+  $("#seg-input").src = s.input;
+  $("#seg-predicted").src = s.predicted;
+  $("#seg-overlay").src = s.overlay;
+  $("#seg-truth-figure").hidden = !s.truth;
+  if (s.truth) $("#seg-truth").src = s.truth;
+  renderIou($("#seg-image-iou"), s.image_iou, s, "this image");
+  renderIou($("#seg-samples-iou"), s.samples_iou, s,
+            s.samples_iou ? `${s.samples_iou.images} samples` : "");
+}
+
+function renderIou(box, iou, s, what) {
+  if (!iou) { box.replaceChildren(); return; }
+  const value = (v) => (v === null ? "n/a" : v.toFixed(3));
+  const head = el("p", {text: `${what}: mean IoU ${value(iou.mean_iou)}, pixel accuracy ` +
+                               `${pct(iou.pixel_accuracy)}`});
+  const rows = s.class_names.map((name, i) => {
+    const v = iou.per_class[name];
+    return el("div", {class: "iou"}, [
+      el("span", {class: "swatch", style: `background:${s.colours[i]}`}),
+      el("span", {text: name}),
+      el("span", {class: "bar"}, [el("div", {style: `width:${(100 * (v || 0)).toFixed(1)}%`})]),
+      el("span", {text: value(v)}),
+    ]);
+  });
+  box.replaceChildren(head, ...rows);
 }
 
 /* ---------------------------------------------------------------- filters */

@@ -202,6 +202,7 @@ async function liveRefresh() {
       if (state.unit) await refreshUnit();
       if (state.filterLayer) await loadFilters(state.filterLayer);
       await refreshExplain();
+      await refreshSegment();
     } while (state.live.pending);
   } catch (error) {
     showError(error.message);

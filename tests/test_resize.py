@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import convnet as cn
 from convnet.core import reference
+from convnet.core.arithmetic import ReceptiveField
 from convnet.nn.resize import COORDINATE_MODES, NEAREST_MODES, torch_nearest_index
 
 torch.set_num_threads(1)
@@ -215,3 +216,57 @@ def test_errors_say_what_to_do():
         cn.Upsample(size=2.5)
     with pytest.raises(ValueError, match="expected a 4-D array"):
         cn.Upsample(scale_factor=2).forward(np.zeros((2, 3), np.float32))
+
+
+# -- receptive fields ---------------------------------------------------------------------------
+
+def _resize_chain(rng):
+    """Convs, pools and whole-factor resizes along the height (width 1 stays 1)."""
+    layers = []
+    for _ in range(rng.integers(1, 5)):
+        pick = rng.random()
+        if pick < 0.35:
+            kernel = int(rng.integers(1, 5))
+            layers.append(cn.Conv2d(1, 1, (kernel, 1), (int(rng.integers(1, 3)), 1),
+                                    (int(rng.integers(0, kernel)), 0)))
+        elif pick < 0.75:
+            factor = int(rng.integers(2, 5))
+            mode = str(rng.choice(["nearest", "bilinear"]))
+            layers.append(cn.Upsample(scale_factor=(factor, 1), mode=mode))
+        elif pick < 0.9:
+            mode = str(rng.choice(["nearest", "linear"]))
+            rule = str(rng.choice(["half_pixel", "asymmetric", "tf_half_pixel_for_nn"]))
+            layers.append(cn.Resize(scales=(0.5, 1), mode=mode,
+                                    coordinate_transformation_mode=rule))
+        else:
+            layers.append(cn.AvgPool2d((2, 1), (2, 1)))
+    return layers
+
+
+def test_whole_factor_resizes_give_the_exact_receptive_field():
+    # Chains of convs, pools and whole-factor resizes (nearest and bilinear, up by 2-4, down by
+    # 2): for every output row away from the borders (where padding and clamping reach), the
+    # first and last input rows whose value changes it (a one-hot input row per sample, weights
+    # 1, biases 0, interpolation weights positive) are the window_on_input's first and last.
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(150):
+        layers = _resize_chain(rng)
+        model = cn.Sequential(*layers, strict=False).astype(np.float64)
+        rows = 40
+        try:
+            out_rows = model.build((1, rows, 1))[1]
+        except cn.ShapeError:
+            continue
+        for name, param in model.named_parameters():
+            param.data[...] = 0.0 if name.endswith("bias") else 1.0
+        with cn.no_grad():
+            response = model.forward(np.eye(rows).reshape(rows, 1, rows, 1))[:, 0, :, 0]
+        field = model.receptive_field(ReceptiveField(), (1, rows, 1))
+        for row in range(out_rows):
+            reached = np.nonzero(response[:, row])[0]
+            top, _, height, _ = field.window_on_input(row, 0)
+            if len(reached) and top > 0 and top + height < rows:
+                assert (reached.min(), reached.max()) == (top, top + height - 1), (layers, row)
+                checked += 1
+    assert checked > 1500

@@ -258,12 +258,67 @@ class Resize(Layer):
         return 2 * c * h * out_w + 2 * c * out_h * out_w
 
     def receptive_field(self, field: ReceptiveField, input_shape: Shape) -> ReceptiveField:
-        """Approximate: the field model has one whole-pixel jump per layer, and resized units
-        are not evenly spaced on the input grid. Nearest: each output unit sees one input
-        unit's field; linear: two neighbours' (one jump wider). The jump is kept."""
+        """Exact when both axes change by a whole factor s: enlarging, output o reads the
+        inputs a transposed convolution of stride s would add into it (nearest: kernel s;
+        bilinear half-pixel: kernel 2s - s % 2 with padding ceil((s - 1) / 2), as FCN's
+        bilinear deconvolution), read off the layer's own interpolation plan; shrinking, a
+        window of stride s. Otherwise approximate: the field model has one whole-pixel jump
+        per layer, so the jump is kept and linear modes widen the field by one jump."""
+        hw = tuple(input_shape[1:])
+        out_hw = self.output_hw(hw)
+        taps = [self._axis_taps(axis, hw[axis], out_hw[axis]) for axis in range(2)]
+        if all(t is not None for t in taps) and taps[0][0] != taps[1][0]:
+            # One axis enlarged, the other kept (factor 1 reads as either): both one way.
+            kept = [i for i in range(2) if taps[i][2] == 1]
+            if kept:
+                other = taps[1 - kept[0]][0]
+                taps[kept[0]] = (other, *taps[kept[0]][1:])
+        if all(t is not None and t[0] == "up" for t in taps):
+            return field.through_transposed(
+                (taps[0][1], taps[1][1]), (taps[0][2], taps[1][2]), (1, 1),
+                Padding(taps[0][3], taps[0][3], taps[1][3], taps[1][3]))
+        if all(t is not None and t[0] == "down" for t in taps):
+            return field.through(
+                (taps[0][1], taps[1][1]), (taps[0][2], taps[1][2]), (1, 1),
+                Padding(taps[0][3], taps[0][3], taps[1][3], taps[1][3]))
         if self.mode == "nearest":
             return field
         return field.through((2, 2), (1, 1), (1, 1), Padding(0, 0, 0, 0))
+
+    def _axis_taps(self, axis: int, in_len: int, out_len: int):
+        """("up", kernel, s, padding) when input unit i is read by outputs i*s - padding ..
+        i*s - padding + kernel - 1 (a whole enlarging factor s, borders aside); ("down", kernel,
+        s, padding) when output o reads inputs o*s - padding .. + kernel - 1; else None. Read
+        off the layer's own plan (nonzero weights) on an axis of 8 units at the same factor
+        (the scale given, else output / input),
+        so that a tiny map's clamped borders do not hide the pattern. align_corners spaces
+        the outputs by (in - 1) / (out - 1), which repeats with no whole period: None."""
+        if self.coordinate_transformation_mode == "align_corners":
+            return None
+        ratio = self.scales[axis] if self.scales is not None else out_len / in_len
+        if ratio >= 1 and ratio == round(ratio):
+            s, direction = round(ratio), "up"
+            in_len, out_len = 8, 8 * s
+        elif ratio < 1 and abs(1 / ratio - round(1 / ratio)) < 1e-9:
+            s, direction = round(1 / ratio), "down"
+            in_len, out_len = 8 * s, 8
+        else:
+            return None
+        if self.mode == "nearest":
+            reads = numpy.zeros((out_len, in_len), dtype=bool)  # output, input
+            reads[numpy.arange(out_len), self._nearest_index(axis, in_len, out_len)] = True
+        else:
+            reads = self._linear_matrix(axis, in_len, out_len, numpy.float64) != 0
+        lines = reads.T if direction == "up" else reads  # by input unit, or by output unit
+        spans = [numpy.flatnonzero(lines[i]) for i in range(1, 7)]  # interior: no clamping
+        if any(len(span) == 0 for span in spans):
+            return None
+        first = {int(span[0]) - i * s for i, span in enumerate(spans, 1)}
+        last = {int(span[-1]) - i * s for i, span in enumerate(spans, 1)}
+        if len(first) != 1 or len(last) != 1:
+            return None  # not one pattern repeated every s units: a scale that is no factor
+        low, high = first.pop(), last.pop()
+        return (direction, high - low + 1, s, -low)
 
     def extra_repr(self) -> str:
         parts = [f"size={_compact(self.size)}" if self.size is not None

@@ -414,3 +414,63 @@ def test_report_reads_at_phone_width(browser, tiny):
     assert width <= 390, f"the report is {width} pixels wide at phone width"
     page.screenshot(path=str(SCREENSHOTS / "report-phone.png"))
     page.close()
+
+
+SEGMENTER_WITH_UPSAMPLING = """\
+name = "tiny-upsampling-segmenter"
+input_shape = [1, 16, 16]
+
+[[layers]]
+type = "conv"
+out_channels = 6
+kernel_size = 3
+padding = 1
+
+[[layers]]
+type = "relu"
+
+[[layers]]
+type = "maxpool"
+kernel_size = 2
+
+[[layers]]
+type = "upsample"
+scale_factor = 2
+mode = "bilinear"
+
+[[layers]]
+type = "conv"
+out_channels = 3
+kernel_size = 1
+"""
+
+
+def test_a_segmenter_s_page_shows_masks_and_an_upsampling_unit(browser, tmp_path):
+    from tiny_data import make_mask_folder
+
+    from convnet.training.trainer import TrainConfig, Trainer
+    from convnet.web import create_app
+
+    make_mask_folder(tmp_path / "shapes")
+    (tmp_path / "seg.toml").write_text(SEGMENTER_WITH_UPSAMPLING)
+    Trainer(TrainConfig(model=str(tmp_path / "seg.toml"), dataset=str(tmp_path / "shapes"),
+                        epochs=1, batch_size=4, optimizer="adam", lr=0.01),
+            tmp_path / "run", progress=False, log=lambda message: None).fit()
+    url, stop = serve(create_app(tmp_path / "run", runs_dir=tmp_path / "runs", report=False))
+    try:
+        page = open_page(browser, url)
+        page.wait_for_selector("#seg-predicted[src^='data:image/png']")
+        assert page.is_visible("#segment-panel") and not page.is_visible("#explain-panel")
+        assert page.locator("#gallery img").count() > 0
+        page.evaluate("openUnit('up1', 2, 5, 6)")
+        page.wait_for_selector("#unit-panel table.contributions")
+        # Output row 5 reads input rows 2 and 3 (at 2.25), column 6 rows 2 and 3 (at 2.75).
+        assert page.locator("#unit-panel table.contributions tr").count() == 1 + 4
+        shown = shown_number(page.inner_text("#unit-pre"))
+        engine = shown_number(page.inner_text("#unit-panel .equation .muted").split(":")[1]
+                              .strip(" )"))
+        assert shown == pytest.approx(engine, abs=2e-3)
+        page.screenshot(path=str(SCREENSHOTS / "segmenter-unit.png"))
+        assert page.problems == []
+    finally:
+        stop()

@@ -396,3 +396,30 @@ def test_an_onnx_file_is_served_with_samples_and_units(run_folder, tmp_path):
                                                 "channel": 1, "row": 0, "col": 0}).json()
     assert view["kind"] == "conv"
     assert view["pre_activation"] == pytest.approx(view["engine_value"], rel=1e-5, abs=1e-6)
+
+
+def test_an_upsampling_unit_shows_the_pixels_it_reads_and_their_weights(tmp_path):
+    import convnet as cn
+
+    x = cn.Input((1, 6, 6))
+    conv = cn.Conv2d(1, 2, 3, padding=1)(x)
+    smooth = cn.Upsample(scale_factor=2, mode="bilinear")(conv)
+    blocky = cn.Upsample(scale_factor=3)(conv)
+    model = cn.Model(x, [cn.Flatten()(cn.GlobalAvgPool2d()(smooth)), blocky])
+    with local(create_app(model=model, input_shape=(1, 6, 6), dataset="mnist-5k",
+                          runs_dir=tmp_path)) as c:
+        names = [s["name"] for s in c.get("/api/model").json()["stages"]]
+        up_smooth, up_blocky = [n for n in names if n.startswith("up")]
+        bilinear = c.get("/api/unit/val-0", params={"layer": up_smooth, "channel": 1,
+                                                    "row": 5, "col": 0}).json()
+        nearest = c.get("/api/unit/val-0", params={"layer": up_blocky, "channel": 0,
+                                                   "row": 7, "col": 17}).json()
+    assert bilinear["kind"] == "resize" and bilinear["mode"] == "bilinear"
+    # Half-pixel: output row 5 sits at input row (5 + 0.5) / 2 - 0.5 = 2.25: rows 2 and 3
+    # weigh 0.75 and 0.25; column 0 at -0.25 is clamped to column 0 (weight 1).
+    assert bilinear["row_taps"] == [[2, 0.75], [3, 0.25]] and bilinear["col_taps"] == [[0, 1.0]]
+    assert sum(r["weight"] for r in bilinear["reads"]) == pytest.approx(1)
+    assert bilinear["result"] == pytest.approx(bilinear["engine_value"], rel=1e-5, abs=1e-6)
+    assert nearest["kind"] == "resize" and [(r["row"], r["col"]) for r in nearest["reads"]] == [
+        (7 // 3, 17 // 3)]
+    assert nearest["result"] == pytest.approx(nearest["engine_value"], rel=1e-6)

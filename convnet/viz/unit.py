@@ -27,6 +27,7 @@ from convnet.nn.conv_transpose import ConvTranspose2d
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.resize import Resize
 
 MAX_SLICES = 16  # depth slices of a convolution shown one by one; the rest are summed
 TOP_INPUTS = 12  # contributions listed for a fully connected unit
@@ -376,21 +377,54 @@ def _flatten(layer, inputs, out, channel, row, col, **_) -> dict:
                     f"{tuple(where)} (channel, row, column order)"}
 
 
+# -- resizing ----------------------------------------------------------------------------------
+def _resize(layer: Resize, inputs, out, channel, row, col, **_) -> dict:
+    """The input pixels an output pixel reads and their weights: one with weight 1 (nearest),
+    two rows x two columns (bilinear; the weight of row r times that of column c)."""
+    plane = np.asarray(inputs[0][0, channel], dtype=np.float64)  # H, W
+    rows_plan, cols_plan = layer._plans(plane.shape, np.float64)
+
+    def taps(plan, o):
+        if plan.index is not None:
+            return [(int(plan.index[o]), 1.0)]
+        line = plan.matrix[o]
+        return [(int(i), float(line[i])) for i in np.flatnonzero(line)]
+
+    row_taps, col_taps = taps(rows_plan, row), taps(cols_plan, col)
+    reads = [{"row": r, "col": c, "value": float(plane[r, c]), "weight": wr * wc,
+              "product": float(plane[r, c]) * wr * wc}
+             for r, wr in row_taps for c, wc in col_taps]
+    total = sum(item["product"] for item in reads)
+    mode = "nearest" if layer.mode == "nearest" else "bilinear"
+    return {"kind": "resize", "mode": mode,
+            "rule": layer.coordinate_transformation_mode, "input_hw": list(plane.shape),
+            "row_taps": [[r, w] for r, w in row_taps], "col_taps": [[c, w] for c, w in col_taps],
+            "reads": reads, "result": total, "planes": [int(channel)],
+            "padding": [0, 0, 0, 0], "padded_hw": list(plane.shape),
+            "window": {"rows": [r for r, _ in row_taps], "cols": [c for c, _ in col_taps],
+                       "inside_rows": [True] * len(row_taps),
+                       "inside_cols": [True] * len(col_taps)},
+            "text": (f"{mode} ({layer.coordinate_transformation_mode}): output ({row}, {col}) of "
+                     f"map {channel} reads {len(reads)} input pixel(s) of the same map, "
+                     f"weights summing to {sum(item['weight'] for item in reads):.4g}")}
+
+
 _EXPLAINERS = {
     Conv2d: _conv, MaxPool2d: _pool, AvgPool2d: _pool, GlobalAvgPool2d: _global_pool,
     ConvTranspose2d: _deconv, Linear: _linear, Concat: _concat, Add: _merge, Sub: _merge,
     Mul: _merge, Div: _merge,
     Flatten: _flatten, ReLU: _elementwise, LeakyReLU: _elementwise, Sigmoid: _elementwise,
-    Tanh: _elementwise, Dropout: _elementwise, BatchNorm2d: _elementwise,
+    Tanh: _elementwise, Dropout: _elementwise, BatchNorm2d: _elementwise, Resize: _resize,
 }
 
 
 def view_kind(layer) -> str:
-    """Which inside view the units of `layer` have: conv, maxpool, avgpool, gap, fc, concat,
-    merge, flatten, elementwise, or other (value only)."""
+    """Which inside view the units of `layer` have: conv, deconv, maxpool, avgpool, gap, fc,
+    concat, merge, flatten, elementwise, resize, or other (value only)."""
     kinds = {Conv2d: "conv", ConvTranspose2d: "deconv", MaxPool2d: "maxpool",
              AvgPool2d: "avgpool",
-             GlobalAvgPool2d: "gap", Linear: "fc", Concat: "concat", Flatten: "flatten"}
+             GlobalAvgPool2d: "gap", Linear: "fc", Concat: "concat", Flatten: "flatten",
+             Resize: "resize"}
     for kind, name in kinds.items():
         if isinstance(layer, kind):
             return name

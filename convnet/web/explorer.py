@@ -375,12 +375,11 @@ class Explorer:
                       "class_name": "+".join(names[c] for c in np.unique(samples.labels[i])
                                              if 0 < c < len(names)) or names[0]}
                      for i in range(offset, stop)]
-            return {"count": len(samples.labels), "offset": offset, "items": items,
-                    "description": samples.description}
-        items = [{"id": f"val-{i}", "index": i, "label": int(samples.labels[i]),
-                  "class_name": names[int(samples.labels[i])]
-                  if int(samples.labels[i]) < len(names) else str(samples.labels[i])}
-                 for i in range(offset, stop)]
+        else:
+            items = [{"id": f"val-{i}", "index": i, "label": int(samples.labels[i]),
+                      "class_name": names[int(samples.labels[i])]
+                      if int(samples.labels[i]) < len(names) else str(samples.labels[i])}
+                     for i in range(offset, stop)]
         size = samples.images.shape[2:]
         for position, item in enumerate(items):
             row, column = divmod(position, SPRITE_COLUMNS)

@@ -365,6 +365,22 @@ function deconvView(view) {
     ...nextStep(view, view.pre_activation)])];
 }
 
+function resizeView(view) {
+  const rows = view.reads.map((r) => el("tr", {}, [
+    el("td", {text: `(${r.row}, ${r.col})`}),
+    el("td", {class: "num", text: fmtNumber(r.value, 4), title: String(r.value)}),
+    el("td", {class: "num", text: fmtNumber(r.weight, 4), title: String(r.weight)}),
+    el("td", {class: "num", text: fmtNumber(r.product, 4), title: String(r.product)})]));
+  return [planeFigure(view), el("div", {class: "unit-numbers"}, [
+    el("div", {class: "small muted", text: view.text}),
+    el("table", {class: "contributions"}, [
+      el("tr", {}, ["input pixel", "value", "weight", "value × weight"].map((h) => el("th", {text: h}))),
+      ...rows]),
+    equation(["sum = ", {id: "unit-pre", text: fmtNumber(view.result, 4), title: String(view.result)},
+              {tag: "span", cls: "muted", text: `  (the engine's output: ${fmtNumber(view.engine_value, 4)})`}]),
+    ...nextStep(view, view.result)])];
+}
+
 function textView(lines) {
   return [el("div", {class: "unit-numbers"}, lines)];
 }
@@ -379,6 +395,7 @@ const UNIT_VIEWS = {
   avgpool: poolView,
   fc: fcView,
   deconv: deconvView,
+  resize: resizeView,
   concat: (v) => textView([el("div", {id: "unit-text", text: v.text}),
                            equation(["value ", {id: "unit-pre", text: fmtNumber(v.value, 4)}])]),
   merge: (v) => textView([equation([`${v.sources.join(` ${v.symbol} `)}: ${v.text} = `,

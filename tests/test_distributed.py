@@ -564,7 +564,57 @@ def test_a_hung_rank_makes_the_others_abort_at_the_deadline(workspace, tmp_path)
     assert weights(out)[1]["global_step"] == STEPS_PER_EPOCH
 
 
+@pytest.mark.mpi
+@needs_mpi
+def test_sigterm_to_mpiexec_stops_every_rank_at_one_step_and_the_run_resumes(workspace,
+                                                                               reference,
+                                                                               tmp_path):
+    # What a batch system's time limit does (Slurm's scancel, a container's stop): SIGTERM to
+    # mpiexec, which passes it to the ranks; they agree on one step, rank 0 saves, and the run
+    # resumes to the uninterrupted run's weights.
+    out = tmp_path / "run"
+    job = {"settings": settings(workspace), "out": str(out), "slow_step_s": 0.4}
+    environment = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                   "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([str(MPIEXEC), "-n", "2", sys.executable, __file__,
+                                json.dumps(job)], cwd=REPO, env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        if time.monotonic() > deadline or process.poll() is not None:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"the run did not finish its first epoch: {process.communicate()}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"mpiexec did not end within 60 s of SIGTERM: {process.communicate()}")
+    output = stdout + stderr
+    assert "SIGTERM received" in output, output
+    _, state = weights(out)
+    stopped_at = state["global_step"]
+    assert STEPS_PER_EPOCH <= stopped_at < 2 * STEPS_PER_EPOCH, output
+    assert checkpoint.read_checkpoint(out / "checkpoints" / "best.safetensors")
+    code, err, _ = drive(2, {"settings": settings(workspace), "out": str(out), "resume": True})
+    assert code == 0, err
+    assert_close(weights(reference)[0], weights(out)[0])
+
+
 # -- what each process runs ----------------------------------------------------------------------
+class SlowSteps:
+    """Every step takes at least `seconds` (a run long enough to be stopped by a signal)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def on_batch(self, trainer, stats):
+        time.sleep(self.seconds)
+
+
 class Fault:
     """On rank `rank` at step `step`: raise, be killed, hang, or ask to stop."""
 
@@ -592,6 +642,8 @@ def drive_job(job: dict) -> int:
     if job.get("own_folder_per_rank") and group.rank != 0:
         out = out.with_name(f"{out.name}-rank{group.rank}")  # where it must never write
     callbacks = [Fault(**job["fault"])] if "fault" in job else []
+    if "slow_step_s" in job:
+        callbacks.append(SlowSteps(job["slow_step_s"]))
     trainer = Trainer(TrainConfig(**job["settings"]), out, resume=job.get("resume", False),
                       callbacks=callbacks, group=group, progress=False)
     trainer.fit()

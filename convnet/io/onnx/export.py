@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from convnet.core.backend import to_numpy
 from convnet.core.files import atomic_write
+from convnet.io.onnx.emitters import EMITTERS, Partial, emits
 from convnet.nn.activations import (
     Hardsigmoid,
     Hardtanh,
@@ -102,20 +103,6 @@ class _GraphBuilder:
                                 **attributes)
         self.nodes.append(node)
         return names[0] if outputs == 1 else names
-
-
-# layer class -> emitter(graph, layer, inputs, shapes, prefix) -> output tensor name(s);
-# `inputs` are tensor names, `shapes` their per-sample shapes (one each for a merge).
-EMITTERS: dict[type, object] = {}
-
-
-def emits(*classes):
-    """Register the function that writes a layer class as ONNX nodes."""
-    def register(function):
-        for cls in classes:
-            EMITTERS[cls] = function
-        return function
-    return register
 
 
 def _onnx_pads(padding) -> list[int]:
@@ -282,7 +269,7 @@ def _merge(graph, layer, xs, shapes, prefix):
     for index, x in enumerate(xs[1:], start=1):
         if index == len(xs) - 1:
             return graph.node(op, [out, x], layer)
-        out = graph.node(op, [out, x], _Partial(f"{layer.name}_part{index}", layer))
+        out = graph.node(op, [out, x], Partial(f"{layer.name}_part{index}", layer))
     return out
 
 
@@ -337,12 +324,12 @@ def _constant(graph, layer, xs, shapes, prefix):
     data = layer.data
     value = graph.weight(prefix + "value", data)
     batched = graph.node("Unsqueeze", [value, graph.ints(f"{layer.name}.axis0", [0])],
-                         _Partial(f"{layer.name}_batched", layer))
-    shape = graph.node("Shape", [xs[0]], _Partial(f"{layer.name}_shape", layer))
+                         Partial(f"{layer.name}_batched", layer))
+    shape = graph.node("Shape", [xs[0]], Partial(f"{layer.name}_shape", layer))
     batch = graph.node("Gather", [shape, graph.ints(f"{layer.name}.index0", [0])],
-                       _Partial(f"{layer.name}_batch", layer), axis=0)
+                       Partial(f"{layer.name}_batch", layer), axis=0)
     target = graph.node("Concat", [batch, graph.ints(f"{layer.name}.dims", data.shape)],
-                        _Partial(f"{layer.name}_target", layer), axis=0)
+                        Partial(f"{layer.name}_target", layer), axis=0)
     return graph.node("Expand", [batched, target], layer)
 
 
@@ -384,17 +371,6 @@ def _unary(graph, layer, xs, shapes, prefix):
 def _pow(graph, layer, xs, shapes, prefix):
     exponent = graph.constant(f"{layer.name}.exponent", numpy.array(layer.exponent))
     return graph.node("Pow", [xs[0], exponent], layer)
-
-
-@dataclass
-class _Partial:
-    """Stands for a layer in node naming when it takes several nodes."""
-
-    name: str
-    layer: Layer
-
-    def __repr__(self) -> str:
-        return repr(self.layer)
 
 
 def _class_names(class_names, output_shape: Shape) -> list[str] | None:

@@ -1,5 +1,5 @@
 """ONNX emitters of the resizing, padding, transposed-convolution and further activation
-layers (registered in export.EMITTERS when export is imported)."""
+layers (registered in emitters.EMITTERS; export imports this module)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import numpy
 
-from convnet.io.onnx.export import _Partial, emits
+from convnet.io.onnx.emitters import Partial, emits
 from convnet.nn.activations import (
     ELU,
     GELU,
@@ -25,7 +25,7 @@ from convnet.nn.resize import Resize, Upsample
 
 
 def _part(layer, suffix: str):
-    return _Partial(f"{layer.name}_{suffix}", layer)
+    return Partial(f"{layer.name}_{suffix}", layer)
 
 
 @emits(ConvTranspose2d)

@@ -82,3 +82,25 @@ def test_missing_things_are_explained(tmp_path):
     (tmp_path / "run" / "checkpoints" / "last.safetensors").unlink()
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoints yet"):
         checkpoint.load(tmp_path / "run")
+
+
+def test_written_files_get_the_umask_s_permissions_or_keep_the_ones_they_replace(tmp_path):
+    # mkstemp makes its files 0o600: a checkpoint, an export or a report written through it
+    # would be unreadable to the group and to a web server. New files get what open() gives.
+    import os
+    import stat
+
+    from convnet.core import files
+
+    fresh = tmp_path / "fresh.json"
+    files.write_json(fresh, {"a": 1})
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    assert stat.S_IMODE(fresh.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) \
+        == files.NEW_FILE_MODE
+    private = tmp_path / "private.json"
+    private.write_text("{}")
+    os.chmod(private, 0o600)
+    files.write_json(private, {"b": 2})
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and json.loads(private.read_text()) \
+        == {"b": 2}

@@ -12,14 +12,33 @@ import tempfile
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: set it back at once
+    os.umask(mask)
+    return mask
+
+
+# Read once, when the package is imported (before any thread of ours writes files).
+NEW_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync, then rename over `path`: readers never see a partial file."""
+    """Call write(tmp_path), fsync, then rename over `path`: readers never see a partial file.
+
+    The file gets the permissions open() would give it (0o666 less the umask: 0o644 usually),
+    or keeps those of the file it replaces; mkstemp's own 0o600 would hide checkpoints and
+    exports from the group and from a web server reading them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = NEW_FILE_MODE
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
         write(Path(tmp))
+        os.chmod(tmp, mode)
         with open(tmp, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(tmp, path)

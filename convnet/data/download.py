@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from convnet.core.files import NEW_FILE_MODE
 from convnet.data.errors import DataError
 
 CHUNK_BYTES = 1 << 20
@@ -105,6 +106,7 @@ def _fetch_one(url: str, remote: RemoteFile, folder: Path, progress: bool | None
         if digest != remote.sha256:
             raise _MirrorFailed(f"checksum mismatch: expected SHA-256 {remote.sha256}, "
                                 f"received {digest} ({received} bytes)")
+        os.chmod(tmp, NEW_FILE_MODE)  # mkstemp's 0o600 would hide it from a shared cache's users
         os.replace(tmp, final)
         return final
     finally:

@@ -423,3 +423,32 @@ def test_an_upsampling_unit_shows_the_pixels_it_reads_and_their_weights(tmp_path
     assert nearest["kind"] == "resize" and [(r["row"], r["col"]) for r in nearest["reads"]] == [
         (7 // 3, 17 // 3)]
     assert nearest["result"] == pytest.approx(nearest["engine_value"], rel=1e-6)
+
+
+def test_padding_and_pixel_shuffle_units_name_the_input_pixel_they_copy(tmp_path):
+    import convnet as cn
+
+    x = cn.Input((1, 6, 6))
+    conv = cn.Conv2d(1, 4, 3, padding=1)(x)
+    padded = cn.ZeroPad2d(1)(conv)  # 4 x 8 x 8
+    shuffled = cn.PixelShuffle(2)(padded)  # 1 x 16 x 16
+    model = cn.Model(x, cn.Flatten()(cn.GlobalAvgPool2d()(shuffled)))
+    with local(create_app(model=model, input_shape=(1, 6, 6), dataset="mnist-5k",
+                          runs_dir=tmp_path)) as c:
+        names = [s["name"] for s in c.get("/api/model").json()["stages"]]
+        pad = next(n for n in names if n.startswith("pad"))
+        shuffle = next(n for n in names if n.startswith("shuffle"))
+
+        def unit(layer, channel, row, col):
+            return c.get("/api/unit/val-0", params={"layer": layer, "channel": channel,
+                                                    "row": row, "col": col}).json()
+
+        border, inside = unit(pad, 2, 0, 3), unit(pad, 2, 4, 3)
+        # PixelShuffle: output (0, 5, 6) comes from channel (5 % 2) * 2 + 6 % 2 = 2 of the
+        # padded map, at (5 // 2, 6 // 2) = (2, 3).
+        moved = unit(shuffle, 0, 5, 6)
+    assert border["kind"] == "moved" and border["source"] is None and border["result"] == 0
+    assert inside["source"] == [2, 3, 2]  # padding 1 moves (3, 2) of conv1 to (4, 3)
+    assert inside["result"] == pytest.approx(inside["engine_value"], rel=1e-6)
+    assert moved["source"] == [2, 2, 3]
+    assert moved["result"] == pytest.approx(moved["engine_value"], rel=1e-6)

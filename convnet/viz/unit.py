@@ -24,8 +24,11 @@ from convnet.nn.activations import LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, 
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.conv import Conv2d
 from convnet.nn.conv_transpose import ConvTranspose2d
+from convnet.nn.layer import no_grad
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
+from convnet.nn.padding import Pad
+from convnet.nn.pixel_shuffle import DepthToSpace, PixelShuffle, PixelUnshuffle, SpaceToDepth
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from convnet.nn.resize import Resize
 
@@ -409,22 +412,49 @@ def _resize(layer: Resize, inputs, out, channel, row, col, **_) -> dict:
                      f"weights summing to {sum(item['weight'] for item in reads):.4g}")}
 
 
+# -- moving values -----------------------------------------------------------------------------
+def _moved(layer, inputs, out, channel, row, col, **_) -> dict:
+    """Where a layer that only moves values (padding, pixel shuffle) took this output from:
+    the layer itself runs on inputs numbered 1, 2, 3, ... (twice, numbered from two starts),
+    so an output that copies an input holds its number and one that holds a constant (zero
+    padding) is the same both times."""
+    source = np.asarray(inputs[0][0], dtype=np.float64)  # C, H, W
+    size = source.size
+    numbered = np.arange(1, size + 1, dtype=np.float64).reshape(1, *source.shape)
+    with no_grad():
+        first = layer.forward(numbered)[0, channel, row, col]
+        second = layer.forward(numbered + size)[0, channel, row, col]
+    result = {"kind": "moved", "result": None, "input_shape": list(source.shape)}
+    if second - first == size and 1 <= first <= size and first == round(first):
+        c, i, j = (int(v) for v in np.unravel_index(int(first) - 1, source.shape))
+        value = float(source[c, i, j])
+        result.update(source=[c, i, j], result=value,
+                      text=f"a copy of input map {c} at ({i}, {j}), nothing computed")
+    else:
+        result.update(source=None, result=float(first),
+                      text=f"padding: the constant {float(first):g}, no input pixel")
+    return result
+
+
 _EXPLAINERS = {
     Conv2d: _conv, MaxPool2d: _pool, AvgPool2d: _pool, GlobalAvgPool2d: _global_pool,
     ConvTranspose2d: _deconv, Linear: _linear, Concat: _concat, Add: _merge, Sub: _merge,
     Mul: _merge, Div: _merge,
     Flatten: _flatten, ReLU: _elementwise, LeakyReLU: _elementwise, Sigmoid: _elementwise,
     Tanh: _elementwise, Dropout: _elementwise, BatchNorm2d: _elementwise, Resize: _resize,
+    Pad: _moved, PixelShuffle: _moved, PixelUnshuffle: _moved, DepthToSpace: _moved,
+    SpaceToDepth: _moved,
 }
 
 
 def view_kind(layer) -> str:
     """Which inside view the units of `layer` have: conv, deconv, maxpool, avgpool, gap, fc,
-    concat, merge, flatten, elementwise, resize, or other (value only)."""
+    concat, merge, flatten, elementwise, resize, moved, or other (value only)."""
     kinds = {Conv2d: "conv", ConvTranspose2d: "deconv", MaxPool2d: "maxpool",
              AvgPool2d: "avgpool",
              GlobalAvgPool2d: "gap", Linear: "fc", Concat: "concat", Flatten: "flatten",
-             Resize: "resize"}
+             Resize: "resize", Pad: "moved", PixelShuffle: "moved", PixelUnshuffle: "moved",
+             DepthToSpace: "moved", SpaceToDepth: "moved"}
     for kind, name in kinds.items():
         if isinstance(layer, kind):
             return name

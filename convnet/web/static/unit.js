@@ -396,6 +396,7 @@ const UNIT_VIEWS = {
   fc: fcView,
   deconv: deconvView,
   resize: resizeView,
+  moved: (v) => textView([equation([`${v.text}: `, {id: "unit-pre", text: fmtNumber(v.result, 4), title: String(v.result)}])]),
   concat: (v) => textView([el("div", {id: "unit-text", text: v.text}),
                            equation(["value ", {id: "unit-pre", text: fmtNumber(v.value, 4)}])]),
   merge: (v) => textView([equation([`${v.sources.join(` ${v.symbol} `)}: ${v.text} = `,

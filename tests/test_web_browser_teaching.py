@@ -197,10 +197,11 @@ def test_playground_shows_the_engine_s_arithmetic(browser, tiny, settings):
         expected_error = str(error)
         expected = f"{window_fit(n, f, s, (p, p), d, strict=False).output}" * 2
         expected = f"{expected[0]}×{expected[1]}"
-    page.wait_for_function(
-        "([n, f, s]) => document.querySelector('#pg-formula').textContent.startsWith("
-        "`(${n} - `) && document.querySelector('#pg-formula').textContent.includes(`)/${s} + 1`)",
-        arg=[n, f, s])
+    # Every field's change asks the server; wait for the last answer (the output shown is the
+    # one expected, and no request is still on its way to reset the window later).
+    page.wait_for_function("(want) => document.querySelector('#pg-output').textContent === want",
+                           arg=expected)
+    page.wait_for_load_state("networkidle")
     assert page.inner_text("#pg-output") == expected
     if expected_error:
         assert page.is_visible("#pg-error")

@@ -16,7 +16,7 @@ import numpy
 from convnet.core.backend import array_module
 from convnet.nn import symbolic
 from convnet.nn.init import initial_weight
-from convnet.nn.parameter import Parameter
+from convnet.nn.parameter import Parameter, changed, switched
 
 Shape = tuple[int, ...]
 
@@ -109,6 +109,7 @@ class Layer:
 
     def set_buffer(self, name: str, value) -> None:
         setattr(self, name, value)
+        changed()
 
     def children(self) -> list[tuple[str, Layer]]:
         """Sub-layers, by name, for containers."""
@@ -194,6 +195,7 @@ class Layer:
     def train(self, mode: bool = True) -> Layer:
         for module in self.modules():
             module.training = mode
+        switched()  # inference plans repack: training may have changed weights in place
         return self
 
     def eval(self) -> Layer:
@@ -267,8 +269,10 @@ class WeightedLayer(Layer):
 
     def reset_parameters(self) -> None:
         self.weight.data[...] = initial_weight(self.weight.shape, self.init, self.weight.data.dtype)
+        self.weight.mark_changed()
         if self.bias is not None:
             self.bias.data[...] = 0
+            self.bias.mark_changed()
 
     def own_parameters(self):
         params = {"weight": self.weight}

@@ -1,0 +1,746 @@
+"""Inference plans: a model in eval mode, run under no_grad(), as compiled steps over the
+blocked channel layout of `convnet.core.blocked`.
+
+A Sequential or a graph Model answers `forward` from a plan when every layer is in eval mode,
+no gradient is being recorded, the input is float32 NumPy and the compiled kernels are on
+(CONVNET_COMPILED_KERNELS=0 switches plans off with them). The plan is built once per input
+shape and holds:
+
+- the layers flattened into one graph (nested Sequentials, Residual blocks, graph models);
+- fusions: a convolution takes the batch norm that alone reads it (folded into its filters and
+  bias), then the activation that alone reads it (ReLU, ReLU6/Hardtanh, LeakyReLU, Hardswish,
+  Hardsigmoid, SiLU, Sigmoid), or the residual Add that alone reads it and the activation after
+  that: y = act(conv(x) + bias + shortcut), as onnxruntime fuses them;
+- one step per remaining node: blocked kernels for convolutions (any stride, dilation and
+  padding; groups when each group's channels are multiples of 8; depthwise), max and average
+  pooling, global average pooling, activations, batch norm, Add/Sub/Mul/Div and Concat of whole
+  blocks of channels; every other layer runs its own NumPy forward (a fallback) on the plain
+  layout, converted to and from as needed (once per tensor);
+- the filters packed for the kernels. They are repacked when any weight or buffer has changed
+  since (see `convnet.nn.parameter`): an optimizer step, load_state_dict, an assignment to a
+  parameter's `.data`, `mark_changed()`, or a train()/eval() switch.
+
+Each blocked tensor is allocated with the zero border its readers pad with, so convolutions
+read padding in place. Tensors are freed after their last reader. Outputs are plain (N, C, H, W)
+arrays, equal to the layers' own forward up to float32 rounding (tests/test_inference.py checks
+every zoo model, every fused pattern and the repacking).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy
+
+from convnet.core import blocked, kernels
+from convnet.core.backend import num_threads, padded, run_chunks
+from convnet.nn import activations as act
+from convnet.nn.batchnorm import BatchNorm2d
+from convnet.nn.conv import Conv2d
+from convnet.nn.layer import Layer, grad_enabled
+from convnet.nn.linear import Dropout
+from convnet.nn.merge import Add, Concat, Div, Mul, Sub
+from convnet.nn.parameter import generation, switches
+from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+
+# Loading Numba and the kernels costs about a second and 135 MB once per process: a batch with
+# fewer multiply-adds than this runs the layers' NumPy forward until the kernels are loaded
+# (`convnet predict` on one image), as `convnet.core.kernels.MIN_LOAD_MACS` rules for training.
+MIN_LOAD_MACS = kernels.MIN_LOAD_MACS
+
+
+def applies(model: Layer, arrays) -> bool:
+    """Whether `model.forward(*arrays)` runs from a plan (see the module doc)."""
+    if grad_enabled() or model.training or not kernels._enabled:
+        return False
+    for x in arrays:
+        if type(x) is not numpy.ndarray or x.dtype != numpy.float32 or x.ndim != 4:
+            return False
+    return True
+
+
+def run(model: Layer, arrays) -> list:
+    """The outputs of `model` for `arrays` (a list of (N, C, H, W) float32 arrays), from the
+    plan for their shapes, built or refreshed as needed; None when no plan serves (the caller
+    then runs the layers)."""
+    plans = model.__dict__.setdefault("_inference_plans", {})
+    key = tuple(tuple(x.shape[1:]) for x in arrays)
+    plan = plans.get(key)
+    if plan is None:
+        plan = Plan(model, [tuple(s) for s in key])
+        if len(plans) >= 8:
+            plans.pop(next(iter(plans)))
+        plans[key] = plan
+    if not plan.useful:
+        return None
+    if not blocked.loaded("conv") and not plan.loaded() and (
+            plan.macs * arrays[0].shape[0] < MIN_LOAD_MACS):
+        return None
+    return plan.run(arrays)
+
+
+# -- the graph -----------------------------------------------------------------------------------
+@dataclass
+class Node:
+    layer: Layer
+    inputs: list[int]
+    outputs: list[int]
+
+
+@dataclass
+class Graph:
+    inputs: list[int]
+    outputs: list[int]
+    nodes: list[Node] = field(default_factory=list)
+    values: int = 0
+
+    def new(self) -> int:
+        self.values += 1
+        return self.values - 1
+
+
+def flatten(model: Layer) -> Graph:
+    """The leaf layers of `model` as one graph of numbered values; a Residual's shortcut
+    projection comes before its body, so that the body's last layer can add it in."""
+    from convnet.nn.containers import Residual, Sequential  # noqa: PLC0415 - they import
+    from convnet.nn.graph import Model  # noqa: PLC0415 - this module
+
+    graph = Graph([], [])
+
+    def add(layer: Layer, sources: list[int], count: int = 1) -> list[int]:
+        if isinstance(layer, Sequential):
+            value = sources[0]
+            for child in layer.layers:
+                (value,) = add(child, [value])
+            return [value]
+        if isinstance(layer, Residual):
+            shortcut = sources[0]
+            if layer.projection is not None:
+                (shortcut,) = add(layer.projection, sources)
+            (body,) = add(layer.body, sources)
+            out = graph.new()
+            graph.nodes.append(Node(_ResidualAdd(), [body, shortcut], [out]))
+            return [out]
+        if isinstance(layer, Model):
+            slots = [None] * layer.slots
+            for slot, value in zip(layer.input_slots, sources, strict=True):
+                slots[slot] = value
+            for step in layer.steps:
+                outs = add(step.layer, [slots[s] for s in step.inputs], len(step.outputs))
+                for slot, value in zip(step.outputs, outs, strict=True):
+                    slots[slot] = value
+            return [slots[s] for s in layer.output_slots]
+        outs = [graph.new() for _ in range(count)]
+        graph.nodes.append(Node(layer, list(sources), outs))
+        return outs
+
+    count = len(model.input_slots) if isinstance(model, Model) else 1
+    graph.inputs = [graph.new() for _ in range(count)]
+    graph.outputs = add(model, list(graph.inputs))
+    return graph
+
+
+class _ResidualAdd(Add):
+    """The join of a Residual block (body + shortcut)."""
+
+
+def _activation(layer: Layer):
+    """(code, alpha, beta) of an activation a kernel can apply, or None."""
+    codes = blocked.ACTIVATIONS
+    kind = type(layer)
+    if kind is act.ReLU:
+        return codes["relu"], 0.0, 0.0
+    if isinstance(layer, act.Hardtanh):
+        return codes["clip"], layer.min_val, layer.max_val
+    if kind is act.LeakyReLU:
+        return codes["leaky"], layer.negative_slope, 0.0
+    if kind is act.Hardswish:
+        return codes["hardswish"], 0.0, 0.0
+    if kind is act.Hardsigmoid:
+        return codes["hardsigmoid"], layer.alpha, layer.beta
+    if kind is act.SiLU:
+        return codes["silu"], 0.0, 0.0
+    if kind is act.Sigmoid:
+        return codes["sigmoid"], 0.0, 0.0
+    return None
+
+
+# -- steps ---------------------------------------------------------------------------------------
+class Step:
+    """One node of the plan: reads values `inputs`, writes `outputs`."""
+
+    inputs: list[int]
+    outputs: list[int]
+    fingerprint = None  # what the packed copies were made from
+
+    def prepare(self) -> None:
+        """(Re)pack what the step keeps from its layers' weights."""
+
+    def run(self, values: list, n: int) -> None:
+        raise NotImplementedError
+
+
+def _geometry(**fields) -> numpy.ndarray:
+    geometry = numpy.zeros(len(blocked.GEOMETRY), dtype=numpy.int64)
+    for name, value in fields.items():
+        geometry[blocked.G[name]] = value
+    return geometry
+
+
+def _plain_strides(shape) -> tuple[int, int, int, int]:
+    """(batch, channel, row, column) strides in elements of a C-contiguous (N, C, H, W)."""
+    _, c, h, w = shape
+    return (c * h * w, h * w, w, 1)
+
+
+class ConvStep(Step):
+    """A Conv2d (with the batch norm, activation and residual Add fused into it) on the
+    direct-convolution kernel, blocked output."""
+
+    def __init__(self, plan: Plan, conv: Conv2d, source: int, out: int, bn=None,
+                 activation=None, residual: int | None = None):
+        self.plan, self.conv, self.bn = plan, conv, bn
+        self.inputs = [source] + ([residual] if residual is not None else [])
+        self.outputs = [out]
+        self.residual = residual
+        self.activation = activation or (0, 0.0, 0.0)
+        c, h, w = plan.shapes[source]
+        self.in_hw = (h, w)
+        self.geometry = conv.geometry((h, w))
+        self.out_hw = self.geometry.out_hw
+        self.groups = conv.groups
+        self.tile = blocked.choose_tile(conv.out_channels // conv.groups,
+                                        self.out_hw[0] * self.out_hw[1])
+        self.blocked_input = plan.blocked[source]
+        self.fingerprint = None
+
+    def needs_border(self) -> int:
+        pad = self.geometry.padding
+        return max(pad.top, pad.bottom, pad.left, pad.right)
+
+    def folded(self):
+        """The filters and bias with the batch norm folded in (float32)."""
+        conv, bn = self.conv, self.bn
+        weight = conv.weight.data.astype(numpy.float32)
+        bias = (conv.bias.data.astype(numpy.float32) if conv.bias is not None
+                else numpy.zeros(conv.out_channels, numpy.float32))
+        if bn is not None:
+            scale = 1.0 / numpy.sqrt(bn.running_var.astype(numpy.float64) + bn.eps)
+            shift = -bn.running_mean.astype(numpy.float64) * scale
+            if bn.weight is not None:
+                scale = scale * bn.weight.data
+                shift = shift * bn.weight.data + bn.bias.data
+            weight = (weight * scale[:, None, None, None]).astype(numpy.float32)
+            bias = (bias * scale + shift).astype(numpy.float32)
+        return weight, bias
+
+    def prepare(self) -> None:
+        params = [self.conv.weight, self.conv.bias]
+        buffers = []
+        if self.bn is not None:
+            params += [self.bn.weight, self.bn.bias]
+            buffers = [self.bn.running_mean, self.bn.running_var]
+        fingerprint = (tuple((id(p.data), p.version) for p in params if p is not None),
+                       tuple(id(b) for b in buffers))
+        if fingerprint == self.fingerprint:
+            return
+        weight, bias = self.folded()
+        groups, k = self.groups, self.conv.out_channels
+        per_group = k // groups
+        lanes_in = blocked.LANES if self.blocked_input else 1
+        self.filters = [blocked.pack_filters(weight[g * per_group : (g + 1) * per_group],
+                                             self.tile[1], lanes_in) for g in range(groups)]
+        self.biases = [blocked.pack_bias(bias[g * per_group : (g + 1) * per_group], per_group,
+                                         self.tile[1], numpy.float32) for g in range(groups)]
+        self.fingerprint = fingerprint
+
+    def run(self, values, n):
+        conv = self.conv
+        x = values[self.inputs[0]]
+        pad = self.geometry.padding
+        c = conv.in_channels
+        if isinstance(x, blocked.Blocked):
+            bs, ks, rs, cs = x.strides()
+            origin = x.origin() - pad.top * rs - pad.left * cs
+            flat = x.data.reshape(-1)
+            channel_step = (c // self.groups) // blocked.LANES * ks  # a group's blocks
+            strides = (ks, rs, cs)
+        else:
+            xp = numpy.ascontiguousarray(padded(numpy, x, pad))  # plain input: a padded copy
+            bs, ks, rs, cs = _plain_strides(xp.shape)
+            origin = 0
+            flat = xp.reshape(-1)
+            channel_step = (c // self.groups) * ks
+            strides = (ks, rs, cs)
+        offsets = self.plan.offsets(self, strides, c // self.groups)
+        out = self.plan.allocate(self.outputs[0], n)
+        obs, oks, ors, ocs = out.strides()
+        fields = dict(x_batch=bs, x_row=rs, x_col=cs, stride_h=conv.stride[0],
+                      stride_w=conv.stride[1], out_batch=obs, out_block=oks, out_lane=1,
+                      out_row=ors, out_col=ocs, out_channels=conv.out_channels // self.groups,
+                      out_store=blocked.blocks(conv.out_channels // self.groups) * blocked.LANES,
+                      out_w=self.out_hw[1], act=self.activation[0])
+        residual = _EMPTY
+        if self.residual is not None:
+            shortcut = values[self.residual]
+            if isinstance(shortcut, blocked.Blocked):
+                rbs, rks, rrs, rcs = shortcut.strides()
+                fields.update(res_batch=rbs, res_block=rks, res_lane=1, res_row=rrs,
+                              res_col=rcs, res_origin=shortcut.origin(), has_residual=1)
+                residual = shortcut.data.reshape(-1)
+            else:
+                shortcut = numpy.ascontiguousarray(shortcut)
+                rbs, rks, rrs, rcs = _plain_strides(shortcut.shape)
+                fields.update(res_batch=rbs, res_block=8 * rks, res_lane=rks, res_row=rrs,
+                              res_col=rcs, res_origin=0, has_residual=1)
+                residual = shortcut.reshape(-1)
+        kernel = blocked.compiled("conv", numpy.float32, self.tile).conv
+        out_flat = out.data.reshape(-1)
+        per_group_blocks = (conv.out_channels // self.groups) // blocked.LANES
+        alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
+        tiles = len(self.biases[0]) // (blocked.LANES * self.tile[1])
+        calls = []
+        for g in range(self.groups):
+            for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],
+                                                      num_threads()):
+                geometry = _geometry(b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=tiles,
+                                     x_origin=origin + g * channel_step,
+                                     out_origin=out.origin() + g * per_group_blocks * oks,
+                                     **fields)
+                if self.residual is not None:
+                    geometry[blocked.G["res_origin"]] += g * per_group_blocks * (
+                        fields["res_block"])
+                calls.append((g, geometry))
+        run_chunks(lambda call: kernel(flat, self.filters[call[0]], self.biases[call[0]],
+                                       offsets, out_flat, residual, call[1], alpha, beta),
+                   calls)
+        values[self.outputs[0]] = out
+
+
+_EMPTY = numpy.zeros(1, numpy.float32)
+
+
+class DepthwiseStep(Step):
+    """A depthwise Conv2d (groups = in = out channels), batch norm and activation fused."""
+
+    def __init__(self, plan: Plan, conv: Conv2d, source: int, out: int, bn=None,
+                 activation=None):
+        self.plan, self.conv, self.bn = plan, conv, bn
+        self.inputs, self.outputs = [source], [out]
+        self.activation = activation or (0, 0.0, 0.0)
+        self.geometry = conv.geometry(plan.shapes[source][1:])
+        self.out_hw = self.geometry.out_hw
+        self.positions = 8
+        self.fingerprint = None
+
+    needs_border = ConvStep.needs_border
+    folded = ConvStep.folded
+
+    def prepare(self) -> None:
+        params = [self.conv.weight, self.conv.bias]
+        buffers = []
+        if self.bn is not None:
+            params += [self.bn.weight, self.bn.bias]
+            buffers = [self.bn.running_mean, self.bn.running_var]
+        fingerprint = (tuple((id(p.data), p.version) for p in params if p is not None),
+                       tuple(id(b) for b in buffers))
+        if fingerprint == self.fingerprint:
+            return
+        weight, bias = self.folded()
+        self.filters, self.bias = blocked.pack_depthwise(weight, bias, numpy.float32)
+        self.fingerprint = fingerprint
+
+    def run(self, values, n):
+        conv = self.conv
+        x = values[self.inputs[0]]
+        pad = self.geometry.padding
+        bs, ks, rs, cs = x.strides()
+        out = self.plan.allocate(self.outputs[0], n)
+        obs, oks, ors, ocs = out.strides()
+        kernel = blocked.compiled("depthwise", numpy.float32, (self.positions,)).depthwise
+        cb = blocked.blocks(conv.out_channels)
+        calls = []
+        for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],
+                                                  num_threads()):
+            calls.append(_geometry(
+                b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=cb, x_batch=bs, x_block=ks, x_row=rs,
+                x_col=cs, x_origin=x.origin() - pad.top * rs - pad.left * cs,
+                stride_h=conv.stride[0], stride_w=conv.stride[1], out_batch=obs,
+                out_block=oks, out_row=ors, out_col=ocs, out_origin=out.origin(),
+                out_w=self.out_hw[1], act=self.activation[0], kernel_h=conv.kernel_size[0],
+                kernel_w=conv.kernel_size[1], dilation_h=conv.dilation[0],
+                dilation_w=conv.dilation[1]))
+        flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
+        alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
+        run_chunks(lambda geometry: kernel(flat, self.filters, self.bias, out_flat, geometry,
+                                           alpha, beta), calls)
+        values[self.outputs[0]] = out
+
+
+class PoolStep(Step):
+    """MaxPool2d / AvgPool2d over a blocked input."""
+
+    def __init__(self, plan: Plan, layer, source: int, out: int):
+        self.plan, self.layer = plan, layer
+        self.inputs, self.outputs = [source], [out]
+        self.in_hw = plan.shapes[source][1:]
+        self.geometry = layer.geometry(self.in_hw)
+
+    def run(self, values, n):
+        layer = self.layer
+        x = values[self.inputs[0]]
+        pad = self.geometry.padding
+        out = self.plan.allocate(self.outputs[0], n)
+        bs, ks, rs, cs = x.strides()
+        obs, oks, ors, ocs = out.strides()
+        cb = blocked.blocks(x.channels)
+        module = blocked.compiled("pool")
+        average = isinstance(layer, AvgPool2d)
+        calls = []
+        for b0, b1, _, _ in blocked.work_splits(n, 1, num_threads()):
+            calls.append(numpy.array([
+                b0, b1, 0, cb, bs, ks, rs, cs, x.origin(), self.in_hw[0], self.in_hw[1], obs,
+                oks, ors, ocs, out.origin(), *self.geometry.out_hw, *layer.kernel_size,
+                *layer.stride, pad.top, pad.left], dtype=numpy.int64))
+        flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
+        if average:
+            include = bool(layer.count_include_pad)
+            run_chunks(lambda g: module.avg_pool(flat, out_flat, g, include), calls)
+        else:
+            run_chunks(lambda g: module.max_pool(flat, out_flat, g), calls)
+        values[self.outputs[0]] = out
+
+
+class GlobalPoolStep(Step):
+    """GlobalAvgPool2d: blocked input -> plain (N, C, 1, 1)."""
+
+    def __init__(self, plan: Plan, source: int, out: int):
+        self.plan = plan
+        self.inputs, self.outputs = [source], [out]
+        self.channels, self.h, self.w = plan.shapes[source]
+
+    def run(self, values, n):
+        x = values[self.inputs[0]]
+        cb = blocked.blocks(self.channels)
+        out = numpy.empty((n, cb * blocked.LANES), numpy.float32)
+        bs, ks, rs, cs = x.strides()
+        module = blocked.compiled("pool")
+        flat = x.data.reshape(-1)
+        calls = [numpy.array([b0, b1, 0, cb, bs, ks, rs, cs, x.origin(), self.h, self.w],
+                             dtype=numpy.int64)
+                 for b0, b1, _, _ in blocked.work_splits(n, 1, num_threads())]
+        run_chunks(lambda g: module.global_avg_pool(flat, out, g), calls)
+        values[self.outputs[0]] = out[:, : self.channels].reshape(n, self.channels, 1, 1)
+
+
+class ActivationStep(Step):
+    """An activation on a blocked tensor (its interior: f(0) need not be 0)."""
+
+    def __init__(self, plan: Plan, layer, source: int, out: int):
+        self.plan, self.layer = plan, layer
+        self.inputs, self.outputs = [source], [out]
+
+    def run(self, values, n):
+        x = values[self.inputs[0]]
+        out = self.plan.allocate(self.outputs[0], n)
+        out.interior[...] = self.layer.forward(x.interior)
+        values[self.outputs[0]] = out
+
+
+class AffineStep(Step):
+    """A BatchNorm2d in eval mode on a blocked tensor: x * scale + shift per channel."""
+
+    def __init__(self, plan: Plan, bn: BatchNorm2d, source: int, out: int):
+        self.plan, self.bn = plan, bn
+        self.inputs, self.outputs = [source], [out]
+
+    def run(self, values, n):
+        bn = self.bn
+        scale = 1.0 / numpy.sqrt(bn.running_var.astype(numpy.float64) + bn.eps)
+        shift = -bn.running_mean * scale
+        if bn.weight is not None:
+            scale, shift = scale * bn.weight.data, shift * bn.weight.data + bn.bias.data
+        lanes = blocked.blocks(bn.num_features) * blocked.LANES
+        s = numpy.zeros(lanes, numpy.float32)
+        t = numpy.zeros(lanes, numpy.float32)
+        s[: bn.num_features], t[: bn.num_features] = scale, shift
+        shape = (-1, 1, 1, blocked.LANES)
+        x = values[self.inputs[0]]
+        out = self.plan.allocate(self.outputs[0], n)
+        numpy.multiply(x.interior, s.reshape(shape), out=out.interior)
+        out.interior[...] += t.reshape(shape)
+        values[self.outputs[0]] = out
+
+
+class MergeStep(Step):
+    """Add, Sub, Mul or Div of blocked tensors (a plain (N, C, 1, 1) one, such as a
+    squeeze-and-excitation gate, is blocked first and broadcast)."""
+
+    OPS = {Add: numpy.add, Sub: numpy.subtract, Mul: numpy.multiply, Div: numpy.divide}
+
+    def __init__(self, plan: Plan, layer, sources: list[int], out: int):
+        self.plan, self.layer = plan, layer
+        self.inputs, self.outputs = sources, [out]
+        self.op = next(op for kind, op in self.OPS.items() if isinstance(layer, kind))
+
+    def run(self, values, n):
+        arrays = []
+        for source in self.inputs:
+            value = values[source]
+            if not isinstance(value, blocked.Blocked):
+                value = blocked.to_blocked(value, 0)
+            arrays.append(value.interior)
+        out = self.plan.allocate(self.outputs[0], n)
+        self.op(arrays[0], arrays[1], out=out.interior)
+        for more in arrays[2:]:
+            self.op(out.interior, more, out=out.interior)
+        values[self.outputs[0]] = out
+
+
+class ConcatStep(Step):
+    """Concat along channels of blocked tensors whose channel counts (all but the last) are
+    multiples of 8: block ranges copied side by side."""
+
+    def __init__(self, plan: Plan, sources: list[int], out: int):
+        self.plan = plan
+        self.inputs, self.outputs = sources, [out]
+
+    def run(self, values, n):
+        out = self.plan.allocate(self.outputs[0], n)
+        at = 0
+        for source in self.inputs:
+            value = values[source]
+            count = blocked.blocks(value.channels)
+            out.interior[:, at : at + count] = value.interior
+            at += count
+        values[self.outputs[0]] = out
+
+
+class AliasStep(Step):
+    """A layer that is the identity in eval mode (Dropout): its output is its input."""
+
+    def __init__(self, source: int, out: int):
+        self.inputs, self.outputs = [source], [out]
+
+    def run(self, values, n):
+        values[self.outputs[0]] = values[self.inputs[0]]
+
+
+class FallbackStep(Step):
+    """Any other layer: its own NumPy forward on plain (N, C, H, W) arrays."""
+
+    def __init__(self, layer: Layer, sources: list[int], outs: list[int]):
+        self.layer = layer
+        self.inputs, self.outputs = sources, outs
+
+    def run(self, values, n):
+        arrays = [_plain(values[s]) for s in self.inputs]
+        out = self.layer.forward(arrays if self.layer.multi_input else arrays[0])
+        outs = out if self.layer.multi_output else (out,)
+        for slot, array in zip(self.outputs, outs, strict=True):
+            values[slot] = array
+
+
+def _plain(value):
+    return blocked.from_blocked(value) if isinstance(value, blocked.Blocked) else value
+
+
+# -- the plan ----------------------------------------------------------------------------------
+class Plan:
+    """The steps of one model for one set of per-sample input shapes (see the module doc)."""
+
+    def __init__(self, model: Layer, input_shapes: list[tuple]):
+        self.model = model
+        self.graph = graph = flatten(model)
+        self.shapes: list = [None] * graph.values
+        for value, shape in zip(graph.inputs, input_shapes, strict=True):
+            self.shapes[value] = tuple(shape)
+        for node in graph.nodes:
+            given = [self.shapes[v] for v in node.inputs]
+            out = node.layer.output_shape(given if node.layer.multi_input else given[0])
+            outs = out if node.layer.multi_output else [out]
+            for value, shape in zip(node.outputs, outs, strict=True):
+                self.shapes[value] = tuple(shape)
+        self.macs = sum(node.layer.macs(self.shapes[node.inputs[0]], self.shapes[node.outputs[0]])
+                        for node in graph.nodes if not node.layer.multi_input
+                        and len(self.shapes[node.inputs[0]]) == 3
+                        and len(self.shapes[node.outputs[0]]) == 3)
+        self.blocked = [False] * graph.values
+        self.steps = self._build(graph)
+        self.border = [0] * graph.values
+        for step in self.steps:
+            if isinstance(step, (ConvStep, DepthwiseStep)) and self.blocked[step.inputs[0]]:
+                source = step.inputs[0]
+                self.border[source] = max(self.border[source], step.needs_border())
+        self.readers = [0] * graph.values
+        for step in self.steps:
+            for value in step.inputs:
+                self.readers[value] += 1
+        self.useful = any(not isinstance(step, (FallbackStep, AliasStep)) for step in self.steps)
+        self._offsets: dict = {}
+        self.generation = None
+        self.switches = None
+        self._lock = threading.Lock()
+
+    # -- building ------------------------------------------------------------------------------
+    def _build(self, graph: Graph) -> list[Step]:
+        readers: dict[int, list[Node]] = {}
+        for node in graph.nodes:
+            for value in node.inputs:
+                readers.setdefault(value, []).append(node)
+        outputs = set(graph.outputs)
+
+        def sole_reader(value: int):
+            """The node that alone reads `value` (and value is no model output), or None."""
+            nodes = readers.get(value, [])
+            return nodes[0] if len(nodes) == 1 and value not in outputs else None
+
+        produced_before: set[int] = set(graph.inputs)
+        fused: set[int] = set()  # nodes taken into a convolution
+        steps: list[Step] = []
+        for node in graph.nodes:
+            if id(node) in fused:
+                continue
+            layer = node.layer
+            source = node.inputs[0]
+            if isinstance(layer, Conv2d) and self._conv_fits(layer, source):
+                out, bn, activation, residual = node.outputs[0], None, None, None
+                depthwise = layer.groups > 1 and layer.groups == layer.in_channels == (
+                    layer.out_channels)
+                nxt = sole_reader(out)
+                if nxt is not None and type(nxt.layer) is BatchNorm2d:
+                    bn, out = nxt.layer, nxt.outputs[0]
+                    fused.add(id(nxt))
+                    nxt = sole_reader(out)
+                if nxt is not None and _activation(nxt.layer) is not None:
+                    activation, out = _activation(nxt.layer), nxt.outputs[0]
+                    fused.add(id(nxt))
+                elif (nxt is not None and not depthwise and isinstance(nxt.layer, Add)
+                      and len(nxt.inputs) == 2 and self._same_shape(nxt.inputs)):
+                    other = nxt.inputs[1] if nxt.inputs[0] == out else nxt.inputs[0]
+                    if other != out and other in produced_before:
+                        residual, out = other, nxt.outputs[0]
+                        fused.add(id(nxt))
+                        after = sole_reader(out)
+                        if after is not None and _activation(after.layer) is not None:
+                            activation, out = _activation(after.layer), after.outputs[0]
+                            fused.add(id(after))
+                if depthwise:
+                    if not self.blocked[source]:
+                        steps.append(_ToBlocked(self, source))
+                    steps.append(DepthwiseStep(self, layer, source, out, bn, activation))
+                else:
+                    steps.append(ConvStep(self, layer, source, out, bn, activation, residual))
+                self.blocked[out] = True
+                produced_before.update([out, *node.outputs])
+                continue
+            step = self._step(node)
+            steps.append(step)
+            for value in step.outputs:
+                self.blocked[value] = isinstance(step, (PoolStep, ActivationStep, AffineStep,
+                                                        MergeStep, ConcatStep)) or (
+                    isinstance(step, AliasStep) and self.blocked[step.inputs[0]])
+            produced_before.update(node.outputs)
+        return steps
+
+    def _conv_fits(self, conv: Conv2d, source: int) -> bool:
+        shape = self.shapes[source]
+        if len(shape) != 3 or conv.weight.data.dtype != numpy.float32:
+            return False
+        out_h, out_w = conv.geometry(shape[1:]).out_hw
+        if conv.groups == 1:
+            # a 1x1 map (a squeeze-and-excitation gate) is a matrix product: NumPy's
+            return out_h * out_w > 1 or self.blocked[source]
+        if conv.groups == conv.in_channels == conv.out_channels:
+            return True
+        lanes = blocked.LANES
+        return (self.blocked[source] and (conv.in_channels // conv.groups) % lanes == 0
+                and (conv.out_channels // conv.groups) % lanes == 0)
+
+    def _same_shape(self, values) -> bool:
+        return len({self.shapes[v] for v in values}) == 1
+
+    def _step(self, node: Node) -> Step:
+        layer = node.layer
+        source = node.inputs[0]
+        on_blocked = self.blocked[source]
+        if type(layer) is Dropout:
+            return AliasStep(source, node.outputs[0])
+        if on_blocked and isinstance(layer, (MaxPool2d, AvgPool2d)):
+            return PoolStep(self, layer, source, node.outputs[0])
+        if on_blocked and type(layer) is GlobalAvgPool2d:
+            return GlobalPoolStep(self, source, node.outputs[0])
+        if on_blocked and _activation(layer) is not None:
+            return ActivationStep(self, layer, source, node.outputs[0])
+        if on_blocked and type(layer) is BatchNorm2d:
+            return AffineStep(self, layer, source, node.outputs[0])
+        shapes = [self.shapes[v] for v in node.inputs]
+        if (isinstance(layer, (Add, Sub, Mul, Div)) and any(self.blocked[v] for v in node.inputs)
+                and all(len(s) == 3 for s in shapes)
+                and len({s[0] for s in shapes}) == 1
+                and all(s[1:] in (shapes[0][1:], (1, 1)) for s in shapes)
+                and shapes[0][1:] == self.shapes[node.outputs[0]][1:]):
+            return MergeStep(self, layer, node.inputs, node.outputs[0])
+        if (type(layer) is Concat and all(self.blocked[v] for v in node.inputs)
+                and all(len(s) == 3 for s in shapes)
+                and layer._sample_axis(3) == 0
+                and all(s[0] % blocked.LANES == 0 for s in shapes[:-1])):
+            return ConcatStep(self, node.inputs, node.outputs[0])
+        return FallbackStep(layer, node.inputs, node.outputs)
+
+    # -- running -------------------------------------------------------------------------------
+    def loaded(self) -> bool:
+        return self.generation is not None
+
+    def offsets(self, step, strides, channels: int):
+        key = (id(step), strides)
+        found = self._offsets.get(key)
+        if found is None:
+            lanes_in = blocked.LANES if step.blocked_input else 1
+            found = blocked.tap_offsets(channels, step.conv.kernel_size, step.conv.dilation,
+                                        strides, lanes_in)
+            self._offsets[key] = found
+        return found
+
+    def allocate(self, value: int, n: int) -> blocked.Blocked:
+        channels, h, w = self.shapes[value]
+        return blocked.empty_blocked(n, channels, (h, w), self.border[value])
+
+    def run(self, arrays) -> list:
+        with self._lock:
+            if self.generation != generation():
+                if self.switches != switches():  # a train()/eval() switch: repack everything
+                    for step in self.steps:
+                        step.fingerprint = None
+                    self.switches = switches()
+                for step in self.steps:
+                    step.prepare()
+                self.generation = generation()
+        n = arrays[0].shape[0]
+        values: list = [None] * self.graph.values
+        for value, array in zip(self.graph.inputs, arrays, strict=True):
+            values[value] = array
+        readers = list(self.readers)
+        outputs = set(self.graph.outputs)
+        for step in self.steps:
+            step.run(values, n)
+            for value in step.inputs:
+                readers[value] -= 1
+                if readers[value] == 0 and value not in outputs:
+                    values[value] = None
+        return [_plain(values[v]) for v in self.graph.outputs]
+
+
+class _ToBlocked(Step):
+    """A plain tensor blocked for a kernel that reads only blocked ones (depthwise)."""
+
+    def __init__(self, plan: Plan, value: int):
+        self.plan = plan
+        self.inputs, self.outputs = [value], [value]
+        plan.blocked[value] = True
+
+    def run(self, values, n):
+        value = self.inputs[0]
+        values[value] = blocked.to_blocked(values[value], self.plan.border[value])
+

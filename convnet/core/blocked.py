@@ -163,19 +163,38 @@ def choose_tile(out_channels: int, positions: int) -> tuple[int, int]:
 def _positions(positions: int, ind: str, with_residual: bool) -> list[str]:
     """Code placing a tile's P positions: output positions q0 .. q0+P-1 of image b in
     row-major order, the ones past the range clamped to its last (computed and stored again,
-    with the same values), as (row i, column j) and the addresses of their first input pixel,
-    output and shortcut."""
+    with the same values), as the addresses of their first input pixel, output and shortcut.
+    (ci, cj) is q0's row and column, kept up to date without dividing (a 64-bit division
+    costs tens of cycles, a tile's P of them as much as a 1x1 layer's arithmetic)."""
     lines = []
     for p in range(positions):
-        lines += [ind + f"q = min(q0 + {p}, q1 - 1)",
-                  ind + "i = q // out_w",
-                  ind + "j = q - i * out_w",
-                  ind + f"x{p}p = b * x_batch + i * stride_h * x_row + j * stride_w * x_col"
+        lines += [ind + "pi = ci", ind + f"pj = cj + {p}"]
+        if p:
+            lines += [ind + "if pj >= out_w:",
+                      ind + "    pi += pj // out_w",
+                      ind + "    pj = pj % out_w",
+                      ind + f"if q0 + {p} >= q1:",
+                      ind + "    pi = last_i",
+                      ind + "    pj = last_j"]
+        lines += [ind + f"x{p}p = b * x_batch + pi * stride_h * x_row + pj * stride_w * x_col"
                         " + x_origin",
-                  ind + f"o{p}p = b * out_batch + i * out_row + j * out_col + out_origin"]
+                  ind + f"o{p}p = b * out_batch + pi * out_row + pj * out_col + out_origin"]
         if with_residual:
-            lines.append(ind + f"r{p}p = b * res_batch + i * res_row + j * res_col + res_origin")
+            lines.append(ind + f"r{p}p = b * res_batch + pi * res_row + pj * res_col"
+                               " + res_origin")
+    lines += [ind + f"cj += {positions}",
+              ind + "if cj >= out_w:",
+              ind + "    ci += cj // out_w",
+              ind + "    cj = cj % out_w"]
     return lines
+
+
+def _position_start(ind: str) -> list[str]:
+    """Row and column of the first position of a range, and of its last."""
+    return [ind + "ci = i0 // out_w",
+            ind + "cj = i0 - ci * out_w",
+            ind + "last_i = (q1 - 1) // out_w",
+            ind + "last_j = q1 - 1 - last_i * out_w"]
 
 
 def conv_source(positions: int, block_count: int) -> str:
@@ -204,6 +223,7 @@ def conv_source(positions: int, block_count: int) -> str:
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
         "    for b in range(b0, b1):",
         "        for kt in range(k0, k1):",
+        *_position_start(" " * 12),
         f"            for q0 in range(i0, q1, {positions}):",
     ]
     ind = " " * 16
@@ -309,6 +329,7 @@ def depthwise_source(positions: int) -> str:
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
         "    for b in range(b0, b1):",
         "        for cb in range(k0, k1):",
+        *_position_start(" " * 12),
         f"            for q0 in range(i0, q1, {positions}):",
     ]
     ind = " " * 16

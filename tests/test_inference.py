@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.core import blocked, kernels
+from convnet.core import backend, blocked, kernels
 from convnet.io import zoo
 from convnet.nn import inference
 
@@ -217,6 +217,71 @@ def test_graph_merges_concat_and_squeeze_excitation(rng):
         assert_matches(mine, theirs)
     kinds = steps_of(model)
     assert "ConcatStep" in kinds and kinds.count("PoolStep") == 3 and "MergeStep" in kinds
+
+
+# -- runners: buffers kept per batch size --------------------------------------------------------
+def test_outputs_outlive_the_next_call_and_buffers_are_shared(rng):
+    x_in = cn.Input((3, 8, 8))
+    y = cn.MaxPool2d(2)(cn.ReLU()(cn.Conv2d(3, 8, 3, padding=1)(x_in)))
+    for _ in range(3):
+        y = cn.Conv2d(8, 8, 3, padding=1)(y)
+    pooled = cn.GlobalAvgPool2d()(y)
+    flat = cn.Flatten()(pooled)
+    head = cn.Linear(8, 5)(cn.ReLU()(cn.Linear(8, 8)(flat)))
+    model = cn.Model(x_in, [head, pooled, flat]).eval()
+    first = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    second = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    kept = [out.copy() for out in planned(model, first)]
+    again = planned(model, second)
+    outs = planned(model, first)
+    for mine, theirs in zip(again, reference(model, second), strict=True):
+        assert_matches(mine, theirs)
+    for mine, before in zip(outs, kept, strict=True):
+        np.testing.assert_array_equal(mine, before)
+    assert not np.shares_memory(outs[0], again[0]) and not np.shares_memory(outs[1], again[1])
+    assert "DenseStep" in steps_of(model) and "FlattenStep" in steps_of(model)
+    plan = next(iter(model._inference_plans.values()))
+    (runner,) = plan._runners[(2, backend.num_threads())]
+    assert len({id(b) for b in runner.buffers.values()}) < len(runner.buffers)  # reused
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_one_image_split_over_two_threads(batch, monkeypatch, rng):
+    monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        for name in ("resnet8", "mobilenet-mini", "inception-mini"):
+            model = zoo.build_model(name)
+            randomize_batch_norms(model, rng)
+            model.eval()
+            x = rng.standard_normal((batch, *zoo.MODELS[name].input_shape)).astype(np.float32)
+            assert_matches(planned(model, x), reference(model, x))
+    finally:
+        backend.set_num_threads(previous)
+
+
+def test_concurrent_calls_get_their_own_buffers(rng):
+    import threading
+
+    model = small_model().eval()
+    xs = [rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(2)]
+    expected = [reference(model, x) for x in xs]
+    failures = []
+
+    def work(index):
+        for _ in range(30):
+            with cn.no_grad():
+                out = model.forward(xs[index])
+            if not np.allclose(out, expected[index], atol=1e-4):
+                failures.append(index)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
 
 
 # -- when weights change ---------------------------------------------------------------------------

@@ -114,10 +114,12 @@ def empty_blocked(n: int, channels: int, hw, border: int, dtype=numpy.float32) -
     return Blocked(data, channels, m)
 
 
-def to_blocked(x, border: int = 0) -> Blocked:
-    """(N, C, H, W) -> Blocked, zeros in the border and in the lanes past C."""
+def to_blocked(x, border: int = 0, out: Blocked | None = None) -> Blocked:
+    """(N, C, H, W) -> Blocked, zeros in the border and in the lanes past C; into `out` (of
+    that shape and border) when given."""
     n, c, h, w = x.shape
-    out = empty_blocked(n, c, (h, w), border, x.dtype)
+    if out is None:
+        out = empty_blocked(n, c, (h, w), border, x.dtype)
     inside = out.interior  # N, Cb, H, W, 8
     full = c // LANES
     if full:
@@ -130,11 +132,12 @@ def to_blocked(x, border: int = 0) -> Blocked:
     return out
 
 
-def from_blocked(value: Blocked):
-    """Blocked -> (N, C, H, W), a new C-contiguous array."""
+def from_blocked(value: Blocked, out=None):
+    """Blocked -> (N, C, H, W), a new C-contiguous array (or `out`, C-contiguous)."""
     n, c, h, w = value.shape
     inside = value.interior  # N, Cb, H, W, 8
-    out = numpy.empty((n, c, h, w), dtype=value.data.dtype)
+    if out is None:
+        out = numpy.empty((n, c, h, w), dtype=value.data.dtype)
     full = c // LANES
     if full:
         out[:, : full * LANES].reshape(n, full, LANES, h, w)[...] = inside[:, :full].transpose(

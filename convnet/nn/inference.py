@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 import numpy
 
 from convnet.core import blocked, kernels
-from convnet.core.backend import num_threads, padded, run_chunks
+from convnet.core.backend import num_threads, run_chunks
 from convnet.nn import activations as act
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.conv import Conv2d
 from convnet.nn.layer import Layer, grad_enabled
-from convnet.nn.linear import Dropout
+from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
 from convnet.nn.parameter import generation, switches
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
@@ -177,7 +177,13 @@ class Step:
     def prepare(self) -> None:
         """(Re)pack what the step keeps from its layers' weights."""
 
-    def run(self, values: list, n: int) -> None:
+    def bind(self, rt: Runner):
+        """A function of the values list that runs the step with the buffers of `rt`: what
+        depends only on shapes (geometry, strides, work splits) is worked out here, once per
+        batch size; the packed weights are read at each call (a repack replaces them)."""
+        return lambda values: self.run(values, rt)
+
+    def run(self, values: list, rt: Runner) -> None:
         raise NotImplementedError
 
 
@@ -192,6 +198,15 @@ def _plain_strides(shape) -> tuple[int, int, int, int]:
     """(batch, channel, row, column) strides in elements of a C-contiguous (N, C, H, W)."""
     _, c, h, w = shape
     return (c * h * w, h * w, w, 1)
+
+
+def _calling(kernel, chunks, args_of):
+    """A function running kernel(*args_of(chunk)) for every chunk, over the worker threads when
+    there is more than one chunk."""
+    if len(chunks) == 1:
+        (chunk,) = chunks
+        return lambda: kernel(*args_of(chunk))
+    return lambda: run_chunks(lambda chunk: kernel(*args_of(chunk)), chunks)
 
 
 class ConvStep(Step):
@@ -213,6 +228,7 @@ class ConvStep(Step):
         self.tile = blocked.choose_tile(conv.out_channels // conv.groups,
                                         self.out_hw[0] * self.out_hw[1])
         self.blocked_input = plan.blocked[source]
+        self.macs = conv.macs(plan.shapes[source], plan.shapes[out])
         self.fingerprint = None
 
     def needs_border(self) -> int:
@@ -235,14 +251,17 @@ class ConvStep(Step):
             bias = (bias * scale + shift).astype(numpy.float32)
         return weight, bias
 
-    def prepare(self) -> None:
+    def _fingerprint(self):
         params = [self.conv.weight, self.conv.bias]
         buffers = []
         if self.bn is not None:
             params += [self.bn.weight, self.bn.bias]
             buffers = [self.bn.running_mean, self.bn.running_var]
-        fingerprint = (tuple((id(p.data), p.version) for p in params if p is not None),
-                       tuple(id(b) for b in buffers))
+        return (tuple((id(p.data), p.version) for p in params if p is not None),
+                tuple(id(b) for b in buffers))
+
+    def prepare(self) -> None:
+        fingerprint = self._fingerprint()
         if fingerprint == self.fingerprint:
             return
         weight, bias = self.folded()
@@ -255,55 +274,60 @@ class ConvStep(Step):
                                          self.tile[1], numpy.float32) for g in range(groups)]
         self.fingerprint = fingerprint
 
-    def run(self, values, n):
-        conv = self.conv
-        x = values[self.inputs[0]]
+    def bind(self, rt):
+        conv, n = self.conv, rt.n
         pad = self.geometry.padding
         c = conv.in_channels
-        if isinstance(x, blocked.Blocked):
+        source = self.inputs[0]
+        copy_in = None
+        if self.blocked_input:
+            x = rt.buffer(source)
             bs, ks, rs, cs = x.strides()
             origin = x.origin() - pad.top * rs - pad.left * cs
             flat = x.data.reshape(-1)
             channel_step = (c // self.groups) // blocked.LANES * ks  # a group's blocks
-            strides = (ks, rs, cs)
-        else:
-            xp = numpy.ascontiguousarray(padded(numpy, x, pad))  # plain input: a padded copy
+        else:  # a plain input: copied into the interior of a zero-padded buffer
+            h, w = self.in_hw
+            xp = numpy.zeros((n, c, h + pad.top + pad.bottom, w + pad.left + pad.right),
+                             numpy.float32)
+            copy_in = xp[:, :, pad.top : pad.top + h, pad.left : pad.left + w]
             bs, ks, rs, cs = _plain_strides(xp.shape)
             origin = 0
             flat = xp.reshape(-1)
             channel_step = (c // self.groups) * ks
-            strides = (ks, rs, cs)
-        offsets = self.plan.offsets(self, strides, c // self.groups)
-        out = self.plan.allocate(self.outputs[0], n)
+        offsets = self.plan.offsets(self, (ks, rs, cs), c // self.groups)
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
         obs, oks, ors, ocs = out.strides()
+        per_group = conv.out_channels // self.groups
         fields = dict(x_batch=bs, x_row=rs, x_col=cs, stride_h=conv.stride[0],
                       stride_w=conv.stride[1], out_batch=obs, out_block=oks, out_lane=1,
-                      out_row=ors, out_col=ocs, out_channels=conv.out_channels // self.groups,
-                      out_store=blocked.blocks(conv.out_channels // self.groups) * blocked.LANES,
+                      out_row=ors, out_col=ocs, out_channels=per_group,
+                      out_store=blocked.blocks(per_group) * blocked.LANES,
                       out_w=self.out_hw[1], act=self.activation[0])
-        residual = _EMPTY
+        residual, plain_residual = _EMPTY, None
         if self.residual is not None:
-            shortcut = values[self.residual]
-            if isinstance(shortcut, blocked.Blocked):
+            if self.plan.blocked[self.residual]:
+                shortcut = rt.buffer(self.residual)
                 rbs, rks, rrs, rcs = shortcut.strides()
                 fields.update(res_batch=rbs, res_block=rks, res_lane=1, res_row=rrs,
                               res_col=rcs, res_origin=shortcut.origin(), has_residual=1)
                 residual = shortcut.data.reshape(-1)
-            else:
-                shortcut = numpy.ascontiguousarray(shortcut)
-                rbs, rks, rrs, rcs = _plain_strides(shortcut.shape)
+            else:  # a plain shortcut, contiguous at each call
+                plain_residual = self.residual
+                rbs, rks, rrs, rcs = _plain_strides((n, *self.plan.shapes[self.residual]))
                 fields.update(res_batch=rbs, res_block=8 * rks, res_lane=rks, res_row=rrs,
                               res_col=rcs, res_origin=0, has_residual=1)
-                residual = shortcut.reshape(-1)
         kernel = blocked.compiled("conv", numpy.float32, self.tile).conv
         out_flat = out.data.reshape(-1)
-        per_group_blocks = (conv.out_channels // self.groups) // blocked.LANES
+        per_group_blocks = per_group // blocked.LANES
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
         tiles = len(self.biases[0]) // (blocked.LANES * self.tile[1])
+        threads = rt.threads_for(self.macs * n)
         calls = []
         for g in range(self.groups):
             for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],
-                                                      num_threads()):
+                                                      threads):
                 geometry = _geometry(b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=tiles,
                                      x_origin=origin + g * channel_step,
                                      out_origin=out.origin() + g * per_group_blocks * oks,
@@ -312,10 +336,20 @@ class ConvStep(Step):
                     geometry[blocked.G["res_origin"]] += g * per_group_blocks * (
                         fields["res_block"])
                 calls.append((g, geometry))
-        run_chunks(lambda call: kernel(flat, self.filters[call[0]], self.biases[call[0]],
-                                       offsets, out_flat, residual, call[1], alpha, beta),
-                   calls)
-        values[self.outputs[0]] = out
+        shortcut = [residual]
+        call = _calling(kernel, calls, lambda c: (flat, self.filters[c[0]], self.biases[c[0]],
+                                                   offsets, out_flat, shortcut[0], c[1], alpha,
+                                                   beta))
+
+        def go(values):
+            if copy_in is not None:
+                numpy.copyto(copy_in, values[source])
+            if plain_residual is not None:
+                shortcut[0] = numpy.ascontiguousarray(values[plain_residual],
+                                                      numpy.float32).reshape(-1)
+            call()
+            values[out_value] = out
+        return go
 
 
 _EMPTY = numpy.zeros(1, numpy.float32)
@@ -332,37 +366,34 @@ class DepthwiseStep(Step):
         self.geometry = conv.geometry(plan.shapes[source][1:])
         self.out_hw = self.geometry.out_hw
         self.positions = 8
+        self.macs = conv.macs(plan.shapes[source], plan.shapes[out])
         self.fingerprint = None
 
     needs_border = ConvStep.needs_border
     folded = ConvStep.folded
+    _fingerprint = ConvStep._fingerprint
 
     def prepare(self) -> None:
-        params = [self.conv.weight, self.conv.bias]
-        buffers = []
-        if self.bn is not None:
-            params += [self.bn.weight, self.bn.bias]
-            buffers = [self.bn.running_mean, self.bn.running_var]
-        fingerprint = (tuple((id(p.data), p.version) for p in params if p is not None),
-                       tuple(id(b) for b in buffers))
+        fingerprint = self._fingerprint()
         if fingerprint == self.fingerprint:
             return
         weight, bias = self.folded()
         self.filters, self.bias = blocked.pack_depthwise(weight, bias, numpy.float32)
         self.fingerprint = fingerprint
 
-    def run(self, values, n):
-        conv = self.conv
-        x = values[self.inputs[0]]
+    def bind(self, rt):
+        conv, n = self.conv, rt.n
+        x = rt.buffer(self.inputs[0])
         pad = self.geometry.padding
         bs, ks, rs, cs = x.strides()
-        out = self.plan.allocate(self.outputs[0], n)
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
         obs, oks, ors, ocs = out.strides()
         kernel = blocked.compiled("depthwise", numpy.float32, (self.positions,)).depthwise
         cb = blocked.blocks(conv.out_channels)
         calls = []
         for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],
-                                                  num_threads()):
+                                                  rt.threads_for(self.macs * n * 4)):
             calls.append(_geometry(
                 b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=cb, x_batch=bs, x_block=ks, x_row=rs,
                 x_col=cs, x_origin=x.origin() - pad.top * rs - pad.left * cs,
@@ -373,9 +404,13 @@ class DepthwiseStep(Step):
                 dilation_w=conv.dilation[1]))
         flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
-        run_chunks(lambda geometry: kernel(flat, self.filters, self.bias, out_flat, geometry,
-                                           alpha, beta), calls)
-        values[self.outputs[0]] = out
+        call = _calling(kernel, calls, lambda geometry: (flat, self.filters, self.bias, out_flat,
+                                                          geometry, alpha, beta))
+
+        def go(values):
+            call()
+            values[out_value] = out
+        return go
 
 
 class PoolStep(Step):
@@ -387,29 +422,36 @@ class PoolStep(Step):
         self.in_hw = plan.shapes[source][1:]
         self.geometry = layer.geometry(self.in_hw)
 
-    def run(self, values, n):
-        layer = self.layer
-        x = values[self.inputs[0]]
+    def bind(self, rt):
+        layer, n = self.layer, rt.n
+        x = rt.buffer(self.inputs[0])
         pad = self.geometry.padding
-        out = self.plan.allocate(self.outputs[0], n)
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
         bs, ks, rs, cs = x.strides()
         obs, oks, ors, ocs = out.strides()
         cb = blocked.blocks(x.channels)
         module = blocked.compiled("pool")
-        average = isinstance(layer, AvgPool2d)
+        out_hw = self.geometry.out_hw
+        work = n * cb * blocked.LANES * out_hw[0] * out_hw[1] * (
+            layer.kernel_size[0] * layer.kernel_size[1])
         calls = []
-        for b0, b1, _, _ in blocked.work_splits(n, 1, num_threads()):
+        for b0, b1, k0, k1 in blocked.work_splits(n, cb, rt.threads_for(work)):
             calls.append(numpy.array([
-                b0, b1, 0, cb, bs, ks, rs, cs, x.origin(), self.in_hw[0], self.in_hw[1], obs,
-                oks, ors, ocs, out.origin(), *self.geometry.out_hw, *layer.kernel_size,
+                b0, b1, k0, k1, bs, ks, rs, cs, x.origin(), self.in_hw[0], self.in_hw[1], obs,
+                oks, ors, ocs, out.origin(), *out_hw, *layer.kernel_size,
                 *layer.stride, pad.top, pad.left], dtype=numpy.int64))
         flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
-        if average:
+        if isinstance(layer, AvgPool2d):
             include = bool(layer.count_include_pad)
-            run_chunks(lambda g: module.avg_pool(flat, out_flat, g, include), calls)
+            call = _calling(module.avg_pool, calls, lambda g: (flat, out_flat, g, include))
         else:
-            run_chunks(lambda g: module.max_pool(flat, out_flat, g), calls)
-        values[self.outputs[0]] = out
+            call = _calling(module.max_pool, calls, lambda g: (flat, out_flat, g))
+
+        def go(values):
+            call()
+            values[out_value] = out
+        return go
 
 
 class GlobalPoolStep(Step):
@@ -420,18 +462,26 @@ class GlobalPoolStep(Step):
         self.inputs, self.outputs = [source], [out]
         self.channels, self.h, self.w = plan.shapes[source]
 
-    def run(self, values, n):
-        x = values[self.inputs[0]]
+    def bind(self, rt):
+        n = rt.n
+        x = rt.buffer(self.inputs[0])
         cb = blocked.blocks(self.channels)
-        out = numpy.empty((n, cb * blocked.LANES), numpy.float32)
         bs, ks, rs, cs = x.strides()
         module = blocked.compiled("pool")
         flat = x.data.reshape(-1)
-        calls = [numpy.array([b0, b1, 0, cb, bs, ks, rs, cs, x.origin(), self.h, self.w],
+        calls = [numpy.array([b0, b1, k0, k1, bs, ks, rs, cs, x.origin(), self.h, self.w],
                              dtype=numpy.int64)
-                 for b0, b1, _, _ in blocked.work_splits(n, 1, num_threads())]
-        run_chunks(lambda g: module.global_avg_pool(flat, out, g), calls)
-        values[self.outputs[0]] = out[:, : self.channels].reshape(n, self.channels, 1, 1)
+                 for b0, b1, k0, k1 in blocked.work_splits(
+                     n, cb, rt.threads_for(n * cb * blocked.LANES * self.h * self.w))]
+        out_value = self.outputs[0]
+        out = rt.kept((n, cb * blocked.LANES))
+        call = _calling(module.global_avg_pool, calls, lambda g: (flat, out, g))
+        result = out[:, : self.channels].reshape(n, self.channels, 1, 1)
+
+        def go(values):
+            call()
+            values[out_value] = result
+        return go
 
 
 class ActivationStep(Step):
@@ -441,9 +491,9 @@ class ActivationStep(Step):
         self.plan, self.layer = plan, layer
         self.inputs, self.outputs = [source], [out]
 
-    def run(self, values, n):
+    def run(self, values, rt):
         x = values[self.inputs[0]]
-        out = self.plan.allocate(self.outputs[0], n)
+        out = rt.buffer(self.outputs[0])
         out.interior[...] = self.layer.forward(x.interior)
         values[self.outputs[0]] = out
 
@@ -455,7 +505,7 @@ class AffineStep(Step):
         self.plan, self.bn = plan, bn
         self.inputs, self.outputs = [source], [out]
 
-    def run(self, values, n):
+    def run(self, values, rt):
         bn = self.bn
         scale = 1.0 / numpy.sqrt(bn.running_var.astype(numpy.float64) + bn.eps)
         shift = -bn.running_mean * scale
@@ -467,7 +517,7 @@ class AffineStep(Step):
         s[: bn.num_features], t[: bn.num_features] = scale, shift
         shape = (-1, 1, 1, blocked.LANES)
         x = values[self.inputs[0]]
-        out = self.plan.allocate(self.outputs[0], n)
+        out = rt.buffer(self.outputs[0])
         numpy.multiply(x.interior, s.reshape(shape), out=out.interior)
         out.interior[...] += t.reshape(shape)
         values[self.outputs[0]] = out
@@ -484,14 +534,14 @@ class MergeStep(Step):
         self.inputs, self.outputs = sources, [out]
         self.op = next(op for kind, op in self.OPS.items() if isinstance(layer, kind))
 
-    def run(self, values, n):
+    def run(self, values, rt):
         arrays = []
         for source in self.inputs:
             value = values[source]
             if not isinstance(value, blocked.Blocked):
                 value = blocked.to_blocked(value, 0)
             arrays.append(value.interior)
-        out = self.plan.allocate(self.outputs[0], n)
+        out = rt.buffer(self.outputs[0])
         self.op(arrays[0], arrays[1], out=out.interior)
         for more in arrays[2:]:
             self.op(out.interior, more, out=out.interior)
@@ -506,8 +556,8 @@ class ConcatStep(Step):
         self.plan = plan
         self.inputs, self.outputs = sources, [out]
 
-    def run(self, values, n):
-        out = self.plan.allocate(self.outputs[0], n)
+    def run(self, values, rt):
+        out = rt.buffer(self.outputs[0])
         at = 0
         for source in self.inputs:
             value = values[source]
@@ -523,8 +573,64 @@ class AliasStep(Step):
     def __init__(self, source: int, out: int):
         self.inputs, self.outputs = [source], [out]
 
-    def run(self, values, n):
+    def run(self, values, rt):
         values[self.outputs[0]] = values[self.inputs[0]]
+
+
+class FlattenStep(Step):
+    """Flatten: a blocked (N, C, H, W) copied out to (N, C*H*W), a plain one reshaped."""
+
+    def __init__(self, plan: Plan, source: int, out: int):
+        self.plan = plan
+        self.inputs, self.outputs = [source], [out]
+
+    def bind(self, rt):
+        source, out_value = self.inputs[0], self.outputs[0]
+        shape = (rt.n, *self.plan.shapes[source])
+        flat_shape = (rt.n, -1)
+        if not self.plan.blocked[source]:
+            def reshape(values):
+                values[out_value] = values[source].reshape(flat_shape)
+            return reshape
+        out = rt.kept(shape)
+        result = out.reshape(flat_shape)
+
+        def go(values):
+            blocked.from_blocked(values[source], out)
+            values[out_value] = result
+        return go
+
+
+class DenseStep(Step):
+    """Linear on a plain (N, in) array, with a ReLU after it taken in: a matrix product into a
+    kept buffer, the bias and the ReLU in place."""
+
+    def __init__(self, plan: Plan, layer, source: int, out: int, relu: bool):
+        self.plan, self.layer, self.relu = plan, layer, relu
+        self.inputs, self.outputs = [source], [out]
+
+    def prepare(self) -> None:
+        params = [self.layer.weight, self.layer.bias]
+        fingerprint = tuple((id(p.data), p.version) for p in params if p is not None)
+        if fingerprint == self.fingerprint:
+            return
+        self.weight_t = numpy.ascontiguousarray(self.layer.weight.data.T)  # (in, out)
+        self.bias = None if self.layer.bias is None else self.layer.bias.data
+        self.fingerprint = fingerprint
+
+    def bind(self, rt):
+        source, out_value = self.inputs[0], self.outputs[0]
+        shape = (rt.n, self.layer.out_features)
+        out = rt.kept(shape)
+
+        def go(values):
+            numpy.matmul(values[source], self.weight_t, out=out)
+            if self.bias is not None:
+                numpy.add(out, self.bias, out=out)
+            if self.relu:
+                numpy.maximum(out, 0, out=out)
+            values[out_value] = out
+        return go
 
 
 class FallbackStep(Step):
@@ -534,7 +640,7 @@ class FallbackStep(Step):
         self.layer = layer
         self.inputs, self.outputs = sources, outs
 
-    def run(self, values, n):
+    def run(self, values, rt):
         arrays = [_plain(values[s]) for s in self.inputs]
         out = self.layer.forward(arrays if self.layer.multi_input else arrays[0])
         outs = out if self.layer.multi_output else (out,)
@@ -573,15 +679,12 @@ class Plan:
             if isinstance(step, (ConvStep, DepthwiseStep)) and self.blocked[step.inputs[0]]:
                 source = step.inputs[0]
                 self.border[source] = max(self.border[source], step.needs_border())
-        self.readers = [0] * graph.values
-        for step in self.steps:
-            for value in step.inputs:
-                self.readers[value] += 1
         self.useful = any(not isinstance(step, (FallbackStep, AliasStep)) for step in self.steps)
         self._offsets: dict = {}
         self.generation = None
         self.switches = None
         self._lock = threading.Lock()
+        self._runners: dict[tuple, list[Runner]] = {}  # (batch, threads) -> idle runners
 
     # -- building ------------------------------------------------------------------------------
     def _build(self, graph: Graph) -> list[Step]:
@@ -635,6 +738,17 @@ class Plan:
                 self.blocked[out] = True
                 produced_before.update([out, *node.outputs])
                 continue
+            if (type(layer) is Linear and len(self.shapes[source]) == 1
+                    and layer.weight.data.dtype == numpy.float32):
+                out = node.outputs[0]
+                nxt = sole_reader(out)
+                relu = nxt is not None and type(nxt.layer) is act.ReLU
+                if relu:
+                    out = nxt.outputs[0]
+                    fused.add(id(nxt))
+                steps.append(DenseStep(self, layer, source, out, relu))
+                produced_before.update([out, *node.outputs])
+                continue
             step = self._step(node)
             steps.append(step)
             for value in step.outputs:
@@ -669,6 +783,8 @@ class Plan:
             return AliasStep(source, node.outputs[0])
         if on_blocked and isinstance(layer, (MaxPool2d, AvgPool2d)):
             return PoolStep(self, layer, source, node.outputs[0])
+        if type(layer) is Flatten and len(self.shapes[source]) == 3:
+            return FlattenStep(self, source, node.outputs[0])
         if on_blocked and type(layer) is GlobalAvgPool2d:
             return GlobalPoolStep(self, source, node.outputs[0])
         if on_blocked and _activation(layer) is not None:
@@ -703,10 +819,6 @@ class Plan:
             self._offsets[key] = found
         return found
 
-    def allocate(self, value: int, n: int) -> blocked.Blocked:
-        channels, h, w = self.shapes[value]
-        return blocked.empty_blocked(n, channels, (h, w), self.border[value])
-
     def run(self, arrays) -> list:
         with self._lock:
             if self.generation != generation():
@@ -717,19 +829,119 @@ class Plan:
                 for step in self.steps:
                     step.prepare()
                 self.generation = generation()
-        n = arrays[0].shape[0]
-        values: list = [None] * self.graph.values
-        for value, array in zip(self.graph.inputs, arrays, strict=True):
-            values[value] = array
-        readers = list(self.readers)
-        outputs = set(self.graph.outputs)
-        for step in self.steps:
-            step.run(values, n)
+            key = (arrays[0].shape[0], num_threads())
+            idle = self._runners.get(key)
+            rt = idle.pop() if idle else None
+        if rt is None:
+            rt = Runner(self, *key)
+        try:
+            return rt.run(arrays)
+        finally:
+            with self._lock:
+                self._runners.setdefault(key, []).append(rt)
+                self._runners[key] = self._runners.pop(key)  # the most recent last
+                while len(self._runners) > KEPT_RUNNERS:
+                    self._runners.pop(next(iter(self._runners)))
+
+
+# The runners (buffers for one batch size) a plan keeps: a model is mostly run at one or two
+# batch sizes (full batches and the last, or batch 1).
+KEPT_RUNNERS = 2
+
+
+class Runner:
+    """A plan bound to one batch size: every blocked tensor has a buffer, reused by tensors
+    whose lifetimes do not overlap (same shape only: the zero borders stay zero, since kernels
+    write interiors only), and every step is a function with its geometry worked out. One
+    runner serves one call at a time (the plan hands a second concurrent call another)."""
+
+    def __init__(self, plan: Plan, n: int, threads: int):
+        self.plan, self.n, self.threads = plan, n, threads
+        self._kept: list = []
+        self.buffers = self._assign_buffers()
+        outputs = set(plan.graph.outputs)
+        last: dict[int, int] = {}
+        for index, step in enumerate(plan.steps):
             for value in step.inputs:
-                readers[value] -= 1
-                if readers[value] == 0 and value not in outputs:
-                    values[value] = None
-        return [_plain(values[v]) for v in self.graph.outputs]
+                last[value] = index
+        self.calls = []
+        for index, step in enumerate(plan.steps):
+            drops = tuple(v for v in step.inputs if last[v] == index and v not in outputs
+                          and v not in step.outputs)
+            self.calls.append((step.bind(self), drops))
+
+    def _assign_buffers(self) -> dict[int, blocked.Blocked]:
+        plan = self.plan
+        steps = plan.steps
+        group: dict[int, int] = {}  # value -> the value whose buffer it shares (an alias)
+        for step in steps:
+            if isinstance(step, AliasStep) and plan.blocked[step.inputs[0]]:
+                group[step.outputs[0]] = group.get(step.inputs[0], step.inputs[0])
+        end: dict[int, int] = {}  # buffer owner -> the last step reading any of its values
+        for index, step in enumerate(steps):
+            for value in step.inputs:
+                owner = group.get(value, value)
+                end[owner] = index
+        for value in plan.graph.outputs:
+            end[group.get(value, value)] = len(steps)
+        free: dict[tuple, list] = {}
+        buffers: dict[int, blocked.Blocked] = {}
+        releases: dict[int, list[int]] = {}
+        for index, step in enumerate(steps):
+            if not isinstance(step, (AliasStep, FallbackStep, GlobalPoolStep, FlattenStep,
+                                     DenseStep)):
+                for value in step.outputs:
+                    if not plan.blocked[value] or value in buffers:
+                        continue
+                    channels, h, w = plan.shapes[value]
+                    key = (channels, h, w, plan.border[value])
+                    pool = free.get(key)
+                    buffers[value] = pool.pop() if pool else blocked.empty_blocked(
+                        self.n, channels, (h, w), plan.border[value])
+                    releases.setdefault(end.get(value, index), []).append(value)
+            for value in step.outputs:
+                owner = group.get(value)
+                if owner is not None:
+                    buffers[value] = buffers[owner]
+            for value in releases.pop(index, []):
+                channels, h, w = plan.shapes[value]
+                free.setdefault((channels, h, w, plan.border[value]), []).append(buffers[value])
+        return buffers
+
+    def buffer(self, value: int) -> blocked.Blocked:
+        return self.buffers[value]
+
+    def kept(self, shape) -> numpy.ndarray:
+        """A plain float32 buffer of this runner's (outputs that share it are copied out)."""
+        array = numpy.empty(shape, numpy.float32)
+        self._kept.append(array)
+        return array
+
+    def threads_for(self, work: int) -> int:
+        """Threads for a step of `work` multiply-adds (or reads): one when handing part of it
+        to another thread costs more than it saves (waking one takes ~100 us here)."""
+        return self.threads if work >= SPLIT_MIN_WORK else 1
+
+    def run(self, arrays) -> list:
+        plan = self.plan
+        values: list = [None] * plan.graph.values
+        for value, array in zip(plan.graph.inputs, arrays, strict=True):
+            values[value] = array
+        for go, drops in self.calls:
+            go(values)
+            for value in drops:
+                values[value] = None
+        results = []
+        for value in plan.graph.outputs:
+            out = _plain(values[value])
+            if any(numpy.may_share_memory(out, kept) for kept in self._kept):
+                out = out.copy()
+            results.append(out)
+        return results
+
+
+# A step with less work than this (multiply-adds) runs on one thread.
+SPLIT_MIN_WORK = 1_000_000
 
 
 class _ToBlocked(Step):
@@ -740,7 +952,7 @@ class _ToBlocked(Step):
         self.inputs, self.outputs = [value], [value]
         plan.blocked[value] = True
 
-    def run(self, values, n):
+    def run(self, values, rt):
         value = self.inputs[0]
-        values[value] = blocked.to_blocked(values[value], self.plan.border[value])
-
+        values[value] = blocked.to_blocked(values[value], self.plan.border[value],
+                                           rt.buffer(value))

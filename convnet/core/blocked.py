@@ -224,6 +224,8 @@ def conv_source(positions: int, block_count: int) -> str:
         "    taps = offsets.shape[0]",
         "    rows_of_8 = out_lane == 1 and (has_residual == 0 or res_lane == 1)",
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
+        f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
+        f"    rpos = numpy.empty({positions}, dtype=numpy.int64)",
         "    for b in range(b0, b1):",
         "        for kt in range(k0, k1):",
         *_position_start(" " * 12),
@@ -244,22 +246,19 @@ def conv_source(positions: int, block_count: int) -> str:
     lines.append(body + f"wa += INDEX({lanes})")
     lines += [ind + f"tile[{p * lanes + k}] = a{p}_{k}"
               for p in range(positions) for k in range(lanes)]
-    # Epilogue, rows of 8 (a blocked output, and a blocked shortcut if any): one loop of 8
-    # lanes per activation, which LLVM turns into vector code.
+    # Epilogue, rows of 8 (a blocked output, and a blocked shortcut if any), in one loop
+    # over the tile's positions (the code once, not once per position).
     lines += [ind + "if rows_of_8:",
               ind + f"    rows = min({block_count}, (out_store - kt * {lanes}) // 8)"]
-    for p in range(positions):
-        lines += [
-            ind + "    for q in range(rows):",
-            ind + f"        o = o{p}p + (kt * {block_count} + q) * out_block",
-            ind + f"        t = {p * lanes} + q * 8",
-            ind + f"        c = kt * {lanes} + q * 8",
-            ind + "        if has_residual:",
-            ind + f"            r = r{p}p + (kt * {block_count} + q) * res_block",
-            ind + "            for lane in range(8):",
-            ind + "                tile[t + lane] += residual[r + lane]",
-            ind + "        epilogue(tile, t, bias, c, out, o, act, alpha, beta)",
-        ]
+    lines += [ind + f"    opos[{p}] = o{p}p" for p in range(positions)]
+    lines += [ind + f"    rpos[{p}] = r{p}p" for p in range(positions)]
+    lines += [ind + f"    for p in range({positions}):",
+              ind + "        for q in range(rows):",
+              ind + f"            o = INDEX(opos[p] + (kt * {block_count} + q) * out_block)",
+              ind + f"            t = INDEX(p * {lanes} + q * 8)",
+              ind + f"            c = INDEX(kt * {lanes} + q * 8)",
+              ind + f"            r = INDEX(rpos[p] + (kt * {block_count} + q) * res_block)"]
+    lines += _epilogue_lines(ind + "            ")
     lines.append(ind + "    continue")
     # Any other layout (a plain output): lane by lane through the strides.
     lines.append(ind + f"valid = min({lanes}, out_store - kt * {lanes})")
@@ -276,7 +275,7 @@ def conv_source(positions: int, block_count: int) -> str:
     return "\n".join(lines)
 
 
-ACTIVATE_SOURCE = '''
+_ACTIVATE_SOURCE = '''
 @numba.njit(inline="always")
 def activate(y, act, alpha, beta):
     """The fused activation (codes: convnet.core.blocked.ACTIVATIONS)."""
@@ -295,24 +294,43 @@ def activate(y, act, alpha, beta):
     if act == 6:
         return y / (ONE + numpy.exp(-y))
     return ONE / (ONE + numpy.exp(-y))
-
-
-@numba.njit(inline="always")
-def epilogue(tile, t, bias, c, out, o, act, alpha, beta):
-    """out[o:o+8] = act(tile[t:t+8] + bias[c:c+8]): a loop per activation, vectorized."""
-    if act == 0:
-        for lane in range(8):
-            out[o + lane] = tile[t + lane] + bias[c + lane]
-    elif act == 1:
-        for lane in range(8):
-            out[o + lane] = max(tile[t + lane] + bias[c + lane], ZERO)
-    elif act == 2:
-        for lane in range(8):
-            out[o + lane] = min(max(tile[t + lane] + bias[c + lane], alpha), beta)
-    else:
-        for lane in range(8):
-            out[o + lane] = activate(tile[t + lane] + bias[c + lane], act, alpha, beta)
 '''
+
+
+
+def _epilogue_lines(ind: str) -> list[str]:
+    """Code storing out[o:o+8] = act(tile[t:t+8] + bias[c:c+8] (+ residual[r:r+8])), for
+    unsigned indices t, c, o (and r when has_residual). Written into the kernel's own text:
+    a function taking the arrays would touch their reference counts at every call (atomic
+    operations: 94% of a 1x1 layer's time, measured). No activation, ReLU and a clip get one
+    straight block each with every load before any store, which LLVM's SLP vectorizer turns
+    into vector code (a loop interleaving loads and stores stays scalar: the arrays might
+    overlap); the other activations go lane by lane."""
+    lines = []
+    cases = [("act == 0", "{y}"), ("act == 1", "max({y}, ZERO)"),
+             ("act == 2", "min(max({y}, alpha), beta)")]
+    for residual in (True, False):
+        lines.append(ind + ("if has_residual:" if residual else "else:"))
+        for index, (test, form) in enumerate(cases):
+            lines.append(ind + "    " + ("if" if index == 0 else "elif") + f" {test}:")
+            for lane in range(LANES):
+                y = f"tile[t + INDEX({lane})] + bias[c + INDEX({lane})]"
+                if residual:
+                    y += f" + residual[r + INDEX({lane})]"
+                lines.append(ind + "        " + f"y{lane} = " + form.format(y=y))
+            lines += [ind + "        " + f"out[o + INDEX({lane})] = y{lane}"
+                      for lane in range(LANES)]
+        lines += [ind + "    else:",
+                  ind + "        for lane in range(8):",
+                  ind + "            u = INDEX(lane)",
+                  ind + "            y = tile[t + u] + bias[c + u]"]
+        if residual:
+            lines.append(ind + "            y += residual[r + u]")
+        lines.append(ind + "            out[o + u] = activate(y, act, alpha, beta)")
+    return lines
+
+
+ACTIVATE_SOURCE = _ACTIVATE_SOURCE
 
 
 def depthwise_source(positions: int) -> str:
@@ -330,6 +348,9 @@ def depthwise_source(positions: int) -> str:
     lines += [
         "    q1 = i1",
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
+        f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
+        "    has_residual = False",
+        "    residual = bias",
         "    for b in range(b0, b1):",
         "        for cb in range(k0, k1):",
         *_position_start(" " * 12),
@@ -355,8 +376,13 @@ def depthwise_source(positions: int) -> str:
     lines.append(body + f"wa += INDEX({lanes})")
     lines += [ind + f"tile[{p * lanes + k}] = a{p}_{k}"
               for p in range(positions) for k in range(lanes)]
-    lines += [ind + f"epilogue(tile, {p * lanes}, bias, cb * {lanes}, out, o{p}p, act, alpha, "
-                    "beta)" for p in range(positions)]
+    lines += [ind + f"opos[{p}] = o{p}p" for p in range(positions)]
+    lines += [ind + f"for p in range({positions}):",
+              ind + "    o = INDEX(opos[p])",
+              ind + f"    t = INDEX(p * {lanes})",
+              ind + f"    c = INDEX(cb * {lanes})",
+              ind + "    r = INDEX(0)"]
+    lines += _epilogue_lines(ind + "    ")
     return "\n".join(lines)
 
 

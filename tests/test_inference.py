@@ -90,6 +90,8 @@ def test_every_zoo_model_matches_its_layers(name, rng):
     assert_matches(planned(model, x), reference(model, x))
     if name in ("vggish", "resnet8", "mobilenet-mini", "squeezenet-mini", "inception-mini"):
         assert steps_of(model).count("FallbackStep") <= (22 if "mobile" in name else 2)
+    if name in ("lenet5", "convnetjs"):  # the Flatten taken into the first Linear
+        assert "FlattenStep" not in steps_of(model) and "DenseStep" in steps_of(model)
 
 
 def test_batch_of_one_and_a_new_size_get_their_own_plans(rng):

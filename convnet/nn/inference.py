@@ -74,7 +74,7 @@ def run(model: Layer, arrays) -> list:
         plans[key] = plan
     if not plan.useful:
         return None
-    if not blocked.loaded("conv") and not plan.loaded() and (
+    if not plan.loaded() and not blocked.loaded("conv") and (
             plan.macs * arrays[0].shape[0] < MIN_LOAD_MACS):
         return None
     return plan.run(arrays)
@@ -603,18 +603,31 @@ class FlattenStep(Step):
 
 class DenseStep(Step):
     """Linear on a plain (N, in) array, with a ReLU after it taken in: a matrix product into a
-    kept buffer, the bias and the ReLU in place."""
+    kept buffer, the bias and the ReLU in place. After a Flatten of a blocked tensor it reads
+    that tensor's interior as it lies, (N, C/8 * H * W * 8), with its weight's columns put in
+    that order (zero for the lanes past C): the Flatten is taken in."""
 
-    def __init__(self, plan: Plan, layer, source: int, out: int, relu: bool):
+    def __init__(self, plan: Plan, layer, source: int, out: int, relu: bool,
+                 flattened: bool = False):
         self.plan, self.layer, self.relu = plan, layer, relu
         self.inputs, self.outputs = [source], [out]
+        self.flattened = flattened
 
     def prepare(self) -> None:
         params = [self.layer.weight, self.layer.bias]
         fingerprint = tuple((id(p.data), p.version) for p in params if p is not None)
         if fingerprint == self.fingerprint:
             return
-        self.weight_t = numpy.ascontiguousarray(self.layer.weight.data.T)  # (in, out)
+        weight = self.layer.weight.data  # (out, in)
+        if self.flattened:  # (out, C*H*W) in (c, h, w) order -> (out, C/8, H, W, 8)
+            c, h, w = self.plan.shapes[self.inputs[0]]
+            lanes = blocked.LANES
+            full = numpy.zeros((weight.shape[0], blocked.blocks(c) * lanes, h, w),
+                               weight.dtype)
+            full[:, :c] = weight.reshape(-1, c, h, w)
+            weight = full.reshape(-1, blocked.blocks(c), lanes, h, w).transpose(
+                0, 1, 3, 4, 2).reshape(weight.shape[0], -1)
+        self.weight_t = numpy.ascontiguousarray(weight.T)  # (in, out)
         self.bias = None if self.layer.bias is None else self.layer.bias.data
         self.fingerprint = fingerprint
 
@@ -622,9 +635,11 @@ class DenseStep(Step):
         source, out_value = self.inputs[0], self.outputs[0]
         shape = (rt.n, self.layer.out_features)
         out = rt.kept(shape)
+        read = (lambda values: values[source].interior.reshape(rt.n, -1)) if self.flattened \
+            else (lambda values: values[source])
 
         def go(values):
-            numpy.matmul(values[source], self.weight_t, out=out)
+            numpy.matmul(read(values), self.weight_t, out=out)
             if self.bias is not None:
                 numpy.add(out, self.bias, out=out)
             if self.relu:
@@ -746,7 +761,12 @@ class Plan:
                 if relu:
                     out = nxt.outputs[0]
                     fused.add(id(nxt))
-                steps.append(DenseStep(self, layer, source, out, relu))
+                flattened = (steps and isinstance(steps[-1], FlattenStep)
+                             and steps[-1].outputs == [source] and sole_reader(source) is node
+                             and self.blocked[steps[-1].inputs[0]])
+                if flattened:
+                    source = steps.pop().inputs[0]
+                steps.append(DenseStep(self, layer, source, out, relu, flattened))
                 produced_before.update([out, *node.outputs])
                 continue
             step = self._step(node)
@@ -869,6 +889,11 @@ class Runner:
             drops = tuple(v for v in step.inputs if last[v] == index and v not in outputs
                           and v not in step.outputs)
             self.calls.append((step.bind(self), drops))
+        # outputs that may share a kept plain buffer: those of the steps writing one, and of
+        # the layers' own forwards (a view of their input, say)
+        shared = {v for step in plan.steps if not isinstance(step, _BLOCKED_WRITERS)
+                  for v in step.outputs}
+        self.outputs = [(v, plan.blocked[v], v in shared) for v in plan.graph.outputs]
 
     def _assign_buffers(self) -> dict[int, blocked.Blocked]:
         plan = self.plan
@@ -932,13 +957,19 @@ class Runner:
             for value in drops:
                 values[value] = None
         results = []
-        for value in plan.graph.outputs:
-            out = _plain(values[value])
-            if any(numpy.may_share_memory(out, kept) for kept in self._kept):
+        for value, is_blocked, shared in self.outputs:
+            out = values[value]
+            if is_blocked:
+                out = blocked.from_blocked(out)
+            elif shared and any(numpy.may_share_memory(out, kept) for kept in self._kept):
                 out = out.copy()
             results.append(out)
         return results
 
+
+# Steps whose outputs are blocked buffers (converted to new arrays when they are outputs).
+_BLOCKED_WRITERS = (ConvStep, DepthwiseStep, PoolStep, ActivationStep, AffineStep, MergeStep,
+                    ConcatStep)
 
 # A step with less work than this (multiply-adds) runs on one thread.
 SPLIT_MIN_WORK = 1_000_000

@@ -221,6 +221,20 @@ def test_graph_merges_concat_and_squeeze_excitation(rng):
     assert "ConcatStep" in kinds and kinds.count("PoolStep") == 3 and "MergeStep" in kinds
 
 
+@pytest.mark.parametrize("gate", ["relu", "relu6", "hardsigmoid", "sigmoid", "silu"])
+def test_squeeze_excitation_gates_are_matrix_products(gate, rng):
+    x_in = cn.Input((3, 6, 6))
+    y = cn.Conv2d(3, 12, 3, padding=1)(x_in)
+    squeezed = cn.Conv2d(12, 4, 1)(cn.GlobalAvgPool2d()(y))
+    weights = cn.Conv2d(4, 12, 1)(AFTER[gate][0]()(squeezed))
+    head = cn.Linear(12, 3)(cn.Flatten()(cn.GlobalAvgPool2d()(cn.Mul()([y, weights]))))
+    model = cn.Model(x_in, cn.ReLU6()(head)).eval()
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    assert_matches(planned(model, x), reference(model, x))
+    assert steps_of(model).count("DenseStep") == 3
+    assert steps_of(model).count("FallbackStep") == (1 if gate == "silu" else 0)
+
+
 # -- runners: buffers kept per batch size --------------------------------------------------------
 def test_outputs_outlive_the_next_call_and_buffers_are_shared(rng):
     x_in = cn.Input((3, 8, 8))

@@ -534,18 +534,38 @@ class MergeStep(Step):
         self.inputs, self.outputs = sources, [out]
         self.op = next(op for kind, op in self.OPS.items() if isinstance(layer, kind))
 
-    def run(self, values, rt):
-        arrays = []
+    def bind(self, rt):
+        n, plan = rt.n, self.plan
+        readers = []
         for source in self.inputs:
-            value = values[source]
-            if not isinstance(value, blocked.Blocked):
-                value = blocked.to_blocked(value, 0)
-            arrays.append(value.interior)
-        out = rt.buffer(self.outputs[0])
-        self.op(arrays[0], arrays[1], out=out.interior)
-        for more in arrays[2:]:
-            self.op(out.interior, more, out=out.interior)
-        values[self.outputs[0]] = out
+            channels, h, w = plan.shapes[source]
+            if plan.blocked[source]:
+                interior = rt.buffer(source).interior
+                readers.append(lambda values, interior=interior: interior)
+            elif (h, w) == (1, 1):  # a gate: its channels put in lanes, zero past C
+                lanes = numpy.zeros((n, blocked.blocks(channels) * blocked.LANES),
+                                    numpy.float32)
+                view = lanes.reshape(n, -1, 1, 1, blocked.LANES)
+
+                def read(values, source=source, lanes=lanes, view=view, channels=channels):
+                    lanes[:, :channels] = values[source].reshape(n, channels)
+                    return view
+                readers.append(read)
+            else:
+                readers.append(lambda values, source=source: blocked.to_blocked(
+                    values[source], 0).interior)
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        inside = out.interior
+        op = self.op
+
+        def go(values):
+            arrays = [read(values) for read in readers]
+            op(arrays[0], arrays[1], out=inside)
+            for more in arrays[2:]:
+                op(inside, more, out=inside)
+            values[out_value] = out
+        return go
 
 
 class ConcatStep(Step):
@@ -607,9 +627,10 @@ class DenseStep(Step):
     that tensor's interior as it lies, (N, C/8 * H * W * 8), with its weight's columns put in
     that order (zero for the lanes past C): the Flatten is taken in."""
 
-    def __init__(self, plan: Plan, layer, source: int, out: int, relu: bool,
+    def __init__(self, plan: Plan, layer, source: int, out: int, activation=None,
                  flattened: bool = False):
-        self.plan, self.layer, self.relu = plan, layer, relu
+        self.plan, self.layer = plan, layer
+        self.activation = activation or (0, 0.0, 0.0)
         self.inputs, self.outputs = [source], [out]
         self.flattened = flattened
 
@@ -618,7 +639,8 @@ class DenseStep(Step):
         fingerprint = tuple((id(p.data), p.version) for p in params if p is not None)
         if fingerprint == self.fingerprint:
             return
-        weight = self.layer.weight.data  # (out, in)
+        weight = self.layer.weight.data  # (out, in), or a 1x1 Conv2d's (out, in, 1, 1)
+        weight = weight.reshape(weight.shape[0], -1)
         if self.flattened:  # (out, C*H*W) in (c, h, w) order -> (out, C/8, H, W, 8)
             c, h, w = self.plan.shapes[self.inputs[0]]
             lanes = blocked.LANES
@@ -633,19 +655,41 @@ class DenseStep(Step):
 
     def bind(self, rt):
         source, out_value = self.inputs[0], self.outputs[0]
-        shape = (rt.n, self.layer.out_features)
-        out = rt.kept(shape)
-        read = (lambda values: values[source].interior.reshape(rt.n, -1)) if self.flattened \
-            else (lambda values: values[source])
+        out = rt.kept((rt.n, self.weight_t.shape[1]))
+        result = out.reshape((rt.n, *self.plan.shapes[out_value]))
+        if self.flattened:
+            def read(values):
+                return values[source].interior.reshape(rt.n, -1)
+        else:
+            def read(values):
+                return values[source].reshape(rt.n, -1)
+        code, alpha, beta = self.activation
+        codes = blocked.ACTIVATIONS
 
         def go(values):
             numpy.matmul(read(values), self.weight_t, out=out)
             if self.bias is not None:
                 numpy.add(out, self.bias, out=out)
-            if self.relu:
+            if code == codes["relu"]:
                 numpy.maximum(out, 0, out=out)
-            values[out_value] = out
+            elif code == codes["clip"]:
+                numpy.clip(out, alpha, beta, out=out)
+            elif code == codes["hardsigmoid"]:
+                numpy.multiply(out, alpha, out=out)
+                numpy.add(out, beta, out=out)
+                numpy.clip(out, 0, 1, out=out)
+            elif code == codes["sigmoid"]:
+                numpy.negative(out, out=out)
+                numpy.exp(out, out=out)
+                numpy.add(out, 1, out=out)
+                numpy.reciprocal(out, out=out)
+            values[out_value] = result
         return go
+
+
+# Activations a DenseStep applies in place.
+_DENSE_ACTIVATIONS = {blocked.ACTIVATIONS[name] for name in ("relu", "clip", "hardsigmoid",
+                                                             "sigmoid")}
 
 
 class FallbackStep(Step):
@@ -753,20 +797,21 @@ class Plan:
                 self.blocked[out] = True
                 produced_before.update([out, *node.outputs])
                 continue
-            if (type(layer) is Linear and len(self.shapes[source]) == 1
-                    and layer.weight.data.dtype == numpy.float32):
+            if self._dense_fits(layer, source, node.outputs[0]):
                 out = node.outputs[0]
                 nxt = sole_reader(out)
-                relu = nxt is not None and type(nxt.layer) is act.ReLU
-                if relu:
+                activation = None if nxt is None else _activation(nxt.layer)
+                if activation is not None and activation[0] in _DENSE_ACTIVATIONS:
                     out = nxt.outputs[0]
                     fused.add(id(nxt))
+                else:
+                    activation = None
                 flattened = (steps and isinstance(steps[-1], FlattenStep)
                              and steps[-1].outputs == [source] and sole_reader(source) is node
                              and self.blocked[steps[-1].inputs[0]])
                 if flattened:
                     source = steps.pop().inputs[0]
-                steps.append(DenseStep(self, layer, source, out, relu, flattened))
+                steps.append(DenseStep(self, layer, source, out, activation, flattened))
                 produced_before.update([out, *node.outputs])
                 continue
             step = self._step(node)
@@ -791,6 +836,17 @@ class Plan:
         lanes = blocked.LANES
         return (self.blocked[source] and (conv.in_channels // conv.groups) % lanes == 0
                 and (conv.out_channels // conv.groups) % lanes == 0)
+
+    def _dense_fits(self, layer: Layer, source: int, out: int) -> bool:
+        """A Linear on a flat input, or a 1x1 Conv2d (no padding, one group) between 1x1 maps
+        (a squeeze-and-excitation gate): a matrix product."""
+        shape = self.shapes[source]
+        if type(layer) is Linear:
+            return len(shape) == 1 and layer.weight.data.dtype == numpy.float32
+        return (type(layer) is Conv2d and len(shape) == 3 and shape[1:] == (1, 1)
+                and self.shapes[out][1:] == (1, 1) and layer.kernel_size == (1, 1)
+                and layer.groups == 1 and layer.geometry((1, 1)).padding.is_zero
+                and layer.weight.data.dtype == numpy.float32 and not self.blocked[source])
 
     def _same_shape(self, values) -> bool:
         return len({self.shapes[v] for v in values}) == 1

@@ -352,6 +352,21 @@ def test_any_weight_update_repacks_the_filters(change, rng):
     assert_matches(after, reference(model, x))
 
 
+def test_eval_of_a_model_in_eval_mode_keeps_the_packed_filters(rng):
+    model = small_model().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    planned(model, x)
+    plan = next(iter(model._inference_plans.values()))
+    packed = plan.steps[0].filters
+    model.eval()  # as a serving loop or the benchmark does before every batch
+    planned(model, x)
+    assert plan.steps[0].filters is packed
+    model.train()
+    model.eval()
+    planned(model, x)
+    assert plan.steps[0].filters is not packed  # a real switch repacks
+
+
 def test_a_weight_update_in_another_model_keeps_this_plan(rng):
     model = small_model().eval()
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)

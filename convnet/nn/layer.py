@@ -193,9 +193,12 @@ class Layer:
 
     # -- modes and dtype -------------------------------------------------------------------
     def train(self, mode: bool = True) -> Layer:
+        switch = False
         for module in self.modules():
+            switch = switch or module.training != mode
             module.training = mode
-        switched()  # inference plans repack: training may have changed weights in place
+        if switch:  # inference plans repack: training may have changed weights in place
+            switched()  # (an eval() of a model in eval mode is no switch: nothing to repack)
         return self
 
     def eval(self) -> Layer:

@@ -418,6 +418,15 @@ def test_small_work_does_not_load_the_kernels(monkeypatch, rng):
     assert not blocked._modules
 
 
+def test_small_work_takes_a_plan_once_the_kernels_are_loaded(monkeypatch, rng):
+    model = small_model().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    planned(model, x)  # loads the kernels (the fixture lets any size do it)
+    monkeypatch.setattr(inference, "MIN_LOAD_MACS", 10**12)
+    other = small_model().eval()
+    planned(other, x[:1])  # a new model, one small image: the loaded kernels serve it
+
+
 def test_kept_tensors_take_the_layers(rng):
     """Model.forward(keep=...) shows inner tensors (activation maps): no plan then."""
     x_in = cn.Input((3, 8, 8))

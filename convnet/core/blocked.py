@@ -563,7 +563,10 @@ def compiled(kind: str, dtype=numpy.float32, tile=None):
 
 
 def loaded(kind: str, dtype=numpy.float32, tile=None) -> bool:
-    return (kind, numpy.dtype(dtype).name, None if tile is None else tuple(tile)) in _modules
+    """Whether kernel `kind` is loaded in this process: for that tile, or any tile when None."""
+    name = numpy.dtype(dtype).name
+    return any(key[0] == kind and key[1] == name and (tile is None or key[2] == tuple(tile))
+               for key in list(_modules))
 
 
 # -- packing, offsets and work splits (what the inference plan calls) ---------------------------

@@ -1,20 +1,24 @@
-"""convnet against PyTorch on the reference networks, side by side on this machine.
+"""convnet against PyTorch and onnxruntime on the reference networks, side by side on this machine.
 
-    python -m bench.run            # the full run (`make bench`), under 15 minutes on 2 cores
-    python -m bench.run --quick    # a smoke run of a minute or two
+    python -m bench.run            # the full run (`make bench`), about 25 minutes on 2 cores
+    python -m bench.run --quick    # a smoke run of a few minutes
 
-For each network (convnetjs, vggish, lenet5 and bottleneck, see ARCHITECTURES) both systems
-get the same architecture, the same weights (drawn by convnet, copied into PyTorch) and the same
-synthetic images, on the CPU at the same thread count. Each
-system runs in its own fresh process (`bench.worker`); the first call of each task is timed
-apart as warm-up, then timed repetitions alternate between the two processes (ABBA order) and
-the median is reported. Tasks: training (forward, cross-entropy, backward, SGD momentum 0.9
-step) and inference in images/s at batch 128, and latency of one image. Ratios are
-convnet's speed over PyTorch's: above 1, convnet is faster. GFLOP/s count 2 FLOPs per
-multiply-add of the forward pass (convnet's own summary arithmetic), three times that for a
-training step, and are set against the machine's float32 matrix-product peak, measured first
-with NumPy and PyTorch at the same thread count (the best of the repetitions of a large
-product). Memory is each process's peak resident set.
+For each network (NETWORKS: the chains lenet5, convnetjs, vggish, resnet8 and bottleneck and
+the graph models squeezenet-mini, mobilenet-mini and inception-mini; see ARCHITECTURES) every
+system gets the same architecture, the same weights (drawn by convnet, copied into PyTorch,
+and written by convnet's own ONNX export, `cn.onnx.export`, for onnxruntime) and the same
+synthetic images, on the CPU at the same thread count. Each system runs in its own fresh
+process (`bench.worker`); the first call of each task is timed apart as warm-up, then timed
+repetitions rotate between the processes (a different order each repetition) and the median
+is reported. Tasks: training (forward, cross-entropy, backward, SGD momentum 0.9 step; convnet
+and PyTorch) and inference in images/s at batch 128, and the latency of one image (all three).
+Ratios are convnet's speed over the other system's: above 1, convnet is faster. The goals of
+issue 16: inference and batch-1 latency >= 1.0 against onnxruntime, training >= 1.2 against
+PyTorch. GFLOP/s count 2 FLOPs per multiply-add of the forward pass (convnet's own summary
+arithmetic), three times that for a training step, and are set against the machine's float32
+matrix-product peak, measured first with NumPy and PyTorch at the same thread count (the best of
+the repetitions of a large product). Memory is each process's peak resident set. A network
+that convnet cannot export to ONNX gets "n/a" in the onnxruntime column, with the reason.
 
 The scaling study trains one network (convnetjs) at batch sizes 1 to 512 and at image sizes
 32, 64 and 128, reporting time per image beside the multiply-adds per image.
@@ -39,9 +43,21 @@ from pathlib import Path
 
 import numpy as np
 
-NETWORKS = ["convnetjs", "vggish", "lenet5", "bottleneck"]
+NETWORKS = ["lenet5", "convnetjs", "vggish", "resnet8", "bottleneck", "squeezenet-mini",
+            "mobilenet-mini", "inception-mini"]
 # The zoo's specs, in words; bottleneck is this benchmark's network with 1x1 convolutions.
 ARCHITECTURES = {
+    "resnet8": "3x32x32; conv3x3 16, bn, relu; basic blocks [conv3x3, bn, relu, conv3x3, bn] + x "
+               "with 16, 32 (stride 2, 1x1 projection), 64 (stride 2) filters; gap; fc 64->10",
+    "squeezenet-mini": "3x32x32; conv3x3 32, bn, relu, pool; fire(8, 16), fire(8, 32), pool, "
+                       "fire(16, 32) [1x1 squeeze, bn, relu; 1x1 and 3x3 expands, concat]; "
+                       "1x1 conv 10; gap",
+    "mobilenet-mini": "3x32x32; conv3x3 16, bn, relu6; 5 inverted residuals [1x1 expand x4, "
+                      "3x3 depthwise (stride 1, 2), squeeze-and-excitation, 1x1 project] "
+                      "16-24-24-40-40; 1x1 128; gap; fc 128->10",
+    "inception-mini": "3x32x32; conv3x3 16, bn, relu, pool; inception [1x1 | 1x1-3x3 | "
+                      "1x1-3x3-3x3 | pool-1x1, concat] 48 channels, pool, inception 88; gap; "
+                      "fc 88->10",
     "convnetjs": "3x32x32; [conv5x5 pad 2, relu, maxpool 2] with 16, 20, 20 filters; fc 320->10",
     "vggish": "3x32x32; conv3x3 32, 32, pool, 64, 64, pool, 128, pool (pad 1, relu); fc 2048->10",
     "lenet5": "1x28x28; conv5x5 6 pad 2, relu, pool; conv5x5 16, relu, pool; fc 400-120-84-10",
@@ -49,8 +65,16 @@ ARCHITECTURES = {
                   "relu, 1x1 8->32] + x, relu; 1x1 32->64, relu, pool; residual [1x1 64->16, "
                   "relu, 3x3 16->16, relu, 1x1 16->64] + x, relu; global average pool; fc 64->10",
 }
-SYSTEMS = ["convnet", "torch"]
+SYSTEMS = ["convnet", "torch", "onnxruntime"]
 TASKS = ["train", "infer", "latency"]
+# Which systems run which task (onnxruntime has no training step), and the order the tasks are
+# timed in: inference first, so that its warm-up is a fresh process's first call.
+TASK_SYSTEMS = {"train": ["convnet", "torch"], "infer": SYSTEMS, "latency": SYSTEMS}
+TIMING_ORDER = ["infer", "latency", "train"]
+LABELS = {"convnet": "convnet", "torch": "PyTorch", "onnxruntime": "onnxruntime"}
+# The goals of issue 16: convnet's speed over the other system's.
+GOALS = {"train": ("torch", 1.2), "infer": ("onnxruntime", 1.0),
+         "latency": ("onnxruntime", 1.0)}
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 FLOPS_PER_MAC = 2
 TRAIN_PASSES = 3  # forward, and a backward of about twice its cost
@@ -108,18 +132,21 @@ class Worker:
         return rss
 
 
-def start_pair(threads: int) -> dict[str, Worker]:
-    return {system: Worker(system, threads) for system in SYSTEMS}
+def start_workers(threads: int, systems=("convnet", "torch")) -> dict[str, Worker]:
+    return {system: Worker(system, threads) for system in systems}
 
 
-def close_pair(workers: dict[str, Worker]) -> dict[str, float]:
+def close_workers(workers: dict[str, Worker]) -> dict[str, float]:
     return {system: worker.close() for system, worker in workers.items()}
 
 
 # -- models as files both workers read ------------------------------------------------------
-def write_model(name: str, folder: Path, input_size: int | None = None) -> tuple[dict, int]:
+def write_model(name: str, folder: Path, input_size: int | None = None,
+                with_onnx: bool = False) -> tuple[dict, int]:
     """Draw zoo network `name` with seed 0 (at another image size if asked), write its spec and
-    weights for the workers, and return the spec and forward multiply-adds per image."""
+    weights for the workers (and its ONNX export when asked: files["onnx"], or the reason it
+    could not be exported in "onnx_error"), and return the spec and forward multiply-adds per
+    image."""
     import convnet as cn
     from convnet.io import zoo
     from convnet.io.spec import build, to_spec
@@ -138,10 +165,26 @@ def write_model(name: str, folder: Path, input_size: int | None = None) -> tuple
     Path(explicit["files"]["spec"]).write_text(json.dumps(explicit))
     np.savez(explicit["files"]["weights"], **{k: np.asarray(v) for k, v in
                                               model.state_dict().items()})
+    if with_onnx:
+        path = folder / f"{tag}.onnx"
+        try:
+            cn.onnx.export(model.eval(), path, input_shape=shape)
+            explicit["files"]["onnx"] = str(path)
+        except Exception as error:  # noqa: BLE001 - reported in the table as n/a
+            explicit["onnx_error"] = f"{type(error).__name__}: {error}".splitlines()[0]
     return explicit, summarize(model, shape).total_macs
 
 
 # -- timing ---------------------------------------------------------------------------------
+def rotation(systems: list[str], rep: int) -> list[str]:
+    """The order of the systems in repetition `rep`: each takes every place in turn, forwards
+    and backwards (A B, B A, A B ... for two; A B C, C B A, B C A, A C B, ... for three), so
+    that no system always runs right after another."""
+    shift = (rep // 2) % len(systems)
+    order = systems[shift:] + systems[:shift]
+    return order if rep % 2 == 0 else order[::-1]
+
+
 def time_task(workers: dict[str, Worker], task: str, settings: Settings) -> dict[str, dict]:
     """Warm-up apart, then `reps` interleaved repetitions of `task` on each worker.
 
@@ -155,8 +198,7 @@ def time_task(workers: dict[str, Worker], task: str, settings: Settings) -> dict
         iterations = max(1, round(settings.rep_seconds / max(probe, 1e-6)))
         result[system] = {"warmup_s": warmup, "iterations": iterations, "seconds": []}
     for rep in range(settings.reps):
-        order = SYSTEMS if rep % 4 in (0, 3) else SYSTEMS[::-1]  # A B B A ...
-        for system in order:
+        for system in rotation(list(workers), rep):
             iterations = result[system]["iterations"]
             seconds = workers[system].request(op="run", task=task,
                                               iterations=iterations)["seconds"]
@@ -177,21 +219,25 @@ def measure_peak(workers: dict[str, Worker], settings: Settings) -> dict:
 
 def measure_network(name: str, settings: Settings, folder: Path,
                     with_peak: bool = False) -> tuple[dict, dict | None]:
-    """Both systems on zoo network `name`; the matmul peak too (after the memory reading, so
+    """Every system on zoo network `name`; the matmul peak too (after the memory reading, so
     that its matrices do not count) when asked."""
     from convnet.io import zoo
 
-    spec, macs = write_model(name, folder)
-    workers = start_pair(settings.threads)
-    for worker in workers.values():
-        worker.request(op="setup", batch=settings.batch, **spec["files"])
+    spec, macs = write_model(name, folder, with_onnx=True)
+    systems = [s for s in SYSTEMS if s != "onnxruntime" or "onnx" in spec["files"]]
+    workers = start_workers(settings.threads, systems)
+    setup = {system: worker.request(op="setup", batch=settings.batch, **spec["files"])["seconds"]
+             for system, worker in workers.items()}
     entry = {"description": zoo.MODELS[name].description,
              "architecture": ARCHITECTURES[name], "input_shape": spec["input_shape"],
-             "macs_per_image": macs, "batch": settings.batch,
+             "macs_per_image": macs, "batch": settings.batch, "systems": systems,
              "load_before": list(os.getloadavg())}
-    per_system = {system: {} for system in SYSTEMS}
-    for task in TASKS:
-        timings = time_task(workers, task, settings)
+    if "onnx_error" in spec:
+        entry["onnx_error"] = spec["onnx_error"]
+    per_system = {system: {} for system in systems}
+    for task in TIMING_ORDER:
+        doing = {s: workers[s] for s in TASK_SYSTEMS[task] if s in workers}
+        timings = time_task(doing, task, settings)
         images = 1 if task == "latency" else settings.batch
         flops = macs * FLOPS_PER_MAC * (TRAIN_PASSES if task == "train" else 1)
         for system, timing in timings.items():
@@ -206,12 +252,18 @@ def measure_network(name: str, settings: Settings, folder: Path,
             per_system[system][task] = record
     for system, worker in workers.items():
         per_system[system]["peak_rss_mb"] = worker.request(op="rss")["max_rss_mb"]
+        per_system[system]["setup_s"] = setup[system]
     entry["load_after"] = list(os.getloadavg())
-    peak = measure_peak(workers, settings) if with_peak else None
-    close_pair(workers)
+    peak = measure_peak({s: workers[s] for s in ("convnet", "torch")},
+                        settings) if with_peak else None
+    close_workers(workers)
     entry.update(per_system)
     entry["ratio"] = {task: per_system["torch"][task]["median_seconds"]
                       / per_system["convnet"][task]["median_seconds"] for task in TASKS}
+    if "onnxruntime" in per_system:
+        entry["ratio_onnxruntime"] = {
+            task: per_system["onnxruntime"][task]["median_seconds"]
+            / per_system["convnet"][task]["median_seconds"] for task in ("infer", "latency")}
     entry["memory_ratio"] = (per_system["convnet"]["peak_rss_mb"]
                              / per_system["torch"]["peak_rss_mb"])
     return entry, peak
@@ -220,7 +272,7 @@ def measure_network(name: str, settings: Settings, folder: Path,
 def measure_scaling(settings: Settings, folder: Path) -> dict:
     """Training time per image against batch size and image size, beside the arithmetic."""
     name = settings.scaling_network
-    workers = start_pair(settings.threads)
+    workers = start_workers(settings.threads)
     by_batch, by_size = [], []
     spec, macs = write_model(name, folder)
     for batch in settings.scaling_batches:
@@ -235,7 +287,7 @@ def measure_scaling(settings: Settings, folder: Path) -> dict:
         timings = time_task(workers, "train", settings)
         by_size.append(_scaling_row({"image_size": size, "batch": settings.image_batch},
                                     timings, settings.image_batch, sized_macs))
-    close_pair(workers)
+    close_workers(workers)
     return {"network": name, "image_size": spec["input_shape"][1],
             "image_batch": settings.image_batch, "by_batch": by_batch, "by_image_size": by_size}
 
@@ -278,6 +330,29 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def _cell(entry: dict, system: str, task: str) -> str:
+    record = entry.get(system, {}).get(task)
+    if record is None:
+        return "-" if task == "train" or system in entry.get("systems", SYSTEMS) else "n/a"
+    return f"{record['ms']:.2f} ms" if task == "latency" else f"{record['images_per_s']:,.0f} img/s"
+
+
+def _rate(entry: dict, system: str, task: str) -> str:
+    record = entry.get(system, {}).get(task)
+    if record is None:
+        return "-"
+    return f"{record['gflops']:.1f} ({record['peak_fraction']:.0%})"
+
+
+def _ratio(entry: dict, versus: str, task: str) -> float | None:
+    ratios = entry["ratio"] if versus == "torch" else entry.get("ratio_onnxruntime", {})
+    return ratios.get(task)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def format_report(result: dict) -> str:
     peak = result["peak"]
     lines = [
@@ -286,33 +361,58 @@ def format_report(result: dict) -> str:
         f"load average {result['load_before'][0]:.2f} before, {result['load_after'][0]:.2f} "
         f"after",
         f"float32 matmul peak ({peak['size']}x{peak['size']}): NumPy {peak['numpy_gflops']:.0f}"
-        f", PyTorch {peak['torch_gflops']:.0f} GFLOP/s; ratio = convnet speed / PyTorch speed",
+        f", PyTorch {peak['torch_gflops']:.0f} GFLOP/s (GFLOP/s columns: % of the larger); "
+        f"ratios = convnet speed / the other system's (above 1: convnet faster)",
         "",
-        f"{'network':<11}{'task':<14}{'convnet':>14}{'PyTorch':>14}{'ratio':>8}"
-        f"{'convnet GFLOP/s':>19}{'PyTorch GFLOP/s':>19}",
+        f"{'network':<16}{'task':<13}{'convnet':>14}{'PyTorch':>14}{'onnxruntime':>14}"
+        f"{'vs PyTorch':>11}{'vs ORT':>8}{'convnet GFLOP/s':>17}{'PyTorch':>14}"
+        f"{'onnxruntime':>14}",
     ]
+    notes = []
     for name, entry in result["networks"].items():
         for task in TASKS:
-            cells = []
-            for system in SYSTEMS:
-                record = entry[system][task]
-                cells.append(f"{record['ms']:.2f} ms" if task == "latency"
-                             else f"{record['images_per_s']:,.0f} img/s")
-            rates = [f"{entry[s][task]['gflops']:.1f} ({entry[s][task]['peak_fraction']:.0%})"
-                     for s in SYSTEMS]
             label = {"train": "train", "infer": "infer", "latency": "latency b=1"}[task]
-            lines.append(f"{name if task == 'train' else '':<11}{label:<14}{cells[0]:>14}"
-                         f"{cells[1]:>14}{entry['ratio'][task]:>8.2f}{rates[0]:>19}"
-                         f"{rates[1]:>19}")
-        memory = [f"{entry[s]['peak_rss_mb']:.0f} MB" for s in SYSTEMS]
-        lines.append(f"{'':<11}{'peak memory':<14}{memory[0]:>14}{memory[1]:>14}"
-                     f"{entry['memory_ratio']:>8.2f}  (convnet / PyTorch, lower is better)")
-        warmup = [f"{entry[s]['train']['warmup_s'] * 1e3:.0f} ms" for s in SYSTEMS]
-        lines.append(f"{'':<11}{'first step':<14}{warmup[0]:>14}{warmup[1]:>14}        "
-                     f"(training warm-up, not in the medians; load "
+            cells = "".join(f"{_cell(entry, s, task):>14}" for s in SYSTEMS)
+            rates = "".join(f"{_rate(entry, s, task):>{17 if s == 'convnet' else 14}}"
+                            for s in SYSTEMS)
+            lines.append(f"{name if task == 'train' else '':<16}{label:<13}{cells}"
+                         f"{_number(_ratio(entry, 'torch', task)):>11}"
+                         f"{_number(_ratio(entry, 'onnxruntime', task)):>8}{rates}")
+        memory = "".join(f"{entry[s]['peak_rss_mb']:.0f} MB".rjust(14) if s in entry
+                         else f"{'n/a':>14}" for s in SYSTEMS)
+        lines.append(f"{'':<16}{'peak memory':<13}{memory}{entry['memory_ratio']:>11.2f}"
+                     f"  (convnet / PyTorch, lower is better)")
+        setup = "".join(f"{entry[s]['setup_s'] * 1e3:.0f} ms".rjust(14) if s in entry
+                        else f"{'n/a':>14}" for s in SYSTEMS)
+        lines.append(f"{'':<16}{'setup':<13}{setup}  (building the model from its files; "
+                     f"onnxruntime: the session, its graph optimizations included)")
+        first = "".join(f"{entry[s]['infer']['warmup_s'] * 1e3:.0f} ms".rjust(14) if s in entry
+                        else f"{'n/a':>14}" for s in SYSTEMS)
+        lines.append(f"{'':<16}{'first infer':<13}{first}  (a fresh process's first batch, "
+                     f"not in the medians)")
+        step = "".join(f"{entry[s]['train']['warmup_s'] * 1e3:.0f} ms".rjust(14)
+                       if "train" in entry.get(s, {}) else f"{'-':>14}" for s in SYSTEMS)
+        lines.append(f"{'':<16}{'first step':<13}{step}  (training warm-up; load "
                      f"{entry['load_before'][0]:.2f} -> {entry['load_after'][0]:.2f})")
+        if "onnx_error" in entry:
+            notes.append(f"  {name}: no onnxruntime column, convnet's export refused the model "
+                         f"({entry['onnx_error']})")
+    lines += ["", "Goals (issue 16), convnet speed / the other system's:",
+              f"{'network':<16}{'train vs PyTorch':>18}{'infer vs ORT':>14}"
+              f"{'b=1 vs ORT':>12}{'memory vs PyTorch':>19}"]
+    for name, entry in result["networks"].items():
+        cells = []
+        for task, width in (("train", 18), ("infer", 14), ("latency", 12)):
+            versus, goal = GOALS[task]
+            value = _ratio(entry, versus, task)
+            mark = "" if value is None else (" ok" if value >= goal else " no")
+            cells.append(f"{_number(value) + mark:>{width}}")
+        lines.append(f"{name:<16}{''.join(cells)}{entry['memory_ratio']:>19.2f}")
+    lines.append("  (goals: training >= 1.2 against PyTorch, inference and batch-1 latency >= 1.0 "
+                 "against onnxruntime)")
+    lines += notes
     lines += ["", "Networks (batch 128, float32, cross-entropy, SGD momentum 0.9):"]
-    lines += [f"  {name:<11}{ARCHITECTURES[name]}" for name in result["networks"]]
+    lines += [f"  {name:<16}{ARCHITECTURES[name]}" for name in result["networks"]]
     scaling = result.get("scaling")
     if scaling:
         lines += ["", f"Scaling, {scaling['network']} training: time per image beside the forward "
@@ -349,8 +449,9 @@ def run(settings: Settings, command: str, scaling: bool = True) -> dict:
             print(f"  {name} done", file=sys.stderr, flush=True)
         for entry in result["networks"].values():
             for system, task in itertools.product(SYSTEMS, TASKS):
-                record = entry[system][task]
-                record["peak_fraction"] = record["gflops"] / result["peak"]["gflops"]
+                record = entry.get(system, {}).get(task)
+                if record is not None:
+                    record["peak_fraction"] = record["gflops"] / result["peak"]["gflops"]
         if scaling:
             result["scaling"] = measure_scaling(settings, folder)
     result["load_after"] = list(os.getloadavg())

@@ -1,16 +1,22 @@
-"""One benchmark process: convnet or PyTorch, driven line by line by `bench.run`.
+"""One benchmark process: convnet, PyTorch or onnxruntime, driven line by line by `bench.run`.
 
     python -m bench.worker convnet --threads 2
     python -m bench.worker torch --threads 2
+    python -m bench.worker onnxruntime --threads 2
 
 Requests and replies are JSON lines on stdin/stdout:
-    {"op": "setup", "spec": PATH, "weights": PATH, "batch": B}  -> {"seconds": build time}
+    {"op": "setup", "spec": PATH, "weights": PATH, "onnx": PATH, "batch": B}
+        -> {"seconds": build time}
     {"op": "run", "task": "train"|"infer"|"latency", "iterations": K}  -> {"seconds": total}
     {"op": "peak", "size": S, "repeats": R}  -> {"gflops": [...]}  (S x S float32 products)
     {"op": "rss"}  -> {"max_rss_mb": peak resident memory of this process so far}
     {"op": "exit"}  -> {"max_rss_mb": ...}, and the process ends
-The convnet worker never imports torch and the PyTorch worker never imports convnet, so each
-process's peak memory is its own system's.
+No worker imports another system (the PyTorch and onnxruntime workers never import convnet, the
+convnet worker neither torch nor onnxruntime), so each process's peak memory is its own
+system's. onnxruntime runs convnet's own ONNX export of the same weights (written by
+`bench.run`), inference only, with intra_op_num_threads = --threads (the calling thread
+included, as PyTorch counts it) and its defaults otherwise (all graph optimizations, spinning
+pool threads): the way it is deployed.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ class ConvnetSystem:
         backend.set_num_threads(threads)
         self.threads = threads
 
-    def setup(self, spec: dict, state: dict, batch: int) -> None:
+    def setup(self, spec: dict, state: dict, batch: int, onnx: str | None = None) -> None:
         from convnet.io.spec import build
 
         cn = self.cn
@@ -90,7 +96,7 @@ class TorchSystem:
         self.torch = torch
         torch.set_num_threads(threads)
 
-    def setup(self, spec: dict, state: dict, batch: int) -> None:
+    def setup(self, spec: dict, state: dict, batch: int, onnx: str | None = None) -> None:
         from bench.torch_twin import build_model
 
         torch = self.torch
@@ -120,6 +126,43 @@ class TorchSystem:
         return _gflops(lambda: a @ b, size, repeats)
 
 
+class OnnxruntimeSystem:
+    """onnxruntime's CPU provider on convnet's export of the model: inference only."""
+
+    def __init__(self, threads: int):
+        import onnxruntime
+
+        self.onnxruntime = onnxruntime
+        self.threads = threads
+
+    def setup(self, spec: dict, state: dict, batch: int, onnx: str | None = None) -> None:
+        ort = self.onnxruntime
+        if onnx is None:
+            raise ValueError("the onnxruntime worker needs the model's ONNX file")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.x, _ = synthetic_batch(batch, spec["input_shape"])
+
+    def train(self) -> None:
+        raise ValueError("onnxruntime is benchmarked on inference only")
+
+    def infer(self, x=None) -> None:
+        self.session.run(None, {self.input_name: self.x if x is None else x})
+
+    def latency(self) -> None:
+        self.infer(self.x[:1])
+
+    def peak(self, size: int, repeats: int) -> list[float]:
+        raise ValueError("the matmul peak is measured by the convnet and PyTorch workers")
+
+
+SYSTEM_CLASSES = {"convnet": ConvnetSystem, "torch": TorchSystem,
+                  "onnxruntime": OnnxruntimeSystem}
+
+
 def _gflops(product, size: int, repeats: int) -> list[float]:
     product()  # warm-up
     rates = []
@@ -140,7 +183,7 @@ def serve(system, stdin=sys.stdin, stdout=sys.stdout) -> None:
                 spec = json.load(handle)
             with np.load(request["weights"]) as archive:
                 state = {name: archive[name] for name in archive.files}
-            system.setup(spec, state, request["batch"])
+            system.setup(spec, state, request["batch"], request.get("onnx"))
             reply = {"seconds": time.perf_counter() - start}
         elif op == "run":
             task = getattr(system, request["task"])
@@ -162,11 +205,10 @@ def serve(system, stdin=sys.stdin, stdout=sys.stdout) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="one benchmark process (see bench.run)")
-    parser.add_argument("system", choices=["convnet", "torch"])
+    parser.add_argument("system", choices=list(SYSTEM_CLASSES))
     parser.add_argument("--threads", type=int, required=True)
     args = parser.parse_args(argv)
-    system = ConvnetSystem(args.threads) if args.system == "convnet" else TorchSystem(args.threads)
-    serve(system)
+    serve(SYSTEM_CLASSES[args.system](args.threads))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ def test_bench_run_writes_a_consistent_report(tmp_path):
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "lenet5" in done.stdout and "peak memory" in done.stdout
+    assert "onnxruntime" in done.stdout and "Goals" in done.stdout
     result = json.loads(out.read_text())
 
     assert result["threads"] == 1 and result["reps"] == 2
@@ -31,19 +32,27 @@ def test_bench_run_writes_a_consistent_report(tmp_path):
     entry = result["networks"]["lenet5"]
     assert entry["macs_per_image"] > 0 and entry["input_shape"] == [1, 28, 28]
     assert len(entry["load_before"]) == 3 and len(entry["load_after"]) == 3
-    for system in ("convnet", "torch"):
-        assert entry[system]["peak_rss_mb"] > 0
-        for task in ("train", "infer", "latency"):
+    assert entry["systems"] == ["convnet", "torch", "onnxruntime"]
+    for system in ("convnet", "torch", "onnxruntime"):
+        assert entry[system]["peak_rss_mb"] > 0 and entry[system]["setup_s"] > 0
+        tasks = ("infer", "latency") if system == "onnxruntime" else ("train", "infer", "latency")
+        assert ("train" in entry[system]) == (system != "onnxruntime")
+        for task in tasks:
             record = entry[system][task]
             assert len(record["seconds_per_iteration"]) == 2
             assert record["warmup_s"] > 0 and record["median_seconds"] > 0
             assert math.isclose(record["peak_fraction"], record["gflops"] / peak["gflops"])
-        assert math.isclose(entry[system]["train"]["images_per_s"],
-                            4 / entry[system]["train"]["median_seconds"])
+        task = tasks[0]
+        assert math.isclose(entry[system][task]["images_per_s"],
+                            4 / entry[system][task]["median_seconds"])
         assert math.isclose(entry[system]["latency"]["ms"],
                             entry[system]["latency"]["median_seconds"] * 1e3)
     for task in ("train", "infer", "latency"):
         assert math.isclose(entry["ratio"][task], entry["torch"][task]["median_seconds"]
+                            / entry["convnet"][task]["median_seconds"])
+    for task in ("infer", "latency"):
+        assert math.isclose(entry["ratio_onnxruntime"][task],
+                            entry["onnxruntime"][task]["median_seconds"]
                             / entry["convnet"][task]["median_seconds"])
     assert math.isclose(entry["memory_ratio"], entry["convnet"]["peak_rss_mb"]
                         / entry["torch"]["peak_rss_mb"])

@@ -172,7 +172,7 @@ def test_compiling_leaves_numbas_slp_setting_as_it_was():
     before = config.SLP_VECTORIZE  # 0, Numba's default, unless the environment says otherwise
     kernels._kernel(np.float32, (4, 16))
     assert config.SLP_VECTORIZE == before
-    with kernels._slp_vectorizer():
+    with kernels.slp_vectorizer():
         assert config.SLP_VECTORIZE == 1
     assert config.SLP_VECTORIZE == before
 
@@ -192,7 +192,7 @@ def test_an_unwritable_cache_folder_compiles_in_memory(tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("CONVNET_CACHE", str(blocker))
-    module = kernels._import_source("convnet_test_module", "VALUE = 3\n")
+    module = kernels.import_source("convnet_test_module", "VALUE = 3\n")
     assert module.VALUE == 3
     assert blocker.read_text() == ""
 

@@ -154,7 +154,7 @@ def module_source(dtype_name: str, tile=WIDE_TILE) -> str:
 
 
 @contextlib.contextmanager
-def _slp_vectorizer():
+def slp_vectorizer():
     """Numba leaves LLVM's SLP vectorizer off by default (it once miscompiled other code);
     this kernel needs it and is tested against independent answers, so it is on only while
     the kernel compiles, and the process's setting is restored for everyone else's code."""
@@ -176,12 +176,12 @@ def _kernel(dtype, tile):
     with _lock:
         if key not in _compiled:
             name = f"convnet_kernel_{key[0]}_{tile[0]}x{tile[1]}"
-            with _slp_vectorizer():
-                _compiled[key] = _import_source(name, module_source(*key)).forward
+            with slp_vectorizer():
+                _compiled[key] = import_source(name, module_source(*key)).forward
         return _compiled[key]
 
 
-def _import_source(module_name: str, source: str):
+def import_source(module_name: str, source: str):
     """Import `source` from a file named by its hash in the cache folder (Numba caches only
     functions that live in files), or from memory where that folder cannot be written."""
     import hashlib  # noqa: PLC0415

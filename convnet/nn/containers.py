@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from convnet.core.errors import ShapeError
+from convnet.nn import inference
 from convnet.nn.layer import Layer, Shape, check_finite_input, check_input
 from convnet.nn.summary import summarize
 from convnet.nn.window import WindowLayer
@@ -105,6 +106,10 @@ class Sequential(Layer):
                 f"Sequential: built for samples of shape {self.input_shape}, received a batch "
                 f"of shape {tuple(x.shape)}; resize the input or rebuild the model"
             )
+        if inference.applies(self, (x,)):
+            outputs = inference.run(self, [x])
+            if outputs is not None:
+                return outputs[0]
         for layer in self.layers:
             x = layer.forward(x)
         return x

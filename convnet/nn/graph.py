@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from convnet.core.backend import array_module
 from convnet.core.errors import ShapeError
+from convnet.nn import inference
 from convnet.nn.layer import Layer, Shape, check_finite_input, grad_enabled
 from convnet.nn.summary import summarize
 from convnet.nn.symbolic import Node, SymbolicTensor, field_through
@@ -254,6 +255,10 @@ class Model(Layer):
         inside: activation maps, Grad-CAM)."""
         arrays = self._arrays(inputs)
         self.kept = {}
+        if not keep and inference.applies(self, arrays):
+            results = inference.run(self, arrays)
+            if results is not None:
+                return tuple(results) if self.multi_output else results[0]
         values: list = [None] * self.slots
         for slot, array in zip(self.input_slots, arrays, strict=True):
             values[slot] = array

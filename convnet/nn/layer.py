@@ -16,7 +16,7 @@ import numpy
 from convnet.core.backend import array_module
 from convnet.nn import symbolic
 from convnet.nn.init import initial_weight
-from convnet.nn.parameter import Parameter
+from convnet.nn.parameter import Parameter, changed, switched
 
 Shape = tuple[int, ...]
 
@@ -109,6 +109,7 @@ class Layer:
 
     def set_buffer(self, name: str, value) -> None:
         setattr(self, name, value)
+        changed()
 
     def children(self) -> list[tuple[str, Layer]]:
         """Sub-layers, by name, for containers."""
@@ -192,8 +193,12 @@ class Layer:
 
     # -- modes and dtype -------------------------------------------------------------------
     def train(self, mode: bool = True) -> Layer:
+        switch = False
         for module in self.modules():
+            switch = switch or module.training != mode
             module.training = mode
+        if switch:  # inference plans repack: training may have changed weights in place
+            switched()  # (an eval() of a model in eval mode is no switch: nothing to repack)
         return self
 
     def eval(self) -> Layer:
@@ -267,8 +272,10 @@ class WeightedLayer(Layer):
 
     def reset_parameters(self) -> None:
         self.weight.data[...] = initial_weight(self.weight.shape, self.init, self.weight.data.dtype)
+        self.weight.mark_changed()
         if self.bias is not None:
             self.bias.data[...] = 0
+            self.bias.mark_changed()
 
     def own_parameters(self):
         params = {"weight": self.weight}

@@ -1,0 +1,628 @@
+"""The blocked channel layout and the compiled kernels that run inference on it.
+
+A blocked activation holds its channels in blocks of LANES = 8 (one AVX2 register of float32):
+
+    (N, C, H, W) -> (N, ceil(C/8), H + 2m, W + 2m, 8),  [n, c // 8, m + i, m + j, c % 8]
+
+with a zero border of m pixels on every side (the padding of the layers that read it) and zero
+channels past C. onnxruntime keeps its activations this way (NCHWc) between the layers of a
+network; convnet's inference plan (`convnet.nn.inference`) does the same and converts once at the
+model's input and output, and around the layers that have no blocked kernel.
+
+The direct convolution keeps a tile of P output positions of one row x B blocks of 8 output
+channels in registers (6 x 2 or 4 x 3: 12 vector accumulators, B vector loads of packed weights
+and P broadcast pixels per input tap, P*B fused multiply-adds). Its loop over the input taps
+(channel, kernel row, kernel column) is one flat loop over a table of offsets, so the same code
+reads a blocked input or a plain (N, C, H, W) one (the model's first layer, with 3 channels), at
+any stride and dilation:
+
+    out[b, k, i, j] = act(bias[k] + sum_t x[b, (i*SH, j*SW) + offsets[t]] w[t, k] (+ residual))
+
+Filters are packed once per tile shape, (K, C, KH, KW) -> (K tiles, taps, 8*B), with batch norm
+folded in by the plan. LLVM's SLP vectorizer packs each accumulator row of 8 into one register
+only when the tile is stored to memory as rows of 8 within one basic block, hence the scratch
+tile before the epilogue (bias, residual, activation) writes the output through its strides:
+the output may be blocked or plain (N, K, H, W). Depthwise convolution, max and average pooling
+and global average pooling have kernels of their own over the blocked layout.
+
+All of them are tested against the NumPy layers (`tests/test_blocked.py`), which remain the
+reference. Only float32 runs here; float64 models take the NumPy layers.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy
+
+from convnet.core import kernels
+
+LANES = 8
+
+# Activations fused into a kernel's epilogue: (code, alpha, beta).
+ACTIVATIONS = {"none": 0, "relu": 1, "clip": 2, "hardswish": 3, "leaky": 4, "hardsigmoid": 5,
+               "silu": 6, "sigmoid": 7}
+
+# Tiles (positions P, blocks B) for the direct convolution: 12 accumulators and B + 1 more
+# registers of the 16 AVX2 has (4 x 4 would spill), plus P addresses of general registers.
+# Measured against onnxruntime's MLAS on one thread, the layers of vggish, convnetjs and
+# bottleneck: 6 x 2 at 0.92-1.19 of its speed where the filters fill the tile, 4 x 3 at
+# 0.85-1.11 (it wastes a third of 32 or 64 filters). `choose_tile` weighs the waste of each.
+TILES = ((6, 2), (4, 3), (8, 1))
+TILE_SPEED = {(6, 2): 1.0, (4, 3): 0.95, (8, 1): 0.75}
+
+# Indices into the int64 geometry vector of the conv and depthwise kernels.
+GEOMETRY = ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_origin",
+            "stride_h", "stride_w", "out_batch", "out_block", "out_lane", "out_row", "out_col",
+            "out_origin", "out_channels", "out_w", "res_batch", "res_block", "res_lane",
+            "res_row", "res_col", "res_origin", "has_residual", "act", "x_block",
+            "kernel_h", "kernel_w", "dilation_h", "dilation_w", "out_store")
+G = {name: index for index, name in enumerate(GEOMETRY)}
+
+
+def blocks(channels: int) -> int:
+    return -(-channels // LANES)
+
+
+# -- the layout ---------------------------------------------------------------------------------
+class Blocked:
+    """A blocked activation: `data` (N, ceil(C/8), H + 2m, W + 2m, 8), `channels` C and the
+    zero border m. The interior is `data[:, :, m:m+H, m:m+W]`."""
+
+    __slots__ = ("data", "channels", "border")
+
+    def __init__(self, data, channels: int, border: int):
+        self.data = data
+        self.channels = channels
+        self.border = border
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """The (N, C, H, W) shape of the activation it holds."""
+        n, _, hb, wb, _ = self.data.shape
+        return (n, self.channels, hb - 2 * self.border, wb - 2 * self.border)
+
+    @property
+    def interior(self):
+        m = self.border
+        _, _, hb, wb, _ = self.data.shape
+        return self.data[:, :, m : hb - m, m : wb - m]
+
+    def strides(self) -> tuple[int, int, int, int]:
+        """(batch, block, row, column) strides in elements; the lane stride is 1."""
+        itemsize = self.data.itemsize
+        return tuple(s // itemsize for s in self.data.strides[:4])
+
+    def origin(self) -> int:
+        """Elements from the start of `data` to pixel (0, 0) of the interior."""
+        _, _, row, col = self.strides()
+        return self.border * (row + col)
+
+
+def empty_blocked(n: int, channels: int, hw, border: int, dtype=numpy.float32) -> Blocked:
+    """A blocked activation whose border (and only it) is zeroed: the interior is left for a
+    kernel to write, every lane of it (channels past C included)."""
+    h, w = hw
+    m = border
+    data = numpy.empty((n, blocks(channels), h + 2 * m, w + 2 * m, LANES), dtype=dtype)
+    if m:
+        data[:, :, :m] = 0
+        data[:, :, h + m :] = 0
+        data[:, :, m : h + m, :m] = 0
+        data[:, :, m : h + m, w + m :] = 0
+    return Blocked(data, channels, m)
+
+
+def to_blocked(x, border: int = 0, out: Blocked | None = None) -> Blocked:
+    """(N, C, H, W) -> Blocked, zeros in the border and in the lanes past C; into `out` (of
+    that shape and border) when given."""
+    n, c, h, w = x.shape
+    if out is None:
+        out = empty_blocked(n, c, (h, w), border, x.dtype)
+    inside = out.interior  # N, Cb, H, W, 8
+    full = c // LANES
+    if full:
+        inside[:, :full] = x[:, : full * LANES].reshape(n, full, LANES, h, w).transpose(
+            0, 1, 3, 4, 2)
+    rest = c - full * LANES
+    if rest:
+        inside[:, full, ..., :rest] = x[:, full * LANES :].transpose(0, 2, 3, 1)
+        inside[:, full, ..., rest:] = 0
+    return out
+
+
+def from_blocked(value: Blocked, out=None):
+    """Blocked -> (N, C, H, W), a new C-contiguous array (or `out`, C-contiguous)."""
+    n, c, h, w = value.shape
+    inside = value.interior  # N, Cb, H, W, 8
+    if out is None:
+        out = numpy.empty((n, c, h, w), dtype=value.data.dtype)
+    full = c // LANES
+    if full:
+        out[:, : full * LANES].reshape(n, full, LANES, h, w)[...] = inside[:, :full].transpose(
+            0, 1, 4, 2, 3)
+    rest = c - full * LANES
+    if rest:
+        out[:, full * LANES :] = inside[:, full, ..., :rest].transpose(0, 3, 1, 2)
+    return out
+
+
+# -- the direct convolution -------------------------------------------------------------------
+def choose_tile(out_channels: int, positions: int) -> tuple[int, int]:
+    """The tile (P, B) with the least wasted work over the filters and the output positions of
+    an image (the last tile of an image recomputes some), weighed by the speed of each tile."""
+    best, best_cost = None, math.inf
+    for count, block_count in TILES:
+        lanes = LANES * block_count
+        waste = (-(-out_channels // lanes) * lanes / out_channels
+                 * -(-positions // count) * count / positions)
+        cost = waste / TILE_SPEED[(count, block_count)]
+        if cost < best_cost:
+            best, best_cost = (count, block_count), cost
+    return best
+
+
+def _positions(positions: int, ind: str, with_residual: bool) -> list[str]:
+    """Code placing a tile's P positions: output positions q0 .. q0+P-1 of image b in
+    row-major order, the ones past the range clamped to its last (computed and stored again,
+    with the same values), as the addresses of their first input pixel, output and shortcut.
+    (ci, cj) is q0's row and column, kept up to date without dividing (a 64-bit division
+    costs tens of cycles, a tile's P of them as much as a 1x1 layer's arithmetic)."""
+    lines = []
+    for p in range(positions):
+        lines += [ind + "pi = ci", ind + f"pj = cj + {p}"]
+        if p:
+            lines += [ind + "if pj >= out_w:",
+                      ind + "    pi += pj // out_w",
+                      ind + "    pj = pj % out_w",
+                      ind + f"if q0 + {p} >= q1:",
+                      ind + "    pi = last_i",
+                      ind + "    pj = last_j"]
+        lines += [ind + f"x{p}p = b * x_batch + pi * stride_h * x_row + pj * stride_w * x_col"
+                        " + x_origin",
+                  ind + f"o{p}p = b * out_batch + pi * out_row + pj * out_col + out_origin"]
+        if with_residual:
+            lines.append(ind + f"r{p}p = b * res_batch + pi * res_row + pj * res_col"
+                               " + res_origin")
+    lines += [ind + f"cj += {positions}",
+              ind + "if cj >= out_w:",
+              ind + "    ci += cj // out_w",
+              ind + "    cj = cj % out_w"]
+    return lines
+
+
+def _position_start(ind: str) -> list[str]:
+    """Row and column of the first position of a range, and of its last."""
+    return [ind + "ci = i0 // out_w",
+            ind + "cj = i0 - ci * out_w",
+            ind + "last_i = (q1 - 1) // out_w",
+            ind + "last_j = q1 - 1 - last_i * out_w"]
+
+
+def conv_source(positions: int, block_count: int) -> str:
+    """The Python source of the direct convolution for one tile (print it to read it)."""
+    lanes = LANES * block_count
+    g = G
+    lines = [
+        "def conv(x, w, bias, offsets, out, residual, geometry, alpha, beta):",
+        "    # x: the input (flat), output position (i, j) of image b reads x at",
+        "    #    b*x_batch + (i*SH)*x_row + (j*SW)*x_col + x_origin + offsets[t] for tap t;",
+        "    # w (K tiles, taps, LANES*B); bias (K tiles * LANES*B,); positions q0 <= q < q1 are",
+        "    # i*out_w + j; out[b*out_batch + (k//8)*out_block + (k%8)*out_lane + i*out_row +",
+        "    # j*out_col + out_origin] = act(bias[k] + sum_t x[...] w[t, k] + residual[...]) for",
+        "    # k < out_store (a blocked output's lanes past K get act(0): never uninitialized)",
+    ]
+    for name in ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_origin",
+                 "stride_h", "stride_w", "out_batch", "out_block", "out_lane", "out_row",
+                 "out_col", "out_origin", "out_channels", "out_w", "res_batch", "res_block",
+                 "res_lane", "res_row", "res_col", "res_origin", "has_residual", "act",
+                 "out_store"):
+        lines.append(f"    {name} = geometry[{g[name]}]")
+    lines += [
+        "    q1 = i1  # the range of output positions, in row-major order",
+        "    taps = offsets.shape[0]",
+        "    rows_of_8 = out_lane == 1 and (has_residual == 0 or res_lane == 1)",
+        f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
+        f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
+        f"    rpos = numpy.empty({positions}, dtype=numpy.int64)",
+        "    for b in range(b0, b1):",
+        "        for kt in range(k0, k1):",
+        *_position_start(" " * 12),
+        f"            for q0 in range(i0, q1, {positions}):",
+    ]
+    ind = " " * 16
+    lines += _positions(positions, ind, True)
+    for p in range(positions):
+        lines.append(ind + " = ".join(f"a{p}_{k}" for k in range(lanes)) + " = ZERO")
+    lines += [ind + f"wa = INDEX(kt * taps * {lanes})",
+              ind + "for t in range(taps):",
+              ind + "    at = offsets[t]"]
+    body = ind + "    "
+    lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]
+    for p in range(positions):
+        lines.append(body + f"x{p} = x[INDEX(x{p}p + at)]")
+        lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
+    lines.append(body + f"wa += INDEX({lanes})")
+    lines += [ind + f"tile[{p * lanes + k}] = a{p}_{k}"
+              for p in range(positions) for k in range(lanes)]
+    # Epilogue, rows of 8 (a blocked output, and a blocked shortcut if any), in one loop
+    # over the tile's positions (the code once, not once per position).
+    lines += [ind + "if rows_of_8:",
+              ind + f"    rows = min({block_count}, (out_store - kt * {lanes}) // 8)"]
+    lines += [ind + f"    opos[{p}] = o{p}p" for p in range(positions)]
+    lines += [ind + f"    rpos[{p}] = r{p}p" for p in range(positions)]
+    lines += [ind + f"    for p in range({positions}):",
+              ind + "        for q in range(rows):",
+              ind + f"            o = INDEX(opos[p] + (kt * {block_count} + q) * out_block)",
+              ind + f"            t = INDEX(p * {lanes} + q * 8)",
+              ind + f"            c = INDEX(kt * {lanes} + q * 8)",
+              ind + f"            r = INDEX(rpos[p] + (kt * {block_count} + q) * res_block)"]
+    lines += _epilogue_lines(ind + "            ")
+    lines.append(ind + "    continue")
+    # Any other layout (a plain output): lane by lane through the strides.
+    lines.append(ind + f"valid = min({lanes}, out_store - kt * {lanes})")
+    for p in range(positions):
+        lines += [
+            ind + "for k in range(valid):",
+            ind + f"    ch = kt * {lanes} + k",
+            ind + f"    y = tile[{p * lanes} + k] + bias[ch]",
+            ind + "    if has_residual and ch < out_channels:",
+            ind + f"        y += residual[r{p}p + (ch >> 3) * res_block + (ch & 7) * res_lane]",
+            ind + f"    out[o{p}p + (ch >> 3) * out_block + (ch & 7) * out_lane] = "
+                  "activate(y, act, alpha, beta)",
+        ]
+    return "\n".join(lines)
+
+
+_ACTIVATE_SOURCE = '''
+@numba.njit(inline="always")
+def activate(y, act, alpha, beta):
+    """The fused activation (codes: convnet.core.blocked.ACTIVATIONS)."""
+    if act == 0:
+        return y
+    if act == 1:
+        return max(y, ZERO)
+    if act == 2:
+        return min(max(y, alpha), beta)
+    if act == 3:
+        return y * min(max(y + THREE, ZERO), SIX) / SIX
+    if act == 4:
+        return y if y > ZERO else y * alpha
+    if act == 5:
+        return min(max(alpha * y + beta, ZERO), ONE)
+    if act == 6:
+        return y / (ONE + numpy.exp(-y))
+    return ONE / (ONE + numpy.exp(-y))
+'''
+
+
+
+def _epilogue_lines(ind: str) -> list[str]:
+    """Code storing out[o:o+8] = act(tile[t:t+8] + bias[c:c+8] (+ residual[r:r+8])), for
+    unsigned indices t, c, o (and r when has_residual). Written into the kernel's own text:
+    a function taking the arrays would touch their reference counts at every call (atomic
+    operations: 94% of a 1x1 layer's time, measured). No activation, ReLU and a clip get one
+    straight block each with every load before any store, which LLVM's SLP vectorizer turns
+    into vector code (a loop interleaving loads and stores stays scalar: the arrays might
+    overlap); the other activations go lane by lane."""
+    lines = []
+    cases = [("act == 0", "{y}"), ("act == 1", "max({y}, ZERO)"),
+             ("act == 2", "min(max({y}, alpha), beta)")]
+    for residual in (True, False):
+        lines.append(ind + ("if has_residual:" if residual else "else:"))
+        for index, (test, form) in enumerate(cases):
+            lines.append(ind + "    " + ("if" if index == 0 else "elif") + f" {test}:")
+            for lane in range(LANES):
+                y = f"tile[t + INDEX({lane})] + bias[c + INDEX({lane})]"
+                if residual:
+                    y += f" + residual[r + INDEX({lane})]"
+                lines.append(ind + "        " + f"y{lane} = " + form.format(y=y))
+            lines += [ind + "        " + f"out[o + INDEX({lane})] = y{lane}"
+                      for lane in range(LANES)]
+        lines += [ind + "    else:",
+                  ind + "        for lane in range(8):",
+                  ind + "            u = INDEX(lane)",
+                  ind + "            y = tile[t + u] + bias[c + u]"]
+        if residual:
+            lines.append(ind + "            y += residual[r + u]")
+        lines.append(ind + "            out[o + u] = activate(y, act, alpha, beta)")
+    return lines
+
+
+ACTIVATE_SOURCE = _ACTIVATE_SOURCE
+
+
+def depthwise_source(positions: int) -> str:
+    """Depthwise convolution over blocked input and output: each lane its own channel."""
+    g = G
+    lines = ["def depthwise(x, w, bias, out, geometry, alpha, beta):",
+             "    # x, out blocked (flat); w (channel blocks, KH, KW, 8); bias (blocks * 8,);",
+             "    # output positions i0 <= q < i1 (row-major) of channel blocks k0 <= cb < k1"]
+    for name in ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_block", "x_row", "x_col",
+                 "x_origin", "stride_h", "stride_w", "out_batch", "out_block", "out_row",
+                 "out_col", "out_origin", "out_w", "act", "kernel_h", "kernel_w", "dilation_h",
+                 "dilation_w"):
+        lines.append(f"    {name} = geometry[{g[name]}]")
+    lanes = LANES
+    lines += [
+        "    q1 = i1",
+        f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
+        f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
+        "    has_residual = False",
+        "    residual = bias",
+        "    for b in range(b0, b1):",
+        "        for cb in range(k0, k1):",
+        *_position_start(" " * 12),
+        f"            for q0 in range(i0, q1, {positions}):",
+    ]
+    ind = " " * 16
+    lines += [line.replace("x_origin", "x_origin + cb * x_block").replace(
+        "out_origin", "out_origin + cb * out_block") for line in _positions(positions, ind, False)]
+    for p in range(positions):
+        lines.append(ind + " = ".join(f"a{p}_{k}" for k in range(lanes)) + " = ZERO")
+    lines += [
+        ind + f"wa = INDEX(cb * kernel_h * kernel_w * {lanes})",
+        ind + "for u in range(kernel_h):",
+        ind + "    for v in range(kernel_w):",
+        ind + "        at = u * dilation_h * x_row + v * dilation_w * x_col",
+    ]
+    body = ind + "        "
+    lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]
+    for p in range(positions):
+        lines.append(body + f"xa = INDEX(x{p}p + at)")
+        for k in range(lanes):
+            lines.append(body + f"a{p}_{k} += x[xa + INDEX({k})] * w{k}")
+    lines.append(body + f"wa += INDEX({lanes})")
+    lines += [ind + f"tile[{p * lanes + k}] = a{p}_{k}"
+              for p in range(positions) for k in range(lanes)]
+    lines += [ind + f"opos[{p}] = o{p}p" for p in range(positions)]
+    lines += [ind + f"for p in range({positions}):",
+              ind + "    o = INDEX(opos[p])",
+              ind + f"    t = INDEX(p * {lanes})",
+              ind + f"    c = INDEX(cb * {lanes})",
+              ind + "    r = INDEX(0)"]
+    lines += _epilogue_lines(ind + "    ")
+    return "\n".join(lines)
+
+
+POOL_SOURCE = '''
+def max_pool(x, out, geometry):
+    """Max pooling over blocked input and output; windows clipped to the input (padding
+    never wins)."""
+    (b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w, out_batch, out_block,
+     out_row, out_col, out_origin, out_h, out_w, kh, kw, sh, sw, top, left) = geometry[:24]
+    for b in range(b0, b1):
+        for cb in range(k0, k1):
+            for i in range(out_h):
+                r0 = i * sh - top
+                u0, u1 = max(0, -r0), min(kh, h - r0)
+                for j in range(out_w):
+                    c0 = j * sw - left
+                    v0, v1 = max(0, -c0), min(kw, w - c0)
+                    base = b * x_batch + cb * x_block + x_origin
+                    first = INDEX(base + (r0 + u0) * x_row + (c0 + v0) * x_col)
+                    m0 = x[first]
+                    m1 = x[first + INDEX(1)]
+                    m2 = x[first + INDEX(2)]
+                    m3 = x[first + INDEX(3)]
+                    m4 = x[first + INDEX(4)]
+                    m5 = x[first + INDEX(5)]
+                    m6 = x[first + INDEX(6)]
+                    m7 = x[first + INDEX(7)]
+                    for u in range(u0, u1):
+                        for v in range(v0, v1):
+                            at = INDEX(base + (r0 + u) * x_row + (c0 + v) * x_col)
+                            m0 = max(m0, x[at])
+                            m1 = max(m1, x[at + INDEX(1)])
+                            m2 = max(m2, x[at + INDEX(2)])
+                            m3 = max(m3, x[at + INDEX(3)])
+                            m4 = max(m4, x[at + INDEX(4)])
+                            m5 = max(m5, x[at + INDEX(5)])
+                            m6 = max(m6, x[at + INDEX(6)])
+                            m7 = max(m7, x[at + INDEX(7)])
+                    o = INDEX(b * out_batch + cb * out_block + i * out_row + j * out_col
+                              + out_origin)
+                    out[o] = m0
+                    out[o + INDEX(1)] = m1
+                    out[o + INDEX(2)] = m2
+                    out[o + INDEX(3)] = m3
+                    out[o + INDEX(4)] = m4
+                    out[o + INDEX(5)] = m5
+                    out[o + INDEX(6)] = m6
+                    out[o + INDEX(7)] = m7
+
+
+def avg_pool(x, out, geometry, include_pad):
+    """Average pooling over blocked input and output: the sum of the window's pixels inside
+    the input, over KH*KW (include_pad) or over their count."""
+    (b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w, out_batch, out_block,
+     out_row, out_col, out_origin, out_h, out_w, kh, kw, sh, sw, top, left) = geometry[:24]
+    for b in range(b0, b1):
+        for cb in range(k0, k1):
+            for i in range(out_h):
+                r0 = i * sh - top
+                u0, u1 = max(0, -r0), min(kh, h - r0)
+                for j in range(out_w):
+                    c0 = j * sw - left
+                    v0, v1 = max(0, -c0), min(kw, w - c0)
+                    base = b * x_batch + cb * x_block + x_origin
+                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = ZERO
+                    for u in range(u0, u1):
+                        for v in range(v0, v1):
+                            at = INDEX(base + (r0 + u) * x_row + (c0 + v) * x_col)
+                            s0 += x[at]
+                            s1 += x[at + INDEX(1)]
+                            s2 += x[at + INDEX(2)]
+                            s3 += x[at + INDEX(3)]
+                            s4 += x[at + INDEX(4)]
+                            s5 += x[at + INDEX(5)]
+                            s6 += x[at + INDEX(6)]
+                            s7 += x[at + INDEX(7)]
+                    count = kh * kw if include_pad else (u1 - u0) * (v1 - v0)
+                    scale = ONE / count
+                    o = INDEX(b * out_batch + cb * out_block + i * out_row + j * out_col
+                              + out_origin)
+                    out[o] = s0 * scale
+                    out[o + INDEX(1)] = s1 * scale
+                    out[o + INDEX(2)] = s2 * scale
+                    out[o + INDEX(3)] = s3 * scale
+                    out[o + INDEX(4)] = s4 * scale
+                    out[o + INDEX(5)] = s5 * scale
+                    out[o + INDEX(6)] = s6 * scale
+                    out[o + INDEX(7)] = s7 * scale
+
+
+def global_avg_pool(x, out, geometry):
+    """(N, Cb, H + 2m, W + 2m, 8) -> out (N, Cb * 8): the mean of each lane over the
+    interior."""
+    b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w = geometry[:11]
+    scale = ONE / (h * w)
+    for b in range(b0, b1):
+        for cb in range(k0, k1):
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = ZERO
+            for i in range(h):
+                for j in range(w):
+                    at = INDEX(b * x_batch + cb * x_block + i * x_row + j * x_col + x_origin)
+                    s0 += x[at]
+                    s1 += x[at + INDEX(1)]
+                    s2 += x[at + INDEX(2)]
+                    s3 += x[at + INDEX(3)]
+                    s4 += x[at + INDEX(4)]
+                    s5 += x[at + INDEX(5)]
+                    s6 += x[at + INDEX(6)]
+                    s7 += x[at + INDEX(7)]
+            o = b * out.shape[1] + cb * 8
+            flat = out.reshape(-1)
+            flat[o] = s0 * scale
+            flat[o + 1] = s1 * scale
+            flat[o + 2] = s2 * scale
+            flat[o + 3] = s3 * scale
+            flat[o + 4] = s4 * scale
+            flat[o + 5] = s5 * scale
+            flat[o + 6] = s6 * scale
+            flat[o + 7] = s7 * scale
+'''
+
+
+def module_source(kind: str, dtype_name: str, tile=None) -> str:
+    """A module defining one blocked kernel for one dtype (and tile), compiled on import and
+    cached by Numba beside it."""
+    scalar = f"numba.{dtype_name}"
+    flat = f"{scalar}[::1]"
+    header = [
+        f'"""convnet\'s blocked {kind} kernel for {dtype_name} (written by '
+        f'convnet.core.blocked)."""',
+        "import numba",
+        "import numpy",
+        "",
+        f"ZERO = numpy.{dtype_name}(0)",
+        f"ONE = numpy.{dtype_name}(1)",
+        f"THREE = numpy.{dtype_name}(3)",
+        f"SIX = numpy.{dtype_name}(6)",
+        "INDEX = numba.uint64  # unsigned indices: no checks for negative ones",
+    ]
+    options = "nogil=True, fastmath={'contract'}, cache=True"
+    geometry = "numba.int64[::1]"
+    if kind == "conv":
+        body = ACTIVATE_SOURCE + "\n\n" + conv_source(*tile)
+        footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
+                  f"{geometry}, {scalar}, {scalar}), {options})(conv)")
+    elif kind == "depthwise":
+        body = ACTIVATE_SOURCE + "\n\n" + depthwise_source(tile[0])
+        footer = (f"depthwise = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
+                  f"{scalar}, {scalar}), {options})(depthwise)")
+    else:
+        body = POOL_SOURCE
+        footer = "\n".join([
+            f"max_pool = numba.njit(({flat}, {flat}, {geometry}), {options})(max_pool)",
+            f"avg_pool = numba.njit(({flat}, {flat}, {geometry}, numba.boolean), "
+            f"{options})(avg_pool)",
+            f"global_avg_pool = numba.njit(({flat}, {scalar}[:, ::1], {geometry}), "
+            f"{options})(global_avg_pool)",
+        ])
+    return "\n".join(header) + "\n\n" + body + "\n\n\n" + footer + "\n"
+
+
+_lock = threading.Lock()
+_modules: dict[tuple, object] = {}
+
+
+def compiled(kind: str, dtype=numpy.float32, tile=None):
+    """The module holding blocked kernel `kind` ("conv" and "depthwise" per tile, "pool" for
+    the pooling kernels): compiled once per machine (Numba caches the machine code in the
+    convnet cache folder) and loaded on first use in each process."""
+    key = (kind, numpy.dtype(dtype).name, None if tile is None else tuple(tile))
+    with _lock:
+        if key not in _modules:
+            suffix = "" if tile is None else "_" + "x".join(str(v) for v in tile)
+            name = f"convnet_blocked_{kind}_{key[1]}{suffix}"
+            with kernels.slp_vectorizer():
+                _modules[key] = kernels.import_source(name, module_source(kind, key[1], tile))
+        return _modules[key]
+
+
+def loaded(kind: str, dtype=numpy.float32, tile=None) -> bool:
+    """Whether kernel `kind` is loaded in this process: for that tile, or any tile when None."""
+    name = numpy.dtype(dtype).name
+    return any(key[0] == kind and key[1] == name and (tile is None or key[2] == tuple(tile))
+               for key in list(_modules))
+
+
+# -- packing, offsets and work splits (what the inference plan calls) ---------------------------
+def pack_filters(weight, block_count: int, lanes_in: int):
+    """(K, C, KH, KW) -> flat (K tiles, taps, 8*B): the filters of each tile of 8*B output
+    channels, tap by tap in the order `tap_offsets` lists them: (c // 8, u, v, c % 8) for a
+    blocked input (lanes_in = 8), (c, u, v) for a plain one (lanes_in = 1). Zero past K and C."""
+    k, c, kh, kw = weight.shape
+    lanes = LANES * block_count
+    tiles = -(-k // lanes)
+    cin = -(-c // lanes_in)
+    full = numpy.zeros((tiles * lanes, cin * lanes_in, kh, kw), dtype=weight.dtype)
+    full[:k, :c] = weight
+    packed = full.reshape(tiles, lanes, cin, lanes_in, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+    return numpy.ascontiguousarray(packed).reshape(-1)
+
+
+def pack_bias(bias, count: int, block_count: int, dtype):
+    """(K,) or None -> (K tiles * 8*B,), zero past K."""
+    lanes = LANES * block_count
+    out = numpy.zeros(-(-count // lanes) * lanes, dtype=dtype)
+    if bias is not None:
+        out[:count] = bias
+    return out
+
+
+def tap_offsets(channels: int, kernel, dilation, strides, lanes_in: int):
+    """int64 (taps,): where each input tap of a window sits, in elements, from the window's
+    first pixel. strides: (channel block, row, column) of the input in elements; a blocked input
+    (lanes_in = 8) has its lanes 1 apart, a plain one (lanes_in = 1) one channel per block."""
+    block, row, col = strides
+    cb, u, v, lane = numpy.meshgrid(numpy.arange(-(-channels // lanes_in)),
+                                    numpy.arange(kernel[0]), numpy.arange(kernel[1]),
+                                    numpy.arange(lanes_in), indexing="ij")
+    offsets = cb * block + u * dilation[0] * row + v * dilation[1] * col + lane
+    return numpy.ascontiguousarray(offsets.reshape(-1), dtype=numpy.int64)
+
+
+def pack_depthwise(weight, bias, dtype):
+    """(C, 1, KH, KW), (C,) -> (ceil(C/8), KH, KW, 8) flat and (ceil(C/8) * 8,), zero past C."""
+    c, _, kh, kw = weight.shape
+    count = blocks(c)
+    full = numpy.zeros((count * LANES, kh, kw), dtype=dtype)
+    full[:c] = weight[:, 0]
+    packed = numpy.ascontiguousarray(full.reshape(count, LANES, kh, kw).transpose(0, 2, 3, 1))
+    return packed.reshape(-1), pack_bias(bias, c, 1, dtype)
+
+
+def work_splits(batch: int, positions: int, threads: int) -> list[tuple]:
+    """(b0, b1, q0, q1) ranges of (images, output positions in row-major order) for `threads`
+    workers: whole images when the batch has at least one per thread, else parts of each."""
+    if threads <= 1 or batch * positions <= 1:
+        return [(0, batch, 0, positions)]
+    if batch >= threads:
+        per = -(-batch // threads)
+        return [(b, min(b + per, batch), 0, positions) for b in range(0, batch, per)]
+    per = -(-positions // threads)
+    return [(b, b + 1, q, min(q + per, positions)) for b in range(batch)
+            for q in range(0, positions, per)]

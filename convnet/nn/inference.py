@@ -1,0 +1,1048 @@
+"""Inference plans: a model in eval mode, run under no_grad(), as compiled steps over the
+blocked channel layout of `convnet.core.blocked`.
+
+A Sequential or a graph Model answers `forward` from a plan when every layer is in eval mode,
+no gradient is being recorded, the input is float32 NumPy and the compiled kernels are on
+(CONVNET_COMPILED_KERNELS=0 switches plans off with them). The plan is built once per input
+shape and holds:
+
+- the layers flattened into one graph (nested Sequentials, Residual blocks, graph models);
+- fusions: a convolution takes the batch norm that alone reads it (folded into its filters and
+  bias), then the activation that alone reads it (ReLU, ReLU6/Hardtanh, LeakyReLU, Hardswish,
+  Hardsigmoid, SiLU, Sigmoid), or the residual Add that alone reads it and the activation after
+  that: y = act(conv(x) + bias + shortcut), as onnxruntime fuses them;
+- one step per remaining node: blocked kernels for convolutions (any stride, dilation and
+  padding; groups when each group's channels are multiples of 8; depthwise), max and average
+  pooling, global average pooling, activations, batch norm, Add/Sub/Mul/Div and Concat of whole
+  blocks of channels; every other layer runs its own NumPy forward (a fallback) on the plain
+  layout, converted to and from as needed (once per tensor);
+- the filters packed for the kernels. They are repacked when any weight or buffer has changed
+  since (see `convnet.nn.parameter`): an optimizer step, load_state_dict, an assignment to a
+  parameter's `.data`, `mark_changed()`, or a train()/eval() switch.
+
+Each blocked tensor is allocated with the zero border its readers pad with, so convolutions
+read padding in place. Tensors are freed after their last reader. Outputs are plain (N, C, H, W)
+arrays, equal to the layers' own forward up to float32 rounding (tests/test_inference.py checks
+every zoo model, every fused pattern and the repacking).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy
+
+from convnet.core import blocked, kernels
+from convnet.core.backend import num_threads, run_chunks
+from convnet.nn import activations as act
+from convnet.nn.batchnorm import BatchNorm2d
+from convnet.nn.conv import Conv2d
+from convnet.nn.layer import Layer, grad_enabled
+from convnet.nn.linear import Dropout, Flatten, Linear
+from convnet.nn.merge import Add, Concat, Div, Mul, Sub
+from convnet.nn.parameter import generation, switches
+from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+
+# Loading Numba and the kernels costs about a second and 135 MB once per process: a batch with
+# fewer multiply-adds than this runs the layers' NumPy forward until the kernels are loaded
+# (`convnet predict` on one image), as `convnet.core.kernels.MIN_LOAD_MACS` rules for training.
+MIN_LOAD_MACS = kernels.MIN_LOAD_MACS
+
+
+def applies(model: Layer, arrays) -> bool:
+    """Whether `model.forward(*arrays)` runs from a plan (see the module doc)."""
+    if grad_enabled() or model.training or not kernels._enabled:
+        return False
+    for x in arrays:
+        if type(x) is not numpy.ndarray or x.dtype != numpy.float32 or x.ndim != 4:
+            return False
+    return True
+
+
+def run(model: Layer, arrays) -> list:
+    """The outputs of `model` for `arrays` (a list of (N, C, H, W) float32 arrays), from the
+    plan for their shapes, built or refreshed as needed; None when no plan serves (the caller
+    then runs the layers)."""
+    plans = model.__dict__.setdefault("_inference_plans", {})
+    key = tuple(tuple(x.shape[1:]) for x in arrays)
+    plan = plans.get(key)
+    if plan is None:
+        plan = Plan(model, [tuple(s) for s in key])
+        if len(plans) >= 8:
+            plans.pop(next(iter(plans)))
+        plans[key] = plan
+    if not plan.useful:
+        return None
+    if not plan.loaded() and not blocked.loaded("conv") and (
+            plan.macs * arrays[0].shape[0] < MIN_LOAD_MACS):
+        return None
+    return plan.run(arrays)
+
+
+# -- the graph -----------------------------------------------------------------------------------
+@dataclass
+class Node:
+    layer: Layer
+    inputs: list[int]
+    outputs: list[int]
+
+
+@dataclass
+class Graph:
+    inputs: list[int]
+    outputs: list[int]
+    nodes: list[Node] = field(default_factory=list)
+    values: int = 0
+
+    def new(self) -> int:
+        self.values += 1
+        return self.values - 1
+
+
+def flatten(model: Layer) -> Graph:
+    """The leaf layers of `model` as one graph of numbered values; a Residual's shortcut
+    projection comes before its body, so that the body's last layer can add it in."""
+    from convnet.nn.containers import Residual, Sequential  # noqa: PLC0415 - they import
+    from convnet.nn.graph import Model  # noqa: PLC0415 - this module
+
+    graph = Graph([], [])
+
+    def add(layer: Layer, sources: list[int], count: int = 1) -> list[int]:
+        if isinstance(layer, Sequential):
+            value = sources[0]
+            for child in layer.layers:
+                (value,) = add(child, [value])
+            return [value]
+        if isinstance(layer, Residual):
+            shortcut = sources[0]
+            if layer.projection is not None:
+                (shortcut,) = add(layer.projection, sources)
+            (body,) = add(layer.body, sources)
+            out = graph.new()
+            graph.nodes.append(Node(_ResidualAdd(), [body, shortcut], [out]))
+            return [out]
+        if isinstance(layer, Model):
+            slots = [None] * layer.slots
+            for slot, value in zip(layer.input_slots, sources, strict=True):
+                slots[slot] = value
+            for step in layer.steps:
+                outs = add(step.layer, [slots[s] for s in step.inputs], len(step.outputs))
+                for slot, value in zip(step.outputs, outs, strict=True):
+                    slots[slot] = value
+            return [slots[s] for s in layer.output_slots]
+        outs = [graph.new() for _ in range(count)]
+        graph.nodes.append(Node(layer, list(sources), outs))
+        return outs
+
+    count = len(model.input_slots) if isinstance(model, Model) else 1
+    graph.inputs = [graph.new() for _ in range(count)]
+    graph.outputs = add(model, list(graph.inputs))
+    return graph
+
+
+class _ResidualAdd(Add):
+    """The join of a Residual block (body + shortcut)."""
+
+
+def _activation(layer: Layer):
+    """(code, alpha, beta) of an activation a kernel can apply, or None."""
+    codes = blocked.ACTIVATIONS
+    kind = type(layer)
+    if kind is act.ReLU:
+        return codes["relu"], 0.0, 0.0
+    if isinstance(layer, act.Hardtanh):
+        return codes["clip"], layer.min_val, layer.max_val
+    if kind is act.LeakyReLU:
+        return codes["leaky"], layer.negative_slope, 0.0
+    if kind is act.Hardswish:
+        return codes["hardswish"], 0.0, 0.0
+    if kind is act.Hardsigmoid:
+        return codes["hardsigmoid"], layer.alpha, layer.beta
+    if kind is act.SiLU:
+        return codes["silu"], 0.0, 0.0
+    if kind is act.Sigmoid:
+        return codes["sigmoid"], 0.0, 0.0
+    return None
+
+
+# -- steps ---------------------------------------------------------------------------------------
+class Step:
+    """One node of the plan: reads values `inputs`, writes `outputs`."""
+
+    inputs: list[int]
+    outputs: list[int]
+    fingerprint = None  # what the packed copies were made from
+
+    def prepare(self) -> None:
+        """(Re)pack what the step keeps from its layers' weights."""
+
+    def bind(self, rt: Runner):
+        """A function of the values list that runs the step with the buffers of `rt`: what
+        depends only on shapes (geometry, strides, work splits) is worked out here, once per
+        batch size; the packed weights are read at each call (a repack replaces them)."""
+        return lambda values: self.run(values, rt)
+
+    def run(self, values: list, rt: Runner) -> None:
+        raise NotImplementedError
+
+
+def _geometry(**fields) -> numpy.ndarray:
+    geometry = numpy.zeros(len(blocked.GEOMETRY), dtype=numpy.int64)
+    for name, value in fields.items():
+        geometry[blocked.G[name]] = value
+    return geometry
+
+
+def _plain_strides(shape) -> tuple[int, int, int, int]:
+    """(batch, channel, row, column) strides in elements of a C-contiguous (N, C, H, W)."""
+    _, c, h, w = shape
+    return (c * h * w, h * w, w, 1)
+
+
+def _calling(kernel, chunks, args_of):
+    """A function running kernel(*args_of(chunk)) for every chunk, over the worker threads when
+    there is more than one chunk."""
+    if len(chunks) == 1:
+        (chunk,) = chunks
+        return lambda: kernel(*args_of(chunk))
+    return lambda: run_chunks(lambda chunk: kernel(*args_of(chunk)), chunks)
+
+
+class ConvStep(Step):
+    """A Conv2d (with the batch norm, activation and residual Add fused into it) on the
+    direct-convolution kernel, blocked output."""
+
+    def __init__(self, plan: Plan, conv: Conv2d, source: int, out: int, bn=None,
+                 activation=None, residual: int | None = None):
+        self.plan, self.conv, self.bn = plan, conv, bn
+        self.inputs = [source] + ([residual] if residual is not None else [])
+        self.outputs = [out]
+        self.residual = residual
+        self.activation = activation or (0, 0.0, 0.0)
+        c, h, w = plan.shapes[source]
+        self.in_hw = (h, w)
+        self.geometry = conv.geometry((h, w))
+        self.out_hw = self.geometry.out_hw
+        self.groups = conv.groups
+        self.tile = blocked.choose_tile(conv.out_channels // conv.groups,
+                                        self.out_hw[0] * self.out_hw[1])
+        self.blocked_input = plan.blocked[source]
+        self.macs = conv.macs(plan.shapes[source], plan.shapes[out])
+        self.fingerprint = None
+
+    def needs_border(self) -> int:
+        pad = self.geometry.padding
+        return max(pad.top, pad.bottom, pad.left, pad.right)
+
+    def folded(self):
+        """The filters and bias with the batch norm folded in (float32)."""
+        conv, bn = self.conv, self.bn
+        weight = conv.weight.data.astype(numpy.float32)
+        bias = (conv.bias.data.astype(numpy.float32) if conv.bias is not None
+                else numpy.zeros(conv.out_channels, numpy.float32))
+        if bn is not None:
+            scale = 1.0 / numpy.sqrt(bn.running_var.astype(numpy.float64) + bn.eps)
+            shift = -bn.running_mean.astype(numpy.float64) * scale
+            if bn.weight is not None:
+                scale = scale * bn.weight.data
+                shift = shift * bn.weight.data + bn.bias.data
+            weight = (weight * scale[:, None, None, None]).astype(numpy.float32)
+            bias = (bias * scale + shift).astype(numpy.float32)
+        return weight, bias
+
+    def _fingerprint(self):
+        params = [self.conv.weight, self.conv.bias]
+        buffers = []
+        if self.bn is not None:
+            params += [self.bn.weight, self.bn.bias]
+            buffers = [self.bn.running_mean, self.bn.running_var]
+        return (tuple((id(p.data), p.version) for p in params if p is not None),
+                tuple(id(b) for b in buffers))
+
+    def prepare(self) -> None:
+        fingerprint = self._fingerprint()
+        if fingerprint == self.fingerprint:
+            return
+        weight, bias = self.folded()
+        groups, k = self.groups, self.conv.out_channels
+        per_group = k // groups
+        lanes_in = blocked.LANES if self.blocked_input else 1
+        self.filters = [blocked.pack_filters(weight[g * per_group : (g + 1) * per_group],
+                                             self.tile[1], lanes_in) for g in range(groups)]
+        self.biases = [blocked.pack_bias(bias[g * per_group : (g + 1) * per_group], per_group,
+                                         self.tile[1], numpy.float32) for g in range(groups)]
+        self.fingerprint = fingerprint
+
+    def bind(self, rt):
+        conv, n = self.conv, rt.n
+        pad = self.geometry.padding
+        c = conv.in_channels
+        source = self.inputs[0]
+        copy_in = None
+        if self.blocked_input:
+            x = rt.buffer(source)
+            bs, ks, rs, cs = x.strides()
+            origin = x.origin() - pad.top * rs - pad.left * cs
+            flat = x.data.reshape(-1)
+            channel_step = (c // self.groups) // blocked.LANES * ks  # a group's blocks
+        else:  # a plain input: copied into the interior of a zero-padded buffer
+            h, w = self.in_hw
+            xp = numpy.zeros((n, c, h + pad.top + pad.bottom, w + pad.left + pad.right),
+                             numpy.float32)
+            copy_in = xp[:, :, pad.top : pad.top + h, pad.left : pad.left + w]
+            bs, ks, rs, cs = _plain_strides(xp.shape)
+            origin = 0
+            flat = xp.reshape(-1)
+            channel_step = (c // self.groups) * ks
+        offsets = self.plan.offsets(self, (ks, rs, cs), c // self.groups)
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        obs, oks, ors, ocs = out.strides()
+        per_group = conv.out_channels // self.groups
+        fields = dict(x_batch=bs, x_row=rs, x_col=cs, stride_h=conv.stride[0],
+                      stride_w=conv.stride[1], out_batch=obs, out_block=oks, out_lane=1,
+                      out_row=ors, out_col=ocs, out_channels=per_group,
+                      out_store=blocked.blocks(per_group) * blocked.LANES,
+                      out_w=self.out_hw[1], act=self.activation[0])
+        residual, plain_residual = _EMPTY, None
+        if self.residual is not None:
+            if self.plan.blocked[self.residual]:
+                shortcut = rt.buffer(self.residual)
+                rbs, rks, rrs, rcs = shortcut.strides()
+                fields.update(res_batch=rbs, res_block=rks, res_lane=1, res_row=rrs,
+                              res_col=rcs, res_origin=shortcut.origin(), has_residual=1)
+                residual = shortcut.data.reshape(-1)
+            else:  # a plain shortcut, contiguous at each call
+                plain_residual = self.residual
+                rbs, rks, rrs, rcs = _plain_strides((n, *self.plan.shapes[self.residual]))
+                fields.update(res_batch=rbs, res_block=8 * rks, res_lane=rks, res_row=rrs,
+                              res_col=rcs, res_origin=0, has_residual=1)
+        kernel = blocked.compiled("conv", numpy.float32, self.tile).conv
+        out_flat = out.data.reshape(-1)
+        per_group_blocks = per_group // blocked.LANES
+        alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
+        tiles = len(self.biases[0]) // (blocked.LANES * self.tile[1])
+        threads = rt.threads_for(self.macs * n)
+        calls = []
+        for g in range(self.groups):
+            for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],
+                                                      threads):
+                geometry = _geometry(b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=tiles,
+                                     x_origin=origin + g * channel_step,
+                                     out_origin=out.origin() + g * per_group_blocks * oks,
+                                     **fields)
+                if self.residual is not None:
+                    geometry[blocked.G["res_origin"]] += g * per_group_blocks * (
+                        fields["res_block"])
+                calls.append((g, geometry))
+        shortcut = [residual]
+        call = _calling(kernel, calls, lambda c: (flat, self.filters[c[0]], self.biases[c[0]],
+                                                   offsets, out_flat, shortcut[0], c[1], alpha,
+                                                   beta))
+
+        def go(values):
+            if copy_in is not None:
+                numpy.copyto(copy_in, values[source])
+            if plain_residual is not None:
+                shortcut[0] = numpy.ascontiguousarray(values[plain_residual],
+                                                      numpy.float32).reshape(-1)
+            call()
+            values[out_value] = out
+        return go
+
+
+_EMPTY = numpy.zeros(1, numpy.float32)
+
+
+class DepthwiseStep(Step):
+    """A depthwise Conv2d (groups = in = out channels), batch norm and activation fused."""
+
+    def __init__(self, plan: Plan, conv: Conv2d, source: int, out: int, bn=None,
+                 activation=None):
+        self.plan, self.conv, self.bn = plan, conv, bn
+        self.inputs, self.outputs = [source], [out]
+        self.activation = activation or (0, 0.0, 0.0)
+        self.geometry = conv.geometry(plan.shapes[source][1:])
+        self.out_hw = self.geometry.out_hw
+        self.positions = 8
+        self.macs = conv.macs(plan.shapes[source], plan.shapes[out])
+        self.fingerprint = None
+
+    needs_border = ConvStep.needs_border
+    folded = ConvStep.folded
+    _fingerprint = ConvStep._fingerprint
+
+    def prepare(self) -> None:
+        fingerprint = self._fingerprint()
+        if fingerprint == self.fingerprint:
+            return
+        weight, bias = self.folded()
+        self.filters, self.bias = blocked.pack_depthwise(weight, bias, numpy.float32)
+        self.fingerprint = fingerprint
+
+    def bind(self, rt):
+        conv, n = self.conv, rt.n
+        x = rt.buffer(self.inputs[0])
+        pad = self.geometry.padding
+        bs, ks, rs, cs = x.strides()
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        obs, oks, ors, ocs = out.strides()
+        kernel = blocked.compiled("depthwise", numpy.float32, (self.positions,)).depthwise
+        cb = blocked.blocks(conv.out_channels)
+        calls = []
+        for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],
+                                                  rt.threads_for(self.macs * n * 4)):
+            calls.append(_geometry(
+                b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=cb, x_batch=bs, x_block=ks, x_row=rs,
+                x_col=cs, x_origin=x.origin() - pad.top * rs - pad.left * cs,
+                stride_h=conv.stride[0], stride_w=conv.stride[1], out_batch=obs,
+                out_block=oks, out_row=ors, out_col=ocs, out_origin=out.origin(),
+                out_w=self.out_hw[1], act=self.activation[0], kernel_h=conv.kernel_size[0],
+                kernel_w=conv.kernel_size[1], dilation_h=conv.dilation[0],
+                dilation_w=conv.dilation[1]))
+        flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
+        alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
+        call = _calling(kernel, calls, lambda geometry: (flat, self.filters, self.bias, out_flat,
+                                                          geometry, alpha, beta))
+
+        def go(values):
+            call()
+            values[out_value] = out
+        return go
+
+
+class PoolStep(Step):
+    """MaxPool2d / AvgPool2d over a blocked input."""
+
+    def __init__(self, plan: Plan, layer, source: int, out: int):
+        self.plan, self.layer = plan, layer
+        self.inputs, self.outputs = [source], [out]
+        self.in_hw = plan.shapes[source][1:]
+        self.geometry = layer.geometry(self.in_hw)
+
+    def bind(self, rt):
+        layer, n = self.layer, rt.n
+        x = rt.buffer(self.inputs[0])
+        pad = self.geometry.padding
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        bs, ks, rs, cs = x.strides()
+        obs, oks, ors, ocs = out.strides()
+        cb = blocked.blocks(x.channels)
+        module = blocked.compiled("pool")
+        out_hw = self.geometry.out_hw
+        work = n * cb * blocked.LANES * out_hw[0] * out_hw[1] * (
+            layer.kernel_size[0] * layer.kernel_size[1])
+        calls = []
+        for b0, b1, k0, k1 in blocked.work_splits(n, cb, rt.threads_for(work)):
+            calls.append(numpy.array([
+                b0, b1, k0, k1, bs, ks, rs, cs, x.origin(), self.in_hw[0], self.in_hw[1], obs,
+                oks, ors, ocs, out.origin(), *out_hw, *layer.kernel_size,
+                *layer.stride, pad.top, pad.left], dtype=numpy.int64))
+        flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
+        if isinstance(layer, AvgPool2d):
+            include = bool(layer.count_include_pad)
+            call = _calling(module.avg_pool, calls, lambda g: (flat, out_flat, g, include))
+        else:
+            call = _calling(module.max_pool, calls, lambda g: (flat, out_flat, g))
+
+        def go(values):
+            call()
+            values[out_value] = out
+        return go
+
+
+class GlobalPoolStep(Step):
+    """GlobalAvgPool2d: blocked input -> plain (N, C, 1, 1)."""
+
+    def __init__(self, plan: Plan, source: int, out: int):
+        self.plan = plan
+        self.inputs, self.outputs = [source], [out]
+        self.channels, self.h, self.w = plan.shapes[source]
+
+    def bind(self, rt):
+        n = rt.n
+        x = rt.buffer(self.inputs[0])
+        cb = blocked.blocks(self.channels)
+        bs, ks, rs, cs = x.strides()
+        module = blocked.compiled("pool")
+        flat = x.data.reshape(-1)
+        calls = [numpy.array([b0, b1, k0, k1, bs, ks, rs, cs, x.origin(), self.h, self.w],
+                             dtype=numpy.int64)
+                 for b0, b1, k0, k1 in blocked.work_splits(
+                     n, cb, rt.threads_for(n * cb * blocked.LANES * self.h * self.w))]
+        out_value = self.outputs[0]
+        out = rt.kept((n, cb * blocked.LANES))
+        call = _calling(module.global_avg_pool, calls, lambda g: (flat, out, g))
+        result = out[:, : self.channels].reshape(n, self.channels, 1, 1)
+
+        def go(values):
+            call()
+            values[out_value] = result
+        return go
+
+
+class ActivationStep(Step):
+    """An activation on a blocked tensor (its interior: f(0) need not be 0)."""
+
+    def __init__(self, plan: Plan, layer, source: int, out: int):
+        self.plan, self.layer = plan, layer
+        self.inputs, self.outputs = [source], [out]
+
+    def run(self, values, rt):
+        x = values[self.inputs[0]]
+        out = rt.buffer(self.outputs[0])
+        out.interior[...] = self.layer.forward(x.interior)
+        values[self.outputs[0]] = out
+
+
+class AffineStep(Step):
+    """A BatchNorm2d in eval mode on a blocked tensor: x * scale + shift per channel."""
+
+    def __init__(self, plan: Plan, bn: BatchNorm2d, source: int, out: int):
+        self.plan, self.bn = plan, bn
+        self.inputs, self.outputs = [source], [out]
+
+    def run(self, values, rt):
+        bn = self.bn
+        scale = 1.0 / numpy.sqrt(bn.running_var.astype(numpy.float64) + bn.eps)
+        shift = -bn.running_mean * scale
+        if bn.weight is not None:
+            scale, shift = scale * bn.weight.data, shift * bn.weight.data + bn.bias.data
+        lanes = blocked.blocks(bn.num_features) * blocked.LANES
+        s = numpy.zeros(lanes, numpy.float32)
+        t = numpy.zeros(lanes, numpy.float32)
+        s[: bn.num_features], t[: bn.num_features] = scale, shift
+        shape = (-1, 1, 1, blocked.LANES)
+        x = values[self.inputs[0]]
+        out = rt.buffer(self.outputs[0])
+        numpy.multiply(x.interior, s.reshape(shape), out=out.interior)
+        out.interior[...] += t.reshape(shape)
+        values[self.outputs[0]] = out
+
+
+class MergeStep(Step):
+    """Add, Sub, Mul or Div of blocked tensors (a plain (N, C, 1, 1) one, such as a
+    squeeze-and-excitation gate, is blocked first and broadcast)."""
+
+    OPS = {Add: numpy.add, Sub: numpy.subtract, Mul: numpy.multiply, Div: numpy.divide}
+
+    def __init__(self, plan: Plan, layer, sources: list[int], out: int):
+        self.plan, self.layer = plan, layer
+        self.inputs, self.outputs = sources, [out]
+        self.op = next(op for kind, op in self.OPS.items() if isinstance(layer, kind))
+
+    def bind(self, rt):
+        n, plan = rt.n, self.plan
+        readers = []
+        for source in self.inputs:
+            channels, h, w = plan.shapes[source]
+            if plan.blocked[source]:
+                interior = rt.buffer(source).interior
+                readers.append(lambda values, interior=interior: interior)
+            elif (h, w) == (1, 1):  # a gate: its channels put in lanes, zero past C
+                lanes = numpy.zeros((n, blocked.blocks(channels) * blocked.LANES),
+                                    numpy.float32)
+                view = lanes.reshape(n, -1, 1, 1, blocked.LANES)
+
+                def read(values, source=source, lanes=lanes, view=view, channels=channels):
+                    lanes[:, :channels] = values[source].reshape(n, channels)
+                    return view
+                readers.append(read)
+            else:
+                readers.append(lambda values, source=source: blocked.to_blocked(
+                    values[source], 0).interior)
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        inside = out.interior
+        op = self.op
+
+        def go(values):
+            arrays = [read(values) for read in readers]
+            op(arrays[0], arrays[1], out=inside)
+            for more in arrays[2:]:
+                op(inside, more, out=inside)
+            values[out_value] = out
+        return go
+
+
+class ConcatStep(Step):
+    """Concat along channels of blocked tensors whose channel counts (all but the last) are
+    multiples of 8: block ranges copied side by side."""
+
+    def __init__(self, plan: Plan, sources: list[int], out: int):
+        self.plan = plan
+        self.inputs, self.outputs = sources, [out]
+
+    def run(self, values, rt):
+        out = rt.buffer(self.outputs[0])
+        at = 0
+        for source in self.inputs:
+            value = values[source]
+            count = blocked.blocks(value.channels)
+            out.interior[:, at : at + count] = value.interior
+            at += count
+        values[self.outputs[0]] = out
+
+
+class AliasStep(Step):
+    """A layer that is the identity in eval mode (Dropout): its output is its input."""
+
+    def __init__(self, source: int, out: int):
+        self.inputs, self.outputs = [source], [out]
+
+    def run(self, values, rt):
+        values[self.outputs[0]] = values[self.inputs[0]]
+
+
+class FlattenStep(Step):
+    """Flatten: a blocked (N, C, H, W) copied out to (N, C*H*W), a plain one reshaped."""
+
+    def __init__(self, plan: Plan, source: int, out: int):
+        self.plan = plan
+        self.inputs, self.outputs = [source], [out]
+
+    def bind(self, rt):
+        source, out_value = self.inputs[0], self.outputs[0]
+        shape = (rt.n, *self.plan.shapes[source])
+        flat_shape = (rt.n, -1)
+        if not self.plan.blocked[source]:
+            def reshape(values):
+                values[out_value] = values[source].reshape(flat_shape)
+            return reshape
+        out = rt.kept(shape)
+        result = out.reshape(flat_shape)
+
+        def go(values):
+            blocked.from_blocked(values[source], out)
+            values[out_value] = result
+        return go
+
+
+class DenseStep(Step):
+    """Linear on a plain (N, in) array, with a ReLU after it taken in: a matrix product into a
+    kept buffer, the bias and the ReLU in place. After a Flatten of a blocked tensor it reads
+    that tensor's interior as it lies, (N, C/8 * H * W * 8), with its weight's columns put in
+    that order (zero for the lanes past C): the Flatten is taken in."""
+
+    def __init__(self, plan: Plan, layer, source: int, out: int, activation=None,
+                 flattened: bool = False):
+        self.plan, self.layer = plan, layer
+        self.activation = activation or (0, 0.0, 0.0)
+        self.inputs, self.outputs = [source], [out]
+        self.flattened = flattened
+
+    def prepare(self) -> None:
+        params = [self.layer.weight, self.layer.bias]
+        fingerprint = tuple((id(p.data), p.version) for p in params if p is not None)
+        if fingerprint == self.fingerprint:
+            return
+        weight = self.layer.weight.data  # (out, in), or a 1x1 Conv2d's (out, in, 1, 1)
+        weight = weight.reshape(weight.shape[0], -1)
+        if self.flattened:  # (out, C*H*W) in (c, h, w) order -> (out, C/8, H, W, 8)
+            c, h, w = self.plan.shapes[self.inputs[0]]
+            lanes = blocked.LANES
+            full = numpy.zeros((weight.shape[0], blocked.blocks(c) * lanes, h, w),
+                               weight.dtype)
+            full[:, :c] = weight.reshape(-1, c, h, w)
+            weight = full.reshape(-1, blocked.blocks(c), lanes, h, w).transpose(
+                0, 1, 3, 4, 2).reshape(weight.shape[0], -1)
+        self.weight_t = numpy.ascontiguousarray(weight.T)  # (in, out)
+        self.bias = None if self.layer.bias is None else self.layer.bias.data
+        self.fingerprint = fingerprint
+
+    def bind(self, rt):
+        source, out_value = self.inputs[0], self.outputs[0]
+        out = rt.kept((rt.n, self.weight_t.shape[1]))
+        result = out.reshape((rt.n, *self.plan.shapes[out_value]))
+        if self.flattened:
+            def read(values):
+                return values[source].interior.reshape(rt.n, -1)
+        else:
+            def read(values):
+                return values[source].reshape(rt.n, -1)
+        code, alpha, beta = self.activation
+        codes = blocked.ACTIVATIONS
+
+        def go(values):
+            numpy.matmul(read(values), self.weight_t, out=out)
+            if self.bias is not None:
+                numpy.add(out, self.bias, out=out)
+            if code == codes["relu"]:
+                numpy.maximum(out, 0, out=out)
+            elif code == codes["clip"]:
+                numpy.clip(out, alpha, beta, out=out)
+            elif code == codes["hardsigmoid"]:
+                numpy.multiply(out, alpha, out=out)
+                numpy.add(out, beta, out=out)
+                numpy.clip(out, 0, 1, out=out)
+            elif code == codes["sigmoid"]:
+                numpy.negative(out, out=out)
+                numpy.exp(out, out=out)
+                numpy.add(out, 1, out=out)
+                numpy.reciprocal(out, out=out)
+            values[out_value] = result
+        return go
+
+
+# Activations a DenseStep applies in place.
+_DENSE_ACTIVATIONS = {blocked.ACTIVATIONS[name] for name in ("relu", "clip", "hardsigmoid",
+                                                             "sigmoid")}
+
+
+class FallbackStep(Step):
+    """Any other layer: its own NumPy forward on plain (N, C, H, W) arrays."""
+
+    def __init__(self, layer: Layer, sources: list[int], outs: list[int]):
+        self.layer = layer
+        self.inputs, self.outputs = sources, outs
+
+    def run(self, values, rt):
+        arrays = [_plain(values[s]) for s in self.inputs]
+        out = self.layer.forward(arrays if self.layer.multi_input else arrays[0])
+        outs = out if self.layer.multi_output else (out,)
+        for slot, array in zip(self.outputs, outs, strict=True):
+            values[slot] = array
+
+
+def _plain(value):
+    return blocked.from_blocked(value) if isinstance(value, blocked.Blocked) else value
+
+
+# -- the plan ----------------------------------------------------------------------------------
+class Plan:
+    """The steps of one model for one set of per-sample input shapes (see the module doc)."""
+
+    def __init__(self, model: Layer, input_shapes: list[tuple]):
+        self.model = model
+        self.graph = graph = flatten(model)
+        self.shapes: list = [None] * graph.values
+        for value, shape in zip(graph.inputs, input_shapes, strict=True):
+            self.shapes[value] = tuple(shape)
+        for node in graph.nodes:
+            given = [self.shapes[v] for v in node.inputs]
+            out = node.layer.output_shape(given if node.layer.multi_input else given[0])
+            outs = out if node.layer.multi_output else [out]
+            for value, shape in zip(node.outputs, outs, strict=True):
+                self.shapes[value] = tuple(shape)
+        self.macs = sum(node.layer.macs(self.shapes[node.inputs[0]], self.shapes[node.outputs[0]])
+                        for node in graph.nodes if not node.layer.multi_input
+                        and len(self.shapes[node.inputs[0]]) == 3
+                        and len(self.shapes[node.outputs[0]]) == 3)
+        self.blocked = [False] * graph.values
+        self.steps = self._build(graph)
+        self.border = [0] * graph.values
+        for step in self.steps:
+            if isinstance(step, (ConvStep, DepthwiseStep)) and self.blocked[step.inputs[0]]:
+                source = step.inputs[0]
+                self.border[source] = max(self.border[source], step.needs_border())
+        self.useful = any(not isinstance(step, (FallbackStep, AliasStep)) for step in self.steps)
+        self._offsets: dict = {}
+        self.generation = None
+        self.switches = None
+        self._lock = threading.Lock()
+        self._runners: dict[tuple, list[Runner]] = {}  # (batch, threads) -> idle runners
+
+    # -- building ------------------------------------------------------------------------------
+    def _build(self, graph: Graph) -> list[Step]:
+        readers: dict[int, list[Node]] = {}
+        for node in graph.nodes:
+            for value in node.inputs:
+                readers.setdefault(value, []).append(node)
+        outputs = set(graph.outputs)
+
+        def sole_reader(value: int):
+            """The node that alone reads `value` (and value is no model output), or None."""
+            nodes = readers.get(value, [])
+            return nodes[0] if len(nodes) == 1 and value not in outputs else None
+
+        produced_before: set[int] = set(graph.inputs)
+        fused: set[int] = set()  # nodes taken into a convolution
+        steps: list[Step] = []
+        for node in graph.nodes:
+            if id(node) in fused:
+                continue
+            layer = node.layer
+            source = node.inputs[0]
+            if isinstance(layer, Conv2d) and self._conv_fits(layer, source):
+                out, bn, activation, residual = node.outputs[0], None, None, None
+                depthwise = layer.groups > 1 and layer.groups == layer.in_channels == (
+                    layer.out_channels)
+                nxt = sole_reader(out)
+                if nxt is not None and type(nxt.layer) is BatchNorm2d:
+                    bn, out = nxt.layer, nxt.outputs[0]
+                    fused.add(id(nxt))
+                    nxt = sole_reader(out)
+                if nxt is not None and _activation(nxt.layer) is not None:
+                    activation, out = _activation(nxt.layer), nxt.outputs[0]
+                    fused.add(id(nxt))
+                elif (nxt is not None and not depthwise and isinstance(nxt.layer, Add)
+                      and len(nxt.inputs) == 2 and self._same_shape(nxt.inputs)):
+                    other = nxt.inputs[1] if nxt.inputs[0] == out else nxt.inputs[0]
+                    if other != out and other in produced_before:
+                        residual, out = other, nxt.outputs[0]
+                        fused.add(id(nxt))
+                        after = sole_reader(out)
+                        if after is not None and _activation(after.layer) is not None:
+                            activation, out = _activation(after.layer), after.outputs[0]
+                            fused.add(id(after))
+                if depthwise:
+                    if not self.blocked[source]:
+                        steps.append(_ToBlocked(self, source))
+                    steps.append(DepthwiseStep(self, layer, source, out, bn, activation))
+                else:
+                    steps.append(ConvStep(self, layer, source, out, bn, activation, residual))
+                self.blocked[out] = True
+                produced_before.update([out, *node.outputs])
+                continue
+            if self._dense_fits(layer, source, node.outputs[0]):
+                out = node.outputs[0]
+                nxt = sole_reader(out)
+                activation = None if nxt is None else _activation(nxt.layer)
+                if activation is not None and activation[0] in _DENSE_ACTIVATIONS:
+                    out = nxt.outputs[0]
+                    fused.add(id(nxt))
+                else:
+                    activation = None
+                flattened = (steps and isinstance(steps[-1], FlattenStep)
+                             and steps[-1].outputs == [source] and sole_reader(source) is node
+                             and self.blocked[steps[-1].inputs[0]])
+                if flattened:
+                    source = steps.pop().inputs[0]
+                steps.append(DenseStep(self, layer, source, out, activation, flattened))
+                produced_before.update([out, *node.outputs])
+                continue
+            step = self._step(node)
+            steps.append(step)
+            for value in step.outputs:
+                self.blocked[value] = isinstance(step, (PoolStep, ActivationStep, AffineStep,
+                                                        MergeStep, ConcatStep)) or (
+                    isinstance(step, AliasStep) and self.blocked[step.inputs[0]])
+            produced_before.update(node.outputs)
+        return steps
+
+    def _conv_fits(self, conv: Conv2d, source: int) -> bool:
+        shape = self.shapes[source]
+        if len(shape) != 3 or conv.weight.data.dtype != numpy.float32:
+            return False
+        out_h, out_w = conv.geometry(shape[1:]).out_hw
+        if conv.groups == 1:
+            # a 1x1 map (a squeeze-and-excitation gate) is a matrix product: NumPy's
+            return out_h * out_w > 1 or self.blocked[source]
+        if conv.groups == conv.in_channels == conv.out_channels:
+            return True
+        lanes = blocked.LANES
+        return (self.blocked[source] and (conv.in_channels // conv.groups) % lanes == 0
+                and (conv.out_channels // conv.groups) % lanes == 0)
+
+    def _dense_fits(self, layer: Layer, source: int, out: int) -> bool:
+        """A Linear on a flat input, or a 1x1 Conv2d (no padding, one group) between 1x1 maps
+        (a squeeze-and-excitation gate): a matrix product."""
+        shape = self.shapes[source]
+        if type(layer) is Linear:
+            return len(shape) == 1 and layer.weight.data.dtype == numpy.float32
+        return (type(layer) is Conv2d and len(shape) == 3 and shape[1:] == (1, 1)
+                and self.shapes[out][1:] == (1, 1) and layer.kernel_size == (1, 1)
+                and layer.groups == 1 and layer.geometry((1, 1)).padding.is_zero
+                and layer.weight.data.dtype == numpy.float32 and not self.blocked[source])
+
+    def _same_shape(self, values) -> bool:
+        return len({self.shapes[v] for v in values}) == 1
+
+    def _step(self, node: Node) -> Step:
+        layer = node.layer
+        source = node.inputs[0]
+        on_blocked = self.blocked[source]
+        if type(layer) is Dropout:
+            return AliasStep(source, node.outputs[0])
+        if on_blocked and isinstance(layer, (MaxPool2d, AvgPool2d)):
+            return PoolStep(self, layer, source, node.outputs[0])
+        if type(layer) is Flatten and len(self.shapes[source]) == 3:
+            return FlattenStep(self, source, node.outputs[0])
+        if on_blocked and type(layer) is GlobalAvgPool2d:
+            return GlobalPoolStep(self, source, node.outputs[0])
+        if on_blocked and _activation(layer) is not None:
+            return ActivationStep(self, layer, source, node.outputs[0])
+        if on_blocked and type(layer) is BatchNorm2d:
+            return AffineStep(self, layer, source, node.outputs[0])
+        shapes = [self.shapes[v] for v in node.inputs]
+        if (isinstance(layer, (Add, Sub, Mul, Div)) and any(self.blocked[v] for v in node.inputs)
+                and all(len(s) == 3 for s in shapes)
+                and len({s[0] for s in shapes}) == 1
+                and all(s[1:] in (shapes[0][1:], (1, 1)) for s in shapes)
+                and shapes[0][1:] == self.shapes[node.outputs[0]][1:]):
+            return MergeStep(self, layer, node.inputs, node.outputs[0])
+        if (type(layer) is Concat and all(self.blocked[v] for v in node.inputs)
+                and all(len(s) == 3 for s in shapes)
+                and layer._sample_axis(3) == 0
+                and all(s[0] % blocked.LANES == 0 for s in shapes[:-1])):
+            return ConcatStep(self, node.inputs, node.outputs[0])
+        return FallbackStep(layer, node.inputs, node.outputs)
+
+    # -- running -------------------------------------------------------------------------------
+    def loaded(self) -> bool:
+        return self.generation is not None
+
+    def offsets(self, step, strides, channels: int):
+        key = (id(step), strides)
+        found = self._offsets.get(key)
+        if found is None:
+            lanes_in = blocked.LANES if step.blocked_input else 1
+            found = blocked.tap_offsets(channels, step.conv.kernel_size, step.conv.dilation,
+                                        strides, lanes_in)
+            self._offsets[key] = found
+        return found
+
+    def run(self, arrays) -> list:
+        with self._lock:
+            if self.generation != generation():
+                if self.switches != switches():  # a train()/eval() switch: repack everything
+                    for step in self.steps:
+                        step.fingerprint = None
+                    self.switches = switches()
+                for step in self.steps:
+                    step.prepare()
+                self.generation = generation()
+            key = (arrays[0].shape[0], num_threads())
+            idle = self._runners.get(key)
+            rt = idle.pop() if idle else None
+        if rt is None:
+            rt = Runner(self, *key)
+        try:
+            return rt.run(arrays)
+        finally:
+            with self._lock:
+                self._runners.setdefault(key, []).append(rt)
+                self._runners[key] = self._runners.pop(key)  # the most recent last
+                while len(self._runners) > KEPT_RUNNERS:
+                    self._runners.pop(next(iter(self._runners)))
+
+
+# The runners (buffers for one batch size) a plan keeps: a model is mostly run at one or two
+# batch sizes (full batches and the last, or batch 1).
+KEPT_RUNNERS = 2
+
+
+class Runner:
+    """A plan bound to one batch size: every blocked tensor has a buffer, reused by tensors
+    whose lifetimes do not overlap (same shape only: the zero borders stay zero, since kernels
+    write interiors only), and every step is a function with its geometry worked out. One
+    runner serves one call at a time (the plan hands a second concurrent call another)."""
+
+    def __init__(self, plan: Plan, n: int, threads: int):
+        self.plan, self.n, self.threads = plan, n, threads
+        self._kept: list = []
+        self.buffers = self._assign_buffers()
+        outputs = set(plan.graph.outputs)
+        last: dict[int, int] = {}
+        for index, step in enumerate(plan.steps):
+            for value in step.inputs:
+                last[value] = index
+        self.calls = []
+        for index, step in enumerate(plan.steps):
+            drops = tuple(v for v in step.inputs if last[v] == index and v not in outputs
+                          and v not in step.outputs)
+            self.calls.append((step.bind(self), drops))
+        # outputs that may share a kept plain buffer: those of the steps writing one, and of
+        # the layers' own forwards (a view of their input, say)
+        shared = {v for step in plan.steps if not isinstance(step, _BLOCKED_WRITERS)
+                  for v in step.outputs}
+        self.outputs = [(v, plan.blocked[v], v in shared) for v in plan.graph.outputs]
+
+    def _assign_buffers(self) -> dict[int, blocked.Blocked]:
+        plan = self.plan
+        steps = plan.steps
+        group: dict[int, int] = {}  # value -> the value whose buffer it shares (an alias)
+        for step in steps:
+            if isinstance(step, AliasStep) and plan.blocked[step.inputs[0]]:
+                group[step.outputs[0]] = group.get(step.inputs[0], step.inputs[0])
+        end: dict[int, int] = {}  # buffer owner -> the last step reading any of its values
+        for index, step in enumerate(steps):
+            for value in step.inputs:
+                owner = group.get(value, value)
+                end[owner] = index
+        for value in plan.graph.outputs:
+            end[group.get(value, value)] = len(steps)
+        free: dict[tuple, list] = {}
+        buffers: dict[int, blocked.Blocked] = {}
+        releases: dict[int, list[int]] = {}
+        for index, step in enumerate(steps):
+            if not isinstance(step, (AliasStep, FallbackStep, GlobalPoolStep, FlattenStep,
+                                     DenseStep)):
+                for value in step.outputs:
+                    if not plan.blocked[value] or value in buffers:
+                        continue
+                    channels, h, w = plan.shapes[value]
+                    key = (channels, h, w, plan.border[value])
+                    pool = free.get(key)
+                    buffers[value] = pool.pop() if pool else blocked.empty_blocked(
+                        self.n, channels, (h, w), plan.border[value])
+                    releases.setdefault(end.get(value, index), []).append(value)
+            for value in step.outputs:
+                owner = group.get(value)
+                if owner is not None:
+                    buffers[value] = buffers[owner]
+            for value in releases.pop(index, []):
+                channels, h, w = plan.shapes[value]
+                free.setdefault((channels, h, w, plan.border[value]), []).append(buffers[value])
+        return buffers
+
+    def buffer(self, value: int) -> blocked.Blocked:
+        return self.buffers[value]
+
+    def kept(self, shape) -> numpy.ndarray:
+        """A plain float32 buffer of this runner's (outputs that share it are copied out)."""
+        array = numpy.empty(shape, numpy.float32)
+        self._kept.append(array)
+        return array
+
+    def threads_for(self, work: int) -> int:
+        """Threads for a step of `work` multiply-adds (or reads): one when handing part of it
+        to another thread costs more than it saves (waking one takes ~100 us here)."""
+        return self.threads if work >= SPLIT_MIN_WORK else 1
+
+    def run(self, arrays) -> list:
+        plan = self.plan
+        values: list = [None] * plan.graph.values
+        for value, array in zip(plan.graph.inputs, arrays, strict=True):
+            values[value] = array
+        for go, drops in self.calls:
+            go(values)
+            for value in drops:
+                values[value] = None
+        results = []
+        for value, is_blocked, shared in self.outputs:
+            out = values[value]
+            if is_blocked:
+                out = blocked.from_blocked(out)
+            elif shared and any(numpy.may_share_memory(out, kept) for kept in self._kept):
+                out = out.copy()
+            results.append(out)
+        return results
+
+
+# Steps whose outputs are blocked buffers (converted to new arrays when they are outputs).
+_BLOCKED_WRITERS = (ConvStep, DepthwiseStep, PoolStep, ActivationStep, AffineStep, MergeStep,
+                    ConcatStep)
+
+# A step with less work than this (multiply-adds) runs on one thread. Measured at batch 1, two
+# threads, load 2.7 on 2 cores (wall clock): splitting steps of 0.3-1 million multiply-adds lost
+# on every network (convnetjs 0.59 vs 0.42 ms, resnet8 1.61 vs 1.07), 3 million was no worse
+# than never splitting except on vggish (2.89 vs 2.32 ms; its 9.4 million steps lose there).
+SPLIT_MIN_WORK = 3_000_000
+
+
+class _ToBlocked(Step):
+    """A plain tensor blocked for a kernel that reads only blocked ones (depthwise)."""
+
+    def __init__(self, plan: Plan, value: int):
+        self.plan = plan
+        self.inputs, self.outputs = [value], [value]
+        plan.blocked[value] = True
+
+    def run(self, values, rt):
+        value = self.inputs[0]
+        values[value] = blocked.to_blocked(values[value], self.plan.border[value],
+                                           rt.buffer(value))

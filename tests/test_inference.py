@@ -1,0 +1,438 @@
+"""Inference plans (convnet.nn.inference) and the blocked kernels under them
+(convnet.core.blocked): every plan's output against the layers' own NumPy forward (the
+reference), every fused pattern and kernel shape, the blocked layout, repacking after any weight
+change, and the cases that must not take a plan."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convnet as cn
+from convnet.core import backend, blocked, kernels
+from convnet.io import zoo
+from convnet.nn import inference
+
+
+@pytest.fixture(autouse=True)
+def any_size_takes_a_plan(monkeypatch):
+    """These tests use small batches: let them load the kernels (see the test of the limit)."""
+    monkeypatch.setattr(inference, "MIN_LOAD_MACS", 0)
+
+
+def reference(model, *arrays):
+    """The layers' own forward (no plan), in eval mode under no_grad."""
+    previous = kernels._enabled
+    kernels.set_enabled(False)
+    try:
+        with cn.no_grad():
+            return model.forward(*arrays)
+    finally:
+        kernels.set_enabled(previous)
+
+
+def planned(model, *arrays):
+    with cn.no_grad():
+        out = model.forward(*arrays)
+    assert model.__dict__.get("_inference_plans"), "the forward did not take a plan"
+    return out
+
+
+def steps_of(model):
+    plan = next(iter(model._inference_plans.values()))
+    return [type(step).__name__ for step in plan.steps]
+
+
+def assert_matches(ours, expected, rtol=2e-5):
+    scale = max(float(np.abs(expected).max()), 1.0)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=rtol * scale)
+
+
+def randomize_batch_norms(model, rng):
+    for module in model.modules():
+        if isinstance(module, cn.BatchNorm2d):
+            count = module.num_features
+            module.running_mean[...] = rng.standard_normal(count) * 0.2
+            module.running_var[...] = rng.uniform(0.5, 2.0, count)
+            module.weight.assign(rng.uniform(0.5, 1.5, count).astype(np.float32))
+            module.bias.assign((rng.standard_normal(count) * 0.2).astype(np.float32))
+
+
+# -- the layout ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [1, 3, 8, 19])
+@pytest.mark.parametrize("border", [0, 2])
+def test_blocked_layout_round_trip(channels, border, rng):
+    x = rng.standard_normal((2, channels, 5, 7)).astype(np.float32)
+    value = blocked.to_blocked(x, border)
+    assert value.data.shape == (2, -(-channels // 8), 5 + 2 * border, 7 + 2 * border, 8)
+    assert value.shape == x.shape
+    np.testing.assert_array_equal(blocked.from_blocked(value), x)
+    inside = np.zeros_like(value.data, dtype=bool)
+    inside[:, :, border : border + 5, border : border + 7] = True
+    assert not value.data[~inside].any()  # the border is zero
+    assert not value.interior[:, -1, ..., channels % 8 or 8 :].any()  # and the lanes past C
+
+
+def test_empty_blocked_zeroes_only_the_border():
+    value = blocked.empty_blocked(1, 9, (3, 4), 1)
+    value.interior[...] = 7
+    assert value.data.shape == (1, 2, 5, 6, 8)
+    assert (value.data.sum() == 7 * value.interior.size)
+
+
+# -- whole models --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(zoo.MODELS))
+def test_every_zoo_model_matches_its_layers(name, rng):
+    model = zoo.build_model(name)
+    randomize_batch_norms(model, rng)
+    model.eval()
+    x = rng.standard_normal((3, *zoo.MODELS[name].input_shape)).astype(np.float32)
+    assert_matches(planned(model, x), reference(model, x))
+    if name in ("vggish", "resnet8", "mobilenet-mini", "squeezenet-mini", "inception-mini"):
+        assert steps_of(model).count("FallbackStep") <= (22 if "mobile" in name else 2)
+    if name in ("lenet5", "convnetjs"):  # the Flatten taken into the first Linear
+        assert "FlattenStep" not in steps_of(model) and "DenseStep" in steps_of(model)
+
+
+def test_batch_of_one_and_a_new_size_get_their_own_plans(rng):
+    model = cn.Sequential(cn.Conv2d(3, 16, 3, padding=1), cn.ReLU(), cn.MaxPool2d(2),
+                          cn.Conv2d(16, 24, 3, padding=1), cn.ReLU()).eval()
+    for shape in [(1, 3, 12, 12), (5, 3, 12, 12), (2, 3, 10, 14)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        assert_matches(planned(model, x), reference(model, x))
+    assert len(model._inference_plans) == 2  # one per per-sample shape
+
+
+# -- convolutions: geometry, groups, fusions ----------------------------------------------------
+@st.composite
+def conv_chains(draw):
+    """A conv reading a blocked input (after a first conv) or the plain image, with any
+    stride, dilation, padding (asymmetric and 'same' too), channel count and kernel."""
+    kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    mode = draw(st.sampled_from(["pair", "four", "same", "valid"]))
+    if mode == "pair":
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    elif mode == "four":
+        padding = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    else:
+        padding = mode
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
+    return {
+        "first": draw(st.booleans()), "in_channels": draw(st.integers(1, 20)),
+        "out_channels": draw(st.integers(1, 40)), "kernel_size": kernel, "stride": stride,
+        "dilation": dilation, "padding": padding, "bias": draw(st.booleans()),
+        "height": draw(st.integers(extent[0], 13)), "width": draw(st.integers(extent[1], 17)),
+        "batch": draw(st.integers(1, 3)),
+        "after": draw(st.sampled_from(["none", "relu", "relu6", "bn-relu", "hardswish", "silu",
+                                       "leaky", "hardsigmoid", "sigmoid", "bn"])),
+    }
+
+
+AFTER = {"none": [], "relu": [cn.ReLU], "relu6": [cn.ReLU6], "hardswish": [cn.Hardswish],
+         "silu": [cn.SiLU], "leaky": [lambda: cn.LeakyReLU(0.1)], "sigmoid": [cn.Sigmoid],
+         "hardsigmoid": [cn.Hardsigmoid]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(config=conv_chains(), seed=st.integers(0, 2**32 - 1))
+def test_convolution_steps_match_the_layers(config, seed):
+    rng = np.random.default_rng(seed)
+    c = config["in_channels"]
+    layers = [] if config["first"] else [cn.Conv2d(3, c, 3, padding=1)]
+    conv = cn.Conv2d(c, config["out_channels"], config["kernel_size"], config["stride"],
+                     config["padding"], config["dilation"], bias=config["bias"], strict=False)
+    if conv.bias is not None:
+        conv.bias.assign(rng.standard_normal(conv.bias.shape).astype(np.float32))
+    layers.append(conv)
+    after = config["after"]
+    if after.startswith("bn"):
+        layers.append(cn.BatchNorm2d(config["out_channels"]))
+        after = after[3:] or "none"
+    layers += [make() for make in AFTER[after]]
+    model = cn.Sequential(*layers, strict=False).eval()
+    randomize_batch_norms(model, rng)
+    x = rng.standard_normal((config["batch"], 3 if not config["first"] else c,
+                             config["height"], config["width"])).astype(np.float32)
+    try:
+        expected = reference(model, x)
+    except (cn.ShapeError, ValueError):
+        return  # a geometry the layers refuse
+    assert_matches(planned(model, x), expected)
+    one_by_one = x.shape[2] * x.shape[3] == 1 or expected.shape[2] * expected.shape[3] == 1
+    assert "ConvStep" in steps_of(model) or one_by_one  # a 1x1 map is NumPy's matrix product
+
+
+@pytest.mark.parametrize("groups, channels", [(2, 16), (4, 32), (3, 24), (12, 12), (5, 10)])
+def test_grouped_and_depthwise_convolutions(groups, channels, rng):
+    depthwise = groups == channels
+    model = cn.Sequential(
+        cn.Conv2d(3, channels, 3, padding=1), cn.ReLU(),
+        cn.Conv2d(channels, channels, 3, stride=2 if depthwise else 1, padding="same",
+                  groups=groups),
+        cn.BatchNorm2d(channels), cn.ReLU6()).eval()
+    randomize_batch_norms(model, rng)
+    x = rng.standard_normal((2, 3, 11, 13)).astype(np.float32)
+    assert_matches(planned(model, x), reference(model, x))
+    kind = steps_of(model)[1]
+    if depthwise:
+        assert kind == "DepthwiseStep"
+    elif channels // groups % 8 == 0:
+        assert kind == "ConvStep"
+    else:
+        assert kind == "FallbackStep"  # groups of 8 channels or more, whole blocks only
+
+
+def test_residual_blocks_fuse_the_add_and_its_activation(rng):
+    body = [cn.Conv2d(16, 16, 3, padding=1), cn.BatchNorm2d(16), cn.ReLU(),
+            cn.Conv2d(16, 16, 3, padding=1), cn.BatchNorm2d(16)]
+    projected = cn.Residual(cn.Conv2d(16, 24, 3, stride=2, padding=1), cn.ReLU(),
+                            cn.Conv2d(24, 24, 3, padding=1),
+                            projection=cn.Conv2d(16, 24, 1, stride=2))
+    model = cn.Sequential(cn.Conv2d(3, 16, 3, padding=1), cn.Residual(*body), cn.ReLU(),
+                          projected, cn.ReLU()).eval()
+    randomize_batch_norms(model, rng)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    assert_matches(planned(model, x), reference(model, x))
+    assert steps_of(model) == ["ConvStep"] * 6  # every BN, ReLU and Add taken in
+
+
+def test_graph_merges_concat_and_squeeze_excitation(rng):
+    x_in = cn.Input((3, 11, 11))
+    a = cn.ReLU()(cn.Conv2d(3, 16, 1)(x_in))
+    b = cn.Conv2d(3, 8, 3, padding=1)(x_in)
+    c = cn.Conv2d(3, 5, 3, padding=1)(x_in)  # the last input of a concat may be partial
+    joined = cn.Concat(axis=1)([a, b, c])  # 29 channels
+    pooled = cn.MaxPool2d(3, stride=1, padding=1)(joined)
+    averaged = cn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)(pooled)
+    gate = cn.Hardsigmoid()(cn.Conv2d(29, 29, 1)(cn.GlobalAvgPool2d()(averaged)))
+    scaled = cn.Mul()([averaged, gate])
+    diff = cn.Sub()([scaled, averaged])
+    ratio = cn.Div()([diff, cn.Sigmoid()(averaged)])
+    summed = cn.Add()([ratio, cn.AvgPool2d(3, stride=2, padding=1)(pooled)])
+    head = cn.Linear(29, 4)(cn.Flatten()(cn.GlobalAvgPool2d()(summed)))
+    model = cn.Model(x_in, [head, summed]).eval()
+    x = rng.standard_normal((3, 3, 11, 11)).astype(np.float32)
+    ours, expected = planned(model, x), reference(model, x)
+    for mine, theirs in zip(ours, expected, strict=True):
+        assert_matches(mine, theirs)
+    kinds = steps_of(model)
+    assert "ConcatStep" in kinds and kinds.count("PoolStep") == 3 and "MergeStep" in kinds
+
+
+@pytest.mark.parametrize("gate", ["relu", "relu6", "hardsigmoid", "sigmoid", "silu"])
+def test_squeeze_excitation_gates_are_matrix_products(gate, rng):
+    x_in = cn.Input((3, 6, 6))
+    y = cn.Conv2d(3, 12, 3, padding=1)(x_in)
+    squeezed = cn.Conv2d(12, 4, 1)(cn.GlobalAvgPool2d()(y))
+    weights = cn.Conv2d(4, 12, 1)(AFTER[gate][0]()(squeezed))
+    head = cn.Linear(12, 3)(cn.Flatten()(cn.GlobalAvgPool2d()(cn.Mul()([y, weights]))))
+    model = cn.Model(x_in, cn.ReLU6()(head)).eval()
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    assert_matches(planned(model, x), reference(model, x))
+    assert steps_of(model).count("DenseStep") == 3
+    assert steps_of(model).count("FallbackStep") == (1 if gate == "silu" else 0)
+
+
+# -- runners: buffers kept per batch size --------------------------------------------------------
+def test_outputs_outlive_the_next_call_and_buffers_are_shared(rng):
+    x_in = cn.Input((3, 8, 8))
+    y = cn.MaxPool2d(2)(cn.ReLU()(cn.Conv2d(3, 8, 3, padding=1)(x_in)))
+    for _ in range(3):
+        y = cn.Conv2d(8, 8, 3, padding=1)(y)
+    pooled = cn.GlobalAvgPool2d()(y)
+    flat = cn.Flatten()(pooled)
+    head = cn.Linear(8, 5)(cn.ReLU()(cn.Linear(8, 8)(flat)))
+    model = cn.Model(x_in, [head, pooled, flat]).eval()
+    first = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    second = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    kept = [out.copy() for out in planned(model, first)]
+    again = planned(model, second)
+    outs = planned(model, first)
+    for mine, theirs in zip(again, reference(model, second), strict=True):
+        assert_matches(mine, theirs)
+    for mine, before in zip(outs, kept, strict=True):
+        np.testing.assert_array_equal(mine, before)
+    assert not np.shares_memory(outs[0], again[0]) and not np.shares_memory(outs[1], again[1])
+    assert "DenseStep" in steps_of(model) and "FlattenStep" in steps_of(model)
+    plan = next(iter(model._inference_plans.values()))
+    (runner,) = plan._runners[(2, backend.num_threads())]
+    assert len({id(b) for b in runner.buffers.values()}) < len(runner.buffers)  # reused
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_one_image_split_over_two_threads(batch, monkeypatch, rng):
+    monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        for name in ("resnet8", "mobilenet-mini", "inception-mini"):
+            model = zoo.build_model(name)
+            randomize_batch_norms(model, rng)
+            model.eval()
+            x = rng.standard_normal((batch, *zoo.MODELS[name].input_shape)).astype(np.float32)
+            assert_matches(planned(model, x), reference(model, x))
+    finally:
+        backend.set_num_threads(previous)
+
+
+def test_concurrent_calls_get_their_own_buffers(rng):
+    import threading
+
+    model = small_model().eval()
+    xs = [rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(2)]
+    expected = [reference(model, x) for x in xs]
+    failures = []
+
+    def work(index):
+        for _ in range(30):
+            with cn.no_grad():
+                out = model.forward(xs[index])
+            if not np.allclose(out, expected[index], atol=1e-4):
+                failures.append(index)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+
+# -- when weights change ---------------------------------------------------------------------------
+def small_model():
+    return cn.Sequential(cn.Conv2d(3, 16, 3, padding=1), cn.BatchNorm2d(16), cn.ReLU(),
+                         cn.MaxPool2d(2), cn.Conv2d(16, 8, 3, padding=1), cn.ReLU(),
+                         cn.Flatten(), cn.Linear(8 * 4 * 4, 3))
+
+
+@pytest.mark.parametrize("change", ["optimizer", "load_state_dict", "assign_data",
+                                    "mark_changed", "train_eval", "batchnorm_buffers",
+                                    "reset_parameters", "astype_round_trip"])
+def test_any_weight_update_repacks_the_filters(change, rng):
+    model = small_model().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    before = planned(model, x)
+    conv = model.layers[0]
+    if change == "optimizer":
+        model.train()
+        loss_fn = cn.CrossEntropyLoss()
+        optimizer = cn.SGD(model.parameters(), lr=0.5)
+        loss_fn.forward(model.forward(x), np.array([0, 1]))
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        model.eval()
+    elif change == "load_state_dict":
+        other = small_model()
+        model.load_state_dict(other.state_dict())
+    elif change == "assign_data":
+        conv.weight.data = conv.weight.data * 2
+    elif change == "mark_changed":
+        conv.weight.data[...] *= -1
+        conv.weight.mark_changed()
+    elif change == "train_eval":
+        conv.weight.data[...] *= 3  # in place, unannounced: an eval() switch repacks anyway
+        model.train()
+        model.eval()
+    elif change == "batchnorm_buffers":
+        bn = model.layers[1]
+        model.load_state_dict({**model.state_dict(),
+                               "1.running_mean": np.full(16, 0.5, np.float32)})
+        assert bn.running_mean[0] == 0.5
+    elif change == "reset_parameters":
+        conv.reset_parameters()
+    elif change == "astype_round_trip":
+        model.astype(np.float64)
+        for param in model.parameters():
+            param.data = param.data * 1.5
+        model.astype(np.float32)
+    after = planned(model, x)
+    assert not np.allclose(after, before)
+    assert_matches(after, reference(model, x))
+
+
+def test_eval_of_a_model_in_eval_mode_keeps_the_packed_filters(rng):
+    model = small_model().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    planned(model, x)
+    plan = next(iter(model._inference_plans.values()))
+    packed = plan.steps[0].filters
+    model.eval()  # as a serving loop or the benchmark does before every batch
+    planned(model, x)
+    assert plan.steps[0].filters is packed
+    model.train()
+    model.eval()
+    planned(model, x)
+    assert plan.steps[0].filters is not packed  # a real switch repacks
+
+
+def test_a_weight_update_in_another_model_keeps_this_plan(rng):
+    model = small_model().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    planned(model, x)
+    plan = next(iter(model._inference_plans.values()))
+    packed = plan.steps[0].filters
+    other = small_model()
+    other.layers[0].weight.data = other.layers[0].weight.data + 1
+    planned(model, x)
+    assert plan.steps[0].filters is packed  # checked, found unchanged, not repacked
+
+
+# -- when no plan is taken ------------------------------------------------------------------------
+def test_training_and_recorded_gradients_never_take_a_plan(rng):
+    model = small_model()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model.forward(x)  # training mode
+    model.eval()
+    model.forward(x)  # eval, recording gradients (Grad-CAM does)
+    with cn.no_grad():
+        model.train()
+        model.forward(x)  # no_grad in training mode: batch statistics
+    assert not model.__dict__.get("_inference_plans")
+
+
+def test_float64_models_and_switched_off_kernels_run_the_layers(rng):
+    model = small_model().eval()
+    x = rng.standard_normal((2, 3, 8, 8))
+    with cn.no_grad():
+        model.astype(np.float64).forward(x)
+    assert not model.__dict__.get("_inference_plans")
+    model.astype(np.float32)
+    previous = kernels._enabled
+    kernels.set_enabled(False)
+    try:
+        with cn.no_grad():
+            model.forward(x.astype(np.float32))
+    finally:
+        kernels.set_enabled(previous)
+    assert not model.__dict__.get("_inference_plans")
+
+
+def test_small_work_does_not_load_the_kernels(monkeypatch, rng):
+    monkeypatch.setattr(inference, "MIN_LOAD_MACS", 10**12)
+    monkeypatch.setattr(blocked, "_modules", {})
+    model = small_model().eval()
+    with cn.no_grad():
+        model.forward(rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    assert not blocked._modules
+
+
+def test_small_work_takes_a_plan_once_the_kernels_are_loaded(monkeypatch, rng):
+    model = small_model().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    planned(model, x)  # loads the kernels (the fixture lets any size do it)
+    monkeypatch.setattr(inference, "MIN_LOAD_MACS", 10**12)
+    other = small_model().eval()
+    planned(other, x[:1])  # a new model, one small image: the loaded kernels serve it
+
+
+def test_kept_tensors_take_the_layers(rng):
+    """Model.forward(keep=...) shows inner tensors (activation maps): no plan then."""
+    x_in = cn.Input((3, 8, 8))
+    y = cn.ReLU()(cn.Conv2d(3, 8, 3, padding=1)(x_in))
+    model = cn.Model(x_in, y).eval()
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    with cn.no_grad():
+        model.forward(x, keep=(1,))
+    assert model.kept and not model.__dict__.get("_inference_plans")

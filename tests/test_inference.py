@@ -436,3 +436,17 @@ def test_kept_tensors_take_the_layers(rng):
     with cn.no_grad():
         model.forward(x, keep=(1,))
     assert model.kept and not model.__dict__.get("_inference_plans")
+
+
+def test_the_container_kinds_the_plans_rely_on():
+    # convnet.nn.inference tells containers apart by kind, so that it need not import them.
+    from convnet.nn import inference
+
+    assert (cn.Sequential.kind, cn.Residual.kind, cn.Model.kind) == (
+        inference.SEQUENTIAL, inference.RESIDUAL, inference.GRAPH)
+    x = cn.Input((3, 8, 8))
+    branch = cn.Sequential(cn.Conv2d(3, 8, 3, padding=1),
+                           cn.Residual(cn.Sequential(cn.Conv2d(8, 8, 3, padding=1), cn.ReLU())))
+    model = cn.Model(x, cn.Concat(axis=1)([branch(x), cn.Conv2d(3, 8, 1)(x)]))
+    leaves = [type(node.layer).__name__ for node in inference.flatten(model).nodes]
+    assert sorted(leaves) == ["Concat", "Conv2d", "Conv2d", "Conv2d", "ReLU", "_ResidualAdd"]

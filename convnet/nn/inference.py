@@ -44,6 +44,9 @@ from convnet.nn.merge import Add, Concat, Div, Mul, Sub
 from convnet.nn.parameter import generation, switches
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 
+# The containers' kinds (Sequential.kind, Residual.kind, Model.kind).
+SEQUENTIAL, RESIDUAL, GRAPH = "seq", "res", "model"
+
 # Loading Numba and the kernels costs about a second and 135 MB once per process: a batch with
 # fewer multiply-adds than this runs the layers' NumPy forward until the kernels are loaded
 # (`convnet predict` on one image), as `convnet.core.kernels.MIN_LOAD_MACS` rules for training.
@@ -102,19 +105,20 @@ class Graph:
 
 def flatten(model: Layer) -> Graph:
     """The leaf layers of `model` as one graph of numbered values; a Residual's shortcut
-    projection comes before its body, so that the body's last layer can add it in."""
-    from convnet.nn.containers import Residual, Sequential  # noqa: PLC0415 - they import
-    from convnet.nn.graph import Model  # noqa: PLC0415 - this module
+    projection comes before its body, so that the body's last layer can add it in.
 
+    Containers are told apart by their spec kind ("seq", "res", "model"), not by class: they
+    call this module from their forward, so it does not import them back."""
     graph = Graph([], [])
 
     def add(layer: Layer, sources: list[int], count: int = 1) -> list[int]:
-        if isinstance(layer, Sequential):
+        kind = getattr(layer, "kind", None)
+        if kind == SEQUENTIAL:
             value = sources[0]
             for child in layer.layers:
                 (value,) = add(child, [value])
             return [value]
-        if isinstance(layer, Residual):
+        if kind == RESIDUAL:
             shortcut = sources[0]
             if layer.projection is not None:
                 (shortcut,) = add(layer.projection, sources)
@@ -122,7 +126,7 @@ def flatten(model: Layer) -> Graph:
             out = graph.new()
             graph.nodes.append(Node(_ResidualAdd(), [body, shortcut], [out]))
             return [out]
-        if isinstance(layer, Model):
+        if kind == GRAPH:
             slots = [None] * layer.slots
             for slot, value in zip(layer.input_slots, sources, strict=True):
                 slots[slot] = value
@@ -135,7 +139,7 @@ def flatten(model: Layer) -> Graph:
         graph.nodes.append(Node(layer, list(sources), outs))
         return outs
 
-    count = len(model.input_slots) if isinstance(model, Model) else 1
+    count = len(model.input_slots) if getattr(model, "kind", None) == GRAPH else 1
     graph.inputs = [graph.new() for _ in range(count)]
     graph.outputs = add(model, list(graph.inputs))
     return graph

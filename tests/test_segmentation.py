@@ -288,6 +288,40 @@ def test_an_onnx_segmenter_evaluates_and_predicts(run, workspace, tmp_path, caps
     assert (tmp_path / "o-overlay.png").is_file()
 
 
+def test_an_exported_unet_imports_as_a_graph_and_evaluates_as_its_run(workspace, tmp_path,
+                                                                       capsys):
+    """unet-mini (ConvTranspose2d, Concat skips, an Upsample added to the scores) through ONNX
+    and back: the imported graph scores the folder's pixels as the run does."""
+    pytest.importorskip("onnxruntime")
+    from exchange_helpers import assert_close, ort_run
+
+    from convnet.io.modelfile import spec_to_toml
+
+    spec = zoo.spec_for("unet-mini", num_classes=len(SEGMENT_CLASSES))
+    spec["input_shape"] = [1, 16, 16]  # the folder's size: 16 -> 8 -> 4 -> 2 and back
+    (tmp_path / "unet.toml").write_text(spec_to_toml(spec))
+    out = tmp_path / "unet"
+    quiet(settings(workspace, model=str(tmp_path / "unet.toml"), epochs=1), out).fit()
+    path = tmp_path / "unet.onnx"
+    assert main(["export", str(out), "-o", str(path)]) == 0
+    imported = cn.onnx.load(path)
+    assert isinstance(imported, cn.Model)
+    kinds = {type(layer).__name__ for layer in imported.layers}
+    assert {"ConvTranspose2d", "Concat", "Resize", "Add"} <= kinds
+    loaded = checkpoint.load(out)
+    x = loaded.preprocess(np.asarray(Image.open(workspace / "shapes/images/001.png"))[None, None])
+    assert_close(ort_run(path, x), loaded.model.forward(x))
+    assert_close(imported.forward(x), loaded.model.forward(x))
+    capsys.readouterr()
+    results = []
+    for model in (path, out):
+        assert main(["evaluate", str(model), "--dataset", str(workspace / "shapes"),
+                     "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["mean_iou"] == pytest.approx(results[1]["mean_iou"], abs=1e-6)
+    assert results[0]["per_class_iou"] == pytest.approx(results[1]["per_class_iou"], abs=1e-6)
+
+
 # -- the explorer ------------------------------------------------------------------------------
 def test_the_explorer_shows_a_segmenters_masks_and_iou(run):
     import warnings

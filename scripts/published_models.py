@@ -47,8 +47,8 @@ def main() -> None:
                    else "onnxruntime (installed)")
         licence = entry.package.licence if entry.package else "MIT"
         shapes = ", ".join("x".join(map(str, s)) for s in entry.run_shapes)
-        print(f"| {name}: {entry.what} | {package} | {licence} | {first:.2f} / {min(times):.2f} s | "
-              f"{worst_abs:.1e} | {worst_rel:.1e} | {shapes} |")
+        print(f"| {name}: {entry.what} | {package} | {licence} | "
+              f"{first:.2f} / {min(times):.2f} s | {worst_abs:.1e} | {worst_rel:.1e} | {shapes} |")
 
 
 def _first_load(path, input_shape) -> float:

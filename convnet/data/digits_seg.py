@@ -30,7 +30,10 @@ from convnet.data.embedded import load_mnist_5k
 NAME = "digits-seg"
 CANVAS = 64  # pixels per side
 CLASS_NAMES = ["background", *(str(d) for d in range(10))]  # digit d is class d + 1
-SIZES = {"train": 4000, "test": 1000}  # canvases per split
+# Canvases per split. 4,000 training canvases were too few: unet-mini fitted them (train loss
+# 0.031 against 0.096 on validation) and reached a test mean IoU of 0.73; 16,000 gave 0.79 and
+# 32,000 0.80 with the same number of steps. The first 4,000 are those of the smaller set.
+SIZES = {"train": 32000, "test": 1000}
 DIGITS_PER_CANVAS = (2, 4)  # inclusive
 DIGIT_SIDE = (24, 44)  # pixels, inclusive: a 28x28 MNIST box scaled by 0.86 to 1.57
 INK_THRESHOLD = 64  # of 255: pixels at least this bright belong to the digit
@@ -100,7 +103,7 @@ def canvas_sources(split: str) -> tuple[tuple[int, ...], ...]:
 
 
 def load_digits_seg(split: str) -> Dataset:
-    """split "train": 4,000 canvases of mnist-5k's training digits; "test": 1,000 canvases of
+    """split "train": 32,000 canvases of mnist-5k's training digits; "test": 1,000 canvases of
     its test digits. Images (N, 1, 64, 64) uint8, masks (N, 64, 64) uint8 in 0..10."""
     images, masks, _ = _split(split)
     return Dataset(images=images, labels=masks, class_names=list(CLASS_NAMES), name=NAME,

@@ -9,6 +9,7 @@ from pathlib import Path
 from convnet.data import cifar, mnist
 from convnet.data.convert import check_channels, check_image_size, convert_images
 from convnet.data.dataset import Dataset, DatasetInfo
+from convnet.data.digits_seg import SIZES as DIGITS_SEG_SIZES
 from convnet.data.digits_seg import load_digits_seg
 from convnet.data.embedded import load_mnist_5k
 from convnet.data.errors import DataError
@@ -53,7 +54,7 @@ DATASETS: dict[str, DatasetInfo] = {
         description="segmentation: 2-4 mnist-5k digits on 64x64 canvases, every pixel labelled "
                     "background or its digit (11 classes); no download",
         input_shape=(1, 64, 64), num_classes=11, splits=("train", "test"),
-        class_names=("background", *DIGITS), sizes={"train": 4000, "test": 1000},
+        class_names=("background", *DIGITS), sizes=dict(DIGITS_SEG_SIZES),
         source="built from mnist-5k: train canvases from its train digits, test from its test "
                "digits",
         task="segment"),

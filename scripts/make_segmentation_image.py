@@ -27,7 +27,8 @@ def train(folder: Path, epochs: int) -> Path:
 
     run = folder / "unet-mini"
     Trainer(TrainConfig(model="unet-mini", dataset="digits-seg", optimizer="adam", lr=0.003,
-                        batch_size=32, epochs=epochs), run, progress=False).fit()
+                        batch_size=32, epochs=epochs, schedule="cosine"), run,
+            progress=False).fit()
     return run
 
 
@@ -77,7 +78,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=None,
                         help="a trained unet-mini run folder [default: train one now]")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
     DOCS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:

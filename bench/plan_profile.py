@@ -1,0 +1,113 @@
+"""Where inference time goes: each step of convnet's inference plan beside onnxruntime's nodes.
+
+    python -m bench.plan_profile bottleneck            # batch 128, one thread
+    python -m bench.plan_profile vggish resnet8 --batch 1 --repeats 50
+
+For each network (a zoo model with its initial weights), convnet's plan is built and warmed
+up, then every step of its runner is timed on its own (the best of --repeats runs of that
+step); onnxruntime runs convnet's own ONNX export of the same weights with its profiler on and
+each node's best time is kept. Both with one thread (set OMP_NUM_THREADS=1 for NumPy's BLAS
+too). The sums are not end-to-end times (each part's best is taken apart), but they compare
+like with like; `python -m bench.run` measures whole networks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def plan_steps(model, x, repeats: int) -> list[tuple[str, float]]:
+    """(step description, best seconds) for every step of the model's plan for x."""
+    import convnet as cn
+
+    with cn.no_grad():
+        for _ in range(3):
+            model.forward(x)
+    plan = next(iter(model.__dict__["_inference_plans"].values()))
+    runner = next(iter(plan._runners.values()))[0]
+    best = np.full(len(runner.calls), np.inf)
+    for _ in range(repeats):
+        values: list = [None] * plan.graph.values
+        values[plan.graph.inputs[0]] = x
+        for index, (go, _drops) in enumerate(runner.calls):
+            start = time.perf_counter()
+            go(values)
+            best[index] = min(best[index], time.perf_counter() - start)
+    rows = []
+    for step, seconds in zip(plan.steps, best, strict=True):
+        layer = getattr(step, "conv", None) or getattr(step, "layer", None)
+        what = type(step).__name__ + (f" {layer!r}" if layer is not None else "")
+        if hasattr(step, "tile"):
+            what += f" tile {step.tile}"
+        if getattr(step, "macs", 0):
+            what += f", {2 * step.macs * x.shape[0] / seconds / 1e9:.0f} GFLOP/s"
+        rows.append((what, float(seconds)))
+    return rows
+
+
+def onnxruntime_nodes(model, x, repeats: int) -> list[tuple[str, float]]:
+    """(node name and operator, best seconds) from onnxruntime's profiler, one thread."""
+    import onnxruntime
+
+    import convnet as cn
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        cn.onnx.export(model, path)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "profile")
+        session = onnxruntime.InferenceSession(str(path), options,
+                                               providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
+        for _ in range(repeats + 3):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    times: dict[tuple, list] = defaultdict(list)
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            key = (event["name"].removesuffix("_kernel_time"), event["args"].get("op_name"))
+            times[key].append(event["dur"] / 1e6)
+    return [(f"{name} ({op})", min(values)) for (name, op), values in times.items()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("networks", nargs="*", default=["bottleneck"])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from convnet.core import backend
+    from convnet.io import zoo
+
+    backend.set_num_threads(1)
+    print(f"bench.plan_profile: batch {args.batch}, one thread, best of {args.repeats}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    for name in args.networks:
+        model = zoo.build_model(name).eval()
+        x = np.random.default_rng(0).random((args.batch, *model.input_shape), dtype=np.float32)
+        ours, theirs = plan_steps(model, x, args.repeats), onnxruntime_nodes(model, x,
+                                                                            args.repeats)
+        total, other = sum(t for _, t in ours), sum(t for _, t in theirs)
+        print(f"\n{name}: convnet {total * 1e3:.2f} ms, onnxruntime {other * 1e3:.2f} ms "
+              f"(onnxruntime / convnet {other / total:.2f})")
+        print("  convnet's plan steps:")
+        for what, seconds in ours:
+            print(f"    {seconds * 1e3:8.3f} ms  {what}")
+        print("  onnxruntime's nodes:")
+        for what, seconds in theirs:
+            print(f"    {seconds * 1e3:8.3f} ms  {what}")
+
+
+if __name__ == "__main__":
+    main()

@@ -85,3 +85,24 @@ def test_profile_accounts_for_the_step_and_compares_every_layer():
         assert "total" in format_comparison(compared)
     finally:
         backend.set_num_threads(previous)
+
+
+def test_plan_profile_times_every_step_beside_onnxruntimes_nodes(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from bench import plan_profile
+    from convnet.io import zoo
+    from convnet.nn import inference
+
+    monkeypatch.setattr(inference, "MIN_LOAD_MACS", 0)  # a small batch still takes a plan
+    model = zoo.build_model("lenet5").eval()
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    ours = plan_profile.plan_steps(model, x, repeats=2)
+    plan = next(iter(model._inference_plans.values()))
+    assert len(ours) == len(plan.steps) and all(seconds > 0 for _, seconds in ours)
+    assert ours[0][0].startswith("ConvStep Conv2d(1, 6") and "GFLOP/s" in ours[0][0]
+    theirs = plan_profile.onnxruntime_nodes(model, x, repeats=2)
+    operators = " ".join(name for name, _ in theirs)
+    assert "(Conv)" in operators and "(MaxPool)" in operators
+    assert all(seconds > 0 for _, seconds in theirs)

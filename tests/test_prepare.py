@@ -96,3 +96,23 @@ def test_cli_predict_inverts_and_centres_a_photo_of_a_digit(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "inverted" not in captured.err and "resized from 280x280 to 28x28" in captured.err
     assert json.loads(captured.out)[0]["top"] != auto
+
+
+def test_cli_predict_reads_a_huge_picture_block_averaged(tmp_path, capsys):
+    """A picture over 1,024 pixels a side is block-averaged while it is read (a huge one took
+    gigabytes), and predicts as the same picture at a modest size does; one of 280 pixels is
+    resized as it always was (the test above)."""
+    from convnet.io.checkpoint import save_model
+    from convnet.io.zoo import build_model
+
+    run = save_model(tmp_path / "run", build_model("lenet5"), (1, 28, 28),
+                     [str(i) for i in range(10)], {"mean": [0.13], "std": [0.31]})
+    small = Image.fromarray(drawn_one()[0])  # 280x280
+    small.save(tmp_path / "small.png")
+    small.resize((2800, 2800), Image.NEAREST).save(tmp_path / "huge.png")
+    assert main(["predict", str(run), str(tmp_path / "huge.png"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "huge.png: reduced from 2800x2800 to 1400x1400 (block mean)" in captured.err
+    huge = json.loads(captured.out)[0]["top"]
+    assert main(["predict", str(run), str(tmp_path / "small.png"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["top"] == huge

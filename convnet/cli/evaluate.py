@@ -146,7 +146,7 @@ def run_evaluate(args) -> int:
 
 def run_predict(args) -> int:
     from convnet import data
-    from convnet.data.images import check_input_shape, open_image
+    from convnet.data.images import check_input_shape, large_picture_bound, open_image
     from convnet.data.prepare import expects_light_on_dark, is_mnist_like, prepare_image
     from convnet.io import checkpoint
 
@@ -163,7 +163,7 @@ def run_predict(args) -> int:
     mnist = is_mnist_like(loaded.input_shape, dataset)
     images, notes = [], []
     for path in args.images:
-        array, opened = open_image(path)
+        array, opened = open_image(path, reduce_to=large_picture_bound(loaded.input_shape[1:]))
         pixels, prepared = prepare_image(array, check_input_shape(loaded.input_shape),
                                          invert=args.invert, centre=args.centre,
                                          light_on_dark=light, mnist_like=mnist)

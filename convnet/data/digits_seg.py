@@ -20,9 +20,13 @@ How pixels become labels:
 from __future__ import annotations
 
 import functools
+import hashlib
+import zipfile
+from pathlib import Path
 
 import numpy
 
+from convnet.core.files import atomic_write, cache_root
 from convnet.data.convert import resize_weights
 from convnet.data.dataset import Dataset
 from convnet.data.embedded import load_mnist_5k
@@ -89,12 +93,57 @@ def make_canvases(digits: numpy.ndarray, labels: numpy.ndarray, count: int, seed
 
 @functools.lru_cache(maxsize=2)
 def _split(split: str) -> tuple[numpy.ndarray, numpy.ndarray, tuple]:
-    digits = load_mnist_5k(split)
-    images, masks, sources = make_canvases(digits.images[:, 0], digits.labels, SIZES[split],
-                                           SEEDS[split])
+    images, masks, sources = _cached(split)
     for array in (images, masks):
         array.flags.writeable = False
     return images, masks, tuple(tuple(s) for s in sources)
+
+
+def cache_path(split: str) -> Path:
+    """Where the canvases of `split` are kept once built (the convnet cache folder): named by
+    the split's size and seed and by this module's source, so a change to how canvases are made
+    never reads old ones."""
+    source = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
+    return cache_root() / NAME / f"{split}-{SIZES[split]}-{SEEDS[split]}-{source}.npz"
+
+
+def _cached(split: str) -> tuple[numpy.ndarray, numpy.ndarray, list[list[int]]]:
+    """The split's canvases from the cache (0.8 s for the 32,000 training ones, 33 MB) or built
+    (5.6 s) and kept there. A file that cannot be read or does not hold what it should is built
+    again; a cache folder that cannot be written to only costs the time."""
+    count, path = SIZES[split], cache_path(split)
+    try:
+        with open(path, "rb") as stream:  # ours to close, whatever numpy makes of the bytes
+            stored = numpy.load(stream, allow_pickle=False)
+            if not isinstance(stored, numpy.lib.npyio.NpzFile):
+                raise ValueError(f"{path} is not an .npz archive")
+            images, masks = stored["images"], stored["masks"]
+            counts, flat = stored["counts"], stored["flat"]
+        shapes_ok = (images.shape == (count, 1, CANVAS, CANVAS) and images.dtype == numpy.uint8
+                     and masks.shape == (count, CANVAS, CANVAS) and masks.dtype == numpy.uint8
+                     and counts.shape == (count,) and flat.shape == (int(counts.sum()),))
+        if shapes_ok:
+            ends = numpy.cumsum(counts)
+            return images, masks, [flat[end - k:end].tolist() for k, end in zip(counts, ends,
+                                                                               strict=True)]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    digits = load_mnist_5k(split)
+    images, masks, sources = make_canvases(digits.images[:, 0], digits.labels, count,
+                                           SEEDS[split])
+    counts = numpy.array([len(s) for s in sources], numpy.int64)
+    flat = numpy.array([i for s in sources for i in s], numpy.int64)
+    try:
+        atomic_write(path, lambda tmp: _save(tmp, images=images, masks=masks, counts=counts,
+                                             flat=flat))
+    except OSError:
+        pass
+    return images, masks, sources
+
+
+def _save(tmp: Path, **arrays) -> None:
+    with open(tmp, "wb") as stream:  # an open file: savez would add ".npz" to a bare name
+        numpy.savez_compressed(stream, **arrays)
 
 
 def canvas_sources(split: str) -> tuple[tuple[int, ...], ...]:

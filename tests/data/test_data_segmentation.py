@@ -179,3 +179,33 @@ def test_folder_errors_name_the_file_and_the_fix(shapes):
     with pytest.raises(DataError, match=r"takes 16x16 images but those in .* are 8x8; masks are "
                                         r"not resized"):
         load_dataset(str(shapes), image_size=(16, 16))
+
+
+def test_canvases_are_kept_in_the_cache_and_built_again_when_damaged(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVNET_CACHE", str(tmp_path))
+    built = digits_seg._cached("test")
+    path = digits_seg.cache_path("test")
+    assert path.is_file() and path.is_relative_to(tmp_path / "digits-seg")
+
+    def never(*args):
+        raise AssertionError("the canvases were built again instead of read")
+
+    with monkeypatch.context() as patched:  # read back: the same canvases, nothing built
+        patched.setattr(digits_seg, "make_canvases", never)
+        read = digits_seg._cached("test")
+    np.testing.assert_array_equal(read[0], built[0])
+    np.testing.assert_array_equal(read[1], built[1])
+    assert read[2] == built[2]
+    for damage in (b"not a zip file", path.read_bytes()[:1000]):  # garbage, a cut-off file
+        path.write_bytes(damage)
+        again = digits_seg._cached("test")
+        np.testing.assert_array_equal(again[1], built[1])
+        assert again[2] == built[2] and path.stat().st_size > 1000  # rebuilt and kept
+    # a file of the right name holding other arrays is not trusted either
+    np.savez(path.with_suffix(".tmp.npz"), images=np.zeros((3, 1, 64, 64), np.uint8))
+    path.with_suffix(".tmp.npz").replace(path)
+    assert digits_seg._cached("test")[2] == built[2]
+    # a cache folder that cannot be written to costs only the time
+    monkeypatch.setenv("CONVNET_CACHE", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    assert digits_seg._cached("test")[2] == built[2]

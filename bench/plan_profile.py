@@ -89,8 +89,13 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from convnet.core import backend
     from convnet.io import zoo
+    from convnet.nn import inference
 
     backend.set_num_threads(1)
+    # A small batch of a small network would take the NumPy layers until something larger has
+    # loaded the compiled kernels (as a batch of 128 does in `bench.run` before its batch-1
+    # latency): profile the plan it then runs.
+    inference.MIN_LOAD_MACS = 0
     print(f"bench.plan_profile: batch {args.batch}, one thread, best of {args.repeats}; "
           f"load average {os.getloadavg()[0]:.2f}")
     for name in args.networks:

@@ -22,10 +22,13 @@ Filters are packed once per tile shape, (K, C, KH, KW) -> (K tiles, taps, 8*B), 
 folded in by the plan. LLVM's SLP vectorizer packs each accumulator row of 8 into one register
 only when the tile is stored to memory as rows of 8 within one basic block, hence the scratch
 tile before the epilogue (bias, residual, activation) writes the output through its strides:
-the output may be blocked or plain (N, K, H, W). Depthwise convolution, max and average pooling
-and global average pooling have kernels of their own over the blocked layout.
+the output may be blocked or plain (N, K, H, W). The common case (a whole tile into a blocked
+output, no activation, ReLU or a clip) skips the scratch tile: its epilogue is straight-line
+code from the accumulators, one group of 8 lanes at a time, which the vectorizer packs too.
+Depthwise convolution, max and average pooling and global average pooling have kernels of
+their own over the blocked layout.
 
-All of them are tested against the NumPy layers (`tests/test_blocked.py`), which remain the
+All of them are tested against the NumPy layers (`tests/test_inference.py`), which remain the
 reference. Only float32 runs here; float64 models take the NumPy layers.
 """
 
@@ -223,6 +226,11 @@ def conv_source(positions: int, block_count: int) -> str:
         "    q1 = i1  # the range of output positions, in row-major order",
         "    taps = offsets.shape[0]",
         "    rows_of_8 = out_lane == 1 and (has_residual == 0 or res_lane == 1)",
+        "    lo, hi = -INF, INF  # the fast epilogue's activation: none, ReLU or a clip",
+        "    if act == 1:",
+        "        lo = ZERO",
+        "    elif act == 2:",
+        "        lo, hi = alpha, beta",
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
         f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
         f"    rpos = numpy.empty({positions}, dtype=numpy.int64)",
@@ -244,6 +252,28 @@ def conv_source(positions: int, block_count: int) -> str:
         lines.append(body + f"x{p} = x[INDEX(x{p}p + at)]")
         lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
     lines.append(body + f"wa += INDEX({lanes})")
+    # The common case straight from the accumulators, in straight-line code LLVM vectorizes: a
+    # whole tile into a blocked output (and from a blocked shortcut), no activation, ReLU or a
+    # clip, all three as min(max(y, lo), hi). 1.1-1.3x on networks of few-tap convolutions.
+    lines += [ind + f"if rows_of_8 and act <= 2 and (kt + 1) * {lanes} <= out_store:"]
+    for residual in (True, False):
+        lines.append(ind + ("    if has_residual:" if residual else "    else:"))
+        for p in range(positions):
+            for q in range(block_count):
+                lines += [ind + f"        o = INDEX(o{p}p + (kt * {block_count} + {q})"
+                                " * out_block)",
+                          ind + f"        c = INDEX(kt * {lanes} + {q * 8})"]
+                if residual:
+                    lines.append(ind + f"        r = INDEX(r{p}p + (kt * {block_count} + {q})"
+                                       " * res_block)")
+                for lane in range(LANES):
+                    y = f"a{p}_{q * 8 + lane} + bias[c + INDEX({lane})]"
+                    if residual:
+                        y += f" + residual[r + INDEX({lane})]"
+                    lines.append(ind + f"        y{lane} = min(max({y}, lo), hi)")
+                lines += [ind + f"        out[o + INDEX({lane})] = y{lane}"
+                          for lane in range(LANES)]
+    lines.append(ind + "    continue")
     lines += [ind + f"tile[{p * lanes + k}] = a{p}_{k}"
               for p in range(positions) for k in range(lanes)]
     # Epilogue, rows of 8 (a blocked output, and a blocked shortcut if any), in one loop
@@ -528,6 +558,7 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         f"ONE = numpy.{dtype_name}(1)",
         f"THREE = numpy.{dtype_name}(3)",
         f"SIX = numpy.{dtype_name}(6)",
+        f"INF = numpy.{dtype_name}(numpy.inf)",
         "INDEX = numba.uint64  # unsigned indices: no checks for negative ones",
     ]
     options = "nogil=True, fastmath={'contract'}, cache=True"

@@ -421,7 +421,7 @@ def max_pool(x, out, geometry):
     """Max pooling over blocked input and output; windows clipped to the input (padding
     never wins). Row and block offsets are worked out once per row and the window's columns
     walked by adding the column stride: per-pixel index arithmetic cost as much as the
-    maxima (1.1-1.5x faster, measured on bottleneck's and resnet's pooling layers)."""
+    maxima (1.1-1.5x faster, measured on 2x2 and 3x3 windows of 16-64 channels)."""
     (b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w, out_batch, out_block,
      out_row, out_col, out_origin, out_h, out_w, kh, kw, sh, sw, top, left) = geometry[:24]
     for b in range(b0, b1):

@@ -123,9 +123,8 @@ def _cached(split: str) -> tuple[numpy.ndarray, numpy.ndarray, list[list[int]]]:
                      and masks.shape == (count, CANVAS, CANVAS) and masks.dtype == numpy.uint8
                      and counts.shape == (count,) and flat.shape == (int(counts.sum()),))
         if shapes_ok:
-            ends = numpy.cumsum(counts)
-            return images, masks, [flat[end - k:end].tolist() for k, end in zip(counts, ends,
-                                                                               strict=True)]
+            parts = numpy.split(flat, numpy.cumsum(counts)[:-1])
+            return images, masks, [part.tolist() for part in parts]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass
     digits = load_mnist_5k(split)

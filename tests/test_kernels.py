@@ -15,13 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.core import kernels, reference
+from convnet.core import blocked_training, kernels, reference
 
 
 @pytest.fixture(autouse=True)
 def any_size_loads_the_kernel(monkeypatch):
-    """These tests use small arrays: let them load the kernel (see the test of the limit)."""
+    """These tests use small arrays: let them load the kernel (see the test of the limit).
+    They test this kernel, which float32 training reaches only where the blocked passes of
+    convnet.core.blocked_training do not apply (tests/test_blocked_training.py): those are
+    switched off here."""
     monkeypatch.setattr(kernels, "MIN_LOAD_MACS", 0)
+    monkeypatch.setattr(blocked_training, "usable", lambda layer, x: False)
 
 
 @contextlib.contextmanager

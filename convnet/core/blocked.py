@@ -226,6 +226,7 @@ def conv_source(positions: int, block_count: int) -> str:
         "    q1 = i1  # the range of output positions, in row-major order",
         "    taps = offsets.shape[0]",
         "    rows_of_8 = out_lane == 1 and (has_residual == 0 or res_lane == 1)",
+        "    plain_rows = out_block == 8 * out_lane and out_col == 1",
         "    lo, hi = -INF, INF  # the fast epilogue's activation: none, ReLU or a clip",
         "    if act == 1:",
         "        lo = ZERO",
@@ -273,6 +274,16 @@ def conv_source(positions: int, block_count: int) -> str:
                     lines.append(ind + f"        y{lane} = min(max({y}, lo), hi)")
                 lines += [ind + f"        out[o + INDEX({lane})] = y{lane}"
                           for lane in range(LANES)]
+    lines.append(ind + "    continue")
+    # A plain (N, K, H, W) output (training's), no shortcut, no activation, ReLU or a clip:
+    # also straight from the accumulators, each lane k to its own plane.
+    lines += [ind + "if plain_rows and act <= 2 and has_residual == 0:"]
+    for k in range(lanes):
+        lines += [ind + f"    if kt * {lanes} + {k} < out_store:",
+                  ind + f"        s = (kt * {lanes} + {k}) * out_lane",
+                  ind + f"        shift = bias[kt * {lanes} + {k}]"]
+        lines += [ind + f"        out[INDEX(o{p}p + s)] = min(max(a{p}_{k} + shift, lo), hi)"
+                  for p in range(positions)]
     lines.append(ind + "    continue")
     lines += [ind + f"tile[{p * lanes + k}] = a{p}_{k}"
               for p in range(positions) for k in range(lanes)]
@@ -543,6 +554,77 @@ def global_avg_pool(x, out, geometry):
 '''
 
 
+def _weight_grad_tile(ind: str, pair: bool) -> list[str]:
+    """Code summing one image's tile of dw over its output positions: 8 input lanes x 8
+    output lanes of block kb, or x 16 of blocks kb and kb + 1 (pair)."""
+    width = 2 * LANES if pair else LANES
+    lines = []
+    for c in range(LANES):
+        lines.append(ind + " = ".join(f"a{c}_{k}" for k in range(width)) + " = ZERO")
+    lines += [
+        ind + "xbase = (b * x_batch + cb * x_block + u * dilation_h * x_row"
+              " + v * dilation_w * x_col + x_origin)",
+        ind + "dbase = b * dy_batch + kb * dy_block + dy_origin",
+        ind + "for i in range(out_h):",
+        ind + "    xa = INDEX(xbase + i * stride_h * x_row)",
+        ind + "    da = INDEX(dbase + i * dy_row)",
+        ind + "    for j in range(out_w):",
+    ]
+    body = ind + "        "
+    lines += [body + f"d{k} = dy[da + INDEX({k})]" for k in range(LANES)]
+    if pair:
+        lines += [body + f"d{LANES + k} = dy[da + INDEX(dy_block + {k})]" for k in range(LANES)]
+    for c in range(LANES):
+        lines.append(body + f"x{c} = x[xa + INDEX({c} * x_lane)]")
+        lines += [body + f"a{c}_{k} += x{c} * d{k}" for k in range(width)]
+    lines += [body + "xa += INDEX(stride_w * x_col)", body + "da += INDEX(dy_col)"]
+    lines += [ind + f"tile[{c * width + k}] = a{c}_{k}"
+              for c in range(LANES) for k in range(width)]
+    for half in range(width // LANES):
+        lines += [ind + f"at = INDEX(((((kb + {half}) * c_blocks + cb) * kernel_h + u) * kernel_w"
+                        " + v) * 64)",
+                  ind + "for c in range(8):",
+                  ind + "    for k in range(8):",
+                  ind + f"        dw[at + INDEX(c * 8 + k)] += tile[c * {width} + {half * LANES}"
+                        " + k]"]
+    return lines
+
+
+def weight_grad_source() -> str:
+    """The weight gradient of a convolution over a blocked input and output gradient (print it
+    to read it): for each image, pair of blocks of 8 output channels (kb, kb + 1), block of 8
+    input channels cb and tap (u, v), an 8 x 16 tile of dw (input lanes c x output lanes k)
+    in registers, summed over the image's output positions:
+
+        dw[kb, cb, u, v, c, k] += sum_(i, j) x[b, cb, i*SH + u*DH, j*SW + v*DW, c]
+                                               * dy[b, kb, i, j, k]
+
+    Per position two vector loads of dy's lanes, 8 broadcast input lanes and 16 (8 x 2) fused
+    multiply-adds, as the forward kernel's tiles; a last odd block of output channels gets an
+    8 x 8 tile. One image's input and output gradient stay in cache across its taps."""
+    lines = [
+        "def weight_grad(x, dy, dw, geometry):",
+        "    # x (flat): input lane c of block cb at padded pixel (r, s) of image b is",
+        "    #    x[b*x_batch + cb*x_block + r*x_row + s*x_col + c*x_lane + x_origin]",
+        "    # dy (flat): dy[b*dy_batch + kb*dy_block + i*dy_row + j*dy_col + dy_origin + k]",
+        "    # dw (flat, (Kb, Cb, KH, KW, 8, 8)) += the images b0 <= b < b1",
+        "    (b0, b1, k_blocks, c_blocks, x_batch, x_block, x_row, x_col, x_lane, x_origin,",
+        "     dy_batch, dy_block, dy_row, dy_col, dy_origin, out_h, out_w, kernel_h, kernel_w,",
+        "     stride_h, stride_w, dilation_h, dilation_w) = geometry[:23]",
+        f"    tile = numpy.empty({2 * LANES * LANES}, dtype=x.dtype)",
+        "    for b in range(b0, b1):",
+        "        for kb in range(0, k_blocks, 2):",
+        "            for cb in range(c_blocks):",
+        "                for u in range(kernel_h):",
+        "                    for v in range(kernel_w):",
+        "                        if kb + 1 < k_blocks:",
+    ]
+    lines += _weight_grad_tile(" " * 28, True)
+    lines.append(" " * 24 + "else:")
+    lines += _weight_grad_tile(" " * 28, False)
+    return "\n".join(lines)
+
+
 def module_source(kind: str, dtype_name: str, tile=None) -> str:
     """A module defining one blocked kernel for one dtype (and tile), compiled on import and
     cached by Numba beside it."""
@@ -567,6 +649,10 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         body = ACTIVATE_SOURCE + "\n\n" + conv_source(*tile)
         footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
                   f"{geometry}, {scalar}, {scalar}), {options})(conv)")
+    elif kind == "weight_grad":
+        body = weight_grad_source()
+        footer = (f"weight_grad = numba.njit(({flat}, {flat}, {flat}, {geometry}), "
+                  f"{options})(weight_grad)")
     elif kind == "depthwise":
         body = ACTIVATE_SOURCE + "\n\n" + depthwise_source(tile[0])
         footer = (f"depthwise = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "

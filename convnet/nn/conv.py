@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy
 
-from convnet.core import kernels
+from convnet.core import blocked_training, kernels
 from convnet.core.arithmetic import Padding
 from convnet.core.backend import array_module, batch_chunks, run_chunks, sliding_windows
 from convnet.core.errors import ShapeError
@@ -170,6 +170,8 @@ class Conv2d(WindowLayer, WeightedLayer):
             kept = x.reshape(n, self.in_channels, -1)  # no copy: it already is im2col
             run_chunks(lambda part: self._pointwise_forward(xp, kept[part], out[part]),
                        self._chunks(x.shape))
+        elif grad_enabled() and blocked_training.usable(self, x):
+            kept = blocked_training.forward(self, x, out, geometry)  # the padded input
         elif kernels.worth_compiling(self, x, self.out_channels, self.in_channels,
                                      geometry.out_hw[1]):
             kept = x  # backward rebuilds the columns from the input
@@ -188,7 +190,16 @@ class Conv2d(WindowLayer, WeightedLayer):
         xp = array_module(dy)
         dx = xp.empty(x_shape, dtype=dy.dtype) if input_grad else None
         dx_part = (lambda part: dx[part]) if input_grad else (lambda part: None)
-        if self.is_pointwise:
+        if isinstance(kept, blocked_training.Kept):
+            here = input_grad and blocked_training.input_grad_here(self, geometry)
+            dweight, dbias = blocked_training.backward(self, kept, dy, dx if here else None,
+                                                       geometry)
+            if input_grad and not here:
+                run_chunks(lambda part: self._scatter_input_grad(xp, dy[part], dx[part],
+                                                                 geometry),
+                           self._chunks(x_shape))
+            grads = [(dweight, dbias)]
+        elif self.is_pointwise:
             kept_dy = dy.reshape(*dy.shape[:2], -1)  # N, K, P
             grads = run_chunks(
                 lambda part: self._pointwise_backward(xp, kept[part], kept_dy[part],
@@ -206,7 +217,7 @@ class Conv2d(WindowLayer, WeightedLayer):
             if by_kernel:
                 self._direct_input_grad(dy, dx, geometry)
         self.weight.grad += sum(dweight for dweight, _ in grads).reshape(self.weight.shape)
-        if self.bias is not None:
+        if self.bias is not None and grads[0][1] is not None:
             self.bias.grad += sum(dbias for _, dbias in grads).reshape(self.out_channels)
         return dx
 
@@ -302,14 +313,26 @@ class Conv2d(WindowLayer, WeightedLayer):
             dx_c = xp.matmul(flipped, dy_cols.reshape(groups, -1, dy_cols.shape[1]))
             dx[...] = dx_c.reshape(channels, n, height, -1)[..., :width].transpose(1, 0, 2, 3)
         else:
-            # dcols = W^T @ dy, scattered back onto the padded input tap by tap.
-            dcols = xp.matmul(self._grouped_weight().swapaxes(-1, -2), dy_k)
-            padded = (channels, n, height + pad.top + pad.bottom, width + pad.left + pad.right)
-            dxpad = col2im(xp, dcols, padded, self.kernel_size, self.stride, self.dilation,
-                           geometry.out_hw)
-            dx[...] = dxpad[:, :, pad.top : pad.top + height,
-                            pad.left : pad.left + width].transpose(1, 0, 2, 3)
+            self._scatter_input_grad(xp, dy, dx, geometry, dy_k)
         return dweight, dbias
+
+    def _scatter_input_grad(self, xp, dy, dx, geometry, dy_k=None) -> None:
+        """dx (n, C, H, W) in place: dcols = W^T @ dy, scattered back onto the padded input
+        tap by tap. dy_k: dy as (G, K/G, n*Ho*R) when the caller has it."""
+        n, channels, height, width = dx.shape
+        pad = geometry.padding
+        if dy_k is None:
+            out_h, out_w = geometry.out_hw
+            row = im2col_row(self.stride, out_w, width + pad.left + pad.right)
+            dy_k = xp.zeros((self.out_channels, n, out_h, row), dtype=dy.dtype)  # K, n, Ho, R
+            dy_k[..., :out_w] = dy.transpose(1, 0, 2, 3)
+            dy_k = dy_k.reshape(self.groups, self.out_channels // self.groups, -1)
+        dcols = xp.matmul(self._grouped_weight().swapaxes(-1, -2), dy_k)
+        padded = (channels, n, height + pad.top + pad.bottom, width + pad.left + pad.right)
+        dxpad = col2im(xp, dcols, padded, self.kernel_size, self.stride, self.dilation,
+                       geometry.out_hw)
+        dx[...] = dxpad[:, :, pad.top : pad.top + height,
+                        pad.left : pad.left + width].transpose(1, 0, 2, 3)
 
     def _dx_by_correlation(self, x_shape, geometry) -> bool:
         """At stride 1, whether to get dx by correlating dy with the flipped filters (an im2col

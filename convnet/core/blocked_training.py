@@ -1,0 +1,209 @@
+"""A convolution's training passes on the blocked kernels of `convnet.core.blocked`.
+
+Training runs layer by layer on plain (N, C, H, W) arrays, so each pass converts at its edges,
+where inference keeps the blocked layout between layers:
+
+- forward: x is copied once into a zero-padded blocked buffer (N, C/8, Hp, Wp, 8) (a plain
+  one, (N, 8, Hp, Wp), when C < 8: blocks would waste most of each tap) and the direct
+  convolution writes its output straight into the plain (N, K, Ho, Wo) array. The padded copy
+  is what the layer keeps for backward, in place of x;
+- weight gradient: the blocked output gradient and that padded copy, on `weight_grad`'s 8 x 16
+  tiles (one image's worth of each in cache at a time), the batch split over the worker
+  threads, each summing into its own copy;
+- input gradient at stride 1: the output gradient, blocked with the kernel's extent minus the
+  forward padding around it, correlated with the flipped filters (channels swapped) on the
+  same direct convolution, written into the plain dx.
+
+Everything is tested against the NumPy im2col path of `convnet.nn.conv` and PyTorch
+(tests/test_blocked_training.py); `usable` says which layers take it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy
+
+from convnet.core import blocked, kernels
+from convnet.core.arithmetic import Padding
+from convnet.core.backend import num_threads, run_chunks, sample_chunks
+
+LANES = blocked.LANES
+
+
+@dataclass
+class Kept:
+    """What forward keeps for backward: the zero-padded input in the layout the kernels read.
+    data is (N, ceil(C/8), Hp, Wp, 8) when lanes == 8, (N, 8, Hp, Wp) when lanes == 1."""
+
+    data: numpy.ndarray
+    lanes: int
+    channels: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The (N, C, H, W) shape of the input it holds (padding included in H, W)."""
+        if self.lanes == LANES:
+            n, _, hp, wp, _ = self.data.shape
+        else:
+            n, _, hp, wp = self.data.shape
+        return (n, self.channels, hp, wp)
+
+    def strides(self) -> tuple[int, int, int, int, int]:
+        """(batch, block, row, column, lane) strides in elements."""
+        item = self.data.itemsize
+        if self.lanes == LANES:
+            bs, ks, rs, cs, _ = (s // item for s in self.data.strides)
+            return bs, ks, rs, cs, 1
+        bs, ls, rs, cs = (s // item for s in self.data.strides)
+        return bs, 0, rs, cs, ls
+
+
+def usable(layer, x) -> bool:
+    """Whether a Conv2d's training passes on input x run here: float32 NumPy input and
+    weights, one group, a window larger than 1x1 or a stride (a 1x1 stride-1 convolution is
+    one matrix product, BLAS's best case), and the compiled kernels on and worth loading."""
+    if not (type(x) is numpy.ndarray and x.dtype == numpy.float32 and x.ndim == 4
+            and layer.weight.data.dtype == numpy.float32 and layer.groups == 1):
+        return False
+    if layer.kernel_size == (1, 1) and layer.stride == (1, 1):
+        return False
+    loaded = blocked.loaded("weight_grad")
+    macs = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] * layer.out_channels * (
+        layer.kernel_size[0] * layer.kernel_size[1])
+    return (loaded or macs >= kernels.MIN_LOAD_MACS) and kernels.available()
+
+
+def input_grad_here(layer, geometry) -> bool:
+    """Whether the input gradient runs here: stride 1, and forward padding within the
+    kernel's extent (the output gradient is padded by the difference)."""
+    pad = geometry.padding
+    eh = (layer.kernel_size[0] - 1) * layer.dilation[0]
+    ew = (layer.kernel_size[1] - 1) * layer.dilation[1]
+    return (layer.stride == (1, 1) and max(pad.top, pad.bottom) <= eh
+            and max(pad.left, pad.right) <= ew)
+
+
+def _padded_blocked(x, padding: Padding, lanes: int):
+    """(n, C, H, W) -> a zero-padded copy: (n, ceil(C/8), Hp, Wp, 8) or, lanes == 1,
+    (n, 8, Hp, Wp) (zero channels past C)."""
+    n, c, h, w = x.shape
+    top, left = padding.top, padding.left
+    hp, wp = h + top + padding.bottom, w + left + padding.right
+    if lanes == 1:
+        data = numpy.empty((n, LANES, hp, wp), dtype=x.dtype)
+        data[:, c:] = 0
+        inside = data[:, :c]
+    else:
+        data = numpy.empty((n, blocked.blocks(c), hp, wp, LANES), dtype=x.dtype)
+        inside = data
+    # the border only: the interior is written next
+    inside[:, :, :top] = 0
+    inside[:, :, top + h :] = 0
+    inside[:, :, top : top + h, :left] = 0
+    inside[:, :, top : top + h, left + w :] = 0
+
+    def copy(part):  # a strided copy: NumPy lets go of the GIL, so the threads share it
+        if lanes == 1:
+            inside[part, :, top : top + h, left : left + w] = x[part]
+        else:
+            blocked.to_blocked(x[part], 0, blocked.Blocked(
+                data[part, :, top : top + h, left : left + w], c, 0))
+
+    run_chunks(copy, sample_chunks(x))
+    return data
+
+
+def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
+    """out (n, K, Ho, Wo), plain, = bias + the correlation of the padded input with weight
+    (K, C, KH, KW), on the blocked direct convolution."""
+    n, k, out_h, out_w = out.shape
+    tile = blocked.choose_tile(k, out_h * out_w)
+    bs, ks, rs, cs, ls = kept.strides()
+    filters = blocked.pack_filters(weight, tile[1], kept.lanes)
+    packed_bias = blocked.pack_bias(bias, k, tile[1], numpy.float32)
+    offsets = blocked.tap_offsets(kept.channels, weight.shape[2:], dilation,
+                                  (ks if kept.lanes == LANES else ls, rs, cs), kept.lanes)
+    plane = out_h * out_w
+    fields = dict(k0=0, k1=len(packed_bias) // (LANES * tile[1]), x_batch=bs, x_row=rs,
+                  x_col=cs, stride_h=stride[0], stride_w=stride[1], out_batch=k * plane,
+                  out_block=LANES * plane, out_lane=plane, out_row=out_w, out_col=1,
+                  out_channels=k, out_store=k, out_w=out_w)
+    kernel = blocked.compiled("conv", numpy.float32, tile).conv
+    flat, out_flat = kept.data.reshape(-1), out.reshape(-1)
+    zero = numpy.float32(0)
+    empty = numpy.zeros(1, numpy.float32)
+
+    def call(split):
+        b0, b1, i0, i1 = split
+        geometry = _geometry(b0=b0, b1=b1, i0=i0, i1=i1, **fields)
+        kernel(flat, filters, packed_bias, offsets, out_flat, empty, geometry, zero, zero)
+
+    run_chunks(call, blocked.work_splits(n, plane, num_threads()))
+
+
+def _geometry(**fields) -> numpy.ndarray:
+    geometry = numpy.zeros(len(blocked.GEOMETRY), dtype=numpy.int64)
+    for name, value in fields.items():
+        geometry[blocked.G[name]] = value
+    return geometry
+
+
+def forward(layer, x, out, geometry) -> Kept:
+    """out (n, K, Ho, Wo) = the layer's convolution of x (n, C, H, W); returns what backward
+    needs."""
+    c = x.shape[1]
+    lanes = LANES if c >= LANES else 1
+    kept = Kept(_padded_blocked(x, geometry.padding, lanes), lanes, c)
+    bias = None if layer.bias is None else layer.bias.data
+    _run_conv(kept, layer.weight.data, bias, layer.stride, layer.dilation, out)
+    return kept
+
+
+def backward(layer, kept: Kept, dy, dx, geometry):
+    """(dweight (K, C, KH, KW), dbias (K,) or None); dx (n, C, H, W) written in place when
+    given (stride 1 only: see `input_grad_here`)."""
+    n, k, out_h, out_w = dy.shape
+    kh, kw = layer.kernel_size
+    if dx is not None:
+        pad = geometry.padding
+        eh, ew = (kh - 1) * layer.dilation[0], (kw - 1) * layer.dilation[1]
+        around = Padding(eh - pad.top, eh - pad.bottom, ew - pad.left, ew - pad.right)
+    else:
+        around = Padding(0, 0, 0, 0)
+    dyb = _padded_blocked(numpy.ascontiguousarray(dy), around, LANES)  # n, Kb, ., ., 8
+    dweight = _weight_grad(layer, kept, dyb, around, (out_h, out_w))
+    dbias = None if layer.bias is None else dy.sum(axis=(0, 2, 3))
+    if dx is not None:
+        flipped = layer.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # C, K, KH, KW
+        source = Kept(dyb, LANES, k)
+        _run_conv(source, numpy.ascontiguousarray(flipped), None, (1, 1), layer.dilation, dx)
+    return dweight, dbias
+
+
+def _weight_grad(layer, kept: Kept, dyb, around: Padding, out_hw):
+    """dweight (K, C, KH, KW) from the padded input and the blocked output gradient dyb
+    (whose interior starts `around` in)."""
+    k, c, kh, kw = layer.weight.shape
+    n = dyb.shape[0]
+    k_blocks, c_blocks = dyb.shape[1], (kept.data.shape[1] if kept.lanes == LANES else 1)
+    bs, ks, rs, cs, ls = kept.strides()
+    item = dyb.itemsize
+    dbs, dks, drs, dcs, _ = (s // item for s in dyb.strides)
+    head = [k_blocks, c_blocks, bs, ks, rs, cs, ls, 0, dbs, dks, drs, dcs,
+            around.top * drs + around.left * dcs, *out_hw, kh, kw, *layer.stride,
+            *layer.dilation]
+    kernel = blocked.compiled("weight_grad").weight_grad
+    flat, dy_flat = kept.data.reshape(-1), dyb.reshape(-1)
+    size = k_blocks * c_blocks * kh * kw * LANES * LANES
+
+    def call(part):
+        dw = numpy.zeros(size, numpy.float32)
+        kernel(flat, dy_flat, dw, numpy.array([part.start, part.stop, *head], numpy.int64))
+        return dw
+
+    per = -(-n // num_threads())
+    parts = [slice(b, min(b + per, n)) for b in range(0, n, per)]
+    dw = sum(run_chunks(call, parts))
+    dw = dw.reshape(k_blocks, c_blocks, kh, kw, LANES, LANES).transpose(0, 5, 1, 4, 2, 3)
+    return dw.reshape(k_blocks * LANES, c_blocks * LANES, kh, kw)[:k, :c]

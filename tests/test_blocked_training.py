@@ -1,0 +1,181 @@
+"""A convolution's training passes on the blocked kernels (convnet.core.blocked_training):
+output, input, weight and bias gradients against PyTorch over drawn configurations, against
+the NumPy im2col path, with the batch split over threads; and which layers take them."""
+
+import numpy as np
+import pytest
+import torch.nn.functional as F  # noqa: N812 - PyTorch's own alias
+from engine_checks import assert_close, assert_conv_matches_torch, build_conv, conv_configs, leaf
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import convnet as cn
+from convnet.core import backend, blocked_training, kernels
+
+
+@pytest.fixture(autouse=True)
+def any_size_loads_the_kernels(monkeypatch):
+    """These tests use small arrays: let them load the kernels."""
+    monkeypatch.setattr(kernels, "MIN_LOAD_MACS", 0)
+
+
+@pytest.fixture
+def two_threads():
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        yield
+    finally:
+        backend.set_num_threads(previous)
+
+
+def torch_twin(conv, x, dy):
+    """PyTorch's output and leaves (input, weight, bias) after backward of dy."""
+    pad = conv.geometry(x.shape[2:]).padding
+    tx, tw = leaf(x), leaf(conv.weight.data)
+    tb = leaf(conv.bias.data) if conv.bias is not None else None
+    ty = F.conv2d(F.pad(tx, (pad.left, pad.right, pad.top, pad.bottom)), tw, tb,
+                  stride=conv.stride, dilation=conv.dilation)
+    ty.backward(leaf(dy))
+    return ty, tx, tw, tb
+
+
+def run(conv, x, rng, input_grad=True):
+    out = conv.forward(x)
+    assert isinstance(conv.cache[1], blocked_training.Kept)  # it ran here
+    dy = rng.standard_normal(out.shape).astype(np.float32)
+    conv.zero_grad()
+    return out, dy, conv.backward(dy, input_grad=input_grad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(config=conv_configs(max_channels=20, max_kernel=5, max_size=13),
+       seed=st.integers(0, 2**32 - 1))
+def test_training_passes_match_torch(config, seed):
+    """Strides, dilations, 'same'/'valid'/integer padding, channels across the 8-lane
+    blocks (plain input below 8), windows that leave pixels uncovered (PyTorch's floor)."""
+    config = dict(config, groups=1, in_channels=config["input_shape"][1])
+    assume(config["kernel_size"] != (1, 1) or config["stride"] != (1, 1))
+    rng = np.random.default_rng(seed)
+    conv = build_conv(config)
+    if conv.bias is not None:
+        conv.bias.data[...] = rng.standard_normal(conv.bias.shape)
+    x = rng.standard_normal(config["input_shape"]).astype(np.float32)
+    out, dy, dx = run(conv, x, rng)
+    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy))
+
+
+@pytest.mark.parametrize("kwargs, input_shape", [
+    ({"in_channels": 32, "out_channels": 24, "kernel_size": 3, "padding": 1}, (5, 32, 9, 13)),
+    ({"in_channels": 3, "out_channels": 40, "kernel_size": 5, "stride": 2, "padding": 2},
+     (3, 3, 17, 15)),
+    ({"in_channels": 12, "out_channels": 8, "kernel_size": (1, 3), "padding": "same",
+      "dilation": 2}, (4, 12, 6, 11)),
+])
+def test_split_over_threads_as_on_one_and_as_the_numpy_path(kwargs, input_shape, rng):
+    """Two threads split the batch (each summing its own weight gradient) and the images'
+    positions; the answers are one thread's, and the im2col path's to rounding."""
+    conv = cn.Conv2d(**kwargs)
+    x = rng.standard_normal(input_shape).astype(np.float32)
+    dy = rng.standard_normal(conv.forward(x).shape).astype(np.float32)
+    results = {}
+    for name, threads, enabled in (("one", 1, True), ("two", 2, True), ("numpy", 1, False)):
+        previous = backend.num_threads()
+        backend.set_num_threads(threads)
+        kernels.set_enabled(enabled)
+        try:
+            out = conv.forward(x)
+            assert isinstance(conv.cache[1], blocked_training.Kept) == enabled
+            conv.zero_grad()
+            dx = conv.backward(dy)
+            results[name] = (out, dx, conv.weight.grad.copy(), conv.bias.grad.copy())
+        finally:
+            backend.set_num_threads(previous)
+            kernels.set_enabled(True)
+    for one, two, numpy_path in zip(results["one"], results["two"], results["numpy"],
+                                    strict=True):
+        np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-6)
+        assert_close(one, numpy_path)
+
+
+def test_without_the_input_gradient_the_parameter_gradients_are_the_same(rng):
+    conv = cn.Conv2d(10, 16, 3, padding=1)
+    x = rng.standard_normal((2, 10, 7, 7)).astype(np.float32)
+    _, dy, dx = run(conv, x, rng)
+    with_dx = (conv.weight.grad.copy(), conv.bias.grad.copy())
+    conv.forward(x)
+    conv.zero_grad()
+    assert conv.backward(dy, input_grad=False) is None
+    np.testing.assert_array_equal(conv.weight.grad, with_dx[0])
+    np.testing.assert_array_equal(conv.bias.grad, with_dx[1])
+    assert dx.shape == x.shape
+
+
+def test_the_kept_input_is_padded_and_blocked_and_freed_after_backward(rng):
+    conv = cn.Conv2d(12, 8, 3, padding=(1, 2))
+    x = rng.standard_normal((2, 12, 5, 6)).astype(np.float32)
+    conv.forward(x)
+    kept = conv.cache[1]
+    assert kept.data.shape == (2, 2, 7, 10, 8)  # 12 channels in two blocks of 8, padded
+    np.testing.assert_array_equal(kept.data[:, 1, 1:6, 2:8, :4], x[:, 8:].transpose(0, 2, 3, 1))
+    assert not kept.data[:, 1, ..., 4:].any() and not kept.data[:, :, 0].any()
+    conv.backward(np.ones((2, 8, 5, 6), np.float32))
+    assert conv.cache is None
+
+
+@pytest.mark.parametrize("kwargs, dtype, takes", [
+    ({"in_channels": 4, "out_channels": 8, "kernel_size": 3}, np.float32, True),
+    ({"in_channels": 4, "out_channels": 8, "kernel_size": 1, "stride": 2}, np.float32, True),
+    ({"in_channels": 4, "out_channels": 8, "kernel_size": 1}, np.float32, False),  # a product
+    ({"in_channels": 4, "out_channels": 8, "kernel_size": 3, "groups": 2}, np.float32, False),
+    ({"in_channels": 4, "out_channels": 8, "kernel_size": 3}, np.float64, False),
+])
+def test_which_layers_train_here(kwargs, dtype, takes, rng):
+    conv = cn.Conv2d(**kwargs).astype(dtype)
+    x = rng.standard_normal((2, 4, 7, 7)).astype(dtype)
+    assert blocked_training.usable(conv, x) == takes
+    kernels.set_enabled(False)
+    try:
+        assert not blocked_training.usable(conv, x)
+    finally:
+        kernels.set_enabled(True)
+    with cn.no_grad():
+        conv.forward(x)
+    assert conv.cache is None  # inference never keeps the padded copy
+
+
+def test_a_small_layer_does_not_load_the_kernels_for_itself(monkeypatch, rng):
+    monkeypatch.setattr(kernels, "MIN_LOAD_MACS", 1 << 23)
+    monkeypatch.setattr(blocked_training.blocked, "loaded", lambda *args, **kwargs: False)
+    conv = cn.Conv2d(4, 8, 3)
+    assert not blocked_training.usable(conv, np.zeros((1, 4, 8, 8), np.float32))
+    assert blocked_training.usable(conv, np.zeros((256, 4, 64, 64), np.float32))
+
+
+def test_a_network_trains_as_on_the_numpy_path(two_threads, rng):
+    """Three SGD steps of a small ConvNet (a plain first layer, padding, a stride-2 layer
+    whose input gradient is scattered): the weights after them are the NumPy path's."""
+    def build():
+        return cn.Sequential(
+            cn.Conv2d(3, 12, 3, padding=1), cn.ReLU(), cn.Conv2d(12, 16, 3, stride=2),
+            cn.ReLU(), cn.Conv2d(16, 8, 3, padding=1), cn.Flatten(), cn.Linear(8 * 7 * 7, 5))
+    x = rng.standard_normal((6, 3, 15, 15)).astype(np.float32)
+    labels = rng.integers(0, 5, 6)
+    finals = []
+    for enabled in (True, False):
+        kernels.set_enabled(enabled)
+        try:
+            cn.manual_seed(3)
+            model = build()
+            optimizer = cn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            loss = cn.CrossEntropyLoss()
+            for _ in range(3):
+                optimizer.zero_grad()
+                loss.forward(model.forward(x), labels)
+                model.backward(loss.backward())
+                optimizer.step()
+            finals.append([p.data.copy() for p in model.parameters()])
+        finally:
+            kernels.set_enabled(True)
+    for ours, numpy_path in zip(*finals, strict=True):
+        np.testing.assert_allclose(ours, numpy_path, rtol=1e-4, atol=1e-5)

@@ -555,15 +555,15 @@ def global_avg_pool(x, out, geometry):
 
 
 def _weight_grad_tile(ind: str, pair: bool) -> list[str]:
-    """Code summing one image's tile of dw over its output positions: 8 input lanes x 8
-    output lanes of block kb, or x 16 of blocks kb and kb + 1 (pair)."""
+    """Code summing one image's tile of dw over its output positions: 8 taps x 8 output
+    lanes of block kb, or x 16 of blocks kb and kb + 1 (pair)."""
     width = 2 * LANES if pair else LANES
     lines = []
     for c in range(LANES):
         lines.append(ind + " = ".join(f"a{c}_{k}" for k in range(width)) + " = ZERO")
+    lines += [ind + f"t{c} = offsets[tg * 8 + {c}]" for c in range(LANES)]
     lines += [
-        ind + "xbase = (b * x_batch + cb * x_block + u * dilation_h * x_row"
-              " + v * dilation_w * x_col + x_origin)",
+        ind + "xbase = b * x_batch + x_origin",
         ind + "dbase = b * dy_batch + kb * dy_block + dy_origin",
         ind + "for i in range(out_h):",
         ind + "    xa = INDEX(xbase + i * stride_h * x_row)",
@@ -575,14 +575,13 @@ def _weight_grad_tile(ind: str, pair: bool) -> list[str]:
     if pair:
         lines += [body + f"d{LANES + k} = dy[da + INDEX(dy_block + {k})]" for k in range(LANES)]
     for c in range(LANES):
-        lines.append(body + f"x{c} = x[xa + INDEX({c} * x_lane)]")
+        lines.append(body + f"x{c} = x[xa + INDEX(t{c})]")
         lines += [body + f"a{c}_{k} += x{c} * d{k}" for k in range(width)]
     lines += [body + "xa += INDEX(stride_w * x_col)", body + "da += INDEX(dy_col)"]
     lines += [ind + f"tile[{c * width + k}] = a{c}_{k}"
               for c in range(LANES) for k in range(width)]
     for half in range(width // LANES):
-        lines += [ind + f"at = INDEX(((((kb + {half}) * c_blocks + cb) * kernel_h + u) * kernel_w"
-                        " + v) * 64)",
+        lines += [ind + f"at = INDEX(((kb + {half}) * tap_groups + tg) * 64)",
                   ind + "for c in range(8):",
                   ind + "    for k in range(8):",
                   ind + f"        dw[at + INDEX(c * 8 + k)] += tile[c * {width} + {half * LANES}"
@@ -591,37 +590,37 @@ def _weight_grad_tile(ind: str, pair: bool) -> list[str]:
 
 
 def weight_grad_source() -> str:
-    """The weight gradient of a convolution over a blocked input and output gradient (print it
-    to read it): for each image, pair of blocks of 8 output channels (kb, kb + 1), block of 8
-    input channels cb and tap (u, v), an 8 x 16 tile of dw (input lanes c x output lanes k)
-    in registers, summed over the image's output positions:
+    """The weight gradient of a convolution from its input (blocked or plain, read through a
+    table of tap offsets as the forward kernel reads it) and its blocked output gradient
+    (print it to read it): for each image, pair of blocks of 8 output channels (kb, kb + 1)
+    and group of 8 taps, an 8 x 16 tile of dw (taps x output lanes) in registers, summed over
+    the image's output positions:
 
-        dw[kb, cb, u, v, c, k] += sum_(i, j) x[b, cb, i*SH + u*DH, j*SW + v*DW, c]
-                                               * dy[b, kb, i, j, k]
+        dw[kb, t, k] += sum_(i, j) x[b, (i*SH, j*SW) + offsets[t]] dy[b, kb, i, j, k]
 
-    Per position two vector loads of dy's lanes, 8 broadcast input lanes and 16 (8 x 2) fused
+    Per position two vector loads of dy's lanes, 8 broadcast input taps and 16 (8 x 2) fused
     multiply-adds, as the forward kernel's tiles; a last odd block of output channels gets an
-    8 x 8 tile. One image's input and output gradient stay in cache across its taps."""
+    8 x 8 tile. The taps of a blocked input are its lanes (c // 8, u, v, c % 8), those of a
+    plain one (c, u, v): a first layer of 1 or 3 channels wastes no lanes. One image's input
+    and output gradient stay in cache across its taps."""
     lines = [
-        "def weight_grad(x, dy, dw, geometry):",
-        "    # x (flat): input lane c of block cb at padded pixel (r, s) of image b is",
-        "    #    x[b*x_batch + cb*x_block + r*x_row + s*x_col + c*x_lane + x_origin]",
+        "def weight_grad(x, dy, offsets, dw, geometry):",
+        "    # x (flat): tap t of output position (i, j) of image b is",
+        "    #    x[b*x_batch + i*SH*x_row + j*SW*x_col + x_origin + offsets[t]]",
         "    # dy (flat): dy[b*dy_batch + kb*dy_block + i*dy_row + j*dy_col + dy_origin + k]",
-        "    # dw (flat, (Kb, Cb, KH, KW, 8, 8)) += the images b0 <= b < b1",
-        "    (b0, b1, k_blocks, c_blocks, x_batch, x_block, x_row, x_col, x_lane, x_origin,",
-        "     dy_batch, dy_block, dy_row, dy_col, dy_origin, out_h, out_w, kernel_h, kernel_w,",
-        "     stride_h, stride_w, dilation_h, dilation_w) = geometry[:23]",
+        "    # offsets: a multiple of 8 taps; dw (flat, (Kb, taps / 8, 8, 8)) += images b0..b1-1",
+        "    (b0, b1, k_blocks, x_batch, x_row, x_col, x_origin, dy_batch, dy_block, dy_row,",
+        "     dy_col, dy_origin, out_h, out_w, stride_h, stride_w) = geometry[:16]",
+        "    tap_groups = offsets.shape[0] // 8",
         f"    tile = numpy.empty({2 * LANES * LANES}, dtype=x.dtype)",
         "    for b in range(b0, b1):",
         "        for kb in range(0, k_blocks, 2):",
-        "            for cb in range(c_blocks):",
-        "                for u in range(kernel_h):",
-        "                    for v in range(kernel_w):",
-        "                        if kb + 1 < k_blocks:",
+        "            for tg in range(tap_groups):",
+        "                if kb + 1 < k_blocks:",
     ]
-    lines += _weight_grad_tile(" " * 28, True)
-    lines.append(" " * 24 + "else:")
-    lines += _weight_grad_tile(" " * 28, False)
+    lines += _weight_grad_tile(" " * 20, True)
+    lines.append(" " * 16 + "else:")
+    lines += _weight_grad_tile(" " * 20, False)
     return "\n".join(lines)
 
 
@@ -651,7 +650,8 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"{geometry}, {scalar}, {scalar}), {options})(conv)")
     elif kind == "weight_grad":
         body = weight_grad_source()
-        footer = (f"weight_grad = numba.njit(({flat}, {flat}, {flat}, {geometry}), "
+        footer = (f"weight_grad = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, "
+                  f"{geometry}), "
                   f"{options})(weight_grad)")
     elif kind == "depthwise":
         body = ACTIVATE_SOURCE + "\n\n" + depthwise_source(tile[0])

@@ -4,12 +4,12 @@ Training runs layer by layer on plain (N, C, H, W) arrays, so each pass converts
 where inference keeps the blocked layout between layers:
 
 - forward: x is copied once into a zero-padded blocked buffer (N, C/8, Hp, Wp, 8) (a plain
-  one, (N, 8, Hp, Wp), when C < 8: blocks would waste most of each tap) and the direct
+  one, (N, C, Hp, Wp), when C < 8: blocks would waste most of each tap) and the direct
   convolution writes its output straight into the plain (N, K, Ho, Wo) array. The padded copy
   is what the layer keeps for backward, in place of x;
-- weight gradient: the blocked output gradient and that padded copy, on `weight_grad`'s 8 x 16
-  tiles (one image's worth of each in cache at a time), the batch split over the worker
-  threads, each summing into its own copy;
+- weight gradient: the blocked output gradient and that padded copy, on `weight_grad`'s tiles
+  of 8 taps x 16 output channels (one image's worth of each in cache at a time), the batch
+  split over the worker threads, each summing into its own copy;
 - input gradient at stride 1: the output gradient, blocked with the kernel's extent minus the
   forward padding around it, correlated with the flipped filters (channels swapped) on the
   same direct convolution, written into the plain dx.
@@ -34,7 +34,7 @@ LANES = blocked.LANES
 @dataclass
 class Kept:
     """What forward keeps for backward: the zero-padded input in the layout the kernels read.
-    data is (N, ceil(C/8), Hp, Wp, 8) when lanes == 8, (N, 8, Hp, Wp) when lanes == 1."""
+    data is (N, ceil(C/8), Hp, Wp, 8) when lanes == 8, (N, C, Hp, Wp) when lanes == 1."""
 
     data: numpy.ndarray
     lanes: int
@@ -85,15 +85,13 @@ def input_grad_here(layer, geometry) -> bool:
 
 
 def _padded_blocked(x, padding: Padding, lanes: int):
-    """(n, C, H, W) -> a zero-padded copy: (n, ceil(C/8), Hp, Wp, 8) or, lanes == 1,
-    (n, 8, Hp, Wp) (zero channels past C)."""
+    """(n, C, H, W) -> a zero-padded copy: (n, ceil(C/8), Hp, Wp, 8) (zero lanes past C) or,
+    lanes == 1, (n, C, Hp, Wp)."""
     n, c, h, w = x.shape
     top, left = padding.top, padding.left
     hp, wp = h + top + padding.bottom, w + left + padding.right
     if lanes == 1:
-        data = numpy.empty((n, LANES, hp, wp), dtype=x.dtype)
-        data[:, c:] = 0
-        inside = data[:, :c]
+        data = inside = numpy.empty((n, c, hp, wp), dtype=x.dtype)
     else:
         data = numpy.empty((n, blocked.blocks(c), hp, wp, LANES), dtype=x.dtype)
         inside = data
@@ -185,25 +183,32 @@ def _weight_grad(layer, kept: Kept, dyb, around: Padding, out_hw):
     """dweight (K, C, KH, KW) from the padded input and the blocked output gradient dyb
     (whose interior starts `around` in)."""
     k, c, kh, kw = layer.weight.shape
-    n = dyb.shape[0]
-    k_blocks, c_blocks = dyb.shape[1], (kept.data.shape[1] if kept.lanes == LANES else 1)
+    n, k_blocks = dyb.shape[:2]
     bs, ks, rs, cs, ls = kept.strides()
+    offsets = blocked.tap_offsets(c, (kh, kw), layer.dilation,
+                                  (ks if kept.lanes == LANES else ls, rs, cs), kept.lanes)
+    taps = len(offsets)
+    offsets = numpy.concatenate([offsets, numpy.zeros(-taps % LANES, numpy.int64)])  # 8s
     item = dyb.itemsize
     dbs, dks, drs, dcs, _ = (s // item for s in dyb.strides)
-    head = [k_blocks, c_blocks, bs, ks, rs, cs, ls, 0, dbs, dks, drs, dcs,
-            around.top * drs + around.left * dcs, *out_hw, kh, kw, *layer.stride,
-            *layer.dilation]
+    head = [k_blocks, bs, rs, cs, 0, dbs, dks, drs, dcs, around.top * drs + around.left * dcs,
+            *out_hw, *layer.stride]
     kernel = blocked.compiled("weight_grad").weight_grad
     flat, dy_flat = kept.data.reshape(-1), dyb.reshape(-1)
-    size = k_blocks * c_blocks * kh * kw * LANES * LANES
+    size = k_blocks * len(offsets) * LANES
 
     def call(part):
         dw = numpy.zeros(size, numpy.float32)
-        kernel(flat, dy_flat, dw, numpy.array([part.start, part.stop, *head], numpy.int64))
+        kernel(flat, dy_flat, offsets, dw, numpy.array([part.start, part.stop, *head],
+                                                       numpy.int64))
         return dw
 
     per = -(-n // num_threads())
     parts = [slice(b, min(b + per, n)) for b in range(0, n, per)]
-    dw = sum(run_chunks(call, parts))
-    dw = dw.reshape(k_blocks, c_blocks, kh, kw, LANES, LANES).transpose(0, 5, 1, 4, 2, 3)
-    return dw.reshape(k_blocks * LANES, c_blocks * LANES, kh, kw)[:k, :c]
+    dw = sum(run_chunks(call, parts)).reshape(k_blocks, len(offsets), LANES)[:, :taps]
+    dw = dw.transpose(0, 2, 1).reshape(k_blocks * LANES, taps)[:k]  # K, taps
+    if kept.lanes == 1:  # taps (c, u, v)
+        return dw.reshape(k, c, kh, kw)
+    # taps (c // 8, u, v, c % 8)
+    dw = dw.reshape(k, -1, kh, kw, LANES).transpose(0, 1, 4, 2, 3)
+    return dw.reshape(k, -1, kh, kw)[:, :c]

@@ -86,3 +86,52 @@ def test_state_keeps_pytorchs_buffer_names():
     assert list(bn.state_dict()) == [
         "weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
     assert bn.output_shape((4, 5, 5)) == (4, 5, 5)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 7), (16, 12, 33, 17)])  # one chunk; 2 threads
+def test_compiled_training_passes_match_numpy_and_torch(affine, shape, rng):
+    """The compiled passes (convnet.core.batchnorm_kernels) against the NumPy layer and
+    PyTorch: output, running statistics, input and parameter gradients."""
+    import torch
+    from engine_checks import assert_close, leaf
+
+    from convnet.core import backend, kernels
+
+    x = (3 + 2 * rng.standard_normal(shape)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    results = []
+    previous = backend.num_threads()
+    for enabled in (True, False):
+        kernels.set_enabled(enabled)
+        backend.set_num_threads(2)
+        try:
+            bn = cn.BatchNorm2d(shape[1], affine=affine)
+            if affine:
+                bn.weight.data[...] = 1 + 0.5 * np.linspace(-1, 1, shape[1])
+                bn.bias.data[...] = np.linspace(-2, 2, shape[1])
+            out = bn.forward(x)
+            dx = bn.backward(dy)
+            grads = [p.grad.copy() for p in bn.parameters()]
+            results.append((out, dx, bn.running_mean.copy(), bn.running_var.copy(), *grads))
+        finally:
+            kernels.set_enabled(True)
+            backend.set_num_threads(previous)
+    for compiled, numpy_path in zip(*results, strict=True):
+        assert compiled.dtype == numpy_path.dtype == np.float32
+        assert_close(compiled, numpy_path)
+    twin = torch.nn.BatchNorm2d(shape[1], affine=affine)
+    if affine:
+        twin.weight.data = torch.from_numpy(bn.weight.data.copy())
+        twin.bias.data = torch.from_numpy(bn.bias.data.copy())
+    tx = leaf(x)
+    ty = twin(tx)
+    ty.backward(torch.from_numpy(dy))
+    out, dx, running_mean, running_var, *grads = results[0]
+    assert_close(out, ty)
+    assert_close(dx, tx.grad)
+    assert_close(running_mean, twin.running_mean)
+    assert_close(running_var, twin.running_var)
+    if affine:
+        assert_close(grads[0], twin.weight.grad)
+        assert_close(grads[1], twin.bias.grad)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy
 
+from convnet.core import batchnorm_kernels
 from convnet.core.backend import array_module
 from convnet.core.errors import ShapeError
 from convnet.nn.layer import (
@@ -75,15 +76,14 @@ class BatchNorm2d(Layer):
                     f"{self.name} (BatchNorm2d): training needs more than one value per channel, "
                     f"received input shape {tuple(x.shape)}; use a batch of 2 or more or eval()"
                 )
+            if self.synchronize is None and batchnorm_kernels.usable(x):
+                return self._compiled_forward(x, count)
             if self.synchronize is None:
                 mean = x.mean(axis=(0, 2, 3))
                 var = x.var(axis=(0, 2, 3))
             else:
                 mean, var, count = self._global_statistics(x, count)
-            m = self.momentum
-            self.running_mean[...] = (1 - m) * self.running_mean + m * mean
-            self.running_var[...] = (1 - m) * self.running_var + m * var * (count / (count - 1))
-            self.num_batches_tracked += 1
+            self._update_running(mean, var, count)
         else:
             mean, var, count = self.running_mean, self.running_var, 0
         inv_std = 1.0 / xp.sqrt(var + self.eps)  # (C,)
@@ -94,6 +94,22 @@ class BatchNorm2d(Layer):
         if grad_enabled():
             self.cache = (xhat, inv_std, self.training, count)
         return out.astype(x.dtype, copy=False)
+
+    def _compiled_forward(self, x, count: int):
+        """Training on batch statistics, on the compiled passes (convnet.core.batchnorm_kernels)."""
+        out, xhat, mean, var, inv_std = batchnorm_kernels.forward(
+            x, None if self.weight is None else self.weight.data,
+            None if self.bias is None else self.bias.data, self.eps)
+        self._update_running(mean.astype(x.dtype), var.astype(x.dtype), count)
+        if grad_enabled():
+            self.cache = (xhat, inv_std.astype(x.dtype), True, count)
+        return out
+
+    def _update_running(self, mean, var, count) -> None:
+        m = self.momentum
+        self.running_mean[...] = (1 - m) * self.running_mean + m * mean
+        self.running_var[...] = (1 - m) * self.running_var + m * var * (count / (count - 1))
+        self.num_batches_tracked += 1
 
     def _global_statistics(self, x, count: int):
         """Mean and (biased) variance per channel of the global batch, and its value count:
@@ -112,6 +128,13 @@ class BatchNorm2d(Layer):
 
     def backward(self, dy):
         xhat, inv_std, batch_statistics, count = self._take_cache()
+        if batch_statistics and self.synchronize is None and batchnorm_kernels.usable(dy):
+            dx, sum_dy, sum_dy_xhat = batchnorm_kernels.backward(
+                dy, xhat, None if self.weight is None else self.weight.data, inv_std)
+            if self.weight is not None:
+                self.weight.grad += sum_dy_xhat.astype(self.weight.grad.dtype)
+                self.bias.grad += sum_dy.astype(self.bias.grad.dtype)
+            return dx
         if self.weight is not None:
             self.weight.grad += (dy * xhat).sum(axis=(0, 2, 3))
             self.bias.grad += dy.sum(axis=(0, 2, 3))

@@ -1,5 +1,10 @@
 """Conv2d: K filters spanning the full input depth, sliding with a stride over zero-padded input.
 
+In training, a float32 layer of one group (other than 1x1 at stride 1) runs its forward, its
+weight gradient and its stride-1 input gradient on the blocked kernels
+(`convnet.core.blocked_training`), and keeps the zero-padded blocked copy of its input for
+backward. Everything else runs as follows.
+
 Forward is im2col + one matrix product per group, done a chunk of the batch at a time so
 that the columns stay in cache (and chunks can go to the worker threads of
 `convnet.core.backend.run_chunks`); the columns are rebuilt in backward rather than kept, so a

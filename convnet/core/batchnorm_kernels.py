@@ -1,0 +1,152 @@
+"""Compiled passes of batch norm in training (Numba): statistics, normalisation and the
+gradients, each channel's values read in as few passes as the arithmetic allows.
+
+The NumPy expressions of `convnet.nn.batchnorm` make a temporary array per operation (8 passes
+over the activation in forward, 10 in backward); here forward reads x twice (the mean, then
+the variance about it, summed in float64 as NumPy's two-pass variance) and writes xhat and the
+output in a third, and backward reads dy and xhat once for the two sums and once more for dx:
+
+    dx = k * (dy - mean(dy) - xhat * mean(dy * xhat)),  k = weight / sqrt(var + eps)
+
+Channels are split over the worker threads. The NumPy layer stays the reference they are tested
+against (tests/test_normalization.py), and takes every other case (evaluation, synchronized
+statistics, CuPy arrays, CONVNET_COMPILED_KERNELS=0).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy
+
+from convnet.core import kernels
+from convnet.core.backend import num_threads, run_chunks
+
+SOURCE = '''
+"""convnet's compiled batch-norm passes (written by convnet.core.batchnorm_kernels)."""
+import numba
+import numpy
+
+OPTIONS = dict(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+
+
+@numba.njit(**OPTIONS)
+def statistics(x, c0, c1, mean, var):
+    """Per channel c0 <= c < c1 of x (N, C, P): mean and biased variance (float64 sums)."""
+    n, _, p = x.shape
+    count = n * p
+    for c in range(c0, c1):
+        total = 0.0
+        for b in range(n):
+            for q in range(p):
+                total += x[b, c, q]
+        m = total / count
+        squares = 0.0
+        for b in range(n):
+            for q in range(p):
+                d = x[b, c, q] - m
+                squares += d * d
+        mean[c] = m
+        var[c] = squares / count
+
+
+@numba.njit(**OPTIONS)
+def normalise(x, c0, c1, mean, inv_std, weight, bias, xhat, out):
+    """xhat = (x - mean) * inv_std, out = xhat * weight + bias, per channel."""
+    n, _, p = x.shape
+    for c in range(c0, c1):
+        m, s, w, t = mean[c], inv_std[c], weight[c], bias[c]
+        for b in range(n):
+            for q in range(p):
+                h = (x[b, c, q] - m) * s
+                xhat[b, c, q] = h
+                out[b, c, q] = h * w + t
+
+
+@numba.njit(**OPTIONS)
+def gradient_sums(dy, xhat, c0, c1, sum_dy, sum_dy_xhat):
+    """Per channel: sum(dy) and sum(dy * xhat) (float64 sums)."""
+    n, _, p = dy.shape
+    for c in range(c0, c1):
+        a = 0.0
+        d = 0.0
+        for b in range(n):
+            for q in range(p):
+                g = dy[b, c, q]
+                a += g
+                d += g * xhat[b, c, q]
+        sum_dy[c] = a
+        sum_dy_xhat[c] = d
+
+
+@numba.njit(**OPTIONS)
+def input_gradient(dy, xhat, c0, c1, scale, slope, shift, dx):
+    """dx = scale * dy + slope * xhat + shift, per channel."""
+    n, _, p = dy.shape
+    for c in range(c0, c1):
+        k, u, v = scale[c], slope[c], shift[c]
+        for b in range(n):
+            for q in range(p):
+                dx[b, c, q] = k * dy[b, c, q] + u * xhat[b, c, q] + v
+'''
+
+_lock = threading.Lock()
+_module = []
+
+
+def _compiled():
+    with _lock:
+        if not _module:
+            _module.append(kernels.import_source("convnet_batchnorm", SOURCE))
+        return _module[0]
+
+
+def usable(x) -> bool:
+    """Whether these passes take x: float32 or float64 NumPy (N, C, H, W), kernels on."""
+    return (type(x) is numpy.ndarray and x.ndim == 4 and x.dtype in (numpy.float32, numpy.float64)
+            and kernels.available())
+
+
+def _channel_chunks(channels: int, values: int) -> list[tuple[int, int]]:
+    """Channel ranges for the worker threads (one range for small activations)."""
+    threads = num_threads() if values >= 1 << 16 else 1
+    per = -(-channels // threads)
+    return [(c, min(c + per, channels)) for c in range(0, channels, per)]
+
+
+def forward(x, weight, bias, eps: float):
+    """x (N, C, H, W) -> (out, xhat, mean, var, inv_std): batch statistics (biased variance,
+    float64), xhat and out in x's dtype."""
+    module = _compiled()
+    x3 = numpy.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+    c = x.shape[1]
+    mean, var = numpy.empty(c), numpy.empty(c)
+    chunks = _channel_chunks(c, x.size)
+    run_chunks(lambda r: module.statistics(x3, r[0], r[1], mean, var), chunks)
+    inv_std = 1.0 / numpy.sqrt(var + eps)
+    xhat, out = numpy.empty_like(x3), numpy.empty_like(x3)
+    w = numpy.ones(c) if weight is None else weight.astype(numpy.float64)
+    b = numpy.zeros(c) if bias is None else bias.astype(numpy.float64)
+    run_chunks(lambda r: module.normalise(x3, r[0], r[1], mean, inv_std, w, b, xhat, out),
+               chunks)
+    return out.reshape(x.shape), xhat.reshape(x.shape), mean, var, inv_std
+
+
+def backward(dy, xhat, weight, inv_std):
+    """(dx, sum(dy), sum(dy * xhat)) per channel, for batch statistics."""
+    module = _compiled()
+    dy3 = numpy.ascontiguousarray(dy, dtype=xhat.dtype).reshape(xhat.shape[0], xhat.shape[1], -1)
+    xhat3 = xhat.reshape(dy3.shape)
+    n, c, p = dy3.shape
+    chunks = _channel_chunks(c, dy3.size)
+    sum_dy, sum_dy_xhat = numpy.empty(c), numpy.empty(c)
+    run_chunks(lambda r: module.gradient_sums(dy3, xhat3, r[0], r[1], sum_dy, sum_dy_xhat),
+               chunks)
+    count = n * p
+    k = inv_std.astype(numpy.float64) * (1.0 if weight is None else weight.astype(numpy.float64))
+    slope = -k * sum_dy_xhat / count
+    shift = -k * sum_dy / count
+    dx = numpy.empty_like(dy3)
+    run_chunks(lambda r: module.input_gradient(dy3, xhat3, r[0], r[1], k, slope, shift, dx),
+               chunks)
+    return dx.reshape(dy.shape), sum_dy, sum_dy_xhat

@@ -3,10 +3,13 @@ gradients, each channel's values read in as few passes as the arithmetic allows.
 
 The NumPy expressions of `convnet.nn.batchnorm` make a temporary array per operation (8 passes
 over the activation in forward, 10 in backward); here forward reads x twice (the mean, then
-the variance about it, summed in float64 as NumPy's two-pass variance) and writes xhat and the
-output in a third, and backward reads dy and xhat once for the two sums and once more for dx:
+the variance about it, summed in float64 as NumPy's two-pass variance) and writes the output
+in a third, and backward reads dy and x once for the two sums and once more for dx:
 
     dx = k * (dy - mean(dy) - xhat * mean(dy * xhat)),  k = weight / sqrt(var + eps)
+
+xhat = (x - mean) / sqrt(var + eps) is recomputed where it is needed rather than kept: the
+layer keeps x (which the layer before it made anyway), not a new array of its size.
 
 Channels are split over the worker threads. The NumPy layer stays the reference they are tested
 against (tests/test_normalization.py), and takes every other case (evaluation, synchronized
@@ -51,43 +54,42 @@ def statistics(x, c0, c1, mean, var):
 
 
 @numba.njit(**OPTIONS)
-def normalise(x, c0, c1, mean, inv_std, weight, bias, xhat, out):
-    """xhat = (x - mean) * inv_std, out = xhat * weight + bias, per channel."""
+def normalise(x, c0, c1, mean, inv_std, weight, bias, out):
+    """out = (x - mean) * inv_std * weight + bias, per channel."""
     n, _, p = x.shape
     for c in range(c0, c1):
         m, s, w, t = mean[c], inv_std[c], weight[c], bias[c]
         for b in range(n):
             for q in range(p):
-                h = (x[b, c, q] - m) * s
-                xhat[b, c, q] = h
-                out[b, c, q] = h * w + t
+                out[b, c, q] = (x[b, c, q] - m) * s * w + t
 
 
 @numba.njit(**OPTIONS)
-def gradient_sums(dy, xhat, c0, c1, sum_dy, sum_dy_xhat):
-    """Per channel: sum(dy) and sum(dy * xhat) (float64 sums)."""
+def gradient_sums(dy, x, c0, c1, mean, inv_std, sum_dy, sum_dy_xhat):
+    """Per channel: sum(dy) and sum(dy * xhat), xhat = (x - mean) * inv_std (float64 sums)."""
     n, _, p = dy.shape
     for c in range(c0, c1):
+        m = mean[c]
         a = 0.0
         d = 0.0
         for b in range(n):
             for q in range(p):
                 g = dy[b, c, q]
                 a += g
-                d += g * xhat[b, c, q]
+                d += g * (x[b, c, q] - m)
         sum_dy[c] = a
-        sum_dy_xhat[c] = d
+        sum_dy_xhat[c] = d * inv_std[c]
 
 
 @numba.njit(**OPTIONS)
-def input_gradient(dy, xhat, c0, c1, scale, slope, shift, dx):
-    """dx = scale * dy + slope * xhat + shift, per channel."""
+def input_gradient(dy, x, c0, c1, mean, scale, slope, shift, dx):
+    """dx = scale * dy + slope * (x - mean) + shift, per channel."""
     n, _, p = dy.shape
     for c in range(c0, c1):
-        k, u, v = scale[c], slope[c], shift[c]
+        k, u, v, m = scale[c], slope[c], shift[c], mean[c]
         for b in range(n):
             for q in range(p):
-                dx[b, c, q] = k * dy[b, c, q] + u * xhat[b, c, q] + v
+                dx[b, c, q] = k * dy[b, c, q] + u * (x[b, c, q] - m) + v
 '''
 
 _lock = threading.Lock()
@@ -115,8 +117,9 @@ def _channel_chunks(channels: int, values: int) -> list[tuple[int, int]]:
 
 
 def forward(x, weight, bias, eps: float):
-    """x (N, C, H, W) -> (out, xhat, mean, var, inv_std): batch statistics (biased variance,
-    float64), xhat and out in x's dtype."""
+    """x (N, C, H, W) -> (out, mean, var, inv_std): batch statistics (biased variance, all
+    float64) and out in x's dtype. Backward takes x again (not xhat: one array fewer to
+    write and keep)."""
     module = _compiled()
     x3 = numpy.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
     c = x.shape[1]
@@ -124,29 +127,29 @@ def forward(x, weight, bias, eps: float):
     chunks = _channel_chunks(c, x.size)
     run_chunks(lambda r: module.statistics(x3, r[0], r[1], mean, var), chunks)
     inv_std = 1.0 / numpy.sqrt(var + eps)
-    xhat, out = numpy.empty_like(x3), numpy.empty_like(x3)
+    out = numpy.empty_like(x3)
     w = numpy.ones(c) if weight is None else weight.astype(numpy.float64)
     b = numpy.zeros(c) if bias is None else bias.astype(numpy.float64)
-    run_chunks(lambda r: module.normalise(x3, r[0], r[1], mean, inv_std, w, b, xhat, out),
-               chunks)
-    return out.reshape(x.shape), xhat.reshape(x.shape), mean, var, inv_std
+    run_chunks(lambda r: module.normalise(x3, r[0], r[1], mean, inv_std, w, b, out), chunks)
+    return out.reshape(x.shape), mean, var, inv_std
 
 
-def backward(dy, xhat, weight, inv_std):
-    """(dx, sum(dy), sum(dy * xhat)) per channel, for batch statistics."""
+def backward(dy, x, weight, mean, inv_std):
+    """(dx, sum(dy), sum(dy * xhat)) per channel, for batch statistics mean, inv_std
+    (float64) of x."""
     module = _compiled()
-    dy3 = numpy.ascontiguousarray(dy, dtype=xhat.dtype).reshape(xhat.shape[0], xhat.shape[1], -1)
-    xhat3 = xhat.reshape(dy3.shape)
+    x3 = numpy.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+    dy3 = numpy.ascontiguousarray(dy, dtype=x.dtype).reshape(x3.shape)
     n, c, p = dy3.shape
     chunks = _channel_chunks(c, dy3.size)
     sum_dy, sum_dy_xhat = numpy.empty(c), numpy.empty(c)
-    run_chunks(lambda r: module.gradient_sums(dy3, xhat3, r[0], r[1], sum_dy, sum_dy_xhat),
-               chunks)
+    run_chunks(lambda r: module.gradient_sums(dy3, x3, r[0], r[1], mean, inv_std, sum_dy,
+                                              sum_dy_xhat), chunks)
     count = n * p
-    k = inv_std.astype(numpy.float64) * (1.0 if weight is None else weight.astype(numpy.float64))
-    slope = -k * sum_dy_xhat / count
+    k = inv_std * (1.0 if weight is None else weight.astype(numpy.float64))
+    slope = -k * inv_std * sum_dy_xhat / count  # times (x - mean): xhat's factor inv_std
     shift = -k * sum_dy / count
     dx = numpy.empty_like(dy3)
-    run_chunks(lambda r: module.input_gradient(dy3, xhat3, r[0], r[1], k, slope, shift, dx),
+    run_chunks(lambda r: module.input_gradient(dy3, x3, r[0], r[1], mean, k, slope, shift, dx),
                chunks)
     return dx.reshape(dy.shape), sum_dy, sum_dy_xhat

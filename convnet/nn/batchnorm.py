@@ -97,12 +97,12 @@ class BatchNorm2d(Layer):
 
     def _compiled_forward(self, x, count: int):
         """Training on batch statistics, on the compiled passes (convnet.core.batchnorm_kernels)."""
-        out, xhat, mean, var, inv_std = batchnorm_kernels.forward(
+        out, mean, var, inv_std = batchnorm_kernels.forward(
             x, None if self.weight is None else self.weight.data,
             None if self.bias is None else self.bias.data, self.eps)
         self._update_running(mean.astype(x.dtype), var.astype(x.dtype), count)
         if grad_enabled():
-            self.cache = (xhat, inv_std.astype(x.dtype), True, count)
+            self.cache = (x, (mean, inv_std), "compiled", count)  # x, not xhat: see there
         return out
 
     def _update_running(self, mean, var, count) -> None:
@@ -127,14 +127,15 @@ class BatchNorm2d(Layer):
         return mean.astype(dtype), var.astype(dtype), total
 
     def backward(self, dy):
-        xhat, inv_std, batch_statistics, count = self._take_cache()
-        if batch_statistics and self.synchronize is None and batchnorm_kernels.usable(dy):
+        saved, statistics, mode, count = self._take_cache()
+        if mode == "compiled":  # saved: x; statistics: (mean, inv_std) in float64
             dx, sum_dy, sum_dy_xhat = batchnorm_kernels.backward(
-                dy, xhat, None if self.weight is None else self.weight.data, inv_std)
+                dy, saved, None if self.weight is None else self.weight.data, *statistics)
             if self.weight is not None:
                 self.weight.grad += sum_dy_xhat.astype(self.weight.grad.dtype)
                 self.bias.grad += sum_dy.astype(self.bias.grad.dtype)
             return dx
+        xhat, inv_std, batch_statistics = saved, statistics, mode  # the NumPy forward's
         if self.weight is not None:
             self.weight.grad += (dy * xhat).sum(axis=(0, 2, 3))
             self.bias.grad += dy.sum(axis=(0, 2, 3))

@@ -3,7 +3,8 @@
 In training, a float32 layer of one group (other than 1x1 at stride 1) runs its forward, its
 weight gradient and its stride-1 input gradient on the blocked kernels
 (`convnet.core.blocked_training`), and keeps the zero-padded blocked copy of its input for
-backward. Everything else runs as follows.
+backward; a float32 depthwise layer runs on `convnet.core.depthwise_kernels` (keeping a padded
+copy too). Everything else runs as follows.
 
 Forward is im2col + one matrix product per group, done a chunk of the batch at a time so
 that the columns stay in cache (and chunks can go to the worker threads of
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import numpy
 
-from convnet.core import blocked_training, kernels
+from convnet.core import blocked_training, depthwise_kernels, kernels
 from convnet.core.arithmetic import Padding
 from convnet.core.backend import array_module, batch_chunks, run_chunks, sliding_windows
 from convnet.core.errors import ShapeError
@@ -175,6 +176,8 @@ class Conv2d(WindowLayer, WeightedLayer):
             kept = x.reshape(n, self.in_channels, -1)  # no copy: it already is im2col
             run_chunks(lambda part: self._pointwise_forward(xp, kept[part], out[part]),
                        self._chunks(x.shape))
+        elif grad_enabled() and depthwise_kernels.usable(self, x):
+            kept = depthwise_kernels.forward(self, x, out, geometry)  # the padded input
         elif grad_enabled() and blocked_training.usable(self, x):
             kept = blocked_training.forward(self, x, out, geometry)  # the padded input
         elif kernels.worth_compiling(self, x, self.out_channels, self.in_channels,
@@ -195,7 +198,11 @@ class Conv2d(WindowLayer, WeightedLayer):
         xp = array_module(dy)
         dx = xp.empty(x_shape, dtype=dy.dtype) if input_grad else None
         dx_part = (lambda part: dx[part]) if input_grad else (lambda part: None)
-        if isinstance(kept, blocked_training.Kept):
+        if isinstance(kept, depthwise_kernels.Kept):
+            dweight, dbias, dx = depthwise_kernels.backward(self, kept, dy, x_shape, geometry,
+                                                            input_grad)
+            grads = [(dweight, dbias)]
+        elif isinstance(kept, blocked_training.Kept):
             here = input_grad and blocked_training.input_grad_here(self, geometry)
             dweight, dbias = blocked_training.backward(self, kept, dy, dx if here else None,
                                                        geometry)

@@ -211,3 +211,29 @@ def test_default_thread_count_follows_omp_num_threads(monkeypatch):
     for unset in ("", "0", "two"):
         monkeypatch.setenv("OMP_NUM_THREADS", unset)
         assert backend.default_threads() == backend.available_cores()
+
+
+def test_run_chunks_inside_a_chunk_runs_inline_and_never_deadlocks():
+    """A chunk's work that splits again (a plan's part of a batch running a layer's NumPy
+    forward) runs its inner chunks on its own thread: handed to the pool, a helper could wait
+    on chunks queued behind itself."""
+    import threading
+
+    results, threads_seen = [], set()
+
+    def inner(d):
+        threads_seen.add(threading.get_ident())
+        return d
+
+    def outer(c):
+        return c * sum(backend.run_chunks(inner, [1, 2, 3]))
+
+    def call():
+        results.append(backend.run_chunks(outer, [1, 2, 3, 4, 5, 6]))
+
+    with one_sample_chunks():
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(30)
+    assert not worker.is_alive(), "nested run_chunks deadlocked"
+    assert results == [[6, 12, 18, 24, 30, 36]]

@@ -296,6 +296,30 @@ def test_one_image_split_over_two_threads(batch, monkeypatch, rng):
         backend.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("batch", [4, 5, 9])
+def test_a_batch_split_by_whole_images_between_threads(batch, rng):
+    """Two threads, each taking whole images through every step on its own (runners of one
+    thread for each part); every output, a plain and a blocked one, equal to the layers'."""
+    x_in = cn.Input((3, 9, 9))
+    features = cn.ReLU()(cn.Conv2d(3, 16, 3, padding=1)(x_in))
+    pooled = cn.MaxPool2d(2, stride=2, strict=False)(features)
+    head = cn.Linear(16, 5)(cn.Flatten()(cn.GlobalAvgPool2d()(pooled)))
+    model = cn.Model(x_in, [head, pooled]).eval()
+    x = rng.standard_normal((batch, 3, 9, 9)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        ours = planned(model, x)
+    finally:
+        backend.set_num_threads(previous)
+    for mine, theirs in zip(ours, reference(model, x), strict=True):
+        assert mine.shape[0] == batch
+        assert_matches(mine, theirs)
+    plan = next(iter(model._inference_plans.values()))
+    half = -(-batch // 2)
+    assert set(plan._runners) == {(half, 1), (batch - half, 1)}
+
+
 def test_concurrent_calls_get_their_own_buffers(rng):
     import threading
 

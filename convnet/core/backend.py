@@ -179,21 +179,32 @@ def sample_chunks(x) -> list:
     return batch_chunks(x.shape[0], x.nbytes // max(x.shape[0], 1), ELEMENTWISE_CHUNK_BYTES)
 
 
+# Set in a thread while it works on chunks: a run_chunks inside a chunk's work runs its own
+# chunks inline. Handing them to the pool could deadlock: a helper waiting on chunks queued
+# behind itself (an inference plan splits a batch between threads, and a layer's NumPy forward
+# inside one part splits again).
+_working = threading.local()
+
+
 def run_chunks(work, chunks) -> list:
     """[work(chunk) for chunk in chunks], spread over the worker threads.
 
     The calling thread takes chunks too, and every thread takes the next chunk as soon as it
     is free: a helper that wakes late finds less (or nothing) left to do, so small batches are
-    never slower than on one thread.
+    never slower than on one thread. Inside a chunk's work, run_chunks runs inline.
     """
-    if len(chunks) == 1 or num_threads() == 1:
+    if len(chunks) == 1 or num_threads() == 1 or getattr(_working, "chunks", False):
         return [work(chunk) for chunk in chunks]
     results = [None] * len(chunks)
     order = itertools.count()  # next() on a count is atomic: each index is taken once
 
     def take_chunks():
-        while (index := next(order)) < len(chunks):
-            results[index] = work(chunks[index])
+        _working.chunks = True
+        try:
+            while (index := next(order)) < len(chunks):
+                results[index] = work(chunks[index])
+        finally:
+            _working.chunks = False
 
     helpers = [_pool.submit(take_chunks) for _ in range(min(num_threads(), len(chunks)) - 1)]
     try:

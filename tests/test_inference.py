@@ -320,6 +320,30 @@ def test_a_batch_split_by_whole_images_between_threads(batch, rng):
     assert set(plan._runners) == {(half, 1), (batch - half, 1)}
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_batch_runs_in_pieces_that_stay_in_the_cache(threads, monkeypatch, rng):
+    """Each thread runs its images a few at a time (here 2: the piece a 3 KiB cache allows);
+    the outputs, a plain and a blocked one, are the layers'."""
+    monkeypatch.setattr(inference, "PIECE_BYTES", 3 << 10)
+    x_in = cn.Input((3, 6, 6))
+    features = cn.ReLU()(cn.Conv2d(3, 8, 3, padding=1)(x_in))  # 8 x 8 x 8 x 4 bytes blocked
+    head = cn.Linear(8, 5)(cn.Flatten()(cn.GlobalAvgPool2d()(features)))
+    model = cn.Model(x_in, [head, features]).eval()
+    x = rng.standard_normal((7, 3, 6, 6)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        ours = planned(model, x)
+    finally:
+        backend.set_num_threads(previous)
+    for mine, theirs in zip(ours, reference(model, x), strict=True):
+        assert mine.shape[0] == 7
+        assert_matches(mine, theirs)
+    plan = next(iter(model._inference_plans.values()))
+    assert plan.piece == 1
+    assert set(plan._runners) == {(1, 1)}
+
+
 def test_concurrent_calls_get_their_own_buffers(rng):
     import threading
 

@@ -4,11 +4,12 @@
     python -m bench.plan_profile vggish resnet8 --batch 1 --repeats 50
 
 For each network (a zoo model with its initial weights), convnet's plan is built and warmed
-up, then every step of its runner is timed on its own (the best of --repeats runs of that
-step); onnxruntime runs convnet's own ONNX export of the same weights with its profiler on and
-each node's best time is kept. Both with one thread (set OMP_NUM_THREADS=1 for NumPy's BLAS
-too). The sums are not end-to-end times (each part's best is taken apart), but they compare
-like with like; `python -m bench.run` measures whole networks.
+up, then every step of its runner is timed on its own, summed over the pieces of the batch the
+plan runs at a time (the best of --repeats runs of that step); onnxruntime runs convnet's own
+ONNX export of the same weights with its profiler on and each node's best time is kept. Both
+with one thread (set OMP_NUM_THREADS=1 for NumPy's BLAS too). The sums are not end-to-end
+times (each part's best is taken apart), but they compare like with like; `python -m
+bench.run` measures whole networks.
 """
 
 from __future__ import annotations
@@ -25,22 +26,30 @@ import numpy as np
 
 
 def plan_steps(model, x, repeats: int) -> list[tuple[str, float]]:
-    """(step description, best seconds) for every step of the model's plan for x."""
+    """(step description, best seconds) for every step of the model's plan for x, as the
+    plan runs it: a piece of the batch at a time (`Plan.piece`), each step's time summed over
+    the pieces."""
     import convnet as cn
 
     with cn.no_grad():
         for _ in range(3):
             model.forward(x)
     plan = next(iter(model.__dict__["_inference_plans"].values()))
-    runner = next(iter(plan._runners.values()))[0]
+    runner = max((rt for runners in plan._runners.values() for rt in runners),
+                 key=lambda rt: rt.n)  # the pieces' (the last piece may be smaller)
+    piece = runner.n
+    pieces = [x[b : b + piece] for b in range(0, len(x) - piece + 1, piece)]  # whole pieces
     best = np.full(len(runner.calls), np.inf)
     for _ in range(repeats):
-        values: list = [None] * plan.graph.values
-        values[plan.graph.inputs[0]] = x
-        for index, (go, _drops) in enumerate(runner.calls):
-            start = time.perf_counter()
-            go(values)
-            best[index] = min(best[index], time.perf_counter() - start)
+        total = np.zeros(len(runner.calls))
+        for part in pieces:
+            values: list = [None] * plan.graph.values
+            values[plan.graph.inputs[0]] = part
+            for index, (go, _drops) in enumerate(runner.calls):
+                start = time.perf_counter()
+                go(values)
+                total[index] += time.perf_counter() - start
+        best = np.minimum(best, total * len(x) / (piece * len(pieces)))
     rows = []
     for step, seconds in zip(plan.steps, best, strict=True):
         layer = getattr(step, "conv", None) or getattr(step, "layer", None)

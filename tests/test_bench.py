@@ -92,14 +92,22 @@ def test_plan_profile_times_every_step_beside_onnxruntimes_nodes(monkeypatch):
     import numpy as np
 
     from bench import plan_profile
+    from convnet.core import backend
     from convnet.io import zoo
     from convnet.nn import inference
 
     monkeypatch.setattr(inference, "MIN_LOAD_MACS", 0)  # a small batch still takes a plan
+    monkeypatch.setattr(inference, "PIECE_BYTES", 100 << 10)  # pieces of 2 images for lenet5
     model = zoo.build_model("lenet5").eval()
-    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
-    ours = plan_profile.plan_steps(model, x, repeats=2)
+    x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(1)  # as plan_profile's main sets it
+    try:
+        ours = plan_profile.plan_steps(model, x, repeats=2)
+    finally:
+        backend.set_num_threads(previous)
     plan = next(iter(model._inference_plans.values()))
+    assert plan.piece == 2 and (2, 1) in plan._runners  # timed piece by piece
     assert len(ours) == len(plan.steps) and all(seconds > 0 for _, seconds in ours)
     assert ours[0][0].startswith("ConvStep Conv2d(1, 6") and "GFLOP/s" in ours[0][0]
     theirs = plan_profile.onnxruntime_nodes(model, x, repeats=2)

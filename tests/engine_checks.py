@@ -234,3 +234,30 @@ def pool_fits_exactly(config) -> bool:
         if span % config["stride"][axis]:
             return False
     return True
+
+
+def assert_compiled_conv_agrees(conv, x, dy, kept_type):
+    """A Conv2d's training passes on one thread, on two, and on the NumPy path (compiled
+    kernels off): forward and every gradient. Two threads give one thread's answers (to
+    1e-6), the NumPy path the same to the parity tolerance. kept_type: the cache's kept input
+    when the compiled passes ran."""
+    from convnet.core import backend, kernels
+
+    results = {}
+    previous = backend.num_threads()
+    for name, threads, enabled in (("one", 1, True), ("two", 2, True), ("numpy", 1, False)):
+        backend.set_num_threads(threads)
+        kernels.set_enabled(enabled)
+        try:
+            out = conv.forward(x)
+            assert isinstance(conv.cache[1], kept_type) == enabled
+            conv.zero_grad()
+            dx = conv.backward(dy)
+            results[name] = (out, dx, conv.weight.grad.copy(), conv.bias.grad.copy())
+        finally:
+            backend.set_num_threads(previous)
+            kernels.set_enabled(True)
+    for one, two, numpy_path in zip(results["one"], results["two"], results["numpy"],
+                                    strict=True):
+        np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-6)
+        assert_close(one, numpy_path)

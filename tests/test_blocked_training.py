@@ -5,7 +5,13 @@ the NumPy im2col path, with the batch split over threads; and which layers take 
 import numpy as np
 import pytest
 import torch.nn.functional as F  # noqa: N812 - PyTorch's own alias
-from engine_checks import assert_close, assert_conv_matches_torch, build_conv, conv_configs, leaf
+from engine_checks import (
+    assert_compiled_conv_agrees,
+    assert_conv_matches_torch,
+    build_conv,
+    conv_configs,
+    leaf,
+)
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -78,24 +84,7 @@ def test_split_over_threads_as_on_one_and_as_the_numpy_path(kwargs, input_shape,
     conv = cn.Conv2d(**kwargs)
     x = rng.standard_normal(input_shape).astype(np.float32)
     dy = rng.standard_normal(conv.forward(x).shape).astype(np.float32)
-    results = {}
-    for name, threads, enabled in (("one", 1, True), ("two", 2, True), ("numpy", 1, False)):
-        previous = backend.num_threads()
-        backend.set_num_threads(threads)
-        kernels.set_enabled(enabled)
-        try:
-            out = conv.forward(x)
-            assert isinstance(conv.cache[1], blocked_training.Kept) == enabled
-            conv.zero_grad()
-            dx = conv.backward(dy)
-            results[name] = (out, dx, conv.weight.grad.copy(), conv.bias.grad.copy())
-        finally:
-            backend.set_num_threads(previous)
-            kernels.set_enabled(True)
-    for one, two, numpy_path in zip(results["one"], results["two"], results["numpy"],
-                                    strict=True):
-        np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-6)
-        assert_close(one, numpy_path)
+    assert_compiled_conv_agrees(conv, x, dy, blocked_training.Kept)
 
 
 def test_without_the_input_gradient_the_parameter_gradients_are_the_same(rng):

@@ -5,12 +5,12 @@ and over threads; and which layers take them."""
 import numpy as np
 import pytest
 import torch.nn.functional as F  # noqa: N812 - PyTorch's own alias
-from engine_checks import assert_close, assert_conv_matches_torch, leaf
+from engine_checks import assert_compiled_conv_agrees, assert_conv_matches_torch, leaf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.core import backend, depthwise_kernels, kernels
+from convnet.core import depthwise_kernels, kernels
 
 
 @pytest.fixture(autouse=True)
@@ -75,24 +75,7 @@ def test_threads_and_the_numpy_path_agree(kwargs, rng):
     conv = cn.Conv2d(**kwargs)
     x = rng.standard_normal((5, kwargs["in_channels"], 13, 11)).astype(np.float32)
     dy = rng.standard_normal(conv.forward(x).shape).astype(np.float32)
-    results = {}
-    previous = backend.num_threads()
-    for name, threads, enabled in (("one", 1, True), ("two", 2, True), ("numpy", 1, False)):
-        backend.set_num_threads(threads)
-        kernels.set_enabled(enabled)
-        try:
-            out = conv.forward(x)
-            assert isinstance(conv.cache[1], depthwise_kernels.Kept) == enabled
-            conv.zero_grad()
-            dx = conv.backward(dy)
-            results[name] = (out, dx, conv.weight.grad.copy(), conv.bias.grad.copy())
-        finally:
-            backend.set_num_threads(previous)
-            kernels.set_enabled(True)
-    for one, two, numpy_path in zip(results["one"], results["two"], results["numpy"],
-                                    strict=True):
-        np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-6)
-        assert_close(one, numpy_path)
+    assert_compiled_conv_agrees(conv, x, dy, depthwise_kernels.Kept)
 
 
 def test_without_the_input_gradient(rng):

@@ -517,3 +517,12 @@ def test_the_container_kinds_the_plans_rely_on():
     model = cn.Model(x, cn.Concat(axis=1)([branch(x), cn.Conv2d(3, 8, 1)(x)]))
     leaves = [type(node.layer).__name__ for node in inference.flatten(model).nodes]
     assert sorted(leaves) == ["Concat", "Conv2d", "Conv2d", "Conv2d", "ReLU", "_ResidualAdd"]
+
+
+def test_a_first_layer_that_is_a_matrix_product_reads_the_plain_input(rng):
+    """A 1x1 convolution on 1x1 maps as a model's first layer: a matrix product of the plain
+    input (its step once took the empty list of steps before it for a Flatten to read)."""
+    model = cn.Sequential(cn.Conv2d(3, 4, 1), cn.ReLU()).eval()
+    x = rng.standard_normal((2, 3, 1, 1)).astype(np.float32)
+    assert_matches(planned(model, x), reference(model, x))
+    assert steps_of(model) == ["DenseStep"]

@@ -819,7 +819,7 @@ class Plan:
                     fused.add(id(nxt))
                 else:
                     activation = None
-                flattened = (steps and isinstance(steps[-1], FlattenStep)
+                flattened = (bool(steps) and isinstance(steps[-1], FlattenStep)
                              and steps[-1].outputs == [source] and sole_reader(source) is node
                              and self.blocked[steps[-1].inputs[0]])
                 if flattened:

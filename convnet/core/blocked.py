@@ -1,4 +1,5 @@
-"""The blocked channel layout and the compiled kernels that run inference on it.
+"""The blocked channel layout and the compiled kernels that run inference (and the training
+convolutions of `convnet.core.blocked_training`) on it.
 
 A blocked activation holds its channels in blocks of LANES = 8 (one AVX2 register of float32):
 
@@ -26,7 +27,8 @@ the output may be blocked or plain (N, K, H, W). The common case (a whole tile i
 output, no activation, ReLU or a clip) skips the scratch tile: its epilogue is straight-line
 code from the accumulators, one group of 8 lanes at a time, which the vectorizer packs too.
 Depthwise convolution, max and average pooling and global average pooling have kernels of
-their own over the blocked layout.
+their own over the blocked layout, and so does a training convolution's weight gradient
+(`weight_grad_source`).
 
 All of them are tested against the NumPy layers (`tests/test_inference.py`), which remain the
 reference. Only float32 runs here; float64 models take the NumPy layers.

@@ -46,15 +46,6 @@ class Kept:
     lanes: int
     channels: int
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The (N, C, H, W) shape of the input it holds (padding included in H, W)."""
-        if self.lanes == LANES:
-            n, _, hp, wp, _ = self.data.shape
-        else:
-            n, _, hp, wp = self.data.shape
-        return (n, self.channels, hp, wp)
-
     def strides(self) -> tuple[int, int, int, int, int]:
         """(batch, block, row, column, lane) strides in elements."""
         item = self.data.itemsize

@@ -158,6 +158,13 @@ if hasattr(os, "register_at_fork"):
 MIN_CHUNK_BYTES = 256 << 10
 
 
+def thread_slices(count: int, threads: int | None = None) -> list[slice]:
+    """count items (images, channels) in one slice per thread (num_threads() unless given),
+    as even as whole items allow."""
+    per = -(-count // (threads or num_threads()))
+    return [slice(start, min(start + per, count)) for start in range(0, count, per)]
+
+
 def batch_chunks(batch: int, bytes_per_sample: int, budget: int) -> list[slice]:
     """Split `batch` samples into chunks of about `budget` bytes of work each, and into at
     least one chunk per worker thread when the batch allows, but none under MIN_CHUNK_BYTES."""

@@ -23,7 +23,7 @@ import threading
 import numpy
 
 from convnet.core import kernels
-from convnet.core.backend import num_threads, run_chunks
+from convnet.core.backend import run_chunks, thread_slices
 
 SOURCE = '''
 """convnet's compiled batch-norm passes (written by convnet.core.batchnorm_kernels)."""
@@ -109,11 +109,9 @@ def usable(x) -> bool:
             and kernels.available())
 
 
-def _channel_chunks(channels: int, values: int) -> list[tuple[int, int]]:
+def _channel_chunks(channels: int, values: int) -> list[slice]:
     """Channel ranges for the worker threads (one range for small activations)."""
-    threads = num_threads() if values >= 1 << 16 else 1
-    per = -(-channels // threads)
-    return [(c, min(c + per, channels)) for c in range(0, channels, per)]
+    return thread_slices(channels, None if values >= 1 << 16 else 1)
 
 
 def forward(x, weight, bias, eps: float):
@@ -125,12 +123,12 @@ def forward(x, weight, bias, eps: float):
     c = x.shape[1]
     mean, var = numpy.empty(c), numpy.empty(c)
     chunks = _channel_chunks(c, x.size)
-    run_chunks(lambda r: module.statistics(x3, r[0], r[1], mean, var), chunks)
+    run_chunks(lambda r: module.statistics(x3, r.start, r.stop, mean, var), chunks)
     inv_std = 1.0 / numpy.sqrt(var + eps)
     out = numpy.empty_like(x3)
     w = numpy.ones(c) if weight is None else weight.astype(numpy.float64)
     b = numpy.zeros(c) if bias is None else bias.astype(numpy.float64)
-    run_chunks(lambda r: module.normalise(x3, r[0], r[1], mean, inv_std, w, b, out), chunks)
+    run_chunks(lambda r: module.normalise(x3, r.start, r.stop, mean, inv_std, w, b, out), chunks)
     return out.reshape(x.shape), mean, var, inv_std
 
 
@@ -143,13 +141,13 @@ def backward(dy, x, weight, mean, inv_std):
     n, c, p = dy3.shape
     chunks = _channel_chunks(c, dy3.size)
     sum_dy, sum_dy_xhat = numpy.empty(c), numpy.empty(c)
-    run_chunks(lambda r: module.gradient_sums(dy3, x3, r[0], r[1], mean, inv_std, sum_dy,
+    run_chunks(lambda r: module.gradient_sums(dy3, x3, r.start, r.stop, mean, inv_std, sum_dy,
                                               sum_dy_xhat), chunks)
     count = n * p
     k = inv_std * (1.0 if weight is None else weight.astype(numpy.float64))
     slope = -k * inv_std * sum_dy_xhat / count  # times (x - mean): xhat's factor inv_std
     shift = -k * sum_dy / count
     dx = numpy.empty_like(dy3)
-    run_chunks(lambda r: module.input_gradient(dy3, x3, r[0], r[1], mean, k, slope, shift, dx),
+    run_chunks(lambda r: module.input_gradient(dy3, x3, r.start, r.stop, mean, k, slope, shift, dx),
                chunks)
     return dx.reshape(dy.shape), sum_dy, sum_dy_xhat

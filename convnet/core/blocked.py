@@ -66,6 +66,15 @@ GEOMETRY = ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_
 G = {name: index for index, name in enumerate(GEOMETRY)}
 
 
+def geometry_vector(**fields) -> numpy.ndarray:
+    """The int64 geometry vector the conv and depthwise kernels take, from GEOMETRY's names
+    (the ones not given are 0)."""
+    geometry = numpy.zeros(len(GEOMETRY), dtype=numpy.int64)
+    for name, value in fields.items():
+        geometry[G[name]] = value
+    return geometry
+
+
 def blocks(channels: int) -> int:
     return -(-channels // LANES)
 

@@ -26,7 +26,7 @@ import numpy
 
 from convnet.core import blocked, kernels
 from convnet.core.arithmetic import Padding
-from convnet.core.backend import num_threads, run_chunks, sample_chunks
+from convnet.core.backend import num_threads, run_chunks, sample_chunks, thread_slices
 
 LANES = blocked.LANES
 # The tile for a plain output, whatever the filter count: 6 positions x 2 blocks was the fastest
@@ -54,6 +54,14 @@ class Kept:
             return bs, ks, rs, cs, 1
         bs, ls, rs, cs = (s // item for s in self.data.strides)
         return bs, 0, rs, cs, ls
+
+    def tap_offsets(self, kernel, dilation) -> numpy.ndarray:
+        """Where each tap (c, u, v) of a window sits from its first pixel, in elements, in
+        the order `blocked.pack_filters` packs filters (see `blocked.tap_offsets`)."""
+        _, block, row, col, lane = self.strides()
+        return blocked.tap_offsets(self.channels, kernel, dilation,
+                                   (block if self.lanes == LANES else lane, row, col),
+                                   self.lanes)
 
 
 def usable(layer, x) -> bool:
@@ -114,11 +122,10 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
     (K, C, KH, KW), on the blocked direct convolution."""
     n, k, out_h, out_w = out.shape
     tile = PLAIN_TILE
-    bs, ks, rs, cs, ls = kept.strides()
+    bs, _, rs, cs, _ = kept.strides()
     filters = blocked.pack_filters(weight, tile[1], kept.lanes)
     packed_bias = blocked.pack_bias(bias, k, tile[1], numpy.float32)
-    offsets = blocked.tap_offsets(kept.channels, weight.shape[2:], dilation,
-                                  (ks if kept.lanes == LANES else ls, rs, cs), kept.lanes)
+    offsets = kept.tap_offsets(weight.shape[2:], dilation)
     plane = out_h * out_w
     fields = dict(k0=0, k1=len(packed_bias) // (LANES * tile[1]), x_batch=bs, x_row=rs,
                   x_col=cs, stride_h=stride[0], stride_w=stride[1], out_batch=k * plane,
@@ -131,17 +138,10 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
 
     def call(split):
         b0, b1, i0, i1 = split
-        geometry = _geometry(b0=b0, b1=b1, i0=i0, i1=i1, **fields)
+        geometry = blocked.geometry_vector(b0=b0, b1=b1, i0=i0, i1=i1, **fields)
         kernel(flat, filters, packed_bias, offsets, out_flat, empty, geometry, zero, zero)
 
     run_chunks(call, blocked.work_splits(n, plane, num_threads()))
-
-
-def _geometry(**fields) -> numpy.ndarray:
-    geometry = numpy.zeros(len(blocked.GEOMETRY), dtype=numpy.int64)
-    for name, value in fields.items():
-        geometry[blocked.G[name]] = value
-    return geometry
 
 
 def forward(layer, x, out, geometry) -> Kept:
@@ -181,9 +181,8 @@ def _weight_grad(layer, kept: Kept, dyb, around: Padding, out_hw):
     (whose interior starts `around` in)."""
     k, c, kh, kw = layer.weight.shape
     n, k_blocks = dyb.shape[:2]
-    bs, ks, rs, cs, ls = kept.strides()
-    offsets = blocked.tap_offsets(c, (kh, kw), layer.dilation,
-                                  (ks if kept.lanes == LANES else ls, rs, cs), kept.lanes)
+    bs, _, rs, cs, _ = kept.strides()
+    offsets = kept.tap_offsets((kh, kw), layer.dilation)
     taps = len(offsets)
     offsets = numpy.concatenate([offsets, numpy.zeros(-taps % LANES, numpy.int64)])  # 8s
     item = dyb.itemsize
@@ -200,9 +199,7 @@ def _weight_grad(layer, kept: Kept, dyb, around: Padding, out_hw):
                                                        numpy.int64))
         return dw
 
-    per = -(-n // num_threads())
-    parts = [slice(b, min(b + per, n)) for b in range(0, n, per)]
-    dw = sum(run_chunks(call, parts)).reshape(k_blocks, len(offsets), LANES)[:, :taps]
+    dw = sum(run_chunks(call, thread_slices(n))).reshape(k_blocks, len(offsets), LANES)[:, :taps]
     dw = dw.transpose(0, 2, 1).reshape(k_blocks * LANES, taps)[:k]  # K, taps
     if kept.lanes == 1:  # taps (c, u, v)
         return dw.reshape(k, c, kh, kw)

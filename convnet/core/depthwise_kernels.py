@@ -21,7 +21,7 @@ import threading
 import numpy
 
 from convnet.core import kernels
-from convnet.core.backend import num_threads, run_chunks
+from convnet.core.backend import run_chunks, thread_slices
 
 SOURCE = '''
 """convnet's compiled depthwise training passes (written by convnet.core.depthwise_kernels).
@@ -135,11 +135,6 @@ def usable(layer, x) -> bool:
     return (bool(_module) or macs >= kernels.MIN_LOAD_MACS) and kernels.available()
 
 
-def _parts(n: int) -> list[slice]:
-    per = -(-n // num_threads())
-    return [slice(b, min(b + per, n)) for b in range(0, n, per)]
-
-
 def _window(layer) -> tuple[int, int, int, int, int]:
     return (*layer.stride, *layer.dilation, layer.out_channels // layer.in_channels)
 
@@ -186,16 +181,14 @@ def _phases(x, padding, stride_w: int):
     return data
 
 
-def _from_phases(data, padding, shape):
-    """The interior of a padded array in column phases, back as (N, C, H, W)."""
-    n, c, h, w = shape
+def _from_phases(data, padding, out) -> None:
+    """out (N, C, H, W) = the interior of a padded array in column phases."""
+    h, w = out.shape[2:]
     stride_w = data.shape[3]
-    out = numpy.empty(shape, data.dtype)
     rows = slice(padding.top, padding.top + h)
     for p, (q0, x0, count) in enumerate(_phase_columns(padding, w, stride_w)):
         if count:
             out[:, :, :, x0 :: stride_w] = data[:, :, rows, p, q0 : q0 + count]
-    return out
 
 
 def forward(layer, x, out, geometry) -> Kept:
@@ -210,18 +203,19 @@ def forward(layer, x, out, geometry) -> Kept:
     flat, out_flat = xp.reshape(-1), out.reshape(-1)
     taps = _taps(layer, xp)
     run_chunks(lambda part: module.forward(flat, w, bias, out_flat, shape, taps, part.start,
-                                           part.stop, *window), _parts(x.shape[0]))
+                                           part.stop, *window), thread_slices(x.shape[0]))
     return Kept(xp)
 
 
-def backward(layer, kept: Kept, dy, input_shape, geometry, input_grad: bool):
-    """(dweight (K, 1, KH, KW), dbias (K,) or None, dx (n, C, H, W) or None)."""
+def backward(layer, kept: Kept, dy, geometry, dx):
+    """(dweight (K, 1, KH, KW), dbias (K,) or None); dx (n, C, H, W) written in place unless
+    None."""
     module = _compiled()
     xp = kept.data
     dy = numpy.ascontiguousarray(dy)
     k, kh, kw = layer.out_channels, *layer.kernel_size
     window = _window(layer)
-    parts = _parts(dy.shape[0])
+    parts = thread_slices(dy.shape[0])
 
     shape, taps = _shape(layer, xp, dy.shape[2:]), _taps(layer, xp)
     flat, dy_flat = xp.reshape(-1), dy.reshape(-1)
@@ -233,12 +227,11 @@ def backward(layer, kept: Kept, dy, input_shape, geometry, input_grad: bool):
 
     dweight = sum(run_chunks(weight_part, parts)).reshape(k, 1, kh, kw)
     dbias = None if layer.bias is None else dy.sum(axis=(0, 2, 3))
-    dx = None
-    if input_grad:
+    if dx is not None:
         w = numpy.ascontiguousarray(layer.weight.data).reshape(-1)
         dxp = numpy.zeros(xp.shape, dy.dtype)
         dxp_flat = dxp.reshape(-1)
         run_chunks(lambda part: module.input_grad(dy_flat, w, dxp_flat, shape, taps,
                                                   part.start, part.stop, *window), parts)
-        dx = _from_phases(dxp, geometry.padding, input_shape)
-    return dweight, dbias, dx
+        _from_phases(dxp, geometry.padding, dx)
+    return dweight, dbias

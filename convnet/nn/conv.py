@@ -199,8 +199,7 @@ class Conv2d(WindowLayer, WeightedLayer):
         dx = xp.empty(x_shape, dtype=dy.dtype) if input_grad else None
         dx_part = (lambda part: dx[part]) if input_grad else (lambda part: None)
         if isinstance(kept, depthwise_kernels.Kept):
-            dweight, dbias, dx = depthwise_kernels.backward(self, kept, dy, x_shape, geometry,
-                                                            input_grad)
+            dweight, dbias = depthwise_kernels.backward(self, kept, dy, geometry, dx)
             grads = [(dweight, dbias)]
         elif isinstance(kept, blocked_training.Kept):
             here = input_grad and blocked_training.input_grad_here(self, geometry)

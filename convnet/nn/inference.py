@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy
 
 from convnet.core import blocked, kernels
-from convnet.core.backend import num_threads, run_chunks
+from convnet.core.backend import num_threads, run_chunks, thread_slices
 from convnet.nn import activations as act
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.conv import Conv2d
@@ -191,13 +191,6 @@ class Step:
         raise NotImplementedError
 
 
-def _geometry(**fields) -> numpy.ndarray:
-    geometry = numpy.zeros(len(blocked.GEOMETRY), dtype=numpy.int64)
-    for name, value in fields.items():
-        geometry[blocked.G[name]] = value
-    return geometry
-
-
 def _plain_strides(shape) -> tuple[int, int, int, int]:
     """(batch, channel, row, column) strides in elements of a C-contiguous (N, C, H, W)."""
     _, c, h, w = shape
@@ -332,7 +325,7 @@ class ConvStep(Step):
         for g in range(self.groups):
             for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],
                                                       threads):
-                geometry = _geometry(b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=tiles,
+                geometry = blocked.geometry_vector(b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=tiles,
                                      x_origin=origin + g * channel_step,
                                      out_origin=out.origin() + g * per_group_blocks * oks,
                                      **fields)
@@ -398,7 +391,7 @@ class DepthwiseStep(Step):
         calls = []
         for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],
                                                   rt.threads_for(self.macs * n * 4)):
-            calls.append(_geometry(
+            calls.append(blocked.geometry_vector(
                 b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=cb, x_batch=bs, x_block=ks, x_row=rs,
                 x_col=cs, x_origin=x.origin() - pad.top * rs - pad.left * cs,
                 stride_h=conv.stride[0], stride_w=conv.stride[1], out_batch=obs,
@@ -919,10 +912,9 @@ class Plan:
         n, threads = arrays[0].shape[0], num_threads()
         if threads > 1 and n >= SPLIT_MIN_IMAGES * threads:
             self._refresh()
-            per = -(-n // threads)
-            parts = [slice(b, min(b + per, n)) for b in range(0, n, per)]
-            results = run_chunks(lambda part: self._in_pieces([x[part] for x in arrays]), parts)
-            if results[0] is not None and all(outs is not None for outs in results):
+            results = run_chunks(lambda part: self._in_pieces([x[part] for x in arrays]),
+                                 thread_slices(n, threads))
+            if all(outs is not None for outs in results):
                 return [numpy.concatenate(outs) for outs in zip(*results, strict=True)]
         elif threads == 1 and n > self.piece:
             results = self._in_pieces(arrays)

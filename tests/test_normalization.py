@@ -111,6 +111,7 @@ def test_compiled_training_passes_match_numpy_and_torch(affine, shape, rng):
                 bn.weight.data[...] = 1 + 0.5 * np.linspace(-1, 1, shape[1])
                 bn.bias.data[...] = np.linspace(-2, 2, shape[1])
             out = bn.forward(x)
+            assert (bn.cache[2] == "compiled") == enabled  # which passes ran
             dx = bn.backward(dy)
             grads = [p.grad.copy() for p in bn.parameters()]
             results.append((out, dx, bn.running_mean.copy(), bn.running_var.copy(), *grads))

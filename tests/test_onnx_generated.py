@@ -58,7 +58,20 @@ def test_resize(mode, transform, nearest, by_size, out, scales, hw):
         inputs = ["x", "roi", "scales"]
     node = helper.make_node("Resize", inputs, ["y"], mode=mode,
                             coordinate_transformation_mode=transform, nearest_mode=nearest)
-    matches(model([node], shape, inits, opset=19), shape)
+    proto = model([node], shape, inits, opset=19)
+    try:
+        matches(proto, shape)
+    except AssertionError:
+        # onnxruntime computes source positions in float32: a position that is a whole number
+        # (x_original = 1 for 3 -> 1 pixels, half_pixel_symmetric) can land just below it and
+        # floor to the pixel before. Then convnet must give what ONNX's own reference
+        # implementation gives, and onnxruntime must be the one that differs from it.
+        from onnx.reference import ReferenceEvaluator
+
+        x = np.random.default_rng(0).normal(size=(2, *shape)).astype(np.float32)
+        reference = ReferenceEvaluator(proto).run(None, {"x": x})[0]
+        assert_close(cn.onnx.from_onnx(proto).forward(x), reference)
+        assert not np.allclose(ort_session(proto).run(None, {"x": x})[0], reference)
 
 
 @SETTINGS

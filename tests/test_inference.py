@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.core import backend, blocked, kernels
+from convnet.core import backend, blocked, kernels, team
 from convnet.io import zoo
 from convnet.nn import inference
 
@@ -240,6 +240,22 @@ def test_graph_merges_concat_and_squeeze_excitation(rng):
     assert "ConcatStep" in kinds and kinds.count("PoolStep") == 3 and "MergeStep" in kinds
 
 
+def test_a_division_leaves_no_nan_in_the_lanes_past_its_channels(rng):
+    """13 channels: the lanes past them hold relu(0) = 0 in both operands, and 0 / 0 there
+    must not reach the convolution after (its filters are zero there, but 0 * NaN is NaN)."""
+    x_in = cn.Input((3, 6, 6))
+    top = cn.Conv2d(3, 13, 3, padding=1)(x_in)
+    bottom_conv = cn.Conv2d(3, 13, 3, padding=1)
+    bottom_conv.bias.data = np.full(13, 50.0, np.float32)  # every real channel above 0
+    ratio = cn.Div()([top, cn.ReLU()(bottom_conv(x_in))])
+    model = cn.Model(x_in, cn.Conv2d(13, 4, 3, padding=1)(ratio)).eval()
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    ours = planned(model, x)
+    assert np.isfinite(ours).all()
+    assert_matches(ours, reference(model, x))
+    assert "MergeStep" in steps_of(model)
+
+
 @pytest.mark.parametrize("gate", ["relu", "relu6", "hardsigmoid", "sigmoid", "silu"])
 def test_squeeze_excitation_gates_are_matrix_products(gate, rng):
     x_in = cn.Input((3, 6, 6))
@@ -282,15 +298,22 @@ def test_outputs_outlive_the_next_call_and_buffers_are_shared(rng):
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_one_image_split_over_two_threads(batch, monkeypatch, rng):
+    """Every step split in chunks the team's two threads share; the tables of chunks follow a
+    change of the weights (they hold the packed filters' addresses)."""
     monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
     previous = backend.num_threads()
     backend.set_num_threads(2)
     try:
-        for name in ("resnet8", "mobilenet-mini", "inception-mini"):
+        for name in ("resnet8", "mobilenet-mini", "inception-mini", "unet-mini"):
             model = zoo.build_model(name)
             randomize_batch_norms(model, rng)
             model.eval()
             x = rng.standard_normal((batch, *zoo.MODELS[name].input_shape)).astype(np.float32)
+            before = team._team().control[team.STATE] >> 32
+            assert_matches(planned(model, x), reference(model, x))
+            assert team._team().control[team.STATE] >> 32 > before, "no table reached the team"
+            conv = next(layer for layer in model.modules() if isinstance(layer, cn.Conv2d))
+            conv.weight.data = (conv.weight.data * 1.5).astype(np.float32)
             assert_matches(planned(model, x), reference(model, x))
     finally:
         backend.set_num_threads(previous)

@@ -567,6 +567,45 @@ def global_avg_pool(x, out, geometry):
 '''
 
 
+# Add, Sub, Mul, Div of two blocked tensors, one of which may be a per-channel gate (row and
+# column strides 0): what MergeStep runs.
+MERGE_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
+
+MERGE_SOURCE = '''
+def merge(a, b, out, geometry, op):
+    """out = a (op) b over images b0 <= n < b1, channel blocks k0 <= cb < k1 and h x w
+    positions, each of a, b and out read at n*batch + cb*block + i*row + j*col + origin + lane
+    with its own strides (geometry: b0, b1, k0, k1, h, w, then batch, block, row, col, origin of
+    a, of b and of out)."""
+    b0, b1, k0, k1, h, w = geometry[:6]
+    a_batch, a_block, a_row, a_col, a_origin = geometry[6:11]
+    b_batch, b_block, b_row, b_col, b_origin = geometry[11:16]
+    o_batch, o_block, o_row, o_col, o_origin = geometry[16:21]
+    for n in range(b0, b1):
+        for cb in range(k0, k1):
+            for i in range(h):
+                pa = n * a_batch + cb * a_block + i * a_row + a_origin
+                pb = n * b_batch + cb * b_block + i * b_row + b_origin
+                po = n * o_batch + cb * o_block + i * o_row + o_origin
+                for j in range(w):
+                    at_a = INDEX(pa + j * a_col)
+                    at_b = INDEX(pb + j * b_col)
+                    at_o = INDEX(po + j * o_col)
+                    if op == 0:
+                        for lane in range(8):
+                            out[at_o + lane] = a[at_a + lane] + b[at_b + lane]
+                    elif op == 1:
+                        for lane in range(8):
+                            out[at_o + lane] = a[at_a + lane] - b[at_b + lane]
+                    elif op == 2:
+                        for lane in range(8):
+                            out[at_o + lane] = a[at_a + lane] * b[at_b + lane]
+                    else:
+                        for lane in range(8):
+                            out[at_o + lane] = a[at_a + lane] / b[at_b + lane]
+'''
+
+
 def _weight_grad_tile(ind: str, pair: bool) -> list[str]:
     """Code summing one image's tile of dw over its output positions: 8 taps x 8 output
     lanes of block kb, or x 16 of blocks kb and kb + 1 (pair)."""
@@ -654,13 +693,16 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         f"SIX = numpy.{dtype_name}(6)",
         f"INF = numpy.{dtype_name}(numpy.inf)",
         "INDEX = numba.uint64  # unsigned indices: no checks for negative ones",
+        "",
+        "from convnet.core.atomics import float32_at, float64_at, int64_at  # the tasks' arrays",
     ]
     options = "nogil=True, fastmath={'contract'}, cache=True"
     geometry = "numba.int64[::1]"
     if kind == "conv":
         body = ACTIVATE_SOURCE + "\n\n" + conv_source(*tile)
         footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
-                  f"{geometry}, {scalar}, {scalar}), {options})(conv)")
+                  f"{geometry}, {scalar}, {scalar}), {options})(conv)\n\n\n"
+                  + _task_source("conv", "fffiffi", 2, dtype_name))
     elif kind == "weight_grad":
         body = weight_grad_source()
         footer = (f"weight_grad = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, "
@@ -669,7 +711,13 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
     elif kind == "depthwise":
         body = ACTIVATE_SOURCE + "\n\n" + depthwise_source(tile[0])
         footer = (f"depthwise = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
-                  f"{scalar}, {scalar}), {options})(depthwise)")
+                  f"{scalar}, {scalar}), {options})(depthwise)\n\n\n"
+                  + _task_source("depthwise", "ffffi", 2, dtype_name))
+    elif kind == "merge":
+        body = MERGE_SOURCE
+        footer = (f"merge = numba.njit(({flat}, {flat}, {flat}, {geometry}, numba.int64), "
+                  f"{options}, error_model='numpy')(merge)\n\n\n"  # x / 0 is inf, no raise
+                  + _task_source("merge", "fffi", 0, dtype_name, "ints[8]"))
     else:
         body = POOL_SOURCE
         footer = "\n".join([
@@ -678,8 +726,36 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
             f"{options})(avg_pool)",
             f"global_avg_pool = numba.njit(({flat}, {scalar}[:, ::1], {geometry}), "
             f"{options})(global_avg_pool)",
+            "", "",
+            _task_source("max_pool", "ffi", 0, dtype_name),
+            "", "",
+            _task_source("avg_pool", "ffi", 0, dtype_name, "ints[6] != 0"),
+            "", "",
+            _task_source("global_avg_pool", "fFi", 0, dtype_name),
         ])
     return "\n".join(header) + "\n\n" + body + "\n\n\n" + footer + "\n"
+
+
+def _task_source(kernel: str, arrays: str, scalars: int, dtype_name: str, *more: str) -> str:
+    """A C-callable `{kernel}_task(ints, floats)` for `convnet.core.team`: the kernel on arrays
+    given by address and shape (f: dtype_name, i: int64, one letter each, in order), then
+    `scalars` floats, then `more` expressions of the ints after the arrays' (see team.Chunks).
+    Upper case: a 2-d array."""
+    pointer = {"f": "float32_at" if dtype_name == "float32" else "float64_at", "i": "int64_at"}
+    args, at = [], 0
+    for kind in arrays:  # (address, size) of each 1-d array, (address, rows, columns) of a 2-d
+        dims = 2 if kind.isupper() else 1
+        shape = ", ".join(f"ints[{at + 1 + d}]" for d in range(dims))
+        args.append(f"numba.carray({pointer[kind.lower()]}(ints[{at}]), ({shape},))")
+        at += 1 + dims
+    args += [f"numba.{dtype_name}(floats[{k}])" for k in range(scalars)]
+    args += list(more)
+    return "\n".join([
+        "@numba.cfunc(numba.void(numba.types.CPointer(numba.int64), "
+        "numba.types.CPointer(numba.float64)), cache=True)",
+        f"def {kernel}_task(ints, floats):",
+        f"    {kernel}(" + ",\n        ".join(args) + ")",
+    ])
 
 
 _lock = threading.Lock()

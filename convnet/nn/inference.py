@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy
 
-from convnet.core import blocked, kernels
+from convnet.core import blocked, kernels, team
 from convnet.core.backend import num_threads, run_chunks, thread_slices
 from convnet.nn import activations as act
 from convnet.nn.batchnorm import BatchNorm2d
@@ -197,13 +197,25 @@ def _plain_strides(shape) -> tuple[int, int, int, int]:
     return (c * h * w, h * w, w, 1)
 
 
-def _calling(kernel, chunks, args_of):
-    """A function running kernel(*args_of(chunk)) for every chunk, over the worker threads when
-    there is more than one chunk."""
+def _calling(kernel, chunks, args_of, task=None, packed=lambda: None):
+    """A function running kernel(*args_of(chunk)) for every chunk: over the team's threads
+    when there is more than one chunk and the kernel has a `task` (its C-callable twin, see
+    `convnet.core.team`), else over the worker threads. The team's table of chunks holds the
+    arrays' addresses: it is made again when `packed()` (what the step's packed filters were
+    made from) is another."""
     if len(chunks) == 1:
         (chunk,) = chunks
         return lambda: kernel(*args_of(chunk))
-    return lambda: run_chunks(lambda chunk: kernel(*args_of(chunk)), chunks)
+    if task is None:
+        return lambda: run_chunks(lambda chunk: kernel(*args_of(chunk)), chunks)
+    made: list = [None, None]  # packed(), the table made with the arrays it stands for
+
+    def call():
+        if made[1] is None or packed() is not made[0]:
+            made[0] = packed()
+            made[1] = team.Chunks(task.address, [args_of(c) for c in chunks])
+        made[1].run()
+    return call
 
 
 class ConvStep(Step):
@@ -315,7 +327,7 @@ class ConvStep(Step):
                 rbs, rks, rrs, rcs = _plain_strides((n, *self.plan.shapes[self.residual]))
                 fields.update(res_batch=rbs, res_block=8 * rks, res_lane=rks, res_row=rrs,
                               res_col=rcs, res_origin=0, has_residual=1)
-        kernel = blocked.compiled("conv", numpy.float32, self.tile).conv
+        module = blocked.compiled("conv", numpy.float32, self.tile)
         out_flat = out.data.reshape(-1)
         per_group_blocks = per_group // blocked.LANES
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
@@ -334,9 +346,11 @@ class ConvStep(Step):
                         fields["res_block"])
                 calls.append((g, geometry))
         shortcut = [residual]
-        call = _calling(kernel, calls, lambda c: (flat, self.filters[c[0]], self.biases[c[0]],
-                                                   offsets, out_flat, shortcut[0], c[1], alpha,
-                                                   beta))
+        call = _calling(module.conv, calls,
+                        lambda c: (flat, self.filters[c[0]], self.biases[c[0]], offsets,
+                                   out_flat, shortcut[0], c[1], alpha, beta),
+                        module.conv_task if plain_residual is None else None,
+                        lambda: self.fingerprint)
 
         def go(values):
             if copy_in is not None:
@@ -386,7 +400,7 @@ class DepthwiseStep(Step):
         out_value = self.outputs[0]
         out = rt.buffer(out_value)
         obs, oks, ors, ocs = out.strides()
-        kernel = blocked.compiled("depthwise", numpy.float32, (self.positions,)).depthwise
+        module = blocked.compiled("depthwise", numpy.float32, (self.positions,))
         cb = blocked.blocks(conv.out_channels)
         calls = []
         for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],
@@ -401,8 +415,10 @@ class DepthwiseStep(Step):
                 dilation_w=conv.dilation[1]))
         flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
-        call = _calling(kernel, calls, lambda geometry: (flat, self.filters, self.bias, out_flat,
-                                                          geometry, alpha, beta))
+        call = _calling(module.depthwise, calls,
+                        lambda geometry: (flat, self.filters, self.bias, out_flat, geometry,
+                                          alpha, beta), module.depthwise_task,
+                        lambda: self.fingerprint)
 
         def go(values):
             call()
@@ -441,9 +457,11 @@ class PoolStep(Step):
         flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
         if isinstance(layer, AvgPool2d):
             include = bool(layer.count_include_pad)
-            call = _calling(module.avg_pool, calls, lambda g: (flat, out_flat, g, include))
+            call = _calling(module.avg_pool, calls, lambda g: (flat, out_flat, g, include),
+                            module.avg_pool_task)
         else:
-            call = _calling(module.max_pool, calls, lambda g: (flat, out_flat, g))
+            call = _calling(module.max_pool, calls, lambda g: (flat, out_flat, g),
+                            module.max_pool_task)
 
         def go(values):
             call()
@@ -472,7 +490,8 @@ class GlobalPoolStep(Step):
                      n, cb, rt.threads_for(n * cb * blocked.LANES * self.h * self.w))]
         out_value = self.outputs[0]
         out = rt.kept((n, cb * blocked.LANES))
-        call = _calling(module.global_avg_pool, calls, lambda g: (flat, out, g))
+        call = _calling(module.global_avg_pool, calls, lambda g: (flat, out, g),
+                        module.global_avg_pool_task)
         result = out[:, : self.channels].reshape(n, self.channels, 1, 1)
 
         def go(values):
@@ -521,46 +540,68 @@ class AffineStep(Step):
 
 
 class MergeStep(Step):
-    """Add, Sub, Mul or Div of blocked tensors (a plain (N, C, 1, 1) one, such as a
-    squeeze-and-excitation gate, is blocked first and broadcast)."""
+    """Add, Sub, Mul or Div of blocked tensors on the merge kernel (a plain (N, C, 1, 1) one,
+    such as a squeeze-and-excitation gate, is put in lanes and broadcast; another plain one is
+    blocked first)."""
 
-    OPS = {Add: numpy.add, Sub: numpy.subtract, Mul: numpy.multiply, Div: numpy.divide}
+    OPS = {Add: "add", Sub: "sub", Mul: "mul", Div: "div"}
 
     def __init__(self, plan: Plan, layer, sources: list[int], out: int):
         self.plan, self.layer = plan, layer
         self.inputs, self.outputs = sources, [out]
-        self.op = next(op for kind, op in self.OPS.items() if isinstance(layer, kind))
+        self.op = next(blocked.MERGE_OPS[name] for kind, name in self.OPS.items()
+                       if isinstance(layer, kind))
 
     def bind(self, rt):
         n, plan = rt.n, self.plan
-        readers = []
+        readers, operands = [], []  # how each input reaches the kernel; (flat, strides, origin)
         for source in self.inputs:
             channels, h, w = plan.shapes[source]
             if plan.blocked[source]:
-                interior = rt.buffer(source).interior
-                readers.append(lambda values, interior=interior: interior)
+                x = rt.buffer(source)
+                operands.append((x.data.reshape(-1), x.strides(), x.origin()))
             elif (h, w) == (1, 1):  # a gate: its channels put in lanes, zero past C
                 lanes = numpy.zeros((n, blocked.blocks(channels) * blocked.LANES),
                                     numpy.float32)
-                view = lanes.reshape(n, -1, 1, 1, blocked.LANES)
+                operands.append((lanes.reshape(-1), (lanes.shape[1], blocked.LANES, 0, 0), 0))
 
-                def read(values, source=source, lanes=lanes, view=view, channels=channels):
+                def read(values, source=source, lanes=lanes, channels=channels):
                     lanes[:, :channels] = values[source].reshape(n, channels)
-                    return view
                 readers.append(read)
             else:
-                readers.append(lambda values, source=source: blocked.to_blocked(
-                    values[source], 0).interior)
+                kept = blocked.empty_blocked(n, channels, (h, w), 0)
+                operands.append((kept.data.reshape(-1), kept.strides(), kept.origin()))
+                readers.append(lambda values, source=source, kept=kept: blocked.to_blocked(
+                    values[source], 0, kept))
         out_value = self.outputs[0]
         out = rt.buffer(out_value)
-        inside = out.interior
-        op = self.op
+        channels, h, w = plan.shapes[out_value]
+        target = (out.data.reshape(-1), out.strides(), out.origin())
+        module = blocked.compiled("merge")
+        cb = blocked.blocks(channels)
+        splits = blocked.work_splits(n, cb, rt.threads_for(n * cb * blocked.LANES * h * w))
+        calls = []
+        for first, second in [(operands[0], operands[1])] + [(target, more)
+                                                              for more in operands[2:]]:
+            chunks = [numpy.array([b0, b1, k0, k1, h, w, *first[1], first[2], *second[1],
+                                   second[2], *target[1], target[2]], dtype=numpy.int64)
+                      for b0, b1, k0, k1 in splits]
+            calls.append(_calling(module.merge, chunks,
+                                  lambda g, a=first[0], b=second[0]: (a, b, target[0], g,
+                                                                      self.op),
+                                  module.merge_task))
+        # Div leaves 0/0 in the lanes past C: zero them, as every reader expects.
+        rest = channels % blocked.LANES
+        tail = out.interior[:, cb - 1, ..., rest:] if (
+            rest and self.op == blocked.MERGE_OPS["div"]) else None
 
         def go(values):
-            arrays = [read(values) for read in readers]
-            op(arrays[0], arrays[1], out=inside)
-            for more in arrays[2:]:
-                op(inside, more, out=inside)
+            for read in readers:
+                read(values)
+            for call in calls:
+                call()
+            if tail is not None:
+                tail[...] = 0
             values[out_value] = out
         return go
 
@@ -1050,7 +1091,7 @@ class Runner:
 
     def threads_for(self, work: int) -> int:
         """Threads for a step of `work` multiply-adds (or reads): one when handing part of it
-        to another thread costs more than it saves (waking one takes ~100 us here)."""
+        to another thread costs more than it saves."""
         return self.threads if work >= SPLIT_MIN_WORK else 1
 
     def run(self, arrays) -> list:
@@ -1077,11 +1118,12 @@ class Runner:
 _BLOCKED_WRITERS = (ConvStep, DepthwiseStep, PoolStep, ActivationStep, AffineStep, MergeStep,
                     ConcatStep)
 
-# A step with less work than this (multiply-adds) runs on one thread. Measured at batch 1, two
-# threads, load 2.7 on 2 cores (wall clock): splitting steps of 0.3-1 million multiply-adds lost
-# on every network (convnetjs 0.59 vs 0.42 ms, resnet8 1.61 vs 1.07), 3 million was no worse
-# than never splitting except on vggish (2.89 vs 2.32 ms; its 9.4 million steps lose there).
-SPLIT_MIN_WORK = 3_000_000
+# A step with less work than this (multiply-adds) runs on one thread: its chunks go to the team
+# (convnet.core.team), a handoff of 2-3 us. Measured at batch 1, two threads, median of 15
+# interleaved rounds (12:43 UTC, load 0.8): 100 thousand was best or within the noise of the
+# best of 30 thousand to 100 million on the eight bench networks (vggish 0.616 -> 0.384 ms
+# against never splitting, resnet8 0.276 -> 0.166, convnetjs 0.190 -> 0.128).
+SPLIT_MIN_WORK = 100_000
 
 
 class _ToBlocked(Step):

@@ -1,0 +1,255 @@
+"""A team of helper threads that share one step's work with a handoff of about a microsecond.
+
+`backend.run_chunks` hands work to pool threads through Python: a helper sleeps until woken,
+which costs about 90 us on this kind of VM, as much as a whole step of a small network on one
+image. The team's helpers instead wait in compiled code, without the GIL, spinning on a
+control vector for a while (SPIN_SECONDS) after each piece of work before they sleep, as
+onnxruntime's threads do. A step is a table of chunks, each a C function's address and its
+arguments (`Chunks`); the calling thread publishes the table and takes chunks too, each taken
+by one thread with a compare-and-swap, then spins until every chunk is done. A helper that is
+asleep is woken for it and joins late; one that never comes leaves all the chunks to the
+caller, so nothing waits on a thread that is not there.
+
+The control vector (int64): STATE holds generation << 32 | the next chunk's index; TABLE,
+COUNT and DONE the published table's address, its chunks and those finished; STOP tells the
+helpers to leave; then one slot per helper, 1 while it sleeps.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+
+import numpy
+
+from convnet.core import kernels
+from convnet.core.backend import num_threads
+
+STATE, TABLE, COUNT, DONE, STOP, ASLEEP = range(6)
+
+# How long a helper spins for the next step before it sleeps: more than the Python between
+# two steps (a few us) or two calls on one image (tens of us); less than a millisecond of a core.
+SPIN_SECONDS = 500e-6
+
+SOURCE = '''"""convnet's team of helper threads, compiled side (written by convnet.core.team)."""
+import numba
+
+from convnet.core.atomics import call_task, compare_swap, fetch_add, int64_at, load, pause, store
+
+STATE, TABLE, COUNT, DONE, STOP, ASLEEP = range(6)
+MASK = (1 << 32) - 1  # the chunk index in STATE
+ROW = 24  # bytes of a table row: the function's address, its ints' and its floats' addresses
+OPTIONS = dict(nogil=True, cache=True)
+
+
+@numba.njit(**OPTIONS)
+def take(control):
+    """Run chunks of the published table until none is left."""
+    while True:
+        state = load(control, STATE)
+        if (state & MASK) >= load(control, COUNT):
+            return
+        if compare_swap(control, STATE, state, state + 1):
+            row = int64_at(load(control, TABLE) + ROW * (state & MASK))
+            call_task(row[0], row[1], row[2])
+            fetch_add(control, DONE, 1)
+
+
+@numba.njit(**OPTIONS)
+def publish(control, table, count):
+    """Make `count` chunks of the table at address `table` the ones to take; returns how
+    many helpers are asleep."""
+    generation = (load(control, STATE) >> 32) + 1
+    store(control, STATE, (generation << 32) | MASK)  # nothing to take while the rest changes
+    store(control, TABLE, table)
+    store(control, COUNT, count)
+    store(control, DONE, 0)
+    store(control, STATE, generation << 32)
+    asleep = 0
+    for slot in range(ASLEEP, control.shape[0]):
+        asleep += load(control, slot)
+    return asleep
+
+
+@numba.njit(**OPTIONS)
+def run(control, table, count):
+    """publish, then finish unless a helper is asleep (the caller wakes it first): returns
+    the helpers asleep."""
+    asleep = publish(control, table, count)
+    if asleep == 0:
+        finish(control)
+    return asleep
+
+
+@numba.njit(**OPTIONS)
+def finish(control):
+    """Take chunks with the helpers, then wait until every chunk is done."""
+    take(control)
+    count = load(control, COUNT)
+    while load(control, DONE) < count:
+        pause()
+
+
+@numba.njit(**OPTIONS)
+def run_all(table, count):
+    """Every chunk of a table, on the calling thread."""
+    for index in range(count):
+        row = int64_at(table + ROW * index)
+        call_task(row[0], row[1], row[2])
+
+
+@numba.njit(**OPTIONS)
+def serve(control, slot, spins):
+    """A helper's loop: take chunks as they come; after `spins` idle pauses, mark the slot
+    asleep and return (unless a table came meanwhile)."""
+    store(control, slot, 0)
+    idle = 0
+    while load(control, STOP) == 0:
+        if (load(control, STATE) & MASK) < load(control, COUNT):
+            take(control)
+            idle = 0
+        elif idle < spins:
+            pause()
+            idle += 1
+        else:
+            store(control, slot, 1)
+            if (load(control, STATE) & MASK) < load(control, COUNT):
+                store(control, slot, 0)  # published after all: stay
+                idle = 0
+            else:
+                return
+
+
+@numba.njit(**OPTIONS)
+def spin(count):
+    for _ in range(count):
+        pause()
+'''
+
+
+class Chunks:
+    """One step's work as chunks for the team: `task` is the address of a C function
+    void f(int64 *ints, double *floats), and each chunk's arguments a sequence of arrays (given
+    as their address and shape among the ints, in order), ints and floats."""
+
+    def __init__(self, task: int, chunks: list):
+        rows = []
+        self._keep = []  # what the addresses point into
+        for args in chunks:
+            ints, floats = [], []
+            for arg in args:
+                if isinstance(arg, numpy.ndarray):
+                    if not arg.flags.c_contiguous:
+                        raise ValueError("team.Chunks: array arguments must be C-contiguous")
+                    ints += [arg.ctypes.data, *arg.shape]
+                    self._keep.append(arg)
+                elif isinstance(arg, (float, numpy.floating)):
+                    floats.append(float(arg))
+                else:
+                    ints.append(int(arg))
+            ints_array = numpy.array(ints or [0], numpy.int64)
+            floats_array = numpy.array(floats or [0.0], numpy.float64)
+            self._keep += [ints_array, floats_array]
+            rows.append((task, ints_array.ctypes.data, floats_array.ctypes.data))
+        self.table = numpy.array(rows, numpy.int64).reshape(len(rows), 3)
+        self.address = self.table.ctypes.data
+        self.count = len(rows)
+
+    def run(self) -> None:
+        """Every chunk, shared with the team's helpers."""
+        _team().run(self)
+
+
+class _Team:
+    def __init__(self, helpers: int):
+        self.module = kernels.import_source("convnet_team", SOURCE)
+        self.control = numpy.zeros(ASLEEP + helpers, numpy.int64)
+        self.control[ASLEEP:] = 1
+        self.helpers = helpers
+        self.busy = threading.Lock()
+        self.wakes = [threading.Event() for _ in range(helpers)]
+        self.spins = _spins_for(self.module, SPIN_SECONDS)
+        self.threads = [threading.Thread(target=self._serve, args=(slot,), daemon=True,
+                                         name=f"convnet-team-{slot}")
+                        for slot in range(helpers)]
+        for thread in self.threads:
+            thread.start()
+
+    def _serve(self, helper: int) -> None:
+        slot, wake = ASLEEP + helper, self.wakes[helper]
+        while True:
+            wake.wait()
+            wake.clear()
+            if self.control[STOP]:
+                return
+            self.module.serve(self.control, slot, self.spins)
+
+    def run(self, chunks: Chunks) -> None:
+        # A second thread running steps at the same time (two requests to a server) runs its
+        # chunks on its own: the control vector serves one table at a time.
+        if self.helpers == 0 or chunks.count == 1 or not self.busy.acquire(blocking=False):
+            self.module.run_all(chunks.address, chunks.count)
+            return
+        try:
+            if self.module.run(self.control, chunks.address, chunks.count):
+                for helper, wake in enumerate(self.wakes):
+                    if self.control[ASLEEP + helper]:
+                        wake.set()
+                self.module.finish(self.control)
+        finally:
+            self.busy.release()
+
+    def stop(self) -> None:
+        self.control[STOP] = 1
+        for wake in self.wakes:
+            wake.set()
+        for thread in self.threads:
+            thread.join(timeout=1)
+
+
+def _spins_for(module, seconds: float) -> int:
+    """Pauses that take about `seconds` on this CPU (a pause is 10-150 cycles by model)."""
+    module.spin(1)
+    count = 20_000
+    start = time.perf_counter()
+    module.spin(count)
+    per_pause = max((time.perf_counter() - start) / count, 1e-9)
+    return max(1, int(seconds / per_pause))
+
+
+_lock = threading.Lock()
+_current: _Team | None = None
+
+
+def _team() -> _Team:
+    """The team for backend.num_threads() threads (the caller and num_threads() - 1 helpers),
+    started on first use and again when the thread count changes."""
+    global _current
+    helpers = num_threads() - 1
+    team = _current
+    if team is None or team.helpers != helpers:
+        with _lock:
+            if _current is None or _current.helpers != helpers:
+                if _current is not None:
+                    _current.stop()
+                _current = _Team(helpers)
+            team = _current
+    return team
+
+
+def _stop() -> None:
+    if _current is not None:
+        _current.stop()
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of the helpers: start a team afresh on first use."""
+    global _current, _lock
+    _current, _lock = None, threading.Lock()
+
+
+atexit.register(_stop)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)

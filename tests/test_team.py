@@ -1,0 +1,146 @@
+"""The team of spinning helper threads (convnet.core.team): every chunk runs exactly once, the
+helpers really share the work, and a second caller, a forked child or a sleeping helper never
+makes a table hang or run twice."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba")
+
+from convnet.core import backend, team  # noqa: E402
+from convnet.core.atomics import fetch_add, float32_at, int64_at, load, pause, store  # noqa: E402
+
+SIGNATURE = numba.void(numba.types.CPointer(numba.int64), numba.types.CPointer(numba.float64))
+
+
+@numba.cfunc(SIGNATURE)
+def add_range(ints, floats):
+    """ints: out (address, size), start, stop, counts (address, size), chunk;
+    out[start:stop] += floats[0]; counts[chunk] += 1."""
+    out = numba.carray(float32_at(ints[0]), (ints[1],))
+    for k in range(ints[2], ints[3]):
+        out[k] += numba.float32(floats[0])
+    counts = numba.carray(int64_at(ints[4]), (ints[5],))
+    fetch_add(counts, ints[6], 1)
+
+
+@numba.cfunc(SIGNATURE)
+def meet(ints, floats):
+    """ints: flags (address, size), chunk, spins. Chunk 1 raises its flag; chunk 0 waits (at
+    most `spins` pauses) for it and records in flags[2] whether it came: only a second thread
+    running at the same time can raise it."""
+    flags = numba.carray(int64_at(ints[0]), (ints[1],))
+    if ints[2] == 1:
+        store(flags, 1, 1)
+        return
+    for _ in range(ints[3]):
+        if load(flags, 1) == 1:
+            store(flags, 2, 1)
+            return
+        pause()
+
+
+@pytest.fixture
+def two_threads():
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    yield
+    backend.set_num_threads(previous)
+
+
+def _adding(out, counts, pieces: int, value: float) -> team.Chunks:
+    bounds = np.linspace(0, out.size, pieces + 1).astype(int)
+    return team.Chunks(add_range.address, [
+        (out, int(bounds[k]), int(bounds[k + 1]), counts, k, value) for k in range(pieces)])
+
+
+def test_every_chunk_runs_once_each_time(two_threads):
+    out = np.zeros(10_000, np.float32)
+    counts = np.zeros(7, np.int64)
+    chunks = _adding(out, counts, 7, 1.0)
+    for done in range(1, 301):
+        chunks.run()
+        if done % 100 == 0:
+            time.sleep(0.01)  # long enough for the helper to fall asleep: it must be woken
+    np.testing.assert_array_equal(counts, np.full(7, 300))
+    np.testing.assert_array_equal(out, np.full(10_000, 300, np.float32))
+
+
+def test_a_helper_takes_chunks_at_the_same_time_as_the_caller(two_threads):
+    flags = np.zeros(3, np.int64)
+    spins = 200_000_000  # a few seconds at most; the helper answers in microseconds
+    chunks = team.Chunks(meet.address, [(flags, 0, spins), (flags, 1, spins)])
+    chunks.run()
+    assert flags[1] == 1
+    assert flags[2] == 1, "chunk 1 was not run while chunk 0 waited: no helper took it"
+
+
+def test_one_thread_runs_every_chunk_itself():
+    previous = backend.num_threads()
+    backend.set_num_threads(1)
+    try:
+        out = np.zeros(100, np.float32)
+        counts = np.zeros(4, np.int64)
+        _adding(out, counts, 4, 2.0).run()
+        np.testing.assert_array_equal(counts, np.ones(4))
+        np.testing.assert_array_equal(out, np.full(100, 2, np.float32))
+    finally:
+        backend.set_num_threads(previous)
+
+
+def test_two_callers_at_once_each_get_their_own_table_done(two_threads):
+    """While one thread's table holds the team, the other's runs on its caller alone."""
+    results = {}
+
+    def caller(name: str, value: float):
+        out = np.zeros(5_000, np.float32)
+        counts = np.zeros(5, np.int64)
+        chunks = _adding(out, counts, 5, value)
+        for _ in range(400):
+            chunks.run()
+        results[name] = (out, counts)
+
+    threads = [threading.Thread(target=caller, args=(name, value))
+               for name, value in (("a", 1.0), ("b", 3.0))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a caller hung"
+    for name, value in (("a", 1.0), ("b", 3.0)):
+        out, counts = results[name]
+        np.testing.assert_array_equal(counts, np.full(5, 400))
+        np.testing.assert_array_equal(out, np.full(5_000, 400 * value, np.float32))
+
+
+def _run_in_child(queue):
+    out = np.zeros(1_000, np.float32)
+    counts = np.zeros(3, np.int64)
+    _adding(out, counts, 3, 1.0).run()
+    queue.put((counts.tolist(), float(out.sum())))
+
+
+def test_a_forked_child_runs_tables_without_the_parents_helpers(two_threads):
+    out = np.zeros(100, np.float32)
+    _adding(out, np.zeros(2, np.int64), 2, 1.0).run()  # the parent's team is running
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_run_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("a forked child hung running a table")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == ([1, 1, 1], 1000.0)
+
+
+def test_arrays_must_be_contiguous():
+    with pytest.raises(ValueError, match="C-contiguous"):
+        team.Chunks(add_range.address, [(np.zeros((4, 4), np.float32)[:, 1],)])

@@ -39,15 +39,15 @@ def plan_steps(model, x, repeats: int) -> list[tuple[str, float]]:
                  key=lambda rt: rt.n)  # the pieces' (the last piece may be smaller)
     piece = runner.n
     pieces = [x[b : b + piece] for b in range(0, len(x) - piece + 1, piece)]  # whole pieces
-    best = np.full(len(runner.calls), np.inf)
+    best = np.full(len(runner.bounds), np.inf)
     for _ in range(repeats):
-        total = np.zeros(len(runner.calls))
+        total = np.zeros(len(runner.bounds))
         for part in pieces:
             values: list = [None] * plan.graph.values
             values[plan.graph.inputs[0]] = part
-            for index, (go, _drops) in enumerate(runner.calls):
+            for index, bound in enumerate(runner.bounds):  # each step alone, not in segments
                 start = time.perf_counter()
-                go(values)
+                bound(values)
                 total[index] += time.perf_counter() - start
         best = np.minimum(best, total * len(x) / (piece * len(pieces)))
     rows = []

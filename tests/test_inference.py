@@ -319,6 +319,33 @@ def test_one_image_split_over_two_threads(batch, monkeypatch, rng):
         backend.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_network_of_kernels_runs_as_one_program(threads, monkeypatch, rng):
+    """lenet5 and mobilenet-mini on one image: every step (the dense layers and the
+    squeeze-and-excitation gates included) in one segment, whose kernels run back to back in
+    one team.Program; the answers equal the layers', before and after the weights change."""
+    monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        for name in ("lenet5", "mobilenet-mini"):
+            model = zoo.build_model(name)
+            randomize_batch_norms(model, rng)
+            model.eval()
+            x = rng.standard_normal((1, *zoo.MODELS[name].input_shape)).astype(np.float32)
+            assert_matches(planned(model, x), reference(model, x))
+            plan = next(iter(model._inference_plans.values()))
+            (runner,) = plan._runners[(1, threads)]
+            kinds = [type(call).__name__ for call, _ in runner.calls]
+            assert kinds == ["Segment"], kinds
+            dense = [layer for layer in model.modules()
+                     if isinstance(layer, (cn.Linear, cn.Conv2d))][-1]
+            dense.weight.data = (dense.weight.data * -2).astype(np.float32)
+            assert_matches(planned(model, x), reference(model, x))
+    finally:
+        backend.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("batch", [4, 5, 9])
 def test_a_batch_split_by_whole_images_between_threads(batch, rng):
     """Two threads, each taking whole images through every step on its own (runners of one

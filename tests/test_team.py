@@ -46,6 +46,16 @@ def meet(ints, floats):
         pause()
 
 
+@numba.cfunc(SIGNATURE)
+def reverse_range(ints, floats):
+    """ints: source (address, size), target (address, size), start, stop:
+    target[k] = source[size - 1 - k] + 1 for start <= k < stop (reads other chunks' ranges)."""
+    source = numba.carray(float32_at(ints[0]), (ints[1],))
+    target = numba.carray(float32_at(ints[2]), (ints[3],))
+    for k in range(ints[4], ints[5]):
+        target[k] = source[ints[1] - 1 - k] + numba.float32(1)
+
+
 @pytest.fixture
 def two_threads():
     previous = backend.num_threads()
@@ -54,10 +64,10 @@ def two_threads():
     backend.set_num_threads(previous)
 
 
-def _adding(out, counts, pieces: int, value: float) -> team.Chunks:
+def _adding(out, counts, pieces: int, value: float) -> team.Program:
     bounds = np.linspace(0, out.size, pieces + 1).astype(int)
-    return team.Chunks(add_range.address, [
-        (out, int(bounds[k]), int(bounds[k + 1]), counts, k, value) for k in range(pieces)])
+    return team.Program([(add_range.address, [
+        (out, int(bounds[k]), int(bounds[k + 1]), counts, k, value) for k in range(pieces)])])
 
 
 def test_every_chunk_runs_once_each_time(two_threads):
@@ -72,10 +82,32 @@ def test_every_chunk_runs_once_each_time(two_threads):
     np.testing.assert_array_equal(out, np.full(10_000, 300, np.float32))
 
 
+def test_each_step_starts_after_the_step_before_it_is_done(two_threads):
+    """Four steps passing an array back and forth reversed, each chunk reading the ranges other
+    chunks of the step before wrote: any chunk run early reads stale values."""
+    size, pieces = 200_000, 4
+    a, b = np.zeros(size, np.float32), np.zeros(size, np.float32)
+    bounds = np.linspace(0, size, pieces + 1).astype(int)
+
+    def step(source, target):
+        return (reverse_range.address, [(source, target, int(bounds[k]), int(bounds[k + 1]))
+                                        for k in range(pieces)])
+
+    program = team.Program([step(a, b), step(b, a), step(a, b), step(b, a)])
+    expected = np.zeros(size, np.float32)
+    for _ in range(50):
+        program.run()
+        for _ in range(4):
+            expected = expected[::-1] + 1
+        np.testing.assert_array_equal(a, expected)
+    program.run(shared=False)
+    np.testing.assert_array_equal(a, expected + 4)
+
+
 def test_a_helper_takes_chunks_at_the_same_time_as_the_caller(two_threads):
     flags = np.zeros(3, np.int64)
     spins = 200_000_000  # a few seconds at most; the helper answers in microseconds
-    chunks = team.Chunks(meet.address, [(flags, 0, spins), (flags, 1, spins)])
+    chunks = team.Program([(meet.address, [(flags, 0, spins), (flags, 1, spins)])])
     chunks.run()
     assert flags[1] == 1
     assert flags[2] == 1, "chunk 1 was not run while chunk 0 waited: no helper took it"
@@ -143,4 +175,4 @@ def test_a_forked_child_runs_tables_without_the_parents_helpers(two_threads):
 
 def test_arrays_must_be_contiguous():
     with pytest.raises(ValueError, match="C-contiguous"):
-        team.Chunks(add_range.address, [(np.zeros((4, 4), np.float32)[:, 1],)])
+        team.Program([(add_range.address, [(np.zeros((4, 4), np.float32)[:, 1],)])])

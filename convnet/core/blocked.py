@@ -568,16 +568,17 @@ def global_avg_pool(x, out, geometry):
 
 
 # Add, Sub, Mul, Div of two blocked tensors, one of which may be a per-channel gate (row and
-# column strides 0): what MergeStep runs.
-MERGE_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
+# column strides 0), and copies of blocks: what MergeStep and ConcatStep run.
+MERGE_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3, "copy": 4}  # copy: out = a
 
 MERGE_SOURCE = '''
 def merge(a, b, out, geometry, op):
     """out = a (op) b over images b0 <= n < b1, channel blocks k0 <= cb < k1 and h x w
     positions, each of a, b and out read at n*batch + cb*block + i*row + j*col + origin + lane
     with its own strides (geometry: b0, b1, k0, k1, h, w, then batch, block, row, col, origin of
-    a, of b and of out)."""
+    a, of b and of out, then the last block and the lane of it from which out is set to 0)."""
     b0, b1, k0, k1, h, w = geometry[:6]
+    last_block, zero_from = geometry[21:23]
     a_batch, a_block, a_row, a_col, a_origin = geometry[6:11]
     b_batch, b_block, b_row, b_col, b_origin = geometry[11:16]
     o_batch, o_block, o_row, o_col, o_origin = geometry[16:21]
@@ -600,9 +601,38 @@ def merge(a, b, out, geometry, op):
                     elif op == 2:
                         for lane in range(8):
                             out[at_o + lane] = a[at_a + lane] * b[at_b + lane]
-                    else:
+                    elif op == 3:
                         for lane in range(8):
                             out[at_o + lane] = a[at_a + lane] / b[at_b + lane]
+                    else:
+                        for lane in range(8):
+                            out[at_o + lane] = a[at_a + lane]
+            if cb == last_block:  # lanes past the channels: 0, whatever op gave there
+                for i in range(h):
+                    po = n * o_batch + cb * o_block + i * o_row + o_origin
+                    for j in range(w):
+                        for lane in range(zero_from, 8):
+                            out[INDEX(po + j * o_col + lane)] = ZERO
+'''
+
+
+DENSE_SOURCE = '''
+def dense(x, w, bias, out, geometry, alpha, beta):
+    """out[n*out_row + o] = act(bias[o] + sum_i x[n*x_row + i] * w[i*outs + o]) for images
+    n0 <= n < n1 and outputs o0 <= o < o1; w is (inputs, outs). A small product (one image, a
+    squeeze-and-excitation block) costs less here than BLAS's call and NumPy's passes."""
+    n0, n1, o0, o1, inputs, outs, x_row, out_row, act = geometry[:9]
+    for n in range(n0, n1):
+        base = n * out_row
+        for o in range(o0, o1):
+            out[INDEX(base + o)] = bias[INDEX(o)]
+        for i in range(inputs):
+            xi = x[INDEX(n * x_row + i)]
+            row = i * outs
+            for o in range(o0, o1):
+                out[INDEX(base + o)] += xi * w[INDEX(row + o)]
+        for o in range(o0, o1):
+            out[INDEX(base + o)] = activate(out[INDEX(base + o)], act, alpha, beta)
 '''
 
 
@@ -713,11 +743,14 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         footer = (f"depthwise = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
                   f"{scalar}, {scalar}), {options})(depthwise)\n\n\n"
                   + _task_source("depthwise", "ffffi", 2, dtype_name))
-    elif kind == "merge":
-        body = MERGE_SOURCE
+    elif kind == "merge":  # merges, copies and small dense products
+        body = MERGE_SOURCE + "\n\n" + ACTIVATE_SOURCE + "\n\n" + DENSE_SOURCE
         footer = (f"merge = numba.njit(({flat}, {flat}, {flat}, {geometry}, numba.int64), "
-                  f"{options}, error_model='numpy')(merge)\n\n\n"  # x / 0 is inf, no raise
-                  + _task_source("merge", "fffi", 0, dtype_name, "ints[8]"))
+                  f"{options}, error_model='numpy')(merge)\n"  # x / 0 is inf, no raise
+                  f"dense = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, {scalar}, "
+                  f"{scalar}), {options})(dense)\n\n\n"
+                  + _task_source("merge", "fffi", 0, dtype_name, "ints[8]") + "\n\n\n"
+                  + _task_source("dense", "ffffi", 2, dtype_name))
     else:
         body = POOL_SOURCE
         footer = "\n".join([

@@ -1,17 +1,22 @@
-"""A team of helper threads that share one step's work with a handoff of about a microsecond.
+"""A team of helper threads that share the work of a run of steps with a handoff of about a
+microsecond.
 
 `backend.run_chunks` hands work to pool threads through Python: a helper sleeps until woken,
 which costs about 90 us on this kind of VM, as much as a whole step of a small network on one
 image. The team's helpers instead wait in compiled code, without the GIL, spinning on a
 control vector for a while (SPIN_SECONDS) after each piece of work before they sleep, as
-onnxruntime's threads do. A step is a table of chunks, each a C function's address and its
-arguments (`Chunks`); the calling thread publishes the table and takes chunks too, each taken
-by one thread with a compare-and-swap, then spins until every chunk is done. A helper that is
-asleep is woken for it and joins late; one that never comes leaves all the chunks to the
-caller, so nothing waits on a thread that is not there.
+onnxruntime's threads do.
 
-The control vector (int64): STATE holds generation << 32 | the next chunk's index; TABLE,
-COUNT and DONE the published table's address, its chunks and those finished; STOP tells the
+The work is a `Program`: steps one after the other, each a few chunks, each chunk a C
+function's address and its arguments. The calling thread publishes the program's table of
+chunks and takes chunks too, in order, each taken by one thread with a compare-and-swap; a
+thread that takes a chunk of a step first waits until the step before it is done, so a run of
+kernels goes with no Python between them. A helper that is asleep is woken and joins late; one
+that never comes leaves every chunk to the caller, so nothing waits on a thread not there.
+
+The control vector (int64): STATE holds generation << 32 | the next chunk's index; TABLE and
+COUNT the published table's address and its chunks; DONE and COUNTS the addresses of the
+program's per-step counters (chunks finished, chunks) and STEPS their length; STOP tells the
 helpers to leave; then one slot per helper, 1 while it sleeps.
 """
 
@@ -27,7 +32,7 @@ import numpy
 from convnet.core import kernels
 from convnet.core.backend import num_threads
 
-STATE, TABLE, COUNT, DONE, STOP, ASLEEP = range(6)
+STATE, TABLE, COUNT, DONE, COUNTS, STEPS, STOP, ASLEEP = range(8)
 
 # How long a helper spins for the next step before it sleeps: more than the Python between
 # two steps (a few us) or two calls on one image (tens of us); less than a millisecond of a core.
@@ -36,36 +41,55 @@ SPIN_SECONDS = 500e-6
 SOURCE = '''"""convnet's team of helper threads, compiled side (written by convnet.core.team)."""
 import numba
 
-from convnet.core.atomics import call_task, compare_swap, fetch_add, int64_at, load, pause, store
+from convnet.core.atomics import (call_task, compare_swap, fetch_add, int64_at, load, pause,
+                                  store)
 
-STATE, TABLE, COUNT, DONE, STOP, ASLEEP = range(6)
+STATE, TABLE, COUNT, DONE, COUNTS, STEPS, STOP, ASLEEP = range(8)
 MASK = (1 << 32) - 1  # the chunk index in STATE
-ROW = 24  # bytes of a table row: the function's address, its ints' and its floats' addresses
+ROW = 32  # bytes of a table row: the function's address, its ints', its floats', its step
 OPTIONS = dict(nogil=True, cache=True)
 
 
 @numba.njit(**OPTIONS)
+def counters(control):
+    """The published program's per-step counters: chunks done, chunks."""
+    steps = load(control, STEPS)
+    return (numba.carray(int64_at(load(control, DONE)), (steps,)),
+            numba.carray(int64_at(load(control, COUNTS)), (steps,)))
+
+
+@numba.njit(**OPTIONS)
 def take(control):
-    """Run chunks of the published table until none is left."""
+    """Run chunks of the published table until none is left, each after its step's
+    predecessor is done."""
     while True:
         state = load(control, STATE)
         if (state & MASK) >= load(control, COUNT):
             return
         if compare_swap(control, STATE, state, state + 1):
             row = int64_at(load(control, TABLE) + ROW * (state & MASK))
+            step = row[3]
+            done, counts = counters(control)
+            if step > 0:
+                while load(done, step - 1) < counts[step - 1]:
+                    pause()
             call_task(row[0], row[1], row[2])
-            fetch_add(control, DONE, 1)
+            fetch_add(done, step, 1)
 
 
 @numba.njit(**OPTIONS)
-def publish(control, table, count):
-    """Make `count` chunks of the table at address `table` the ones to take; returns how
-    many helpers are asleep."""
+def publish(control, table, count, done, counts):
+    """Make the program (its table of `count` chunks, its per-step counters `done`, zeroed
+    here, and `counts`) the one to take; returns how many helpers are asleep."""
     generation = (load(control, STATE) >> 32) + 1
     store(control, STATE, (generation << 32) | MASK)  # nothing to take while the rest changes
+    for step in range(done.shape[0]):
+        store(done, step, 0)
     store(control, TABLE, table)
     store(control, COUNT, count)
-    store(control, DONE, 0)
+    store(control, DONE, done.ctypes.data)
+    store(control, COUNTS, counts.ctypes.data)
+    store(control, STEPS, done.shape[0])
     store(control, STATE, generation << 32)
     asleep = 0
     for slot in range(ASLEEP, control.shape[0]):
@@ -74,27 +98,29 @@ def publish(control, table, count):
 
 
 @numba.njit(**OPTIONS)
-def run(control, table, count):
+def finish(control):
+    """Take chunks with the helpers, then wait until the last step (and so every step) is
+    done."""
+    take(control)
+    done, counts = counters(control)
+    last = done.shape[0] - 1
+    while load(done, last) < counts[last]:
+        pause()
+
+
+@numba.njit(**OPTIONS)
+def run(control, table, count, done, counts):
     """publish, then finish unless a helper is asleep (the caller wakes it first): returns
     the helpers asleep."""
-    asleep = publish(control, table, count)
+    asleep = publish(control, table, count, done, counts)
     if asleep == 0:
         finish(control)
     return asleep
 
 
 @numba.njit(**OPTIONS)
-def finish(control):
-    """Take chunks with the helpers, then wait until every chunk is done."""
-    take(control)
-    count = load(control, COUNT)
-    while load(control, DONE) < count:
-        pause()
-
-
-@numba.njit(**OPTIONS)
 def run_all(table, count):
-    """Every chunk of a table, on the calling thread."""
+    """Every chunk of a table in order, on the calling thread."""
     for index in range(count):
         row = int64_at(table + ROW * index)
         call_task(row[0], row[1], row[2])
@@ -129,42 +155,51 @@ def spin(count):
 '''
 
 
-class Chunks:
-    """One step's work as chunks for the team: `task` is the address of a C function
-    void f(int64 *ints, double *floats), and each chunk's arguments a sequence of arrays (given
-    as their address and shape among the ints, in order), ints and floats."""
+class Program:
+    """Steps for the team, one after the other: `steps` is a list of (task, chunks), where
+    `task` is the address of a C function void f(int64 *ints, double *floats) and each chunk
+    a sequence of its arguments: arrays (given as their address and shape among the ints, in
+    order), ints and floats. The arrays must outlive the program (it keeps them)."""
 
-    def __init__(self, task: int, chunks: list):
+    def __init__(self, steps: list):
         rows = []
         self._keep = []  # what the addresses point into
-        for args in chunks:
-            ints, floats = [], []
-            for arg in args:
-                if isinstance(arg, numpy.ndarray):
-                    if not arg.flags.c_contiguous:
-                        raise ValueError("team.Chunks: array arguments must be C-contiguous")
-                    ints += [arg.ctypes.data, *arg.shape]
-                    self._keep.append(arg)
-                elif isinstance(arg, (float, numpy.floating)):
-                    floats.append(float(arg))
-                else:
-                    ints.append(int(arg))
-            ints_array = numpy.array(ints or [0], numpy.int64)
-            floats_array = numpy.array(floats or [0.0], numpy.float64)
-            self._keep += [ints_array, floats_array]
-            rows.append((task, ints_array.ctypes.data, floats_array.ctypes.data))
-        self.table = numpy.array(rows, numpy.int64).reshape(len(rows), 3)
+        for step, (task, chunks) in enumerate(steps):
+            for args in chunks:
+                ints, floats = [], []
+                for arg in args:
+                    if isinstance(arg, numpy.ndarray):
+                        if not arg.flags.c_contiguous:
+                            raise ValueError("team.Program: array arguments must be "
+                                             "C-contiguous")
+                        ints += [arg.ctypes.data, *arg.shape]
+                        self._keep.append(arg)
+                    elif isinstance(arg, (float, numpy.floating)):
+                        floats.append(float(arg))
+                    else:
+                        ints.append(int(arg))
+                ints_array = numpy.array(ints or [0], numpy.int64)
+                floats_array = numpy.array(floats or [0.0], numpy.float64)
+                self._keep += [ints_array, floats_array]
+                rows.append((task, ints_array.ctypes.data, floats_array.ctypes.data, step))
+        self.table = numpy.array(rows, numpy.int64).reshape(len(rows), 4)
         self.address = self.table.ctypes.data
         self.count = len(rows)
+        self.counts = numpy.array([len(chunks) for _, chunks in steps], numpy.int64)
+        self.done = numpy.zeros(len(steps), numpy.int64)
 
-    def run(self) -> None:
-        """Every chunk, shared with the team's helpers."""
-        _team().run(self)
+    def run(self, shared: bool = True) -> None:
+        """Every chunk: shared with the team's helpers, or on the calling thread alone (in
+        order) when not `shared` (a thread of `backend.run_chunks` running its own part)."""
+        if shared:
+            _team().run(self)
+        else:
+            _compiled().run_all(self.address, self.count)
 
 
 class _Team:
     def __init__(self, helpers: int):
-        self.module = kernels.import_source("convnet_team", SOURCE)
+        self.module = _compiled()
         self.control = numpy.zeros(ASLEEP + helpers, numpy.int64)
         self.control[ASLEEP:] = 1
         self.helpers = helpers
@@ -186,14 +221,15 @@ class _Team:
                 return
             self.module.serve(self.control, slot, self.spins)
 
-    def run(self, chunks: Chunks) -> None:
+    def run(self, program: Program) -> None:
         # A second thread running steps at the same time (two requests to a server) runs its
         # chunks on its own: the control vector serves one table at a time.
-        if self.helpers == 0 or chunks.count == 1 or not self.busy.acquire(blocking=False):
-            self.module.run_all(chunks.address, chunks.count)
+        if self.helpers == 0 or program.count == 1 or not self.busy.acquire(blocking=False):
+            self.module.run_all(program.address, program.count)
             return
         try:
-            if self.module.run(self.control, chunks.address, chunks.count):
+            if self.module.run(self.control, program.address, program.count, program.done,
+                               program.counts):
                 for helper, wake in enumerate(self.wakes):
                     if self.control[ASLEEP + helper]:
                         wake.set()
@@ -221,6 +257,15 @@ def _spins_for(module, seconds: float) -> int:
 
 _lock = threading.Lock()
 _current: _Team | None = None
+_module = None
+
+
+def _compiled():
+    """The compiled side (compiled once per machine, loaded once per process)."""
+    global _module
+    if _module is None:
+        _module = kernels.import_source("convnet_team", SOURCE)
+    return _module
 
 
 def _team() -> _Team:

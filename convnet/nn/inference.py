@@ -181,11 +181,11 @@ class Step:
     def prepare(self) -> None:
         """(Re)pack what the step keeps from its layers' weights."""
 
-    def bind(self, rt: Runner):
-        """A function of the values list that runs the step with the buffers of `rt`: what
-        depends only on shapes (geometry, strides, work splits) is worked out here, once per
-        batch size; the packed weights are read at each call (a repack replaces them)."""
-        return lambda values: self.run(values, rt)
+    def bind(self, rt: Runner) -> Bound:
+        """The step with the buffers of `rt`: what depends only on shapes (geometry, strides,
+        work splits) is worked out here, once per batch size; the packed weights are read at
+        each call (a repack replaces them)."""
+        return Bound(lambda values: self.run(values, rt))
 
     def run(self, values: list, rt: Runner) -> None:
         raise NotImplementedError
@@ -197,25 +197,85 @@ def _plain_strides(shape) -> tuple[int, int, int, int]:
     return (c * h * w, h * w, w, 1)
 
 
-def _calling(kernel, chunks, args_of, task=None, packed=lambda: None):
-    """A function running kernel(*args_of(chunk)) for every chunk: over the team's threads
-    when there is more than one chunk and the kernel has a `task` (its C-callable twin, see
-    `convnet.core.team`), else over the worker threads. The team's table of chunks holds the
+class KernelCall:
+    """kernel(*args_of(chunk)) for every chunk of a step. Called alone, it runs them over the
+    team's threads when there is more than one chunk and the kernel has a `task` (its
+    C-callable twin, see `convnet.core.team`), else over the worker threads. With a task it
+    can also join a `Segment`: a run of steps' chunks in one program. A program holds the
     arrays' addresses: it is made again when `packed()` (what the step's packed filters were
     made from) is another."""
-    if len(chunks) == 1:
-        (chunk,) = chunks
-        return lambda: kernel(*args_of(chunk))
-    if task is None:
-        return lambda: run_chunks(lambda chunk: kernel(*args_of(chunk)), chunks)
-    made: list = [None, None]  # packed(), the table made with the arrays it stands for
 
-    def call():
-        if made[1] is None or packed() is not made[0]:
-            made[0] = packed()
-            made[1] = team.Chunks(task.address, [args_of(c) for c in chunks])
-        made[1].run()
-    return call
+    def __init__(self, kernel, chunks, args_of, task=None, packed=lambda: None):
+        self.kernel, self.chunks, self.args_of = kernel, chunks, args_of
+        self.task, self.packed = task, packed
+        self._program, self._packed = None, None
+
+    def step(self) -> tuple:
+        """(task address, every chunk's arguments): one step of a team.Program."""
+        return self.task.address, [self.args_of(chunk) for chunk in self.chunks]
+
+    def __call__(self) -> None:
+        if len(self.chunks) == 1:
+            self.kernel(*self.args_of(self.chunks[0]))
+        elif self.task is None:
+            run_chunks(lambda chunk: self.kernel(*self.args_of(chunk)), self.chunks)
+        else:
+            if self._program is None or self.packed() is not self._packed:
+                self._packed = self.packed()
+                self._program = team.Program([self.step()])
+            self._program.run()
+
+
+class Bound:
+    """A step bound to a runner's buffers: `pre(values)` (Python reading the values before the
+    kernels: None, or copies into the kernels' inputs), `calls` (KernelCalls, in order), then
+    `post(values)` (Python: setting the step's outputs in the values, or all of a step that
+    runs no kernel). `bookkeeping`: a step with no kernel whose post only names values anew
+    (a reshape, an alias), so that it can sit in a segment (its post runs after it)."""
+
+    def __init__(self, post, calls=(), pre=None, bookkeeping: bool = False):
+        self.post, self.calls, self.pre = post, list(calls), pre
+        self.bookkeeping = bookkeeping
+
+    @property
+    def joins(self) -> bool:
+        """Whether it can be part of a segment: every kernel has a task, or it has none and
+        only keeps the books."""
+        if not self.calls:
+            return self.bookkeeping
+        return all(call.task is not None for call in self.calls)
+
+    def __call__(self, values) -> None:
+        if self.pre is not None:
+            self.pre(values)
+        for call in self.calls:
+            call()
+        self.post(values)
+
+
+class Segment:
+    """Consecutive bound steps whose kernels run as one team.Program: no Python between
+    them, one handoff to the team's threads for the lot (or none, on a runner of one thread).
+    Only the first step may have Python before its kernels."""
+
+    def __init__(self, bounds: list[Bound], shared: bool):
+        self.bounds, self.shared = bounds, shared
+        self.calls = [call for bound in bounds for call in bound.calls]
+        self.pre = bounds[0].pre
+        self.posts = [bound.post for bound in bounds]
+        self._program, self._packed = None, None
+
+    def __call__(self, values) -> None:
+        if self.pre is not None:
+            self.pre(values)
+        packed = [call.packed() for call in self.calls]
+        if self._program is None or any(a is not b for a, b in zip(packed, self._packed,
+                                                                    strict=True)):
+            self._program = team.Program([call.step() for call in self.calls])
+            self._packed = packed
+        self._program.run(self.shared)
+        for post in self.posts:
+            post(values)
 
 
 class ConvStep(Step):
@@ -346,21 +406,23 @@ class ConvStep(Step):
                         fields["res_block"])
                 calls.append((g, geometry))
         shortcut = [residual]
-        call = _calling(module.conv, calls,
-                        lambda c: (flat, self.filters[c[0]], self.biases[c[0]], offsets,
-                                   out_flat, shortcut[0], c[1], alpha, beta),
-                        module.conv_task if plain_residual is None else None,
-                        lambda: self.fingerprint)
+        call = KernelCall(module.conv, calls,
+                          lambda c: (flat, self.filters[c[0]], self.biases[c[0]], offsets,
+                                     out_flat, shortcut[0], c[1], alpha, beta),
+                          module.conv_task if plain_residual is None else None,
+                          lambda: self.fingerprint)
 
-        def go(values):
+        def pre(values):
             if copy_in is not None:
                 numpy.copyto(copy_in, values[source])
             if plain_residual is not None:
                 shortcut[0] = numpy.ascontiguousarray(values[plain_residual],
                                                       numpy.float32).reshape(-1)
-            call()
+
+        def post(values):
             values[out_value] = out
-        return go
+        return Bound(post, [call], pre if copy_in is not None or plain_residual is not None
+                     else None)
 
 
 _EMPTY = numpy.zeros(1, numpy.float32)
@@ -415,15 +477,14 @@ class DepthwiseStep(Step):
                 dilation_w=conv.dilation[1]))
         flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
-        call = _calling(module.depthwise, calls,
-                        lambda geometry: (flat, self.filters, self.bias, out_flat, geometry,
-                                          alpha, beta), module.depthwise_task,
-                        lambda: self.fingerprint)
+        call = KernelCall(module.depthwise, calls,
+                          lambda geometry: (flat, self.filters, self.bias, out_flat, geometry,
+                                            alpha, beta), module.depthwise_task,
+                          lambda: self.fingerprint)
 
-        def go(values):
-            call()
+        def post(values):
             values[out_value] = out
-        return go
+        return Bound(post, [call])
 
 
 class PoolStep(Step):
@@ -457,16 +518,15 @@ class PoolStep(Step):
         flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
         if isinstance(layer, AvgPool2d):
             include = bool(layer.count_include_pad)
-            call = _calling(module.avg_pool, calls, lambda g: (flat, out_flat, g, include),
-                            module.avg_pool_task)
+            call = KernelCall(module.avg_pool, calls, lambda g: (flat, out_flat, g, include),
+                              module.avg_pool_task)
         else:
-            call = _calling(module.max_pool, calls, lambda g: (flat, out_flat, g),
-                            module.max_pool_task)
+            call = KernelCall(module.max_pool, calls, lambda g: (flat, out_flat, g),
+                              module.max_pool_task)
 
-        def go(values):
-            call()
+        def post(values):
             values[out_value] = out
-        return go
+        return Bound(post, [call])
 
 
 class GlobalPoolStep(Step):
@@ -490,14 +550,14 @@ class GlobalPoolStep(Step):
                      n, cb, rt.threads_for(n * cb * blocked.LANES * self.h * self.w))]
         out_value = self.outputs[0]
         out = rt.kept((n, cb * blocked.LANES))
-        call = _calling(module.global_avg_pool, calls, lambda g: (flat, out, g),
-                        module.global_avg_pool_task)
+        call = KernelCall(module.global_avg_pool, calls, lambda g: (flat, out, g),
+                          module.global_avg_pool_task)
         result = out[:, : self.channels].reshape(n, self.channels, 1, 1)
+        rt.rows[out_value] = out  # a DenseStep reading this reads the rows as they lie
 
-        def go(values):
-            call()
+        def post(values):
             values[out_value] = result
-        return go
+        return Bound(post, [call])
 
 
 class ActivationStep(Step):
@@ -560,6 +620,9 @@ class MergeStep(Step):
             if plan.blocked[source]:
                 x = rt.buffer(source)
                 operands.append((x.data.reshape(-1), x.strides(), x.origin()))
+            elif (h, w) == (1, 1) and source in rt.gates:  # a DenseStep's padded rows
+                lanes = rt.gates[source]
+                operands.append((lanes.reshape(-1), (lanes.shape[1], blocked.LANES, 0, 0), 0))
             elif (h, w) == (1, 1):  # a gate: its channels put in lanes, zero past C
                 lanes = numpy.zeros((n, blocked.blocks(channels) * blocked.LANES),
                                     numpy.float32)
@@ -581,29 +644,27 @@ class MergeStep(Step):
         cb = blocked.blocks(channels)
         splits = blocked.work_splits(n, cb, rt.threads_for(n * cb * blocked.LANES * h * w))
         calls = []
+        # Div leaves 0/0 in the lanes past C: the kernel zeroes them, as every reader expects.
+        rest = channels % blocked.LANES
+        zero_from = rest if rest and self.op == blocked.MERGE_OPS["div"] else blocked.LANES
         for first, second in [(operands[0], operands[1])] + [(target, more)
                                                               for more in operands[2:]]:
             chunks = [numpy.array([b0, b1, k0, k1, h, w, *first[1], first[2], *second[1],
-                                   second[2], *target[1], target[2]], dtype=numpy.int64)
+                                   second[2], *target[1], target[2], cb - 1, zero_from],
+                                  dtype=numpy.int64)
                       for b0, b1, k0, k1 in splits]
-            calls.append(_calling(module.merge, chunks,
-                                  lambda g, a=first[0], b=second[0]: (a, b, target[0], g,
-                                                                      self.op),
-                                  module.merge_task))
-        # Div leaves 0/0 in the lanes past C: zero them, as every reader expects.
-        rest = channels % blocked.LANES
-        tail = out.interior[:, cb - 1, ..., rest:] if (
-            rest and self.op == blocked.MERGE_OPS["div"]) else None
+            calls.append(KernelCall(module.merge, chunks,
+                                    lambda g, a=first[0], b=second[0]: (a, b, target[0], g,
+                                                                        self.op),
+                                    module.merge_task))
 
-        def go(values):
+        def pre(values):
             for read in readers:
                 read(values)
-            for call in calls:
-                call()
-            if tail is not None:
-                tail[...] = 0
+
+        def post(values):
             values[out_value] = out
-        return go
+        return Bound(post, calls, pre if readers else None)
 
 
 class ConcatStep(Step):
@@ -614,15 +675,33 @@ class ConcatStep(Step):
         self.plan = plan
         self.inputs, self.outputs = sources, [out]
 
-    def run(self, values, rt):
-        out = rt.buffer(self.outputs[0])
-        at = 0
+    def bind(self, rt):
+        n, plan = rt.n, self.plan
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        target, to = out.data.reshape(-1), out.strides()
+        module = blocked.compiled("merge")
+        calls, at = [], 0
         for source in self.inputs:
-            value = values[source]
-            count = blocked.blocks(value.channels)
-            out.interior[:, at : at + count] = value.interior
+            x = rt.buffer(source)
+            channels, h, w = plan.shapes[source]
+            count = blocked.blocks(channels)
+            strides, origin = x.strides(), x.origin()
+            chunks = [numpy.array([b0, b1, k0, k1, h, w, *strides, origin, *strides, origin,
+                                   *to, out.origin() + at * to[1], -1, blocked.LANES],
+                                  dtype=numpy.int64)
+                      for b0, b1, k0, k1 in blocked.work_splits(
+                          n, count, rt.threads_for(n * count * blocked.LANES * h * w))]
+            flat = x.data.reshape(-1)
+            calls.append(KernelCall(module.merge, chunks,
+                                    lambda g, flat=flat: (flat, flat, target, g,
+                                                          blocked.MERGE_OPS["copy"]),
+                                    module.merge_task))
             at += count
-        values[self.outputs[0]] = out
+
+        def post(values):
+            values[out_value] = out
+        return Bound(post, calls)
 
 
 class AliasStep(Step):
@@ -631,8 +710,15 @@ class AliasStep(Step):
     def __init__(self, source: int, out: int):
         self.inputs, self.outputs = [source], [out]
 
-    def run(self, values, rt):
-        values[self.outputs[0]] = values[self.inputs[0]]
+    def bind(self, rt):
+        (source,), (out,) = self.inputs, self.outputs
+        for known in (rt.rows, rt.gates):
+            if source in known:
+                known[out] = known[source]
+
+        def alias(values):
+            values[out] = values[source]
+        return Bound(alias, bookkeeping=True)
 
 
 class FlattenStep(Step):
@@ -647,16 +733,19 @@ class FlattenStep(Step):
         shape = (rt.n, *self.plan.shapes[source])
         flat_shape = (rt.n, -1)
         if not self.plan.blocked[source]:
+            if source in rt.rows:  # (N, C, 1, 1) rows flattened are the same rows
+                rt.rows[out_value] = rt.rows[source]
+
             def reshape(values):
                 values[out_value] = values[source].reshape(flat_shape)
-            return reshape
+            return Bound(reshape, bookkeeping=True)
         out = rt.kept(shape)
         result = out.reshape(flat_shape)
 
         def go(values):
             blocked.from_blocked(values[source], out)
             values[out_value] = result
-        return go
+        return Bound(go)
 
 
 class DenseStep(Step):
@@ -687,20 +776,26 @@ class DenseStep(Step):
             full[:, :c] = weight.reshape(-1, c, h, w)
             weight = full.reshape(-1, blocked.blocks(c), lanes, h, w).transpose(
                 0, 1, 3, 4, 2).reshape(weight.shape[0], -1)
-        self.weight_t = numpy.ascontiguousarray(weight.T)  # (in, out)
+        self.weight_t = numpy.ascontiguousarray(weight.T, numpy.float32)  # (in, out)
         self.bias = None if self.layer.bias is None else self.layer.bias.data
+        self.bias_packed = (numpy.zeros(weight.shape[0], numpy.float32) if self.bias is None
+                            else numpy.ascontiguousarray(self.bias, numpy.float32))
         self.fingerprint = fingerprint
 
     def bind(self, rt):
         source, out_value = self.inputs[0], self.outputs[0]
-        out = rt.kept((rt.n, self.weight_t.shape[1]))
-        result = out.reshape((rt.n, *self.plan.shapes[out_value]))
+        n, (inputs, outs) = rt.n, self.weight_t.shape
+        rows = self._rows(rt)
+        if rows is not None and n * inputs * outs <= DENSE_KERNEL_MAX_MACS:
+            return self._bind_kernel(rt, rows)
+        out = rt.kept((n, outs))
+        result = out.reshape((n, *self.plan.shapes[out_value]))
         if self.flattened:
             def read(values):
-                return values[source].interior.reshape(rt.n, -1)
+                return values[source].interior.reshape(n, -1)
         else:
             def read(values):
-                return values[source].reshape(rt.n, -1)
+                return values[source].reshape(n, -1)
         code, alpha, beta = self.activation
         codes = blocked.ACTIVATIONS
 
@@ -722,7 +817,57 @@ class DenseStep(Step):
                 numpy.add(out, 1, out=out)
                 numpy.reciprocal(out, out=out)
             values[out_value] = result
-        return go
+        return Bound(go)
+
+    def _rows(self, rt):
+        """The input as a flat array and its row stride, where the kernel can read it in place
+        at bind time: a blocked tensor with no border (flattened), a global pooling's rows or
+        another DenseStep's; else None."""
+        source = self.inputs[0]
+        if self.flattened:
+            x = rt.buffer(source)
+            return (x.data.reshape(-1), x.data[0].size) if x.border == 0 else None
+        found = rt.rows.get(source)
+        return None if found is None else (found.reshape(-1), found.shape[1])
+
+    def _bind_kernel(self, rt, rows):
+        """The product on the compiled kernel, into rows padded to whole blocks of 8 with
+        zeros (so that a MergeStep can take them as a gate's lanes)."""
+        out_value = self.outputs[0]
+        n, (inputs, outs) = rt.n, self.weight_t.shape
+        padded = blocked.blocks(outs) * blocked.LANES
+        out = numpy.zeros((n, padded), numpy.float32)
+        rt._kept.append(out)
+        rt.rows[out_value] = out
+        rt.gates[out_value] = out
+        result = out[:, :outs].reshape((n, *self.plan.shapes[out_value]))
+        x, x_row = rows
+        code, alpha, beta = self.activation
+        threads = rt.threads_for(n * inputs * outs)
+        if n >= threads:
+            splits = [(part.start, part.stop, 0, outs) for part in thread_slices(n, threads)]
+        else:  # one image: its outputs split, in whole blocks of 8
+            per = blocked.blocks(-(-outs // threads)) * blocked.LANES
+            splits = [(b, b + 1, o, min(o + per, outs)) for b in range(n)
+                      for o in range(0, outs, per)]
+        chunks = [numpy.array([n0, n1, o0, o1, inputs, outs, x_row, padded, code],
+                              dtype=numpy.int64) for n0, n1, o0, o1 in splits]
+        module = blocked.compiled("merge")
+        alpha, beta = numpy.float32(alpha), numpy.float32(beta)
+        flat = out.reshape(-1)
+        call = KernelCall(module.dense, chunks,
+                          lambda g: (x, self.weight_t.reshape(-1), self.bias_packed, flat, g,
+                                     alpha, beta),
+                          module.dense_task, lambda: self.fingerprint)
+
+        def post(values):
+            values[out_value] = result
+        return Bound(post, [call])
+
+
+# The most multiply-adds a DenseStep runs on the compiled kernel; larger products go to BLAS
+# (lenet5's first layer at batch 64 is 3 million).
+DENSE_KERNEL_MAX_MACS = 1 << 20
 
 
 # Activations a DenseStep applies in place.
@@ -1031,11 +1176,33 @@ class Runner:
         for index, step in enumerate(plan.steps):
             for value in step.inputs:
                 last[value] = index
-        self.calls = []
+        # plain values the compiled kernels can read where they lie, set as steps bind:
+        self.rows: dict[int, numpy.ndarray] = {}  # (N, width) rows: the value's C first
+        self.gates: dict[int, numpy.ndarray] = {}  # (N, blocks * 8) rows, zero past C
+        self.calls = []  # (segment or bound step, values to drop after it)
+        self.bounds = []  # every step's Bound (bench.plan_profile times them one by one)
+        run: list[Bound] = []
+        drops: list[int] = []
+
+        def close():
+            if run:
+                self.calls.append((Segment(run[:], threads > 1), tuple(drops)))
+                run.clear()
+                drops.clear()
         for index, step in enumerate(plan.steps):
-            drops = tuple(v for v in step.inputs if last[v] == index and v not in outputs
-                          and v not in step.outputs)
-            self.calls.append((step.bind(self), drops))
+            bound = step.bind(self)
+            self.bounds.append(bound)
+            gone = [v for v in step.inputs if last[v] == index and v not in outputs
+                    and v not in step.outputs]
+            if bound.joins:
+                if bound.pre is not None:
+                    close()
+                run.append(bound)
+                drops.extend(gone)
+            else:
+                close()
+                self.calls.append((bound, tuple(gone)))
+        close()
         # outputs that may share a kept plain buffer: those of the steps writing one, and of
         # the layers' own forwards (a view of their input, say)
         shared = {v for step in plan.steps if not isinstance(step, _BLOCKED_WRITERS)
@@ -1118,12 +1285,13 @@ class Runner:
 _BLOCKED_WRITERS = (ConvStep, DepthwiseStep, PoolStep, ActivationStep, AffineStep, MergeStep,
                     ConcatStep)
 
-# A step with less work than this (multiply-adds) runs on one thread: its chunks go to the team
-# (convnet.core.team), a handoff of 2-3 us. Measured at batch 1, two threads, median of 15
-# interleaved rounds (12:43 UTC, load 0.8): 100 thousand was best or within the noise of the
-# best of 30 thousand to 100 million on the eight bench networks (vggish 0.616 -> 0.384 ms
-# against never splitting, resnet8 0.276 -> 0.166, convnetjs 0.190 -> 0.128).
-SPLIT_MIN_WORK = 100_000
+# A step with less work than this (multiply-adds) runs on one thread. A run of steps goes to the
+# team (convnet.core.team) as one program, each step's chunks taken as soon as the step before is
+# done. Measured at batch 1, two threads, median of 21 interleaved rounds (12:55 UTC, load 1.3):
+# thresholds of 0 to 30 thousand were best or within the noise of the best on the eight bench
+# networks, 100 thousand 0-20% slower on the smaller ones, 300 thousand 5-35% (and never
+# splitting: vggish 0.63 ms against 0.34-0.35, resnet8 0.28 against 0.16-0.17).
+SPLIT_MIN_WORK = 20_000
 
 
 class _ToBlocked(Step):

@@ -367,7 +367,7 @@ class ConvStep(Step):
         offsets = self.plan.offsets(self, (ks, rs, cs), c // self.groups)
         out_value = self.outputs[0]
         out = rt.buffer(out_value)
-        obs, oks, ors, ocs = out.strides()
+        out_flat, (obs, oks, ors, ocs), out_origin = rt.target(out_value)
         per_group = conv.out_channels // self.groups
         fields = dict(x_batch=bs, x_row=rs, x_col=cs, stride_h=conv.stride[0],
                       stride_w=conv.stride[1], out_batch=obs, out_block=oks, out_lane=1,
@@ -388,7 +388,6 @@ class ConvStep(Step):
                 fields.update(res_batch=rbs, res_block=8 * rks, res_lane=rks, res_row=rrs,
                               res_col=rcs, res_origin=0, has_residual=1)
         module = blocked.compiled("conv", numpy.float32, self.tile)
-        out_flat = out.data.reshape(-1)
         per_group_blocks = per_group // blocked.LANES
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
         tiles = len(self.biases[0]) // (blocked.LANES * self.tile[1])
@@ -399,7 +398,7 @@ class ConvStep(Step):
                                                       threads):
                 geometry = blocked.geometry_vector(b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=tiles,
                                      x_origin=origin + g * channel_step,
-                                     out_origin=out.origin() + g * per_group_blocks * oks,
+                                     out_origin=out_origin + g * per_group_blocks * oks,
                                      **fields)
                 if self.residual is not None:
                     geometry[blocked.G["res_origin"]] += g * per_group_blocks * (
@@ -461,7 +460,7 @@ class DepthwiseStep(Step):
         bs, ks, rs, cs = x.strides()
         out_value = self.outputs[0]
         out = rt.buffer(out_value)
-        obs, oks, ors, ocs = out.strides()
+        out_flat, (obs, oks, ors, ocs), out_origin = rt.target(out_value)
         module = blocked.compiled("depthwise", numpy.float32, (self.positions,))
         cb = blocked.blocks(conv.out_channels)
         calls = []
@@ -471,11 +470,11 @@ class DepthwiseStep(Step):
                 b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=cb, x_batch=bs, x_block=ks, x_row=rs,
                 x_col=cs, x_origin=x.origin() - pad.top * rs - pad.left * cs,
                 stride_h=conv.stride[0], stride_w=conv.stride[1], out_batch=obs,
-                out_block=oks, out_row=ors, out_col=ocs, out_origin=out.origin(),
+                out_block=oks, out_row=ors, out_col=ocs, out_origin=out_origin,
                 out_w=self.out_hw[1], act=self.activation[0], kernel_h=conv.kernel_size[0],
                 kernel_w=conv.kernel_size[1], dilation_h=conv.dilation[0],
                 dilation_w=conv.dilation[1]))
-        flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
+        flat = x.data.reshape(-1)
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
         call = KernelCall(module.depthwise, calls,
                           lambda geometry: (flat, self.filters, self.bias, out_flat, geometry,
@@ -503,7 +502,7 @@ class PoolStep(Step):
         out_value = self.outputs[0]
         out = rt.buffer(out_value)
         bs, ks, rs, cs = x.strides()
-        obs, oks, ors, ocs = out.strides()
+        out_flat, (obs, oks, ors, ocs), out_origin = rt.target(out_value)
         cb = blocked.blocks(x.channels)
         module = blocked.compiled("pool")
         out_hw = self.geometry.out_hw
@@ -513,9 +512,9 @@ class PoolStep(Step):
         for b0, b1, k0, k1 in blocked.work_splits(n, cb, rt.threads_for(work)):
             calls.append(numpy.array([
                 b0, b1, k0, k1, bs, ks, rs, cs, x.origin(), self.in_hw[0], self.in_hw[1], obs,
-                oks, ors, ocs, out.origin(), *out_hw, *layer.kernel_size,
+                oks, ors, ocs, out_origin, *out_hw, *layer.kernel_size,
                 *layer.stride, pad.top, pad.left], dtype=numpy.int64))
-        flat, out_flat = x.data.reshape(-1), out.data.reshape(-1)
+        flat = x.data.reshape(-1)
         if isinstance(layer, AvgPool2d):
             include = bool(layer.count_include_pad)
             call = KernelCall(module.avg_pool, calls, lambda g: (flat, out_flat, g, include),
@@ -639,7 +638,7 @@ class MergeStep(Step):
         out_value = self.outputs[0]
         out = rt.buffer(out_value)
         channels, h, w = plan.shapes[out_value]
-        target = (out.data.reshape(-1), out.strides(), out.origin())
+        target = rt.target(out_value)
         module = blocked.compiled("merge")
         cb = blocked.blocks(channels)
         splits = blocked.work_splits(n, cb, rt.threads_for(n * cb * blocked.LANES * h * w))
@@ -686,6 +685,9 @@ class ConcatStep(Step):
             x = rt.buffer(source)
             channels, h, w = plan.shapes[source]
             count = blocked.blocks(channels)
+            if source in plan.views:  # written in place by the step that made it
+                at += count
+                continue
             strides, origin = x.strides(), x.origin()
             chunks = [numpy.array([b0, b1, k0, k1, h, w, *strides, origin, *strides, origin,
                                    *to, out.origin() + at * to[1], -1, blocked.LANES],
@@ -701,7 +703,7 @@ class ConcatStep(Step):
 
         def post(values):
             values[out_value] = out
-        return Bound(post, calls)
+        return Bound(post, calls, bookkeeping=True)
 
 
 class AliasStep(Step):
@@ -921,6 +923,7 @@ class Plan:
             if isinstance(step, (ConvStep, DepthwiseStep)) and self.blocked[step.inputs[0]]:
                 source = step.inputs[0]
                 self.border[source] = max(self.border[source], step.needs_border())
+        self.views = self._concat_views()
         self.useful = any(not isinstance(step, (FallbackStep, AliasStep)) for step in self.steps)
         # Images a thread runs at a time: a step's input and output of that many images fit in
         # PIECE_BYTES (measured on one thread, batch 128 in pieces of 8-128: bottleneck 10.8 ->
@@ -1072,6 +1075,30 @@ class Plan:
                 and all(s[0] % blocked.LANES == 0 for s in shapes[:-1])):
             return ConcatStep(self, node.inputs, node.outputs[0])
         return FallbackStep(layer, node.inputs, node.outputs)
+
+    def _concat_views(self) -> dict[int, tuple[int, int]]:
+        """value -> (a Concat's output, block): inputs of a ConcatStep that their kernel writes
+        straight into the Concat's buffer, from that block on, so that nothing is copied.
+        Each must be a kernel step's output, read by the Concat alone, once, and no model
+        output (as onnxruntime's planner does for Concat where the layout allows)."""
+        writers = {step.outputs[0]: step for step in self.steps
+                   if isinstance(step, (ConvStep, DepthwiseStep, PoolStep, MergeStep))}
+        readers: dict[int, int] = {}
+        for step in self.steps:
+            for value in step.inputs:
+                readers[value] = readers.get(value, 0) + 1
+        outputs = set(self.graph.outputs)
+        views = {}
+        for step in self.steps:
+            if not isinstance(step, ConcatStep):
+                continue
+            at = 0
+            for value in step.inputs:
+                if (value in writers and readers[value] == 1 and value not in outputs
+                        and step.inputs.count(value) == 1):
+                    views[value] = (step.outputs[0], at)
+                at += blocked.blocks(self.shapes[value][0])
+        return views
 
     # -- running -------------------------------------------------------------------------------
     def loaded(self) -> bool:
@@ -1226,18 +1253,30 @@ class Runner:
         free: dict[tuple, list] = {}
         buffers: dict[int, blocked.Blocked] = {}
         releases: dict[int, list[int]] = {}
+        def allocate(value: int, index: int) -> None:
+            channels, h, w = plan.shapes[value]
+            key = (channels, h, w, plan.border[value])
+            pool = free.get(key)
+            buffers[value] = pool.pop() if pool else blocked.empty_blocked(
+                self.n, channels, (h, w), plan.border[value])
+            releases.setdefault(end.get(value, index), []).append(value)
+
         for index, step in enumerate(steps):
             if not isinstance(step, (AliasStep, FallbackStep, GlobalPoolStep, FlattenStep,
                                      DenseStep)):
                 for value in step.outputs:
                     if not plan.blocked[value] or value in buffers:
                         continue
-                    channels, h, w = plan.shapes[value]
-                    key = (channels, h, w, plan.border[value])
-                    pool = free.get(key)
-                    buffers[value] = pool.pop() if pool else blocked.empty_blocked(
-                        self.n, channels, (h, w), plan.border[value])
-                    releases.setdefault(end.get(value, index), []).append(value)
+                    if value in plan.views:  # a window of its Concat's buffer, made now
+                        whole, at = plan.views[value]
+                        if whole not in buffers:
+                            allocate(whole, index)
+                        base = buffers[whole]
+                        count = blocked.blocks(plan.shapes[value][0])
+                        buffers[value] = blocked.Blocked(base.data[:, at : at + count],
+                                                         plan.shapes[value][0], base.border)
+                        continue
+                    allocate(value, index)
             for value in step.outputs:
                 owner = group.get(value)
                 if owner is not None:
@@ -1249,6 +1288,17 @@ class Runner:
 
     def buffer(self, value: int) -> blocked.Blocked:
         return self.buffers[value]
+
+    def target(self, value: int):
+        """(flat array, (batch, block, row, column) strides, origin) where a kernel writes
+        `value`: its buffer, or the window of a Concat's buffer it is written into."""
+        if value in self.plan.views:
+            whole, at = self.plan.views[value]
+            base = self.buffers[whole]
+            strides = base.strides()
+            return base.data.reshape(-1), strides, base.origin() + at * strides[1]
+        out = self.buffers[value]
+        return out.data.reshape(-1), out.strides(), out.origin()
 
     def kept(self, shape) -> numpy.ndarray:
         """A plain float32 buffer of this runner's (outputs that share it are copied out)."""

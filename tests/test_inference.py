@@ -240,6 +240,22 @@ def test_graph_merges_concat_and_squeeze_excitation(rng):
     assert "ConcatStep" in kinds and kinds.count("PoolStep") == 3 and "MergeStep" in kinds
 
 
+@pytest.mark.parametrize("tile", blocked.TILES)
+def test_every_tile_gives_the_layers_answer(tile, monkeypatch, rng):
+    """choose_tile picks some tiles rarely (4 x 3): each is held to the layers' answer on
+    filters that do not fill it, strides, dilation, groups and a fused residual."""
+    monkeypatch.setattr(blocked, "choose_tile", lambda filters, positions: tile)
+    x_in = cn.Input((16, 9, 9))
+    a = cn.ReLU()(cn.Conv2d(16, 20, 3, padding=1)(x_in))
+    b = cn.Conv2d(20, 16, 3, stride=2, padding=2, dilation=2)(a)
+    c = cn.Conv2d(16, 16, 3, padding=1, groups=2)(b)
+    out = cn.ReLU()(cn.Add()([cn.Conv2d(16, 16, 1)(c), c]))
+    model = cn.Model(x_in, out).eval()
+    x = rng.standard_normal((3, 16, 9, 9)).astype(np.float32)
+    assert_matches(planned(model, x), reference(model, x))
+    assert set(steps_of(model)) == {"ConvStep"}
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_concat_inputs_are_written_in_place_where_they_can_be(batch, rng):
     """A Concat's inputs that a kernel makes and only the Concat reads are written into its

@@ -52,10 +52,16 @@ ACTIVATIONS = {"none": 0, "relu": 1, "clip": 2, "hardswish": 3, "leaky": 4, "har
 # Tiles (positions P, blocks B) for the direct convolution: 12 accumulators and B + 1 more
 # registers of the 16 AVX2 has (4 x 4 would spill), plus P addresses of general registers.
 # Measured against onnxruntime's MLAS on one thread, the layers of vggish, convnetjs and
-# bottleneck: 6 x 2 at 0.92-1.19 of its speed where the filters fill the tile, 4 x 3 at
-# 0.85-1.11 (it wastes a third of 32 or 64 filters). `choose_tile` weighs the waste of each.
+# bottleneck: 6 x 2 at 0.92-1.19 of its speed where the filters fill the tile. On AVX-512
+# LLVM joins a 6 x 2 tile's two blocks into one 16-lane register, which the 3 blocks of 4 x 3
+# do not fill: measured (one thread, batch 128, 2026-12-01 13:20 UTC) 6 x 2 ran convnetjs's
+# 16 -> 20 and 20 -> 20 filter 5x5 layers in 7.6 and 2.9 ms against 4 x 3's 9.6 and 3.5,
+# though it computes 32 lanes for 20 (and 8 x 1 took 11.0 ms); inception-mini's 48 -> 24 1x1
+# 0.34 against 0.33 ms; on 4 and 8 filters 8 x 1 beat 6 x 2 by 10-20%. So per useful lane
+# 4 x 3 runs at 0.6-0.8 of 6 x 2's speed and 8 x 1 at 0.5-0.6. `choose_tile` weighs the
+# waste of each by these speeds.
 TILES = ((6, 2), (4, 3), (8, 1))
-TILE_SPEED = {(6, 2): 1.0, (4, 3): 0.95, (8, 1): 0.75}
+TILE_SPEED = {(6, 2): 1.0, (4, 3): 0.7, (8, 1): 0.55}
 
 # Indices into the int64 geometry vector of the conv and depthwise kernels.
 GEOMETRY = ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_origin",

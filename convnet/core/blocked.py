@@ -578,41 +578,53 @@ def global_avg_pool(x, out, geometry):
 MERGE_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3, "copy": 4}  # copy: out = a
 
 MERGE_SOURCE = '''
+@numba.njit(inline="always")
+def combine(op, x, y):
+    if op == 0:
+        return x + y
+    if op == 1:
+        return x - y
+    if op == 2:
+        return x * y
+    if op == 3:
+        return x / y
+    return x
+
+
 def merge(a, b, out, geometry, op):
     """out = a (op) b over images b0 <= n < b1, channel blocks k0 <= cb < k1 and h x w
     positions, each of a, b and out read at n*batch + cb*block + i*row + j*col + origin + lane
     with its own strides (geometry: b0, b1, k0, k1, h, w, then batch, block, row, col, origin of
-    a, of b and of out, then the last block and the lane of it from which out is set to 0)."""
+    a, of b and of out, then the last block and the lane of it from which out is set to 0).
+    Rows whose positions lie 8 apart in a and out (no border between them) run as one flat
+    loop, b's lanes repeated when b is a gate (column stride 0)."""
     b0, b1, k0, k1, h, w = geometry[:6]
-    last_block, zero_from = geometry[21:23]
     a_batch, a_block, a_row, a_col, a_origin = geometry[6:11]
     b_batch, b_block, b_row, b_col, b_origin = geometry[11:16]
     o_batch, o_block, o_row, o_col, o_origin = geometry[16:21]
+    last_block, zero_from = geometry[21:23]
+    flat = a_col == 8 and o_col == 8 and (b_col == 8 or b_col == 0)
+    span = w * 8
     for n in range(b0, b1):
         for cb in range(k0, k1):
             for i in range(h):
                 pa = n * a_batch + cb * a_block + i * a_row + a_origin
                 pb = n * b_batch + cb * b_block + i * b_row + b_origin
                 po = n * o_batch + cb * o_block + i * o_row + o_origin
-                for j in range(w):
-                    at_a = INDEX(pa + j * a_col)
-                    at_b = INDEX(pb + j * b_col)
-                    at_o = INDEX(po + j * o_col)
-                    if op == 0:
+                if flat and b_col == 8:
+                    for k in range(span):
+                        out[INDEX(po + k)] = combine(op, a[INDEX(pa + k)], b[INDEX(pb + k)])
+                elif flat:
+                    for k in range(span):
+                        out[INDEX(po + k)] = combine(op, a[INDEX(pa + k)],
+                                                     b[INDEX(pb + (k & 7))])
+                else:
+                    for j in range(w):
+                        at_a = INDEX(pa + j * a_col)
+                        at_b = INDEX(pb + j * b_col)
+                        at_o = INDEX(po + j * o_col)
                         for lane in range(8):
-                            out[at_o + lane] = a[at_a + lane] + b[at_b + lane]
-                    elif op == 1:
-                        for lane in range(8):
-                            out[at_o + lane] = a[at_a + lane] - b[at_b + lane]
-                    elif op == 2:
-                        for lane in range(8):
-                            out[at_o + lane] = a[at_a + lane] * b[at_b + lane]
-                    elif op == 3:
-                        for lane in range(8):
-                            out[at_o + lane] = a[at_a + lane] / b[at_b + lane]
-                    else:
-                        for lane in range(8):
-                            out[at_o + lane] = a[at_a + lane]
+                            out[at_o + lane] = combine(op, a[at_a + lane], b[at_b + lane])
             if cb == last_block:  # lanes past the channels: 0, whatever op gave there
                 for i in range(h):
                     po = n * o_batch + cb * o_block + i * o_row + o_origin

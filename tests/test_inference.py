@@ -3,6 +3,8 @@
 reference), every fused pattern and kernel shape, the blocked layout, repacking after any weight
 change, and the cases that must not take a plan."""
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -386,10 +388,34 @@ def test_a_network_of_kernels_runs_as_one_program(threads, monkeypatch, rng):
         backend.set_num_threads(previous)
 
 
+def test_a_segment_without_kernels_runs_nothing_on_the_team(rng):
+    """Flatten of a blocked tensor (Python), then Dropout (an alias: a segment of its own,
+    with no kernel), then a Linear (BLAS): the empty segment publishes no program (one with
+    no steps once waited on a step that was not there)."""
+    model = cn.Sequential(cn.Conv2d(3, 8, 3, padding=1), cn.ReLU(), cn.MaxPool2d(2),
+                          cn.Flatten(), cn.Dropout(0.5), cn.Linear(8 * 4 * 4, 5)).eval()
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    results = []
+    try:
+        worker = threading.Thread(target=lambda: results.append(planned(model, x)),
+                                  daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+    finally:
+        backend.set_num_threads(previous)
+    assert results, "the plan hung"
+    assert_matches(results[0], reference(model, x))
+    plan = next(iter(model._inference_plans.values()))
+    (runner,) = plan._runners[(1, 2)]
+    assert any(type(call).__name__ == "Segment" and not call.calls for call, _ in runner.calls)
+
+
 @pytest.mark.parametrize("batch", [4, 5, 9])
 def test_a_batch_split_by_whole_images_between_threads(batch, rng):
-    """Two threads, each taking whole images through every step on its own (runners of one
-    thread for each part); every output, a plain and a blocked one, equal to the layers'."""
+    """Two threads, every step's chunks whole images of the batch (the first half and the
+    rest); every output, a plain and a blocked one, equal to the layers'."""
     x_in = cn.Input((3, 9, 9))
     features = cn.ReLU()(cn.Conv2d(3, 16, 3, padding=1)(x_in))
     pooled = cn.MaxPool2d(2, stride=2, strict=False)(features)
@@ -407,13 +433,18 @@ def test_a_batch_split_by_whole_images_between_threads(batch, rng):
         assert_matches(mine, theirs)
     plan = next(iter(model._inference_plans.values()))
     half = -(-batch // 2)
-    assert set(plan._runners) == {(half, 1), (batch - half, 1)}
+    assert set(plan._runners) == {(batch, 2)}
+    (runner,) = plan._runners[(batch, 2)]
+    conv = runner.bounds[0].calls[0]
+    ranges = [(int(g[blocked.G["b0"]]), int(g[blocked.G["b1"]])) for _, g in conv.chunks]
+    assert ranges == [(0, half), (half, batch)]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_batch_runs_in_pieces_that_stay_in_the_cache(threads, monkeypatch, rng):
-    """Each thread runs its images a few at a time (here 2: the piece a 3 KiB cache allows);
-    the outputs, a plain and a blocked one, are the layers'."""
+    """Each thread runs its images a few at a time (here 1: the piece a 3 KiB cache allows),
+    a piece of the batch holding one piece for each thread; the outputs, a plain and a
+    blocked one, are the layers'."""
     monkeypatch.setattr(inference, "PIECE_BYTES", 3 << 10)
     x_in = cn.Input((3, 6, 6))
     features = cn.ReLU()(cn.Conv2d(3, 8, 3, padding=1)(x_in))  # 8 x 8 x 8 x 4 bytes blocked
@@ -431,12 +462,10 @@ def test_a_batch_runs_in_pieces_that_stay_in_the_cache(threads, monkeypatch, rng
         assert_matches(mine, theirs)
     plan = next(iter(model._inference_plans.values()))
     assert plan.piece == 1
-    assert set(plan._runners) == {(1, 1)}
+    assert set(plan._runners) == ({(1, 1)} if threads == 1 else {(2, 2), (1, 2)})
 
 
 def test_concurrent_calls_get_their_own_buffers(rng):
-    import threading
-
     model = small_model().eval()
     xs = [rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(2)]
     expected = [reference(model, x) for x in xs]

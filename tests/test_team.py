@@ -173,6 +173,18 @@ def test_a_forked_child_runs_tables_without_the_parents_helpers(two_threads):
     assert queue.get(timeout=5) == ([1, 1, 1], 1000.0)
 
 
+@pytest.mark.parametrize("steps", [[], [(0, [])], [(0, []), (0, [])]])
+def test_a_program_without_chunks_returns_at_once(steps, two_threads):
+    """(An inference segment of a Flatten and a Dropout has no kernel: its program has no
+    chunks and no last step to wait for.)"""
+    finished = []
+    worker = threading.Thread(target=lambda: (team.Program(steps).run(), finished.append(1)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert finished, "an empty program never returned"
+
+
 def test_arrays_must_be_contiguous():
     with pytest.raises(ValueError, match="C-contiguous"):
         team.Program([(add_range.address, [(np.zeros((4, 4), np.float32)[:, 1],)])])

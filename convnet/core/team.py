@@ -104,7 +104,7 @@ def finish(control):
     take(control)
     done, counts = counters(control)
     last = done.shape[0] - 1
-    while load(done, last) < counts[last]:
+    while last >= 0 and load(done, last) < counts[last]:
         pause()
 
 
@@ -191,6 +191,8 @@ class Program:
     def run(self, shared: bool = True) -> None:
         """Every chunk: shared with the team's helpers, or on the calling thread alone (in
         order) when not `shared` (a thread of `backend.run_chunks` running its own part)."""
+        if self.count == 0:  # nothing to publish (and no last step to wait for)
+            return
         if shared:
             _team().run(self)
         else:

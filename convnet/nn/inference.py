@@ -268,12 +268,13 @@ class Segment:
     def __call__(self, values) -> None:
         if self.pre is not None:
             self.pre(values)
-        packed = [call.packed() for call in self.calls]
-        if self._program is None or any(a is not b for a, b in zip(packed, self._packed,
-                                                                    strict=True)):
-            self._program = team.Program([call.step() for call in self.calls])
-            self._packed = packed
-        self._program.run(self.shared)
+        if self.calls:  # (a segment of a Flatten and a Dropout runs no kernel)
+            packed = [call.packed() for call in self.calls]
+            if self._program is None or any(a is not b for a, b in zip(packed, self._packed,
+                                                                        strict=True)):
+                self._program = team.Program([call.step() for call in self.calls])
+                self._packed = packed
+            self._program.run(self.shared)
         for post in self.posts:
             post(values)
 
@@ -1115,35 +1116,26 @@ class Plan:
         return found
 
     def run(self, arrays) -> list:
-        """The outputs for `arrays`. With several threads and at least SPLIT_MIN_IMAGES images
-        for each, every thread takes whole images through every step on its own: one handoff
-        to another thread per call instead of one per step (waking a thread costs ~100 us
-        here, as much as some steps; bottleneck and inception-mini ran 1.4-1.5x faster on two
-        threads than on one when each step split its work, see bench.run). Each thread then
-        runs its images a piece at a time (`piece`), so that a step's input and output stay
-        in the cache for the step after it."""
+        """The outputs for `arrays`, `piece` images at a time per thread, so that a step's input
+        and output stay in the cache for the step after it. With several threads each piece
+        of the batch holds `piece` images for each thread, and every step of it is split
+        between the team's threads by whole images (`convnet.core.team`: a handoff of a few
+        microseconds, all the Python on the calling thread); one image is split by output
+        positions."""
         n, threads = arrays[0].shape[0], num_threads()
-        if threads > 1 and n >= SPLIT_MIN_IMAGES * threads:
+        if n > self.piece * threads:
             self._refresh()
-            results = run_chunks(lambda part: self._in_pieces([x[part] for x in arrays]),
-                                 thread_slices(n, threads))
-            if all(outs is not None for outs in results):
-                return [numpy.concatenate(outs) for outs in zip(*results, strict=True)]
-        elif threads == 1 and n > self.piece:
-            results = self._in_pieces(arrays)
+            results = self._in_pieces(arrays, threads)
             if results is not None:
                 return results
         return self._run_on(arrays, threads)
 
-    def _in_pieces(self, arrays):
-        """The outputs for `arrays` on one thread, `piece` images at a time; None when an
-        output is not one row per image (then the caller runs the batch whole)."""
-        n = arrays[0].shape[0]
-        if n <= self.piece:
-            outs = self._run_on(arrays, 1)
-            return outs if all(len(out) == n for out in outs) else None
-        pieces = [slice(b, min(b + self.piece, n)) for b in range(0, n, self.piece)]
-        results = [self._run_on([x[piece] for x in arrays], 1) for piece in pieces]
+    def _in_pieces(self, arrays, threads: int):
+        """The outputs for `arrays`, `piece` * `threads` images at a time; None when an output
+        is not one row per image (then the caller runs the batch whole)."""
+        n, size = arrays[0].shape[0], self.piece * threads
+        pieces = [slice(b, min(b + size, n)) for b in range(0, n, size)]
+        results = [self._run_on([x[piece] for x in arrays], threads) for piece in pieces]
         if not all(len(out) == piece.stop - piece.start
                    for piece, outs in zip(pieces, results, strict=True) for out in outs):
             return None
@@ -1182,8 +1174,6 @@ class Plan:
 # The runners (buffers for one batch size) a plan keeps: a model is mostly run at one or two
 # batch sizes (full batches and the last, or batch 1).
 KEPT_RUNNERS = 3  # a batch's pieces, its last piece, and one image
-# Images each thread needs before a batch is split between the threads by whole images.
-SPLIT_MIN_IMAGES = 2
 # Bytes of a step's input and output that a piece of the batch keeps within (the cache).
 PIECE_BYTES = 4 << 20
 

@@ -92,6 +92,11 @@ class Settings:
     scaling_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
     image_sizes: tuple[int, ...] = (32, 64, 128)
     image_batch: int = 32
+    # Seconds between two timed repetitions: onnxruntime's threads, PyTorch's OpenMP ones and
+    # convnet's team spin a while after a call, and without the pause they run into the next
+    # system's repetition (measured on bottleneck, no pause: convnet's batch-1 latency 0.108 ms
+    # alone, 0.216 beside onnxruntime's worker; onnxruntime's 0.075 alone, 0.134 beside it).
+    pause_seconds: float = 0.05
 
 
 QUICK = {"reps": 5, "rep_seconds": 0.05, "peak_size": 1024, "scaling_batches": (1, 16, 128),
@@ -200,6 +205,7 @@ def time_task(workers: dict[str, Worker], task: str, settings: Settings) -> dict
     for rep in range(settings.reps):
         for system in rotation(list(workers), rep):
             iterations = result[system]["iterations"]
+            time.sleep(settings.pause_seconds)  # the last system's spinning threads settle
             seconds = workers[system].request(op="run", task=task,
                                               iterations=iterations)["seconds"]
             result[system]["seconds"].append(seconds / iterations)

@@ -260,17 +260,21 @@ def test_every_tile_gives_the_layers_answer(tile, monkeypatch, rng):
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_concat_inputs_are_written_in_place_where_they_can_be(batch, rng):
-    """A Concat's inputs that a kernel makes and only the Concat reads are written into its
-    buffer (no copy); one read twice, one that is also a model output and a nested Concat's
-    output are copied; a padded convolution then reads the joined buffer's zero border."""
+    """A Concat's inputs that a kernel makes and only the Concat reads (a convolution's, a
+    Mul's, a depthwise convolution's) are written into its buffer (no copy); one read twice,
+    one that is also a model output and a nested Concat's output are copied; a padded
+    convolution then reads the joined buffer's zero border."""
     x_in = cn.Input((3, 7, 7))
     a = cn.ReLU()(cn.Conv2d(3, 8, 1)(x_in))  # in place
     b = cn.Conv2d(3, 16, 3, padding=1)(x_in)  # in place
     c = cn.MaxPool2d(3, stride=1, padding=1)(cn.Conv2d(3, 8, 1)(x_in))  # in place (pool)
     shared = cn.Conv2d(3, 8, 3, padding=1)(x_in)  # also read by the head: copied
     inner = cn.Concat(axis=1)([a, b])  # nested: its own inputs in place, itself copied
-    joined = cn.Concat(axis=1)([inner, c, shared, cn.Conv2d(3, 5, 1)(x_in)])  # 45 channels
-    head = cn.Conv2d(45, 6, 3, padding=1)(joined)
+    product = cn.Mul()([cn.Conv2d(3, 8, 1)(x_in), cn.Conv2d(3, 8, 3, padding=1)(x_in)])
+    depthwise = cn.Conv2d(8, 8, 3, padding=1, groups=8)(cn.Conv2d(3, 8, 1)(x_in))
+    joined = cn.Concat(axis=1)([inner, c, shared, product, depthwise,  # 61 channels
+                                cn.Conv2d(3, 5, 1)(x_in)])
+    head = cn.Conv2d(61, 6, 3, padding=1)(joined)
     side = cn.Conv2d(8, 4, 1)(shared)
     model = cn.Model(x_in, [head, side, c]).eval()  # c is an output too: copied after all
     x = rng.standard_normal((batch, 3, 7, 7)).astype(np.float32)
@@ -278,8 +282,9 @@ def test_concat_inputs_are_written_in_place_where_they_can_be(batch, rng):
         for mine, theirs in zip(planned(model, x), reference(model, x), strict=True):
             assert_matches(mine, theirs)
     plan = next(iter(model._inference_plans.values()))
-    in_place = {plan.shapes[v][0] for v in plan.views}
-    assert len(plan.views) == 3 and in_place == {8, 16, 5}, plan.views
+    writers = {type(step).__name__ for step in plan.steps if step.outputs[0] in plan.views}
+    assert len(plan.views) == 5 and writers == {"ConvStep", "MergeStep", "DepthwiseStep"}
+    assert sorted(plan.shapes[v][0] for v in plan.views) == [5, 8, 8, 8, 16]
 
 
 def test_a_division_leaves_no_nan_in_the_lanes_past_its_channels(rng):

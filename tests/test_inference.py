@@ -393,6 +393,26 @@ def test_a_network_of_kernels_runs_as_one_program(threads, monkeypatch, rng):
         backend.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("batch", [1, 5])
+def test_each_call_reads_its_own_input(batch, rng):
+    """The first convolution's padded copy of the plan's input runs in the program, which
+    holds the input's address: a new array at each call (and a strided view, copied to be
+    contiguous first) must be the one read."""
+    model = cn.Sequential(cn.Conv2d(3, 8, 3, padding=2), cn.ReLU(), cn.MaxPool2d(2),
+                          cn.Conv2d(8, 8, 3, padding=1)).eval()
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        for _ in range(3):
+            x = rng.standard_normal((batch, 3, 10, 10)).astype(np.float32)
+            assert_matches(planned(model, x), reference(model, x))
+        wide = rng.standard_normal((batch, 3, 10, 20)).astype(np.float32)
+        view = wide[:, :, :, ::2]
+        assert_matches(planned(model, view), reference(model, np.ascontiguousarray(view)))
+    finally:
+        backend.set_num_threads(previous)
+
+
 def test_a_segment_without_kernels_runs_nothing_on_the_team(rng):
     """Flatten of a blocked tensor (Python), then Dropout (an alias: a segment of its own,
     with no kernel), then a Linear (BLAS): the empty segment publishes no program (one with
@@ -440,7 +460,7 @@ def test_a_batch_split_by_whole_images_between_threads(batch, rng):
     half = -(-batch // 2)
     assert set(plan._runners) == {(batch, 2)}
     (runner,) = plan._runners[(batch, 2)]
-    conv = runner.bounds[0].calls[0]
+    conv = runner.bounds[0].calls[-1]  # (the first copies the plain input, padded)
     ranges = [(int(g[blocked.G["b0"]]), int(g[blocked.G["b1"]])) for _, g in conv.chunks]
     assert ranges == [(0, half), (half, batch)]
 

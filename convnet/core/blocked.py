@@ -634,6 +634,23 @@ def merge(a, b, out, geometry, op):
 '''
 
 
+PAD_SOURCE = '''
+def pad_copy(x, out, geometry):
+    """A plain (N, C, H, W) x (C-contiguous, flat) into the interior of a zero-padded plain
+    buffer: images b0 <= n < b1, out[n*out_batch + c*out_channel + i*out_row + j +
+    out_origin] = x[((n*C + c)*H + i)*W + j] (geometry: b0, b1, C, H, W, out_batch,
+    out_channel, out_row, out_origin)."""
+    b0, b1, channels, h, w, out_batch, out_channel, out_row, out_origin = geometry[:9]
+    for n in range(b0, b1):
+        for c in range(channels):
+            for i in range(h):
+                source = ((n * channels + c) * h + i) * w
+                target = n * out_batch + c * out_channel + i * out_row + out_origin
+                for j in range(w):
+                    out[INDEX(target + j)] = x[INDEX(source + j)]
+'''
+
+
 DENSE_SOURCE = '''
 def dense(x, w, bias, out, geometry, alpha, beta):
     """out[n*out_row + o] = act(bias[o] + sum_i x[n*x_row + i] * w[i*outs + o]) for images
@@ -761,14 +778,18 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         footer = (f"depthwise = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
                   f"{scalar}, {scalar}), {options})(depthwise)\n\n\n"
                   + _task_source("depthwise", "ffffi", 2, dtype_name))
-    elif kind == "merge":  # merges, copies and small dense products
-        body = MERGE_SOURCE + "\n\n" + ACTIVATE_SOURCE + "\n\n" + DENSE_SOURCE
+    elif kind == "merge":  # merges, copies, small dense products, padded copies of inputs
+        body = (MERGE_SOURCE + "\n\n" + ACTIVATE_SOURCE + "\n\n" + DENSE_SOURCE + "\n\n"
+                + PAD_SOURCE)
         footer = (f"merge = numba.njit(({flat}, {flat}, {flat}, {geometry}, numba.int64), "
                   f"{options}, error_model='numpy')(merge)\n"  # x / 0 is inf, no raise
                   f"dense = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, {scalar}, "
-                  f"{scalar}), {options})(dense)\n\n\n"
+                  f"{scalar}), {options})(dense)\n"
+                  f"pad_copy = numba.njit(({flat}, {flat}, {geometry}), {options})(pad_copy)"
+                  "\n\n\n"
                   + _task_source("merge", "fffi", 0, dtype_name, "ints[8]") + "\n\n\n"
-                  + _task_source("dense", "ffffi", 2, dtype_name))
+                  + _task_source("dense", "ffffi", 2, dtype_name) + "\n\n\n"
+                  + _task_source("pad_copy", "ffi", 0, dtype_name))
     else:
         body = POOL_SOURCE
         footer = "\n".join([

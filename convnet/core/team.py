@@ -164,7 +164,9 @@ class Program:
     def __init__(self, steps: list):
         rows = []
         self._keep = []  # what the addresses point into
+        self.ints = []  # per step, each chunk's int arguments (`readdress` rewrites them)
         for step, (task, chunks) in enumerate(steps):
+            self.ints.append([])
             for args in chunks:
                 ints, floats = [], []
                 for arg in args:
@@ -179,6 +181,7 @@ class Program:
                     else:
                         ints.append(int(arg))
                 ints_array = numpy.array(ints or [0], numpy.int64)
+                self.ints[step].append(ints_array)
                 floats_array = numpy.array(floats or [0.0], numpy.float64)
                 self._keep += [ints_array, floats_array]
                 rows.append((task, ints_array.ctypes.data, floats_array.ctypes.data, step))
@@ -187,6 +190,14 @@ class Program:
         self.count = len(rows)
         self.counts = numpy.array([len(chunks) for _, chunks in steps], numpy.int64)
         self.done = numpy.zeros(len(steps), numpy.int64)
+
+    def readdress(self, step: int, array: numpy.ndarray) -> None:
+        """Point the first argument of every chunk of `step` (a flat C-contiguous array) at
+        `array` instead, which the caller keeps alive while the program runs: a step that
+        reads a new input array at each call, without making the program again."""
+        address = array.ctypes.data
+        for ints in self.ints[step]:
+            ints[0], ints[1] = address, array.size
 
     def run(self, shared: bool = True) -> None:
         """Every chunk: shared with the team's helpers, or on the calling thread alone (in

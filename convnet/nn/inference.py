@@ -205,9 +205,12 @@ class KernelCall:
     arrays' addresses: it is made again when `packed()` (what the step's packed filters were
     made from) is another."""
 
-    def __init__(self, kernel, chunks, args_of, task=None, packed=lambda: None):
+    def __init__(self, kernel, chunks, args_of, task=None, packed=lambda: None, fresh=None):
         self.kernel, self.chunks, self.args_of = kernel, chunks, args_of
         self.task, self.packed = task, packed
+        # fresh: a one-item list holding the flat array the first argument is at this call
+        # (a plan's input, set by the step's pre): a program made before is readdressed
+        self.fresh = fresh
         self._program, self._packed = None, None
 
     def step(self) -> tuple:
@@ -223,6 +226,8 @@ class KernelCall:
             if self._program is None or self.packed() is not self._packed:
                 self._packed = self.packed()
                 self._program = team.Program([self.step()])
+            if self.fresh is not None:
+                self._program.readdress(0, self.fresh[0])
             self._program.run()
 
 
@@ -274,6 +279,9 @@ class Segment:
                                                                         strict=True)):
                 self._program = team.Program([call.step() for call in self.calls])
                 self._packed = packed
+            for step, call in enumerate(self.calls):
+                if call.fresh is not None:
+                    self._program.readdress(step, call.fresh[0])
             self._program.run(self.shared)
         for post in self.posts:
             post(values)
@@ -356,11 +364,11 @@ class ConvStep(Step):
             origin = x.origin() - pad.top * rs - pad.left * cs
             flat = x.data.reshape(-1)
             channel_step = (c // self.groups) // blocked.LANES * ks  # a group's blocks
-        else:  # a plain input: copied into the interior of a zero-padded buffer
+        else:  # a plain input: copied into the interior of a zero-padded buffer, by a kernel
             h, w = self.in_hw
             xp = numpy.zeros((n, c, h + pad.top + pad.bottom, w + pad.left + pad.right),
                              numpy.float32)
-            copy_in = xp[:, :, pad.top : pad.top + h, pad.left : pad.left + w]
+            copy_in = [None]  # the input at this call, flat
             bs, ks, rs, cs = _plain_strides(xp.shape)
             origin = 0
             flat = xp.reshape(-1)
@@ -412,16 +420,27 @@ class ConvStep(Step):
                           module.conv_task if plain_residual is None else None,
                           lambda: self.fingerprint)
 
+        calls = [call]
+        if copy_in is not None:
+            pad_chunks = [numpy.array([b0, b1, c, *self.in_hw, bs, ks, rs,
+                                       pad.top * rs + pad.left * cs], dtype=numpy.int64)
+                          for b0, b1, _, _ in blocked.work_splits(n, 1, threads)]
+            merge = blocked.compiled("merge")
+            calls.insert(0, KernelCall(merge.pad_copy, pad_chunks,
+                                       lambda g: (copy_in[0], flat, g), merge.pad_copy_task,
+                                       fresh=copy_in))
+
         def pre(values):
             if copy_in is not None:
-                numpy.copyto(copy_in, values[source])
+                copy_in[0] = numpy.ascontiguousarray(values[source],
+                                                     numpy.float32).reshape(-1)
             if plain_residual is not None:
                 shortcut[0] = numpy.ascontiguousarray(values[plain_residual],
                                                       numpy.float32).reshape(-1)
 
         def post(values):
             values[out_value] = out
-        return Bound(post, [call], pre if copy_in is not None or plain_residual is not None
+        return Bound(post, calls, pre if copy_in is not None or plain_residual is not None
                      else None)
 
 

@@ -177,12 +177,14 @@ def test_a_forked_child_runs_tables_without_the_parents_helpers(two_threads):
 def test_a_program_without_chunks_returns_at_once(steps, two_threads):
     """(An inference segment of a Flatten and a Dropout has no kernel: its program has no
     chunks and no last step to wait for.)"""
+    before = team._team().control[team.STATE] >> 32
     finished = []
     worker = threading.Thread(target=lambda: (team.Program(steps).run(), finished.append(1)),
                               daemon=True)
     worker.start()
     worker.join(timeout=10)
     assert finished, "an empty program never returned"
+    assert team._team().control[team.STATE] >> 32 == before, "an empty program was published"
 
 
 def test_arrays_must_be_contiguous():

@@ -201,7 +201,7 @@ class Program:
 
     def run(self, shared: bool = True) -> None:
         """Every chunk: shared with the team's helpers, or on the calling thread alone (in
-        order) when not `shared` (a thread of `backend.run_chunks` running its own part)."""
+        order) when not `shared` (an inference runner of one thread)."""
         if self.count == 0:  # nothing to publish (and no last step to wait for)
             return
         if shared:

@@ -201,9 +201,7 @@ class KernelCall:
     """kernel(*args_of(chunk)) for every chunk of a step. Called alone, it runs them over the
     team's threads when there is more than one chunk and the kernel has a `task` (its
     C-callable twin, see `convnet.core.team`), else over the worker threads. With a task it
-    can also join a `Segment`: a run of steps' chunks in one program. A program holds the
-    arrays' addresses: it is made again when `packed()` (what the step's packed filters were
-    made from) is another."""
+    can also join a `Segment`: a run of steps' chunks in one program (`Programmed`)."""
 
     def __init__(self, kernel, chunks, args_of, task=None, packed=lambda: None, fresh=None):
         self.kernel, self.chunks, self.args_of = kernel, chunks, args_of
@@ -211,7 +209,7 @@ class KernelCall:
         # fresh: a one-item list holding the flat array the first argument is at this call
         # (a plan's input, set by the step's pre): a program made before is readdressed
         self.fresh = fresh
-        self._program, self._packed = None, None
+        self._alone = Programmed([self])
 
     def step(self) -> tuple:
         """(task address, every chunk's arguments): one step of a team.Program."""
@@ -223,12 +221,28 @@ class KernelCall:
         elif self.task is None:
             run_chunks(lambda chunk: self.kernel(*self.args_of(chunk)), self.chunks)
         else:
-            if self._program is None or self.packed() is not self._packed:
-                self._packed = self.packed()
-                self._program = team.Program([self.step()])
-            if self.fresh is not None:
-                self._program.readdress(0, self.fresh[0])
-            self._program.run()
+            self._alone.run(shared=True)
+
+
+class Programmed:
+    """KernelCalls as one team.Program, which holds their arrays' addresses: made again when
+    any call's `packed()` (what its step's packed filters were made from) is another, and
+    each call with a `fresh` input pointed at this call's array."""
+
+    def __init__(self, calls: list[KernelCall]):
+        self.calls = calls
+        self._program, self._packed = None, None
+
+    def run(self, shared: bool) -> None:
+        packed = [call.packed() for call in self.calls]
+        if self._program is None or any(a is not b for a, b in zip(packed, self._packed,
+                                                                    strict=True)):
+            self._program = team.Program([call.step() for call in self.calls])
+            self._packed = packed
+        for step, call in enumerate(self.calls):
+            if call.fresh is not None:
+                self._program.readdress(step, call.fresh[0])
+        self._program.run(shared)
 
 
 class Bound:
@@ -264,25 +278,17 @@ class Segment:
     Only the first step may have Python before its kernels."""
 
     def __init__(self, bounds: list[Bound], shared: bool):
-        self.bounds, self.shared = bounds, shared
+        self.shared = shared
         self.calls = [call for bound in bounds for call in bound.calls]
         self.pre = bounds[0].pre
         self.posts = [bound.post for bound in bounds]
-        self._program, self._packed = None, None
+        self._programmed = Programmed(self.calls)
 
     def __call__(self, values) -> None:
         if self.pre is not None:
             self.pre(values)
         if self.calls:  # (a segment of a Flatten and a Dropout runs no kernel)
-            packed = [call.packed() for call in self.calls]
-            if self._program is None or any(a is not b for a, b in zip(packed, self._packed,
-                                                                        strict=True)):
-                self._program = team.Program([call.step() for call in self.calls])
-                self._packed = packed
-            for step, call in enumerate(self.calls):
-                if call.fresh is not None:
-                    self._program.readdress(step, call.fresh[0])
-            self._program.run(self.shared)
+            self._programmed.run(self.shared)
         for post in self.posts:
             post(values)
 
@@ -858,8 +864,8 @@ class DenseStep(Step):
         out_value = self.outputs[0]
         n, (inputs, outs) = rt.n, self.weight_t.shape
         padded = blocked.blocks(outs) * blocked.LANES
-        out = numpy.zeros((n, padded), numpy.float32)
-        rt._kept.append(out)
+        out = rt.kept((n, padded))
+        out[:, outs:] = 0  # (the kernel writes the first outs columns at each call)
         rt.rows[out_value] = out
         rt.gates[out_value] = out
         result = out[:, :outs].reshape((n, *self.plan.shapes[out_value]))

@@ -3,6 +3,7 @@ on worker threads, both ways of getting a stride-1 conv's input gradient, backwa
 input gradient, separable max pooling on tied inputs against PyTorch, and the thread setting."""
 
 import contextlib
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.core import backend, reference
+from convnet.core import backend, kernels, pool_kernels, reference
 from convnet.nn import conv
 
 
@@ -122,32 +123,87 @@ def test_backward_without_input_gradient_fills_the_same_parameter_gradients(rng)
     assert relu_first.layers[0].cache is None
 
 
+@contextlib.contextmanager
+def max_pool_path(compiled: bool):
+    """MaxPool2d on the compiled passes of convnet.core.pool_kernels whatever the input's
+    size (compiled), or on its NumPy path (the compiled kernels off)."""
+    previous = pool_kernels.MIN_LOAD_VALUES
+    pool_kernels.MIN_LOAD_VALUES = 0
+    kernels.set_enabled(compiled and kernels.available())
+    try:
+        yield
+    finally:
+        pool_kernels.MIN_LOAD_VALUES = previous
+        kernels.set_enabled(os.environ.get("CONVNET_COMPILED_KERNELS", "1") != "0")
+
+
 @settings(max_examples=60, deadline=None)
 @given(kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
        stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
        size=st.tuples(st.integers(4, 11), st.integers(4, 11)),
        pad_fraction=st.tuples(st.booleans(), st.booleans()),
+       compiled=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
        seed=st.integers(0, 2**16))
-def test_max_pool_on_heavily_tied_input_matches_torch(kernel, stride, size, pad_fraction, seed):
+def test_max_pool_on_heavily_tied_input_matches_torch(kernel, stride, size, pad_fraction,
+                                                      compiled, dtype, seed):
     # Values from {-2, ..., 2}: most windows hold ties, which must go to the first maximum in
-    # row-major order (PyTorch's rule) through both separable stages, with overlapping
-    # windows, padding and dropped borders.
+    # row-major order (PyTorch's rule) through both separable stages (NumPy) or the one pass
+    # (compiled), with overlapping windows, padding and dropped borders.
     import torch
 
     padding = tuple(k // 2 if use else 0 for k, use in zip(kernel, pad_fraction, strict=True))
     rng = np.random.default_rng(seed)
-    x = rng.integers(-2, 3, (3, 3, *size)).astype(np.float32)
+    x = rng.integers(-2, 3, (3, 3, *size)).astype(dtype)
     pool = cn.MaxPool2d(kernel, stride, padding, strict=False)
-    with one_sample_chunks():
+    with one_sample_chunks(), max_pool_path(compiled):
         out = pool.forward(x)
+        assert (pool.cache[3] is None) == (compiled and kernels.available())  # the path taken
         tx = torch_tensor(x, requires_grad=True)
         expected = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
         np.testing.assert_array_equal(out, expected.detach().numpy())
-        dy = rng.standard_normal(out.shape).astype(np.float32)
+        dy = rng.standard_normal(out.shape).astype(dtype)
         expected.backward(torch_tensor(dy))
         # Overlapping windows add several gradients in either order: equal up to rounding,
         # while a gradient sent to the wrong tap would be off by a whole value.
-        np.testing.assert_allclose(pool.backward(dy), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+        dx = pool.backward(dy)
+        assert dx.dtype == dtype
+        np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the compiled kernels are off")
+def test_compiled_max_pool_matches_the_numpy_path_on_large_random_input(rng):
+    # Past MIN_LOAD_VALUES a training MaxPool2d takes the compiled passes on its own; their
+    # output must be the NumPy path's and the loop oracle's, and the input gradient the NumPy
+    # path's (up to the order of the sums where windows overlap): non-overlapping 2x2 and
+    # overlapping 3x3 stride-2 padded windows.
+    x = rng.standard_normal((8, 16, 48, 48)).astype(np.float32)
+    assert x.size >= pool_kernels.MIN_LOAD_VALUES
+    for pool in (cn.MaxPool2d(2), cn.MaxPool2d(3, 2, 1, strict=False)):
+        out = pool.forward(x)
+        assert pool.cache[3] is None  # taken by the compiled passes
+        dy = rng.standard_normal(out.shape).astype(np.float32)
+        dx = pool.backward(dy)
+        with max_pool_path(False):
+            np.testing.assert_array_equal(pool.forward(x), out)
+            np.testing.assert_allclose(pool.backward(dy), dx, rtol=1e-6, atol=1e-6)
+        padding = pool.geometry(x.shape[2:]).padding
+        expected = reference.pool2d(x, pool.kernel_size, pool.stride,
+                                    (padding.top, padding.left), "max")
+        np.testing.assert_array_equal(out, expected.astype(np.float32))
+
+
+def test_compiled_max_pool_output_is_nan_where_pytorch_s_is():
+    import torch
+
+    x = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
+    x[0, 0, 1, 0] = np.nan
+    x[1, 0, 2, 3] = np.nan
+    pool = cn.MaxPool2d(2)
+    with max_pool_path(True):
+        out = pool.forward(x)
+        expected = torch.nn.functional.max_pool2d(torch_tensor(x), 2).numpy()
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+        np.testing.assert_array_equal(out[~np.isnan(out)], expected[~np.isnan(expected)])
 
 
 def test_relu_in_chunks_on_worker_threads(rng):

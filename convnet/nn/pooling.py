@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy
 
+from convnet.core import pool_kernels
 from convnet.core.arithmetic import Padding, ReceptiveField, pair
 from convnet.core.backend import array_module, padded, run_chunks, sample_chunks
 from convnet.nn.layer import Layer, Shape, check_input, grad_enabled
@@ -95,7 +96,8 @@ class MaxPool2d(_Pool2d):
     Separable: first the maximum across each window's columns (for every input row), then
     down its rows. Each stage keeps the index of its first maximum; the first winning row's
     first winning column is the window's first maximum in row-major order, PyTorch's tie rule.
-    Batch chunks go to the worker threads.
+    Batch chunks go to the worker threads. Large float NumPy inputs take the compiled passes
+    of `convnet.core.pool_kernels` instead (the same answers, tested against this path).
     """
 
     def forward(self, x):
@@ -103,6 +105,12 @@ class MaxPool2d(_Pool2d):
         xp = array_module(x)
         geometry = self.geometry(x.shape[2:])
         (kh, kw), out_hw = self.kernel_size, geometry.out_hw
+        if pool_kernels.usable(x, self.kernel_size):
+            out, taps = pool_kernels.max_forward(x, self.kernel_size, self.stride,
+                                                 geometry.padding, out_hw)
+            if grad_enabled():
+                self.cache = (x.shape, geometry, taps, None)
+            return out
         reached = self.stride[0] * (out_hw[0] - 1) + kh  # padded rows some window reaches
         n, c = x.shape[:2]
         out = xp.empty((n, c, *out_hw), dtype=x.dtype)
@@ -125,6 +133,9 @@ class MaxPool2d(_Pool2d):
 
     def backward(self, dy):
         x_shape, geometry, row_index, col_index = self._take_cache()
+        if col_index is None:  # the compiled forward's tap numbers
+            return pool_kernels.max_backward(dy, row_index, x_shape, self.kernel_size,
+                                             self.stride, geometry.padding)
         xp = array_module(dy)
         pad = geometry.padding
         n, c, h, w = x_shape

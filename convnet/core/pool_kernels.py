@@ -1,0 +1,171 @@
+"""Max pooling in training, compiled (Numba): one pass over each window for the maximum and
+the number of its winning tap, one scatter of the output gradient to those taps.
+
+`convnet.nn.pooling.MaxPool2d`'s NumPy path walks the taps as strided slices in two separable
+stages, each keeping a uint8 index array, and its backward routes through both stages: about
+ten passes over the activation where these kernels make one (forward) and two (backward: the
+zeroed input gradient, then the scatter). The tap number is u * KW + v of the window's first
+maximum in row-major order, a later tap winning only when strictly greater (PyTorch's tie
+rule); a window holding a NaN gives NaN (as NumPy's maximum and PyTorch do; its gradient
+goes to the largest other tap). Taps in the padding are never read. One module per window
+size, with KH and KW constants the compiler unrolls (a loop over a window size given at run
+time measured 2-9x slower), compiled once per machine; a uint8 tap number keeps windows to
+256 taps.
+
+Images are split over the worker threads. The NumPy layer stays the reference these are
+tested against (tests/test_fast_paths.py), and takes every other case (CuPy arrays, other
+dtypes, CONVNET_COMPILED_KERNELS=0, small inputs before Numba is loaded).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy
+
+from convnet.core import kernels
+from convnet.core.backend import run_chunks, sample_chunks
+
+SOURCE = '''
+"""convnet's compiled max-pool passes for KHxKW windows (written by convnet.core.pool_kernels)."""
+import numba
+import numpy
+
+OPTIONS = dict(nogil=True, cache=True)
+KH, KW = {kh}, {kw}  # constants: the compiler unrolls the window
+INDEX = numba.uint64  # unsigned indices: no checks for negative ones
+
+
+@numba.njit(**OPTIONS)
+def edge_window(plane, r0, c0):
+    """(maximum, tap number, whether a NaN was seen) of the window at row r0, column c0 of
+    plane (H, W), taps outside the plane skipped."""
+    h, w = plane.shape
+    u0, u1 = max(0, -r0), min(KH, h - r0)
+    v0, v1 = max(0, -c0), min(KW, w - c0)
+    best = plane[r0 + u0, c0 + v0]
+    tap = u0 * KW + v0
+    nan = False
+    for u in range(u0, u1):
+        for v in range(v0, v1):
+            value = plane[r0 + u, c0 + v]
+            wins = value > best
+            best = value if wins else best
+            tap = u * KW + v if wins else tap
+            nan |= value != value
+    return best, tap, nan
+
+
+@numba.njit(**OPTIONS)
+def max_forward(x, out, taps, b0, b1, sh, sw, top, left):
+    """out (N, C, Ho, Wo) = each window's maximum of x (N, C, H, W) (NaN where it holds a
+    NaN), taps = the number u * KW + v of its first maximum, for images b0 <= b < b1; the
+    window of output (i, j) starts at row i * sh - top, column j * sw - left."""
+    _, channels, h, w = x.shape
+    _, _, out_h, out_w = out.shape
+    nan_value = x.dtype.type(numpy.nan)
+    i0 = min(-(-top // sh), out_h)  # rows and columns whose windows lie inside x
+    i1 = max(min((h + top - KH) // sh + 1, out_h), i0)
+    j0 = min(-(-left // sw), out_w)
+    j1 = max(min((w + left - KW) // sw + 1, out_w), j0)
+    for b in range(b0, b1):
+        for c in range(channels):
+            plane = x[b, c]
+            for i in range(out_h):
+                r0 = i * sh - top
+                edge = i < i0 or i >= i1
+                for j in range(out_w):
+                    if edge or j < j0 or j >= j1:
+                        best, tap, nan = edge_window(plane, r0, j * sw - left)
+                        out[b, c, i, j] = nan_value if nan else best
+                        taps[b, c, i, j] = tap
+                if edge:
+                    continue
+                out_row, tap_row = out[b, c, i], taps[b, c, i]
+                for j in range(j0, j1):  # unrolled, with selects where branches would
+                    c0 = j * sw - left  # follow the random winners
+                    best = plane[INDEX(r0), INDEX(c0)]
+                    tap = 0
+                    nan = False
+                    for u in range(KH):
+                        for v in range(KW):
+                            value = plane[INDEX(r0 + u), INDEX(c0 + v)]
+                            wins = value > best
+                            best = value if wins else best
+                            tap = u * KW + v if wins else tap
+                            nan |= value != value
+                    out_row[INDEX(j)] = nan_value if nan else best
+                    tap_row[INDEX(j)] = tap
+
+
+@numba.njit(**OPTIONS)
+def max_backward(dy, taps, dx, b0, b1, sh, sw, top, left):
+    """dx (N, C, H, W) = the sum of the output gradients dy (N, C, Ho, Wo) sent to each
+    window's winning tap, for images b0 <= b < b1 (dx zeroed first)."""
+    _, channels, h, w = dx.shape
+    _, _, out_h, out_w = dy.shape
+    for b in range(b0, b1):
+        for c in range(channels):
+            plane = dx[b, c]
+            plane[:] = 0
+            for i in range(out_h):
+                gradients, tap_row = dy[b, c, i], taps[b, c, i]
+                for j in range(out_w):
+                    tap = tap_row[INDEX(j)]
+                    r = i * sh - top + tap // KW
+                    q = j * sw - left + tap % KW
+                    if r >= 0 and r < h and q >= 0 and q < w:
+                        plane[INDEX(r), INDEX(q)] += gradients[INDEX(j)]
+'''
+
+# Loading Numba and this module costs a fraction of a second once per process: an activation
+# smaller than this many values stays on NumPy until something has loaded it.
+MIN_LOAD_VALUES = 1 << 18
+MAX_TAPS = 256  # the tap number is a uint8
+
+_lock = threading.Lock()
+_modules: dict[tuple[int, int], object] = {}
+
+
+def _compiled(kernel_size):
+    """The module for KHxKW windows: compiled once per machine, loaded once per process."""
+    kh, kw = kernel_size
+    with _lock:
+        if (kh, kw) not in _modules:
+            _modules[kh, kw] = kernels.import_source(f"convnet_pool_{kh}x{kw}",
+                                                     SOURCE.format(kh=kh, kw=kw))
+        return _modules[kh, kw]
+
+
+def usable(x, kernel_size) -> bool:
+    """Whether these passes take x: float32 or float64 NumPy (N, C, H, W), a window of at
+    most 256 taps, the kernels on, and x large enough to be worth loading them for."""
+    return (type(x) is numpy.ndarray and x.ndim == 4 and x.dtype in (numpy.float32, numpy.float64)
+            and kernel_size[0] * kernel_size[1] <= MAX_TAPS
+            and (bool(_modules) or x.size >= MIN_LOAD_VALUES) and kernels.available())
+
+
+def max_forward(x, kernel_size, stride, padding, out_hw):
+    """x (N, C, H, W) -> (out (N, C, Ho, Wo), taps (N, C, Ho, Wo) uint8): each window's
+    maximum and the number of its winning tap; padding is a `Padding` (its top and left
+    place the windows)."""
+    module = _compiled(kernel_size)
+    x = numpy.ascontiguousarray(x)
+    n, c = x.shape[:2]
+    out = numpy.empty((n, c, *out_hw), dtype=x.dtype)
+    taps = numpy.empty(out.shape, dtype=numpy.uint8)
+    run_chunks(lambda part: module.max_forward(x, out, taps, part.start, part.stop,
+                                               *stride, padding.top, padding.left),
+               sample_chunks(x))
+    return out, taps
+
+
+def max_backward(dy, taps, x_shape, kernel_size, stride, padding):
+    """dx (x_shape) from the output gradient dy and forward's tap numbers."""
+    module = _compiled(kernel_size)
+    dy = numpy.ascontiguousarray(dy)
+    dx = numpy.empty(x_shape, dtype=dy.dtype)
+    run_chunks(lambda part: module.max_backward(dy, taps, dx, part.start, part.stop,
+                                                *stride, padding.top, padding.left),
+               sample_chunks(dx))
+    return dx

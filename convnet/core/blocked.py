@@ -671,6 +671,45 @@ def dense(x, w, bias, out, geometry, alpha, beta):
 '''
 
 
+BLOCK_COPY_SOURCE = '''
+def block_copy(x, out, geometry):
+    """A plain (N, C, H, W) x (C-contiguous, flat) into a zero-padded blocked buffer out
+    (flat, (N, ceil(C/8), Hp, Wp, 8)): images b0 <= b < b1, zeros in the border and in the
+    lanes past C. Geometry: b0, b1, C, H, W, top, left, Hp, Wp."""
+    b0, b1, channels, h, w, top, left, hp, wp = geometry[:9]
+    blocks = (channels + 7) // 8
+    plane = h * w
+    row_span = wp * 8
+    for b in range(b0, b1):
+        for cb in range(blocks):
+            base = (b * blocks + cb) * hp * row_span
+            lanes = min(8, channels - cb * 8)
+            source = (b * channels + cb * 8) * plane
+            for r in range(hp):
+                at = base + r * row_span
+                i = r - top
+                if i < 0 or i >= h:
+                    for k in range(row_span):
+                        out[INDEX(at + k)] = ZERO
+                    continue
+                for k in range(left * 8):
+                    out[INDEX(at + k)] = ZERO
+                for k in range((left + w) * 8, row_span):
+                    out[INDEX(at + k)] = ZERO
+                at += left * 8
+                row = source + i * w
+                if lanes == 8:  # eight rows read side by side, written a pixel's lanes at once
+                    for j in range(w):
+                        for lane in range(8):
+                            out[INDEX(at + j * 8 + lane)] = x[INDEX(row + lane * plane + j)]
+                else:
+                    for j in range(w):
+                        for lane in range(8):
+                            out[INDEX(at + j * 8 + lane)] = (
+                                x[INDEX(row + lane * plane + j)] if lane < lanes else ZERO)
+'''
+
+
 def _weight_grad_tile(ind: str, pair: bool) -> list[str]:
     """Code summing one image's tile of dw over its output positions: 8 taps x 8 output
     lanes of block kb, or x 16 of blocks kb and kb + 1 (pair)."""
@@ -768,11 +807,13 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
                   f"{geometry}, {scalar}, {scalar}), {options})(conv)\n\n\n"
                   + _task_source("conv", "fffiffi", 2, dtype_name))
-    elif kind == "weight_grad":
-        body = weight_grad_source()
+    elif kind == "weight_grad":  # and the blocked copies training makes around it
+        body = weight_grad_source() + "\n\n" + BLOCK_COPY_SOURCE
         footer = (f"weight_grad = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, "
                   f"{geometry}), "
-                  f"{options})(weight_grad)")
+                  f"{options})(weight_grad)\n"
+                  f"block_copy = numba.njit(({flat}, {flat}, {geometry}), "
+                  f"{options})(block_copy)")
     elif kind == "depthwise":
         body = ACTIVATE_SOURCE + "\n\n" + depthwise_source(tile[0])
         footer = (f"depthwise = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "

@@ -7,7 +7,8 @@ ten passes over the activation where these kernels make one (forward) and two (b
 zeroed input gradient, then the scatter). The tap number is u * KW + v of the window's first
 maximum in row-major order, a later tap winning only when strictly greater (PyTorch's tie
 rule); a window holding a NaN gives NaN (as NumPy's maximum and PyTorch do; its gradient
-goes to the largest other tap). Taps in the padding are never read. One module per window
+goes to the largest other tap). A padded input is read through a copy of each plane framed
+with -inf, which never wins (as on the NumPy path). One module per window
 size, with KH and KW constants the compiler unrolls (a loop over a window size given at run
 time measured 2-9x slower), compiled once per machine; a uint8 tap number keeps windows to
 256 taps.
@@ -37,26 +38,6 @@ INDEX = numba.uint64  # unsigned indices: no checks for negative ones
 
 
 @numba.njit(**OPTIONS)
-def edge_window(plane, r0, c0):
-    """(maximum, tap number, whether a NaN was seen) of the window at row r0, column c0 of
-    plane (H, W), taps outside the plane skipped."""
-    h, w = plane.shape
-    u0, u1 = max(0, -r0), min(KH, h - r0)
-    v0, v1 = max(0, -c0), min(KW, w - c0)
-    best = plane[r0 + u0, c0 + v0]
-    tap = u0 * KW + v0
-    nan = False
-    for u in range(u0, u1):
-        for v in range(v0, v1):
-            value = plane[r0 + u, c0 + v]
-            wins = value > best
-            best = value if wins else best
-            tap = u * KW + v if wins else tap
-            nan |= value != value
-    return best, tap, nan
-
-
-@numba.njit(**OPTIONS)
 def max_forward(x, out, taps, b0, b1, sh, sw, top, left):
     """out (N, C, Ho, Wo) = each window's maximum of x (N, C, H, W) (NaN where it holds a
     NaN), taps = the number u * KW + v of its first maximum, for images b0 <= b < b1; the
@@ -64,26 +45,24 @@ def max_forward(x, out, taps, b0, b1, sh, sw, top, left):
     _, channels, h, w = x.shape
     _, _, out_h, out_w = out.shape
     nan_value = x.dtype.type(numpy.nan)
-    i0 = min(-(-top // sh), out_h)  # rows and columns whose windows lie inside x
-    i1 = max(min((h + top - KH) // sh + 1, out_h), i0)
-    j0 = min(-(-left // sw), out_w)
-    j1 = max(min((w + left - KW) // sw + 1, out_w), j0)
+    rows, cols = (out_h - 1) * sh + KH, (out_w - 1) * sw + KW  # what the windows reach
+    padded = top > 0 or left > 0 or rows > h or cols > w
+    # a padded plane: -inf around x (never wins), so every window is read the same way
+    frame = numpy.full((rows, cols), -numpy.inf, dtype=x.dtype)
+    inside_h, inside_w = min(h, rows - top), min(w, cols - left)
     for b in range(b0, b1):
         for c in range(channels):
-            plane = x[b, c]
+            if padded:
+                frame[top : top + inside_h, left : left + inside_w] = x[b, c, :inside_h,
+                                                                        :inside_w]
+                plane = frame
+            else:
+                plane = x[b, c]
             for i in range(out_h):
-                r0 = i * sh - top
-                edge = i < i0 or i >= i1
-                for j in range(out_w):
-                    if edge or j < j0 or j >= j1:
-                        best, tap, nan = edge_window(plane, r0, j * sw - left)
-                        out[b, c, i, j] = nan_value if nan else best
-                        taps[b, c, i, j] = tap
-                if edge:
-                    continue
+                r0 = i * sh
                 out_row, tap_row = out[b, c, i], taps[b, c, i]
-                for j in range(j0, j1):  # unrolled, with selects where branches would
-                    c0 = j * sw - left  # follow the random winners
+                for j in range(out_w):  # unrolled, with selects where branches would
+                    c0 = j * sw  # follow the random winners
                     best = plane[INDEX(r0), INDEX(c0)]
                     tap = 0
                     nan = False

@@ -26,6 +26,12 @@ from collections import defaultdict
 
 import numpy as np
 
+# Between the two systems' runs: PyTorch's OpenMP threads spin a while after each call and,
+# without the pause, take the second core from convnet's next run (on two threads convnet's
+# layers read up to 2x slower). After the pause each system runs once untimed (a first call
+# after sleeping read 10 ms for PyTorch's smallest layers).
+PAUSE_SECONDS = 0.05
+
 KINDS = ["im2col", "matmul", "direct", "col2im", "pooling", "elementwise", "loss", "optimizer",
          "python"]
 
@@ -117,6 +123,10 @@ def profile_training(name: str, batch: int = 128, steps: int = 5, threads: int =
     backend.set_num_threads(threads)
     cn.manual_seed(0)
     model = zoo.build_model(name)
+    if not isinstance(model, cn.Sequential):
+        raise SystemExit(f"bench.profile --torch: {name} is a graph (its layers do not feed "
+                         f"each other in a chain); compare a chain (lenet5, convnetjs, vggish, "
+                         f"resnet8, bottleneck) or profile {name} without --torch")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *zoo.MODELS[name].input_shape)).astype(np.float32)
     y = rng.integers(0, 10, batch)
@@ -167,6 +177,10 @@ def compare_layers(name: str, batch: int = 128, steps: int = 5, threads: int = 1
     timer = time.thread_time if clock == "cpu" and threads == 1 else time.perf_counter
     cn.manual_seed(0)
     model = zoo.build_model(name)
+    if not isinstance(model, cn.Sequential):
+        raise SystemExit(f"bench.profile --torch: {name} is a graph (its layers do not feed "
+                         f"each other in a chain); compare a chain (lenet5, convnetjs, vggish, "
+                         f"resnet8, bottleneck) or profile {name} without --torch")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *zoo.MODELS[name].input_shape)).astype(np.float32)
     rows = []
@@ -193,6 +207,8 @@ def compare_layers(name: str, batch: int = 128, steps: int = 5, threads: int = 1
         seconds = {"convnet": [], "torch": []}
         for _ in range(steps + 1):
             for system, run in (("convnet", ours), ("torch", theirs)):
+                time.sleep(PAUSE_SECONDS)
+                run()  # wakes this system's threads: the timed run is the next
                 start = timer()
                 run()
                 seconds[system].append(timer() - start)

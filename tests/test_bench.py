@@ -83,6 +83,8 @@ def test_profile_accounts_for_the_step_and_compares_every_layer():
         assert [row["layer"] for row in compared["layers"]][:3] == ["conv1", "relu1", "pool1"]
         assert all(row["convnet"] > 0 and row["torch"] > 0 for row in compared["layers"])
         assert "total" in format_comparison(compared)
+        with pytest.raises(SystemExit, match="inception-mini is a graph"):
+            compare_layers("inception-mini", batch=2, steps=1)
     finally:
         backend.set_num_threads(previous)
 

@@ -242,6 +242,42 @@ def test_graph_merges_concat_and_squeeze_excitation(rng):
     assert "ConcatStep" in kinds and kinds.count("PoolStep") == 3 and "MergeStep" in kinds
 
 
+@settings(max_examples=40, deadline=None)
+@given(channels=st.integers(1, 7), filters=st.integers(1, 8), kernel=st.integers(1, 5),
+       dilation=st.integers(1, 2), stride_h=st.integers(1, 2), padding=st.integers(0, 2),
+       width=st.integers(16, 40), height=st.integers(5, 9), batch=st.integers(1, 3),
+       split=st.booleans(), after=st.sampled_from(["none", "relu", "relu6", "silu"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_row_kernel_of_a_plain_input_matches_the_layers(channels, filters, kernel, dilation,
+                                                        stride_h, padding, width, height, batch,
+                                                        split, after, seed):
+    """A first layer of at most 8 filters on rows of 16 or more outputs takes the row kernel
+    (blocked.conv_rows_source): rows whose last 16 columns overlap the ones before, ranges
+    that start and end inside a row (split: one image over two threads), activations fused
+    or not (SiLU takes the lane-by-lane epilogue)."""
+    rng = np.random.default_rng(seed)
+    conv = cn.Conv2d(channels, filters, kernel, (stride_h, 1), padding, dilation, strict=False)
+    conv.bias.assign(rng.standard_normal(filters).astype(np.float32))
+    model = cn.Sequential(conv, *[make() for make in AFTER[after]], strict=False).eval()
+    x = rng.standard_normal((batch, channels, height + (kernel - 1) * dilation,
+                             width)).astype(np.float32)
+    previous = backend.num_threads()
+    if split:
+        backend.set_num_threads(2)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(inference, "SPLIT_MIN_WORK", 0 if split else 1 << 40)
+            expected = reference(model, x)
+            ours = planned(model, x)
+    finally:
+        backend.set_num_threads(previous)
+    if expected.shape[3] < inference.ROW_TILE[0]:
+        return  # too narrow for it: the other tiles' case
+    assert_matches(ours, expected)
+    plan = next(iter(model._inference_plans.values()))
+    assert plan.steps[0].kernel == "conv_rows"
+
+
 @pytest.mark.parametrize("tile", blocked.TILES)
 def test_every_tile_gives_the_layers_answer(tile, monkeypatch, rng):
     """choose_tile picks some tiles rarely (4 x 3): each is held to the layers' answer on

@@ -335,6 +335,87 @@ def conv_source(positions: int, block_count: int) -> str:
     return "\n".join(lines)
 
 
+def conv_rows_source(positions: int, block_count: int) -> str:
+    """The direct convolution of a plain input at column stride 1 (a first layer's 1-3
+    channels), vectorized over P consecutive output columns instead of over the filters: per
+    tap one vector load of P input pixels and 8*B fused multiply-adds, each with one filter's
+    weight broadcast (the (P, B) tiles of `conv_source` broadcast each pixel instead, and with
+    one block of filters LLVM pairs positions into 16 lanes with a permute per pair). Same
+    arguments and geometry as `conv_source`'s kernel; a row's last P columns end at its end
+    (recomputing some: needs rows of at least P columns), only this call's positions are
+    stored, and no shortcut is added (print it to read it)."""
+    lanes = LANES * block_count
+    lines = [
+        "def conv(x, w, bias, offsets, out, residual, geometry, alpha, beta):",
+        "    # x: plain, output position (i, j) of image b reads x at",
+        "    #    b*x_batch + (i*SH)*x_row + j + x_origin + offsets[t] for tap t (x_col*SW == 1)",
+        "    # w (K tiles, taps, LANES*B); bias (K tiles * LANES*B,); positions i0 <= q < i1 are",
+        "    # i*out_w + j; out[b*out_batch + (k//8)*out_block + (k%8)*out_lane + i*out_row +",
+        "    # j*out_col + out_origin] = act(bias[k] + sum_t x[...] w[t, k]) for k < out_store",
+    ]
+    for name in ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_origin",
+                 "stride_h", "out_batch", "out_block", "out_lane", "out_row", "out_col",
+                 "out_origin", "out_w", "act", "out_store"):
+        lines.append(f"    {name} = geometry[{G[name]}]")
+    lines += [
+        "    taps = offsets.shape[0]",
+        "    lo, hi = -INF, INF  # the fast epilogue's activation: none, ReLU or a clip",
+        "    if act == 1:",
+        "        lo = ZERO",
+        "    elif act == 2:",
+        "        lo, hi = alpha, beta",
+        f"    tile = numpy.empty({lanes * positions}, dtype=x.dtype)",
+        "    first_row, last_row = i0 // out_w, (i1 - 1) // out_w",
+        "    for b in range(b0, b1):",
+        "        for kt in range(k0, k1):",
+        f"            store = min({lanes}, out_store - kt * {lanes})",
+        "            for i in range(first_row, last_row + 1):",
+        "                js = i0 - i * out_w if i == first_row else 0",
+        "                je = i1 - i * out_w if i == last_row else out_w",
+        "                row = b * x_batch + i * stride_h * x_row + x_origin",
+        f"                for j0 in range(js, je, {positions}):",
+        f"                    jc = min(j0, out_w - {positions})  # P columns inside the row",
+    ]
+    ind = " " * 20
+    for k in range(lanes):
+        lines.append(ind + " = ".join(f"a{k}_{p}" for p in range(positions)) + " = ZERO")
+    lines += [ind + f"wa = INDEX(kt * taps * {lanes})",
+              ind + "for t in range(taps):",
+              ind + "    at = INDEX(row + jc + offsets[t])"]
+    body = ind + "    "
+    lines += [body + f"x{p} = x[at + INDEX({p})]" for p in range(positions)]
+    for k in range(lanes):
+        lines.append(body + f"w{k} = w[wa + INDEX({k})]")
+        lines += [body + f"a{k}_{p} += x{p} * w{k}" for p in range(positions)]
+    lines.append(body + f"wa += INDEX({lanes})")
+    lines += [ind + f"tile[{k * positions + p}] = a{k}_{p}"
+              for k in range(lanes) for p in range(positions)]
+    # This call's columns: into a blocked output with no activation, ReLU or a clip, eight
+    # lanes at a time in straight-line code, every load before any store (LLVM's SLP
+    # vectorizer makes it vector code; a loop through `activate` took longer than the taps of
+    # a 25-tap layer); any other layout or activation lane by lane.
+    lines += [
+        ind + f"for p in range(j0 - jc, min(je - jc, {positions})):",
+        ind + "    o = b * out_batch + i * out_row + (jc + p) * out_col + out_origin",
+        ind + "    if out_lane == 1 and act <= 2:",
+    ]
+    for q in range(block_count):
+        lines += [ind + f"        if {q * LANES} < store:",
+                  ind + f"            oq = INDEX(o + (kt * {block_count} + {q}) * out_block)",
+                  ind + f"            c = INDEX(kt * {lanes} + {q * LANES})"]
+        lines += [ind + f"            y{lane} = min(max(tile[{(q * LANES + lane) * positions} + p]"
+                        f" + bias[c + INDEX({lane})], lo), hi)" for lane in range(LANES)]
+        lines += [ind + f"            out[oq + INDEX({lane})] = y{lane}" for lane in range(LANES)]
+    lines += [
+        ind + "        continue",
+        ind + "    for k in range(store):",
+        ind + f"        y = tile[k * {positions} + p] + bias[kt * {lanes} + k]",
+        ind + f"        out[INDEX(o + (kt * {block_count} + (k >> 3)) * out_block"
+              " + (k & 7) * out_lane)] = activate(y, act, alpha, beta)",
+    ]
+    return "\n".join(lines)
+
+
 _ACTIVATE_SOURCE = '''
 @numba.njit(inline="always")
 def activate(y, act, alpha, beta):
@@ -804,6 +885,11 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
     geometry = "numba.int64[::1]"
     if kind == "conv":
         body = ACTIVATE_SOURCE + "\n\n" + conv_source(*tile)
+        footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
+                  f"{geometry}, {scalar}, {scalar}), {options})(conv)\n\n\n"
+                  + _task_source("conv", "fffiffi", 2, dtype_name))
+    elif kind == "conv_rows":  # the same arguments as "conv"'s kernel
+        body = ACTIVATE_SOURCE + "\n\n" + conv_rows_source(*tile)
         footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
                   f"{geometry}, {scalar}, {scalar}), {options})(conv)\n\n\n"
                   + _task_source("conv", "fffiffi", 2, dtype_name))

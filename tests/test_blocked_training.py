@@ -71,6 +71,31 @@ def test_training_passes_match_torch(config, seed):
     assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy))
 
 
+@settings(max_examples=30, deadline=None)
+@given(channels=st.integers(1, 7), filters=st.integers(1, 8), kernel=st.integers(1, 5),
+       stride_h=st.integers(1, 2), dilation=st.integers(1, 2), padding=st.integers(0, 2),
+       width=st.integers(16, 30), threads=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))
+def test_row_kernel_forward_of_a_plain_input_matches_torch(channels, filters, kernel, stride_h,
+                                                           dilation, padding, width, threads,
+                                                           seed):
+    """A first layer of at most 8 filters on rows of 16 or more outputs: the forward on the
+    row kernel (blocked.conv_rows_source, plain output), one or two threads."""
+    rng = np.random.default_rng(seed)
+    conv = cn.Conv2d(channels, filters, kernel, (stride_h, 1), padding, dilation, strict=False)
+    assume(kernel > 1 or stride_h > 1)  # a 1x1 stride-1 layer is a matrix product
+    conv.bias.data[...] = rng.standard_normal(filters)
+    x = rng.standard_normal((2, channels, 6 + (kernel - 1) * dilation,
+                             width + (kernel - 1) * dilation)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        out, dy, dx = run(conv, x, rng)
+    finally:
+        backend.set_num_threads(previous)
+    assert out.shape[3] >= blocked_training.ROW_TILE[0]  # the row kernel's case
+    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy))
+
+
 @pytest.mark.parametrize("kwargs, input_shape", [
     ({"in_channels": 32, "out_channels": 24, "kernel_size": 3, "padding": 1}, (5, 32, 9, 13)),
     ({"in_channels": 3, "out_channels": 40, "kernel_size": 5, "stride": 2, "padding": 2},

@@ -359,6 +359,7 @@ def conv_rows_source(positions: int, block_count: int) -> str:
         lines.append(f"    {name} = geometry[{G[name]}]")
     lines += [
         "    taps = offsets.shape[0]",
+        "    plain_rows = out_block == 8 * out_lane and out_col == 1 and out_lane != 1",
         "    lo, hi = -INF, INF  # the fast epilogue's activation: none, ReLU or a clip",
         "    if act == 1:",
         "        lo = ZERO",
@@ -408,10 +409,21 @@ def conv_rows_source(positions: int, block_count: int) -> str:
         lines += [ind + f"            out[oq + INDEX({lane})] = y{lane}" for lane in range(LANES)]
     lines += [
         ind + "        continue",
+        ind + "    if plain_rows and act <= 2:  # all of this position's filters: below",
+        ind + "        break",
         ind + "    for k in range(store):",
         ind + f"        y = tile[k * {positions} + p] + bias[kt * {lanes} + k]",
         ind + f"        out[INDEX(o + (kt * {block_count} + (k >> 3)) * out_block"
               " + (k & 7) * out_lane)] = activate(y, act, alpha, beta)",
+        # a plain output (training's): each filter's columns in a row of its own plane
+        ind + "if plain_rows and act <= 2:",
+        ind + "    o = b * out_batch + i * out_row + jc + out_origin",
+        ind + "    for k in range(store):",
+        ind + f"        shift = bias[kt * {lanes} + k]",
+        ind + f"        oc = o + (kt * {lanes} + k) * out_lane",
+        ind + f"        for p in range(j0 - jc, min(je - jc, {positions})):",
+        ind + f"            out[INDEX(oc + p)] = min(max(tile[k * {positions} + p] + shift, lo),"
+              " hi)",
     ]
     return "\n".join(lines)
 

@@ -220,6 +220,14 @@ def _position_start(ind: str) -> list[str]:
             ind + "last_j = q1 - 1 - last_i * out_w"]
 
 
+# The fast epilogues' activation, as min(max(y, lo), hi): none, ReLU or a clip.
+_ACTIVATION_BOUNDS = ["    lo, hi = -INF, INF",
+                      "    if act == 1:",
+                      "        lo = ZERO",
+                      "    elif act == 2:",
+                      "        lo, hi = alpha, beta"]
+
+
 def conv_source(positions: int, block_count: int) -> str:
     """The Python source of the direct convolution for one tile (print it to read it)."""
     lanes = LANES * block_count
@@ -244,11 +252,7 @@ def conv_source(positions: int, block_count: int) -> str:
         "    taps = offsets.shape[0]",
         "    rows_of_8 = out_lane == 1 and (has_residual == 0 or res_lane == 1)",
         "    plain_rows = out_block == 8 * out_lane and out_col == 1",
-        "    lo, hi = -INF, INF  # the fast epilogue's activation: none, ReLU or a clip",
-        "    if act == 1:",
-        "        lo = ZERO",
-        "    elif act == 2:",
-        "        lo, hi = alpha, beta",
+        *_ACTIVATION_BOUNDS,
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
         f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
         f"    rpos = numpy.empty({positions}, dtype=numpy.int64)",
@@ -360,11 +364,7 @@ def conv_rows_source(positions: int, block_count: int) -> str:
     lines += [
         "    taps = offsets.shape[0]",
         "    plain_rows = out_block == 8 * out_lane and out_col == 1 and out_lane != 1",
-        "    lo, hi = -INF, INF  # the fast epilogue's activation: none, ReLU or a clip",
-        "    if act == 1:",
-        "        lo = ZERO",
-        "    elif act == 2:",
-        "        lo, hi = alpha, beta",
+        *_ACTIVATION_BOUNDS,
         f"    tile = numpy.empty({lanes * positions}, dtype=x.dtype)",
         "    first_row, last_row = i0 // out_w, (i1 - 1) // out_w",
         "    for b in range(b0, b1):",

@@ -744,24 +744,40 @@ def pad_copy(x, out, geometry):
 '''
 
 
-DENSE_SOURCE = '''
-def dense(x, w, bias, out, geometry, alpha, beta):
-    """out[n*out_row + o] = act(bias[o] + sum_i x[n*x_row + i] * w[i*outs + o]) for images
-    n0 <= n < n1 and outputs o0 <= o < o1; w is (inputs, outs). A small product (one image, a
-    squeeze-and-excitation block) costs less here than BLAS's call and NumPy's passes."""
-    n0, n1, o0, o1, inputs, outs, x_row, out_row, act = geometry[:9]
-    for n in range(n0, n1):
-        base = n * out_row
-        for o in range(o0, o1):
-            out[INDEX(base + o)] = bias[INDEX(o)]
-        for i in range(inputs):
-            xi = x[INDEX(n * x_row + i)]
-            row = i * outs
-            for o in range(o0, o1):
-                out[INDEX(base + o)] += xi * w[INDEX(row + o)]
-        for o in range(o0, o1):
-            out[INDEX(base + o)] = activate(out[INDEX(base + o)], act, alpha, beta)
-'''
+DENSE_TILE = 64  # outputs summed in registers at once (four 16-lane vectors)
+
+
+def dense_source() -> str:
+    """The small dense product (print it to read it)."""
+    tile = DENSE_TILE
+    ind = " " * 16
+    lines = [
+        "def dense(x, w, bias, out, geometry, alpha, beta):",
+        '    """out[n*out_row + o] = act(bias[o] + sum_i x[n*x_row + i] * w[i*w_row + o]) for',
+        "    images n0 <= n < n1 and outputs o0 <= o < o1; w is (inputs, w_row), its columns",
+        f"    from o0 to o1 + {tile - 1} readable (zero past the outputs: whole tiles of {tile} "
+        "are summed).",
+        "    A small product (one image, a squeeze-and-excitation block) costs less here than",
+        "    BLAS's call and NumPy's passes. Each tile of outputs is summed in registers over",
+        '    the inputs (summed in memory, an output cost a load and a store a multiply-add)."""',
+        "    n0, n1, o0, o1, inputs, w_row, x_row, out_row, act = geometry[:9]",
+        f"    tile = numpy.empty({tile}, dtype=x.dtype)",
+        "    for n in range(n0, n1):",
+        "        base = n * out_row",
+        "        xb = n * x_row",
+        f"        for t0 in range(o0, o1, {tile}):",
+    ]
+    lines += [" " * 12 + f"a{k} = ZERO" for k in range(tile)]
+    lines += [" " * 12 + "wa = INDEX(t0)",
+              " " * 12 + "for i in range(inputs):",
+              ind + "xi = x[INDEX(xb + i)]"]
+    lines += [ind + f"a{k} += xi * w[wa + INDEX({k})]" for k in range(tile)]
+    lines.append(ind + "wa += INDEX(w_row)")
+    lines += [" " * 12 + f"tile[{k}] = a{k}" for k in range(tile)]
+    lines += [" " * 12 + f"for k in range(min({tile}, o1 - t0)):",
+              ind + "o = t0 + k",
+              ind + "out[INDEX(base + o)] = activate(tile[k] + bias[INDEX(o)], act, alpha, beta)"]
+    return "\n".join(lines)
 
 
 BLOCK_COPY_SOURCE = '''
@@ -918,7 +934,7 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"{scalar}, {scalar}), {options})(depthwise)\n\n\n"
                   + _task_source("depthwise", "ffffi", 2, dtype_name))
     elif kind == "merge":  # merges, copies, small dense products, padded copies of inputs
-        body = (MERGE_SOURCE + "\n\n" + ACTIVATE_SOURCE + "\n\n" + DENSE_SOURCE + "\n\n"
+        body = (MERGE_SOURCE + "\n\n" + ACTIVATE_SOURCE + "\n\n" + dense_source() + "\n\n"
                 + PAD_SOURCE)
         footer = (f"merge = numba.njit(({flat}, {flat}, {flat}, {geometry}, numba.int64), "
                   f"{options}, error_model='numpy')(merge)\n"  # x / 0 is inf, no raise

@@ -821,8 +821,14 @@ class DenseStep(Step):
                 0, 1, 3, 4, 2).reshape(weight.shape[0], -1)
         self.weight_t = numpy.ascontiguousarray(weight.T, numpy.float32)  # (in, out)
         self.bias = None if self.layer.bias is None else self.layer.bias.data
-        self.bias_packed = (numpy.zeros(weight.shape[0], numpy.float32) if self.bias is None
-                            else numpy.ascontiguousarray(self.bias, numpy.float32))
+        # the kernel's: a whole tile of columns past any output, zero (blocked.DENSE_SOURCE)
+        outs = weight.shape[0]
+        width = blocked.blocks(outs) * blocked.LANES + blocked.DENSE_TILE
+        self.weight_kernel = numpy.zeros((weight.shape[1], width), numpy.float32)
+        self.weight_kernel[:, :outs] = self.weight_t
+        self.bias_kernel = numpy.zeros(width, numpy.float32)
+        if self.bias is not None:
+            self.bias_kernel[:outs] = self.bias
         self.fingerprint = fingerprint
 
     def bind(self, rt):
@@ -893,14 +899,15 @@ class DenseStep(Step):
             per = blocked.blocks(-(-outs // threads)) * blocked.LANES
             splits = [(b, b + 1, o, min(o + per, outs)) for b in range(n)
                       for o in range(0, outs, per)]
-        chunks = [numpy.array([n0, n1, o0, o1, inputs, outs, x_row, padded, code],
+        width = self.weight_kernel.shape[1]
+        chunks = [numpy.array([n0, n1, o0, o1, inputs, width, x_row, padded, code],
                               dtype=numpy.int64) for n0, n1, o0, o1 in splits]
         module = blocked.compiled("merge")
         alpha, beta = numpy.float32(alpha), numpy.float32(beta)
         flat = out.reshape(-1)
         call = KernelCall(module.dense, chunks,
-                          lambda g: (x, self.weight_t.reshape(-1), self.bias_packed, flat, g,
-                                     alpha, beta),
+                          lambda g: (x, self.weight_kernel.reshape(-1), self.bias_kernel,
+                                     flat, g, alpha, beta),
                           module.dense_task, lambda: self.fingerprint)
 
         def post(values):

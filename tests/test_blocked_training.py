@@ -72,16 +72,14 @@ def test_training_passes_match_torch(config, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(channels=st.integers(1, 7), filters=st.integers(1, 20), kernel=st.integers(1, 5),
+@given(channels=st.integers(1, 7), filters=st.integers(1, 8), kernel=st.integers(1, 5),
        stride_h=st.integers(1, 2), dilation=st.integers(1, 2), padding=st.integers(0, 2),
        width=st.integers(16, 30), threads=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))
 def test_row_kernel_forward_of_a_plain_input_matches_torch(channels, filters, kernel, stride_h,
                                                            dilation, padding, width, threads,
                                                            seed):
     """A first layer of at most 8 filters on rows of 16 or more outputs: the forward on the
-    row kernel (blocked.conv_rows_source, plain output) and the weight gradient on its own
-    (blocked.weight_grad_rows_source, any filter count), one or two threads; without the
-    input gradient the same parameter gradients."""
+    row kernel (blocked.conv_rows_source, plain output), one or two threads."""
     rng = np.random.default_rng(seed)
     conv = cn.Conv2d(channels, filters, kernel, (stride_h, 1), padding, dilation, strict=False)
     assume(kernel > 1 or stride_h > 1)  # a 1x1 stride-1 layer is a matrix product
@@ -92,16 +90,9 @@ def test_row_kernel_forward_of_a_plain_input_matches_torch(channels, filters, ke
     backend.set_num_threads(threads)
     try:
         out, dy, dx = run(conv, x, rng)
-        grads = (conv.weight.grad.copy(), conv.bias.grad.copy())
-        conv.forward(x)
-        conv.zero_grad()
-        assert conv.backward(dy, input_grad=False) is None
     finally:
         backend.set_num_threads(previous)
-    np.testing.assert_array_equal(conv.weight.grad, grads[0])
-    np.testing.assert_array_equal(conv.bias.grad, grads[1])
-    conv.weight.grad[...], conv.bias.grad[...] = grads
-    assert out.shape[3] >= blocked_training.ROW_TILE[0]  # the row kernels' case
+    assert out.shape[3] >= blocked_training.ROW_TILE[0]  # the row kernel's case
     assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy))
 
 

@@ -854,74 +854,6 @@ def _weight_grad_tile(ind: str, pair: bool) -> list[str]:
     return lines
 
 
-# The row weight gradient's tile: 8 filters x 2 taps, each summed over 16 output columns.
-ROW_GRAD_FILTERS, ROW_GRAD_TAPS, ROW_GRAD_COLUMNS = 8, 2, 16
-
-
-def weight_grad_rows_source() -> str:
-    """The weight gradient of a convolution of a plain input at column stride 1 (a first
-    layer's 1-3 channels) from its plain output gradient, vectorized over 16 consecutive
-    output columns (print it to read it): for each image, tile of 8 filters and pair of taps,
-
-        dw[kt, g, k, t, p] += sum_(i, j0) x[b, (i*SH, j0 + p) + offsets[2g + t]] dy[b, k, i, j0 + p]
-
-    over the row's chunks of 16 columns (a last, partial one ending at the row's end, with
-    the columns counted before masked out of dy), 16 lanes per (k, t) summed by the caller.
-    Per chunk 8 vector loads of dy and 2 of x feed 16 vector multiply-adds.
-    `weight_grad_source`'s tiles (8 taps x 16 filters over positions, for blocked inputs) ran
-    a 1-channel 25-tap first layer at about 23 GFLOP/s: 16 filter lanes for 6 filters, its
-    taps padded to 8s."""
-    k_count, t_count, p_count = ROW_GRAD_FILTERS, ROW_GRAD_TAPS, ROW_GRAD_COLUMNS
-    tile = k_count * t_count * p_count
-    lines = [
-        "def weight_grad_rows(x, dy, offsets, dw, geometry):",
-        "    # x (flat): tap t of output (i, j) of image b at b*x_batch + i*SH*x_row + j +",
-        "    #    offsets[t]; dy (flat, plain (N, K, Ho, Wo)); offsets: a multiple of 2 taps;",
-        f"    # dw (flat, (K tiles, taps / 2, {tile})) += images b0..b1-1 (out_w >= 16)",
-        "    b0, b1, k_tiles, channels, x_batch, x_row, stride_h, out_h, out_w = geometry[:9]",
-        f"    groups = offsets.shape[0] // {t_count}",
-        "    plane = out_h * out_w",
-        "    for b in range(b0, b1):",
-        "        for kt in range(k_tiles):",
-    ]
-    # filters past K read the last filter's gradient: their sums are never read
-    lines += [" " * 12 + f"d{k}base = b * channels * plane + min(kt * {k_count} + {k}, "
-              "channels - 1) * plane" for k in range(k_count)]
-    lines += ["            for g in range(groups):",
-              f"                base = (kt * groups + g) * {tile}"]
-    ind = " " * 16
-    lines += [ind + f"o{t} = offsets[g * {t_count} + {t}]" for t in range(t_count)]
-    lines += [ind + f"a{k}_{t}_{p} = dw[INDEX(base + {(k * t_count + t) * p_count + p})]"
-              for k in range(k_count) for t in range(t_count) for p in range(p_count)]
-    lines += [ind + "for i in range(out_h):",
-              ind + "    xrow = b * x_batch + i * stride_h * x_row",
-              ind + "    drow = i * out_w",
-              ind + f"    for jc in range(0, out_w - {p_count - 1}, {p_count}):"]
-
-    def chunk(body: str, masked: bool) -> list[str]:
-        """The multiply-adds of the 16 columns from jc (masked: times m{p})."""
-        out = []
-        for k in range(k_count):
-            out += [body + f"d{k}_{p} = dy[INDEX(d{k}base + drow + jc + {p})]"
-                    + (f" * m{p}" if masked else "") for p in range(p_count)]
-        for t in range(t_count):
-            out += [body + f"x{t}_{p} = x[INDEX(xrow + o{t} + jc + {p})]"
-                    for p in range(p_count)]
-        return out + [body + f"a{k}_{t}_{p} += x{t}_{p} * d{k}_{p}"
-                      for k in range(k_count) for t in range(t_count) for p in range(p_count)]
-
-    lines += chunk(ind + "        ", False)
-    # a row's last columns, if not a whole 16: its last 16, those counted above masked out
-    lines += [ind + f"    if out_w % {p_count}:",
-              ind + f"        jc = out_w - {p_count}",
-              ind + f"        counted = out_w - out_w % {p_count} - jc"]
-    lines += [ind + f"        m{p} = ZERO if {p} < counted else ONE" for p in range(p_count)]
-    lines += chunk(ind + "        ", True)
-    lines += [ind + f"dw[INDEX(base + {(k * t_count + t) * p_count + p})] = a{k}_{t}_{p}"
-              for k in range(k_count) for t in range(t_count) for p in range(p_count)]
-    return "\n".join(lines)
-
-
 def weight_grad_source() -> str:
     """The weight gradient of a convolution from its input (blocked or plain, read through a
     table of tap offsets as the forward kernel reads it) and its blocked output gradient
@@ -990,13 +922,10 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"{geometry}, {scalar}, {scalar}), {options})(conv)\n\n\n"
                   + _task_source("conv", "fffiffi", 2, dtype_name))
     elif kind == "weight_grad":  # and the blocked copies training makes around it
-        body = (weight_grad_source() + "\n\n\n" + weight_grad_rows_source() + "\n\n"
-                + BLOCK_COPY_SOURCE)
+        body = weight_grad_source() + "\n\n" + BLOCK_COPY_SOURCE
         footer = (f"weight_grad = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, "
                   f"{geometry}), "
                   f"{options})(weight_grad)\n"
-                  f"weight_grad_rows = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, "
-                  f"{geometry}), {options})(weight_grad_rows)\n"
                   f"block_copy = numba.njit(({flat}, {flat}, {geometry}), "
                   f"{options})(block_copy)")
     elif kind == "depthwise":

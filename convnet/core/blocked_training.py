@@ -174,49 +174,14 @@ def backward(layer, kept: Kept, dy, dx, geometry):
         around = Padding(eh - pad.top, eh - pad.bottom, ew - pad.left, ew - pad.right)
     else:
         around = Padding(0, 0, 0, 0)
-    if kept.lanes == 1 and layer.stride[1] == 1 and out_w >= blocked.ROW_GRAD_COLUMNS:
-        dweight = _weight_grad_rows(layer, kept, numpy.ascontiguousarray(dy, numpy.float32))
-        dyb = _padded_blocked(dy, around, LANES) if dx is not None else None
-    else:
-        dyb = _padded_blocked(dy, around, LANES)  # n, Kb, ., ., 8
-        dweight = _weight_grad(layer, kept, dyb, around, (out_h, out_w))
+    dyb = _padded_blocked(dy, around, LANES)  # n, Kb, ., ., 8
+    dweight = _weight_grad(layer, kept, dyb, around, (out_h, out_w))
     dbias = None if layer.bias is None else dy.sum(axis=(0, 2, 3))
     if dx is not None:
         flipped = layer.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # C, K, KH, KW
         source = Kept(dyb, LANES, k)
         _run_conv(source, numpy.ascontiguousarray(flipped), None, (1, 1), layer.dilation, dx)
     return dweight, dbias
-
-
-def _weight_grad_rows(layer, kept: Kept, dy):
-    """dweight (K, C, KH, KW) from a plain padded input and the plain output gradient dy
-    (n, K, Ho, Wo), on `blocked.weight_grad_rows_source`'s kernel (column stride 1, rows of
-    16 or more), the batch split over the worker threads, each summing into its own copy."""
-    k, c, kh, kw = layer.weight.shape
-    n, _, out_h, out_w = dy.shape
-    bs, _, rs, _, _ = kept.strides()
-    offsets = kept.tap_offsets((kh, kw), layer.dilation)
-    taps = len(offsets)
-    pair = blocked.ROW_GRAD_TAPS
-    offsets = numpy.concatenate([offsets, numpy.zeros(-taps % pair, numpy.int64)])
-    k_tiles = -(-k // blocked.ROW_GRAD_FILTERS)
-    groups = len(offsets) // pair
-    tile = blocked.ROW_GRAD_FILTERS * pair * blocked.ROW_GRAD_COLUMNS
-    kernel = blocked.compiled("weight_grad").weight_grad_rows
-    flat, dy_flat = kept.data.reshape(-1), dy.reshape(-1)
-    head = [k_tiles, k, bs, rs, layer.stride[0], out_h, out_w]
-
-    def call(part):
-        dw = numpy.zeros(k_tiles * groups * tile, numpy.float32)
-        kernel(flat, dy_flat, offsets, dw, numpy.array([part.start, part.stop, *head],
-                                                       numpy.int64))
-        return dw
-
-    dw = sum(run_chunks(call, thread_slices(n)))
-    dw = dw.reshape(k_tiles, groups, blocked.ROW_GRAD_FILTERS, pair,
-                    blocked.ROW_GRAD_COLUMNS).sum(axis=-1)  # the 16 columns' sums
-    dw = dw.transpose(0, 2, 1, 3).reshape(k_tiles * blocked.ROW_GRAD_FILTERS, -1)[:k, :taps]
-    return dw.reshape(k, c, kh, kw)  # taps (c, u, v)
 
 
 def _weight_grad(layer, kept: Kept, dyb, around: Padding, out_hw):

@@ -3,7 +3,6 @@ on worker threads, both ways of getting a stride-1 conv's input gradient, backwa
 input gradient, separable max pooling on tied inputs against PyTorch, and the thread setting."""
 
 import contextlib
-import os
 
 import numpy as np
 import pytest
@@ -127,14 +126,14 @@ def test_backward_without_input_gradient_fills_the_same_parameter_gradients(rng)
 def max_pool_path(compiled: bool):
     """MaxPool2d on the compiled passes of convnet.core.pool_kernels whatever the input's
     size (compiled), or on its NumPy path (the compiled kernels off)."""
-    previous = pool_kernels.MIN_LOAD_VALUES
+    previous = (pool_kernels.MIN_LOAD_VALUES, kernels._enabled)
     pool_kernels.MIN_LOAD_VALUES = 0
     kernels.set_enabled(compiled and kernels.available())
     try:
         yield
     finally:
-        pool_kernels.MIN_LOAD_VALUES = previous
-        kernels.set_enabled(os.environ.get("CONVNET_COMPILED_KERNELS", "1") != "0")
+        pool_kernels.MIN_LOAD_VALUES = previous[0]
+        kernels.set_enabled(previous[1])
 
 
 @settings(max_examples=60, deadline=None)

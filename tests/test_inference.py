@@ -271,7 +271,7 @@ def test_row_kernel_of_a_plain_input_matches_the_layers(channels, filters, kerne
             ours = planned(model, x)
     finally:
         backend.set_num_threads(previous)
-    if expected.shape[3] < inference.ROW_TILE[0]:
+    if expected.shape[3] < blocked.ROW_TILE[0]:
         return  # too narrow for it: the other tiles' case
     assert_matches(ours, expected)
     plan = next(iter(model._inference_plans.values()))

@@ -35,12 +35,6 @@ LANES = blocked.LANES
 # blocked output) and 13.9 for 8 x 1; 20 -> 20 on 8x8 3.3/4.1/5.5; 32 -> 32 3x3 on 32x32
 # 28/58/46; 20 -> 16 6.1/14.8/11.7; 8 -> 8 0.90/1.91/0.89; 1 -> 6 0.96/1.69/0.92.
 PLAIN_TILE = (6, 2)
-# A plain input (1 to 7 channels, a first layer) of at most 8 filters, at column stride 1 on
-# rows of 16 or more outputs: the row kernel (`blocked.conv_rows_source`), 16 columns x 8
-# filters, each filter's 16 sums stored as one vector into its plane (one thread, batch 128:
-# lenet5's first layer 1.40 -> 1.04 ms; with 16 or 32 filters a 16 x 2 tile was 2-6% slower
-# than 6 x 2, which already fills 16 lanes).
-ROW_TILE = (16, 1)
 
 
 @dataclass
@@ -128,8 +122,8 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
     (K, C, KH, KW), on the blocked direct convolution."""
     n, k, out_h, out_w = out.shape
     kind, tile = "conv", PLAIN_TILE
-    if kept.lanes == 1 and stride[1] == 1 and k <= LANES and out_w >= ROW_TILE[0]:
-        kind, tile = "conv_rows", ROW_TILE
+    if kept.lanes == 1 and blocked.takes_rows(k, stride[1], out_w):  # each filter's sums
+        kind, tile = "conv_rows", blocked.ROW_TILE  # stored as vectors into its plane
     bs, _, rs, cs, _ = kept.strides()
     filters = blocked.pack_filters(weight, tile[1], kept.lanes)
     packed_bias = blocked.pack_bias(bias, k, tile[1], numpy.float32)

@@ -52,13 +52,6 @@ SEQUENTIAL, RESIDUAL, GRAPH = "seq", "res", "model"
 # (`convnet predict` on one image), as `convnet.core.kernels.MIN_LOAD_MACS` rules for training.
 MIN_LOAD_MACS = kernels.MIN_LOAD_MACS
 
-# The row kernel's tile for a plain input (a first layer) of at most 8 filters: 16 consecutive
-# output columns x 8 filters. One thread, batch 128: lenet5's first layer (6 filters 5x5 on
-# 28x28) 0.97 -> 0.87 ms. With 16 or 32 filters (16 x 2) it was slower than the 6 x 2 tile
-# (vggish's first layer 4.5 against 3.3 ms): moving 16 x 16 sums into the blocked layout
-# costs more than the taps of a 3x3x3 window save.
-ROW_TILE = (16, 1)
-
 
 def applies(model: Layer, arrays) -> bool:
     """Whether `model.forward(*arrays)` runs from a plan (see the module doc)."""
@@ -320,13 +313,9 @@ class ConvStep(Step):
         self.kernel = "conv"
         self.tile = blocked.choose_tile(conv.out_channels // conv.groups,
                                         self.out_hw[0] * self.out_hw[1])
-        if (not self.blocked_input and conv.stride[1] == 1 and conv.groups == 1
-                and conv.out_channels <= blocked.LANES and residual is None
-                and self.out_hw[1] >= ROW_TILE[0]):
-            # a plain input's rows, vectors of consecutive columns (blocked.conv_rows_source),
-            # where the filters fill at most one block (8 x 1 tiles run at half speed)
-            self.kernel = "conv_rows"
-            self.tile = ROW_TILE
+        if (not self.blocked_input and conv.groups == 1 and residual is None
+                and blocked.takes_rows(conv.out_channels, conv.stride[1], self.out_hw[1])):
+            self.kernel, self.tile = "conv_rows", blocked.ROW_TILE
         self.macs = conv.macs(plan.shapes[source], plan.shapes[out])
         self.fingerprint = None
 
@@ -821,7 +810,7 @@ class DenseStep(Step):
                 0, 1, 3, 4, 2).reshape(weight.shape[0], -1)
         self.weight_t = numpy.ascontiguousarray(weight.T, numpy.float32)  # (in, out)
         self.bias = None if self.layer.bias is None else self.layer.bias.data
-        # the kernel's: a whole tile of columns past any output, zero (blocked.DENSE_SOURCE)
+        # the kernel's: a whole tile of columns past any output, zero (blocked.dense_source)
         outs = weight.shape[0]
         width = blocked.blocks(outs) * blocked.LANES + blocked.DENSE_TILE
         self.weight_kernel = numpy.zeros((weight.shape[1], width), numpy.float32)

@@ -266,3 +266,16 @@ def test_log_softmax_is_stable_and_exponentiates_to_softmax():
         out = cn.LogSoftmax().forward(x)
     np.testing.assert_allclose(np.exp(out), cn.Softmax().forward(x), atol=1e-7)
     np.testing.assert_allclose(out[0, :2], [np.log(0.5)] * 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("layer", [cn.ReLU6(), cn.Hardtanh(-0.5, 2.0)])
+def test_hardtanh_keeps_its_output_for_backward(layer, rng):
+    """Its input (a batch norm's output, say) is freed once the output exists: the slope is
+    read from y, which is strictly inside the bounds exactly where x is."""
+    x = np.concatenate([rng.standard_normal(40) * 4, [layer.min_val, layer.max_val, np.nan]])
+    x = x.astype(np.float32).reshape(1, -1)
+    out = layer.forward(x)
+    assert layer.cache is out
+    dx = layer.backward(np.ones_like(x))
+    inside = (x > layer.min_val) & (x < layer.max_val)
+    np.testing.assert_array_equal(dx, inside.astype(np.float32))

@@ -107,3 +107,30 @@ def test_which_layers_take_them(kwargs, dtype, takes, rng):
         assert not depthwise_kernels.usable(conv, x)
     finally:
         kernels.set_enabled(True)
+
+
+@pytest.mark.parametrize("kwargs, hw", [
+    ({"kernel_size": 3, "padding": 1}, (9, 10)),
+    ({"kernel_size": (3, 2), "stride": (2, 3), "dilation": (2, 1), "padding": (2, 1)}, (11, 9)),
+    ({"kernel_size": (7, 8), "padding": 3, "stride": 2}, (12, 13)),
+])
+def test_windows_past_the_unrolled_taps_loop_over_them(kwargs, hw, rng, monkeypatch):
+    """The module for windows over MAX_UNROLLED_TAPS taps (here every window) matches
+    PyTorch as the unrolled ones do."""
+    monkeypatch.setattr(depthwise_kernels, "MAX_UNROLLED_TAPS", 0)
+    conv = cn.Conv2d(6, 12, groups=6, strict=False, **kwargs)
+    conv.bias.data[...] = rng.standard_normal(conv.bias.shape)
+    x = rng.standard_normal((3, 6, *hw)).astype(np.float32)
+    out = conv.forward(x)
+    assert isinstance(conv.cache[1], depthwise_kernels.Kept)
+    dy = rng.standard_normal(out.shape).astype(np.float32)
+    dx = conv.backward(dy)
+    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy))
+
+
+def test_forward_keeps_the_input_itself(rng):
+    """No padded copy the size of the activation: backward reads the caller's array."""
+    conv = cn.Conv2d(8, 8, 3, padding=1, groups=8)
+    x = rng.standard_normal((2, 8, 6, 6)).astype(np.float32)
+    conv.forward(x)
+    assert conv.cache[1].data is x

@@ -140,8 +140,13 @@ class _Pointwise(_Elementwise):
 
     Forward keeps x itself (no copy: the caller holds it anyway); backward recomputes the
     slope f'(x) chunk by chunk, so no full-size temporary outlives a chunk. Subclasses give
-    `_value(xp, x)` and `_slope(xp, x)` in x's dtype, written from their definitions.
+    `_value(xp, x)` and `_slope(xp, x)` in x's dtype, written from their definitions. A
+    subclass whose slope reads the same from its output sets `keeps_output`: forward then
+    keeps y instead, which the next layer usually keeps as its own input, so that x (a batch
+    norm's output, say) is freed as soon as y is made.
     """
+
+    keeps_output = False
 
     def forward(self, x):
         check_input(self, x, x.ndim if hasattr(x, "ndim") else 0, what="(N, ...)")
@@ -153,11 +158,11 @@ class _Pointwise(_Elementwise):
 
         run_chunks(work, sample_chunks(x))
         if grad_enabled():
-            self.cache = x
+            self.cache = out if self.keeps_output else x
         return out
 
     def backward(self, dy):
-        x = self._take_cache()
+        x = self._take_cache()  # or y, where keeps_output
         xp = array_module(dy)
         dx = xp.empty_like(dy)
 
@@ -174,6 +179,7 @@ class Hardtanh(_Pointwise):
     """
 
     kind = "hardtanh"
+    keeps_output = True  # y is strictly between the bounds exactly where x is (NaN: neither)
 
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
         super().__init__()

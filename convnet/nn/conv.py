@@ -3,8 +3,8 @@
 In training, a float32 layer of one group (other than 1x1 at stride 1) runs its forward, its
 weight gradient and its stride-1 input gradient on the blocked kernels
 (`convnet.core.blocked_training`), and keeps the zero-padded blocked copy of its input for
-backward; a float32 depthwise layer runs on `convnet.core.depthwise_kernels` (keeping a padded
-copy too). Everything else runs as follows.
+backward; a float32 depthwise layer runs on `convnet.core.depthwise_kernels` (keeping its input
+itself). Everything else runs as follows.
 
 Forward is im2col + one matrix product per group, done a chunk of the batch at a time so
 that the columns stay in cache (and chunks can go to the worker threads of
@@ -177,7 +177,7 @@ class Conv2d(WindowLayer, WeightedLayer):
             run_chunks(lambda part: self._pointwise_forward(xp, kept[part], out[part]),
                        self._chunks(x.shape))
         elif grad_enabled() and depthwise_kernels.usable(self, x):
-            kept = depthwise_kernels.forward(self, x, out, geometry)  # the padded input
+            kept = depthwise_kernels.forward(self, x, out, geometry)  # x itself
         elif grad_enabled() and blocked_training.usable(self, x):
             kept = blocked_training.forward(self, x, out, geometry)  # the padded input
         elif kernels.worth_compiling(self, x, self.out_channels, self.in_channels,

@@ -205,6 +205,34 @@ def test_grouped_and_depthwise_convolutions(groups, channels, rng):
         assert kind == "FallbackStep"  # groups of 8 channels or more, whole blocks only
 
 
+@settings(max_examples=40, deadline=None)
+@given(kernel=st.sampled_from([(3, 3), (3, 3), (3, 3), (2, 3), (5, 5)]),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       padding=st.sampled_from([(1, 1), (0, 2), (2, 1, 0, 1), "same", "valid"]),
+       channels=st.integers(1, 20), after=st.sampled_from(["none", "relu6", "bn-relu", "silu"]),
+       hw=st.tuples(st.integers(9, 15), st.integers(9, 18)), batch=st.integers(1, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_depthwise_steps_match_the_layers(kernel, stride, dilation, padding, channels, after,
+                                          hw, batch, seed):
+    """The depthwise step (3x3 windows on their unrolled module, others on the looped one)
+    against the layers, with strides, dilation, padding and fused batch norm and activations."""
+    rng = np.random.default_rng(seed)
+    conv = cn.Conv2d(channels, channels, kernel, stride, padding, dilation, groups=channels,
+                     strict=False)
+    conv.bias.assign(rng.standard_normal(conv.bias.shape).astype(np.float32))
+    layers = [cn.Conv2d(3, channels, 3, padding=1), conv]
+    if after.startswith("bn"):
+        layers.append(cn.BatchNorm2d(channels))
+        after = after[3:]
+    layers += [make() for make in AFTER[after]]
+    model = cn.Sequential(*layers, strict=False).eval()
+    randomize_batch_norms(model, rng)
+    x = rng.standard_normal((batch, 3, *hw)).astype(np.float32)
+    assert_matches(planned(model, x), reference(model, x))
+    assert steps_of(model)[1] == "DepthwiseStep" or channels == 1
+
+
 def test_residual_blocks_fuse_the_add_and_its_activation(rng):
     body = [cn.Conv2d(16, 16, 3, padding=1), cn.BatchNorm2d(16), cn.ReLU(),
             cn.Conv2d(16, 16, 3, padding=1), cn.BatchNorm2d(16)]

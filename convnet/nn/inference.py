@@ -491,7 +491,8 @@ class DepthwiseStep(Step):
         out_value = self.outputs[0]
         out = rt.buffer(out_value)
         out_flat, (obs, oks, ors, ocs), out_origin = rt.target(out_value)
-        module = blocked.compiled("depthwise", numpy.float32, (self.positions,))
+        module = blocked.compiled("depthwise", numpy.float32,
+                                  blocked.depthwise_tile(conv.kernel_size))
         cb = blocked.blocks(conv.out_channels)
         calls = []
         for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],

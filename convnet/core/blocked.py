@@ -581,7 +581,7 @@ def depthwise_tile(kernel_size) -> tuple:
     return (8,)
 
 
-POOL_SOURCE = '''
+_POOL_TEMPLATE = '''
 def max_pool(x, out, geometry):
     """Max pooling over blocked input and output; windows clipped to the input (padding
     never wins). Row and block offsets are worked out once per row and the window's columns
@@ -610,18 +610,20 @@ def max_pool(x, out, geometry):
                     m5 = x[first + INDEX(5)]
                     m6 = x[first + INDEX(6)]
                     m7 = x[first + INDEX(7)]
-                    for u in range(u0, u1):
-                        at = INDEX(row + u * x_row + (c0 + v0) * x_col)
-                        for v in range(v1 - v0):
-                            m0 = max(m0, x[at])
-                            m1 = max(m1, x[at + INDEX(1)])
-                            m2 = max(m2, x[at + INDEX(2)])
-                            m3 = max(m3, x[at + INDEX(3)])
-                            m4 = max(m4, x[at + INDEX(4)])
-                            m5 = max(m5, x[at + INDEX(5)])
-                            m6 = max(m6, x[at + INDEX(6)])
-                            m7 = max(m7, x[at + INDEX(7)])
-                            at += INDEX(x_col)
+<<MAX_WINDOWS>>
+                    else:
+                        for u in range(u0, u1):
+                            at = INDEX(row + u * x_row + (c0 + v0) * x_col)
+                            for v in range(v1 - v0):
+                                m0 = max(m0, x[at])
+                                m1 = max(m1, x[at + INDEX(1)])
+                                m2 = max(m2, x[at + INDEX(2)])
+                                m3 = max(m3, x[at + INDEX(3)])
+                                m4 = max(m4, x[at + INDEX(4)])
+                                m5 = max(m5, x[at + INDEX(5)])
+                                m6 = max(m6, x[at + INDEX(6)])
+                                m7 = max(m7, x[at + INDEX(7)])
+                                at += INDEX(x_col)
                     o = INDEX(orow + j * out_col)
                     out[o] = m0
                     out[o + INDEX(1)] = m1
@@ -651,18 +653,20 @@ def avg_pool(x, out, geometry, include_pad):
                     c0 = j * sw - left
                     v0, v1 = max(0, -c0), min(kw, w - c0)
                     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = ZERO
-                    for u in range(u0, u1):
-                        at = INDEX(row + u * x_row + (c0 + v0) * x_col)
-                        for v in range(v1 - v0):
-                            s0 += x[at]
-                            s1 += x[at + INDEX(1)]
-                            s2 += x[at + INDEX(2)]
-                            s3 += x[at + INDEX(3)]
-                            s4 += x[at + INDEX(4)]
-                            s5 += x[at + INDEX(5)]
-                            s6 += x[at + INDEX(6)]
-                            s7 += x[at + INDEX(7)]
-                            at += INDEX(x_col)
+<<AVG_WINDOWS>>
+                    else:
+                        for u in range(u0, u1):
+                            at = INDEX(row + u * x_row + (c0 + v0) * x_col)
+                            for v in range(v1 - v0):
+                                s0 += x[at]
+                                s1 += x[at + INDEX(1)]
+                                s2 += x[at + INDEX(2)]
+                                s3 += x[at + INDEX(3)]
+                                s4 += x[at + INDEX(4)]
+                                s5 += x[at + INDEX(5)]
+                                s6 += x[at + INDEX(6)]
+                                s7 += x[at + INDEX(7)]
+                                at += INDEX(x_col)
                     count = kh * kw if include_pad else (u1 - u0) * (v1 - v0)
                     scale = ONE / count
                     o = INDEX(orow + j * out_col)
@@ -706,6 +710,34 @@ def global_avg_pool(x, out, geometry):
             flat[o + 6] = s6 * scale
             flat[o + 7] = s7 * scale
 '''
+
+
+# Whole windows of these sizes take the taps unrolled, in the same order as the loop: with the
+# taps in loops of run-time length, LLVM vectorized the column loop across taps and left
+# 2- and 3-wide windows to its scalar remainder (as it did the depthwise taps).
+POOL_UNROLLED = ((2, 2), (3, 3))
+
+
+def _pool_windows(statement: str) -> str:
+    """The branches for whole windows of the POOL_UNROLLED sizes: `statement` (with {lane}
+    and {at}) for every lane of every tap, taps in row-major order."""
+    lines = []
+    for index, (kh, kw) in enumerate(POOL_UNROLLED):
+        test = (f"kh == {kh} and kw == {kw} and u0 == 0 and u1 == {kh} and v0 == 0"
+                f" and v1 == {kw}")
+        lines += [" " * 20 + ("if " if index == 0 else "elif ") + test + ":",
+                  " " * 24 + "at = INDEX(row + c0 * x_col)"]
+        for u in range(kh):
+            for v in range(kw):
+                tap = f"at + INDEX({u} * x_row + {v} * x_col + {{lane}})"
+                lines += [" " * 24 + statement.format(lane=lane, at=tap.format(lane=lane))
+                          for lane in range(LANES)]
+    return "\n".join(lines)
+
+
+POOL_SOURCE = _POOL_TEMPLATE.replace(
+    "<<MAX_WINDOWS>>", _pool_windows("m{lane} = max(m{lane}, x[{at}])")).replace(
+    "<<AVG_WINDOWS>>", _pool_windows("s{lane} += x[{at}]"))
 
 
 # Add, Sub, Mul, Div of two blocked tensors, one of which may be a per-channel gate (row and

@@ -278,8 +278,11 @@ class Segment:
     Only the first step may have Python before its kernels."""
 
     def __init__(self, bounds: list[Bound], shared: bool):
-        self.shared = shared
         self.calls = [call for bound in bounds for call in bound.calls]
+        # Steps of one chunk each stay on the calling thread: a helper taking one would only
+        # move the step's data to the other core (at batch 1 with no step split, two threads
+        # ran bottleneck in 151-169 us against 79-122 on one)
+        self.shared = shared and any(len(call.chunks) > 1 for call in self.calls)
         self.pre = bounds[0].pre
         self.posts = [bound.post for bound in bounds]
         self._programmed = Programmed(self.calls)

@@ -53,9 +53,10 @@ INDEX = numba.uint64
 
 
 @numba.njit(**OPTIONS)
-def fill(x, base, q, row_spans, col_spans, dims):
-    """q's valid positions (row and column phases) = the plane of x starting at base; the
-    padding positions are left as they are (zero)."""
+def transfer(q, x, base, row_spans, col_spans, dims, into_q):
+    """Between the plane of x starting at base and q's valid positions (row and column
+    phases): into q when into_q (its padding positions are left as they are: zero), else
+    back into x."""
     w_in, sh, sw, wq, plane = dims[2], dims[6], dims[7], dims[8], dims[9]
     for ry in range(sh):
         a0, y0, rows = row_spans[ry]
@@ -65,32 +66,27 @@ def fill(x, base, q, row_spans, col_spans, dims):
             for a in range(rows):
                 at = INDEX(to + a * wq)
                 src = INDEX(base + (y0 + a * sh) * w_in + x0)
-                if sw == 1:  # contiguous: vectorized
+                if sw == 1 and into_q:  # contiguous on both sides: vectorized
                     for b in range(cols):
                         q[at + INDEX(b)] = x[src + INDEX(b)]
-                else:
-                    for b in range(cols):
-                        q[at + INDEX(b)] = x[src + INDEX(b * sw)]
-
-
-@numba.njit(**OPTIONS)
-def drain(q, x, base, row_spans, col_spans, dims):
-    """The plane of x starting at base = q's valid positions (fill's inverse)."""
-    w_in, sh, sw, wq, plane = dims[2], dims[6], dims[7], dims[8], dims[9]
-    for ry in range(sh):
-        a0, y0, rows = row_spans[ry]
-        for rx in range(sw):
-            b0, x0, cols = col_spans[rx]
-            to = (ry * sw + rx) * plane + a0 * wq + b0
-            for a in range(rows):
-                at = INDEX(to + a * wq)
-                src = INDEX(base + (y0 + a * sh) * w_in + x0)
-                if sw == 1:  # contiguous: vectorized
+                elif sw == 1:
                     for b in range(cols):
                         x[src + INDEX(b)] = q[at + INDEX(b)]
+                elif into_q:
+                    for b in range(cols):
+                        q[at + INDEX(b)] = x[src + INDEX(b * sw)]
                 else:
                     for b in range(cols):
                         x[src + INDEX(b * sw)] = q[at + INDEX(b)]
+
+
+@numba.njit(**OPTIONS)
+def put_rows(o, out, base, out_h, out_w, wq):
+    """out's plane starting at base = o (Ho, Wq) in its first Wo columns."""
+    for i in range(out_h):
+        at, to = INDEX(i * wq), INDEX(base + i * out_w)
+        for j in range(out_w):
+            out[to + INDEX(j)] = o[at + INDEX(j)]
 
 
 @numba.njit(**OPTIONS)
@@ -116,17 +112,14 @@ def forward(x, w, bias, out, offsets, row_spans, col_spans, dims, b0, b1):
 {offsets}
     for b in range(b0, b1):
         for c in range(channels):
-            fill(x, (b * channels + c) * h * w_in, q, row_spans, col_spans, dims)
+            transfer(q, x, (b * channels + c) * h * w_in, row_spans, col_spans, dims, True)
             for k in range(c * mult, (c + 1) * mult):
 {weights}
                 shift = bias[k]
                 for p in range(out_h * wq):
                     at = INDEX(p)
                     o[at] = shift + {products}
-                to = (b * k_count + k) * out_h * out_w
-                for i in range(out_h):
-                    for j in range(out_w):
-                        out[INDEX(to + i * out_w + j)] = o[INDEX(i * wq + j)]
+                put_rows(o, out, (b * k_count + k) * out_h * out_w, out_h, out_w, wq)
 
 
 @numba.njit(**OPTIONS)
@@ -148,7 +141,7 @@ def backward(x, dy, w, grad, bias_grad, dx, offsets, row_spans, col_spans, dims,
 {reach}
     for b in range(b0, b1):
         for c in range(channels):
-            fill(x, (b * channels + c) * h * w_in, q, row_spans, col_spans, dims)
+            transfer(q, x, (b * channels + c) * h * w_in, row_spans, col_spans, dims, True)
             back[:] = 0
             for k in range(c * mult, (c + 1) * mult):
                 take_rows(dy, (b * k_count + k) * out_h * out_w, d, lead, out_h, out_w, wq)
@@ -170,7 +163,7 @@ def backward(x, dy, w, grad, bias_grad, dx, offsets, row_spans, col_spans, dims,
                     else:
 {scatters}
             if with_dx:
-                drain(back, dx, (b * channels + c) * h * w_in, row_spans, col_spans, dims)
+                transfer(back, dx, (b * channels + c) * h * w_in, row_spans, col_spans, dims, False)
 '''
 
 _LOOPED = '''
@@ -184,17 +177,14 @@ def forward(x, w, bias, out, offsets, row_spans, col_spans, dims, b0, b1):
     o = numpy.empty(out_h * wq, x.dtype)
     for b in range(b0, b1):
         for c in range(channels):
-            fill(x, (b * channels + c) * h * w_in, q, row_spans, col_spans, dims)
+            transfer(q, x, (b * channels + c) * h * w_in, row_spans, col_spans, dims, True)
             for k in range(c * mult, (c + 1) * mult):
                 o[:] = bias[k]
                 for t in range(taps):
                     weight, shift = w[INDEX(k * taps + t)], INDEX(offsets[t])
                     for p in range(out_h * wq):
                         o[INDEX(p)] += q[shift + INDEX(p)] * weight
-                to = (b * k_count + k) * out_h * out_w
-                for i in range(out_h):
-                    for j in range(out_w):
-                        out[INDEX(to + i * out_w + j)] = o[INDEX(i * wq + j)]
+                put_rows(o, out, (b * k_count + k) * out_h * out_w, out_h, out_w, wq)
 
 
 @numba.njit(**OPTIONS)
@@ -210,7 +200,7 @@ def backward(x, dy, w, grad, bias_grad, dx, offsets, row_spans, col_spans, dims,
     with_dx = dx.size > 0
     for b in range(b0, b1):
         for c in range(channels):
-            fill(x, (b * channels + c) * h * w_in, q, row_spans, col_spans, dims)
+            transfer(q, x, (b * channels + c) * h * w_in, row_spans, col_spans, dims, True)
             back[:] = 0
             for k in range(c * mult, (c + 1) * mult):
                 take_rows(dy, (b * k_count + k) * out_h * out_w, d, 0, out_h, out_w, wq)
@@ -228,7 +218,7 @@ def backward(x, dy, w, grad, bias_grad, dx, offsets, row_spans, col_spans, dims,
                         for p in range(out_h * wq):
                             back[shift + INDEX(p)] += d[INDEX(p)] * weight
             if with_dx:
-                drain(back, dx, (b * channels + c) * h * w_in, row_spans, col_spans, dims)
+                transfer(back, dx, (b * channels + c) * h * w_in, row_spans, col_spans, dims, False)
 '''
 
 

@@ -231,11 +231,12 @@ def source(taps: int | None) -> str:
     if taps is None:
         return _HEADER.format(what="any window, the taps looped") + _LOOPED
     t = range(taps)
+    weights = [f"w{i} = w[INDEX(k * TAPS + {i})]" for i in t]
     return _HEADER.format(what=f"{taps} taps unrolled") + _UNROLLED.format(
         taps=taps,
         offsets=_indent([f"s{i} = INDEX(offsets[{i}])" for i in t], 4),
-        weights=_indent([f"w{i} = w[INDEX(k * TAPS + {i})]" for i in t], 16),
-        weights_dx=_indent([f"w{i} = w[INDEX(k * TAPS + {i})]" for i in t], 20),
+        weights=_indent(weights, 16),
+        weights_dx=_indent(weights, 20),
         products=" + ".join(f"q[s{i} + at] * w{i}" for i in t),
         zeros=_indent([f"g{i} = d.dtype.type(0)" for i in t], 16),
         sums=_indent([f"g{i} += e * q[s{i} + at]" for i in t], 20),

@@ -162,12 +162,12 @@ class _Pointwise(_Elementwise):
         return out
 
     def backward(self, dy):
-        x = self._take_cache()  # or y, where keeps_output
+        kept = self._take_cache()  # x, or y where keeps_output
         xp = array_module(dy)
         dx = xp.empty_like(dy)
 
         def work(part):
-            xp.multiply(dy[part], self._slope(xp, x[part]), out=dx[part])
+            xp.multiply(dy[part], self._slope(xp, kept[part]), out=dx[part])
 
         run_chunks(work, sample_chunks(dy))
         return dx

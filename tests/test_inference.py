@@ -137,21 +137,24 @@ AFTER = {"none": [], "relu": [cn.ReLU], "relu6": [cn.ReLU6], "hardswish": [cn.Ha
          "hardsigmoid": [cn.Hardsigmoid]}
 
 
-@settings(max_examples=40, deadline=None)
-@given(kind=st.sampled_from(["max", "avg", "avg_exclude"]), kernel=st.integers(1, 4),
-       stride=st.integers(1, 3), pad_share=st.floats(0, 1), size=st.integers(4, 13),
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["max", "avg", "avg_exclude"]), kernel=st.tuples(
+           st.integers(1, 4), st.integers(1, 4)), stride=st.tuples(st.integers(1, 3),
+                                                                   st.integers(1, 3)),
+       pad=st.tuples(st.integers(0, 2), st.integers(0, 2)), size=st.tuples(
+           st.integers(4, 13), st.integers(4, 13)),
        channels=st.integers(1, 20), batch=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
-def test_pooling_steps_match_the_layers(kind, kernel, stride, pad_share, size, channels, batch,
-                                        seed):
+def test_pooling_steps_match_the_layers(kind, kernel, stride, pad, size, channels, batch, seed):
     """Max and average pooling over the blocked layout, windows clipped by padding on every
-    side (PyTorch allows padding up to half the window), against the layers' forward."""
-    padding = int(pad_share * (kernel // 2))
+    side (PyTorch allows padding up to half the window), rectangular windows, strides and
+    inputs, against the layers' forward."""
+    padding = tuple(min(p, k // 2) for p, k in zip(pad, kernel, strict=True))
     pool = (cn.MaxPool2d(kernel, stride, padding, strict=False) if kind == "max" else
             cn.AvgPool2d(kernel, stride, padding, count_include_pad=kind == "avg",
                          strict=False))
     model = cn.Sequential(cn.Conv2d(3, channels, 3, padding=1), pool,
                           cn.Conv2d(channels, 5, 3, padding=1)).eval()
-    x = np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32)
+    x = np.random.default_rng(seed).standard_normal((batch, 3, *size)).astype(np.float32)
     assert_matches(planned(model, x), reference(model, x))
     assert steps_of(model).count("PoolStep") == 1
 

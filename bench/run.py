@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -130,6 +131,12 @@ class Worker:
             raise RuntimeError(f"{self.system} worker: {reply['error']}")
         return reply
 
+    def hold(self, held: bool) -> None:
+        """Stop the idle process (SIGSTOP: its threads, spinning or not, take no core) or let
+        it go on (SIGCONT). A no-op where the signals do not exist."""
+        if hasattr(signal, "SIGSTOP"):
+            self.process.send_signal(signal.SIGSTOP if held else signal.SIGCONT)
+
     def close(self) -> float:
         """Stop the process; returns its peak resident memory in MB."""
         rss = self.request(op="exit")["max_rss_mb"]
@@ -191,7 +198,8 @@ def rotation(systems: list[str], rep: int) -> list[str]:
 
 
 def time_task(workers: dict[str, Worker], task: str, settings: Settings) -> dict[str, dict]:
-    """Warm-up apart, then `reps` interleaved repetitions of `task` on each worker.
+    """Warm-up apart, then `reps` interleaved repetitions of `task` on each worker, the
+    other workers' processes stopped (SIGSTOP) during each.
 
     Returns per system: warm-up seconds, iterations per repetition, and seconds per iteration
     of every repetition.
@@ -205,9 +213,16 @@ def time_task(workers: dict[str, Worker], task: str, settings: Settings) -> dict
     for rep in range(settings.reps):
         for system in rotation(list(workers), rep):
             iterations = result[system]["iterations"]
-            time.sleep(settings.pause_seconds)  # the last system's spinning threads settle
-            seconds = workers[system].request(op="run", task=task,
-                                              iterations=iterations)["seconds"]
+            others = [worker for name, worker in workers.items() if name != system]
+            for worker in others:  # idle between requests: stopped, nothing of theirs runs
+                worker.hold(True)
+            try:
+                time.sleep(settings.pause_seconds)  # the last system's spinning threads settle
+                seconds = workers[system].request(op="run", task=task,
+                                                  iterations=iterations)["seconds"]
+            finally:
+                for worker in others:
+                    worker.hold(False)
             result[system]["seconds"].append(seconds / iterations)
     return result
 

@@ -370,6 +370,35 @@ def test_a_division_leaves_no_nan_in_the_lanes_past_its_channels(rng):
     assert "MergeStep" in steps_of(model)
 
 
+@settings(max_examples=40, deadline=None)
+@given(op=st.sampled_from(["Add", "Sub", "Mul", "Div"]),
+       gate=st.sampled_from(["none", "first", "second", "dense-first", "dense-second"]),
+       channels=st.integers(1, 20), size=st.tuples(st.integers(3, 9), st.integers(3, 9)),
+       bordered=st.booleans(), batch=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_merge_steps_match_the_layers(op, gate, channels, size, bordered, batch, seed):
+    """Add, Sub, Mul and Div of two blocked tensors (one read by a padded convolution, so
+    with a border, or not) or of a tensor and a per-channel gate on either side (a global
+    average, or a 1x1 convolution of one: the DenseStep's rows), against the layers."""
+    x_in = cn.Input((3, *size))
+    y = cn.Conv2d(3, channels, 3, padding=1)(x_in)
+    if gate == "none":
+        other = cn.Sigmoid()(cn.Conv2d(3, channels, 1)(x_in))  # (Div: no zero divisors)
+    else:
+        other = cn.GlobalAvgPool2d()(y)
+        if gate.startswith("dense"):
+            other = cn.Conv2d(channels, channels, 1)(other)
+        other = cn.Sigmoid()(other)
+    pair = [other, y] if gate.endswith("first") else [y, other]
+    merged = getattr(cn, op)()(pair)
+    after = cn.Conv2d(channels, 2, 3, padding=1 if bordered else 0)(merged)
+    model = cn.Model(x_in, [after, merged]).eval()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 3, *size)).astype(np.float32)
+    for mine, theirs in zip(planned(model, x), reference(model, x), strict=True):
+        assert_matches(mine, theirs)
+    assert "MergeStep" in steps_of(model)
+
+
 @pytest.mark.parametrize("gate", ["relu", "relu6", "hardsigmoid", "sigmoid", "silu"])
 def test_squeeze_excitation_gates_are_matrix_products(gate, rng):
     x_in = cn.Input((3, 6, 6))

@@ -786,33 +786,54 @@ def combine(op, x, y):
     return x
 
 
+@numba.njit(inline="always")
+def gate_row(x, at, row):
+    """row[k] = x[at + k % 8]: a gate's 8 lanes repeated along a row."""
+    for k in range(row.size):
+        row[k] = x[INDEX(at + (k & 7))]
+
+
 def merge(a, b, out, geometry, op):
     """out = a (op) b over images b0 <= n < b1, channel blocks k0 <= cb < k1 and h x w
     positions, each of a, b and out read at n*batch + cb*block + i*row + j*col + origin + lane
     with its own strides (geometry: b0, b1, k0, k1, h, w, then batch, block, row, col, origin of
     a, of b and of out, then the last block and the lane of it from which out is set to 0).
-    Rows whose positions lie 8 apart in a and out (no border between them) run as one flat
-    loop, b's lanes repeated when b is a gate (column stride 0)."""
+    Rows whose positions lie 8 apart (no border between them) run as one flat loop; a gate
+    (row and column strides 0: one value per channel) is first repeated along a row, once per
+    block (read lane by lane as x[k % 8], the SE block's Mul ran at a third of onnxruntime's
+    speed)."""
     b0, b1, k0, k1, h, w = geometry[:6]
     a_batch, a_block, a_row, a_col, a_origin = geometry[6:11]
     b_batch, b_block, b_row, b_col, b_origin = geometry[11:16]
     o_batch, o_block, o_row, o_col, o_origin = geometry[16:21]
     last_block, zero_from = geometry[21:23]
-    flat = a_col == 8 and o_col == 8 and (b_col == 8 or b_col == 0)
+    a_gate, b_gate = a_col == 0 and a_row == 0, b_col == 0 and b_row == 0
+    flat = o_col == 8 and (a_col == 8 or a_gate) and (b_col == 8 or b_gate)
     span = w * 8
+    a_lanes = numpy.empty(span if flat and a_gate else 0, DTYPE)  # (W * 8) a gate's row
+    b_lanes = numpy.empty(span if flat and b_gate else 0, DTYPE)
     for n in range(b0, b1):
         for cb in range(k0, k1):
+            if flat and a_gate:
+                gate_row(a, n * a_batch + cb * a_block + a_origin, a_lanes)
+            if flat and b_gate:
+                gate_row(b, n * b_batch + cb * b_block + b_origin, b_lanes)
             for i in range(h):
                 pa = n * a_batch + cb * a_block + i * a_row + a_origin
                 pb = n * b_batch + cb * b_block + i * b_row + b_origin
                 po = n * o_batch + cb * o_block + i * o_row + o_origin
-                if flat and b_col == 8:
+                if flat and a_gate and b_gate:
                     for k in range(span):
-                        out[INDEX(po + k)] = combine(op, a[INDEX(pa + k)], b[INDEX(pb + k)])
+                        out[INDEX(po + k)] = combine(op, a_lanes[k], b_lanes[k])
+                elif flat and a_gate:
+                    for k in range(span):
+                        out[INDEX(po + k)] = combine(op, a_lanes[k], b[INDEX(pb + k)])
+                elif flat and b_gate:
+                    for k in range(span):
+                        out[INDEX(po + k)] = combine(op, a[INDEX(pa + k)], b_lanes[k])
                 elif flat:
                     for k in range(span):
-                        out[INDEX(po + k)] = combine(op, a[INDEX(pa + k)],
-                                                     b[INDEX(pb + (k & 7))])
+                        out[INDEX(po + k)] = combine(op, a[INDEX(pa + k)], b[INDEX(pb + k)])
                 else:
                     for j in range(w):
                         at_a = INDEX(pa + j * a_col)

@@ -1107,8 +1107,7 @@ class Plan:
         if (isinstance(layer, (Add, Sub, Mul, Div)) and any(self.blocked[v] for v in node.inputs)
                 and all(len(s) == 3 for s in shapes)
                 and len({s[0] for s in shapes}) == 1
-                and all(s[1:] in (shapes[0][1:], (1, 1)) for s in shapes)
-                and shapes[0][1:] == self.shapes[node.outputs[0]][1:]):
+                and all(s[1:] in (self.shapes[node.outputs[0]][1:], (1, 1)) for s in shapes)):
             return MergeStep(self, layer, node.inputs, node.outputs[0])
         if (type(layer) is Concat and all(self.blocked[v] for v in node.inputs)
                 and all(len(s) == 3 for s in shapes)

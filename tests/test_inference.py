@@ -759,6 +759,33 @@ def test_the_container_kinds_the_plans_rely_on():
     assert sorted(leaves) == ["Concat", "Conv2d", "Conv2d", "Conv2d", "ReLU", "_ResidualAdd"]
 
 
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 11), channels=st.integers(1, 12), size=st.integers(1, 3),
+       outs=st.sampled_from([1, 3, 10, 16, 17, 40, 70]),
+       after=st.sampled_from(["none", "relu", "relu6", "sigmoid"]), split=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_dense_steps_match_the_layers(batch, channels, size, outs, after, split, seed):
+    """Linear after a Flatten of a blocked tensor on the compiled kernel: images four at a
+    time and then one by one, outputs in tiles of 16 (narrow layers) or 64 wide, activations
+    fused; split between two threads by images, or one image by outputs."""
+    rng = np.random.default_rng(seed)
+    model = cn.Sequential(cn.Conv2d(3, channels, 3, padding=1), cn.Flatten(),
+                          cn.Linear(channels * size * size, outs),
+                          *[make() for make in AFTER[after]]).eval()
+    model[2].bias.assign(rng.standard_normal(outs).astype(np.float32))
+    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    previous = backend.num_threads()
+    if split:
+        backend.set_num_threads(2)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(inference, "SPLIT_MIN_WORK", 0 if split else 1 << 40)
+            assert_matches(planned(model, x), reference(model, x))
+    finally:
+        backend.set_num_threads(previous)
+    assert "DenseStep" in steps_of(model)
+
+
 def test_a_first_layer_that_is_a_matrix_product_reads_the_plain_input(rng):
     """A 1x1 convolution on 1x1 maps as a model's first layer: a matrix product of the plain
     input (its step once took the empty list of steps before it for a Flatten to read)."""

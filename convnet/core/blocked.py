@@ -729,33 +729,28 @@ def whole_windows(w, out_w, kw, sw, left):
 
 def global_avg_pool(x, out, geometry):
     """(N, Cb, H + 2m, W + 2m, 8) -> out (N, Cb * 8): the mean of each lane over the
-    interior."""
+    interior. Summed down the rows first, every column of a row at once (one flat loop over
+    W*8 lanes), then along the row: pixel by pixel, each lane's sum was one chain of H*W
+    dependent additions (mobilenet-mini's 16 x 32 x 32, 7 images: 14.7 us)."""
     b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w = geometry[:11]
     scale = ONE / (h * w)
+    width = w * LANES
+    sums = numpy.empty(width, DTYPE)  # (W * 8): each column's sums down the rows
+    flat = out.reshape(-1)
     for b in range(b0, b1):
         for cb in range(k0, k1):
-            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = ZERO
-            for i in range(h):
-                for j in range(w):
-                    at = INDEX(b * x_batch + cb * x_block + i * x_row + j * x_col + x_origin)
-                    s0 += x[at]
-                    s1 += x[at + INDEX(1)]
-                    s2 += x[at + INDEX(2)]
-                    s3 += x[at + INDEX(3)]
-                    s4 += x[at + INDEX(4)]
-                    s5 += x[at + INDEX(5)]
-                    s6 += x[at + INDEX(6)]
-                    s7 += x[at + INDEX(7)]
-            o = b * out.shape[1] + cb * 8
-            flat = out.reshape(-1)
-            flat[o] = s0 * scale
-            flat[o + 1] = s1 * scale
-            flat[o + 2] = s2 * scale
-            flat[o + 3] = s3 * scale
-            flat[o + 4] = s4 * scale
-            flat[o + 5] = s5 * scale
-            flat[o + 6] = s6 * scale
-            flat[o + 7] = s7 * scale
+            base = b * x_batch + cb * x_block + x_origin
+            for t in range(width):
+                sums[t] = x[INDEX(base + t)]
+            for i in range(1, h):
+                r = base + i * x_row
+                for t in range(width):
+                    sums[t] += x[INDEX(r + t)]
+            s{l} = sums[{l}]
+            for j in range(1, w):
+                s{l} += sums[INDEX(j * LANES + {l})]
+            o = b * out.shape[1] + cb * LANES
+            flat[o + {l}] = s{l} * scale
 '''
 
 

@@ -188,23 +188,35 @@ def _positions(positions: int, ind: str, with_residual: bool) -> list[str]:
     row-major order, the ones past the range clamped to its last (computed and stored again,
     with the same values), as the addresses of their first input pixel, output and shortcut.
     (ci, cj) is q0's row and column, kept up to date without dividing (a 64-bit division
-    costs tens of cycles, a tile's P of them as much as a 1x1 layer's arithmetic)."""
-    lines = []
-    for p in range(positions):
-        lines += [ind + "pi = ci", ind + f"pj = cj + {p}"]
-        if p:
-            lines += [ind + "if pj >= out_w:",
-                      ind + "    pi += pj // out_w",
-                      ind + "    pj = pj % out_w",
-                      ind + f"if q0 + {p} >= q1:",
-                      ind + "    pi = last_i",
-                      ind + "    pj = last_j"]
-        lines += [ind + f"x{p}p = b * x_batch + pi * stride_h * x_row + pj * stride_w * x_col"
-                        " + x_origin",
-                  ind + f"o{p}p = b * out_batch + pi * out_row + pj * out_col + out_origin"]
+    costs tens of cycles, a tile's P of them as much as a 1x1 layer's arithmetic). A position
+    in the row of the one before it is that one's addresses plus a column's steps; only one
+    that starts a row or is clamped is placed from its row and column (the multiplications
+    of every position, 3 per address, weighed on layers of few taps)."""
+    def place(p: int, at: str) -> list[str]:
+        lines = [at + f"x{p}p = b * x_batch + pi * stride_h * x_row + pj * stride_w * x_col"
+                      " + x_origin",
+                 at + f"o{p}p = b * out_batch + pi * out_row + pj * out_col + out_origin"]
         if with_residual:
-            lines.append(ind + f"r{p}p = b * res_batch + pi * res_row + pj * res_col"
-                               " + res_origin")
+            lines.append(at + f"r{p}p = b * res_batch + pi * res_row + pj * res_col"
+                              " + res_origin")
+        return lines
+
+    lines = [ind + "pi = ci", ind + "pj = cj"] + place(0, ind)
+    for p in range(1, positions):
+        lines += [ind + "pj += 1",
+                  ind + f"if pj < out_w and q0 + {p} < q1:",
+                  ind + f"    x{p}p = x{p - 1}p + x_step",
+                  ind + f"    o{p}p = o{p - 1}p + out_col"]
+        if with_residual:
+            lines.append(ind + f"    r{p}p = r{p - 1}p + res_col")
+        lines += [ind + "else:",
+                  ind + "    if pj >= out_w:",
+                  ind + "        pi += pj // out_w",
+                  ind + "        pj = pj % out_w",
+                  ind + f"    if q0 + {p} >= q1:",
+                  ind + "        pi = last_i",
+                  ind + "        pj = last_j"]
+        lines += place(p, ind + "    ")
     lines += [ind + f"cj += {positions}",
               ind + "if cj >= out_w:",
               ind + "    ci += cj // out_w",
@@ -249,6 +261,7 @@ def conv_source(positions: int, block_count: int) -> str:
         lines.append(f"    {name} = geometry[{g[name]}]")
     lines += [
         "    q1 = i1  # the range of output positions, in row-major order",
+        "    x_step = stride_w * x_col  # from an output column to the next",
         "    taps = offsets.shape[0]",
         "    rows_of_8 = out_lane == 1 and (has_residual == 0 or res_lane == 1)",
         "    plain_rows = out_block == 8 * out_lane and out_col == 1",
@@ -521,6 +534,7 @@ def depthwise_source(positions: int, kernel_h: int | None = None,
               for u, v in taps]
     lines += [
         "    q1 = i1",
+        "    x_step = stride_w * x_col  # from an output column to the next",
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
         f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
         "    has_residual = False",

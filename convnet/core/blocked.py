@@ -1166,10 +1166,11 @@ def loaded(kind: str, dtype=numpy.float32, tile=None) -> bool:
 
 
 # -- packing, offsets and work splits (what the inference plan calls) ---------------------------
-def pack_filters(weight, block_count: int, lanes_in: int):
+def pack_filters(weight, block_count: int, lanes_in: int, live_only: bool = False):
     """(K, C, KH, KW) -> flat (K tiles, taps, 8*B): the filters of each tile of 8*B output
     channels, tap by tap in the order `tap_offsets` lists them: (c // 8, u, v, c % 8) for a
-    blocked input (lanes_in = 8), (c, u, v) for a plain one (lanes_in = 1). Zero past K and C."""
+    blocked input (lanes_in = 8), (c, u, v) for a plain one (lanes_in = 1). Zero past K and C;
+    live_only: without the taps of the lanes past C (as `tap_offsets` lists them then)."""
     k, c, kh, kw = weight.shape
     lanes = LANES * block_count
     tiles = -(-k // lanes)
@@ -1177,6 +1178,8 @@ def pack_filters(weight, block_count: int, lanes_in: int):
     full = numpy.zeros((tiles * lanes, cin * lanes_in, kh, kw), dtype=weight.dtype)
     full[:k, :c] = weight
     packed = full.reshape(tiles, lanes, cin, lanes_in, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+    if live_only:
+        packed = packed.reshape(tiles, -1, lanes)[:, _live_taps(c, (kh, kw), lanes_in)]
     return numpy.ascontiguousarray(packed).reshape(-1)
 
 
@@ -1189,16 +1192,30 @@ def pack_bias(bias, count: int, block_count: int, dtype):
     return out
 
 
-def tap_offsets(channels: int, kernel, dilation, strides, lanes_in: int):
+def tap_offsets(channels: int, kernel, dilation, strides, lanes_in: int,
+                live_only: bool = False):
     """int64 (taps,): where each input tap of a window sits, in elements, from the window's
     first pixel. strides: (channel block, row, column) of the input in elements; a blocked input
-    (lanes_in = 8) has its lanes 1 apart, a plain one (lanes_in = 1) one channel per block."""
+    (lanes_in = 8) has its lanes 1 apart, a plain one (lanes_in = 1) one channel per block.
+    live_only: without the lanes past C of a blocked input's last block (zero there: their
+    taps only multiply zeros; lenet5's 6 channels took 8 taps a pixel, inception-mini's 4 took
+    8)."""
     block, row, col = strides
     cb, u, v, lane = numpy.meshgrid(numpy.arange(-(-channels // lanes_in)),
                                     numpy.arange(kernel[0]), numpy.arange(kernel[1]),
                                     numpy.arange(lanes_in), indexing="ij")
-    offsets = cb * block + u * dilation[0] * row + v * dilation[1] * col + lane
-    return numpy.ascontiguousarray(offsets.reshape(-1), dtype=numpy.int64)
+    offsets = (cb * block + u * dilation[0] * row + v * dilation[1] * col + lane).reshape(-1)
+    if live_only:
+        offsets = offsets[_live_taps(channels, kernel, lanes_in)]
+    return numpy.ascontiguousarray(offsets, dtype=numpy.int64)
+
+
+def _live_taps(channels: int, kernel, lanes_in: int) -> numpy.ndarray:
+    """bool (taps,) in `tap_offsets`' order: the taps of a real channel, not a zero lane."""
+    cb, _, _, lane = numpy.meshgrid(numpy.arange(-(-channels // lanes_in)),
+                                    numpy.arange(kernel[0]), numpy.arange(kernel[1]),
+                                    numpy.arange(lanes_in), indexing="ij")
+    return (cb * lanes_in + lane < channels).reshape(-1)
 
 
 def pack_depthwise(weight, bias, dtype):

@@ -55,13 +55,13 @@ class Kept:
         bs, ls, rs, cs = (s // item for s in self.data.strides)
         return bs, 0, rs, cs, ls
 
-    def tap_offsets(self, kernel, dilation) -> numpy.ndarray:
+    def tap_offsets(self, kernel, dilation, live_only: bool = False) -> numpy.ndarray:
         """Where each tap (c, u, v) of a window sits from its first pixel, in elements, in
         the order `blocked.pack_filters` packs filters (see `blocked.tap_offsets`)."""
         _, block, row, col, lane = self.strides()
         return blocked.tap_offsets(self.channels, kernel, dilation,
                                    (block if self.lanes == LANES else lane, row, col),
-                                   self.lanes)
+                                   self.lanes, live_only)
 
 
 def usable(layer, x) -> bool:
@@ -125,9 +125,9 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
     if kept.lanes == 1 and blocked.takes_rows(k, stride[1], out_w):  # each filter's sums
         kind, tile = "conv_rows", blocked.ROW_TILE  # stored as vectors into its plane
     bs, _, rs, cs, _ = kept.strides()
-    filters = blocked.pack_filters(weight, tile[1], kept.lanes)
+    filters = blocked.pack_filters(weight, tile[1], kept.lanes, live_only=True)
     packed_bias = blocked.pack_bias(bias, k, tile[1], numpy.float32)
-    offsets = kept.tap_offsets(weight.shape[2:], dilation)
+    offsets = kept.tap_offsets(weight.shape[2:], dilation, live_only=True)
     plane = out_h * out_w
     fields = dict(k0=0, k1=len(packed_bias) // (LANES * tile[1]), x_batch=bs, x_row=rs,
                   x_col=cs, stride_h=stride[0], stride_w=stride[1], out_batch=k * plane,

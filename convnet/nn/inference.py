@@ -365,7 +365,8 @@ class ConvStep(Step):
         per_group = k // groups
         lanes_in = blocked.LANES if self.blocked_input else 1
         self.filters = [blocked.pack_filters(weight[g * per_group : (g + 1) * per_group],
-                                             self.tile[1], lanes_in) for g in range(groups)]
+                                             self.tile[1], lanes_in, live_only=True)
+                        for g in range(groups)]
         self.biases = [blocked.pack_bias(bias[g * per_group : (g + 1) * per_group], per_group,
                                          self.tile[1], numpy.float32) for g in range(groups)]
         self.fingerprint = fingerprint
@@ -1155,7 +1156,7 @@ class Plan:
         if found is None:
             lanes_in = blocked.LANES if step.blocked_input else 1
             found = blocked.tap_offsets(channels, step.conv.kernel_size, step.conv.dilation,
-                                        strides, lanes_in)
+                                        strides, lanes_in, live_only=True)
             self._offsets[key] = found
         return found
 

@@ -192,6 +192,33 @@ def test_the_kernel_module_is_written_once_by_its_hash_and_cached_by_numba(tmp_p
     assert "a7_7 += x7 * w7" in module.read_text()  # the 8 x 8 tile, written out
 
 
+def test_a_module_with_narrower_vectors_is_compiled_apart_into_the_cache(tmp_path, monkeypatch):
+    """LLVM's options are process-wide: a child process sets the SLP vectorizer's widest
+    vector and compiles the module into Numba's cache, which this process then loads."""
+    monkeypatch.setenv("CONVNET_CACHE", str(tmp_path))
+    source = "\n".join([
+        "import numba", "",
+        "@numba.njit('void(float32[::1], float32[::1])', cache=True)",
+        "def add(x, out):",
+        *[f"    out[{k}] = x[{k}] + x[{k + 16}]" for k in range(16)], ""])
+    module = kernels.import_source("convnet_test_narrow", source, max_vector_bits=256)
+    x = np.arange(32, dtype=np.float32)
+    out = np.zeros(16, np.float32)
+    module.add(x, out)
+    assert np.array_equal(out, x[:16] + x[16:])
+    assert sum(module.add.stats.cache_hits.values()) == 1  # the child's compile, loaded
+    [marker] = (tmp_path / "kernels").glob("convnet_test_narrow_*.slp256")
+    again = kernels.import_source("convnet_test_narrow", source, max_vector_bits=256)
+    assert again.add is not None and marker.exists()
+
+
+def test_the_narrow_tile_compiles_apart_and_the_others_here():
+    from convnet.core import blocked
+
+    assert "vectors of 256 bits" in blocked.module_source("conv", "float32", (8, 1))
+    assert "vectors of" not in blocked.module_source("conv", "float32", (6, 2))
+
+
 def test_an_unwritable_cache_folder_compiles_in_memory(tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")

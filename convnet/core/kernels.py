@@ -181,9 +181,13 @@ def _kernel(dtype, tile):
         return _compiled[key]
 
 
-def import_source(module_name: str, source: str):
+def import_source(module_name: str, source: str, max_vector_bits: int | None = None):
     """Import `source` from a file named by its hash in the cache folder (Numba caches only
-    functions that live in files), or from memory where that folder cannot be written."""
+    functions that live in files), or from memory where that folder cannot be written.
+
+    max_vector_bits: the widest vectors LLVM's SLP vectorizer may build (an LLVM option, so
+    process-wide: the module is compiled into Numba's cache by a child process that sets it,
+    once per machine; where that fails it compiles here with the machine's widest)."""
     import hashlib  # noqa: PLC0415
     import importlib.util  # noqa: PLC0415
     import sys  # noqa: PLC0415
@@ -195,6 +199,8 @@ def import_source(module_name: str, source: str):
     try:
         if not path.exists():  # never rewritten: Numba's cache is keyed by the file's mtime
             atomic_write(path, lambda tmp: tmp.write_text(source))
+        if max_vector_bits is not None:
+            _compile_apart(path, max_vector_bits)
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module  # Numba's cache imports the module by name on load
@@ -205,6 +211,35 @@ def import_source(module_name: str, source: str):
         exec(compile(source.replace("cache=True", "cache=False"), f"<{module_name}>", "exec"),
              module.__dict__)  # noqa: S102
         return module
+
+
+_COMPILE_APART = """
+import importlib.util, sys
+import numba
+import llvmlite.binding
+from numba.core import config
+llvmlite.binding.set_option("", "-slp-max-reg-size={bits}")
+config.SLP_VECTORIZE = 1
+spec = importlib.util.spec_from_file_location({stem!r}, {path!r})
+module = importlib.util.module_from_spec(spec)
+sys.modules[{stem!r}] = module
+spec.loader.exec_module(module)
+"""
+
+
+def _compile_apart(path, bits: int) -> None:
+    """Compile the module at `path` into Numba's cache in a child process whose SLP vectorizer
+    builds vectors of at most `bits`; a marker beside it says it was done."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    marker = path.with_suffix(f".slp{bits}")
+    if marker.exists():
+        return
+    code = _COMPILE_APART.format(bits=bits, stem=path.stem, path=str(path))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    if done.returncode == 0:
+        atomic_write(marker, lambda tmp: tmp.write_text("compiled\n"))
 
 
 # -- what Conv2d calls --------------------------------------------------------------------------

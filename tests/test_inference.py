@@ -3,6 +3,7 @@
 reference), every fused pattern and kernel shape, the blocked layout, repacking after any weight
 change, and the cases that must not take a plan."""
 
+import contextlib
 import threading
 
 import numpy as np
@@ -130,6 +131,21 @@ def conv_chains(draw):
         "after": draw(st.sampled_from(["none", "relu", "relu6", "bn-relu", "hardswish", "silu",
                                        "leaky", "hardsigmoid", "sigmoid", "bn"])),
     }
+
+
+@contextlib.contextmanager
+def steps_split(split: bool):
+    """Two threads with every step split between them (one image by output positions) when
+    `split`, else no step split at all."""
+    previous = backend.num_threads()
+    if split:
+        backend.set_num_threads(2)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(inference, "SPLIT_MIN_WORK", 0 if split else 1 << 40)
+            yield
+    finally:
+        backend.set_num_threads(previous)
 
 
 AFTER = {"none": [], "relu": [cn.ReLU], "relu6": [cn.ReLU6], "hardswish": [cn.Hardswish],
@@ -292,16 +308,9 @@ def test_row_kernel_of_a_plain_input_matches_the_layers(channels, filters, kerne
     model = cn.Sequential(conv, *[make() for make in AFTER[after]], strict=False).eval()
     x = rng.standard_normal((batch, channels, height + (kernel - 1) * dilation,
                              width)).astype(np.float32)
-    previous = backend.num_threads()
-    if split:
-        backend.set_num_threads(2)
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(inference, "SPLIT_MIN_WORK", 0 if split else 1 << 40)
-            expected = reference(model, x)
-            ours = planned(model, x)
-    finally:
-        backend.set_num_threads(previous)
+    with steps_split(split):
+        expected = reference(model, x)
+        ours = planned(model, x)
     if expected.shape[3] < blocked.ROW_TILE[0]:
         return  # too narrow for it: the other tiles' case
     assert_matches(ours, expected)
@@ -774,15 +783,8 @@ def test_dense_steps_match_the_layers(batch, channels, size, outs, after, split,
                           *[make() for make in AFTER[after]]).eval()
     model[2].bias.assign(rng.standard_normal(outs).astype(np.float32))
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-    previous = backend.num_threads()
-    if split:
-        backend.set_num_threads(2)
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(inference, "SPLIT_MIN_WORK", 0 if split else 1 << 40)
-            assert_matches(planned(model, x), reference(model, x))
-    finally:
-        backend.set_num_threads(previous)
+    with steps_split(split):
+        assert_matches(planned(model, x), reference(model, x))
     assert "DenseStep" in steps_of(model)
 
 

@@ -683,6 +683,24 @@ def test_eval_of_a_model_in_eval_mode_keeps_the_packed_filters(rng):
     assert plan.steps[0].filters is not packed  # a real switch repacks
 
 
+def test_training_lets_go_of_the_plans_buffers_and_eval_makes_them_again(rng):
+    model = cn.Sequential(small_model())  # a plan of the inner model's too, by running it
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model.eval()
+    before = planned(model, x)
+    planned(model.layers[0], x)
+    plans = [plan for module in model.modules()
+             for plan in module.__dict__.get("_inference_plans", {}).values()]
+    assert len(plans) == 2 and all(plan._runners for plan in plans)
+    model.eval()  # no switch: the buffers stay
+    assert all(plan._runners for plan in plans)
+    model.train()
+    assert not any(plan._runners for plan in plans)
+    model.eval()
+    assert_matches(planned(model, x), before)
+    assert plans[0]._runners
+
+
 def test_a_weight_update_in_another_model_keeps_this_plan(rng):
     model = small_model().eval()
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)

@@ -1186,6 +1186,12 @@ class Plan:
             return None
         return [numpy.concatenate(outs) for outs in zip(*results, strict=True)]
 
+    def release(self) -> None:
+        """Drop the runners and their buffers (the model is training); made again when next
+        run."""
+        with self._lock:
+            self._runners.clear()
+
     def _refresh(self) -> None:
         """Repack what changed since the last call (under the lock)."""
         with self._lock:

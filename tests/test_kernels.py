@@ -212,6 +212,19 @@ def test_a_module_with_narrower_vectors_is_compiled_apart_into_the_cache(tmp_pat
     assert again.add is not None and marker.exists()
 
 
+def test_a_child_that_does_not_finish_leaves_the_compile_to_this_process(tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("CONVNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "COMPILE_APART_SECONDS", 0.001)
+    source = "import numba\n\n@numba.njit('int64(int64)', cache=True)\ndef twice(x):\n" \
+             "    return 2 * x\n"
+    module = kernels.import_source("convnet_test_slow_child", source, max_vector_bits=256)
+    assert module.twice(21) == 42
+    stats = module.twice.stats
+    assert sum(stats.cache_hits.values()) == 0 and sum(stats.cache_misses.values()) == 1  # here
+    assert not list((tmp_path / "kernels").glob("*.slp256"))  # tried again next time
+
+
 def test_the_narrow_tile_compiles_apart_and_the_others_here():
     from convnet.core import blocked
 

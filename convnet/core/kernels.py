@@ -237,9 +237,16 @@ def _compile_apart(path, bits: int) -> None:
     if marker.exists():
         return
     code = _COMPILE_APART.format(bits=bits, stem=path.stem, path=str(path))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    try:  # (a compile takes 15-30 s; one that cannot start or never ends is given up)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False,
+                              timeout=COMPILE_APART_SECONDS)
+    except (OSError, subprocess.TimeoutExpired):
+        return  # compiled here instead, with the machine's widest vectors
     if done.returncode == 0:
         atomic_write(marker, lambda tmp: tmp.write_text("compiled\n"))
+
+
+COMPILE_APART_SECONDS = 600
 
 
 # -- what Conv2d calls --------------------------------------------------------------------------

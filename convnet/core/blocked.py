@@ -602,9 +602,10 @@ def max_pool(x, out, geometry):
     column of the input row at once (one flat loop over W*8 lanes), then along the window's
     columns: at stride 1 one flat loop over the row's whole windows, each tap a constant
     offset (16 lanes a vector on AVX-512), else a window at a time in groups of 8 lanes.
-    Window by window, all taps of every output, one thread, batch 128: 3x3 stride 1 on 16
-    channels of 16x16 took 0.48 ms, now 0.13 (onnxruntime 0.14); 2x2 stride 2 on 16 of 32x32
-    0.36, now 0.27 (onnxruntime 0.21). Columns are LANES apart in x and out (both blocked)."""
+    Computed window by window instead (every tap of every output), one thread, batch 128, a
+    3x3 stride-1 pool on 16 channels of 16x16 took 0.48 ms, now 0.13 (onnxruntime 0.14); 2x2
+    stride 2 on 16 of 32x32 0.36, now 0.27 (onnxruntime 0.21). Columns are LANES apart in x
+    and out (both blocked)."""
     (b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w, out_batch, out_block,
      out_row, out_col, out_origin, out_h, out_w, kh, kw, sh, sw, top, left) = geometry[:24]
     width = w * LANES
@@ -1214,20 +1215,22 @@ def tap_offsets(channels: int, kernel, dilation, strides, lanes_in: int,
     taps only multiply zeros; lenet5's 6 channels took 8 taps a pixel, inception-mini's 4 took
     8)."""
     block, row, col = strides
-    cb, u, v, lane = numpy.meshgrid(numpy.arange(-(-channels // lanes_in)),
-                                    numpy.arange(kernel[0]), numpy.arange(kernel[1]),
-                                    numpy.arange(lanes_in), indexing="ij")
+    cb, u, v, lane = _tap_grid(channels, kernel, lanes_in)
     offsets = (cb * block + u * dilation[0] * row + v * dilation[1] * col + lane).reshape(-1)
     if live_only:
         offsets = offsets[_live_taps(channels, kernel, lanes_in)]
     return numpy.ascontiguousarray(offsets, dtype=numpy.int64)
 
 
+def _tap_grid(channels: int, kernel, lanes_in: int):
+    """(channel block, kernel row, kernel column, lane) of every tap, in `tap_offsets`' order."""
+    return numpy.meshgrid(numpy.arange(-(-channels // lanes_in)), numpy.arange(kernel[0]),
+                          numpy.arange(kernel[1]), numpy.arange(lanes_in), indexing="ij")
+
+
 def _live_taps(channels: int, kernel, lanes_in: int) -> numpy.ndarray:
     """bool (taps,) in `tap_offsets`' order: the taps of a real channel, not a zero lane."""
-    cb, _, _, lane = numpy.meshgrid(numpy.arange(-(-channels // lanes_in)),
-                                    numpy.arange(kernel[0]), numpy.arange(kernel[1]),
-                                    numpy.arange(lanes_in), indexing="ij")
+    cb, _, _, lane = _tap_grid(channels, kernel, lanes_in)
     return (cb * lanes_in + lane < channels).reshape(-1)
 
 

@@ -213,6 +213,8 @@ def import_source(module_name: str, source: str, max_vector_bits: int | None = N
         return module
 
 
+COMPILE_APART_SECONDS = 600  # a compile takes 15-30 s
+
 _COMPILE_APART = """
 import importlib.util, sys
 import numba
@@ -237,16 +239,13 @@ def _compile_apart(path, bits: int) -> None:
     if marker.exists():
         return
     code = _COMPILE_APART.format(bits=bits, stem=path.stem, path=str(path))
-    try:  # (a compile takes 15-30 s; one that cannot start or never ends is given up)
+    try:  # a child that cannot start or never ends is given up
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False,
                               timeout=COMPILE_APART_SECONDS)
     except (OSError, subprocess.TimeoutExpired):
         return  # compiled here instead, with the machine's widest vectors
     if done.returncode == 0:
         atomic_write(marker, lambda tmp: tmp.write_text("compiled\n"))
-
-
-COMPILE_APART_SECONDS = 600
 
 
 # -- what Conv2d calls --------------------------------------------------------------------------

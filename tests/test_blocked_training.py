@@ -137,6 +137,28 @@ def test_the_kept_input_is_padded_and_blocked_and_freed_after_backward(rng):
     assert conv.cache is None
 
 
+def test_backward_lets_go_of_the_kept_input_before_the_input_gradient_exists(rng):
+    """The step's peak holds the padded input or the input gradient, not both."""
+    import tracemalloc
+
+    conv = cn.Conv2d(32, 32, 3, padding=1)
+    x = rng.standard_normal((16, 32, 32, 32)).astype(np.float32)
+    dy = rng.standard_normal((16, 32, 32, 32)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        conv.forward(x)
+        kept_bytes = conv.cache[1].data.nbytes
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        dx_bytes = conv.backward(dy).nbytes
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    padded_dy = 16 * 4 * 34 * 34 * 8 * 4  # the blocked output gradient, padded by 1
+    assert kept_bytes >= dx_bytes  # (dx fits where the kept input was)
+    assert peak < padded_dy + 0.5 * dx_bytes, (peak, padded_dy, dx_bytes)
+
+
 @pytest.mark.parametrize("kwargs, dtype, takes", [
     ({"in_channels": 4, "out_channels": 8, "kernel_size": 3}, np.float32, True),
     ({"in_channels": 4, "out_channels": 8, "kernel_size": 1, "stride": 2}, np.float32, True),

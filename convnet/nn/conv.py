@@ -196,19 +196,22 @@ class Conv2d(WindowLayer, WeightedLayer):
         """Parameter gradients, and the input gradient unless input_grad=False (then None)."""
         x_shape, kept, geometry = self._take_cache()
         xp = array_module(dy)
+        if isinstance(kept, blocked_training.Kept):  # makes dx itself, after the weights'
+            here = input_grad and blocked_training.input_grad_here(self, geometry)
+            dweight, dbias, dx = blocked_training.backward(self, kept, dy,
+                                                           x_shape if here else None, geometry)
+            if input_grad and not here:
+                dx = xp.empty(x_shape, dtype=dy.dtype)
+                run_chunks(lambda part: self._scatter_input_grad(xp, dy[part], dx[part],
+                                                                 geometry),
+                           self._chunks(x_shape))
+            grads = [(dweight, dbias)]
+            self._add_grads(grads)
+            return dx
         dx = xp.empty(x_shape, dtype=dy.dtype) if input_grad else None
         dx_part = (lambda part: dx[part]) if input_grad else (lambda part: None)
         if isinstance(kept, depthwise_kernels.Kept):
             dweight, dbias = depthwise_kernels.backward(self, kept, dy, geometry, dx)
-            grads = [(dweight, dbias)]
-        elif isinstance(kept, blocked_training.Kept):
-            here = input_grad and blocked_training.input_grad_here(self, geometry)
-            dweight, dbias = blocked_training.backward(self, kept, dy, dx if here else None,
-                                                       geometry)
-            if input_grad and not here:
-                run_chunks(lambda part: self._scatter_input_grad(xp, dy[part], dx[part],
-                                                                 geometry),
-                           self._chunks(x_shape))
             grads = [(dweight, dbias)]
         elif self.is_pointwise:
             kept_dy = dy.reshape(*dy.shape[:2], -1)  # N, K, P
@@ -227,10 +230,14 @@ class Conv2d(WindowLayer, WeightedLayer):
                 self._chunks(x_shape))
             if by_kernel:
                 self._direct_input_grad(dy, dx, geometry)
+        self._add_grads(grads)
+        return dx
+
+    def _add_grads(self, grads) -> None:
+        """Add [(dweight, dbias)] (one per chunk of the batch) to the parameters' gradients."""
         self.weight.grad += sum(dweight for dweight, _ in grads).reshape(self.weight.shape)
         if self.bias is not None and grads[0][1] is not None:
             self.bias.grad += sum(dbias for _, dbias in grads).reshape(self.out_channels)
-        return dx
 
     def backward_parameters(self, dy) -> None:
         self.backward(dy, input_grad=False)

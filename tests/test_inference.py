@@ -8,13 +8,14 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
 from convnet.core import backend, blocked, kernels, team
 from convnet.io import zoo
 from convnet.nn import inference
+from convnet.nn.resize import COORDINATE_MODES
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +174,45 @@ def test_pooling_steps_match_the_layers(kind, kernel, stride, pad, size, channel
     x = np.random.default_rng(seed).standard_normal((batch, 3, *size)).astype(np.float32)
     assert_matches(planned(model, x), reference(model, x))
     assert steps_of(model).count("PoolStep") == 1
+
+
+@st.composite
+def resizes(draw):
+    """Upsample and Resize layers: nearest or linear, by a scale (up or down) or to a size,
+    every coordinate rule and rounding mode."""
+    if draw(st.booleans()):
+        mode = draw(st.sampled_from(["nearest", "bilinear"]))
+        corners = draw(st.sampled_from([None, True, False])) if mode == "bilinear" else None
+        if draw(st.booleans()):
+            return cn.Upsample(scale_factor=draw(st.sampled_from([2, 3, (2, 1), 1.5])),
+                               mode=mode, align_corners=corners)
+        return cn.Upsample(size=draw(st.tuples(st.integers(2, 17), st.integers(2, 17))),
+                           mode=mode, align_corners=corners)
+    mode = draw(st.sampled_from(["nearest", "linear"]))
+    transform = draw(st.sampled_from(COORDINATE_MODES))
+    rounding = draw(st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor",
+                                     "ceil"]))
+    scales = draw(st.sampled_from([(2.0, 2.0), (0.5, 2.0), (1.5, 0.75), (3.0, 1.0)]))
+    return cn.Resize(scales=scales, mode=mode, coordinate_transformation_mode=transform,
+                     nearest_mode=rounding)
+
+
+@settings(max_examples=60, deadline=None)
+@given(resize=resizes(), channels=st.integers(1, 20), size=st.tuples(
+           st.integers(2, 9), st.integers(2, 9)), bordered=st.booleans(),
+       batch=st.integers(1, 3), split=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_resize_steps_match_the_layers(resize, channels, size, bordered, batch, split, seed):
+    """Resize / Upsample over the blocked layout (into a buffer with a border when a padded
+    convolution reads it), split over two threads or not, against the layers' forward."""
+    model = cn.Sequential(cn.Conv2d(3, channels, 3, padding=1), resize,
+                          cn.Conv2d(channels, 4, 3, padding=1 if bordered else 0)).eval()
+    out_hw = resize.output_hw(size)
+    assume(not bordered or min(out_hw) >= 1)
+    assume(bordered or min(out_hw) >= 3)
+    x = np.random.default_rng(seed).standard_normal((batch, 3, *size)).astype(np.float32)
+    with steps_split(split):
+        assert_matches(planned(model, x), reference(model, x))
+    assert steps_of(model) == ["ConvStep", "ResizeStep", "ConvStep"]
 
 
 @settings(max_examples=60, deadline=None)

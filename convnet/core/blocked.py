@@ -766,6 +766,39 @@ def global_avg_pool(x, out, geometry):
                 s{l} += sums[INDEX(j * LANES + {l})]
             o = b * out.shape[1] + cb * LANES
             flat[o + {l}] = s{l} * scale
+
+
+def resize(x, out, rows, row_weights, cols, col_weights, geometry):
+    """Resize over blocked input and output: output pixel (i, j) mixes input rows rows[2i]
+    and rows[2i + 1], weighed row_weights[2i] and [2i + 1], and columns cols[2j], cols[2j + 1]
+    likewise (linear); `nearest` copies input pixel (rows[2i], cols[2j]). Linear mixes the
+    two rows first, every column of the input row at once (one flat loop over W*8 lanes),
+    then each output pixel's two columns of that mix, 8 lanes at a time."""
+    (b0, b1, k0, k1, x_batch, x_block, x_row, x_origin, w, out_batch, out_block, out_row,
+     out_origin, out_h, out_w, nearest) = geometry[:16]
+    width = w * LANES
+    mixed = numpy.empty(width, DTYPE)  # (W * 8): an output row's mix of its two input rows
+    for b in range(b0, b1):
+        for cb in range(k0, k1):
+            base = b * x_batch + cb * x_block + x_origin
+            obase = b * out_batch + cb * out_block + out_origin
+            for i in range(out_h):
+                o = obase + i * out_row
+                r0 = base + rows[2 * i] * x_row
+                if nearest:
+                    for j in range(out_w):
+                        q, p = INDEX(r0 + cols[2 * j] * LANES), INDEX(o + j * LANES)
+                        out[p + INDEX({l})] = x[q + INDEX({l})]
+                    continue
+                r1 = base + rows[2 * i + 1] * x_row
+                u0, u1 = row_weights[2 * i], row_weights[2 * i + 1]
+                for t in range(width):
+                    mixed[t] = u0 * x[INDEX(r0 + t)] + u1 * x[INDEX(r1 + t)]
+                for j in range(out_w):
+                    q0, q1 = INDEX(cols[2 * j] * LANES), INDEX(cols[2 * j + 1] * LANES)
+                    v0, v1 = col_weights[2 * j], col_weights[2 * j + 1]
+                    p = INDEX(o + j * LANES)
+                    out[p + INDEX({l})] = v0 * mixed[q0 + INDEX({l})] + v1 * mixed[q1 + INDEX({l})]
 '''
 
 
@@ -1113,12 +1146,16 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
             f"{options})(avg_pool)",
             f"global_avg_pool = numba.njit(({flat}, {scalar}[:, ::1], {geometry}), "
             f"{options})(global_avg_pool)",
+            f"resize = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, numba.int64[::1], "
+            f"{flat}, {geometry}), {options})(resize)",
             "", "",
             _task_source("max_pool", "ffi", 0, dtype_name),
             "", "",
             _task_source("avg_pool", "ffi", 0, dtype_name, "ints[6] != 0"),
             "", "",
             _task_source("global_avg_pool", "fFi", 0, dtype_name),
+            "", "",
+            _task_source("resize", "ffififi", 0, dtype_name),
         ])
     return "\n".join(header) + "\n\n" + body + "\n\n\n" + footer + "\n"
 
@@ -1151,8 +1188,8 @@ _modules: dict[tuple, object] = {}
 
 def compiled(kind: str, dtype=numpy.float32, tile=None):
     """The module holding blocked kernel `kind` ("conv" and "depthwise" per tile, "pool" for
-    the pooling kernels): compiled once per machine (Numba caches the machine code in the
-    convnet cache folder) and loaded on first use in each process."""
+    the pooling and resizing kernels): compiled once per machine (Numba caches the machine
+    code in the convnet cache folder) and loaded on first use in each process."""
     key = (kind, numpy.dtype(dtype).name, None if tile is None else tuple(tile))
     with _lock:
         if key not in _modules:

@@ -43,6 +43,7 @@ from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
 from convnet.nn.parameter import generation, switches
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from convnet.nn.resize import Resize
 
 # The containers' kinds (Sequential.kind, Residual.kind, Model.kind).
 SEQUENTIAL, RESIDUAL, GRAPH = "seq", "res", "model"
@@ -568,6 +569,70 @@ class PoolStep(Step):
         return Bound(post, [call])
 
 
+class ResizeStep(Step):
+    """Resize / Upsample (nearest or linear) over a blocked input, into a blocked output: each
+    output pixel reads two input rows and two columns with the weights of the layer's own
+    interpolation plan (nearest: one of each, weight 1)."""
+
+    def __init__(self, plan: Plan, layer, source: int, out: int):
+        self.plan, self.layer = plan, layer
+        self.inputs, self.outputs = [source], [out]
+        _, h, w = plan.shapes[source]
+        self.out_hw = plan.shapes[out][1:]
+        rows, cols = layer._plans((h, w), numpy.float32)
+        self.nearest = layer.mode == "nearest"
+        self.rows, self.row_weights = _two_taps(rows, self.out_hw[0])
+        self.cols, self.col_weights = _two_taps(cols, self.out_hw[1])
+
+    def bind(self, rt):
+        n = rt.n
+        x = rt.buffer(self.inputs[0])
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        bs, ks, rs, _ = x.strides()
+        out_flat, (obs, oks, ors, _), out_origin = rt.target(out_value)
+        cb = blocked.blocks(x.channels)
+        out_h, out_w = self.out_hw
+        work = n * cb * blocked.LANES * out_h * out_w * (1 if self.nearest else 4)
+        calls = [numpy.array([b0, b1, k0, k1, bs, ks, rs, x.origin(), x.shape[3], obs, oks, ors,
+                              out_origin, out_h, out_w, int(self.nearest)], dtype=numpy.int64)
+                 for b0, b1, k0, k1 in blocked.work_splits(n, cb, rt.threads_for(work))]
+        module = blocked.compiled("pool")
+        flat = x.data.reshape(-1)
+        call = KernelCall(module.resize, calls,
+                          lambda g: (flat, out_flat, self.rows, self.row_weights, self.cols,
+                                     self.col_weights, g), module.resize_task)
+
+        def post(values):
+            values[out_value] = out
+        return Bound(post, [call])
+
+
+def _interpolates_by_two(layer, hw) -> bool:
+    """Whether every output pixel of a Resize layer mixes at most two input pixels per axis
+    (what ResizeStep's kernel reads; true of its nearest and linear plans)."""
+    return all(plan.index is not None or int((plan.matrix != 0).sum(axis=1).max()) <= 2
+               for plan in layer._plans(hw, numpy.float32))
+
+
+def _two_taps(axis_plan, out_len: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """(indices, weights), each (out_len * 2,): the two input pixels each output pixel reads
+    along one axis and their weights, from a Resize layer's plan for the axis (nearest: its
+    index twice, weights 1 and 0; linear: the nonzero columns of its row of the matrix, of
+    which there are at most two)."""
+    if axis_plan.index is not None:
+        index = numpy.repeat(axis_plan.index.astype(numpy.int64), 2)
+        weights = numpy.tile(numpy.array([1, 0], numpy.float32), out_len)
+        return index, weights
+    matrix = axis_plan.matrix  # out, in
+    low = numpy.argmax(matrix != 0, axis=1)
+    high = matrix.shape[1] - 1 - numpy.argmax(matrix[:, ::-1] != 0, axis=1)
+    rows = numpy.arange(out_len)
+    weights = numpy.stack([matrix[rows, low], numpy.where(high > low, matrix[rows, high], 0)],
+                          axis=1).astype(numpy.float32)
+    return numpy.stack([low, high], axis=1).astype(numpy.int64).reshape(-1), weights.reshape(-1)
+
+
 class GlobalPoolStep(Step):
     """GlobalAvgPool2d: blocked input -> plain (N, C, 1, 1)."""
 
@@ -1059,8 +1124,8 @@ class Plan:
             step = self._step(node)
             steps.append(step)
             for value in step.outputs:
-                self.blocked[value] = isinstance(step, (PoolStep, ActivationStep, AffineStep,
-                                                        MergeStep, ConcatStep)) or (
+                self.blocked[value] = isinstance(step, (PoolStep, ResizeStep, ActivationStep,
+                                                        AffineStep, MergeStep, ConcatStep)) or (
                     isinstance(step, AliasStep) and self.blocked[step.inputs[0]])
             produced_before.update(node.outputs)
         return steps
@@ -1103,6 +1168,9 @@ class Plan:
             return PoolStep(self, layer, source, node.outputs[0])
         if type(layer) is Flatten and len(self.shapes[source]) == 3:
             return FlattenStep(self, source, node.outputs[0])
+        if (on_blocked and isinstance(layer, Resize) and len(self.shapes[source]) == 3
+                and _interpolates_by_two(layer, self.shapes[source][1:])):
+            return ResizeStep(self, layer, source, node.outputs[0])
         if on_blocked and type(layer) is GlobalAvgPool2d:
             return GlobalPoolStep(self, source, node.outputs[0])
         if on_blocked and _activation(layer) is not None:
@@ -1128,7 +1196,8 @@ class Plan:
         Each must be a kernel step's output, read by the Concat alone, once, and no model
         output (as onnxruntime's planner does for Concat where the layout allows)."""
         writers = {step.outputs[0]: step for step in self.steps
-                   if isinstance(step, (ConvStep, DepthwiseStep, PoolStep, MergeStep))}
+                   if isinstance(step, (ConvStep, DepthwiseStep, PoolStep, ResizeStep,
+                                        MergeStep))}
         readers: dict[int, int] = {}
         for step in self.steps:
             for value in step.inputs:
@@ -1373,7 +1442,8 @@ class Runner:
 
 
 # Steps whose outputs are blocked buffers (converted to new arrays when they are outputs).
-_BLOCKED_WRITERS = (ConvStep, DepthwiseStep, PoolStep, ActivationStep, AffineStep, MergeStep,
+_BLOCKED_WRITERS = (ConvStep, DepthwiseStep, PoolStep, ResizeStep, ActivationStep, AffineStep,
+                    MergeStep,
                     ConcatStep)
 
 # A step with less work than this (multiply-adds) runs on one thread. A run of steps goes to the

@@ -216,6 +216,40 @@ def test_resize_steps_match_the_layers(resize, channels, size, bordered, batch, 
 
 
 @settings(max_examples=60, deadline=None)
+@given(kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       padding=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+       extra=st.tuples(st.integers(0, 2), st.integers(0, 2)), channels=st.integers(1, 12),
+       filters=st.integers(1, 20), first=st.booleans(), after=st.sampled_from(sorted(AFTER)),
+       size=st.tuples(st.integers(1, 7), st.integers(1, 7)), batch=st.integers(1, 3),
+       split=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_transposed_convolution_steps_match_the_layers(kernel, stride, dilation, padding, extra,
+                                                       channels, filters, first, after, size,
+                                                       batch, split, seed):
+    """ConvTranspose2d as phases on the direct convolution: kernels, strides, dilations,
+    crops and output paddings along each axis (phases without taps too), as a first layer or
+    after one, an activation fused, two threads or one, against the layers' forward."""
+    output_padding = tuple(e % max(s, d) for e, s, d in zip(extra, stride, dilation,
+                                                            strict=True))
+    try:
+        up = cn.ConvTranspose2d(channels, filters, kernel, stride, padding, output_padding,
+                                dilation=dilation)
+        up.output_shape((channels, *size))
+    except (ValueError, cn.ShapeError):
+        assume(False)
+    layers = ([] if first else [cn.Conv2d(3, channels, 3, padding=1)]) + [up] + [
+        make() for make in AFTER[after]]
+    model = cn.Sequential(*layers).eval()
+    rng = np.random.default_rng(seed)
+    up.bias.assign(rng.standard_normal(filters).astype(np.float32))
+    x = rng.standard_normal((batch, channels if first else 3, *size)).astype(np.float32)
+    with steps_split(split):
+        assert_matches(planned(model, x), reference(model, x))
+    assert "TransposedConvStep" in steps_of(model)
+
+
+@settings(max_examples=60, deadline=None)
 @given(config=conv_chains(), seed=st.integers(0, 2**32 - 1))
 def test_convolution_steps_match_the_layers(config, seed):
     rng = np.random.default_rng(seed)

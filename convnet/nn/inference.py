@@ -28,6 +28,7 @@ every zoo model, every fused pattern and the repacking).
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ from convnet.core.backend import num_threads, run_chunks, thread_slices
 from convnet.nn import activations as act
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.conv import Conv2d
+from convnet.nn.conv_transpose import ConvTranspose2d
 from convnet.nn.layer import Layer, grad_enabled
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
@@ -525,6 +527,116 @@ class DepthwiseStep(Step):
         def post(values):
             values[out_value] = out
         return Bound(post, [call])
+
+
+class TransposedConvStep(Step):
+    """A ConvTranspose2d (one group), activation fused, as S_h x S_w convolutions on the
+    direct-convolution kernel: output rows p, p + S, p + 2S, ... (a phase) each read the same
+    few taps of the kernel (`transposed_phases`), so every phase is a stride-1 correlation of
+    the blocked input with those taps, written S rows and S columns apart into the blocked
+    output. No product lands on a pixel outside the output, nor on an inserted zero."""
+
+    def __init__(self, plan: Plan, layer, source: int, out: int, activation=None):
+        self.plan, self.layer = plan, layer
+        self.inputs, self.outputs = [source], [out]
+        self.activation = activation or (0, 0.0, 0.0)
+        _, h, w = plan.shapes[source]
+        self.out_hw = plan.shapes[out][1:]
+        pad = layer.geometry((h, w)).padding
+        self.phases = [transposed_phases(n, o, layer.kernel_size[a], layer.stride[a], crop,
+                                         layer.dilation[a])
+                       for a, (n, o, crop) in enumerate(zip((h, w), self.out_hw,
+                                                            (pad.top, pad.left), strict=True))]
+        self.border = max(_phase_border(phases, n)
+                          for phases, n in zip(self.phases, (h, w), strict=True))
+        self.tile = blocked.choose_tile(layer.out_channels, self.out_hw[0] * self.out_hw[1])
+        self.macs = layer.macs(plan.shapes[source], plan.shapes[out])
+        self.fingerprint = None
+
+    def needs_border(self) -> int:
+        return self.border
+
+    def prepare(self) -> None:
+        layer = self.layer
+        params = [layer.weight, layer.bias]
+        fingerprint = tuple((id(p.data), p.version) for p in params if p is not None)
+        if fingerprint == self.fingerprint:
+            return
+        weight = layer.weight.data.astype(numpy.float32).transpose(1, 0, 2, 3)  # K, C, KH, KW
+        self.filters = {}
+        for py, _, rows, _, _ in self.phases[0]:
+            for px, _, cols, _, _ in self.phases[1]:
+                taps = numpy.zeros((*weight.shape[:2], max(len(rows), 1), max(len(cols), 1)),
+                                   numpy.float32)  # (no taps: one of weight zero)
+                if rows and cols:
+                    taps[...] = weight[:, :, rows][:, :, :, cols]
+                self.filters[py, px] = blocked.pack_filters(taps, self.tile[1], blocked.LANES,
+                                                            live_only=True)
+        bias = None if layer.bias is None else layer.bias.data.astype(numpy.float32)
+        self.bias = blocked.pack_bias(bias, layer.out_channels, self.tile[1], numpy.float32)
+        self.fingerprint = fingerprint
+
+    def bind(self, rt):
+        layer, n = self.layer, rt.n
+        x = rt.buffer(self.inputs[0])
+        bs, ks, rs, cs = x.strides()
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        out_flat, (obs, oks, ors, ocs), out_origin = rt.target(out_value)
+        k = layer.out_channels
+        sh, sw = layer.stride
+        module = blocked.compiled("conv", numpy.float32, self.tile)
+        tiles = len(self.bias) // (blocked.LANES * self.tile[1])
+        threads = rt.threads_for(self.macs * n)
+        offsets, calls = {}, []
+        for py, rows_out, rows, first_y, step_y in self.phases[0]:
+            for px, cols_out, cols, first_x, step_x in self.phases[1]:
+                offsets[py, px] = blocked.tap_offsets(
+                    layer.in_channels, (max(len(rows), 1), max(len(cols), 1)),
+                    (step_y, step_x), (ks, rs, cs), blocked.LANES, live_only=True)
+                for b0, b1, i0, i1 in blocked.work_splits(n, rows_out * cols_out, threads):
+                    calls.append(((py, px), blocked.geometry_vector(
+                        b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=tiles, x_batch=bs, x_row=rs,
+                        x_col=cs, x_origin=x.origin() + first_y * rs + first_x * cs,
+                        stride_h=1, stride_w=1, out_batch=obs, out_block=oks, out_lane=1,
+                        out_row=sh * ors, out_col=sw * ocs,
+                        out_origin=out_origin + py * ors + px * ocs, out_channels=k,
+                        out_store=blocked.blocks(k) * blocked.LANES, out_w=cols_out,
+                        act=self.activation[0])))
+        flat = x.data.reshape(-1)
+        alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
+        call = KernelCall(module.conv, calls,
+                          lambda c: (flat, self.filters[c[0]], self.bias, offsets[c[0]],
+                                     out_flat, _EMPTY, c[1], alpha, beta),
+                          module.conv_task, lambda: self.fingerprint)
+
+        def post(values):
+            values[out_value] = out
+        return Bound(post, [call])
+
+
+def transposed_phases(in_len: int, out_len: int, kernel: int, stride: int, crop: int,
+                      dilation: int) -> list[tuple]:
+    """A transposed convolution along one axis (out[i*S - crop + u*D] += w[u] x[i]) as its
+    phases: (p, count, taps, first, step) for each p < S that has outputs, where outputs p +
+    S*j (j < count) are sum_t w[taps[t]] * x[j + first + t*step]: the taps u with S dividing
+    p + crop - u*D, in the order their input offset (p + crop - u*D) / S rises."""
+    step = dilation // math.gcd(stride, dilation)
+    phases = []
+    for p in range(min(stride, out_len)):
+        taps = [u for u in range(kernel - 1, -1, -1) if (p + crop - u * dilation) % stride == 0]
+        first = (p + crop - taps[0] * dilation) // stride if taps else 0
+        phases.append((p, len(range(p, out_len, stride)), taps, first, step))
+    return phases
+
+
+def _phase_border(phases, in_len: int) -> int:
+    """The zero border the input needs for every phase's reads (`transposed_phases`)."""
+    need = 0
+    for _, count, taps, first, step in phases:
+        last = count - 1 + first + max(len(taps) - 1, 0) * step
+        need = max(need, -first, last - (in_len - 1))
+    return need
 
 
 class PoolStep(Step):
@@ -1032,7 +1144,8 @@ class Plan:
         self.steps = self._build(graph)
         self.border = [0] * graph.values
         for step in self.steps:
-            if isinstance(step, (ConvStep, DepthwiseStep)) and self.blocked[step.inputs[0]]:
+            if (isinstance(step, (ConvStep, DepthwiseStep, TransposedConvStep))
+                    and self.blocked[step.inputs[0]]):
                 source = step.inputs[0]
                 self.border[source] = max(self.border[source], step.needs_border())
         self.views = self._concat_views()
@@ -1101,6 +1214,20 @@ class Plan:
                     steps.append(DepthwiseStep(self, layer, source, out, bn, activation))
                 else:
                     steps.append(ConvStep(self, layer, source, out, bn, activation, residual))
+                self.blocked[out] = True
+                produced_before.update([out, *node.outputs])
+                continue
+            if (type(layer) is ConvTranspose2d and layer.groups == 1
+                    and layer.weight.data.dtype == numpy.float32
+                    and len(self.shapes[source]) == 3):
+                out, activation = node.outputs[0], None
+                nxt = sole_reader(out)
+                if nxt is not None and _activation(nxt.layer) is not None:
+                    activation, out = _activation(nxt.layer), nxt.outputs[0]
+                    fused.add(id(nxt))
+                if not self.blocked[source]:
+                    steps.append(_ToBlocked(self, source))
+                steps.append(TransposedConvStep(self, layer, source, out, activation))
                 self.blocked[out] = True
                 produced_before.update([out, *node.outputs])
                 continue
@@ -1196,8 +1323,8 @@ class Plan:
         Each must be a kernel step's output, read by the Concat alone, once, and no model
         output (as onnxruntime's planner does for Concat where the layout allows)."""
         writers = {step.outputs[0]: step for step in self.steps
-                   if isinstance(step, (ConvStep, DepthwiseStep, PoolStep, ResizeStep,
-                                        MergeStep))}
+                   if isinstance(step, (ConvStep, DepthwiseStep, TransposedConvStep, PoolStep,
+                                        ResizeStep, MergeStep))}
         readers: dict[int, int] = {}
         for step in self.steps:
             for value in step.inputs:
@@ -1442,9 +1569,8 @@ class Runner:
 
 
 # Steps whose outputs are blocked buffers (converted to new arrays when they are outputs).
-_BLOCKED_WRITERS = (ConvStep, DepthwiseStep, PoolStep, ResizeStep, ActivationStep, AffineStep,
-                    MergeStep,
-                    ConcatStep)
+_BLOCKED_WRITERS = (ConvStep, DepthwiseStep, TransposedConvStep, PoolStep, ResizeStep,
+                    ActivationStep, AffineStep, MergeStep, ConcatStep)
 
 # A step with less work than this (multiply-adds) runs on one thread. A run of steps goes to the
 # team (convnet.core.team) as one program, each step's chunks taken as soon as the step before is

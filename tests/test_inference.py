@@ -669,6 +669,29 @@ def test_a_batch_runs_in_pieces_that_stay_in_the_cache(threads, monkeypatch, rng
     assert set(plan._runners) == ({(1, 1)} if threads == 1 else {(2, 2), (1, 2)})
 
 
+@pytest.mark.parametrize("channels", [3, 11, 16])
+@pytest.mark.parametrize("split", [False, True])
+def test_blocked_outputs_are_written_into_the_whole_batch(channels, split, monkeypatch, rng):
+    """A blocked output (a partial last block, a border for the padded convolution that also
+    reads it) comes out plain, each piece's images written by the compiled unblocking into
+    its rows of the batch's output, split over two threads or not; a fresh array per call."""
+    monkeypatch.setattr(inference, "PIECE_BYTES", 3 << 10)
+    x_in = cn.Input((3, 5, 6))
+    features = cn.ReLU()(cn.Conv2d(3, channels, 3, padding=1)(x_in))
+    after = cn.Conv2d(channels, 4, 3, padding=1)(features)
+    model = cn.Model(x_in, [features, after]).eval()
+    x = rng.standard_normal((9, 3, 5, 6)).astype(np.float32)
+    with steps_split(split):
+        ours = planned(model, x)
+        again = planned(model, x + 1)
+    for mine, theirs in zip(ours, reference(model, x), strict=True):
+        assert mine.flags.c_contiguous and mine.dtype == np.float32
+        assert_matches(mine, theirs)
+    for mine, theirs in zip(again, reference(model, x + 1), strict=True):
+        assert_matches(mine, theirs)
+    assert not any(np.shares_memory(a, b) for a in ours for b in again)
+
+
 def test_concurrent_calls_get_their_own_buffers(rng):
     model = small_model().eval()
     xs = [rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(2)]

@@ -909,6 +909,30 @@ def pad_copy(x, out, geometry):
                     out[INDEX(target + j)] = x[INDEX(source + j)]
 '''
 
+UNBLOCK_SOURCE = _lanes('''
+def unblock(out, x, geometry):
+    """Blocked x (N, Cb, H + 2m, W + 2m, 8) -> plain out (N, C, H, W) (C-contiguous, flat),
+    images b0 <= n < b1, blocks k0 <= cb < k1: each lane's pixels to a row of its channel's
+    plane (geometry: b0, b1, k0, k1, C, H, W, x_batch, x_block, x_row, x_origin). NumPy's
+    strided copy took 1.2 ms for 32 images of 11 x 64 x 64."""
+    b0, b1, k0, k1, channels, h, w, x_batch, x_block, x_row, x_origin = geometry[:11]
+    plane = h * w
+    for n in range(b0, b1):
+        for cb in range(k0, k1):
+            lanes = min(LANES, channels - cb * LANES)
+            base = n * x_batch + cb * x_block + x_origin
+            first = (n * channels + cb * LANES) * plane
+            for i in range(h):
+                r, o = base + i * x_row, first + i * w
+                if lanes == LANES:
+                    for j in range(w):
+                        out[INDEX(o + {l} * plane + j)] = x[INDEX(r + j * LANES + {l})]
+                else:
+                    for lane in range(lanes):
+                        for j in range(w):
+                            out[INDEX(o + lane * plane + j)] = x[INDEX(r + j * LANES + lane)]
+''')
+
 
 DENSE_TILE = 64  # outputs summed in registers at once for one image (four 16-lane vectors)
 # ... and for DENSE_IMAGES images at once, DENSE_IMAGE_TILE outputs each: every weight load
@@ -1128,16 +1152,18 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   + _task_source("depthwise", "ffffi", 2, dtype_name))
     elif kind == "merge":  # merges, copies, small dense products, padded copies of inputs
         body = (MERGE_SOURCE + "\n\n" + ACTIVATE_SOURCE + "\n\n" + dense_source() + "\n\n"
-                + PAD_SOURCE)
+                + PAD_SOURCE + "\n\n" + UNBLOCK_SOURCE)
         footer = (f"merge = numba.njit(({flat}, {flat}, {flat}, {geometry}, numba.int64), "
                   f"{options}, error_model='numpy')(merge)\n"  # x / 0 is inf, no raise
                   f"dense = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, {scalar}, "
                   f"{scalar}), {options})(dense)\n"
-                  f"pad_copy = numba.njit(({flat}, {flat}, {geometry}), {options})(pad_copy)"
+                  f"pad_copy = numba.njit(({flat}, {flat}, {geometry}), {options})(pad_copy)\n"
+                  f"unblock = numba.njit(({flat}, {flat}, {geometry}), {options})(unblock)"
                   "\n\n\n"
                   + _task_source("merge", "fffi", 0, dtype_name, "ints[8]") + "\n\n\n"
                   + _task_source("dense", "ffffi", 2, dtype_name) + "\n\n\n"
-                  + _task_source("pad_copy", "ffi", 0, dtype_name))
+                  + _task_source("pad_copy", "ffi", 0, dtype_name) + "\n\n\n"
+                  + _task_source("unblock", "ffi", 0, dtype_name))
     else:
         body = POOL_SOURCE
         footer = "\n".join([

@@ -1372,15 +1372,23 @@ class Plan:
         return self._run_on(arrays, threads)
 
     def _in_pieces(self, arrays, threads: int):
-        """The outputs for `arrays`, `piece` * `threads` images at a time; None when an output
-        is not one row per image (then the caller runs the batch whole)."""
+        """The outputs for `arrays`, `piece` * `threads` images at a time, each piece's written
+        into its rows of the whole batch's outputs (made like the first piece's); None when
+        an output is not one row per image (then the caller runs the batch whole)."""
         n, size = arrays[0].shape[0], self.piece * threads
-        pieces = [slice(b, min(b + size, n)) for b in range(0, n, size)]
-        results = [self._run_on([x[piece] for x in arrays], threads) for piece in pieces]
-        if not all(len(out) == piece.stop - piece.start
-                   for piece, outs in zip(pieces, results, strict=True) for out in outs):
-            return None
-        return [numpy.concatenate(outs) for outs in zip(*results, strict=True)]
+        results = None
+        for b in range(0, n, size):
+            piece = slice(b, min(b + size, n))
+            count = piece.stop - piece.start
+            into = None if results is None else [out[piece] for out in results]
+            outs = self._run_on([x[piece] for x in arrays], threads, into)
+            if outs is None or not all(len(out) == count for out in outs):
+                return None
+            if results is None:
+                results = [numpy.empty((n, *out.shape[1:]), out.dtype) for out in outs]
+                for whole, out in zip(results, outs, strict=True):
+                    whole[piece] = out
+        return results
 
     def release(self) -> None:
         """Drop the runners and their buffers (the model is training); made again when next
@@ -1400,7 +1408,7 @@ class Plan:
                     step.prepare()
                 self.generation = generation()
 
-    def _run_on(self, arrays, threads: int) -> list:
+    def _run_on(self, arrays, threads: int, into=None) -> list | None:
         self._refresh()
         with self._lock:
             key = (arrays[0].shape[0], threads)
@@ -1409,7 +1417,7 @@ class Plan:
         if rt is None:
             rt = Runner(self, *key)
         try:
-            return rt.run(arrays)
+            return rt.run(arrays, into)
         finally:
             with self._lock:
                 self._runners.setdefault(key, []).append(rt)
@@ -1472,6 +1480,7 @@ class Runner:
         shared = {v for step in plan.steps if not isinstance(step, _BLOCKED_WRITERS)
                   for v in step.outputs}
         self.outputs = [(v, plan.blocked[v], v in shared) for v in plan.graph.outputs]
+        self.unblocks = {v: self._unblock(v) for v in plan.graph.outputs if plan.blocked[v]}
 
     def _assign_buffers(self) -> dict[int, blocked.Blocked]:
         plan = self.plan
@@ -1548,7 +1557,27 @@ class Runner:
         to another thread costs more than it saves."""
         return self.threads if work >= SPLIT_MIN_WORK else 1
 
-    def run(self, arrays) -> list:
+    def _unblock(self, value: int):
+        """(KernelCall, its destination holder): the blocked output `value` into a plain
+        (N, C, H, W) array, split by images over the team (the destination set per call)."""
+        x = self.buffers[value]
+        bs, ks, rs, _ = x.strides()
+        n, c, h, w = x.shape
+        cb = blocked.blocks(c)
+        chunks = [numpy.array([b0, b1, k0, k1, c, h, w, bs, ks, rs, x.origin()], numpy.int64)
+                  for b0, b1, k0, k1 in blocked.work_splits(
+                      n, cb, self.threads_for(n * c * h * w))]
+        module = blocked.compiled("merge")
+        flat = x.data.reshape(-1)
+        into = [None]
+        call = KernelCall(module.unblock, chunks, lambda g: (into[0], flat, g),
+                          module.unblock_task, fresh=into)
+        return call, into
+
+    def run(self, arrays, into=None) -> list | None:
+        """The outputs for `arrays`: new arrays, or written into `into` (arrays shaped as the
+        outputs, a piece of a batch's) and returned; None when an output has another shape
+        than its place in `into`."""
         plan = self.plan
         values: list = [None] * plan.graph.values
         for value, array in zip(plan.graph.inputs, arrays, strict=True):
@@ -1558,10 +1587,23 @@ class Runner:
             for value in drops:
                 values[value] = None
         results = []
-        for value, is_blocked, shared in self.outputs:
+        for index, (value, is_blocked, shared) in enumerate(self.outputs):
             out = values[value]
+            target = None if into is None else into[index]
             if is_blocked:
-                out = blocked.from_blocked(out)
+                if target is None:
+                    target = numpy.empty(out.shape, numpy.float32)
+                elif target.shape != out.shape or target.dtype != numpy.float32:
+                    return None
+                call, destination = self.unblocks[value]
+                destination[0] = target.reshape(-1)  # (C-contiguous: a batch's rows)
+                call()
+                out = target
+            elif target is not None:
+                if target.shape != out.shape:
+                    return None
+                target[...] = out
+                out = target
             elif shared and any(numpy.may_share_memory(out, kept) for kept in self._kept):
                 out = out.copy()
             results.append(out)

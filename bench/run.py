@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 NETWORKS = ["lenet5", "convnetjs", "vggish", "resnet8", "bottleneck", "squeezenet-mini",
-            "mobilenet-mini", "inception-mini"]
+            "mobilenet-mini", "inception-mini", "fcn-mini", "unet-mini"]
 # The zoo's specs, in words; bottleneck is this benchmark's network with 1x1 convolutions.
 ARCHITECTURES = {
     "resnet8": "3x32x32; conv3x3 16, bn, relu; basic blocks [conv3x3, bn, relu, conv3x3, bn] + x "
@@ -65,6 +65,13 @@ ARCHITECTURES = {
     "bottleneck": "3x32x32; conv3x3 32 pad 1, relu, pool; residual [1x1 32->8, relu, 3x3 8->8, "
                   "relu, 1x1 8->32] + x, relu; 1x1 32->64, relu, pool; residual [1x1 64->16, "
                   "relu, 3x3 16->16, relu, 1x1 16->64] + x, relu; global average pool; fc 64->10",
+    "fcn-mini": "1x64x64, 11 classes a pixel; conv3x3 8, bn, relu; [conv4x4 stride 2, conv3x3] "
+                "(bn, relu) with 16, 32, 64 filters; 1x1 scores at 1/8, 1/4, 1/2, each upsampled "
+                "x2 (bilinear) and added to the next; x2 to 64x64",
+    "unet-mini": "1x64x64, 11 classes a pixel; conv3x3 8, pool, [conv3x3 x2, pool] with 16, 32, "
+                 "conv3x3 64 x2 (bn, relu); [2x2 transposed conv stride 2, concat with the "
+                 "encoder's map, conv3x3] back up to 64x64; 1x1 scores + the bottleneck's scores "
+                 "upsampled x8",
 }
 SYSTEMS = ["convnet", "torch", "onnxruntime"]
 TASKS = ["train", "infer", "latency"]
@@ -172,6 +179,8 @@ def write_model(name: str, folder: Path, input_size: int | None = None,
     shape = tuple(spec["input_shape"])
     explicit = to_spec(model, shape)
     tag = f"{name}-{shape[1]}"
+    out_shape = model.output_shape(shape)  # C, H, W: a class for each pixel
+    explicit["label_shape"] = list(out_shape[1:]) if len(out_shape) == 3 else []
     explicit["files"] = {"spec": str(folder / f"{tag}.json"),
                          "weights": str(folder / f"{tag}.npz")}
     Path(explicit["files"]["spec"]).write_text(json.dumps(explicit))

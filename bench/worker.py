@@ -34,11 +34,12 @@ NUM_CLASSES = 10
 LR, MOMENTUM = 0.01, 0.9
 
 
-def synthetic_batch(batch: int, input_shape, seed: int = SEED):
-    """The same images and labels in both processes: standard normal pixels, uniform labels."""
+def synthetic_batch(batch: int, input_shape, label_shape=(), seed: int = SEED):
+    """The same images and labels in both processes: standard normal pixels, uniform labels
+    (one an image, or one a pixel: label_shape (H, W) for a segmentation network)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *input_shape)).astype(np.float32)  # B, C, H, W
-    y = rng.integers(0, NUM_CLASSES, batch)  # B
+    y = rng.integers(0, NUM_CLASSES, (batch, *label_shape))  # B (, H, W)
     return x, y
 
 
@@ -57,7 +58,7 @@ class ConvnetSystem:
         cn = self.cn
         self.model = build(spec)
         self.model.load_state_dict(state)
-        self.x, self.y = synthetic_batch(batch, spec["input_shape"])
+        self.x, self.y = synthetic_batch(batch, spec["input_shape"], spec.get("label_shape", ()))
         self.loss_fn = cn.CrossEntropyLoss()
         self.optimizer = cn.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
 
@@ -102,7 +103,7 @@ class TorchSystem:
 
         torch = self.torch
         self.model = build_model(spec, state)
-        x, y = synthetic_batch(batch, spec["input_shape"])
+        x, y = synthetic_batch(batch, spec["input_shape"], spec.get("label_shape", ()))
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -146,7 +147,7 @@ class OnnxruntimeSystem:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.x, _ = synthetic_batch(batch, spec["input_shape"])
+        self.x, _ = synthetic_batch(batch, spec["input_shape"], spec.get("label_shape", ()))
 
     def train(self) -> None:
         raise ValueError("onnxruntime is benchmarked on inference only")

@@ -125,7 +125,8 @@ def profile_training(name: str, batch: int = 128, steps: int = 5, threads: int =
     model = zoo.build_model(name)  # a chain or a graph: its leaf layers are timed
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *zoo.MODELS[name].input_shape)).astype(np.float32)
-    y = rng.integers(0, 10, batch)
+    out_shape = model.output_shape(zoo.MODELS[name].input_shape)  # a class, or one a pixel
+    y = rng.integers(0, 10, (batch, *out_shape[1:]))
     loss_fn = cn.CrossEntropyLoss()
     optimizer = cn.SGD(model.parameters(), lr=0.01, momentum=0.9)
     profiler = Profiler(time.thread_time if clock == "cpu" else time.perf_counter)

@@ -264,7 +264,7 @@ def conv_source(positions: int, block_count: int) -> str:
         "    x_step = stride_w * x_col  # from an output column to the next",
         "    taps = offsets.shape[0]",
         "    rows_of_8 = out_lane == 1 and (has_residual == 0 or res_lane == 1)",
-        "    plain_rows = out_block == 8 * out_lane and out_col == 1",
+        "    plain_rows = out_block == 8 * out_lane  # (a plain output, columns any apart)",
         *_ACTIVATION_BOUNDS,
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
         f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
@@ -1256,7 +1256,8 @@ def pack_filters(weight, block_count: int, lanes_in: int, live_only: bool = Fals
     full[:k, :c] = weight
     packed = full.reshape(tiles, lanes, cin, lanes_in, kh, kw).transpose(0, 2, 4, 5, 3, 1)
     if live_only:
-        packed = packed.reshape(tiles, -1, lanes)[:, _live_taps(c, (kh, kw), lanes_in)]
+        packed = packed.reshape(tiles, cin * kh * kw * lanes_in, lanes)[
+            :, _live_taps(c, (kh, kw), lanes_in)]
     return numpy.ascontiguousarray(packed).reshape(-1)
 
 
@@ -1267,6 +1268,43 @@ def pack_bias(bias, count: int, block_count: int, dtype):
     if bias is not None:
         out[:count] = bias
     return out
+
+
+def transposed_phases(in_len: int, out_len: int, kernel: int, stride: int, crop: int,
+                      dilation: int) -> list[tuple]:
+    """A transposed convolution along one axis (out[i*S - crop + u*D] += w[u] x[i]) as its
+    phases: (p, count, taps, first, step) for each p < S that has outputs, where outputs p +
+    S*j (j < count) are sum_t w[taps[t]] * x[j + first + t*step]: the taps u with S dividing
+    p + crop - u*D, in the order their input offset (p + crop - u*D) / S rises. Each phase is
+    a stride-1 correlation on the direct convolution, its outputs written S apart: no product
+    lands on a pixel outside the output, nor on an inserted zero."""
+    step = dilation // math.gcd(stride, dilation)
+    phases = []
+    for p in range(min(stride, out_len)):
+        taps = [u for u in range(kernel - 1, -1, -1) if (p + crop - u * dilation) % stride == 0]
+        first = (p + crop - taps[0] * dilation) // stride if taps else 0
+        phases.append((p, len(range(p, out_len, stride)), taps, first, step))
+    return phases
+
+
+def phase_border(phases, in_len: int) -> tuple[int, int]:
+    """The zeros (before, after) the input of `transposed_phases` needs for every read."""
+    before = after = 0
+    for _, count, taps, first, step in phases:
+        if taps:
+            last = count - 1 + first + (len(taps) - 1) * step
+            before, after = max(before, -first), max(after, last - (in_len - 1))
+    return before, after
+
+
+def phase_filters(weight, rows, cols):
+    """A transposed convolution's weight (C_in, C_out, KH, KW) -> the taps of one phase as a
+    convolution's (C_out, C_in, len(rows), len(cols)): none for a phase no tap reaches (its
+    outputs are the bias)."""
+    if not (rows and cols):
+        return numpy.zeros((weight.shape[1], weight.shape[0], 0, 0), numpy.float32)
+    return numpy.ascontiguousarray(
+        weight[:, :, rows][:, :, :, cols].transpose(1, 0, 2, 3), dtype=numpy.float32)
 
 
 def tap_offsets(channels: int, kernel, dilation, strides, lanes_in: int,

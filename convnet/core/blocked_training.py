@@ -10,9 +10,10 @@ where inference keeps the blocked layout between layers:
 - weight gradient: the blocked output gradient and that padded copy, on `weight_grad`'s tiles
   of 8 taps x 16 output channels (one image's worth of each in cache at a time), the batch
   split over the worker threads, each summing into its own copy;
-- input gradient at stride 1: the output gradient, blocked with the kernel's extent minus the
-  forward padding around it, correlated with the flipped filters (channels swapped) on the
-  same direct convolution, written into the plain dx.
+- input gradient: the transposed convolution of the output gradient (blocked with the zeros
+  its reads need around it), phase by phase (`blocked.transposed_phases`: at stride 1 one
+  phase, the flipped filters with channels swapped) on the same direct convolution, each
+  phase written into its rows and columns of the plain dx.
 
 Everything is tested against the NumPy im2col path of `convnet.nn.conv` and PyTorch
 (tests/test_blocked_training.py); `usable` says which layers take it.
@@ -77,16 +78,6 @@ def usable(layer, x) -> bool:
     macs = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] * layer.out_channels * (
         layer.kernel_size[0] * layer.kernel_size[1])
     return (loaded or macs >= kernels.MIN_LOAD_MACS) and kernels.available()
-
-
-def input_grad_here(layer, geometry) -> bool:
-    """Whether the input gradient runs here: stride 1, and forward padding within the
-    kernel's extent (the output gradient is padded by the difference)."""
-    pad = geometry.padding
-    eh = (layer.kernel_size[0] - 1) * layer.dilation[0]
-    ew = (layer.kernel_size[1] - 1) * layer.dilation[1]
-    return (layer.stride == (1, 1) and max(pad.top, pad.bottom) <= eh
-            and max(pad.left, pad.right) <= ew)
 
 
 def _padded_blocked(x, padding: Padding, lanes: int):
@@ -159,17 +150,20 @@ def forward(layer, x, out, geometry) -> Kept:
 
 def backward(layer, kept: Kept, dy, dx_shape, geometry):
     """(dweight (K, C, KH, KW), dbias (K,) or None, dx (n, C, H, W) or None): dx when
-    `dx_shape` is given (stride 1 only: see `input_grad_here`). Lets go of `kept.data` once
-    the weight gradient is made, before dx exists: the step's peak holds the padded input or
-    the input gradient, not both (vggish, batch 128: 74 -> 64 MB of arrays at the peak)."""
+    `dx_shape` is given. Lets go of `kept.data` once the weight gradient is made, before dx
+    exists: the step's peak holds the padded input or the input gradient, not both (vggish,
+    batch 128: 74 -> 64 MB of arrays at the peak)."""
     n, k, out_h, out_w = dy.shape
-    kh, kw = layer.kernel_size
-    if dx_shape is not None:
+    around, phases = Padding(0, 0, 0, 0), None
+    if dx_shape is not None:  # dx is the transposed convolution of dy: its phases' reads
         pad = geometry.padding
-        eh, ew = (kh - 1) * layer.dilation[0], (kw - 1) * layer.dilation[1]
-        around = Padding(eh - pad.top, eh - pad.bottom, ew - pad.left, ew - pad.right)
-    else:
-        around = Padding(0, 0, 0, 0)
+        phases = [blocked.transposed_phases(dy.shape[2 + a], dx_shape[2 + a],
+                                            layer.kernel_size[a], layer.stride[a], crop,
+                                            layer.dilation[a])
+                  for a, crop in enumerate((pad.top, pad.left))]
+        (top, bottom), (left, right) = (blocked.phase_border(axis, dy.shape[2 + a])
+                                        for a, axis in enumerate(phases))
+        around = Padding(top, bottom, left, right)
     dyb = _padded_blocked(dy, around, LANES)  # n, Kb, ., ., 8
     dweight = _weight_grad(layer, kept, dyb, around, (out_h, out_w))
     kept.data = None
@@ -177,10 +171,42 @@ def backward(layer, kept: Kept, dy, dx_shape, geometry):
     dx = None
     if dx_shape is not None:
         dx = numpy.empty(dx_shape, dtype=dy.dtype)
-        flipped = layer.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # C, K, KH, KW
-        source = Kept(dyb, LANES, k)
-        _run_conv(source, numpy.ascontiguousarray(flipped), None, (1, 1), layer.dilation, dx)
+        _run_transposed(Kept(dyb, LANES, k), layer.weight.data, around, phases, layer.stride,
+                        dx)
     return dweight, dbias, dx
+
+
+def _run_transposed(source: Kept, weight, around: Padding, phases, stride, out) -> None:
+    """out (n, C, H, W), plain, = the transposed convolution of the blocked source (whose
+    interior starts `around` in) with weight (K, C, KH, KW) (a convolution's: the transposed
+    one's C_in, C_out), phase by phase (`blocked.transposed_phases`) on the direct
+    convolution, each phase's outputs written `stride` apart."""
+    n, c, h, w = out.shape
+    tile = PLAIN_TILE
+    bs, _, rs, cs, _ = source.strides()
+    bias = blocked.pack_bias(None, c, tile[1], numpy.float32)
+    plane = h * w
+    fields = dict(k0=0, k1=len(bias) // (LANES * tile[1]), x_batch=bs, x_row=rs, x_col=cs,
+                  stride_h=1, stride_w=1, out_batch=c * plane, out_block=LANES * plane,
+                  out_lane=plane, out_row=stride[0] * w, out_col=stride[1], out_channels=c,
+                  out_store=c)
+    origin = around.top * rs + around.left * cs
+    calls = []
+    for py, rows_out, rows, first_y, step_y in phases[0]:
+        for px, cols_out, cols, first_x, step_x in phases[1]:
+            taps = blocked.phase_filters(weight, rows, cols)  # C, K, ., .
+            filters = blocked.pack_filters(taps, tile[1], LANES, live_only=True)
+            offsets = source.tap_offsets(taps.shape[2:], (step_y, step_x), live_only=True)
+            for b0, b1, i0, i1 in blocked.work_splits(n, rows_out * cols_out, num_threads()):
+                calls.append((filters, offsets, blocked.geometry_vector(
+                    b0=b0, b1=b1, i0=i0, i1=i1, x_origin=origin + first_y * rs + first_x * cs,
+                    out_origin=py * w + px, out_w=cols_out, **fields)))
+    kernel = blocked.compiled("conv", numpy.float32, tile).conv
+    flat, out_flat = source.data.reshape(-1), out.reshape(-1)
+    zero = numpy.float32(0)
+    empty = numpy.zeros(1, numpy.float32)
+    run_chunks(lambda call: kernel(flat, call[0], bias, call[1], out_flat, empty, call[2],
+                                   zero, zero), calls)
 
 
 def _weight_grad(layer, kept: Kept, dyb, around: Padding, out_hw):

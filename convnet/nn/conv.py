@@ -197,16 +197,9 @@ class Conv2d(WindowLayer, WeightedLayer):
         x_shape, kept, geometry = self._take_cache()
         xp = array_module(dy)
         if isinstance(kept, blocked_training.Kept):  # makes dx itself, after the weights'
-            here = input_grad and blocked_training.input_grad_here(self, geometry)
-            dweight, dbias, dx = blocked_training.backward(self, kept, dy,
-                                                           x_shape if here else None, geometry)
-            if input_grad and not here:
-                dx = xp.empty(x_shape, dtype=dy.dtype)
-                run_chunks(lambda part: self._scatter_input_grad(xp, dy[part], dx[part],
-                                                                 geometry),
-                           self._chunks(x_shape))
-            grads = [(dweight, dbias)]
-            self._add_grads(grads)
+            dweight, dbias, dx = blocked_training.backward(
+                self, kept, dy, x_shape if input_grad else None, geometry)
+            self._add_grads([(dweight, dbias)])
             return dx
         dx = xp.empty(x_shape, dtype=dy.dtype) if input_grad else None
         dx_part = (lambda part: dx[part]) if input_grad else (lambda part: None)

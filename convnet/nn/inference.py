@@ -28,7 +28,6 @@ every zoo model, every fused pattern and the repacking).
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 
@@ -531,10 +530,9 @@ class DepthwiseStep(Step):
 
 class TransposedConvStep(Step):
     """A ConvTranspose2d (one group), activation fused, as S_h x S_w convolutions on the
-    direct-convolution kernel: output rows p, p + S, p + 2S, ... (a phase) each read the same
-    few taps of the kernel (`transposed_phases`), so every phase is a stride-1 correlation of
-    the blocked input with those taps, written S rows and S columns apart into the blocked
-    output. No product lands on a pixel outside the output, nor on an inserted zero."""
+    direct-convolution kernel (`blocked.transposed_phases`): each phase a stride-1
+    correlation of the blocked input with its taps, written S rows and S columns apart into
+    the blocked output."""
 
     def __init__(self, plan: Plan, layer, source: int, out: int, activation=None):
         self.plan, self.layer = plan, layer
@@ -543,11 +541,11 @@ class TransposedConvStep(Step):
         _, h, w = plan.shapes[source]
         self.out_hw = plan.shapes[out][1:]
         pad = layer.geometry((h, w)).padding
-        self.phases = [transposed_phases(n, o, layer.kernel_size[a], layer.stride[a], crop,
-                                         layer.dilation[a])
+        self.phases = [blocked.transposed_phases(n, o, layer.kernel_size[a], layer.stride[a],
+                                                 crop, layer.dilation[a])
                        for a, (n, o, crop) in enumerate(zip((h, w), self.out_hw,
                                                             (pad.top, pad.left), strict=True))]
-        self.border = max(_phase_border(phases, n)
+        self.border = max(max(blocked.phase_border(phases, n))
                           for phases, n in zip(self.phases, (h, w), strict=True))
         self.tile = blocked.choose_tile(layer.out_channels, self.out_hw[0] * self.out_hw[1])
         self.macs = layer.macs(plan.shapes[source], plan.shapes[out])
@@ -562,16 +560,12 @@ class TransposedConvStep(Step):
         fingerprint = tuple((id(p.data), p.version) for p in params if p is not None)
         if fingerprint == self.fingerprint:
             return
-        weight = layer.weight.data.astype(numpy.float32).transpose(1, 0, 2, 3)  # K, C, KH, KW
-        self.filters = {}
-        for py, _, rows, _, _ in self.phases[0]:
-            for px, _, cols, _, _ in self.phases[1]:
-                taps = numpy.zeros((*weight.shape[:2], max(len(rows), 1), max(len(cols), 1)),
-                                   numpy.float32)  # (no taps: one of weight zero)
-                if rows and cols:
-                    taps[...] = weight[:, :, rows][:, :, :, cols]
-                self.filters[py, px] = blocked.pack_filters(taps, self.tile[1], blocked.LANES,
-                                                            live_only=True)
+        weight = layer.weight.data.astype(numpy.float32)  # C, K, KH, KW
+        self.filters = {(py, px): blocked.pack_filters(blocked.phase_filters(weight, rows, cols),
+                                                       self.tile[1], blocked.LANES,
+                                                       live_only=True)
+                        for py, _, rows, _, _ in self.phases[0]
+                        for px, _, cols, _, _ in self.phases[1]}
         bias = None if layer.bias is None else layer.bias.data.astype(numpy.float32)
         self.bias = blocked.pack_bias(bias, layer.out_channels, self.tile[1], numpy.float32)
         self.fingerprint = fingerprint
@@ -591,9 +585,10 @@ class TransposedConvStep(Step):
         offsets, calls = {}, []
         for py, rows_out, rows, first_y, step_y in self.phases[0]:
             for px, cols_out, cols, first_x, step_x in self.phases[1]:
-                offsets[py, px] = blocked.tap_offsets(
-                    layer.in_channels, (max(len(rows), 1), max(len(cols), 1)),
-                    (step_y, step_x), (ks, rs, cs), blocked.LANES, live_only=True)
+                kernel = (len(rows), len(cols)) if rows and cols else (0, 0)
+                offsets[py, px] = blocked.tap_offsets(layer.in_channels, kernel,
+                                                      (step_y, step_x), (ks, rs, cs),
+                                                      blocked.LANES, live_only=True)
                 for b0, b1, i0, i1 in blocked.work_splits(n, rows_out * cols_out, threads):
                     calls.append(((py, px), blocked.geometry_vector(
                         b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=tiles, x_batch=bs, x_row=rs,
@@ -613,30 +608,6 @@ class TransposedConvStep(Step):
         def post(values):
             values[out_value] = out
         return Bound(post, [call])
-
-
-def transposed_phases(in_len: int, out_len: int, kernel: int, stride: int, crop: int,
-                      dilation: int) -> list[tuple]:
-    """A transposed convolution along one axis (out[i*S - crop + u*D] += w[u] x[i]) as its
-    phases: (p, count, taps, first, step) for each p < S that has outputs, where outputs p +
-    S*j (j < count) are sum_t w[taps[t]] * x[j + first + t*step]: the taps u with S dividing
-    p + crop - u*D, in the order their input offset (p + crop - u*D) / S rises."""
-    step = dilation // math.gcd(stride, dilation)
-    phases = []
-    for p in range(min(stride, out_len)):
-        taps = [u for u in range(kernel - 1, -1, -1) if (p + crop - u * dilation) % stride == 0]
-        first = (p + crop - taps[0] * dilation) // stride if taps else 0
-        phases.append((p, len(range(p, out_len, stride)), taps, first, step))
-    return phases
-
-
-def _phase_border(phases, in_len: int) -> int:
-    """The zero border the input needs for every phase's reads (`transposed_phases`)."""
-    need = 0
-    for _, count, taps, first, step in phases:
-        last = count - 1 + first + max(len(taps) - 1, 0) * step
-        need = max(need, -first, last - (in_len - 1))
-    return need
 
 
 class PoolStep(Step):

@@ -780,7 +780,11 @@ def test_eval_of_a_model_in_eval_mode_keeps_the_packed_filters(rng):
     assert plan.steps[0].filters is not packed  # a real switch repacks
 
 
-def test_training_lets_go_of_the_plans_buffers_and_eval_makes_them_again(rng):
+def test_training_lets_go_of_the_plans_buffers_and_eval_makes_them_again(monkeypatch, rng):
+    """train() drops the plans' runners and hands the freed memory back (once, and only when
+    there was something to drop); eval() runs make them again."""
+    trims = []
+    monkeypatch.setattr(cn.nn.layer, "return_freed_memory", lambda: trims.append(1))
     model = cn.Sequential(small_model())  # a plan of the inner model's too, by running it
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     model.eval()
@@ -792,7 +796,10 @@ def test_training_lets_go_of_the_plans_buffers_and_eval_makes_them_again(rng):
     model.eval()  # no switch: the buffers stay
     assert all(plan._runners for plan in plans)
     model.train()
-    assert not any(plan._runners for plan in plans)
+    assert not any(plan._runners for plan in plans) and trims == [1]
+    model.eval()
+    model.train()  # nothing was run: nothing to hand back
+    assert trims == [1]
     model.eval()
     assert_matches(planned(model, x), before)
     assert plans[0]._runners

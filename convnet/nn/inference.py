@@ -1361,11 +1361,13 @@ class Plan:
                     whole[piece] = out
         return results
 
-    def release(self) -> None:
+    def release(self) -> bool:
         """Drop the runners and their buffers (the model is training); made again when next
-        run."""
+        run. Whether there were any."""
         with self._lock:
+            held = bool(self._runners)
             self._runners.clear()
+        return held
 
     def _refresh(self) -> None:
         """Repack what changed since the last call (under the lock)."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy
 
-from convnet.core.backend import array_module
+from convnet.core.backend import array_module, return_freed_memory
 from convnet.nn import symbolic
 from convnet.nn.init import initial_weight
 from convnet.nn.parameter import Parameter, changed, switched
@@ -200,9 +200,12 @@ class Layer:
         if switch:  # inference plans repack: training may have changed weights in place
             switched()  # (an eval() of a model in eval mode is no switch: nothing to repack)
         if switch and mode:  # and while it trains, no plan needs its buffers (20-28 MB for
-            for module in self.modules():  # vggish, resnet8, mobilenet-mini; made again at eval)
+            released = False  # vggish, resnet8, mobilenet-mini, 100 for unet-mini; made again
+            for module in self.modules():  # at eval), which malloc would keep
                 for plan in module.__dict__.get("_inference_plans", {}).values():
-                    plan.release()
+                    released = plan.release() or released
+            if released:
+                return_freed_memory()
         return self
 
     def eval(self) -> Layer:

@@ -1,6 +1,7 @@
-"""A convolution's training passes on the blocked kernels (convnet.core.blocked_training):
-output, input, weight and bias gradients against PyTorch over drawn configurations, against
-the NumPy im2col path, with the batch split over threads; and which layers take them."""
+"""A convolution's (and a transposed convolution's) training passes on the blocked kernels
+(convnet.core.blocked_training): output, input, weight and bias gradients against PyTorch over
+drawn configurations, against the NumPy im2col path, with the batch split over threads; and
+which layers take them."""
 
 import numpy as np
 import pytest
@@ -69,6 +70,51 @@ def test_training_passes_match_torch(config, seed):
     x = rng.standard_normal(config["input_shape"]).astype(np.float32)
     out, dy, dx = run(conv, x, rng)
     assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy))
+
+
+@settings(max_examples=60, deadline=None)
+@given(channels=st.integers(1, 20), filters=st.integers(1, 20),
+       kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       padding=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+       extra=st.tuples(st.integers(0, 2), st.integers(0, 2)), bias=st.booleans(),
+       size=st.tuples(st.integers(1, 7), st.integers(1, 7)), batch=st.integers(1, 3),
+       threads=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))
+def test_transposed_convolution_training_matches_torch(channels, filters, kernel, stride,
+                                                       dilation, padding, extra, bias, size,
+                                                       batch, threads, seed):
+    """ConvTranspose2d's forward (phases of the direct convolution), input gradient (a
+    convolution of dy) and weight gradient on the blocked kernels, against PyTorch: kernels,
+    strides, dilations, crops and output paddings along each axis, channels across blocks."""
+    output_padding = tuple(e % max(s, d) for e, s, d in zip(extra, stride, dilation,
+                                                            strict=True))
+    try:
+        layer = cn.ConvTranspose2d(channels, filters, kernel, stride, padding, output_padding,
+                                   bias=bias, dilation=dilation)
+        layer.output_shape((channels, *size))
+    except (ValueError, cn.ShapeError):
+        assume(False)
+    rng = np.random.default_rng(seed)
+    if layer.bias is not None:
+        layer.bias.data[...] = rng.standard_normal(filters)
+    x = rng.standard_normal((batch, channels, *size)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        out = layer.forward(x)
+        assert isinstance(layer.cache[0], blocked_training.Kept)  # it ran here
+        dy = rng.standard_normal(out.shape).astype(np.float32)
+        layer.zero_grad()
+        dx = layer.backward(dy)
+    finally:
+        backend.set_num_threads(previous)
+    tx, tw = leaf(x), leaf(layer.weight.data)
+    tb = leaf(layer.bias.data) if layer.bias is not None else None
+    ty = F.conv_transpose2d(tx, tw, tb, layer.stride, layer.padding, layer.output_padding, 1,
+                            layer.dilation)
+    ty.backward(leaf(dy))
+    assert_conv_matches_torch(layer, out, dx, ty, tx, tw, tb)
 
 
 @settings(max_examples=30, deadline=None)

@@ -157,34 +157,90 @@ def backward(layer, kept: Kept, dy, dx_shape, geometry):
     around, phases = Padding(0, 0, 0, 0), None
     if dx_shape is not None:  # dx is the transposed convolution of dy: its phases' reads
         pad = geometry.padding
-        phases = [blocked.transposed_phases(dy.shape[2 + a], dx_shape[2 + a],
-                                            layer.kernel_size[a], layer.stride[a], crop,
-                                            layer.dilation[a])
-                  for a, crop in enumerate((pad.top, pad.left))]
-        (top, bottom), (left, right) = (blocked.phase_border(axis, dy.shape[2 + a])
-                                        for a, axis in enumerate(phases))
-        around = Padding(top, bottom, left, right)
+        phases, around = _transposed_phases(layer, dy.shape[2:], dx_shape[2:],
+                                            (pad.top, pad.left))
     dyb = _padded_blocked(dy, around, LANES)  # n, Kb, ., ., 8
-    dweight = _weight_grad(layer, kept, dyb, around, (out_h, out_w))
+    dweight = _weight_grad(layer.weight.shape, layer.stride, layer.dilation, kept, dyb, around,
+                           (out_h, out_w))
     kept.data = None
     dbias = None if layer.bias is None else dy.sum(axis=(0, 2, 3))
     dx = None
     if dx_shape is not None:
         dx = numpy.empty(dx_shape, dtype=dy.dtype)
-        _run_transposed(Kept(dyb, LANES, k), layer.weight.data, around, phases, layer.stride,
-                        dx)
+        _run_transposed(Kept(dyb, LANES, k), layer.weight.data, None, around, phases,
+                        layer.stride, dx)
     return dweight, dbias, dx
 
 
-def _run_transposed(source: Kept, weight, around: Padding, phases, stride, out) -> None:
-    """out (n, C, H, W), plain, = the transposed convolution of the blocked source (whose
-    interior starts `around` in) with weight (K, C, KH, KW) (a convolution's: the transposed
-    one's C_in, C_out), phase by phase (`blocked.transposed_phases`) on the direct
+def _transposed_phases(layer, in_hw, out_hw, crop):
+    """The phases along each axis of a transposed convolution with the layer's kernel, stride
+    and dilation from in_hw to out_hw (`blocked.transposed_phases`), and the zeros around its
+    input they read (a Padding)."""
+    phases = [blocked.transposed_phases(in_hw[a], out_hw[a], layer.kernel_size[a],
+                                        layer.stride[a], crop[a], layer.dilation[a])
+              for a in range(2)]
+    (top, bottom), (left, right) = (blocked.phase_border(axis, in_hw[a])
+                                    for a, axis in enumerate(phases))
+    return phases, Padding(top, bottom, left, right)
+
+
+def usable_transposed(layer, x) -> bool:
+    """Whether a ConvTranspose2d's training passes on input x run here: as `usable` says of a
+    convolution (its input gradient is one, its forward one's input gradient)."""
+    if not (type(x) is numpy.ndarray and x.dtype == numpy.float32 and x.ndim == 4
+            and layer.weight.data.dtype == numpy.float32 and layer.groups == 1):
+        return False
+    loaded = blocked.loaded("weight_grad")
+    macs = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] * layer.out_channels * (
+        layer.kernel_size[0] * layer.kernel_size[1])
+    return (loaded or macs >= kernels.MIN_LOAD_MACS) and kernels.available()
+
+
+def transposed_forward(layer, x, out, geometry) -> tuple[Kept, Padding]:
+    """out (n, K, Ho, Wo) = the ConvTranspose2d `layer` of x (n, C, H, W), phase by phase on
+    the direct convolution; returns what backward needs: x blocked with the zeros the phases
+    read around it, and that Padding."""
+    c = x.shape[1]
+    pad = geometry.padding
+    phases, around = _transposed_phases(layer, x.shape[2:], out.shape[2:], (pad.top, pad.left))
+    kept = Kept(_padded_blocked(x, around, LANES), LANES, c)
+    bias = None if layer.bias is None else layer.bias.data
+    _run_transposed(kept, layer.weight.data, bias, around, phases, layer.stride, out)
+    return kept, around
+
+
+def transposed_backward(layer, kept: Kept, around: Padding, dy, dx_shape, geometry):
+    """(dweight (C, K, KH, KW), dbias (K,) or None, dx (n, C, H, W) or None) of a
+    ConvTranspose2d: the convolution of dy with the same weight (K -> C, the layer's stride,
+    dilation and crop as padding) gives dx, and its weight gradient against x gives dweight.
+    Lets go of the kept x before dx exists."""
+    n, k, out_h, out_w = dy.shape
+    (top, left), (extra_h, extra_w) = layer.padding, layer.output_padding
+    pad = Padding(top, max(top - extra_h, 0), left, max(left - extra_w, 0))
+    lanes = LANES if k >= LANES else 1
+    source = Kept(_padded_blocked(dy, pad, lanes), lanes, k)
+    h, w = kept.data.shape[2] - around.top - around.bottom, kept.data.shape[3] - (
+        around.left + around.right)
+    dweight = _weight_grad(layer.weight.shape, layer.stride, layer.dilation, source, kept.data,
+                           around, (h, w))
+    kept.data = None
+    dbias = None if layer.bias is None else dy.sum(axis=(0, 2, 3), dtype=numpy.float64)
+    dx = None
+    if dx_shape is not None:
+        dx = numpy.empty(dx_shape, dtype=dy.dtype)
+        _run_conv(source, layer.weight.data, None, layer.stride, layer.dilation, dx)
+    return dweight, dbias, dx
+
+
+def _run_transposed(source: Kept, weight, bias, around: Padding, phases, stride, out) -> None:
+    """out (n, C, H, W), plain, = bias (C,) or None + the transposed convolution of the
+    blocked source (whose interior starts `around` in) with weight (K, C, KH, KW) (the
+    transposed one's C_in, C_out), phase by phase (`blocked.transposed_phases`) on the direct
     convolution, each phase's outputs written `stride` apart."""
     n, c, h, w = out.shape
     tile = PLAIN_TILE
     bs, _, rs, cs, _ = source.strides()
-    bias = blocked.pack_bias(None, c, tile[1], numpy.float32)
+    bias = blocked.pack_bias(bias, c, tile[1], numpy.float32)
     plane = h * w
     fields = dict(k0=0, k1=len(bias) // (LANES * tile[1]), x_batch=bs, x_row=rs, x_col=cs,
                   stride_h=1, stride_w=1, out_batch=c * plane, out_block=LANES * plane,
@@ -209,19 +265,19 @@ def _run_transposed(source: Kept, weight, around: Padding, phases, stride, out) 
                                    zero, zero), calls)
 
 
-def _weight_grad(layer, kept: Kept, dyb, around: Padding, out_hw):
-    """dweight (K, C, KH, KW) from the padded input and the blocked output gradient dyb
-    (whose interior starts `around` in)."""
-    k, c, kh, kw = layer.weight.shape
+def _weight_grad(shape, stride, dilation, kept: Kept, dyb, around: Padding, out_hw):
+    """dweight `shape` (K, C, KH, KW) of a convolution (stride, dilation) from its padded
+    input and its blocked output gradient dyb (whose interior starts `around` in)."""
+    k, c, kh, kw = shape
     n, k_blocks = dyb.shape[:2]
     bs, _, rs, cs, _ = kept.strides()
-    offsets = kept.tap_offsets((kh, kw), layer.dilation)
+    offsets = kept.tap_offsets((kh, kw), dilation)
     taps = len(offsets)
     offsets = numpy.concatenate([offsets, numpy.zeros(-taps % LANES, numpy.int64)])  # 8s
     item = dyb.itemsize
     dbs, dks, drs, dcs, _ = (s // item for s in dyb.strides)
     head = [k_blocks, bs, rs, cs, 0, dbs, dks, drs, dcs, around.top * drs + around.left * dcs,
-            *out_hw, *layer.stride]
+            *out_hw, *stride]
     kernel = blocked.compiled("weight_grad").weight_grad
     flat, dy_flat = kept.data.reshape(-1), dyb.reshape(-1)
     size = k_blocks * len(offsets) * LANES

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy
 
+from convnet.core import blocked_training
 from convnet.core.arithmetic import (
     Padding,
     ReceptiveField,
@@ -141,6 +142,10 @@ class ConvTranspose2d(WeightedLayer):
         geometry = self.geometry(x.shape[2:])
         out = xp.empty((x.shape[0], self.out_channels, *geometry.out_hw),
                        dtype=x.dtype)  # N, K, H_out, W_out
+        if grad_enabled() and blocked_training.usable_transposed(self, x):
+            kept, around = blocked_training.transposed_forward(self, x, out, geometry)
+            self.cache = (kept, geometry, around, x.shape)
+            return out
         if self._by_correlation(x.shape, geometry):
             flipped = self._flipped_weight(xp)
             run_chunks(lambda part: self._correlate_chunk(xp, x[part], out[part], geometry,
@@ -154,7 +159,16 @@ class ConvTranspose2d(WeightedLayer):
 
     def backward(self, dy, input_grad: bool = True):
         """Parameter gradients, and the input gradient unless input_grad=False (then None)."""
-        x, geometry = self._take_cache()
+        cached = self._take_cache()
+        if isinstance(cached[0], blocked_training.Kept):  # the blocked kernels' forward
+            kept, geometry, around, x_shape = cached
+            dweight, dbias, dx = blocked_training.transposed_backward(
+                self, kept, around, dy, x_shape if input_grad else None, geometry)
+            self.weight.grad += dweight
+            if self.bias is not None:
+                self.bias.grad += dbias
+            return dx
+        x, geometry = cached
         xp = array_module(dy)
         dx = xp.empty(x.shape, dtype=dy.dtype) if input_grad else None  # N, C, H, W
         grads = run_chunks(

@@ -155,6 +155,43 @@ def test_cross_entropy_matches_torch(case, seed):
     assert_close(dscores, ts.grad, "score gradient")
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cross_entropy_in_chunks_over_two_threads_matches_torch(reduction, monkeypatch, rng):
+    """A batch split into chunks of a few images over the worker threads (a class for each
+    pixel: the loss's arrays are the size of the scores): the same loss and gradient as
+    PyTorch, and as in one piece."""
+    from convnet.core import backend
+
+    scores, labels, weight = _draw_inputs({"shape": (9, 5, 6, 7), "scale": 3.0,
+                                           "ignore_fraction": 0.2, "ignore_index": 1,
+                                           "weighted": True}, rng, np.float32)
+    upstream = rng.standard_normal(labels.shape).astype(np.float32)
+
+    def run():
+        loss_fn = cn.CrossEntropyLoss(weight, 1, reduction)
+        value = loss_fn.forward(scores, labels)
+        return value, loss_fn.backward(upstream if reduction == "none" else None)
+
+    whole = run()
+    previous = backend.num_threads()
+    monkeypatch.setattr(backend, "ELEMENTWISE_CHUNK_BYTES", scores[0].nbytes * 2)
+    monkeypatch.setattr(backend, "MIN_CHUNK_BYTES", 1)
+    backend.set_num_threads(2)
+    try:
+        assert len(backend.sample_chunks(scores)) > 2
+        value, dscores = run()
+    finally:
+        backend.set_num_threads(previous)
+    np.testing.assert_array_equal(dscores, whole[1])
+    np.testing.assert_array_equal(value, whole[0])
+    ts = leaf(scores)
+    theirs = F.cross_entropy(ts, torch.from_numpy(labels), torch.from_numpy(weight),
+                             ignore_index=1, reduction=reduction)
+    theirs.backward(torch.from_numpy(upstream) if reduction == "none" else None)
+    assert_close(np.asarray(value, np.float32), theirs, "loss")
+    assert_close(dscores, ts.grad, "score gradient")
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("shape", [(5, 4), (2, 3, 4, 3), (3, 4, 5)])
 def test_dense_weighted_ignoring_gradients_match_centred_differences(shape, reduction, rng):

@@ -11,7 +11,7 @@ import math
 
 import numpy
 
-from convnet.core.backend import array_module
+from convnet.core.backend import array_module, run_chunks, sample_chunks
 
 
 def _check(name: str, scores, labels):
@@ -110,11 +110,20 @@ class CrossEntropyLoss:
         counted = labels != self.ignore_index  # N, d1, ...
         picked = xp.where(counted, labels, 0)[:, None]  # N, 1, d1, ...: a class to read
         # Log-softmax over axis 1 with one full-size array, e: the shifted scores, then their
-        # exponentials in place; forward keeps it for backward to turn into the gradient.
-        e = scores - scores.max(axis=1, keepdims=True)
-        chosen = xp.take_along_axis(e, picked, axis=1)  # N, 1, d1, ...: shifted[label]
-        xp.exp(e, out=e)
-        total = e.sum(axis=1, keepdims=True)  # N, 1, d1, ...
+        # exponentials in place; forward keeps it for backward to turn into the gradient. By
+        # chunks of the batch over the worker threads (a class for each pixel makes it large:
+        # 128 x 11 x 64 x 64 took 21 ms on one thread).
+        e = xp.empty(scores.shape, dtype=scores.dtype)
+        chosen = xp.empty(picked.shape, dtype=scores.dtype)  # N, 1, d1, ...: shifted[label]
+        total = xp.empty(picked.shape, dtype=scores.dtype)  # N, 1, d1, ...
+
+        def shifted_exp(part):
+            xp.subtract(scores[part], scores[part].max(axis=1, keepdims=True), out=e[part])
+            chosen[part] = xp.take_along_axis(e[part], picked[part], axis=1)
+            xp.exp(e[part], out=e[part])
+            e[part].sum(axis=1, keepdims=True, out=total[part])
+
+        _by_chunks(xp, shifted_exp, scores)
         losses = (xp.log(total) - chosen)[:, 0]  # N, d1, ...: -log p[label]
         weights = counted.astype(scores.dtype)  # N, d1, ...: w[label], 0 where ignored
         if self.weight is not None:
@@ -155,10 +164,23 @@ class CrossEntropyLoss:
             if self.reduction == "mean":
                 scale = scale / self.total_weight if self.total_weight else 0.0
             factor = weights * dtype.type(scale)
-        e /= total  # softmax
-        xp.put_along_axis(e, picked, xp.take_along_axis(e, picked, axis=1) - 1, axis=1)
-        e *= factor[:, None]
+
+        def gradient(part):
+            e[part] /= total[part]  # softmax
+            xp.put_along_axis(e[part], picked[part],
+                              xp.take_along_axis(e[part], picked[part], axis=1) - 1, axis=1)
+            e[part] *= factor[part][:, None]
+
+        _by_chunks(xp, gradient, e)
         return e
+
+
+def _by_chunks(xp, work, x) -> None:
+    """work(part) for chunks of x's batch over the worker threads (NumPy arrays), or once."""
+    if xp is numpy:
+        run_chunks(work, sample_chunks(x))
+    else:
+        work(slice(None))
 
 
 class SVMLoss:

@@ -221,8 +221,14 @@ class Resize(Layer):
                         out=out[part], mode="clip")  # the indices are in range: no checks
                 return
             m = x[part].shape[0]
-            across = x[part].reshape(-1, w) @ cols.matrix.T  # m*C*H, W_out
-            both = rows.matrix @ across.reshape(m * c, h, -1)  # m*C, H_out, W_out
+            # The products ignore the "invalid" floating-point flag: OpenBLAS's small-matrix
+            # kernels can raise it with finite operands and a correct product (seen once in CI
+            # on a (6, 5) @ (5, 1) of the backward; the same draw passed when run again; numpy
+            # issues 13173 and 24067 describe it with earlier OpenBLAS). A NaN or inf in the
+            # input still reaches the output.
+            with numpy.errstate(invalid="ignore"):
+                across = x[part].reshape(-1, w) @ cols.matrix.T  # m*C*H, W_out
+                both = rows.matrix @ across.reshape(m * c, h, -1)  # m*C, H_out, W_out
             out[part] = both.reshape(out[part].shape)
 
         run_chunks(work, sample_chunks(x))
@@ -242,8 +248,9 @@ class Resize(Layer):
                 dx[part] = _fold(xp, _fold(xp, dy[part], cols, w, axis=3), rows, h, axis=2)
                 return
             m = dy[part].shape[0]
-            up = rows.matrix.T @ dy[part].reshape(m * c, *dy.shape[2:])  # m*C, H, W_out
-            dx[part] = (up.reshape(-1, dy.shape[3]) @ cols.matrix).reshape(m, c, h, w)
+            with numpy.errstate(invalid="ignore"):  # (BLAS's spurious flag: see forward)
+                up = rows.matrix.T @ dy[part].reshape(m * c, *dy.shape[2:])  # m*C, H, W_out
+                dx[part] = (up.reshape(-1, dy.shape[3]) @ cols.matrix).reshape(m, c, h, w)
 
         run_chunks(work, sample_chunks(dy))
         return dx

@@ -1,7 +1,6 @@
 """Resize (ONNX) and Upsample (PyTorch): values and gradients against F.interpolate over
 configurations drawn by hypothesis, against the loop oracle for every coordinate and rounding
-mode, against onnx.reference on fixed cases, centred differences, shapes and errors; the
-compiled float32 passes against PyTorch, the oracle and the NumPy path.
+mode, against onnx.reference on fixed cases, centred differences, shapes and errors.
 
 Tolerances: PyTorch parity at engine_checks.assert_close (float32 both sides, rtol 1e-5,
 atol 2e-6 x max(1, max|torch|)); nearest values must be equal. 200 draws of Upsample against
@@ -18,7 +17,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.core import reference, resize_kernels
+from convnet.core import reference
 from convnet.core.arithmetic import ReceptiveField
 from convnet.nn.resize import COORDINATE_MODES, NEAREST_MODES, torch_nearest_index
 
@@ -109,54 +108,6 @@ def test_resize_matches_the_loop_oracle(drawn, seed):
                                   config["coordinate_transformation_mode"],
                                   config["nearest_mode"], config.get("scales"))
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
-
-
-@settings(max_examples=80, deadline=None)
-@given(drawn=upsample_configs(), seed=seeds)
-def test_compiled_passes_match_torch(drawn, seed):
-    """float32 training on the compiled passes (convnet.core.resize_kernels), which every
-    size takes here: values and gradients against PyTorch, nearest values equal."""
-    config, shape = drawn
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape).astype(np.float32)
-    layer = cn.Upsample(**config)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(resize_kernels, "MIN_LOAD_VALUES", 0)
-        assert resize_kernels.usable(x)
-        out = layer.forward(x)
-        dy = rng.standard_normal(out.shape).astype(np.float32)
-        dx = layer.backward(dy)
-    tx = leaf(x)
-    ty = F.interpolate(tx, **config)
-    ty.backward(torch.from_numpy(dy))
-    if config["mode"] == "nearest":
-        np.testing.assert_array_equal(out, ty.detach().numpy())
-    assert_close(out, ty, "output")
-    assert_close(dx, tx.grad, "input gradient")
-
-
-@settings(max_examples=80, deadline=None)
-@given(drawn=resize_configs(), seed=seeds)
-def test_compiled_passes_match_the_oracle_and_the_numpy_backward(drawn, seed):
-    """Every coordinate and rounding rule on the compiled passes (float32): the output
-    against the loop oracle, the input gradient against the NumPy path's."""
-    config, shape = drawn
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape).astype(np.float32)
-    layer = cn.Resize(**config)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(resize_kernels, "MIN_LOAD_VALUES", 0)
-        out = layer.forward(x)
-        dy = rng.standard_normal(out.shape).astype(np.float32)
-        dx = layer.backward(dy)
-        patch.setattr(resize_kernels, "usable", lambda _: False)
-        layer.forward(x)
-        expected_dx = layer.backward(dy)
-    expected = reference.resize2d(x.astype(np.float64), out.shape[2:], config["mode"],
-                                  config["coordinate_transformation_mode"],
-                                  config["nearest_mode"], config.get("scales"))
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(dx, expected_dx, rtol=1e-5, atol=1e-5)
 
 
 def _onnx_resize(x, mode, transform, nearest_mode, size=None, scales=None):

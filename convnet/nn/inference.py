@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy
 
-from convnet.core import blocked, kernels, resize_kernels, team
+from convnet.core import blocked, kernels, team
 from convnet.core.backend import num_threads, run_chunks, thread_slices
 from convnet.nn import activations as act
 from convnet.nn.batchnorm import BatchNorm2d
@@ -664,8 +664,8 @@ class ResizeStep(Step):
         self.out_hw = plan.shapes[out][1:]
         rows, cols = layer._plans((h, w), numpy.float32)
         self.nearest = layer.mode == "nearest"
-        self.rows, self.row_weights = resize_kernels.two_taps(rows.index, rows.matrix)
-        self.cols, self.col_weights = resize_kernels.two_taps(cols.index, cols.matrix)
+        self.rows, self.row_weights = _two_taps(rows, self.out_hw[0])
+        self.cols, self.col_weights = _two_taps(cols, self.out_hw[1])
 
     def bind(self, rt):
         n = rt.n
@@ -696,6 +696,24 @@ def _interpolates_by_two(layer, hw) -> bool:
     (what ResizeStep's kernel reads; true of its nearest and linear plans)."""
     return all(plan.index is not None or int((plan.matrix != 0).sum(axis=1).max()) <= 2
                for plan in layer._plans(hw, numpy.float32))
+
+
+def _two_taps(axis_plan, out_len: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """(indices, weights), each (out_len * 2,): the two input pixels each output pixel reads
+    along one axis and their weights, from a Resize layer's plan for the axis (nearest: its
+    index twice, weights 1 and 0; linear: the nonzero columns of its row of the matrix, of
+    which there are at most two)."""
+    if axis_plan.index is not None:
+        index = numpy.repeat(axis_plan.index.astype(numpy.int64), 2)
+        weights = numpy.tile(numpy.array([1, 0], numpy.float32), out_len)
+        return index, weights
+    matrix = axis_plan.matrix  # out, in
+    low = numpy.argmax(matrix != 0, axis=1)
+    high = matrix.shape[1] - 1 - numpy.argmax(matrix[:, ::-1] != 0, axis=1)
+    rows = numpy.arange(out_len)
+    weights = numpy.stack([matrix[rows, low], numpy.where(high > low, matrix[rows, high], 0)],
+                          axis=1).astype(numpy.float32)
+    return numpy.stack([low, high], axis=1).astype(numpy.int64).reshape(-1), weights.reshape(-1)
 
 
 class GlobalPoolStep(Step):

@@ -27,7 +27,6 @@ import numbers
 
 import numpy
 
-from convnet.core import resize_kernels
 from convnet.core.arithmetic import Padding, ReceptiveField
 from convnet.core.backend import array_module, run_chunks, sample_chunks
 from convnet.core.errors import ShapeError
@@ -209,25 +208,8 @@ class Resize(Layer):
         return self._plan_cache[1]
 
     # -- computation -----------------------------------------------------------------------
-    def _taps(self, hw):
-        """The plans as two input pixels and their weights per output row and column, for the
-        compiled passes (`convnet.core.resize_kernels`), kept beside the plans."""
-        rows, cols = self._plans(hw, numpy.float32)
-        cached = getattr(self, "_taps_cache", None)
-        if cached is None or cached[0] is not rows:
-            taps = (*resize_kernels.two_taps(rows.index, rows.matrix),
-                    *resize_kernels.two_taps(cols.index, cols.matrix))
-            self._taps_cache = cached = (rows, taps)
-        return cached[1]
-
     def forward(self, x):
         check_input(self, x, 4)
-        if resize_kernels.usable(x):
-            out = resize_kernels.forward(x, self._taps(x.shape[2:]),
-                                         self.output_hw(x.shape[2:]), self.mode == "nearest")
-            if grad_enabled():
-                self.cache = x.shape
-            return out
         xp = array_module(x)
         rows, cols = self._plans(x.shape[2:], x.dtype)
         n, c, h, w = x.shape
@@ -256,8 +238,6 @@ class Resize(Layer):
 
     def backward(self, dy):
         x_shape = self._take_cache()
-        if resize_kernels.usable(dy):
-            return resize_kernels.backward(dy, self._taps(x_shape[2:]), x_shape)
         xp = array_module(dy)
         n, c, h, w = x_shape
         rows, cols = self._plans((h, w), dy.dtype)

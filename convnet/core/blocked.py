@@ -934,6 +934,40 @@ def unblock(out, x, geometry):
 ''')
 
 
+REARRANGE_SOURCE = '''
+def rearrange(x, out, source, geometry):
+    """Moves values between channels and r x r blocks of pixels, blocked in and out (what
+    PixelShuffle, PixelUnshuffle, DepthToSpace and SpaceToDepth do), by a table of the
+    layer's own: to space, output channel k of pixel (i, j) is input channel
+    source[(k*r + i % r)*r + j % r] of pixel (i // r, j // r); to depth, it is input channel
+    c of pixel (i*r + u, j*r + v) where source[k] = (c*r + u)*r + v. Images b0 <= b < b1,
+    output blocks k0 <= kb < k1 (geometry: b0, b1, k0, k1, output channels, r, to_space,
+    x_batch, x_block, x_row, x_origin, out_batch, out_block, out_row, out_origin, out_h,
+    out_w)."""
+    (b0, b1, k0, k1, channels, r, to_space, x_batch, x_block, x_row, x_origin, out_batch,
+     out_block, out_row, out_origin, out_h, out_w) = geometry[:17]
+    for b in range(b0, b1):
+        for kb in range(k0, k1):
+            lanes = min(LANES, channels - kb * LANES)
+            for i in range(out_h):
+                for j in range(out_w):
+                    o = b * out_batch + kb * out_block + i * out_row + j * LANES + out_origin
+                    for lane in range(lanes):
+                        k = kb * LANES + lane
+                        if to_space:
+                            c = source[(k * r + i % r) * r + j % r]
+                            ii, jj = i // r, j // r
+                        else:
+                            t = source[k]
+                            c, u, v = t // (r * r), (t // r) % r, t % r
+                            ii, jj = i * r + u, j * r + v
+                        q = (b * x_batch + (c >> 3) * x_block + ii * x_row + jj * LANES
+                             + (c & 7) + x_origin)
+                        out[INDEX(o + lane)] = x[INDEX(q)]
+                    for lane in range(lanes, LANES):  # past the channels: zero, as written
+                        out[INDEX(o + lane)] = 0
+'''
+
 DENSE_TILE = 64  # outputs summed in registers at once for one image (four 16-lane vectors)
 # ... and for DENSE_IMAGES images at once, DENSE_IMAGE_TILE outputs each: every weight load
 # serves that many images. One image at a time, each streamed the whole weight matrix: lenet5's
@@ -1152,18 +1186,21 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   + _task_source("depthwise", "ffffi", 2, dtype_name))
     elif kind == "merge":  # merges, copies, small dense products, padded copies of inputs
         body = (MERGE_SOURCE + "\n\n" + ACTIVATE_SOURCE + "\n\n" + dense_source() + "\n\n"
-                + PAD_SOURCE + "\n\n" + UNBLOCK_SOURCE)
+                + PAD_SOURCE + "\n\n" + UNBLOCK_SOURCE + "\n\n" + REARRANGE_SOURCE)
         footer = (f"merge = numba.njit(({flat}, {flat}, {flat}, {geometry}, numba.int64), "
                   f"{options}, error_model='numpy')(merge)\n"  # x / 0 is inf, no raise
                   f"dense = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, {scalar}, "
                   f"{scalar}), {options})(dense)\n"
                   f"pad_copy = numba.njit(({flat}, {flat}, {geometry}), {options})(pad_copy)\n"
-                  f"unblock = numba.njit(({flat}, {flat}, {geometry}), {options})(unblock)"
+                  f"unblock = numba.njit(({flat}, {flat}, {geometry}), {options})(unblock)\n"
+                  f"rearrange = numba.njit(({flat}, {flat}, numba.int64[::1], {geometry}), "
+                  f"{options})(rearrange)"
                   "\n\n\n"
                   + _task_source("merge", "fffi", 0, dtype_name, "ints[8]") + "\n\n\n"
                   + _task_source("dense", "ffffi", 2, dtype_name) + "\n\n\n"
                   + _task_source("pad_copy", "ffi", 0, dtype_name) + "\n\n\n"
-                  + _task_source("unblock", "ffi", 0, dtype_name))
+                  + _task_source("unblock", "ffi", 0, dtype_name) + "\n\n\n"
+                  + _task_source("rearrange", "ffii", 0, dtype_name))
     else:
         body = POOL_SOURCE
         footer = "\n".join([

@@ -39,10 +39,11 @@ from convnet.nn import activations as act
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.conv import Conv2d
 from convnet.nn.conv_transpose import ConvTranspose2d
-from convnet.nn.layer import Layer, grad_enabled
+from convnet.nn.layer import Layer, grad_enabled, no_grad
 from convnet.nn.linear import Dropout, Flatten, Linear
 from convnet.nn.merge import Add, Concat, Div, Mul, Sub
 from convnet.nn.parameter import generation, switches
+from convnet.nn.pixel_shuffle import DepthToSpace, PixelShuffle, PixelUnshuffle, SpaceToDepth
 from convnet.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from convnet.nn.resize import Resize
 
@@ -716,6 +717,46 @@ def _two_taps(axis_plan, out_len: int) -> tuple[numpy.ndarray, numpy.ndarray]:
     return numpy.stack([low, high], axis=1).astype(numpy.int64).reshape(-1), weights.reshape(-1)
 
 
+class RearrangeStep(Step):
+    """PixelShuffle, PixelUnshuffle, DepthToSpace and SpaceToDepth on the blocked layout: each
+    output lane copied from the input channel and pixel that the layer's own forward sends
+    there (a table made by running it once on the channel numbers)."""
+
+    def __init__(self, plan: Plan, layer, source: int, out: int):
+        self.plan, self.layer = plan, layer
+        self.inputs, self.outputs = [source], [out]
+        c, r = plan.shapes[source][0], layer.block
+        self.to_space = isinstance(layer, (PixelShuffle, DepthToSpace))
+        # To space: channel numbers (1, C, 1, 1) -> (1, C/r^2, r, r), the input channel of each
+        # output channel and phase; to depth: (c*r + u)*r + v as (1, C, r, r) -> (1, C*r^2, 1, 1).
+        numbers = numpy.arange(c if self.to_space else c * r * r, dtype=numpy.float64)
+        with no_grad():
+            table = layer.forward(numbers.reshape(1, c, *((1, 1) if self.to_space else (r, r))))
+        self.source = numpy.ascontiguousarray(table.reshape(-1), dtype=numpy.int64)
+
+    def bind(self, rt):
+        n = rt.n
+        x = rt.buffer(self.inputs[0])
+        bs, ks, rs, _ = x.strides()
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        out_flat, (obs, oks, ors, _), out_origin = rt.target(out_value)
+        k, out_h, out_w = self.plan.shapes[out_value]
+        calls = [numpy.array([b0, b1, k0, k1, k, self.layer.block, int(self.to_space), bs, ks,
+                              rs, x.origin(), obs, oks, ors, out_origin, out_h, out_w],
+                             dtype=numpy.int64)
+                 for b0, b1, k0, k1 in blocked.work_splits(
+                     n, blocked.blocks(k), rt.threads_for(n * k * out_h * out_w))]
+        module = blocked.compiled("merge")
+        flat = x.data.reshape(-1)
+        call = KernelCall(module.rearrange, calls, lambda g: (flat, out_flat, self.source, g),
+                          module.rearrange_task)
+
+        def post(values):
+            values[out_value] = out
+        return Bound(post, [call])
+
+
 class GlobalPoolStep(Step):
     """GlobalAvgPool2d: blocked input -> plain (N, C, 1, 1)."""
 
@@ -1222,8 +1263,9 @@ class Plan:
             step = self._step(node)
             steps.append(step)
             for value in step.outputs:
-                self.blocked[value] = isinstance(step, (PoolStep, ResizeStep, ActivationStep,
-                                                        AffineStep, MergeStep, ConcatStep)) or (
+                self.blocked[value] = isinstance(step, (PoolStep, ResizeStep, RearrangeStep,
+                                                        ActivationStep, AffineStep, MergeStep,
+                                                        ConcatStep)) or (
                     isinstance(step, AliasStep) and self.blocked[step.inputs[0]])
             produced_before.update(node.outputs)
         return steps
@@ -1269,6 +1311,9 @@ class Plan:
         if (on_blocked and isinstance(layer, Resize) and len(self.shapes[source]) == 3
                 and _interpolates_by_two(layer, self.shapes[source][1:])):
             return ResizeStep(self, layer, source, node.outputs[0])
+        if (on_blocked and type(layer) in (PixelShuffle, PixelUnshuffle, DepthToSpace,
+                                           SpaceToDepth) and len(self.shapes[source]) == 3):
+            return RearrangeStep(self, layer, source, node.outputs[0])
         if on_blocked and type(layer) is GlobalAvgPool2d:
             return GlobalPoolStep(self, source, node.outputs[0])
         if on_blocked and _activation(layer) is not None:
@@ -1295,7 +1340,7 @@ class Plan:
         output (as onnxruntime's planner does for Concat where the layout allows)."""
         writers = {step.outputs[0]: step for step in self.steps
                    if isinstance(step, (ConvStep, DepthwiseStep, TransposedConvStep, PoolStep,
-                                        ResizeStep, MergeStep))}
+                                        ResizeStep, RearrangeStep, MergeStep))}
         readers: dict[int, int] = {}
         for step in self.steps:
             for value in step.inputs:
@@ -1585,7 +1630,7 @@ class Runner:
 
 # Steps whose outputs are blocked buffers (converted to new arrays when they are outputs).
 _BLOCKED_WRITERS = (ConvStep, DepthwiseStep, TransposedConvStep, PoolStep, ResizeStep,
-                    ActivationStep, AffineStep, MergeStep, ConcatStep)
+                    RearrangeStep, ActivationStep, AffineStep, MergeStep, ConcatStep)
 
 # A step with less work than this (multiply-adds) runs on one thread. A run of steps goes to the
 # team (convnet.core.team) as one program, each step's chunks taken as soon as the step before is

@@ -69,7 +69,7 @@ def test_training_passes_match_torch(config, seed):
         conv.bias.data[...] = rng.standard_normal(conv.bias.shape)
     x = rng.standard_normal(config["input_shape"]).astype(np.float32)
     out, dy, dx = run(conv, x, rng)
-    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy))
+    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)
 
 
 @settings(max_examples=60, deadline=None)
@@ -114,7 +114,7 @@ def test_transposed_convolution_training_matches_torch(channels, filters, kernel
     ty = F.conv_transpose2d(tx, tw, tb, layer.stride, layer.padding, layer.output_padding, 1,
                             layer.dilation)
     ty.backward(leaf(dy))
-    assert_conv_matches_torch(layer, out, dx, ty, tx, tw, tb)
+    assert_conv_matches_torch(layer, out, dx, ty, tx, tw, tb, dy=dy)
 
 
 @settings(max_examples=30, deadline=None)
@@ -139,7 +139,7 @@ def test_row_kernel_forward_of_a_plain_input_matches_torch(channels, filters, ke
     finally:
         backend.set_num_threads(previous)
     assert out.shape[3] >= blocked.ROW_TILE[0]  # the row kernel's case
-    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy))
+    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)
 
 
 @pytest.mark.parametrize("kwargs, input_shape", [

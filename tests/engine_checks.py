@@ -128,7 +128,7 @@ def assert_conv_matches_torch(conv, out, dx, torch_out, tx, tw, tb, dy=None):
     computed from the leaves tx (input), tw (weight) and tb (bias, or None), backward done.
     Given the output gradient dy, the bias gradient is checked against its float64 sum over
     (N, H, W) instead: PyTorch's own float32 sum drifted 1.4e-5 from it on a -0.11 sum of
-    480 values (a hypothesis draw of tests/test_blocked_training.py)."""
+    500 values (a hypothesis draw of tests/test_blocked_training.py)."""
     assert_close(out, torch_out, "output")
     assert_close(dx, tx.grad, "input gradient")
     assert_close(conv.weight.grad, tw.grad, "weight gradient")

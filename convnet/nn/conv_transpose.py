@@ -161,9 +161,9 @@ class ConvTranspose2d(WeightedLayer):
         """Parameter gradients, and the input gradient unless input_grad=False (then None)."""
         cached = self._take_cache()
         if isinstance(cached[0], blocked_training.Kept):  # the blocked kernels' forward
-            kept, geometry, around, x_shape = cached
+            kept, _, around, x_shape = cached
             dweight, dbias, dx = blocked_training.transposed_backward(
-                self, kept, around, dy, x_shape if input_grad else None, geometry)
+                self, kept, around, dy, x_shape if input_grad else None)
             self.weight.grad += dweight
             if self.bias is not None:
                 self.bias.grad += dbias

@@ -304,6 +304,12 @@ class Segment:
             post(values)
 
 
+def _versions(params) -> tuple:
+    """What a step's packed weights were made from: each parameter's array and its version
+    (any update changes one of them), None parameters left out."""
+    return tuple((id(p.data), p.version) for p in params if p is not None)
+
+
 class ConvStep(Step):
     """A Conv2d (with the batch norm, activation and residual Add fused into it) on the
     direct-convolution kernel, blocked output."""
@@ -356,7 +362,7 @@ class ConvStep(Step):
         if self.bn is not None:
             params += [self.bn.weight, self.bn.bias]
             buffers = [self.bn.running_mean, self.bn.running_var]
-        return (tuple((id(p.data), p.version) for p in params if p is not None),
+        return (_versions(params),
                 tuple(id(b) for b in buffers))
 
     def prepare(self) -> None:
@@ -558,7 +564,7 @@ class TransposedConvStep(Step):
     def prepare(self) -> None:
         layer = self.layer
         params = [layer.weight, layer.bias]
-        fingerprint = tuple((id(p.data), p.version) for p in params if p is not None)
+        fingerprint = _versions(params)
         if fingerprint == self.fingerprint:
             return
         weight = layer.weight.data.astype(numpy.float32)  # C, K, KH, KW
@@ -665,8 +671,8 @@ class ResizeStep(Step):
         self.out_hw = plan.shapes[out][1:]
         rows, cols = layer._plans((h, w), numpy.float32)
         self.nearest = layer.mode == "nearest"
-        self.rows, self.row_weights = _two_taps(rows, self.out_hw[0])
-        self.cols, self.col_weights = _two_taps(cols, self.out_hw[1])
+        self.rows, self.row_weights = _two_taps(rows)
+        self.cols, self.col_weights = _two_taps(cols)
 
     def bind(self, rt):
         n = rt.n
@@ -699,19 +705,19 @@ def _interpolates_by_two(layer, hw) -> bool:
                for plan in layer._plans(hw, numpy.float32))
 
 
-def _two_taps(axis_plan, out_len: int) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """(indices, weights), each (out_len * 2,): the two input pixels each output pixel reads
+def _two_taps(axis_plan) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """(indices, weights), each (2 * output length,): the two input pixels each output pixel reads
     along one axis and their weights, from a Resize layer's plan for the axis (nearest: its
     index twice, weights 1 and 0; linear: the nonzero columns of its row of the matrix, of
     which there are at most two)."""
     if axis_plan.index is not None:
         index = numpy.repeat(axis_plan.index.astype(numpy.int64), 2)
-        weights = numpy.tile(numpy.array([1, 0], numpy.float32), out_len)
+        weights = numpy.tile(numpy.array([1, 0], numpy.float32), len(axis_plan.index))
         return index, weights
     matrix = axis_plan.matrix  # out, in
     low = numpy.argmax(matrix != 0, axis=1)
     high = matrix.shape[1] - 1 - numpy.argmax(matrix[:, ::-1] != 0, axis=1)
-    rows = numpy.arange(out_len)
+    rows = numpy.arange(matrix.shape[0])
     weights = numpy.stack([matrix[rows, low], numpy.where(high > low, matrix[rows, high], 0)],
                           axis=1).astype(numpy.float32)
     return numpy.stack([low, high], axis=1).astype(numpy.int64).reshape(-1), weights.reshape(-1)
@@ -994,7 +1000,7 @@ class DenseStep(Step):
 
     def prepare(self) -> None:
         params = [self.layer.weight, self.layer.bias]
-        fingerprint = tuple((id(p.data), p.version) for p in params if p is not None)
+        fingerprint = _versions(params)
         if fingerprint == self.fingerprint:
             return
         weight = self.layer.weight.data  # (out, in), or a 1x1 Conv2d's (out, in, 1, 1)

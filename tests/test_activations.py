@@ -279,3 +279,69 @@ def test_hardtanh_keeps_its_output_for_backward(layer, rng):
     dx = layer.backward(np.ones_like(x))
     inside = (x > layer.min_val) & (x < layer.max_val)
     np.testing.assert_array_equal(dx, inside.astype(np.float32))
+
+
+# -- ReLU's compiled passes (convnet.core.activation_kernels) against the NumPy layer and PyTorch
+def _relu_both_paths(x, dy, threads):
+    """(output, input gradient) of ReLU with the compiled kernels on, at `threads`, and off."""
+    from convnet.core import activation_kernels, backend, kernels
+
+    results = []
+    previous = backend.num_threads()
+    for enabled in (True, False):
+        kernels.set_enabled(enabled)
+        backend.set_num_threads(threads)
+        try:
+            layer = cn.ReLU()
+            out = layer.forward(x)
+            assert activation_kernels.usable(x) == (enabled and x.flags.c_contiguous)
+            results.append((out, layer.backward(dy)))
+        finally:
+            kernels.set_enabled(True)
+            backend.set_num_threads(previous)
+    return results
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(3, 7), (2, 3, 4, 5), (4, 8, 64, 70)])  # the last splits
+def test_compiled_relu_matches_numpy_and_torch(shape, threads, dtype, rng):
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    flat[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, 1e-30]
+    dy = rng.standard_normal(shape).astype(dtype)
+    (out, dx), (numpy_out, numpy_dx) = _relu_both_paths(x, dy, threads)
+    assert out.dtype == dtype and dx.dtype == dtype and out.shape == shape
+    np.testing.assert_array_equal(out, numpy_out)  # NaN where x is NaN, in both
+    finite = np.isfinite(x)  # the NumPy layer's dy * (out > 0) differs at a NaN unit only
+    np.testing.assert_array_equal(dx[finite], numpy_dx[finite])
+    tx = torch.from_numpy(x.copy()).requires_grad_(True)
+    torch.relu(tx).backward(torch.from_numpy(dy))
+    np.testing.assert_array_equal(out, torch.relu(torch.from_numpy(x)).numpy())
+    np.testing.assert_array_equal(dx, tx.grad.numpy())
+
+
+def test_compiled_relu_gradient_is_zero_where_off_whatever_dy(rng):
+    """PyTorch's threshold_backward: no NaN or inf from dy leaks through a unit that is off
+    (NumPy's dy * mask gave NaN there)."""
+    x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    dy = np.array([[np.nan, np.nan, np.inf, -np.inf]], np.float32)
+    layer = cn.ReLU()
+    layer.forward(x)
+    np.testing.assert_array_equal(layer.backward(dy), [[0.0, np.nan, 0.0, -np.inf]])
+
+
+def test_relu_of_a_strided_view_takes_the_numpy_path_and_agrees(rng):
+    x = rng.standard_normal((4, 6, 8, 10)).astype(np.float32)[:, ::2]
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    (out, dx), (numpy_out, numpy_dx) = _relu_both_paths(x, dy, 1)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    np.testing.assert_array_equal(dx, np.where(x > 0, dy, 0))
+    np.testing.assert_array_equal(out, numpy_out)
+
+
+def test_relu_under_no_grad_keeps_no_mask(rng):
+    layer = cn.ReLU()
+    with cn.no_grad():
+        out = layer.forward(rng.standard_normal((2, 3, 4, 5)).astype(np.float32))
+    assert layer.cache is None and (out >= 0).all()

@@ -265,3 +265,26 @@ def test_a_network_trains_as_on_the_numpy_path(two_threads, rng):
             kernels.set_enabled(True)
     for ours, numpy_path in zip(*finals, strict=True):
         np.testing.assert_allclose(ours, numpy_path, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 7, 3), (2, 9, 4, 4), (16, 12, 33, 31)])
+def test_bias_gradient_sums_each_channel_in_float64(shape, threads, rng):
+    """channel_sums against math.fsum's exact sum of each channel (rounded once), and the same
+    sums on one thread and on two (channels split, never a channel's sum)."""
+    import math
+
+    dy = (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, shape)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        sums = blocked_training.channel_sums(dy)
+        again = blocked_training.channel_sums(dy)
+    finally:
+        backend.set_num_threads(previous)
+    exact = np.array([math.fsum(dy[:, c].astype(np.float64).ravel()) for c in range(shape[1])])
+    assert sums.dtype == np.float64 and sums.shape == (shape[1],)
+    scale = np.array([np.abs(dy[:, c]).astype(np.float64).sum() for c in range(shape[1])])
+    np.testing.assert_array_less(np.abs(sums - exact), 1e-12 * scale + 1e-300)
+    np.testing.assert_array_equal(sums, again)
+    np.testing.assert_array_equal(sums, blocked_training.channel_sums(dy[:]))

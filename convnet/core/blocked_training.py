@@ -172,13 +172,27 @@ def backward(layer, kept: Kept, dy, dx_shape, geometry):
     kept.data = None
     # summed in float64, as ConvTranspose2d does: a float32 sum was 5e-6 from the exact -0.11
     # of 2 x 10 x 25 values (cancellation), beyond the parity tolerance
-    dbias = None if layer.bias is None else dy.sum(axis=(0, 2, 3), dtype=numpy.float64)
+    dbias = None if layer.bias is None else channel_sums(dy)
     dx = None
     if dx_shape is not None:
         dx = numpy.empty(dx_shape, dtype=dy.dtype)
         _run_transposed(Kept(dyb, LANES, k), layer.weight.data, None, around, phases,
                         layer.stride, dx)
     return dweight, dbias, dx
+
+
+def channel_sums(dy):
+    """(K,) float64: dy (n, K, H, W) summed over images and pixels, channel by channel (a
+    bias gradient), the channels split over the worker threads."""
+    n, k = dy.shape[:2]
+    flat = numpy.ascontiguousarray(dy, dtype=numpy.float32).reshape(-1)
+    plane = flat.size // max(n * k, 1)
+    sums = numpy.empty(k, numpy.float64)
+    kernel = blocked.compiled("weight_grad").channel_sums
+    run_chunks(lambda part: kernel(flat, sums, numpy.array([n, k, plane, part.start, part.stop],
+                                                           numpy.int64)),
+               thread_slices(k, None if flat.size >= 1 << 16 else 1))
+    return sums
 
 
 def _transposed_phases(layer, in_hw, out_hw, crop):
@@ -221,7 +235,7 @@ def transposed_backward(layer, kept: Kept, around: Padding, dy, dx_shape):
     dweight = _weight_grad(layer.weight.shape, layer.stride, layer.dilation, source, kept.data,
                            around, (h, w))
     kept.data = None
-    dbias = None if layer.bias is None else dy.sum(axis=(0, 2, 3), dtype=numpy.float64)
+    dbias = None if layer.bias is None else channel_sums(dy)
     dx = None
     if dx_shape is not None:
         dx = numpy.empty(dx_shape, dtype=dy.dtype)

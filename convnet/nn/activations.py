@@ -12,6 +12,7 @@ import math
 
 import numpy
 
+from convnet.core import activation_kernels
 from convnet.core.backend import array_module, run_chunks, sample_chunks
 from convnet.core.errors import ShapeError
 from convnet.core.special import erfc
@@ -40,6 +41,11 @@ class ReLU(_Elementwise):
 
     def forward(self, x):
         check_input(self, x, x.ndim if hasattr(x, "ndim") else 0, what="(N, ...)")
+        if activation_kernels.usable(x):  # one compiled pass for the output and the mask
+            out, positive = activation_kernels.relu_forward(x, grad_enabled())
+            if positive is not None:
+                self.cache = positive
+            return out
         xp = array_module(x)
         out = xp.empty_like(x)
         # A boolean mask for backward: a quarter of the memory of x.
@@ -57,6 +63,8 @@ class ReLU(_Elementwise):
 
     def backward(self, dy):
         positive = self._take_cache()
+        if activation_kernels.usable(dy) and activation_kernels.usable_mask(positive, dy.shape):
+            return activation_kernels.relu_backward(dy, positive)
         xp = array_module(dy)
         dx = xp.empty_like(dy)
         run_chunks(lambda part: xp.multiply(dy[part], positive[part], out=dx[part]),

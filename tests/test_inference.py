@@ -373,6 +373,47 @@ def test_residual_blocks_fuse_the_add_and_its_activation(rng):
     assert steps_of(model) == ["ConvStep"] * 6  # every BN, ReLU and Add taken in
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("size", [5, 7, 9])  # positions per image not a multiple of any tile
+def test_a_residual_convolution_writes_over_its_shortcut_where_nothing_reads_it_later(
+        size, threads, monkeypatch, rng):
+    """Its output takes the shortcut's buffer when the shortcut has no later reader (the
+    borders made one), whatever its filters (24: a tile and a part of one), activation
+    (hardswish: the lane-by-lane epilogue) or the tile's clamped repeats of its last position;
+    not when the shortcut is also read after it, is a model output, or is the convolution's
+    own input. Every output as the layers give it, twice (the buffers reused)."""
+    monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
+    x_in = cn.Input((3, size, size))
+    stem = cn.ReLU()(cn.Conv2d(3, 24, 3, padding=1)(x_in))
+    body = cn.Conv2d(24, 24, 3, padding=1)(cn.ReLU()(cn.Conv2d(24, 24, 3, padding=1)(stem)))
+    over = cn.ReLU()(cn.Add()([body, stem]))  # written over stem
+    projected = cn.Conv2d(24, 16, 1)(over)  # border 0, the output after it 1: made one
+    swished = cn.Hardswish()(cn.Add()([cn.Conv2d(24, 16, 3, padding=1)(over), projected]))
+    kept = cn.Conv2d(16, 16, 1)(swished)
+    again = cn.Add()([cn.Conv2d(16, 16, 3, padding=1)(cn.Conv2d(16, 16, 1)(kept)), kept])
+    own = cn.Add()([cn.Conv2d(16, 16, 3, padding=1)(again), again])  # its own input
+    tail = cn.Conv2d(16, 8, 1)(cn.Add()([own, kept]))  # kept read after its Add
+    model = cn.Model(x_in, [tail, cn.Conv2d(16, 8, 3, padding=1)(swished)]).eval()
+    x = rng.standard_normal((3, 3, size, size)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        for _ in range(2):
+            for mine, theirs in zip(planned(model, x), reference(model, x), strict=True):
+                assert_matches(mine, theirs)
+    finally:
+        backend.set_num_threads(previous)
+    plan = next(iter(model._inference_plans.values()))
+    (runner,) = plan._runners[(3, threads)]
+    residual_convs = [step for step in plan.steps
+                      if isinstance(step, inference.ConvStep) and step.residual is not None]
+    shared = [runner.buffers[step.outputs[0]] is runner.buffers[step.residual]
+              for step in residual_convs]
+    # stem and projected are written over; kept is read after its Add, again is the input
+    # of the convolution whose shortcut it is
+    assert shared == [True, True, False, False]
+
+
 def test_graph_merges_concat_and_squeeze_excitation(rng):
     x_in = cn.Input((3, 11, 11))
     a = cn.ReLU()(cn.Conv2d(3, 16, 1)(x_in))

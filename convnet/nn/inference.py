@@ -340,6 +340,13 @@ class ConvStep(Step):
         pad = self.geometry.padding
         return max(pad.top, pad.bottom, pad.left, pad.right)
 
+    def may_overwrite_residual(self) -> bool:
+        """Whether the kernel may write the output over a blocked shortcut's own buffer (the
+        tile kernel reads each position's shortcut before it stores there, and stores a
+        tile's clamped repeats of its last position from sums made before any store)."""
+        return (self.residual is not None and self.plan.blocked[self.residual]
+                and self.kernel == "conv")
+
     def folded(self):
         """The filters and bias with the batch norm folded in (float32)."""
         conv, bn = self.conv, self.bn
@@ -1167,6 +1174,13 @@ class Plan:
                 source = step.inputs[0]
                 self.border[source] = max(self.border[source], step.needs_border())
         self.views = self._concat_views()
+        for step in self.steps:  # a shortcut and the output written over it: one border
+            if isinstance(step, ConvStep) and step.may_overwrite_residual():
+                pair = (step.residual, step.outputs[0])
+                if not any(value in self.views for value in pair):
+                    border = max(self.border[value] for value in pair)
+                    for value in pair:
+                        self.border[value] = border
         self.useful = any(not isinstance(step, (FallbackStep, AliasStep)) for step in self.steps)
         # Images a thread runs at a time: a step's input and output of that many images fit in
         # PIECE_BYTES (measured on one thread, batch 128 in pieces of 8-128: bottleneck 10.8 ->
@@ -1531,9 +1545,31 @@ class Runner:
                 self.n, channels, (h, w), plan.border[value])
             releases.setdefault(end.get(value, index), []).append(value)
 
+        def overwrite(step, index: int) -> bool:
+            """A convolution's output written over its shortcut's buffer, where nothing reads
+            the shortcut after it (resnet8, one thread, batch 128: each such step 0.4-0.6 ms
+            faster than writing a third array; onnxruntime sums into its shortcut too)."""
+            value, shortcut = step.outputs[0], step.residual
+            owner = group.get(shortcut, shortcut)
+            source = step.inputs[0]
+            if (not step.may_overwrite_residual() or value in buffers
+                    or end.get(owner) != index or owner not in buffers
+                    or value in plan.views or shortcut in plan.views or owner in plan.views
+                    or group.get(source, source) == owner
+                    or plan.shapes[value] != plan.shapes[shortcut]
+                    or plan.border[value] != plan.border[owner]
+                    or owner not in releases.get(index, [])):
+                return False
+            buffers[value] = buffers[owner]
+            releases[index].remove(owner)
+            releases.setdefault(end.get(value, index), []).append(value)
+            return True
+
         for index, step in enumerate(steps):
-            if not isinstance(step, (AliasStep, FallbackStep, GlobalPoolStep, FlattenStep,
-                                     DenseStep)):
+            if isinstance(step, ConvStep) and overwrite(step, index):
+                pass
+            elif not isinstance(step, (AliasStep, FallbackStep, GlobalPoolStep, FlattenStep,
+                                       DenseStep)):
                 for value in step.outputs:
                     if not plan.blocked[value] or value in buffers:
                         continue

@@ -375,11 +375,10 @@ class Conv2d(WindowLayer, WeightedLayer):
         n, positions, groups = x.shape[0], x.shape[2], self.groups
         dy_g = dy.reshape(n, groups, -1, positions)
         x_g = x.reshape(n, groups, -1, positions)
-        # dW = sum_n dy[n] @ x[n]^T as one product: (G, K/G, n*P) @ (G, n*P, C/G).
-        dy_k = xp.ascontiguousarray(dy_g.transpose(1, 2, 0, 3)).reshape(groups, -1, n * positions)
-        x_k = xp.ascontiguousarray(x_g.transpose(1, 2, 0, 3)).reshape(groups, -1, n * positions)
-        dweight = xp.matmul(dy_k, x_k.swapaxes(-1, -2))
-        dbias = dy_k.sum(axis=-1)
+        # dW = sum_n dy[n] @ x[n]^T: a product per sample, summed (one product over n*P
+        # columns needed transposed copies of dy and x, which took longer than the products)
+        dweight = xp.matmul(dy_g, x_g.swapaxes(-1, -2)).sum(axis=0)  # G, K/G, C/G
+        dbias = dy_g.sum(axis=3).sum(axis=0)  # G, K/G
         if dx is not None:
             xp.matmul(self._grouped_weight().swapaxes(-1, -2), dy_g,
                       out=dx.reshape(n, groups, -1, positions))

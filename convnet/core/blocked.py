@@ -36,6 +36,7 @@ reference. Only float32 runs here; float64 models take the NumPy layers.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
@@ -1388,6 +1389,15 @@ def tap_offsets(channels: int, kernel, dilation, strides, lanes_in: int,
     live_only: without the lanes past C of a blocked input's last block (zero there: their
     taps only multiply zeros; lenet5's 6 channels took 8 taps a pixel, inception-mini's 4 took
     8)."""
+    return _tap_offsets(int(channels), tuple(int(k) for k in kernel),
+                        tuple(int(d) for d in dilation), tuple(int(s) for s in strides),
+                        int(lanes_in), bool(live_only)).copy()
+
+
+# A training step asks for the same few tables at every layer's forward and backward (meshgrid's
+# broadcasting cost inception-mini about 2 ms of a 66 ms step on two threads): made once each.
+@functools.lru_cache(maxsize=512)
+def _tap_offsets(channels: int, kernel, dilation, strides, lanes_in: int, live_only: bool):
     block, row, col = strides
     cb, u, v, lane = _tap_grid(channels, kernel, lanes_in)
     offsets = (cb * block + u * dilation[0] * row + v * dilation[1] * col + lane).reshape(-1)
@@ -1403,7 +1413,13 @@ def _tap_grid(channels: int, kernel, lanes_in: int):
 
 
 def _live_taps(channels: int, kernel, lanes_in: int) -> numpy.ndarray:
-    """bool (taps,) in `tap_offsets`' order: the taps of a real channel, not a zero lane."""
+    """bool (taps,) in `tap_offsets`' order: the taps of a real channel, not a zero lane (a
+    copy of a table made once)."""
+    return _live_table(int(channels), tuple(int(k) for k in kernel), int(lanes_in)).copy()
+
+
+@functools.lru_cache(maxsize=512)
+def _live_table(channels: int, kernel, lanes_in: int) -> numpy.ndarray:
     cb, _, _, lane = _tap_grid(channels, kernel, lanes_in)
     return (cb * lanes_in + lane < channels).reshape(-1)
 

@@ -856,9 +856,16 @@ def test_eval_of_a_model_in_eval_mode_keeps_the_packed_filters(rng):
 
 def test_training_lets_go_of_the_plans_buffers_and_eval_makes_them_again(monkeypatch, rng):
     """train() drops the plans' runners and hands the freed memory back (once, and only when
-    there was something to drop); eval() runs make them again."""
-    trims = []
-    monkeypatch.setattr(cn.nn.layer, "return_freed_memory", lambda: trims.append(1))
+    there was something to drop, and only once their buffers are gone: the kernel calls that
+    view them sit in reference cycles, collected first); eval() runs make them again."""
+    import weakref
+
+    trims, buffers = [], []
+
+    def trim():
+        trims.append([buffer() for buffer in buffers])
+
+    monkeypatch.setattr(cn.nn.layer, "return_freed_memory", trim)
     model = cn.Sequential(small_model())  # a plan of the inner model's too, by running it
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     model.eval()
@@ -867,13 +874,16 @@ def test_training_lets_go_of_the_plans_buffers_and_eval_makes_them_again(monkeyp
     plans = [plan for module in model.modules()
              for plan in module.__dict__.get("_inference_plans", {}).values()]
     assert len(plans) == 2 and all(plan._runners for plan in plans)
+    buffers += [weakref.ref(buffer.data) for plan in plans for kept in plan._runners.values()
+                for rt in kept for buffer in rt.buffers.values() if buffer.data.base is None]
     model.eval()  # no switch: the buffers stay
     assert all(plan._runners for plan in plans)
     model.train()
-    assert not any(plan._runners for plan in plans) and trims == [1]
+    assert not any(plan._runners for plan in plans)
+    assert len(trims) == 1 and len(trims[0]) >= 2 and all(b is None for b in trims[0])
     model.eval()
     model.train()  # nothing was run: nothing to hand back
-    assert trims == [1]
+    assert len(trims) == 1
     model.eval()
     assert_matches(planned(model, x), before)
     assert plans[0]._runners

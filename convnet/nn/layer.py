@@ -7,6 +7,7 @@ gradient with respect to its input while accumulating its parameters' gradients.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import threading
 from collections.abc import Iterator
@@ -204,8 +205,9 @@ class Layer:
             for module in self.modules():  # at eval), which malloc would keep
                 for plan in module.__dict__.get("_inference_plans", {}).values():
                     released = plan.release() or released
-            if released:
-                return_freed_memory()
+            if released:  # the kernel calls viewing a runner's buffers sit in reference
+                gc.collect()  # cycles (each with its own program): collected first, or the
+                return_freed_memory()  # buffers are still held (unet-mini: 240 -> 167 MB)
         return self
 
     def eval(self) -> Layer:

@@ -18,8 +18,6 @@ CONVNET_COMPILED_KERNELS=0).
 
 from __future__ import annotations
 
-import threading
-
 import numpy
 
 from convnet.core import kernels
@@ -67,15 +65,7 @@ def relu_backward(dy, positive, dx):
 # microseconds, a pass over 64 K values about as much).
 MIN_SPLIT = 1 << 16
 
-_lock = threading.Lock()
-_module = []
-
-
-def _compiled():
-    with _lock:
-        if not _module:
-            _module.append(kernels.import_source("convnet_activations", SOURCE))
-        return _module[0]
+_compiled = kernels.module_loader("convnet_activations", SOURCE)
 
 
 def usable(x) -> bool:

@@ -18,8 +18,6 @@ statistics, CuPy arrays, CONVNET_COMPILED_KERNELS=0).
 
 from __future__ import annotations
 
-import threading
-
 import numpy
 
 from convnet.core import kernels
@@ -92,15 +90,7 @@ def input_gradient(dy, x, c0, c1, mean, scale, slope, shift, dx):
                 dx[b, c, q] = k * dy[b, c, q] + u * (x[b, c, q] - m) + v
 '''
 
-_lock = threading.Lock()
-_module = []
-
-
-def _compiled():
-    with _lock:
-        if not _module:
-            _module.append(kernels.import_source("convnet_batchnorm", SOURCE))
-        return _module[0]
+_compiled = kernels.module_loader("convnet_batchnorm", SOURCE)
 
 
 def usable(x) -> bool:

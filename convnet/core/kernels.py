@@ -213,6 +213,19 @@ def import_source(module_name: str, source: str, max_vector_bits: int | None = N
         return module
 
 
+def module_loader(module_name: str, source: str):
+    """A function returning the module compiled from `source` (`import_source`), imported on its
+    first call, once per process."""
+    lock, held = threading.Lock(), []
+
+    def load():
+        with lock:
+            if not held:
+                held.append(import_source(module_name, source))
+            return held[0]
+    return load
+
+
 COMPILE_APART_SECONDS = 600  # a compile takes 15-30 s
 
 _COMPILE_APART = """

@@ -378,7 +378,9 @@ class Conv2d(WindowLayer, WeightedLayer):
         # dW = sum_n dy[n] @ x[n]^T: a product per sample, summed (one product over n*P
         # columns needed transposed copies of dy and x, which took longer than the products)
         dweight = xp.matmul(dy_g, x_g.swapaxes(-1, -2)).sum(axis=0)  # G, K/G, C/G
-        dbias = dy_g.sum(axis=3).sum(axis=0)  # G, K/G
+        # over pixels (pairwise, float32), then over samples in float64: the samples' partial
+        # sums are added one after the other, where float32 would lose digits to cancellation
+        dbias = dy_g.sum(axis=3).sum(axis=0, dtype=numpy.float64)  # G, K/G
         if dx is not None:
             xp.matmul(self._grouped_weight().swapaxes(-1, -2), dy_g,
                       out=dx.reshape(n, groups, -1, positions))

@@ -856,8 +856,8 @@ def test_eval_of_a_model_in_eval_mode_keeps_the_packed_filters(rng):
 
 def test_training_lets_go_of_the_plans_buffers_and_eval_makes_them_again(monkeypatch, rng):
     """train() drops the plans' runners and hands the freed memory back (once, and only when
-    there was something to drop, and only once their buffers are gone: the kernel calls that
-    view them sit in reference cycles, collected first); eval() runs make them again."""
+    there was something to drop, and only once their buffers are gone: no reference cycle
+    through the kernel calls that view them keeps them); eval() runs make them again."""
     import weakref
 
     trims, buffers = [], []

@@ -85,7 +85,7 @@ def _ranges(size: int) -> list[slice]:
 
 
 def relu_forward(x, with_mask: bool):
-    """(max(x, 0) shaped as x, the boolean mask out > 0 or None)."""
+    """(max(x, 0) shaped as x, NaN passing; the boolean mask `not x <= 0`, or None)."""
     module = _compiled()
     flat = x.reshape(-1)
     out = numpy.empty_like(flat)

@@ -136,8 +136,8 @@ def keep_freed_memory() -> bool:
 def return_freed_memory() -> bool:
     """Give the memory malloc keeps for reuse (`keep_freed_memory`) back to the OS: after
     inference's buffers are let go for training (unet-mini, batch 128: the process held 265
-    MB after inference, 167 after the switch with its garbage collected; inference then three
-    training steps peaked at 521 MB against 566 without the collection, 496 training alone).
+    MB after inference, 167 after the switch; inference then three training steps peaked at
+    520 MB, 496 training alone).
     False, changing nothing, where the C library is not glibc."""
     if platform.libc_ver()[0] != "glibc":
         return False

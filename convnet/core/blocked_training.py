@@ -170,8 +170,8 @@ def backward(layer, kept: Kept, dy, dx_shape, geometry):
     dweight = _weight_grad(layer.weight.shape, layer.stride, layer.dilation, kept, dyb, around,
                            (out_h, out_w))
     kept.data = None
-    # summed in float64, as ConvTranspose2d does: a float32 sum was 5e-6 from the exact -0.11
-    # of 2 x 10 x 25 values (cancellation), beyond the parity tolerance
+    # summed in float64 (channel_sums): a float32 sum was 5e-6 from the exact -0.11 of
+    # 2 x 10 x 25 values (cancellation), beyond the parity tolerance
     dbias = None if layer.bias is None else channel_sums(dy)
     dx = None
     if dx_shape is not None:

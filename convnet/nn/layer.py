@@ -7,7 +7,6 @@ gradient with respect to its input while accumulating its parameters' gradients.
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import threading
 from collections.abc import Iterator
@@ -205,9 +204,8 @@ class Layer:
             for module in self.modules():  # at eval), which malloc would keep
                 for plan in module.__dict__.get("_inference_plans", {}).values():
                     released = plan.release() or released
-            if released:  # the kernel calls viewing a runner's buffers sit in reference
-                gc.collect()  # cycles (each with its own program): collected first, or the
-                return_freed_memory()  # buffers are still held (unet-mini: 240 -> 167 MB)
+            if released:
+                return_freed_memory()
         return self
 
     def eval(self) -> Layer:

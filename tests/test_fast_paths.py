@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.core import backend, kernels, pool_kernels, reference
+from convnet.core import backend, kernels, pool_kernels, reference, team
 from convnet.nn import conv
 
 
@@ -245,7 +245,7 @@ def test_run_chunks_runs_each_chunk_once_in_order_and_raises_what_a_chunk_raised
     try:
         seen = []
         chunks = [slice(i, i + 1) for i in range(50)]
-        assert backend.run_chunks(lambda part: seen.append(part.start) or part.start * 2,
+        assert team.run_chunks(lambda part: seen.append(part.start) or part.start * 2,
                                   chunks) == [2 * i for i in range(50)]
         assert sorted(seen) == list(range(50))
 
@@ -255,7 +255,7 @@ def test_run_chunks_runs_each_chunk_once_in_order_and_raises_what_a_chunk_raised
             return part.start
 
         with pytest.raises(ValueError, match="chunk 7"):
-            backend.run_chunks(fail_on_seven, chunks)
+            team.run_chunks(fail_on_seven, chunks)
     finally:
         backend.set_num_threads(previous)
 
@@ -281,10 +281,10 @@ def test_run_chunks_inside_a_chunk_runs_inline_and_never_deadlocks():
         return d
 
     def outer(c):
-        return c * sum(backend.run_chunks(inner, [1, 2, 3]))
+        return c * sum(team.run_chunks(inner, [1, 2, 3]))
 
     def call():
-        results.append(backend.run_chunks(outer, [1, 2, 3, 4, 5, 6]))
+        results.append(team.run_chunks(outer, [1, 2, 3, 4, 5, 6]))
 
     with one_sample_chunks():
         worker = threading.Thread(target=call, daemon=True)

@@ -190,3 +190,106 @@ def test_a_program_without_chunks_returns_at_once(steps, two_threads):
 def test_arrays_must_be_contiguous():
     with pytest.raises(ValueError, match="C-contiguous"):
         team.Program([(add_range.address, [(np.zeros((4, 4), np.float32)[:, 1],)])])
+
+
+# -- Python chunks (run_chunks) on the same helpers ------------------------------------------
+def test_a_helper_takes_python_chunks_at_the_same_time_as_the_caller(two_threads):
+    """Chunk 0 waits for chunk 1's event: only a helper running chunk 1 meanwhile sets it."""
+    for _ in range(20):
+        came = threading.Event()
+
+        def work(chunk, came=came):
+            if chunk == 1:
+                came.set()
+                return "set"
+            return came.wait(timeout=10)
+
+        assert team.run_chunks(work, [0, 1]) == [True, "set"]
+
+
+def test_python_chunks_and_programs_take_turns_on_the_helpers(two_threads):
+    """Tables and Python jobs one after the other, with pauses long enough for the helper to
+    fall asleep between some: every chunk runs once, none is lost or run twice."""
+    out = np.zeros(10_000, np.float32)
+    counts = np.zeros(3, np.int64)
+    program = _adding(out, counts, 3, 1.0)
+    seen = []
+    for turn in range(1, 301):
+        program.run()
+        assert team.run_chunks(lambda c, t=turn: seen.append(c) or c * t, [1, 2, 3]) == [
+            turn, 2 * turn, 3 * turn]
+        if turn % 100 == 0:
+            time.sleep(0.01)
+    np.testing.assert_array_equal(counts, np.full(3, 300))
+    np.testing.assert_array_equal(out, np.full(10_000, 300, np.float32))
+    assert sorted(seen) == sorted([1, 2, 3] * 300)
+
+
+def test_the_caller_waits_for_a_helper_chunk_that_outlasts_the_spin(two_threads):
+    """A helper's chunk that runs for 50 ms (far past SPIN_SECONDS): the caller sleeps until
+    it is done and only then returns its result."""
+    finished = []
+
+    def work(chunk):
+        if chunk == 1:
+            time.sleep(0.05)
+            finished.append(chunk)
+        return chunk
+
+    for _ in range(5):
+        finished.clear()
+        # chunk 0 holds the caller until the helper is surely inside chunk 1
+        results = team.run_chunks(lambda c: time.sleep(0.005) or work(c) if c == 0 else work(c),
+                                  [0, 1])
+        assert results == [0, 1]
+        assert finished == [1]
+
+
+def test_what_a_helper_chunk_raises_is_raised_on_the_caller(two_threads):
+    def work(chunk):
+        if chunk == 1:
+            raise KeyError("chunk 1")
+        time.sleep(0.01)  # the helper takes chunk 1
+        return chunk
+
+    for _ in range(5):
+        with pytest.raises(KeyError, match="chunk 1"):
+            team.run_chunks(work, [0, 1])
+    assert team.run_chunks(lambda c: c, [0, 1, 2]) == [0, 1, 2]  # the team still works
+
+
+def test_a_program_inside_a_python_chunk_runs_on_that_thread(two_threads):
+    """A chunk that runs a Program (a plan's part of a batch running kernels) runs it on its
+    own thread: the caller holds the team."""
+    results = []
+
+    def work(chunk):
+        out = np.zeros(1_000, np.float32)
+        counts = np.zeros(4, np.int64)
+        _adding(out, counts, 4, float(chunk)).run()
+        return counts.tolist(), float(out.sum())
+
+    worker = threading.Thread(target=lambda: results.append(team.run_chunks(work, [1, 2, 3])),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "a program inside a chunk hung"
+    assert results == [[([1, 1, 1, 1], 1000.0), ([1, 1, 1, 1], 2000.0),
+                        ([1, 1, 1, 1], 3000.0)]]
+
+
+def test_two_callers_of_python_chunks_at_once_each_get_their_results(two_threads):
+    results = {}
+
+    def caller(name: str):
+        results[name] = [team.run_chunks(lambda c, t=turn: (name, c, t), [0, 1, 2])
+                         for turn in range(300)]
+
+    threads = [threading.Thread(target=caller, args=(name,), daemon=True) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a caller hung"
+    for name in "ab":
+        assert results[name] == [[(name, c, turn) for c in range(3)] for turn in range(300)]

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy
 
 from convnet.core import kernels
-from convnet.core.backend import run_chunks, thread_slices
+from convnet.core.backend import thread_slices
+from convnet.core.team import run_task
 
 SOURCE = '''
 """convnet's compiled ReLU passes (written by convnet.core.activation_kernels)."""
@@ -61,11 +62,21 @@ def relu_backward(dy, positive, dx):
         dx[i] = dy[i] if positive[i] else zero
 '''
 
-# Values per thread below which one thread does it all (handing work to the pool costs tens of
-# microseconds, a pass over 64 K values about as much).
+# Values per thread below which one thread does it all (making a program for the team costs
+# 10-30 us, a pass over 64 K values about as much).
 MIN_SPLIT = 1 << 16
 
-_compiled = kernels.module_loader("convnet_activations", SOURCE)
+# Each pass's C-callable twin for the team (`convnet.core.team.run_task`), in a module per
+# dtype: the passes themselves are compiled for the dtype their first call brings.
+_TASKS = [("relu_forward", "ffb"), ("relu_output", "ff"), ("relu_backward", "fbf")]
+_loaders = {dtype: kernels.module_loader(f"convnet_activations_{dtype}", "\n\n\n".join(
+    [SOURCE, kernels.TASK_IMPORTS]
+    + [kernels.task_source(kernel, spec, 0, dtype) for kernel, spec in _TASKS]) + "\n")
+    for dtype in ("float32", "float64")}
+
+
+def _compiled(dtype):
+    return _loaders[numpy.dtype(dtype).name]()
 
 
 def usable(x) -> bool:
@@ -86,23 +97,24 @@ def _ranges(size: int) -> list[slice]:
 
 def relu_forward(x, with_mask: bool):
     """(max(x, 0) shaped as x, NaN passing; the boolean mask `not x <= 0`, or None)."""
-    module = _compiled()
+    module = _compiled(x.dtype)
     flat = x.reshape(-1)
     out = numpy.empty_like(flat)
     if not with_mask:
-        run_chunks(lambda r: module.relu_output(flat[r], out[r]), _ranges(flat.size))
+        run_task(module.relu_output, module.relu_output_task,
+                 [(flat[r], out[r]) for r in _ranges(flat.size)])
         return out.reshape(x.shape), None
     positive = numpy.empty(flat.shape, dtype=bool)
-    run_chunks(lambda r: module.relu_forward(flat[r], out[r], positive[r]),
-               _ranges(flat.size))
+    run_task(module.relu_forward, module.relu_forward_task,
+             [(flat[r], out[r], positive[r]) for r in _ranges(flat.size)])
     return out.reshape(x.shape), positive.reshape(x.shape)
 
 
 def relu_backward(dy, positive):
     """dy where positive, else 0 (dy and the mask of one shape)."""
-    module = _compiled()
+    module = _compiled(dy.dtype)
     flat, mask = dy.reshape(-1), positive.reshape(-1)
     dx = numpy.empty_like(flat)
-    run_chunks(lambda r: module.relu_backward(flat[r], mask[r], dx[r]),
-               _ranges(flat.size))
+    run_task(module.relu_backward, module.relu_backward_task,
+             [(flat[r], mask[r], dx[r]) for r in _ranges(flat.size)])
     return dx.reshape(dy.shape)

@@ -95,6 +95,8 @@ def _pointer_at(dtype):
 float32_at = intrinsic(_pointer_at(types.float32))
 float64_at = intrinsic(_pointer_at(types.float64))
 int64_at = intrinsic(_pointer_at(types.int64))
+boolean_at = intrinsic(_pointer_at(types.boolean))
+uint8_at = intrinsic(_pointer_at(types.uint8))
 
 
 @intrinsic

@@ -4,22 +4,20 @@ Layers never name NumPy directly: they ask `array_module(x)` for the module that
 their input (NumPy today) and write each operation once against it, so that a CuPy
 backend is a matter of testing rather than rewriting.
 
-Convolution splits its batch into chunks small enough to stay in cache and hands them to
-`run_chunks`, which spreads them over `num_threads()` worker threads (NumPy and BLAS release
-the GIL while they work). BLAS itself then runs one thread per worker: a multi-threaded BLAS
-under the workers would put two threads on each core, and it handles the many small products
-of a convnet badly.
+Convolution splits its batch into chunks small enough to stay in cache (`batch_chunks`) and
+hands them to `convnet.core.team.run_chunks`, which spreads them over `num_threads()` threads
+(NumPy and BLAS release the GIL while they work). BLAS itself then runs one thread per worker:
+a multi-threaded BLAS under the workers would put two threads on each core, and it handles the
+many small products of a convnet badly.
 """
 
 from __future__ import annotations
 
 import ctypes
-import itertools
 import os
 import platform
 import threading
 import types
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy
 
@@ -73,7 +71,6 @@ def available_cores() -> int:
 
 _lock = threading.Lock()
 _threads: int | None = None  # None until first use: then default_threads()
-_pool: ThreadPoolExecutor | None = None
 
 
 def default_threads() -> int:
@@ -93,23 +90,19 @@ def num_threads() -> int:
 def set_num_threads(threads: int) -> None:
     """Use `threads` worker threads (1: everything on the calling thread) and one BLAS thread.
 
-    Like `torch.set_num_threads`, it applies to the whole process. Without threadpoolctl to cap
+    Like `torch.set_num_threads`, it applies to the whole process (the team of helper threads
+    is started again for the new count at its next use). Without threadpoolctl to cap
     BLAS (and with no OPENBLAS_NUM_THREADS=1 in the environment), BLAS keeps its own threads
     and convnet uses one worker thread, so that the two do not crowd the cores twice over.
     The first call also asks malloc to keep freed memory (`keep_freed_memory`).
     """
-    global _threads, _pool
+    global _threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"set_num_threads: threads must be an int >= 1, received {threads!r}")
     single_blas = limit_blas_threads(1) or os.environ.get("OPENBLAS_NUM_THREADS") == "1"
     with _lock:
-        if _pool is not None:
-            _pool.shutdown(wait=True)
         if not single_blas:
             threads = 1
-        # The calling thread works too: threads - 1 helpers.
-        _pool = (ThreadPoolExecutor(threads - 1, thread_name_prefix="convnet") if threads > 1
-                 else None)
         if _threads is None:
             keep_freed_memory()
         _threads = threads
@@ -154,14 +147,14 @@ def limit_blas_threads(threads: int) -> bool:
     return True
 
 
-def _forget_pool_after_fork() -> None:
-    """A forked child has none of the parent's threads: start a fresh pool on first use."""
-    global _threads, _pool, _lock
-    _threads, _pool, _lock = None, None, threading.Lock()
+def _forget_lock_after_fork() -> None:
+    """A forked child may have been forked while another thread held the lock."""
+    global _lock
+    _lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+    os.register_at_fork(after_in_child=_forget_lock_after_fork)
 
 
 # Smallest chunk worth a thread of its own: below this, NumPy calls get so short that the
@@ -195,39 +188,3 @@ def sample_chunks(x) -> list:
     if x.ndim == 0:
         return [...]
     return batch_chunks(x.shape[0], x.nbytes // max(x.shape[0], 1), ELEMENTWISE_CHUNK_BYTES)
-
-
-# Set in a thread while it works on chunks: a run_chunks inside a chunk's work runs its own
-# chunks inline. Handing them to the pool could deadlock: a helper waiting on chunks queued
-# behind itself (an inference plan splits a batch between threads, and a layer's NumPy forward
-# inside one part splits again).
-_working = threading.local()
-
-
-def run_chunks(work, chunks) -> list:
-    """[work(chunk) for chunk in chunks], spread over the worker threads.
-
-    The calling thread takes chunks too, and every thread takes the next chunk as soon as it
-    is free: a helper that wakes late finds less (or nothing) left to do, so small batches are
-    never slower than on one thread. Inside a chunk's work, run_chunks runs inline.
-    """
-    if len(chunks) == 1 or num_threads() == 1 or getattr(_working, "chunks", False):
-        return [work(chunk) for chunk in chunks]
-    results = [None] * len(chunks)
-    order = itertools.count()  # next() on a count is atomic: each index is taken once
-
-    def take_chunks():
-        _working.chunks = True
-        try:
-            while (index := next(order)) < len(chunks):
-                results[index] = work(chunks[index])
-        finally:
-            _working.chunks = False
-
-    helpers = [_pool.submit(take_chunks) for _ in range(min(num_threads(), len(chunks)) - 1)]
-    try:
-        take_chunks()
-    finally:
-        for helper in helpers:
-            helper.result()  # waits, and raises what the helper raised
-    return results

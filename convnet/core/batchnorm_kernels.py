@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy
 
 from convnet.core import kernels
-from convnet.core.backend import run_chunks, thread_slices
+from convnet.core.backend import thread_slices
+from convnet.core.team import run_task
 
 SOURCE = '''
 """convnet's compiled batch-norm passes (written by convnet.core.batchnorm_kernels)."""
@@ -90,7 +91,18 @@ def input_gradient(dy, x, c0, c1, mean, scale, slope, shift, dx):
                 dx[b, c, q] = k * dy[b, c, q] + u * (x[b, c, q] - m) + v
 '''
 
-_compiled = kernels.module_loader("convnet_batchnorm", SOURCE)
+# Each pass's C-callable twin for the team (`convnet.core.team.run_task`), in a module per
+# dtype: the kernels themselves are compiled for the dtype their first call brings.
+_TASKS = [("statistics", "f3nndd"), ("normalise", "f3nnddddf3"), ("gradient_sums", "f3f3nndddd"),
+          ("input_gradient", "f3f3nnddddf3")]
+_loaders = {dtype: kernels.module_loader(f"convnet_batchnorm_{dtype}", "\n\n\n".join(
+    [SOURCE, kernels.TASK_IMPORTS]
+    + [kernels.task_source(kernel, spec, 0, dtype) for kernel, spec in _TASKS]) + "\n")
+    for dtype in ("float32", "float64")}
+
+
+def _compiled(dtype):
+    return _loaders[numpy.dtype(dtype).name]()
 
 
 def usable(x) -> bool:
@@ -108,36 +120,38 @@ def forward(x, weight, bias, eps: float):
     """x (N, C, H, W) -> (out, mean, var, inv_std): batch statistics (biased variance, all
     float64) and out in x's dtype. Backward takes x again (not xhat: one array fewer to
     write and keep)."""
-    module = _compiled()
+    module = _compiled(x.dtype)
     x3 = numpy.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
     c = x.shape[1]
     mean, var = numpy.empty(c), numpy.empty(c)
     chunks = _channel_chunks(c, x.size)
-    run_chunks(lambda r: module.statistics(x3, r.start, r.stop, mean, var), chunks)
+    run_task(module.statistics, module.statistics_task,
+             [(x3, r.start, r.stop, mean, var) for r in chunks])
     inv_std = 1.0 / numpy.sqrt(var + eps)
     out = numpy.empty_like(x3)
     w = numpy.ones(c) if weight is None else weight.astype(numpy.float64)
     b = numpy.zeros(c) if bias is None else bias.astype(numpy.float64)
-    run_chunks(lambda r: module.normalise(x3, r.start, r.stop, mean, inv_std, w, b, out), chunks)
+    run_task(module.normalise, module.normalise_task,
+             [(x3, r.start, r.stop, mean, inv_std, w, b, out) for r in chunks])
     return out.reshape(x.shape), mean, var, inv_std
 
 
 def backward(dy, x, weight, mean, inv_std):
     """(dx, sum(dy), sum(dy * xhat)) per channel, for batch statistics mean, inv_std
     (float64) of x."""
-    module = _compiled()
+    module = _compiled(x.dtype)
     x3 = numpy.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
     dy3 = numpy.ascontiguousarray(dy, dtype=x.dtype).reshape(x3.shape)
     n, c, p = dy3.shape
     chunks = _channel_chunks(c, dy3.size)
     sum_dy, sum_dy_xhat = numpy.empty(c), numpy.empty(c)
-    run_chunks(lambda r: module.gradient_sums(dy3, x3, r.start, r.stop, mean, inv_std, sum_dy,
-                                              sum_dy_xhat), chunks)
+    run_task(module.gradient_sums, module.gradient_sums_task,
+             [(dy3, x3, r.start, r.stop, mean, inv_std, sum_dy, sum_dy_xhat) for r in chunks])
     count = n * p
     k = inv_std * (1.0 if weight is None else weight.astype(numpy.float64))
     slope = -k * inv_std * sum_dy_xhat / count  # times (x - mean): xhat's factor inv_std
     shift = -k * sum_dy / count
     dx = numpy.empty_like(dy3)
-    run_chunks(lambda r: module.input_gradient(dy3, x3, r.start, r.stop, mean, k, slope, shift, dx),
-               chunks)
+    run_task(module.input_gradient, module.input_gradient_task,
+             [(dy3, x3, r.start, r.stop, mean, k, slope, shift, dx) for r in chunks])
     return dx.reshape(dy.shape), sum_dy, sum_dy_xhat

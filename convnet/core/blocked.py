@@ -1206,7 +1206,7 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         body = ACTIVATE_SOURCE + "\n\n" + source
         footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
                   f"{geometry}, {scalar}, {scalar}), {options})(conv)\n\n\n"
-                  + _task_source("conv", "fffiffi", 2, dtype_name))
+                  + kernels.task_source("conv", "fffiffi", 2, dtype_name))
     elif kind == "weight_grad":  # and the blocked copies training makes around it
         body = weight_grad_source() + "\n\n" + BLOCK_COPY_SOURCE + "\n\n" + CHANNEL_SUMS_SOURCE
         footer = (f"weight_grad = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, "
@@ -1215,12 +1215,16 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"block_copy = numba.njit(({flat}, {flat}, {geometry}), "
                   f"{options})(block_copy)\n"
                   f"channel_sums = numba.njit(({flat}, numba.float64[::1], {geometry}), "
-                  "nogil=True, fastmath={'reassoc', 'contract'}, cache=True)(channel_sums)")
+                  "nogil=True, fastmath={'reassoc', 'contract'}, cache=True)(channel_sums)"
+                  "\n\n\n"
+                  + kernels.task_source("weight_grad", "ffifi", 0, dtype_name) + "\n\n\n"
+                  + kernels.task_source("block_copy", "ffi", 0, dtype_name) + "\n\n\n"
+                  + kernels.task_source("channel_sums", "fdi", 0, dtype_name))
     elif kind == "depthwise":
         body = ACTIVATE_SOURCE + "\n\n" + depthwise_source(*tile)
         footer = (f"depthwise = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
                   f"{scalar}, {scalar}), {options})(depthwise)\n\n\n"
-                  + _task_source("depthwise", "ffffi", 2, dtype_name))
+                  + kernels.task_source("depthwise", "ffffi", 2, dtype_name))
     elif kind == "merge":  # merges, copies, small dense products, padded copies of inputs
         body = (MERGE_SOURCE + "\n\n" + ACTIVATE_SOURCE + "\n\n" + dense_source() + "\n\n"
                 + PAD_SOURCE + "\n\n" + UNBLOCK_SOURCE + "\n\n" + REARRANGE_SOURCE)
@@ -1233,11 +1237,11 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"rearrange = numba.njit(({flat}, {flat}, numba.int64[::1], {geometry}), "
                   f"{options})(rearrange)"
                   "\n\n\n"
-                  + _task_source("merge", "fffi", 0, dtype_name, "ints[8]") + "\n\n\n"
-                  + _task_source("dense", "ffffi", 2, dtype_name) + "\n\n\n"
-                  + _task_source("pad_copy", "ffi", 0, dtype_name) + "\n\n\n"
-                  + _task_source("unblock", "ffi", 0, dtype_name) + "\n\n\n"
-                  + _task_source("rearrange", "ffii", 0, dtype_name))
+                  + kernels.task_source("merge", "fffi", 0, dtype_name, "ints[8]") + "\n\n\n"
+                  + kernels.task_source("dense", "ffffi", 2, dtype_name) + "\n\n\n"
+                  + kernels.task_source("pad_copy", "ffi", 0, dtype_name) + "\n\n\n"
+                  + kernels.task_source("unblock", "ffi", 0, dtype_name) + "\n\n\n"
+                  + kernels.task_source("rearrange", "ffii", 0, dtype_name))
     else:
         body = POOL_SOURCE
         footer = "\n".join([
@@ -1249,37 +1253,15 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
             f"resize = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, numba.int64[::1], "
             f"{flat}, {geometry}), {options})(resize)",
             "", "",
-            _task_source("max_pool", "ffi", 0, dtype_name),
+            kernels.task_source("max_pool", "ffi", 0, dtype_name),
             "", "",
-            _task_source("avg_pool", "ffi", 0, dtype_name, "ints[6] != 0"),
+            kernels.task_source("avg_pool", "ffi", 0, dtype_name, "ints[6] != 0"),
             "", "",
-            _task_source("global_avg_pool", "fFi", 0, dtype_name),
+            kernels.task_source("global_avg_pool", "fFi", 0, dtype_name),
             "", "",
-            _task_source("resize", "ffififi", 0, dtype_name),
+            kernels.task_source("resize", "ffififi", 0, dtype_name),
         ])
     return "\n".join(header) + "\n\n" + body + "\n\n\n" + footer + "\n"
-
-
-def _task_source(kernel: str, arrays: str, scalars: int, dtype_name: str, *more: str) -> str:
-    """A C-callable `{kernel}_task(ints, floats)` for `convnet.core.team`: the kernel on arrays
-    given by address and shape (f: dtype_name, i: int64, one letter each, in order), then
-    `scalars` floats, then `more` expressions of the ints after the arrays' (see team.Chunks).
-    Upper case: a 2-d array."""
-    pointer = {"f": "float32_at" if dtype_name == "float32" else "float64_at", "i": "int64_at"}
-    args, at = [], 0
-    for kind in arrays:  # (address, size) of each 1-d array, (address, rows, columns) of a 2-d
-        dims = 2 if kind.isupper() else 1
-        shape = ", ".join(f"ints[{at + 1 + d}]" for d in range(dims))
-        args.append(f"numba.carray({pointer[kind.lower()]}(ints[{at}]), ({shape},))")
-        at += 1 + dims
-    args += [f"numba.{dtype_name}(floats[{k}])" for k in range(scalars)]
-    args += list(more)
-    return "\n".join([
-        "@numba.cfunc(numba.void(numba.types.CPointer(numba.int64), "
-        "numba.types.CPointer(numba.float64)), cache=True)",
-        f"def {kernel}_task(ints, floats):",
-        f"    {kernel}(" + ",\n        ".join(args) + ")",
-    ])
 
 
 _lock = threading.Lock()

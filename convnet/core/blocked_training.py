@@ -27,7 +27,8 @@ import numpy
 
 from convnet.core import blocked, kernels
 from convnet.core.arithmetic import Padding
-from convnet.core.backend import num_threads, run_chunks, sample_chunks, thread_slices
+from convnet.core.backend import num_threads, sample_chunks, thread_slices
+from convnet.core.team import run_chunks, run_task
 
 LANES = blocked.LANES
 # The tile for a plain output, whatever the filter count: 6 positions x 2 blocks was the fastest
@@ -96,10 +97,11 @@ def _padded_blocked(x, padding: Padding, lanes: int):
     if lanes == LANES:  # compiled: 2.5x NumPy's strided copy (128 x 32 x 32 x 32: 1.6 ms/3.9)
         x = numpy.ascontiguousarray(x, dtype=numpy.float32)
         data = numpy.empty((n, blocked.blocks(c), hp, wp, LANES), dtype=x.dtype)
-        kernel = blocked.compiled("weight_grad").block_copy
+        module = blocked.compiled("weight_grad")
         flat, out = x.reshape(-1), data.reshape(-1)
-        run_chunks(lambda part: kernel(flat, out, numpy.array(
-            [part.start, part.stop, c, h, w, top, left, hp, wp], numpy.int64)), sample_chunks(x))
+        run_task(module.block_copy, module.block_copy_task, [
+            (flat, out, numpy.array([part.start, part.stop, c, h, w, top, left, hp, wp],
+                                    numpy.int64)) for part in sample_chunks(x)])
         return data
     data = numpy.empty((n, c, hp, wp), dtype=x.dtype)
     # the border only: the interior is written next
@@ -131,17 +133,14 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
                   x_col=cs, stride_h=stride[0], stride_w=stride[1], out_batch=k * plane,
                   out_block=LANES * plane, out_lane=plane, out_row=out_w, out_col=1,
                   out_channels=k, out_store=k, out_w=out_w)
-    kernel = blocked.compiled(kind, numpy.float32, tile).conv
+    module = blocked.compiled(kind, numpy.float32, tile)
     flat, out_flat = kept.data.reshape(-1), out.reshape(-1)
     zero = numpy.float32(0)
     empty = numpy.zeros(1, numpy.float32)
-
-    def call(split):
-        b0, b1, i0, i1 = split
-        geometry = blocked.geometry_vector(b0=b0, b1=b1, i0=i0, i1=i1, **fields)
-        kernel(flat, filters, packed_bias, offsets, out_flat, empty, geometry, zero, zero)
-
-    run_chunks(call, blocked.work_splits(n, plane, num_threads()))
+    run_task(module.conv, module.conv_task, [
+        (flat, filters, packed_bias, offsets, out_flat, empty,
+         blocked.geometry_vector(b0=b0, b1=b1, i0=i0, i1=i1, **fields), zero, zero)
+        for b0, b1, i0, i1 in blocked.work_splits(n, plane, num_threads())])
 
 
 def forward(layer, x, out, geometry) -> Kept:
@@ -188,10 +187,10 @@ def channel_sums(dy):
     flat = numpy.ascontiguousarray(dy, dtype=numpy.float32).reshape(-1)
     plane = flat.size // max(n * k, 1)
     sums = numpy.empty(k, numpy.float64)
-    kernel = blocked.compiled("weight_grad").channel_sums
-    run_chunks(lambda part: kernel(flat, sums, numpy.array([n, k, plane, part.start, part.stop],
-                                                           numpy.int64)),
-               thread_slices(k, None if flat.size >= 1 << 16 else 1))
+    module = blocked.compiled("weight_grad")
+    run_task(module.channel_sums, module.channel_sums_task, [
+        (flat, sums, numpy.array([n, k, plane, part.start, part.stop], numpy.int64))
+        for part in thread_slices(k, None if flat.size >= 1 << 16 else 1)])
     return sums
 
 
@@ -268,12 +267,13 @@ def _run_transposed(source: Kept, weight, bias, around: Padding, phases, stride,
                 calls.append((filters, offsets, blocked.geometry_vector(
                     b0=b0, b1=b1, i0=i0, i1=i1, x_origin=origin + first_y * rs + first_x * cs,
                     out_origin=py * w + px, out_w=cols_out, **fields)))
-    kernel = blocked.compiled("conv", numpy.float32, tile).conv
+    module = blocked.compiled("conv", numpy.float32, tile)
     flat, out_flat = source.data.reshape(-1), out.reshape(-1)
     zero = numpy.float32(0)
     empty = numpy.zeros(1, numpy.float32)
-    run_chunks(lambda call: kernel(flat, call[0], bias, call[1], out_flat, empty, call[2],
-                                   zero, zero), calls)
+    run_task(module.conv, module.conv_task, [
+        (flat, filters, bias, offsets, out_flat, empty, geometry, zero, zero)
+        for filters, offsets, geometry in calls])
 
 
 def _weight_grad(shape, stride, dilation, kept: Kept, dyb, around: Padding, out_hw):
@@ -289,17 +289,16 @@ def _weight_grad(shape, stride, dilation, kept: Kept, dyb, around: Padding, out_
     dbs, dks, drs, dcs, _ = (s // item for s in dyb.strides)
     head = [k_blocks, bs, rs, cs, 0, dbs, dks, drs, dcs, around.top * drs + around.left * dcs,
             *out_hw, *stride]
-    kernel = blocked.compiled("weight_grad").weight_grad
+    module = blocked.compiled("weight_grad")
     flat, dy_flat = kept.data.reshape(-1), dyb.reshape(-1)
-    size = k_blocks * len(offsets) * LANES
-
-    def call(part):
-        dw = numpy.zeros(size, numpy.float32)
-        kernel(flat, dy_flat, offsets, dw, numpy.array([part.start, part.stop, *head],
-                                                       numpy.int64))
-        return dw
-
-    dw = sum(run_chunks(call, thread_slices(n))).reshape(k_blocks, len(offsets), LANES)[:, :taps]
+    parts = thread_slices(n)
+    sums = numpy.zeros((len(parts), k_blocks * len(offsets) * LANES), numpy.float32)
+    run_task(module.weight_grad, module.weight_grad_task, [
+        (flat, dy_flat, offsets, sums[t], numpy.array([part.start, part.stop, *head],
+                                                      numpy.int64))
+        for t, part in enumerate(parts)])
+    dw = sums.sum(axis=0) if len(parts) > 1 else sums[0]
+    dw = dw.reshape(k_blocks, len(offsets), LANES)[:, :taps]
     dw = dw.transpose(0, 2, 1).reshape(k_blocks * LANES, taps)[:k]  # K, taps
     if kept.lanes == 1:  # taps (c, u, v)
         return dw.reshape(k, c, kh, kw)

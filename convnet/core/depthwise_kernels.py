@@ -35,7 +35,8 @@ import threading
 import numpy
 
 from convnet.core import kernels
-from convnet.core.backend import run_chunks, thread_slices
+from convnet.core.backend import thread_slices
+from convnet.core.team import run_chunks
 
 # Windows with more taps loop over them at run time (one module for all of them) instead of
 # unrolling: 7x7 is MobileNet's and ConvNeXt's largest.

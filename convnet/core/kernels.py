@@ -213,6 +213,47 @@ def import_source(module_name: str, source: str, max_vector_bits: int | None = N
         return module
 
 
+TASK_IMPORTS = ("from convnet.core.atomics import (boolean_at, float32_at, float64_at, "
+                "int64_at, uint8_at)  # the tasks' arrays")
+
+
+def task_source(kernel: str, arrays: str, scalars: int, dtype_name: str, *more: str,
+                name: str | None = None) -> str:
+    """A C-callable `{kernel}_task(ints, floats)` (or `name`) for `convnet.core.team`, taking
+    what `team.Program` makes of a chunk's arguments (each array's address and shape, each int,
+    in order, among the ints; each float among the floats). `arrays` names the kernel's first
+    arguments, a letter each: an array of dtype_name (f), float64 (d), int64 (i), boolean (b)
+    or uint8 (u), 1-d, 2-d in upper case or of as many dimensions as a digit after the
+    letter says; an int (n); a float as dtype_name (s). Then `scalars` floats as dtype_name,
+    then `more` expressions of the ints after those. The module imports TASK_IMPORTS."""
+    pointer = {"f": "float32_at" if dtype_name == "float32" else "float64_at",
+               "d": "float64_at", "i": "int64_at", "b": "boolean_at", "u": "uint8_at"}
+    args, at, floats = [], 0, 0
+    for index, kind in enumerate(arrays):
+        if kind.isdigit():
+            continue
+        if kind == "n":
+            args.append(f"ints[{at}]")
+            at += 1
+        elif kind == "s":
+            args.append(f"numba.{dtype_name}(floats[{floats}])")
+            floats += 1
+        else:  # (address, size) of a 1-d array, (address, rows, columns) of a 2-d, ...
+            following = arrays[index + 1 : index + 2]
+            dims = int(following) if following.isdigit() else 2 if kind.isupper() else 1
+            shape = ", ".join(f"ints[{at + 1 + d}]" for d in range(dims))
+            args.append(f"numba.carray({pointer[kind.lower()]}(ints[{at}]), ({shape},))")
+            at += 1 + dims
+    args += [f"numba.{dtype_name}(floats[{floats + k}])" for k in range(scalars)]
+    args += list(more)
+    return "\n".join([
+        "@numba.cfunc(numba.void(numba.types.CPointer(numba.int64), "
+        "numba.types.CPointer(numba.float64)), cache=True)",
+        f"def {name or kernel + '_task'}(ints, floats):",
+        f"    {kernel}(" + ",\n        ".join(args) + ")",
+    ])
+
+
 def module_loader(module_name: str, source: str):
     """A function returning the module compiled from `source` (`import_source`), imported on its
     first call, once per process."""

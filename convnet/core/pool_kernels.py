@@ -25,7 +25,8 @@ import threading
 import numpy
 
 from convnet.core import kernels
-from convnet.core.backend import run_chunks, sample_chunks
+from convnet.core.backend import sample_chunks
+from convnet.core.team import run_task
 
 SOURCE = '''
 """convnet's compiled max-pool passes for KHxKW windows (written by convnet.core.pool_kernels)."""
@@ -103,17 +104,22 @@ MIN_LOAD_VALUES = 1 << 18
 MAX_TAPS = 256  # the tap number is a uint8
 
 _lock = threading.Lock()
-_modules: dict[tuple[int, int], object] = {}
+_modules: dict[tuple[int, int, str], object] = {}
 
 
-def _compiled(kernel_size):
-    """The module for KHxKW windows: compiled once per machine, loaded once per process."""
+def _compiled(kernel_size, dtype):
+    """The module for KHxKW windows of `dtype`, with each kernel's C-callable twin for the team
+    (`convnet.core.team.run_task`): compiled once per machine, loaded once per process."""
     kh, kw = kernel_size
+    name = numpy.dtype(dtype).name
     with _lock:
-        if (kh, kw) not in _modules:
-            _modules[kh, kw] = kernels.import_source(f"convnet_pool_{kh}x{kw}",
-                                                     SOURCE.format(kh=kh, kw=kw))
-        return _modules[kh, kw]
+        if (kh, kw, name) not in _modules:
+            tasks = [kernels.task_source(kernel, spec, 0, name) for kernel, spec in
+                     (("max_forward", "f4f4u4nnnnnn"), ("max_backward", "f4u4f4nnnnnn"))]
+            _modules[kh, kw, name] = kernels.import_source(
+                f"convnet_pool_{kh}x{kw}_{name}",
+                "\n\n\n".join([SOURCE.format(kh=kh, kw=kw), kernels.TASK_IMPORTS, *tasks]) + "\n")
+        return _modules[kh, kw, name]
 
 
 def usable(x, kernel_size) -> bool:
@@ -128,23 +134,23 @@ def max_forward(x, kernel_size, stride, padding, out_hw):
     """x (N, C, H, W) -> (out (N, C, Ho, Wo), taps (N, C, Ho, Wo) uint8): each window's
     maximum and the number of its winning tap; padding is a `Padding` (its top and left
     place the windows)."""
-    module = _compiled(kernel_size)
+    module = _compiled(kernel_size, x.dtype)
     x = numpy.ascontiguousarray(x)
     n, c = x.shape[:2]
     out = numpy.empty((n, c, *out_hw), dtype=x.dtype)
     taps = numpy.empty(out.shape, dtype=numpy.uint8)
-    run_chunks(lambda part: module.max_forward(x, out, taps, part.start, part.stop,
-                                               *stride, padding.top, padding.left),
-               sample_chunks(x))
+    run_task(module.max_forward, module.max_forward_task,
+             [(x, out, taps, part.start, part.stop, *stride, padding.top, padding.left)
+              for part in sample_chunks(x)])
     return out, taps
 
 
 def max_backward(dy, taps, x_shape, kernel_size, stride, padding):
     """dx (x_shape) from the output gradient dy and forward's tap numbers."""
-    module = _compiled(kernel_size)
+    module = _compiled(kernel_size, dy.dtype)
     dy = numpy.ascontiguousarray(dy)
     dx = numpy.empty(x_shape, dtype=dy.dtype)
-    run_chunks(lambda part: module.max_backward(dy, taps, dx, part.start, part.stop,
-                                                *stride, padding.top, padding.left),
-               sample_chunks(dx))
+    run_task(module.max_backward, module.max_backward_task,
+             [(dy, taps, dx, part.start, part.stop, *stride, padding.top, padding.left)
+              for part in sample_chunks(dx)])
     return dx

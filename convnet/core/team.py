@@ -1,28 +1,32 @@
-"""A team of helper threads that share the work of a run of steps with a handoff of about a
-microsecond.
+"""The helper threads that share a batch's work with the calling thread: compiled chunks
+(a `Program`) with a handoff of about a microsecond, and Python chunks (`run_chunks`).
 
-`backend.run_chunks` hands work to pool threads through Python: a helper sleeps until woken,
-which costs about 90 us on this kind of VM, as much as a whole step of a small network on one
-image. The team's helpers instead wait in compiled code, without the GIL, spinning on a
-control vector for a while (SPIN_SECONDS) after each piece of work before they sleep, as
-onnxruntime's threads do.
+Handed over through Python (a pool thread woken from sleep, the GIL passed along), each share
+of work cost 30-120 us on this kind of VM, as much as a whole step of a small network on one
+image. The helpers instead wait in compiled code, without the GIL, spinning on a control vector
+for a while (SPIN_SECONDS) after each piece of work before they sleep, as onnxruntime's threads
+do; there they also see a Python job posted and leave the spin to take its chunks.
 
-The work is a `Program`: steps one after the other, each a few chunks, each chunk a C
-function's address and its arguments. The calling thread publishes the program's table of
-chunks and takes chunks too, in order, each taken by one thread with a compare-and-swap; a
-thread that takes a chunk of a step first waits until the step before it is done, so a run of
-kernels goes with no Python between them. A helper that is asleep is woken and joins late; one
-that never comes leaves every chunk to the caller, so nothing waits on a thread not there.
+A `Program` is steps one after the other, each a few chunks, each chunk a C function's address
+and its arguments. The calling thread publishes the program's table of chunks and takes chunks
+too, in order, each taken by one thread with a compare-and-swap; a thread that takes a chunk of
+a step first waits until the step before it is done, so a run of kernels goes with no Python
+between them. A helper that is asleep is woken and joins late; one that never comes leaves
+every chunk to the caller, so nothing waits on a thread not there. One caller at a time has the
+helpers: a second (two requests to a server at once), or work started inside a chunk, runs its
+chunks on its own thread.
 
 The control vector (int64): STATE holds generation << 32 | the next chunk's index; TABLE and
 COUNT the published table's address and its chunks; DONE and COUNTS the addresses of the
 program's per-step counters (chunks finished, chunks) and STEPS their length; STOP tells the
-helpers to leave; then one slot per helper, 1 while it sleeps.
+helpers to leave; JOB numbers the Python jobs posted, ACTIVE counts the helpers in one, WAITING
+is 1 while the caller sleeps until they leave it; then one slot per helper, 1 while it sleeps.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import threading
 import time
@@ -32,7 +36,7 @@ import numpy
 from convnet.core import kernels
 from convnet.core.backend import num_threads
 
-STATE, TABLE, COUNT, DONE, COUNTS, STEPS, STOP, ASLEEP = range(8)
+STATE, TABLE, COUNT, DONE, COUNTS, STEPS, STOP, JOB, ACTIVE, WAITING, ASLEEP = range(11)
 
 # How long a helper spins for the next step before it sleeps: more than the Python between
 # two steps (a few us) or two calls on one image (tens of us); less than a millisecond of a core.
@@ -44,7 +48,7 @@ import numba
 from convnet.core.atomics import (call_task, compare_swap, fetch_add, int64_at, load, pause,
                                   store)
 
-STATE, TABLE, COUNT, DONE, COUNTS, STEPS, STOP, ASLEEP = range(8)
+STATE, TABLE, COUNT, DONE, COUNTS, STEPS, STOP, JOB, ACTIVE, WAITING, ASLEEP = range(11)
 MASK = (1 << 32) - 1  # the chunk index in STATE
 ROW = 32  # bytes of a table row: the function's address, its ints', its floats', its step
 OPTIONS = dict(nogil=True, cache=True)
@@ -127,12 +131,18 @@ def run_all(table, count):
 
 
 @numba.njit(**OPTIONS)
-def serve(control, slot, spins):
-    """A helper's loop: take chunks as they come; after `spins` idle pauses, mark the slot
-    asleep and return (unless a table came meanwhile)."""
+def serve(control, slot, spins, seen):
+    """A helper's loop: take chunks as they come. When a Python job other than number `seen`
+    is posted, count itself in ACTIVE and return the job's number (the helper takes its
+    chunks in Python, then comes back); after `spins` idle pauses, mark the slot asleep and
+    return -1 (unless work came meanwhile)."""
     store(control, slot, 0)
     idle = 0
     while load(control, STOP) == 0:
+        job = load(control, JOB)
+        if job != seen:
+            fetch_add(control, ACTIVE, 1)
+            return job
         if (load(control, STATE) & MASK) < load(control, COUNT):
             take(control)
             idle = 0
@@ -141,11 +151,44 @@ def serve(control, slot, spins):
             idle += 1
         else:
             store(control, slot, 1)
-            if (load(control, STATE) & MASK) < load(control, COUNT):
-                store(control, slot, 0)  # published after all: stay
+            if ((load(control, STATE) & MASK) < load(control, COUNT)
+                    or load(control, JOB) != seen):
+                store(control, slot, 0)  # work came after all: stay
                 idle = 0
             else:
-                return
+                return -1
+    return -1
+
+
+@numba.njit(**OPTIONS)
+def post(control):
+    """Post a new Python job (the caller has made it the team's); returns how many helpers
+    are asleep."""
+    store(control, WAITING, 0)
+    fetch_add(control, JOB, 1)
+    asleep = 0
+    for slot in range(ASLEEP, control.shape[0]):
+        asleep += load(control, slot)
+    return asleep
+
+
+@numba.njit(**OPTIONS)
+def leave(control):
+    """A helper is done with the Python job it joined: True when it was the last one in it
+    and the caller sleeps until they all leave (the helper wakes it)."""
+    return fetch_add(control, ACTIVE, -1) == 1 and load(control, WAITING) == 1
+
+
+@numba.njit(**OPTIONS)
+def wait_helpers(control, spins):
+    """Spin until every helper that joined the Python job has left it: True if they did
+    within `spins` pauses, else False with WAITING set (the caller then sleeps)."""
+    for _ in range(spins):
+        if load(control, ACTIVE) == 0:
+            return True
+        pause()
+    store(control, WAITING, 1)
+    return load(control, ACTIVE) == 0
 
 
 @numba.njit(**OPTIONS)
@@ -162,30 +205,37 @@ class Program:
     order), ints and floats. The arrays must outlive the program (it keeps them)."""
 
     def __init__(self, steps: list):
-        rows = []
+        rows, ints, floats = [], [], []
         self._keep = []  # what the addresses point into
-        self.ints = []  # per step, each chunk's int arguments (`readdress` rewrites them)
+        self._firsts = []  # per step, where each chunk's ints start (`readdress` rewrites them)
+        addresses = {}  # id -> address of the arrays seen: the chunks of a step share most
         for step, (task, chunks) in enumerate(steps):
-            self.ints.append([])
+            self._firsts.append([])
             for args in chunks:
-                ints, floats = [], []
+                first, first_float = len(ints), len(floats)
                 for arg in args:
                     if isinstance(arg, numpy.ndarray):
-                        if not arg.flags.c_contiguous:
-                            raise ValueError("team.Program: array arguments must be "
-                                             "C-contiguous")
-                        ints += [arg.ctypes.data, *arg.shape]
-                        self._keep.append(arg)
+                        address = addresses.get(id(arg))
+                        if address is None:  # 1.5 us each: the most of making a program
+                            if not arg.flags.c_contiguous:
+                                raise ValueError("team.Program: array arguments must be "
+                                                 "C-contiguous")
+                            address = addresses[id(arg)] = arg.ctypes.data
+                            self._keep.append(arg)
+                        ints.append(address)
+                        ints += arg.shape
                     elif isinstance(arg, (float, numpy.floating)):
                         floats.append(float(arg))
                     else:
                         ints.append(int(arg))
-                ints_array = numpy.array(ints or [0], numpy.int64)
-                self.ints[step].append(ints_array)
-                floats_array = numpy.array(floats or [0.0], numpy.float64)
-                self._keep += [ints_array, floats_array]
-                rows.append((task, ints_array.ctypes.data, floats_array.ctypes.data, step))
+                self._firsts[step].append(first)
+                rows.append((task, first, first_float, step))
+        # every chunk's ints in one array, its floats in another, each row pointing into them
+        self.ints = numpy.array(ints + [0], numpy.int64)
+        self.floats = numpy.array(floats + [0.0], numpy.float64)
         self.table = numpy.array(rows, numpy.int64).reshape(len(rows), 4)
+        self.table[:, 1] = self.table[:, 1] * 8 + self.ints.ctypes.data
+        self.table[:, 2] = self.table[:, 2] * 8 + self.floats.ctypes.data
         self.address = self.table.ctypes.data
         self.count = len(rows)
         self.counts = numpy.array([len(chunks) for _, chunks in steps], numpy.int64)
@@ -196,8 +246,8 @@ class Program:
         `array` instead, which the caller keeps alive while the program runs: a step that
         reads a new input array at each call, without making the program again."""
         address = array.ctypes.data
-        for ints in self.ints[step]:
-            ints[0], ints[1] = address, array.size
+        for first in self._firsts[step]:
+            self.ints[first], self.ints[first + 1] = address, array.size
 
     def run(self, shared: bool = True) -> None:
         """Every chunk: shared with the team's helpers, or on the calling thread alone (in
@@ -210,9 +260,66 @@ class Program:
             _compiled().run_all(self.address, self.count)
 
 
+# Set in a thread while it takes a Python job's chunks: run_chunks inside a chunk's work runs
+# inline (an inference plan splits a batch between threads, and a layer's NumPy forward inside
+# one part splits again).
+_working = threading.local()
+
+
+def run_chunks(work, chunks) -> list:
+    """[work(chunk) for chunk in chunks], spread over the team's threads.
+
+    The calling thread takes chunks too, and every thread takes the next chunk as soon as it
+    is free: a helper that comes late finds less (or nothing) left to do, so small batches are
+    never slower than on one thread. Inside a chunk's work, while another thread has the team,
+    or where Numba cannot be imported, the chunks run inline. Raises what a chunk raised,
+    once every chunk taken is done.
+    """
+    if len(chunks) == 1 or num_threads() == 1 or getattr(_working, "chunks", False):
+        return [work(chunk) for chunk in chunks]
+    team = _team()
+    if team is None:
+        return [work(chunk) for chunk in chunks]
+    return team.run_chunks(_Job(work, chunks))
+
+
+def run_task(kernel, task, chunks: list) -> None:
+    """kernel(*args) for every args in `chunks`, spread over the team's threads as one Program
+    of `task` (the kernel's C-callable twin, taking the same arguments: arrays, ints, floats).
+    A chunk alone, one thread, or work started inside a chunk: the kernel is called directly
+    (making a program costs 10-30 us)."""
+    if len(chunks) == 1 or num_threads() == 1 or getattr(_working, "chunks", False):
+        for args in chunks:
+            kernel(*args)
+        return
+    Program([(task.address, chunks)]).run()
+
+
+class _Job:
+    """Python chunks: work(chunk) for each, every chunk taken once by the next thread free."""
+
+    def __init__(self, work, chunks):
+        self.work, self.chunks = work, chunks
+        self.results = [None] * len(chunks)
+        self.order = itertools.count()  # next() on a count is atomic: each index taken once
+        self.error: BaseException | None = None
+
+    def take(self) -> None:
+        _working.chunks = True
+        try:
+            while (index := next(self.order)) < len(self.chunks):
+                self.results[index] = self.work(self.chunks[index])
+        except BaseException as error:  # noqa: BLE001 - raised on the caller's thread
+            self.error = self.error or error
+        finally:
+            _working.chunks = False
+
+
 class _Team:
     def __init__(self, helpers: int):
         self.module = _compiled()
+        self.job: _Job | None = None  # the Python job posted last
+        self.left = threading.Condition()  # the caller sleeps on it for a helper to leave
         self.control = numpy.zeros(ASLEEP + helpers, numpy.int64)
         self.control[ASLEEP:] = 1
         self.helpers = helpers
@@ -227,12 +334,47 @@ class _Team:
 
     def _serve(self, helper: int) -> None:
         slot, wake = ASLEEP + helper, self.wakes[helper]
+        seen = 0
         while True:
             wake.wait()
             wake.clear()
+            while not self.control[STOP]:
+                job = self.module.serve(self.control, slot, self.spins, seen)
+                if job < 0:
+                    break
+                seen = job
+                # the job posted last: a newer one than `job` at worst, never an older one
+                # (a helper coming late to a finished job finds no chunk left in it)
+                self.job.take()
+                if self.module.leave(self.control):
+                    with self.left:
+                        self.left.notify()
             if self.control[STOP]:
                 return
-            self.module.serve(self.control, slot, self.spins)
+
+    def _wake_sleepers(self) -> None:
+        for helper, wake in enumerate(self.wakes):
+            if self.control[ASLEEP + helper]:
+                wake.set()
+
+    def run_chunks(self, job: _Job) -> list:
+        if self.helpers == 0 or not self.busy.acquire(blocking=False):
+            job.take()
+        else:
+            try:
+                self.job = job
+                if self.module.post(self.control):
+                    self._wake_sleepers()
+                job.take()
+                if not self.module.wait_helpers(self.control, self.spins):
+                    with self.left:  # a helper's chunk runs long: sleep until it is done
+                        while self.control[ACTIVE]:
+                            self.left.wait()
+            finally:
+                self.busy.release()
+        if job.error is not None:
+            raise job.error
+        return job.results
 
     def run(self, program: Program) -> None:
         # A second thread running steps at the same time (two requests to a server) runs its
@@ -243,9 +385,7 @@ class _Team:
         try:
             if self.module.run(self.control, program.address, program.count, program.done,
                                program.counts):
-                for helper, wake in enumerate(self.wakes):
-                    if self.control[ASLEEP + helper]:
-                        wake.set()
+                self._wake_sleepers()
                 self.module.finish(self.control)
         finally:
             self.busy.release()
@@ -281,9 +421,10 @@ def _compiled():
     return _module
 
 
-def _team() -> _Team:
+def _team() -> _Team | None:
     """The team for backend.num_threads() threads (the caller and num_threads() - 1 helpers),
-    started on first use and again when the thread count changes."""
+    started on first use and again when the thread count changes; None where Numba cannot be
+    imported (Python chunks then run on the calling thread)."""
     global _current
     helpers = num_threads() - 1
     team = _current
@@ -292,7 +433,11 @@ def _team() -> _Team:
             if _current is None or _current.helpers != helpers:
                 if _current is not None:
                     _current.stop()
-                _current = _Team(helpers)
+                    _current = None
+                try:
+                    _current = _Team(helpers)
+                except ImportError:
+                    return None
             team = _current
     return team
 

@@ -13,9 +13,10 @@ import math
 import numpy
 
 from convnet.core import activation_kernels
-from convnet.core.backend import array_module, run_chunks, sample_chunks
+from convnet.core.backend import array_module, sample_chunks
 from convnet.core.errors import ShapeError
 from convnet.core.special import erfc
+from convnet.core.team import run_chunks
 from convnet.nn.layer import Layer, Shape, check_input, grad_enabled, positive_int
 from convnet.nn.parameter import Parameter
 

@@ -8,7 +8,7 @@ itself). Everything else runs as follows.
 
 Forward is im2col + one matrix product per group, done a chunk of the batch at a time so
 that the columns stay in cache (and chunks can go to the worker threads of
-`convnet.core.backend.run_chunks`); the columns are rebuilt in backward rather than kept, so a
+`convnet.core.team.run_chunks`); the columns are rebuilt in backward rather than kept, so a
 conv keeps only its input, as PyTorch does. At stride 1 the input gradient is the
 correlation of the padded output gradient with the flipped filters: the same im2col and
 product again, instead of scattering columns back. 1x1 convolution with stride 1 skips
@@ -25,8 +25,9 @@ import numpy
 
 from convnet.core import blocked_training, depthwise_kernels, kernels
 from convnet.core.arithmetic import Padding
-from convnet.core.backend import array_module, batch_chunks, run_chunks, sliding_windows
+from convnet.core.backend import array_module, batch_chunks, sliding_windows
 from convnet.core.errors import ShapeError
+from convnet.core.team import run_chunks
 from convnet.nn.layer import Shape, WeightedLayer, check_input, grad_enabled
 from convnet.nn.window import WindowLayer, chw, conv_arguments, parse_padding, window_slices
 

@@ -10,7 +10,7 @@ scatters onto the output canvas, the padding then cropped off. At stride 1 it is
 correlation of the padded input with the flipped filters, which is used where it moves less
 data (as Conv2d's input gradient does). Backward is a plain Conv2d of dy with the same weight:
 one `im2col` of dy gives both dx (W dy_cols) and dW (x dy_cols^T).
-Batches go in chunks over the worker threads of `convnet.core.backend.run_chunks`, as in
+Batches go in chunks over the worker threads of `convnet.core.team.run_chunks`, as in
 Conv2d. `convnet.core.reference.conv_transpose2d` is the loop oracle this is tested against.
 """
 
@@ -30,8 +30,9 @@ from convnet.core.arithmetic import (
     transposed_padding,
     transposed_size_formula,
 )
-from convnet.core.backend import array_module, batch_chunks, run_chunks
+from convnet.core.backend import array_module, batch_chunks
 from convnet.core.errors import ShapeError
+from convnet.core.team import run_chunks
 from convnet.nn.conv import CHUNK_BYTES, col2im, im2col, im2col_row
 from convnet.nn.init import initial_weight
 from convnet.nn.layer import Shape, WeightedLayer, check_input, grad_enabled

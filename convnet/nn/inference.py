@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 import numpy
 
 from convnet.core import blocked, kernels, team
-from convnet.core.backend import num_threads, run_chunks, thread_slices
+from convnet.core.backend import num_threads, thread_slices
+from convnet.core.team import run_chunks
 from convnet.nn import activations as act
 from convnet.nn.batchnorm import BatchNorm2d
 from convnet.nn.conv import Conv2d

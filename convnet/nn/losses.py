@@ -11,7 +11,8 @@ import math
 
 import numpy
 
-from convnet.core.backend import array_module, run_chunks, sample_chunks
+from convnet.core.backend import array_module, sample_chunks
+from convnet.core.team import run_chunks
 
 
 def _check(name: str, scores, labels):

@@ -12,7 +12,8 @@ import numpy
 
 from convnet.core import pool_kernels
 from convnet.core.arithmetic import Padding, ReceptiveField, pair
-from convnet.core.backend import array_module, padded, run_chunks, sample_chunks
+from convnet.core.backend import array_module, padded, sample_chunks
+from convnet.core.team import run_chunks
 from convnet.nn.layer import Layer, Shape, check_input, grad_enabled
 from convnet.nn.window import WindowLayer, chw, parse_padding, window_slices
 

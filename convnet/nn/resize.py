@@ -28,8 +28,9 @@ import numbers
 import numpy
 
 from convnet.core.arithmetic import Padding, ReceptiveField
-from convnet.core.backend import array_module, run_chunks, sample_chunks
+from convnet.core.backend import array_module, sample_chunks
 from convnet.core.errors import ShapeError
+from convnet.core.team import run_chunks
 from convnet.nn.layer import Layer, Shape, check_input, grad_enabled
 from convnet.nn.window import chw
 

@@ -36,7 +36,7 @@ import numpy
 
 from convnet.core import kernels
 from convnet.core.backend import thread_slices
-from convnet.core.team import run_chunks
+from convnet.core.team import run_task
 
 # Windows with more taps loop over them at run time (one module for all of them) instead of
 # unrolling: 7x7 is MobileNet's and ConvNeXt's largest.
@@ -262,11 +262,16 @@ class Kept:
 
 
 def _compiled(taps: int):
+    """The module for windows of `taps` taps, with each pass's C-callable twin for the team
+    (`convnet.core.team.run_task`)."""
     key = taps if taps <= MAX_UNROLLED_TAPS else None
     with _lock:
         if key not in _modules:
             name = "convnet_depthwise" + ("" if key is None else f"_{key}")
-            _modules[key] = kernels.import_source(name, source(key))
+            tasks = [kernels.task_source(kernel, spec, 0, "float32") for kernel, spec in
+                     (("forward", "ffffiIIinn"), ("backward", "ffffffiIIinn"))]
+            _modules[key] = kernels.import_source(
+                name, "\n\n\n".join([source(key), kernels.TASK_IMPORTS, *tasks]) + "\n")
         return _modules[key]
 
 
@@ -325,8 +330,9 @@ def forward(layer, x, out, geometry) -> Kept:
     bias = (numpy.zeros(layer.out_channels, x.dtype) if layer.bias is None
             else layer.bias.data)
     flat, out_flat = x.reshape(-1), out.reshape(-1)
-    run_chunks(lambda part: module.forward(flat, w, bias, out_flat, *plan, part.start,
-                                           part.stop), thread_slices(x.shape[0]))
+    run_task(module.forward, module.forward_task,
+             [(flat, w, bias, out_flat, *plan, part.start, part.stop)
+              for part in thread_slices(x.shape[0])])
     return Kept(x)
 
 
@@ -342,14 +348,13 @@ def backward(layer, kept: Kept, dy, geometry, dx):
     w = numpy.ascontiguousarray(layer.weight.data).reshape(-1)
     dx_flat = numpy.empty(0, dy.dtype) if dx is None else dx.reshape(-1)
 
-    def part_grads(part):
-        grad = numpy.zeros(layer.out_channels * taps, dy.dtype)
-        bias_grad = numpy.zeros(layer.out_channels, dy.dtype)
-        module.backward(flat, dy_flat, w, grad, bias_grad, dx_flat, *plan, part.start,
-                        part.stop)
-        return grad, bias_grad
-
-    grads = run_chunks(part_grads, thread_slices(dy.shape[0]))
-    dweight = sum(grad for grad, _ in grads).reshape(layer.weight.shape)
-    dbias = None if layer.bias is None else sum(bias_grad for _, bias_grad in grads)
+    parts = thread_slices(dy.shape[0])
+    grads = numpy.zeros((len(parts), layer.out_channels * taps), dy.dtype)  # one per part
+    bias_grads = numpy.zeros((len(parts), layer.out_channels), dy.dtype)
+    run_task(module.backward, module.backward_task,
+             [(flat, dy_flat, w, grads[t], bias_grads[t], dx_flat, *plan, part.start, part.stop)
+              for t, part in enumerate(parts)])
+    # the parts' sums added row after row (NumPy sums down a column in order)
+    dweight = grads.sum(axis=0).reshape(layer.weight.shape)
+    dbias = None if layer.bias is None else bias_grads.sum(axis=0)
     return dweight, dbias

@@ -1079,6 +1079,31 @@ def block_copy(x, out, geometry):
                         for lane in range(8):
                             out[INDEX(at + j * 8 + lane)] = (
                                 x[INDEX(row + lane * plane + j)] if lane < lanes else ZERO)
+
+
+def plain_copy(x, out, geometry):
+    """A plain (N, C, H, W) x (C-contiguous, flat) into a zero-padded plain buffer out (flat,
+    (N, C, Hp, Wp)): images b0 <= b < b1, zeros in the border. Geometry as block_copy's. (A
+    first layer's few channels: NumPy's strided copy split over the threads took 0.29 ms of a
+    lenet5 training step at two threads, 0.06 on one, the threads waiting on the GIL.)"""
+    b0, b1, channels, h, w, top, left, hp, wp = geometry[:9]
+    for plane in range(b0 * channels, b1 * channels):
+        base = plane * hp * wp
+        source = plane * h * w
+        for r in range(hp):
+            at = base + r * wp
+            i = r - top
+            if i < 0 or i >= h:
+                for k in range(wp):
+                    out[INDEX(at + k)] = ZERO
+                continue
+            for k in range(left):
+                out[INDEX(at + k)] = ZERO
+            for k in range(left + w, wp):
+                out[INDEX(at + k)] = ZERO
+            row = source + i * w
+            for j in range(w):
+                out[INDEX(at + left + j)] = x[INDEX(row + j)]
 '''
 
 
@@ -1214,11 +1239,14 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"{options})(weight_grad)\n"
                   f"block_copy = numba.njit(({flat}, {flat}, {geometry}), "
                   f"{options})(block_copy)\n"
+                  f"plain_copy = numba.njit(({flat}, {flat}, {geometry}), "
+                  f"{options})(plain_copy)\n"
                   f"channel_sums = numba.njit(({flat}, numba.float64[::1], {geometry}), "
                   "nogil=True, fastmath={'reassoc', 'contract'}, cache=True)(channel_sums)"
                   "\n\n\n"
                   + kernels.task_source("weight_grad", "ffifi", 0, dtype_name) + "\n\n\n"
                   + kernels.task_source("block_copy", "ffi", 0, dtype_name) + "\n\n\n"
+                  + kernels.task_source("plain_copy", "ffi", 0, dtype_name) + "\n\n\n"
                   + kernels.task_source("channel_sums", "fdi", 0, dtype_name))
     elif kind == "depthwise":
         body = ACTIVATE_SOURCE + "\n\n" + depthwise_source(*tile)

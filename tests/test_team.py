@@ -293,3 +293,16 @@ def test_two_callers_of_python_chunks_at_once_each_get_their_results(two_threads
     assert not any(thread.is_alive() for thread in threads), "a caller hung"
     for name in "ab":
         assert results[name] == [[(name, c, turn) for c in range(3)] for turn in range(300)]
+
+
+def test_a_finished_python_job_holds_none_of_its_arrays(two_threads):
+    """The team lets go of a job once it is done: kept until the next job, its work's arrays
+    (a step's activations) raised unet-mini's training peak by 25-37 MB."""
+    import weakref
+
+    array = np.zeros(1_000)
+    results = np.zeros(2)
+    gone = weakref.ref(array)
+    team.run_chunks(lambda c, a=array, r=results: r.__setitem__(c, a.sum()), [0, 1])
+    del array
+    assert gone() is None, "the team still holds the finished job's arrays"

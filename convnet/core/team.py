@@ -344,8 +344,11 @@ class _Team:
                     break
                 seen = job
                 # the job posted last: a newer one than `job` at worst, never an older one
-                # (a helper coming late to a finished job finds no chunk left in it)
-                self.job.take()
+                # (a helper coming late to a finished job finds no chunk left in it, or none)
+                posted = self.job
+                if posted is not None:
+                    posted.take()
+                del posted
                 if self.module.leave(self.control):
                     with self.left:
                         self.left.notify()
@@ -371,6 +374,8 @@ class _Team:
                         while self.control[ACTIVE]:
                             self.left.wait()
             finally:
+                # let the job go: it holds its work's arrays (a step's activations) and results
+                self.job = None
                 self.busy.release()
         if job.error is not None:
             raise job.error

@@ -69,14 +69,7 @@ MIN_SPLIT = 1 << 16
 # Each pass's C-callable twin for the team (`convnet.core.team.run_task`), in a module per
 # dtype: the passes themselves are compiled for the dtype their first call brings.
 _TASKS = [("relu_forward", "ffb"), ("relu_output", "ff"), ("relu_backward", "fbf")]
-_loaders = {dtype: kernels.module_loader(f"convnet_activations_{dtype}", "\n\n\n".join(
-    [SOURCE, kernels.TASK_IMPORTS]
-    + [kernels.task_source(kernel, spec, 0, dtype) for kernel, spec in _TASKS]) + "\n")
-    for dtype in ("float32", "float64")}
-
-
-def _compiled(dtype):
-    return _loaders[numpy.dtype(dtype).name]()
+_compiled = kernels.loader_per_dtype("convnet_activations", SOURCE, _TASKS)
 
 
 def usable(x) -> bool:

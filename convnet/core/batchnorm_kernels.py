@@ -92,17 +92,10 @@ def input_gradient(dy, x, c0, c1, mean, scale, slope, shift, dx):
 '''
 
 # Each pass's C-callable twin for the team (`convnet.core.team.run_task`), in a module per
-# dtype: the kernels themselves are compiled for the dtype their first call brings.
+# dtype: the passes themselves are compiled for the dtype their first call brings.
 _TASKS = [("statistics", "f3nndd"), ("normalise", "f3nnddddf3"), ("gradient_sums", "f3f3nndddd"),
           ("input_gradient", "f3f3nnddddf3")]
-_loaders = {dtype: kernels.module_loader(f"convnet_batchnorm_{dtype}", "\n\n\n".join(
-    [SOURCE, kernels.TASK_IMPORTS]
-    + [kernels.task_source(kernel, spec, 0, dtype) for kernel, spec in _TASKS]) + "\n")
-    for dtype in ("float32", "float64")}
-
-
-def _compiled(dtype):
-    return _loaders[numpy.dtype(dtype).name]()
+_compiled = kernels.loader_per_dtype("convnet_batchnorm", SOURCE, _TASKS)
 
 
 def usable(x) -> bool:

@@ -268,10 +268,9 @@ def _compiled(taps: int):
     with _lock:
         if key not in _modules:
             name = "convnet_depthwise" + ("" if key is None else f"_{key}")
-            tasks = [kernels.task_source(kernel, spec, 0, "float32") for kernel, spec in
-                     (("forward", "ffffiIIinn"), ("backward", "ffffffiIIinn"))]
-            _modules[key] = kernels.import_source(
-                name, "\n\n\n".join([source(key), kernels.TASK_IMPORTS, *tasks]) + "\n")
+            tasks = (("forward", "ffffiIIinn"), ("backward", "ffffffiIIinn"))
+            _modules[key] = kernels.import_source(name, kernels.with_tasks(source(key), tasks,
+                                                                           "float32"))
         return _modules[key]
 
 

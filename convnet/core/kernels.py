@@ -254,6 +254,22 @@ def task_source(kernel: str, arrays: str, scalars: int, dtype_name: str, *more: 
     ])
 
 
+def with_tasks(source: str, tasks, dtype_name: str) -> str:
+    """`source` followed by the C-callable twins of its kernels: `tasks` holds (kernel, its
+    arguments as `task_source` reads them)."""
+    return "\n\n\n".join([source, TASK_IMPORTS] + [task_source(kernel, spec, 0, dtype_name)
+                                                   for kernel, spec in tasks]) + "\n"
+
+
+def loader_per_dtype(module_name: str, source: str, tasks):
+    """A function dtype -> the module of `source` with its kernels' twins (`with_tasks`) for
+    float32 or float64, one module each: the kernels compile for the dtype their first call
+    brings, the twins when their module is imported (`module_loader`)."""
+    loaders = {dtype: module_loader(f"{module_name}_{dtype}", with_tasks(source, tasks, dtype))
+               for dtype in ("float32", "float64")}
+    return lambda dtype: loaders[numpy.dtype(dtype).name]()
+
+
 def module_loader(module_name: str, source: str):
     """A function returning the module compiled from `source` (`import_source`), imported on its
     first call, once per process."""

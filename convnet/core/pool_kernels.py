@@ -114,11 +114,10 @@ def _compiled(kernel_size, dtype):
     name = numpy.dtype(dtype).name
     with _lock:
         if (kh, kw, name) not in _modules:
-            tasks = [kernels.task_source(kernel, spec, 0, name) for kernel, spec in
-                     (("max_forward", "f4f4u4nnnnnn"), ("max_backward", "f4u4f4nnnnnn"))]
+            tasks = (("max_forward", "f4f4u4nnnnnn"), ("max_backward", "f4u4f4nnnnnn"))
             _modules[kh, kw, name] = kernels.import_source(
                 f"convnet_pool_{kh}x{kw}_{name}",
-                "\n\n\n".join([SOURCE.format(kh=kh, kw=kw), kernels.TASK_IMPORTS, *tasks]) + "\n")
+                kernels.with_tasks(SOURCE.format(kh=kh, kw=kw), tasks, name))
         return _modules[kh, kw, name]
 
 

@@ -82,6 +82,15 @@ def take(control):
 
 
 @numba.njit(**OPTIONS)
+def asleep(control):
+    """How many helpers are asleep."""
+    count = 0
+    for slot in range(ASLEEP, control.shape[0]):
+        count += load(control, slot)
+    return count
+
+
+@numba.njit(**OPTIONS)
 def publish(control, table, count, done, counts):
     """Make the program (its table of `count` chunks, its per-step counters `done`, zeroed
     here, and `counts`) the one to take; returns how many helpers are asleep."""
@@ -95,10 +104,7 @@ def publish(control, table, count, done, counts):
     store(control, COUNTS, counts.ctypes.data)
     store(control, STEPS, done.shape[0])
     store(control, STATE, generation << 32)
-    asleep = 0
-    for slot in range(ASLEEP, control.shape[0]):
-        asleep += load(control, slot)
-    return asleep
+    return asleep(control)
 
 
 @numba.njit(**OPTIONS)
@@ -166,10 +172,7 @@ def post(control):
     are asleep."""
     store(control, WAITING, 0)
     fetch_add(control, JOB, 1)
-    asleep = 0
-    for slot in range(ASLEEP, control.shape[0]):
-        asleep += load(control, slot)
-    return asleep
+    return asleep(control)
 
 
 @numba.njit(**OPTIONS)

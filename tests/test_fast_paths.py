@@ -292,3 +292,45 @@ def test_run_chunks_inside_a_chunk_runs_inline_and_never_deadlocks():
         worker.join(30)
     assert not worker.is_alive(), "nested run_chunks deadlocked"
     assert results == [[6, 12, 18, 24, 30, 36]]
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the compiled kernels are off")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_a_channel_gate_s_mul_matches_the_numpy_path(threads, dtype, gate_first, rng):
+    """Mul of (N, C, H, W) by a gate (N, C, 1, 1), either order: the compiled passes
+    (convnet.core.gate_kernels) give NumPy's product and input gradient bit for bit, and the
+    gate's gradient within rounding of a float64 sum."""
+    from convnet.core import gate_kernels
+
+    x = rng.standard_normal((9, 13, 23, 25)).astype(dtype)  # 67,275 values: past MIN_VALUES
+    gate = rng.standard_normal((9, 13, 1, 1)).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    inputs = [gate, x] if gate_first else [x, gate]
+    assert gate_kernels.gate_of(inputs) == (0 if gate_first else 1)  # it runs compiled
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        mul = cn.Mul()
+        out = mul.forward(inputs)
+        grads = mul.backward(dy)
+    finally:
+        backend.set_num_threads(previous)
+    dx, dgate = (grads[1], grads[0]) if gate_first else grads
+    np.testing.assert_array_equal(out, x * gate)
+    np.testing.assert_array_equal(dx, dy * gate)
+    exact = (dy.astype(np.float64) * x).sum(axis=(2, 3), keepdims=True)
+    assert dgate.shape == gate.shape and dgate.dtype == dtype
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(dgate, exact, rtol=0, atol=tolerance * np.abs(exact).max())
+
+
+def test_a_gate_that_broadcasts_otherwise_stays_on_numpy(rng):
+    from convnet.core import gate_kernels
+
+    x = rng.standard_normal((4, 16, 32, 32)).astype(np.float32)
+    assert gate_kernels.gate_of([x, rng.standard_normal((1, 16, 1, 1)).astype(np.float32)]) is None
+    assert gate_kernels.gate_of([x, x.astype(np.float64)[:, :, :1, :1]]) is None  # dtypes differ
+    assert gate_kernels.gate_of([x[:, :, ::2], x[:, :, :1, :1].copy()]) is None  # strided
+    assert gate_kernels.gate_of([x, x[:, :, :1, :1].copy(), x]) is None  # three inputs

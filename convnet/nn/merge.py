@@ -15,6 +15,7 @@ import math
 
 import numpy
 
+from convnet.core import gate_kernels
 from convnet.core.errors import ShapeError
 from convnet.nn.layer import Layer, Shape, grad_enabled
 
@@ -263,6 +264,9 @@ class Mul(_Broadcasting):
     symbol = "*"
 
     def _combine(self, xs):
+        gate = gate_kernels.gate_of(xs)
+        if gate is not None:  # a channel gate: compiled, over the threads
+            return gate_kernels.forward(xs[1 - gate], xs[gate])
         out = xs[0] * xs[1]
         for x in xs[2:]:
             out = out * x
@@ -272,6 +276,11 @@ class Mul(_Broadcasting):
         return list(xs)
 
     def _gradients(self, dy, xs):
+        gate = gate_kernels.gate_of(xs)
+        if gate is not None:
+            dx, dgate = gate_kernels.backward(dy, xs[1 - gate], xs[gate])
+            grads = [(dx, xs[1 - gate].shape), (dgate, xs[gate].shape)]
+            return grads if gate == 1 else grads[::-1]
         grads = []
         for index, x in enumerate(xs):
             others = [other for position, other in enumerate(xs) if position != index]

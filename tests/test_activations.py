@@ -281,9 +281,10 @@ def test_hardtanh_keeps_its_output_for_backward(layer, rng):
     np.testing.assert_array_equal(dx, inside.astype(np.float32))
 
 
-# -- ReLU's compiled passes (convnet.core.activation_kernels) against the NumPy layer and PyTorch
-def _relu_both_paths(x, dy, threads):
-    """(output, input gradient) of ReLU with the compiled kernels on, at `threads`, and off."""
+# -- the compiled passes (convnet.core.activation_kernels) against the NumPy layer and PyTorch
+def _both_paths(x, dy, threads, make=cn.ReLU):
+    """(output, input gradient) of the layer `make()` (ReLU) with the compiled kernels on, at
+    `threads`, and off."""
     from convnet.core import activation_kernels, backend, kernels
 
     results = []
@@ -292,10 +293,11 @@ def _relu_both_paths(x, dy, threads):
         kernels.set_enabled(enabled)
         backend.set_num_threads(threads)
         try:
-            layer = cn.ReLU()
+            layer = make()
             out = layer.forward(x)
             assert activation_kernels.usable(x) == (enabled and x.flags.c_contiguous)
-            results.append((out, layer.backward(dy)))
+            with np.errstate(invalid="ignore"):  # NumPy's inf * False warns
+                results.append((out, layer.backward(dy)))
         finally:
             kernels.set_enabled(True)
             backend.set_num_threads(previous)
@@ -310,7 +312,7 @@ def test_compiled_relu_matches_numpy_and_torch(shape, threads, dtype, rng):
     flat = x.reshape(-1)
     flat[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, 1e-30]
     dy = rng.standard_normal(shape).astype(dtype)
-    (out, dx), (numpy_out, numpy_dx) = _relu_both_paths(x, dy, threads)
+    (out, dx), (numpy_out, numpy_dx) = _both_paths(x, dy, threads)
     assert out.dtype == dtype and dx.dtype == dtype and out.shape == shape
     np.testing.assert_array_equal(out, numpy_out)  # NaN where x is NaN, in both
     finite = np.isfinite(x)  # the NumPy layer's dy * (out > 0) differs at a NaN unit only
@@ -334,7 +336,7 @@ def test_compiled_relu_gradient_is_zero_where_off_whatever_dy(rng):
 def test_relu_of_a_strided_view_takes_the_numpy_path_and_agrees(rng):
     x = rng.standard_normal((4, 6, 8, 10)).astype(np.float32)[:, ::2]
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    (out, dx), (numpy_out, numpy_dx) = _relu_both_paths(x, dy, 1)
+    (out, dx), (numpy_out, numpy_dx) = _both_paths(x, dy, 1)
     np.testing.assert_array_equal(out, np.maximum(x, 0))
     np.testing.assert_array_equal(dx, np.where(x > 0, dy, 0))
     np.testing.assert_array_equal(out, numpy_out)
@@ -354,28 +356,13 @@ def test_relu_under_no_grad_keeps_no_mask(rng):
 def test_compiled_hardtanh_matches_the_numpy_layer(bounds, threads, dtype, rng):
     """NaN, infinities, signed zeros and values on the bounds, in x and in dy: the compiled
     passes give the NumPy layer's output and gradient bit for bit (signs of zero included)."""
-    from convnet.core import activation_kernels, backend, kernels
-
     x = rng.standard_normal((4, 8, 64, 70)).astype(dtype) * 4  # large enough to split
     flat = x.reshape(-1)
     flat[:9] = [np.nan, -0.0, 0.0, np.inf, -np.inf, 6.0, -1.0, 1.0, 0.5]
     dy = rng.standard_normal(x.shape).astype(dtype)
     dy.reshape(-1)[9:14] = [np.nan, np.inf, -np.inf, -0.0, -1.0]
     dy.reshape(-1)[:4] = -dy.reshape(-1)[:4]
-    results = []
-    previous = backend.num_threads()
-    for enabled in (True, False):
-        kernels.set_enabled(enabled)
-        backend.set_num_threads(threads)
-        try:
-            layer = cn.Hardtanh(*bounds)
-            out = layer.forward(x)
-            assert activation_kernels.usable(x) == enabled
-            with np.errstate(invalid="ignore"):  # NumPy's inf * False warns
-                results.append((out, layer.backward(dy)))
-        finally:
-            kernels.set_enabled(True)
-            backend.set_num_threads(previous)
+    results = _both_paths(x, dy, threads, make=lambda: cn.Hardtanh(*bounds))
     (out, dx), (numpy_out, numpy_dx) = results
     assert out.dtype == dtype and dx.dtype == dtype
     np.testing.assert_array_equal(out, numpy_out)

@@ -225,36 +225,50 @@ def test_python_chunks_and_programs_take_turns_on_the_helpers(two_threads):
     assert sorted(seen) == sorted([1, 2, 3] * 300)
 
 
+def _on_a_helper(work):
+    """work(chunk) for chunks 0 and 1, where chunk 0 (the caller's, taken first) waits until
+    chunk 1 has started: so chunk 1 runs on a helper. Returns (chunk 1's thread, results)."""
+    started, where = threading.Event(), []
+
+    def chunk(c):
+        if c == 0:
+            assert started.wait(timeout=10), "no helper took chunk 1"
+            return work(0)
+        where.append(threading.get_ident())
+        started.set()
+        return work(1)
+
+    return where, team.run_chunks(chunk, [0, 1])
+
+
 def test_the_caller_waits_for_a_helper_chunk_that_outlasts_the_spin(two_threads):
     """A helper's chunk that runs for 50 ms (far past SPIN_SECONDS): the caller sleeps until
     it is done and only then returns its result."""
     finished = []
 
-    def work(chunk):
-        if chunk == 1:
+    def work(c):
+        if c == 1:
             time.sleep(0.05)
-            finished.append(chunk)
-        return chunk
+            finished.append(c)
+        return c
 
     for _ in range(5):
         finished.clear()
-        # chunk 0 holds the caller until the helper is surely inside chunk 1
-        results = team.run_chunks(lambda c: time.sleep(0.005) or work(c) if c == 0 else work(c),
-                                  [0, 1])
+        where, results = _on_a_helper(work)
+        assert where != [threading.get_ident()]  # chunk 1 ran on a helper
         assert results == [0, 1]
         assert finished == [1]
 
 
 def test_what_a_helper_chunk_raises_is_raised_on_the_caller(two_threads):
-    def work(chunk):
-        if chunk == 1:
+    def work(c):
+        if c == 1:
             raise KeyError("chunk 1")
-        time.sleep(0.01)  # the helper takes chunk 1
-        return chunk
+        return c
 
     for _ in range(5):
         with pytest.raises(KeyError, match="chunk 1"):
-            team.run_chunks(work, [0, 1])
+            _on_a_helper(work)
     assert team.run_chunks(lambda c: c, [0, 1, 2]) == [0, 1, 2]  # the team still works
 
 

@@ -89,7 +89,7 @@ def hardtanh_backward(dy, y, dx, low, high):
 '''
 
 # Values per thread below which one thread does it all (making a program for the team costs
-# 10-30 us, a pass over 64 K values about as much).
+# about 25 us, a pass over 64 K values about as much).
 MIN_SPLIT = 1 << 16
 
 # Each pass's C-callable twin for the team (`convnet.core.team.run_task`), in a module per

@@ -291,8 +291,7 @@ def _weight_grad(shape, stride, dilation, kept: Kept, dyb, around: Padding, out_
         (flat, dy_flat, offsets, sums[t], numpy.array([part.start, part.stop, *head],
                                                       numpy.int64))
         for t, part in enumerate(parts)])
-    dw = sums.sum(axis=0) if len(parts) > 1 else sums[0]
-    dw = dw.reshape(k_blocks, len(offsets), LANES)[:, :taps]
+    dw = sums.sum(axis=0).reshape(k_blocks, len(offsets), LANES)[:, :taps]  # parts in order
     dw = dw.transpose(0, 2, 1).reshape(k_blocks * LANES, taps)[:k]  # K, taps
     if kept.lanes == 1:  # taps (c, u, v)
         return dw.reshape(k, c, kh, kw)

@@ -1,11 +1,12 @@
 """The helper threads that share a batch's work with the calling thread: compiled chunks
 (a `Program`) with a handoff of about a microsecond, and Python chunks (`run_chunks`).
 
-Handed over through Python (a pool thread woken from sleep, the GIL passed along), each share
-of work cost 30-120 us on this kind of VM, as much as a whole step of a small network on one
-image. The helpers instead wait in compiled code, without the GIL, spinning on a control vector
-for a while (SPIN_SECONDS) after each piece of work before they sleep, as onnxruntime's threads
-do; there they also see a Python job posted and leave the spin to take its chunks.
+Handed over through Python (a pool thread woken from sleep, the GIL passed along), a split of
+two small chunks cost 24-49 us back to back on this kind of VM and 86-247 us after 10 ms idle,
+as much as a whole step of a small network on one image. The helpers instead wait in compiled
+code, without the GIL, spinning on a control vector for a while (SPIN_SECONDS) after each piece
+of work before they sleep, as onnxruntime's threads do; there they also see a Python job posted
+and leave the spin to take its chunks.
 
 A `Program` is steps one after the other, each a few chunks, each chunk a C function's address
 and its arguments. The calling thread publishes the program's table of chunks and takes chunks
@@ -269,6 +270,11 @@ class Program:
 _working = threading.local()
 
 
+def _inline(chunks) -> bool:
+    """Whether chunks run on the calling thread: one chunk, one thread, or inside a chunk."""
+    return len(chunks) == 1 or num_threads() == 1 or getattr(_working, "chunks", False)
+
+
 def run_chunks(work, chunks) -> list:
     """[work(chunk) for chunk in chunks], spread over the team's threads.
 
@@ -278,7 +284,7 @@ def run_chunks(work, chunks) -> list:
     or where Numba cannot be imported, the chunks run inline. Raises what a chunk raised,
     once every chunk taken is done.
     """
-    if len(chunks) == 1 or num_threads() == 1 or getattr(_working, "chunks", False):
+    if _inline(chunks):
         return [work(chunk) for chunk in chunks]
     team = _team()
     if team is None:
@@ -290,8 +296,8 @@ def run_task(kernel, task, chunks: list) -> None:
     """kernel(*args) for every args in `chunks`, spread over the team's threads as one Program
     of `task` (the kernel's C-callable twin, taking the same arguments: arrays, ints, floats).
     A chunk alone, one thread, or work started inside a chunk: the kernel is called directly
-    (making a program costs 10-30 us)."""
-    if len(chunks) == 1 or num_threads() == 1 or getattr(_working, "chunks", False):
+    (making a program costs 25-30 us for a two-chunk convolution's seven arrays)."""
+    if _inline(chunks):
         for args in chunks:
             kernel(*args)
         return
@@ -351,7 +357,7 @@ class _Team:
                 posted = self.job
                 if posted is not None:
                     posted.take()
-                del posted
+                del posted  # else this frame holds the job's arrays while the helper sleeps
                 if self.module.leave(self.control):
                     with self.left:
                         self.left.notify()

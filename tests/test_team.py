@@ -225,20 +225,20 @@ def test_python_chunks_and_programs_take_turns_on_the_helpers(two_threads):
     assert sorted(seen) == sorted([1, 2, 3] * 300)
 
 
-def _on_a_helper(work):
-    """work(chunk) for chunks 0 and 1, where chunk 0 (the caller's, taken first) waits until
-    chunk 1 has started: so chunk 1 runs on a helper. Returns (chunk 1's thread, results)."""
-    started, where = threading.Event(), []
+def _on_a_helper(helper_work):
+    """Two chunks that meet at a barrier, so that they run at the same time on two threads
+    (the helper may take either); the one on the helper then runs helper_work(). Returns
+    [the helper's thread], the results."""
+    caller, meet, where = threading.get_ident(), threading.Barrier(2, timeout=10), []
 
     def chunk(c):
-        if c == 0:
-            assert started.wait(timeout=10), "no helper took chunk 1"
-            return work(0)
+        meet.wait()  # raises BrokenBarrierError unless a helper runs the other chunk
+        if threading.get_ident() == caller:
+            return "caller"
         where.append(threading.get_ident())
-        started.set()
-        return work(1)
+        return helper_work()
 
-    return where, team.run_chunks(chunk, [0, 1])
+    return where, sorted(team.run_chunks(chunk, [0, 1]), key=str)
 
 
 def test_the_caller_waits_for_a_helper_chunk_that_outlasts_the_spin(two_threads):
@@ -246,28 +246,25 @@ def test_the_caller_waits_for_a_helper_chunk_that_outlasts_the_spin(two_threads)
     it is done and only then returns its result."""
     finished = []
 
-    def work(c):
-        if c == 1:
-            time.sleep(0.05)
-            finished.append(c)
-        return c
+    def work():
+        time.sleep(0.05)
+        finished.append(1)
+        return "helper"
 
     for _ in range(5):
         finished.clear()
         where, results = _on_a_helper(work)
-        assert where != [threading.get_ident()]  # chunk 1 ran on a helper
-        assert results == [0, 1]
+        assert len(where) == 1 and where != [threading.get_ident()]
+        assert results == ["caller", "helper"]
         assert finished == [1]
 
 
 def test_what_a_helper_chunk_raises_is_raised_on_the_caller(two_threads):
-    def work(c):
-        if c == 1:
-            raise KeyError("chunk 1")
-        return c
+    def work():
+        raise KeyError("the helper's chunk")
 
     for _ in range(5):
-        with pytest.raises(KeyError, match="chunk 1"):
+        with pytest.raises(KeyError, match="the helper's chunk"):
             _on_a_helper(work)
     assert team.run_chunks(lambda c: c, [0, 1, 2]) == [0, 1, 2]  # the team still works
 

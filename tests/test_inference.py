@@ -466,11 +466,12 @@ def test_row_kernel_of_a_plain_input_matches_the_layers(channels, filters, kerne
     assert plan.steps[0].kernel == "conv_rows"
 
 
-@pytest.mark.parametrize("tile", blocked.TILES)
+@pytest.mark.parametrize("tile", sorted(set(blocked.TILES + blocked.WIDE_TILES)))
 def test_every_tile_gives_the_layers_answer(tile, monkeypatch, rng):
-    """choose_tile picks some tiles rarely (4 x 3): each is held to the layers' answer on
-    filters that do not fill it, strides, dilation, groups and a fused residual."""
-    monkeypatch.setattr(blocked, "choose_tile", lambda filters, positions: tile)
+    """choose_tile picks some tiles rarely (4 x 3), and some only on AVX-512: each is held to
+    the layers' answer on filters that do not fill it, strides, dilation, groups and a fused
+    residual."""
+    monkeypatch.setattr(blocked, "choose_tile", lambda filters, positions, width=None: tile)
     x_in = cn.Input((16, 9, 9))
     a = cn.ReLU()(cn.Conv2d(16, 20, 3, padding=1)(x_in))
     b = cn.Conv2d(20, 16, 3, stride=2, padding=2, dilation=2)(a)
@@ -480,6 +481,24 @@ def test_every_tile_gives_the_layers_answer(tile, monkeypatch, rng):
     x = rng.standard_normal((3, 16, 9, 9)).astype(np.float32)
     assert_matches(planned(model, x), reference(model, x))
     assert set(steps_of(model)) == {"ConvStep"}
+
+
+def test_tiles_stay_within_a_row_where_they_can(monkeypatch):
+    """With AVX-512's registers a 3x3 layer's tile holds the positions of whole rows where one
+    divides the row (8 of 8 or 16, 7 of 14 or 28), else the least waste; without, 6 x 2 (or 8 x 1
+    and 4 x 3 for filters that fill neither)."""
+    monkeypatch.setattr(kernels, "wide_registers", lambda: True)
+    assert blocked.choose_tile(64, 8 * 8, 8) == (8, 2)
+    assert blocked.choose_tile(32, 16 * 16, 16) == (8, 2)
+    assert blocked.choose_tile(32, 14 * 14, 14) == (7, 2)
+    assert blocked.choose_tile(32, 28 * 28, 28) == (7, 2)
+    assert blocked.choose_tile(32, 10 * 10, 10) == (8, 2)  # 104 positions for 100, all cross
+    assert blocked.choose_tile(4, 8 * 8, 8) == (8, 1)
+    monkeypatch.setattr(kernels, "wide_registers", lambda: False)
+    assert blocked.choose_tile(64, 8 * 8, 8) == (6, 2)
+    assert blocked.choose_tile(32, 14 * 14, 14) == (6, 2)
+    assert blocked.choose_tile(4, 8 * 8, 8) == (8, 1)
+    assert set(blocked.tiles()) == set(blocked.TILES)
 
 
 @pytest.mark.parametrize("batch", [1, 3])

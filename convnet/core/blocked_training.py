@@ -35,8 +35,17 @@ LANES = blocked.LANES
 # or as fast as the others on every layer measured (one thread, batch 128, forward): 16 -> 20
 # filters 5x5 on 16x16 9.7 ms against 10.6 for 4 x 3 (which `blocked.choose_tile` picks for a
 # blocked output) and 13.9 for 8 x 1; 20 -> 20 on 8x8 3.3/4.1/5.5; 32 -> 32 3x3 on 32x32
-# 28/58/46; 20 -> 16 6.1/14.8/11.7; 8 -> 8 0.90/1.91/0.89; 1 -> 6 0.96/1.69/0.92.
+# 28/58/46; 20 -> 16 6.1/14.8/11.7; 8 -> 8 0.90/1.91/0.89; 1 -> 6 0.96/1.69/0.92. With
+# AVX-512 8 x 2 (see blocked.WIDE_TILES), the same sums: 3x3, one thread, batch 128, best of
+# 12 interleaved (2026-12-02 06:44 UTC), 6 x 2 against 8 x 2 in ms: 64 -> 128 on 8x8 12.35/
+# 11.93, 64 -> 64 on 8x8 6.33/6.10, 16 -> 16 on 32x32 7.77/7.49, 32 -> 32 on 32x32 24.9/25.3.
 PLAIN_TILE = (6, 2)
+WIDE_PLAIN_TILE = (8, 2)
+
+
+def plain_tile() -> tuple[int, int]:
+    """The tile of a convolution into a plain output on this CPU."""
+    return WIDE_PLAIN_TILE if kernels.wide_registers() else PLAIN_TILE
 
 
 @dataclass
@@ -115,7 +124,7 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
     """out (n, K, Ho, Wo), plain, = bias + the correlation of the padded input with weight
     (K, C, KH, KW), on the blocked direct convolution."""
     n, k, out_h, out_w = out.shape
-    kind, tile = "conv", PLAIN_TILE
+    kind, tile = "conv", plain_tile()
     if kept.lanes == 1 and blocked.takes_rows(k, stride[1], out_w):  # each filter's sums
         kind, tile = "conv_rows", blocked.ROW_TILE  # stored as vectors into its plane
     bs, _, rs, cs, _ = kept.strides()
@@ -242,7 +251,7 @@ def _run_transposed(source: Kept, weight, bias, around: Padding, phases, stride,
     transposed one's C_in, C_out), phase by phase (`blocked.transposed_phases`) on the direct
     convolution, each phase's outputs written `stride` apart."""
     n, c, h, w = out.shape
-    tile = PLAIN_TILE
+    tile = plain_tile()
     bs, _, rs, cs, _ = source.strides()
     bias = blocked.pack_bias(bias, c, tile[1], numpy.float32)
     plane = h * w

@@ -24,6 +24,7 @@ path in `convnet.nn.conv` stays for every other case; both are tested against th
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 
@@ -151,6 +152,21 @@ def module_source(dtype_name: str, tile=WIDE_TILE) -> str:
     footer = ("forward = numba.njit((SCALAR[:, :, :, ::1], SCALAR[:, :, :, ::1], SCALAR[::1], "
               "SCALAR[:, :, :, ::1]), nogil=True, fastmath={'contract'}, cache=True)(forward)")
     return "\n".join(header) + "\n\n\n" + kernel_source(tile) + "\n\n\n" + footer + "\n"
+
+
+@functools.cache
+def wide_registers() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512: 32 vector registers of 16 float32 (AVX2
+    has 16 of 8), which lets a convolution tile hold more accumulators. False where Numba is
+    told another CPU than this one (NUMBA_CPU_NAME) or cannot be imported."""
+    try:
+        import llvmlite.binding  # noqa: PLC0415
+        from numba.core import config  # noqa: PLC0415
+    except ImportError:
+        return False
+    if config.CPU_NAME not in (None, "host"):
+        return "+avx512f" in (config.CPU_FEATURES or "")
+    return bool(llvmlite.binding.get_host_cpu_features().get("avx512f"))
 
 
 @contextlib.contextmanager

@@ -333,7 +333,7 @@ class ConvStep(Step):
         self.blocked_input = plan.blocked[source]
         self.kernel = "conv"
         self.tile = blocked.choose_tile(conv.out_channels // conv.groups,
-                                        self.out_hw[0] * self.out_hw[1])
+                                        self.out_hw[0] * self.out_hw[1], self.out_hw[1])
         if (not self.blocked_input and conv.groups == 1 and residual is None
                 and blocked.takes_rows(conv.out_channels, conv.stride[1], self.out_hw[1])):
             self.kernel, self.tile = "conv_rows", blocked.ROW_TILE

@@ -1041,8 +1041,9 @@ def dense_source() -> str:
         "def dense(x, w, bias, out, geometry, alpha, beta):",
         '    """out[n*out_row + o] = act(bias[o] + sum_i x[n*x_row + i] * w[i*w_row + o]) for',
         "    images n0 <= n < n1 and outputs o0 <= o < o1; w is (inputs, w_row), its columns",
-        f"    from o0 to o1 + {DENSE_TILE - 1} readable (zero past the outputs: whole tiles "
-        "are summed).",
+        f"    from o0 to the end of o0's last whole tile readable ({DENSE_IMAGE_TILE} columns "
+        f"where o1 - o0 <= {DENSE_IMAGE_TILE},",
+        f"    else {DENSE_TILE}; zero past the outputs: whole tiles are summed).",
         "    A small product (one image, a squeeze-and-excitation block) costs less here than",
         "    BLAS's call and NumPy's passes. Each tile of outputs is summed in registers over",
         "    the inputs (summed in memory, an output cost a load and a store a multiply-add),",

@@ -109,6 +109,15 @@ def publish(control, table, count, done, counts):
 
 
 @numba.njit(**OPTIONS)
+def point(ints, firsts, array):
+    """ints[first] and ints[first + 1]: the address and size of `array`, for each first (a
+    program's step readdressed; 0.2 us, where NumPy's ctypes took 0.9 for the address)."""
+    for first in firsts:
+        ints[first] = array.ctypes.data
+        ints[first + 1] = array.size
+
+
+@numba.njit(**OPTIONS)
 def finish(control):
     """Take chunks with the helpers, then wait until the last step (and so every step) is
     done."""
@@ -234,6 +243,7 @@ class Program:
                         ints.append(int(arg))
                 self._firsts[step].append(first)
                 rows.append((task, first, first_float, step))
+            self._firsts[step] = numpy.array(self._firsts[step], numpy.int64)
         # every chunk's ints in one array, its floats in another, each row pointing into them
         self.ints = numpy.array(ints + [0], numpy.int64)
         self.floats = numpy.array(floats + [0.0], numpy.float64)
@@ -249,9 +259,7 @@ class Program:
         """Point the first argument of every chunk of `step` (a flat C-contiguous array) at
         `array` instead, which the caller keeps alive while the program runs: a step that
         reads a new input array at each call, without making the program again."""
-        address = array.ctypes.data
-        for first in self._firsts[step]:
-            self.ints[first], self.ints[first + 1] = address, array.size
+        _compiled().point(self.ints, self._firsts[step], array)
 
     def run(self, shared: bool = True) -> None:
         """Every chunk: shared with the team's helpers, or on the calling thread alone (in

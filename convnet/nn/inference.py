@@ -73,7 +73,7 @@ def run(model: Layer, arrays) -> list:
     plan for their shapes, built or refreshed as needed; None when no plan serves (the caller
     then runs the layers)."""
     plans = model.__dict__.setdefault("_inference_plans", {})
-    key = tuple(tuple(x.shape[1:]) for x in arrays)
+    key = (arrays[0].shape[1:],) if len(arrays) == 1 else tuple(x.shape[1:] for x in arrays)
     plan = plans.get(key)
     if plan is None:
         plan = Plan(model, [tuple(s) for s in key])
@@ -238,6 +238,8 @@ class Programmed:
 
     def __init__(self, calls: list[KernelCall]):
         self.calls = calls
+        self._fresh = [(step, call.fresh) for step, call in enumerate(calls)
+                       if call.fresh is not None]
         self._program, self._packed, self._stamp = None, None, None
 
     def run(self, shared: bool, stamp=None) -> None:
@@ -250,9 +252,8 @@ class Programmed:
                 self._program = team.Program([call.step() for call in self.calls])
                 self._packed = packed
             self._stamp = stamp
-        for step, call in enumerate(self.calls):
-            if call.fresh is not None:
-                self._program.readdress(step, call.fresh[0])
+        for step, fresh in self._fresh:
+            self._program.readdress(step, fresh[0])
         self._program.run(shared)
 
 
@@ -1446,6 +1447,8 @@ class Plan:
 
     def _refresh(self) -> None:
         """Repack what changed since the last call (under the lock)."""
+        if self.generation == generation():  # nothing did (looked at again under the lock)
+            return
         with self._lock:
             if self.generation != generation():
                 if self.switches != switches():  # a train()/eval() switch: repack everything
@@ -1469,7 +1472,8 @@ class Plan:
         finally:
             with self._lock:
                 self._runners.setdefault(key, []).append(rt)
-                self._runners[key] = self._runners.pop(key)  # the most recent last
+                if next(reversed(self._runners)) != key:
+                    self._runners[key] = self._runners.pop(key)  # the most recent last
                 while len(self._runners) > KEPT_RUNNERS:
                     self._runners.pop(next(iter(self._runners)))
 
@@ -1490,6 +1494,7 @@ class Runner:
     def __init__(self, plan: Plan, n: int, threads: int):
         self.plan, self.n, self.threads = plan, n, threads
         self._kept: list = []
+        self._kept_ids: set = set()  # (a view of a kept buffer has it as its base)
         self.buffers = self._assign_buffers()
         outputs = set(plan.graph.outputs)
         last: dict[int, int] = {}
@@ -1620,6 +1625,7 @@ class Runner:
         """A plain float32 buffer of this runner's (outputs that share it are copied out)."""
         array = numpy.empty(shape, numpy.float32)
         self._kept.append(array)
+        self._kept_ids.add(id(array))
         return array
 
     def threads_for(self, work: int) -> int:
@@ -1674,7 +1680,8 @@ class Runner:
                     return None
                 target[...] = out
                 out = target
-            elif shared and any(numpy.may_share_memory(out, kept) for kept in self._kept):
+            elif shared and (id(out.base) in self._kept_ids or any(
+                    numpy.may_share_memory(out, kept) for kept in self._kept)):
                 out = out.copy()
             results.append(out)
         return results

@@ -286,10 +286,17 @@ def test_a_torn_last_metrics_line_is_dropped_with_a_note(workspace, tmp_path):
                                          "delete that line to resume")
 
 
+def _hangup_as_default() -> None:
+    """In the child, before convnet starts: SIGHUP back to its default action (a test run
+    under nohup hands its children SIGHUP ignored, which convnet then rightly leaves alone)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
 def test_sigterm_and_sighup_save_like_ctrl_c(workspace, tmp_path, name):
     out = tmp_path / "run"
-    process = convnet(*train_args(workspace, epochs=400, batch_size=2), "--out", out)
+    process = convnet(*train_args(workspace, epochs=400, batch_size=2), "--out", out,
+                      preexec_fn=_hangup_as_default)
     deadline = time.monotonic() + 60
     while not (out / "config.json").exists():
         assert time.monotonic() < deadline and process.poll() is None

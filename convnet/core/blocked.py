@@ -12,7 +12,9 @@ model's input and output, and around the layers that have no blocked kernel.
 
 The direct convolution keeps a tile of P output positions of one row x B blocks of 8 output
 channels in registers (6 x 2 or 4 x 3: 12 vector accumulators, B vector loads of packed weights
-and P broadcast pixels per input tap, P*B fused multiply-adds). Its loop over the input taps
+and P broadcast pixels per input tap, P*B fused multiply-adds; with AVX-512's 32 registers also
+8 x 2 and 7 x 2, whose two blocks make one 16-lane register, chosen to keep a tile's positions
+within one output row: `choose_tile`). Its loop over the input taps
 (channel, kernel row, kernel column) is one flat loop over a table of offsets, so the same code
 reads a blocked input or a plain (N, C, H, W) one (the model's first layer, with 3 channels), at
 any stride and dilation:

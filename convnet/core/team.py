@@ -243,7 +243,6 @@ class Program:
                         ints.append(int(arg))
                 self._firsts[step].append(first)
                 rows.append((task, first, first_float, step))
-            self._firsts[step] = numpy.array(self._firsts[step], numpy.int64)
         # every chunk's ints in one array, its floats in another, each row pointing into them
         self.ints = numpy.array(ints + [0], numpy.int64)
         self.floats = numpy.array(floats + [0.0], numpy.float64)
@@ -259,7 +258,10 @@ class Program:
         """Point the first argument of every chunk of `step` (a flat C-contiguous array) at
         `array` instead, which the caller keeps alive while the program runs: a step that
         reads a new input array at each call, without making the program again."""
-        _compiled().point(self.ints, self._firsts[step], array)
+        firsts = self._firsts[step]
+        if type(firsts) is list:  # (made on the first readdress: most programs have none)
+            firsts = self._firsts[step] = numpy.array(firsts, numpy.int64)
+        _compiled().point(self.ints, firsts, array)
 
     def run(self, shared: bool = True) -> None:
         """Every chunk: shared with the team's helpers, or on the calling thread alone (in

@@ -63,12 +63,12 @@ ACTIVATIONS = {"none": 0, "relu": 1, "clip": 2, "hardswish": 3, "leaky": 4, "har
 # 0.34 against 0.33 ms; on 4 and 8 filters 8 x 1 beat 6 x 2 by 10-20%. So per useful lane
 # 4 x 3 runs at 0.6-0.8 of 6 x 2's speed and 8 x 1 at 0.5-0.6. `choose_tile` weighs the
 # waste of each by these speeds.
-TILES = ((6, 2), (4, 3), (8, 1))
 TILE_SPEED = {(6, 2): 1.0, (4, 3): 0.7, (8, 1): 0.55}
+TILES = tuple(TILE_SPEED)
 # AVX-512's 32 registers hold 8 or 7 positions x 16 lanes too (8 or 7 accumulators). A tile
 # whose positions cross from one output row into the next is slower than one that stays in
-# its row: vggish's and resnet8's 3x3 layers on 8x8 and 16x16 maps ran 12% behind
-# onnxruntime's, on 12x12 and 24x24 (rows of whole 6 x 2 tiles) 0-5% ahead. One thread, batch
+# its row: 3x3 layers on 8x8 and 16x16 maps ran 9-12% behind onnxruntime's, on 12x12 and
+# 24x24 (rows of whole 6 x 2 tiles) 0-5% ahead. One thread, batch
 # 128, best of 3 interleaved rounds (2026-12-02 06:39-06:42 UTC), 3x3 convolution, ms:
 #   64 -> 64 on 8x8: 6 x 2 5.62, 8 x 2 5.34; 64 -> 128 on 8x8: 11.64, 11.09;
 #   32 -> 32 on 16x16: 6.26, 5.85; on 32x32: 21.99, 21.61; on 10x10: 2.34, 2.19;
@@ -76,8 +76,8 @@ TILE_SPEED = {(6, 2): 1.0, (4, 3): 0.7, (8, 1): 0.55}
 #   on 12x12 (whole tiles for both): 3.31, 3.35; 16 -> 16 on 32x32: 5.38, 5.41;
 #   12 x 2 and 16 x 2 slower than 8 x 2 (13.29 against 12.38 on 24x24, 22.70 against 22.38
 #   on 32x32: 12 or 16 addresses of positions do not fit the general registers).
-WIDE_TILES = ((8, 2), (7, 2), (6, 2), (4, 3), (8, 1))
 WIDE_TILE_SPEED = {(8, 2): 1.0, (7, 2): 0.98, (6, 2): 0.96, (4, 3): 0.67, (8, 1): 0.53}
+WIDE_TILES = tuple(WIDE_TILE_SPEED)
 CROSSING_SPEED = 0.97  # a tile of positions from two rows
 
 # Indices into the int64 geometry vector of the conv and depthwise kernels.
@@ -188,7 +188,11 @@ def from_blocked(value: Blocked, out=None):
 # -- the direct convolution -------------------------------------------------------------------
 def tiles() -> tuple[tuple[int, int], ...]:
     """The tiles this CPU's registers hold (`WIDE_TILES` with AVX-512, else `TILES`)."""
-    return WIDE_TILES if kernels.wide_registers() else TILES
+    return tuple(_tile_speeds())
+
+
+def _tile_speeds() -> dict[tuple[int, int], float]:
+    return WIDE_TILE_SPEED if kernels.wide_registers() else TILE_SPEED
 
 
 def choose_tile(out_channels: int, positions: int, width: int | None = None
@@ -196,13 +200,11 @@ def choose_tile(out_channels: int, positions: int, width: int | None = None
     """The tile (P, B) with the least wasted work over the filters and the output positions of
     an image (the last tile of an image recomputes some), weighed by the speed of each tile
     and, given the output rows' `width`, by whether its P positions stay within a row."""
-    speeds = WIDE_TILE_SPEED if kernels.wide_registers() else TILE_SPEED
     best, best_cost = None, math.inf
-    for count, block_count in tiles():
+    for (count, block_count), speed in _tile_speeds().items():
         lanes = LANES * block_count
         waste = (-(-out_channels // lanes) * lanes / out_channels
                  * -(-positions // count) * count / positions)
-        speed = speeds[(count, block_count)]
         if width is not None and positions > width and width % count:
             speed *= CROSSING_SPEED
         cost = waste / speed

@@ -136,3 +136,140 @@ def test_compiled_training_passes_match_numpy_and_torch(affine, shape, rng):
     if affine:
         assert_close(grads[0], twin.weight.grad)
         assert_close(grads[1], twin.bias.grad)
+
+
+ACTIVATIONS_TAKEN_IN = [cn.ReLU, cn.ReLU6, lambda: cn.Hardtanh(-0.5, 1.25)]
+
+
+def _counting_forward(layer):
+    """Count the calls of layer.forward (an activation taken in by batch norm gets none)."""
+    layer.calls = 0
+    own = layer.forward
+
+    def forward(x):
+        layer.calls += 1
+        return own(x)
+    layer.forward = forward
+    return layer
+
+
+def _bn_and_activation_run(make_activation, x, dy, container, compiled: bool):
+    """Output, input gradient, parameter gradients and running statistics of batch norm then
+    the activation, trained through `container` ("sequential" or "graph"), on the compiled
+    passes or the NumPy layers; and how often the activation's own forward ran."""
+    from convnet.core import backend, kernels
+
+    previous = backend.num_threads()
+    kernels.set_enabled(compiled)
+    backend.set_num_threads(2)
+    try:
+        bn = cn.BatchNorm2d(x.shape[1])
+        bn.weight.data[...] = 1 + 0.5 * np.linspace(-1, 1, x.shape[1])
+        bn.bias.data[...] = np.linspace(-1, 1, x.shape[1])
+        activation = _counting_forward(make_activation())
+        if container == "sequential":
+            model = cn.Sequential(bn, activation)
+        else:
+            inputs = cn.Input(x.shape[1:])
+            model = cn.Model(inputs, activation(bn(inputs)))
+        out = model.forward(x)
+        dx = model.backward(dy)
+        return (out, dx, bn.weight.grad.copy(), bn.bias.grad.copy(), bn.running_mean.copy(),
+                bn.running_var.copy()), activation.calls
+    finally:
+        kernels.set_enabled(True)
+        backend.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("container", ["sequential", "graph"])
+@pytest.mark.parametrize("make_activation", ACTIVATIONS_TAKEN_IN)
+def test_activation_taken_into_batchnorm_matches_numpy_and_torch(make_activation, container,
+                                                                  rng):
+    """Batch norm then ReLU / ReLU6 / Hardtanh in training: the compiled passes apply the
+    activation in the normalising pass and leave it the cache its backward reads. Against the
+    NumPy layers run one after the other, and PyTorch."""
+    import torch
+    from engine_checks import assert_close, leaf
+
+    shape = (16, 12, 9, 13)
+    x = (0.5 + 2 * rng.standard_normal(shape)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    taken, taken_calls = _bn_and_activation_run(make_activation, x, dy, container, True)
+    apart, apart_calls = _bn_and_activation_run(make_activation, x, dy, container, False)
+    assert (taken_calls, apart_calls) == (0, 1)  # which path ran
+    for ours, reference, what in zip(taken, apart, ["output", "input gradient", "weight grad",
+                                                    "bias grad", "running mean", "running var"],
+                                     strict=True):
+        assert_close(ours, reference, what)
+    activation = make_activation()
+    assert 0 < (taken[0] == activation.min_val if isinstance(activation, cn.Hardtanh)
+                else taken[0] == 0).mean() < 1  # the activation clipped some, not all
+    twin = torch.nn.BatchNorm2d(shape[1])
+    twin.weight.data = torch.linspace(0.5, 1.5, shape[1])
+    twin.bias.data = torch.linspace(-1, 1, shape[1])
+    low, high = ((activation.min_val, activation.max_val) if isinstance(activation, cn.Hardtanh)
+                 else (0.0, None))
+    tx = leaf(x)
+    ty = twin(tx).clamp(low, high) if high is not None else torch.relu(twin(tx))
+    ty.backward(torch.from_numpy(dy))
+    for ours, theirs in zip(taken, [ty, tx.grad, twin.weight.grad, twin.bias.grad,
+                                    twin.running_mean, twin.running_var], strict=True):
+        assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("make_activation", ACTIVATIONS_TAKEN_IN)
+def test_taken_in_activation_is_the_separate_layers(make_activation, rng):
+    """Taken in or run after batch norm's compiled passes as its own layer, the activation
+    gives the same bits and keeps the same cache for its backward; NaN passes either way."""
+    from convnet.core import backend
+
+    x = (3 * rng.standard_normal((8, 6, 7, 7))).astype(np.float32)
+    x[1, 2, 3, 4] = np.nan
+    bn = cn.BatchNorm2d(6)
+    bn.weight.data[...] = np.linspace(0.5, 2, 6)
+    activation = make_activation()
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        apart = activation.forward(bn.forward(x))
+        kept_apart = activation.cache
+        taken = bn.forward_activated(x, activation)
+        kept_taken = activation.cache
+    finally:
+        backend.set_num_threads(previous)
+    np.testing.assert_array_equal(taken, apart)
+    np.testing.assert_array_equal(kept_taken, kept_apart)
+    assert np.isnan(taken[:, 2]).all()  # the NaN spoils its channel's statistics
+
+
+def test_batchnorm_output_kept_or_read_twice_is_not_taken_in(rng):
+    """A graph hands batch norm its activation only when nobody else sees the output between
+    them: a kept slot (activation maps, Grad-CAM) or a second reader gets the normalised
+    values themselves."""
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    inputs = cn.Input((3, 5, 5))
+    normed = cn.BatchNorm2d(3)(inputs)
+    relu = _counting_forward(cn.ReLU())
+    model = cn.Model(inputs, relu(normed))
+    slot = model.steps[0].outputs[0]
+    model.forward(x, keep={slot})
+    assert relu.calls == 1 and (model.kept[slot] < 0).any()
+    model.forward(x)
+    assert relu.calls == 1  # taken in
+    relu2 = _counting_forward(cn.ReLU())
+    both = cn.Model(inputs, [relu2(normed), cn.Sigmoid()(normed)])
+    both.forward(x)
+    assert relu2.calls == 1
+
+
+def test_one_pass_statistics_hold_far_from_zero(rng):
+    """The compiled statistics sum x minus one of the channel's values: a mean of 1e4 with a
+    spread of 0.1 keeps its variance to float32 precision (a plain one-pass sum of squares
+    would lose it all)."""
+    from convnet.core import batchnorm_kernels
+
+    x = (1e4 + 0.1 * rng.standard_normal((32, 4, 6, 6))).astype(np.float32)
+    _, _, mean, var, _ = batchnorm_kernels.forward(x, None, None, 1e-5)
+    exact = x.astype(np.float64)
+    np.testing.assert_allclose(mean, exact.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(var, exact.var(axis=(0, 2, 3)), rtol=1e-9)

@@ -1,19 +1,25 @@
 """Compiled passes of batch norm in training (Numba): statistics, normalisation and the
-gradients, each channel's values read in as few passes as the arithmetic allows.
+gradients, each channel's values read in as few passes as the arithmetic allows, with the
+ReLU, ReLU6 or Hardtanh that follows taken in.
 
 The NumPy expressions of `convnet.nn.batchnorm` make a temporary array per operation (8 passes
-over the activation in forward, 10 in backward); here forward reads x twice (the mean, then
-the variance about it, summed in float64 as NumPy's two-pass variance) and writes the output
-in a third, and backward reads dy and x once for the two sums and once more for dx:
+over the activation in forward, 10 in backward); here forward reads x twice (the mean and
+variance in one pass, float64 sums about one of the channel's values; then the normalisation)
+and writes the output once, and backward reads dy and x once for the two sums and once more
+for dx:
 
-    dx = k * (dy - mean(dy) - xhat * mean(dy * xhat)),  k = weight / sqrt(var + eps)
+    dx = k * (g - mean(g) - xhat * mean(g * xhat)),  k = weight / sqrt(var + eps)
 
-xhat = (x - mean) / sqrt(var + eps) is recomputed where it is needed rather than kept: the
-layer keeps x (which the layer before it made anyway), not a new array of its size.
+where g is dy taken back through the activation. xhat = (x - mean) / sqrt(var + eps) is
+recomputed where it is needed rather than kept: the layer keeps x (which the layer before it
+made anyway), not a new array of its size; and so is the activation's slope, from the
+normalised value rounded exactly as forward rounded it. An activation taken in costs no pass
+of its own (its layer would read and write the activation once more each way) and keeps no
+mask or output.
 
-Channels are split over the worker threads. The NumPy layer stays the reference they are tested
-against (tests/test_normalization.py), and takes every other case (evaluation, synchronized
-statistics, CuPy arrays, CONVNET_COMPILED_KERNELS=0).
+Channels are split over the worker threads. The NumPy layers stay the reference they are
+tested against (tests/test_normalization.py), and take every other case (evaluation,
+synchronized statistics, CuPy arrays, CONVNET_COMPILED_KERNELS=0).
 """
 
 from __future__ import annotations
@@ -27,40 +33,60 @@ from convnet.core.team import run_task
 SOURCE = '''
 """convnet's compiled batch-norm passes (written by convnet.core.batchnorm_kernels)."""
 import numba
-import numpy
 
 OPTIONS = dict(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+NONE, RELU, CLIP = 0, 1, 2  # the activation taken in after the normalisation
 
 
 @numba.njit(**OPTIONS)
 def statistics(x, c0, c1, mean, var):
-    """Per channel c0 <= c < c1 of x (N, C, P): mean and biased variance (float64 sums)."""
+    """Per channel c0 <= c < c1 of x (N, C, P): mean and biased variance in one pass, from
+    float64 sums of d = x - x[0, c, 0] and of d * d (shifted by one of the channel's values,
+    the one-pass formula keeps all that float32 data holds)."""
     n, _, p = x.shape
     count = n * p
     for c in range(c0, c1):
+        shift = 1.0 * x[0, c, 0]
         total = 0.0
-        for b in range(n):
-            for q in range(p):
-                total += x[b, c, q]
-        m = total / count
         squares = 0.0
         for b in range(n):
             for q in range(p):
-                d = x[b, c, q] - m
+                d = x[b, c, q] - shift
+                total += d
                 squares += d * d
-        mean[c] = m
-        var[c] = squares / count
+        m = total / count
+        v = squares / count - m * m
+        mean[c] = shift + m
+        var[c] = 0.0 if v < 0.0 else v  # a rounding below 0 is 0; NaN stays NaN
 
 
 @numba.njit(**OPTIONS)
-def normalise(x, c0, c1, mean, inv_std, weight, bias, out):
-    """out = (x - mean) * inv_std * weight + bias, per channel."""
+def normalise(x, c0, c1, mean, scale, bias, kind, low, high, out, positive):
+    """out = activation((x - mean) * scale + bias) per channel, in x's dtype: none (kind NONE),
+    ReLU's (RELU: 0 where the value is <= 0, NaN passing; positive = not value <= 0, the mask
+    ReLU's backward reads) or Hardtanh's (CLIP: NumPy's clip to [low, high], NaN passing)."""
     n, _, p = x.shape
+    zero, low, high = x.dtype.type(0), x.dtype.type(low), x.dtype.type(high)
     for c in range(c0, c1):
-        m, s, w, t = mean[c], inv_std[c], weight[c], bias[c]
-        for b in range(n):
-            for q in range(p):
-                out[b, c, q] = (x[b, c, q] - m) * s * w + t
+        m, a, t = x.dtype.type(mean[c]), x.dtype.type(scale[c]), x.dtype.type(bias[c])
+        if kind == RELU:
+            for b in range(n):
+                for q in range(p):
+                    v = (x[b, c, q] - m) * a + t
+                    off = v <= zero
+                    out[b, c, q] = zero if off else v
+                    positive[b, c, q] = not off
+        elif kind == CLIP:
+            for b in range(n):
+                for q in range(p):
+                    v = (x[b, c, q] - m) * a + t
+                    w = v if v >= low else low
+                    w = w if w <= high else high
+                    out[b, c, q] = v if v != v else w
+        else:
+            for b in range(n):
+                for q in range(p):
+                    out[b, c, q] = (x[b, c, q] - m) * a + t
 
 
 @numba.njit(**OPTIONS)
@@ -93,9 +119,22 @@ def input_gradient(dy, x, c0, c1, mean, scale, slope, shift, dx):
 
 # Each pass's C-callable twin for the team (`convnet.core.team.run_task`), in a module per
 # dtype: the passes themselves are compiled for the dtype their first call brings.
-_TASKS = [("statistics", "f3nndd"), ("normalise", "f3nnddddf3"), ("gradient_sums", "f3f3nndddd"),
-          ("input_gradient", "f3f3nnddddf3")]
+_TASKS = [("statistics", "f3nndd"), ("normalise", "f3nndddnssf3b3"),
+          ("gradient_sums", "f3f3nndddd"), ("input_gradient", "f3f3nnddddf3")]
 _compiled = kernels.loader_per_dtype("convnet_batchnorm", SOURCE, _TASKS)
+
+# The activations the passes take in after the normalisation (`SOURCE`'s NONE, RELU, CLIP):
+# (kind, low, high).
+NO_ACTIVATION = (0, 0.0, 0.0)
+
+
+def relu() -> tuple[int, float, float]:
+    return (1, 0.0, 0.0)
+
+
+def clip(low: float, high: float) -> tuple[int, float, float]:
+    """Hardtanh's (ReLU6's): NumPy's clip to [low, high]."""
+    return (2, float(low), float(high))
 
 
 def usable(x) -> bool:
@@ -109,10 +148,11 @@ def _channel_chunks(channels: int, values: int) -> list[slice]:
     return thread_slices(channels, None if values >= 1 << 16 else 1)
 
 
-def forward(x, weight, bias, eps: float):
-    """x (N, C, H, W) -> (out, mean, var, inv_std): batch statistics (biased variance, all
-    float64) and out in x's dtype. Backward takes x again (not xhat: one array fewer to
-    write and keep)."""
+def forward(x, weight, bias, eps: float, activation=NO_ACTIVATION):
+    """x (N, C, H, W) -> (out, positive, mean, var, inv_std): batch statistics (biased variance,
+    all float64); out = activation(xhat * weight + bias) in x's dtype (`activation`: relu(),
+    clip(low, high) or NO_ACTIVATION), and for relu() the mask its backward reads (else None).
+    Backward takes x again (not xhat: one array fewer to write and keep)."""
     module = _compiled(x.dtype)
     x3 = numpy.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
     c = x.shape[1]
@@ -121,12 +161,15 @@ def forward(x, weight, bias, eps: float):
     run_task(module.statistics, module.statistics_task,
              [(x3, r.start, r.stop, mean, var) for r in chunks])
     inv_std = 1.0 / numpy.sqrt(var + eps)
+    scale = inv_std if weight is None else inv_std * weight.astype(numpy.float64)
+    shift = numpy.zeros(c) if bias is None else bias.astype(numpy.float64)
     out = numpy.empty_like(x3)
-    w = numpy.ones(c) if weight is None else weight.astype(numpy.float64)
-    b = numpy.zeros(c) if bias is None else bias.astype(numpy.float64)
+    positive = numpy.empty(x3.shape if activation[0] == 1 else (1, 1, 1), dtype=bool)
     run_task(module.normalise, module.normalise_task,
-             [(x3, r.start, r.stop, mean, inv_std, w, b, out) for r in chunks])
-    return out.reshape(x.shape), mean, var, inv_std
+             [(x3, r.start, r.stop, mean, scale, shift, *activation, out, positive)
+              for r in chunks])
+    return (out.reshape(x.shape), positive.reshape(x.shape) if activation[0] == 1 else None,
+            mean, var, inv_std)
 
 
 def backward(dy, x, weight, mean, inv_std):

@@ -13,6 +13,7 @@ import numpy
 from convnet.core import batchnorm_kernels
 from convnet.core.backend import array_module
 from convnet.core.errors import ShapeError
+from convnet.nn.activations import Hardtanh, ReLU, ReLU6
 from convnet.nn.layer import (
     Layer,
     Shape,
@@ -67,6 +68,23 @@ class BatchNorm2d(Layer):
         return tuple(input_shape)
 
     def forward(self, x):
+        return self._forward(x, None)
+
+    def forward_activated(self, x, activation: Layer):
+        """activation.forward(self.forward(x)). In training on the compiled passes a ReLU, ReLU6
+        or Hardtanh is applied in the normalising pass, which also leaves the activation the
+        cache its own forward would (ReLU's mask, Hardtanh's output): one pass over the
+        activation fewer. Backward is each layer's own. `takes_in(self, activation)` says
+        whether this layer can; containers ask it."""
+        taken = _taken(activation)
+        if taken is None or not self._compiled_training(x):
+            return activation.forward(self.forward(x))
+        return self._forward(x, (taken, activation))
+
+    def _compiled_training(self, x) -> bool:
+        return self.training and self.synchronize is None and batchnorm_kernels.usable(x)
+
+    def _forward(self, x, then):
         check_input(self, x, 4, self.num_features, dtype=self.running_mean.dtype)
         xp = array_module(x)
         if self.training:
@@ -76,8 +94,8 @@ class BatchNorm2d(Layer):
                     f"{self.name} (BatchNorm2d): training needs more than one value per channel, "
                     f"received input shape {tuple(x.shape)}; use a batch of 2 or more or eval()"
                 )
-            if self.synchronize is None and batchnorm_kernels.usable(x):
-                return self._compiled_forward(x, count)
+            if self._compiled_training(x):
+                return self._compiled_forward(x, count, then)
             if self.synchronize is None:
                 mean = x.mean(axis=(0, 2, 3))
                 var = x.var(axis=(0, 2, 3))
@@ -95,14 +113,18 @@ class BatchNorm2d(Layer):
             self.cache = (xhat, inv_std, self.training, count)
         return out.astype(x.dtype, copy=False)
 
-    def _compiled_forward(self, x, count: int):
-        """Training on batch statistics, on the compiled passes (convnet.core.batchnorm_kernels)."""
-        out, mean, var, inv_std = batchnorm_kernels.forward(
+    def _compiled_forward(self, x, count: int, then):
+        """Training on batch statistics, on the compiled passes (convnet.core.batchnorm_kernels);
+        then: None, or (the activation as the passes take it, the activation layer)."""
+        taken, activation = then or (batchnorm_kernels.NO_ACTIVATION, None)
+        out, positive, mean, var, inv_std = batchnorm_kernels.forward(
             x, None if self.weight is None else self.weight.data,
-            None if self.bias is None else self.bias.data, self.eps)
+            None if self.bias is None else self.bias.data, self.eps, taken)
         self._update_running(mean.astype(x.dtype), var.astype(x.dtype), count)
         if grad_enabled():
             self.cache = (x, (mean, inv_std), "compiled", count)  # x, not xhat: see there
+            if activation is not None:  # what its own forward keeps for its backward
+                activation.cache = out if positive is None else positive
         return out
 
     def _update_running(self, mean, var, count) -> None:
@@ -169,3 +191,19 @@ class BatchNorm2d(Layer):
 
     def extra_repr(self) -> str:
         return str(self.num_features)
+
+
+def _taken(activation: Layer):
+    """The activation as batchnorm_kernels applies it (relu(), clip(low, high)), or None."""
+    kind = type(activation)
+    if kind is ReLU:
+        return batchnorm_kernels.relu()
+    if kind in (Hardtanh, ReLU6):
+        return batchnorm_kernels.clip(activation.min_val, activation.max_val)
+    return None
+
+
+def takes_in(layer: Layer, following: Layer) -> bool:
+    """Whether `layer.forward_activated(x, following)` serves for the pair: a BatchNorm2d and
+    a ReLU, ReLU6 or Hardtanh after it that alone reads its output (the container knows that)."""
+    return isinstance(layer, BatchNorm2d) and _taken(following) is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from convnet.core.errors import ShapeError
-from convnet.nn import inference
+from convnet.nn import batchnorm, inference
 from convnet.nn.layer import Layer, Shape, check_finite_input, check_input
 from convnet.nn.summary import summarize
 from convnet.nn.window import WindowLayer
@@ -110,8 +110,17 @@ class Sequential(Layer):
             outputs = inference.run(self, [x])
             if outputs is not None:
                 return outputs[0]
-        for layer in self.layers:
-            x = layer.forward(x)
+        layers = self.layers
+        index = 0
+        while index < len(layers):
+            layer = layers[index]
+            following = layers[index + 1] if index + 1 < len(layers) else None
+            if following is not None and batchnorm.takes_in(layer, following):
+                x = layer.forward_activated(x, following)  # batch norm and its activation
+                index += 2
+            else:
+                x = layer.forward(x)
+                index += 1
         return x
 
     def backward(self, dy, input_grad: bool = True):

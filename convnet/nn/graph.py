@@ -19,12 +19,13 @@ call's cache apart. Arrays are freed as soon as the last layer reading them has 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 
 from convnet.core.backend import array_module
 from convnet.core.errors import ShapeError
-from convnet.nn import inference
+from convnet.nn import batchnorm, inference
 from convnet.nn.layer import Layer, Shape, check_finite_input, grad_enabled
 from convnet.nn.summary import summarize
 from convnet.nn.symbolic import Node, SymbolicTensor, field_through
@@ -132,12 +133,27 @@ class Model(Layer):
         for step in self.steps:
             for slot in step.inputs:
                 self._readers[slot] += 1
+        self._takes_next = self._batchnorm_activation_pairs()
         self._node_caches: dict[int, list] = {}
         self._output_meta: dict[int, list] = {}
         self.kept: dict[int, object] = {}
         self.watched = None
 
     # -- construction ----------------------------------------------------------------------
+    def _batchnorm_activation_pairs(self) -> dict[int, int]:
+        """{step: the slot between it and the next step} where a batch norm's output is read
+        only by an activation it can take in (`batchnorm.takes_in`), called next, neither layer
+        called twice: forward runs the two as one (`BatchNorm2d.forward_activated`)."""
+        pairs = {}
+        outputs = set(self.output_slots)
+        for index, (step, following) in enumerate(itertools.pairwise(self.steps)):
+            if (len(step.outputs) == 1 and following.inputs == step.outputs
+                    and self._readers[step.outputs[0]] == 1 and step.outputs[0] not in outputs
+                    and not step.shared and not following.shared
+                    and batchnorm.takes_in(step.layer, following.layer)):
+                pairs[index] = step.outputs[0]
+        return pairs
+
     def _reachable_nodes(self) -> list[Node]:
         given = {id(t) for t in self.input_tensors}
         seen: dict[int, Node] = {}
@@ -267,9 +283,18 @@ class Model(Layer):
         outputs = set(self.output_slots)
         self._node_caches.clear()
         self._output_meta.clear()
+        carried = None  # the output of an activation its batch norm took in, for its step
         for index, step in enumerate(self.steps):
             given = [values[s] for s in step.inputs]
-            out = step.layer.forward(given if step.layer.multi_input else given[0])
+            if carried is not None:
+                out, carried = carried, None
+            elif index in self._takes_next and self._takes_next[index] not in keep:
+                # the slot between them is never filled (nobody else reads it): the shape and
+                # dtype backward's bookkeeping asks of it are the activation's
+                carried = step.layer.forward_activated(given[0], self.steps[index + 1].layer)
+                out = carried
+            else:
+                out = step.layer.forward(given if step.layer.multi_input else given[0])
             outs = out if step.layer.multi_output else (out,)
             for slot, array in zip(step.outputs, outs, strict=True):
                 values[slot] = array

@@ -466,7 +466,8 @@ def test_row_kernel_of_a_plain_input_matches_the_layers(channels, filters, kerne
     assert plan.steps[0].kernel == "conv_rows"
 
 
-@pytest.mark.parametrize("tile", sorted(set(blocked.TILES + blocked.WIDE_TILES)))
+@pytest.mark.parametrize("tile", sorted(set(blocked.TILES + blocked.WIDE_TILES
+                                              + blocked.HALVED_TILES)))
 def test_every_tile_gives_the_layers_answer(tile, monkeypatch, rng):
     """choose_tile picks some tiles rarely (4 x 3), and some only on AVX-512: each is held to
     the layers' answer on filters that do not fill it, strides, dilation, groups and a fused
@@ -485,20 +486,47 @@ def test_every_tile_gives_the_layers_answer(tile, monkeypatch, rng):
 
 def test_tiles_stay_within_a_row_where_they_can(monkeypatch):
     """With AVX-512's registers a 3x3 layer's tile holds the positions of whole rows where one
-    divides the row (8 of 8 or 16, 7 of 14 or 28), else the least waste; without, 6 x 2 (or 8 x 1
-    and 4 x 3 for filters that fill neither)."""
+    divides the row (8 of 8 or 16, 7 of 14 or 28), else the least waste; 32 lanes a position
+    where 512-bit multiply-adds run at full rate and the filters fill them, 16 where they run
+    at half; without AVX-512, 6 x 2 (or 8 x 1 and 4 x 3 for filters that fill neither)."""
     monkeypatch.setattr(kernels, "wide_registers", lambda: True)
+    monkeypatch.setattr(kernels, "half_rate_512", lambda: True)  # Zen 4
     assert blocked.choose_tile(64, 8 * 8, 8) == (8, 2)
     assert blocked.choose_tile(32, 16 * 16, 16) == (8, 2)
     assert blocked.choose_tile(32, 14 * 14, 14) == (7, 2)
     assert blocked.choose_tile(32, 28 * 28, 28) == (7, 2)
     assert blocked.choose_tile(32, 10 * 10, 10) == (8, 2)  # 104 positions for 100, all cross
     assert blocked.choose_tile(4, 8 * 8, 8) == (8, 1)
+    assert set(blocked.tiles()) == set(blocked.HALVED_TILES)
+    monkeypatch.setattr(kernels, "half_rate_512", lambda: False)  # Zen 5, Intel's servers
+    assert blocked.choose_tile(64, 8 * 8, 8) == (8, 4)
+    assert blocked.choose_tile(128, 32 * 32, 32) == (8, 4)
+    assert blocked.choose_tile(32, 14 * 14, 14) == (7, 4)
+    assert blocked.choose_tile(16, 32 * 32, 32) == (8, 2)  # half of 32 lanes would idle
+    assert blocked.choose_tile(8, 8 * 8, 8) == (8, 1)
+    assert set(blocked.tiles()) == set(blocked.WIDE_TILES)
     monkeypatch.setattr(kernels, "wide_registers", lambda: False)
     assert blocked.choose_tile(64, 8 * 8, 8) == (6, 2)
     assert blocked.choose_tile(32, 14 * 14, 14) == (6, 2)
     assert blocked.choose_tile(4, 8 * 8, 8) == (8, 1)
     assert set(blocked.tiles()) == set(blocked.TILES)
+
+
+def test_cpu_name_follows_numba_cpu_name(monkeypatch):
+    """The half-rate table is chosen by LLVM's name of the CPU Numba compiles for: the host's,
+    or the one NUMBA_CPU_NAME sets."""
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CPU_NAME", "znver4")
+    kernels.cpu_name.cache_clear()
+    try:
+        assert kernels.cpu_name() == "znver4" and kernels.half_rate_512()
+        monkeypatch.setattr(config, "CPU_NAME", "znver5")
+        kernels.cpu_name.cache_clear()
+        assert not kernels.half_rate_512()
+    finally:
+        monkeypatch.undo()
+        kernels.cpu_name.cache_clear()
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -13,8 +13,10 @@ model's input and output, and around the layers that have no blocked kernel.
 The direct convolution keeps a tile of P output positions of one row x B blocks of 8 output
 channels in registers (6 x 2 or 4 x 3: 12 vector accumulators, B vector loads of packed weights
 and P broadcast pixels per input tap, P*B fused multiply-adds; with AVX-512's 32 registers also
-8 x 2 and 7 x 2, whose two blocks make one 16-lane register, chosen to keep a tile's positions
-within one output row: `choose_tile`). Its loop over the input taps
+8 x 2 and 7 x 2, whose two blocks make one 16-lane register, and 8, 7 or 6 x 4 (two 16-lane
+registers a position) where the CPU's 512-bit multiply-adds run at full rate; chosen by the
+speed measured on each kind of CPU, and to keep a tile's positions within one output row:
+`choose_tile`). Its loop over the input taps
 (channel, kernel row, kernel column) is one flat loop over a table of offsets, so the same code
 reads a blocked input or a plain (N, C, H, W) one (the model's first layer, with 3 channels), at
 any stride and dilation:
@@ -65,10 +67,13 @@ ACTIVATIONS = {"none": 0, "relu": 1, "clip": 2, "hardswish": 3, "leaky": 4, "har
 # waste of each by these speeds.
 TILE_SPEED = {(6, 2): 1.0, (4, 3): 0.7, (8, 1): 0.55}
 TILES = tuple(TILE_SPEED)
-# AVX-512's 32 registers hold 8 or 7 positions x 16 lanes too (8 or 7 accumulators). A tile
-# whose positions cross from one output row into the next is slower than one that stays in
-# its row: 3x3 layers on 8x8 and 16x16 maps ran 9-12% behind onnxruntime's, on 12x12 and
-# 24x24 (rows of whole 6 x 2 tiles) 0-5% ahead. One thread, batch
+# AVX-512's 32 registers hold 8 or 7 positions x 16 lanes too (8 or 7 accumulators), and 8,
+# 7 or 6 positions x 32 lanes (16, 14 or 12). Where a 512-bit multiply-add runs as two 256-bit
+# halves (Zen 4, `kernels.HALF_RATE_512`) 8 accumulators keep the units busy, and the wider
+# tiles only added loads. Measured there (HALVED_TILE_SPEED): a tile whose positions cross
+# from one output row into the next is slower than one that stays in its row: 3x3 layers on
+# 8x8 and 16x16 maps ran 9-12% behind onnxruntime's, on 12x12 and 24x24 (rows of whole 6 x 2
+# tiles) 0-5% ahead. One thread, batch
 # 128, best of 3 interleaved rounds (2026-12-02 06:39-06:42 UTC), 3x3 convolution, ms:
 #   64 -> 64 on 8x8: 6 x 2 5.62, 8 x 2 5.34; 64 -> 128 on 8x8: 11.64, 11.09;
 #   32 -> 32 on 16x16: 6.26, 5.85; on 32x32: 21.99, 21.61; on 10x10: 2.34, 2.19;
@@ -76,7 +81,18 @@ TILES = tuple(TILE_SPEED)
 #   on 12x12 (whole tiles for both): 3.31, 3.35; 16 -> 16 on 32x32: 5.38, 5.41;
 #   12 x 2 and 16 x 2 slower than 8 x 2 (13.29 against 12.38 on 24x24, 22.70 against 22.38
 #   on 32x32: 12 or 16 addresses of positions do not fit the general registers).
-WIDE_TILE_SPEED = {(8, 2): 1.0, (7, 2): 0.98, (6, 2): 0.96, (4, 3): 0.67, (8, 1): 0.53}
+HALVED_TILE_SPEED = {(8, 2): 1.0, (7, 2): 0.98, (6, 2): 0.96, (4, 3): 0.67, (8, 1): 0.53}
+HALVED_TILES = tuple(HALVED_TILE_SPEED)
+# Where both units run 512 bits at once (Zen 5, 2026-12-02 12:10 UTC; one thread, batch 128,
+# best of 14 runs of each plan step; vggish, resnet8 and bottleneck, every conv on one tile)
+# 8 accumulators leave them waiting: on 32, 64 and 128 filters 8 x 4 ran the 3x3 layers in
+# 0.74-0.81 of 8 x 2's time (32 -> 32 on 32x32 9.63 against 11.86 ms, 64 -> 64 on 16x16 9.43
+# against 12.25, 64 -> 128 on 8x8 4.73 against 6.10), 6 x 4 and 7 x 4 within 3% of 8 x 4
+# where each stays in its rows (32 -> 32 on 14x14: 7 x 4 1.85, 8 x 4 1.89 ms; on 12x12: 6 x 4
+# 1.36, 8 x 4 1.36); on 16 filters, which fill half of it, 8 x 2 beat 8 x 4 (3.17 against
+# 4.99 ms), and on 8, 8 x 1 (0.22 against 0.30 for 8 x 2). Per useful lane, against 8 x 4:
+WIDE_TILE_SPEED = {(8, 4): 1.0, (7, 4): 0.97, (6, 4): 0.97, (8, 2): 0.78, (7, 2): 0.72,
+                   (6, 2): 0.68, (4, 3): 0.66, (8, 1): 0.42}
 WIDE_TILES = tuple(WIDE_TILE_SPEED)
 CROSSING_SPEED = 0.97  # a tile of positions from two rows
 
@@ -187,12 +203,15 @@ def from_blocked(value: Blocked, out=None):
 
 # -- the direct convolution -------------------------------------------------------------------
 def tiles() -> tuple[tuple[int, int], ...]:
-    """The tiles this CPU's registers hold (`WIDE_TILES` with AVX-512, else `TILES`)."""
+    """The tiles choose_tile weighs on this CPU: `WIDE_TILES` with AVX-512 (`HALVED_TILES`
+    where its 512-bit multiply-adds run at half rate), else `TILES`."""
     return tuple(_tile_speeds())
 
 
 def _tile_speeds() -> dict[tuple[int, int], float]:
-    return WIDE_TILE_SPEED if kernels.wide_registers() else TILE_SPEED
+    if not kernels.wide_registers():
+        return TILE_SPEED
+    return HALVED_TILE_SPEED if kernels.half_rate_512() else WIDE_TILE_SPEED
 
 
 def choose_tile(out_channels: int, positions: int, width: int | None = None

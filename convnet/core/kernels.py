@@ -169,6 +169,33 @@ def wide_registers() -> bool:
     return bool(llvmlite.binding.get_host_cpu_features().get("avx512f"))
 
 
+# AVX-512 CPUs (LLVM's names) whose 512-bit multiply-adds run at half the rate of their 256-bit
+# ones: Zen 4 splits each into two 256-bit halves, these Intel client cores have one 512-bit
+# unit. A convolution tile of 16 accumulators is no faster there than one of 8 (see
+# blocked.HALVED_TILE_SPEED); where both units run 512 bits at once (Zen 5, Intel's server cores)
+# it is a quarter faster (blocked.WIDE_TILE_SPEED).
+HALF_RATE_512 = frozenset({"znver4", "cannonlake", "icelake-client", "tigerlake", "rocketlake"})
+
+
+@functools.cache
+def cpu_name() -> str:
+    """The CPU Numba compiles for: LLVM's name of this one ("znver5", "sapphirerapids"), or
+    the one NUMBA_CPU_NAME names; "" where Numba cannot be imported."""
+    try:
+        import llvmlite.binding  # noqa: PLC0415
+        from numba.core import config  # noqa: PLC0415
+    except ImportError:
+        return ""
+    if config.CPU_NAME not in (None, "host"):
+        return config.CPU_NAME
+    return llvmlite.binding.get_host_cpu_name()
+
+
+def half_rate_512() -> bool:
+    """Whether this AVX-512 CPU runs 512-bit multiply-adds at half rate (HALF_RATE_512)."""
+    return cpu_name() in HALF_RATE_512
+
+
 @contextlib.contextmanager
 def slp_vectorizer():
     """Numba leaves LLVM's SLP vectorizer off by default (it once miscompiled other code);

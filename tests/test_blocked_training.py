@@ -290,20 +290,24 @@ def test_bias_gradient_sums_each_channel_in_float64(shape, threads, rng):
     np.testing.assert_array_equal(sums, blocked_training.channel_sums(dy[:]))
 
 
-def test_both_plain_output_tiles_give_the_same_sums(monkeypatch, rng):
-    """A plain output's tile is 8 x 2 with AVX-512 and 6 x 2 without: the same sums in the
-    same order, so the same bits, both PyTorch's to rounding (forward and input gradient of
-    a convolution and of a transposed one, each CPU's tile run on this one)."""
+def test_every_plain_output_tile_gives_the_same_sums(monkeypatch, rng):
+    """A plain output's tile is 6 x 2 without AVX-512, 8 x 2 with it, and 8 x 4 for more than
+    16 channels where its multiply-adds run at full rate: the same sums in the same order, so
+    the same bits, all PyTorch's to rounding (forward and input gradient of a convolution and
+    of a transposed one, each CPU's tile run on this one)."""
     conv = cn.Conv2d(20, 20, 3, padding=1)
-    transposed = cn.ConvTranspose2d(12, 10, 3, stride=2, padding=1, output_padding=1)
+    transposed = cn.ConvTranspose2d(18, 20, 3, stride=2, padding=1, output_padding=1)
     x = rng.standard_normal((3, 20, 9, 11)).astype(np.float32)
-    xt = rng.standard_normal((2, 12, 5, 7)).astype(np.float32)
+    xt = rng.standard_normal((2, 18, 5, 7)).astype(np.float32)
     dy = rng.standard_normal((3, 20, 9, 11)).astype(np.float32)
-    dyt = rng.standard_normal((2, 10, 10, 14)).astype(np.float32)
+    dyt = rng.standard_normal((2, 20, 10, 14)).astype(np.float32)
     answers = {}
-    for wide in (False, True):
-        monkeypatch.setattr(kernels, "wide_registers", lambda wide=wide: wide)
-        assert blocked_training.plain_tile() == ((8, 2) if wide else (6, 2))
+    tiles = {"avx2": (6, 2), "half rate": (8, 2), "full rate": (8, 4)}
+    for cpu, tile in tiles.items():
+        monkeypatch.setattr(kernels, "wide_registers", lambda cpu=cpu: cpu != "avx2")
+        monkeypatch.setattr(kernels, "half_rate_512", lambda cpu=cpu: cpu == "half rate")
+        assert blocked_training.plain_tile(20) == tile
+        assert blocked_training.plain_tile(16) == (tile if cpu == "avx2" else (8, 2))
         out = conv.forward(x)
         assert isinstance(conv.cache[1], blocked_training.Kept)  # on the blocked kernels
         conv.zero_grad()
@@ -311,8 +315,9 @@ def test_both_plain_output_tiles_give_the_same_sums(monkeypatch, rng):
         out_t = transposed.forward(xt)
         transposed.zero_grad()
         dx_t = transposed.backward(dyt)
-        answers[wide] = (out, dx, out_t, dx_t)
-    for ours, theirs in zip(answers[False], answers[True], strict=True):
-        np.testing.assert_array_equal(ours, theirs)
-    assert_conv_matches_torch(conv, answers[True][0], answers[True][1],
+        answers[cpu] = (out, dx, out_t, dx_t)
+    for cpu in ("half rate", "full rate"):
+        for ours, theirs in zip(answers["avx2"], answers[cpu], strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+    assert_conv_matches_torch(conv, answers["full rate"][0], answers["full rate"][1],
                               *torch_twin(conv, x, dy), dy=dy)

@@ -39,13 +39,23 @@ LANES = blocked.LANES
 # AVX-512 8 x 2 (see blocked.WIDE_TILES), the same sums: 3x3, one thread, batch 128, best of
 # 12 interleaved (2026-12-02 06:44 UTC), 6 x 2 against 8 x 2 in ms: 64 -> 128 on 8x8 12.35/
 # 11.93, 64 -> 64 on 8x8 6.33/6.10, 16 -> 16 on 32x32 7.77/7.49, 32 -> 32 on 32x32 24.9/25.3.
+# Where AVX-512's multiply-adds run at full rate (Zen 5; see blocked.WIDE_TILE_SPEED) 8 x 4
+# for more than 16 channels: one thread, batch 128, best of 9 (2026-12-02 12:25 UTC), forward
+# and backward of a 3x3 layer in ms, 8 x 2 against 8 x 4: 32 -> 32 on 32x32 16.5 + 33.9 /
+# 13.3 + 31.1, 64 -> 64 on 16x16 15.8 + 32.9 / 11.8 + 30.0, 20 -> 20 on 16x16 2.94 + 5.97 /
+# 2.36 + 5.41; 16 -> 16 on 32x32 5.00 + 9.77 / 6.45 + 11.44 (half of 32 lanes idle).
 PLAIN_TILE = (6, 2)
 WIDE_PLAIN_TILE = (8, 2)
+FULL_RATE_PLAIN_TILE = (8, 4)
 
 
-def plain_tile() -> tuple[int, int]:
-    """The tile of a convolution into a plain output on this CPU."""
-    return WIDE_PLAIN_TILE if kernels.wide_registers() else PLAIN_TILE
+def plain_tile(channels: int) -> tuple[int, int]:
+    """The tile of a convolution into a plain output of `channels` channels on this CPU."""
+    if not kernels.wide_registers():
+        return PLAIN_TILE
+    if kernels.half_rate_512() or channels <= 2 * LANES:
+        return WIDE_PLAIN_TILE
+    return FULL_RATE_PLAIN_TILE
 
 
 @dataclass
@@ -124,7 +134,7 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
     """out (n, K, Ho, Wo), plain, = bias + the correlation of the padded input with weight
     (K, C, KH, KW), on the blocked direct convolution."""
     n, k, out_h, out_w = out.shape
-    kind, tile = "conv", plain_tile()
+    kind, tile = "conv", plain_tile(k)
     if kept.lanes == 1 and blocked.takes_rows(k, stride[1], out_w):  # each filter's sums
         kind, tile = "conv_rows", blocked.ROW_TILE  # stored as vectors into its plane
     bs, _, rs, cs, _ = kept.strides()
@@ -251,7 +261,7 @@ def _run_transposed(source: Kept, weight, bias, around: Padding, phases, stride,
     transposed one's C_in, C_out), phase by phase (`blocked.transposed_phases`) on the direct
     convolution, each phase's outputs written `stride` apart."""
     n, c, h, w = out.shape
-    tile = plain_tile()
+    tile = plain_tile(c)
     bs, _, rs, cs, _ = source.strides()
     bias = blocked.pack_bias(bias, c, tile[1], numpy.float32)
     plane = h * w

@@ -83,7 +83,7 @@ TILES = tuple(TILE_SPEED)
 #   on 32x32: 12 or 16 addresses of positions do not fit the general registers).
 HALVED_TILE_SPEED = {(8, 2): 1.0, (7, 2): 0.98, (6, 2): 0.96, (4, 3): 0.67, (8, 1): 0.53}
 HALVED_TILES = tuple(HALVED_TILE_SPEED)
-# Where both units run 512 bits at once (Zen 5, 2026-12-02 12:10 UTC; one thread, batch 128,
+# Where both units run 512 bits at once (Zen 5, 2026-12-02 11:10 UTC; one thread, batch 128,
 # best of 14 runs of each plan step; vggish, resnet8 and bottleneck, every conv on one tile)
 # 8 accumulators leave them waiting: on 32, 64 and 128 filters 8 x 4 ran the 3x3 layers in
 # 0.74-0.81 of 8 x 2's time (32 -> 32 on 32x32 9.63 against 11.86 ms, 64 -> 64 on 16x16 9.43

@@ -40,7 +40,7 @@ LANES = blocked.LANES
 # 12 interleaved (2026-12-02 06:44 UTC), 6 x 2 against 8 x 2 in ms: 64 -> 128 on 8x8 12.35/
 # 11.93, 64 -> 64 on 8x8 6.33/6.10, 16 -> 16 on 32x32 7.77/7.49, 32 -> 32 on 32x32 24.9/25.3.
 # Where AVX-512's multiply-adds run at full rate (Zen 5; see blocked.WIDE_TILE_SPEED) 8 x 4
-# for more than 16 channels: one thread, batch 128, best of 9 (2026-12-02 12:25 UTC), forward
+# for more than 16 channels: one thread, batch 128, best of 9 (2026-12-02 11:16 UTC), forward
 # and backward of a 3x3 layer in ms, 8 x 2 against 8 x 4: 32 -> 32 on 32x32 16.5 + 33.9 /
 # 13.3 + 31.1, 64 -> 64 on 16x16 15.8 + 32.9 / 11.8 + 30.0, 20 -> 20 on 16x16 2.94 + 5.97 /
 # 2.36 + 5.41; 16 -> 16 on 32x32 5.00 + 9.77 / 6.45 + 11.44 (half of 32 lanes idle).

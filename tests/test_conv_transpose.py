@@ -425,7 +425,9 @@ def test_gradients_match_centred_differences(kwargs, input_shape, rng):
 # these strategies passed; largest differences relative to the largest value: output 4.4e-7,
 # input gradient 9.5e-7, weight gradient 7.0e-7, bias gradient 3.7e-6 (PyTorch's float32 sum
 # over N*H_out*W_out values; ours is summed in float64). At most 48% of the tolerance was used
-# (bias gradient; 17% for the others).
+# (bias gradient; 17% for the others). A later draw (seed 6355, 432 values summing to -0.3094)
+# found PyTorch's float32 sum 1.3e-5 from the exact one, ours exact: the bias gradient is held
+# to the float64 sum of dy instead, as for Conv2d.
 @settings(max_examples=100, deadline=None)
 @given(config=transposed_configs(), seed=seeds)
 def test_matches_pytorch_forward_and_gradients(config, seed):
@@ -443,7 +445,7 @@ def test_matches_pytorch_forward_and_gradients(config, seed):
     ty = F.conv_transpose2d(tx, tw, tb, layer.stride, layer.padding, layer.output_padding,
                             layer.groups, layer.dilation)
     ty.backward(torch.from_numpy(dy))
-    assert_conv_matches_torch(layer, out, dx, ty, tx, tw, tb)
+    assert_conv_matches_torch(layer, out, dx, ty, tx, tw, tb, dy=dy)
 
 
 def test_pytorch_weights_copy_across_by_name(rng):
@@ -479,7 +481,7 @@ def test_large_batch_over_threads_matches_pytorch(rng):
         tx, tw, tb = leaf(x), leaf(layer.weight.data), leaf(layer.bias.data)
         ty = F.conv_transpose2d(tx, tw, tb, stride, padding, output_padding)
         ty.backward(torch.from_numpy(dy))
-        assert_conv_matches_torch(layer, out, dx, ty, tx, tw, tb)
+        assert_conv_matches_torch(layer, out, dx, ty, tx, tw, tb, dy=dy)
 
 
 def test_backward_parameters_skips_the_input_gradient(rng):

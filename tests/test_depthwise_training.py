@@ -63,7 +63,7 @@ def test_depthwise_training_matches_torch(config, seed):
                                                                      shape[2:]).padding.top)
     dy = rng.standard_normal(out.shape).astype(np.float32)
     dx = conv.backward(dy)
-    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy))
+    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -125,7 +125,7 @@ def test_windows_past_the_unrolled_taps_loop_over_them(kwargs, hw, rng, monkeypa
     assert isinstance(conv.cache[1], depthwise_kernels.Kept)
     dy = rng.standard_normal(out.shape).astype(np.float32)
     dx = conv.backward(dy)
-    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy))
+    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)
 
 
 def test_forward_keeps_the_input_itself(rng):

@@ -92,7 +92,7 @@ def test_stride_one_conv_matches_the_oracle_and_torch(kernel_on, config, seed):
     tb = leaf(conv.bias.data) if conv.bias is not None else None
     ty = F.conv2d(F.pad(tx, pads), tw, tb)
     ty.backward(torch.from_numpy(dy))
-    assert_conv_matches_torch(conv, out, dx, ty, tx, tw, tb)
+    assert_conv_matches_torch(conv, out, dx, ty, tx, tw, tb, dy=dy)
 
 
 @pytest.mark.parametrize("kwargs, input_shape", [

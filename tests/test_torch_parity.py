@@ -56,7 +56,7 @@ def test_conv2d(config, seed):
         inp, padding = tx, config["padding"]
     ty = F.conv2d(inp, tw, tb, config["stride"], padding, config["dilation"], config["groups"])
     ty.backward(torch.from_numpy(dy))
-    assert_conv_matches_torch(conv, out, dx, ty, tx, tw, tb)
+    assert_conv_matches_torch(conv, out, dx, ty, tx, tw, tb, dy=dy)
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")

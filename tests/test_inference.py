@@ -593,6 +593,10 @@ def test_merge_steps_match_the_layers(op, gate, channels, size, bordered, batch,
             other = cn.Conv2d(channels, channels, 1)(other)
         other = cn.Sigmoid()(other)
     pair = [other, y] if gate.endswith("first") else [y, other]
+    if op == "Div" and gate.endswith("first"):
+        # a divisor near zero magnifies its rounding past any fixed tolerance (a draw divided
+        # by a convolution's 0.0048: 104.0752 against 104.0730): keep it in (0, 1)
+        pair = [other, cn.Sigmoid()(y)]
     merged = getattr(cn, op)()(pair)
     after = cn.Conv2d(channels, 2, 3, padding=1 if bordered else 0)(merged)
     model = cn.Model(x_in, [after, merged]).eval()

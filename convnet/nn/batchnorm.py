@@ -84,7 +84,7 @@ class BatchNorm2d(Layer):
     def _compiled_training(self, x) -> bool:
         return self.training and self.synchronize is None and batchnorm_kernels.usable(x)
 
-    def _forward(self, x, then):
+    def _forward(self, x, taken_in):
         check_input(self, x, 4, self.num_features, dtype=self.running_mean.dtype)
         xp = array_module(x)
         if self.training:
@@ -95,7 +95,7 @@ class BatchNorm2d(Layer):
                     f"received input shape {tuple(x.shape)}; use a batch of 2 or more or eval()"
                 )
             if self._compiled_training(x):
-                return self._compiled_forward(x, count, then)
+                return self._compiled_forward(x, count, taken_in)
             if self.synchronize is None:
                 mean = x.mean(axis=(0, 2, 3))
                 var = x.var(axis=(0, 2, 3))
@@ -113,10 +113,10 @@ class BatchNorm2d(Layer):
             self.cache = (xhat, inv_std, self.training, count)
         return out.astype(x.dtype, copy=False)
 
-    def _compiled_forward(self, x, count: int, then):
+    def _compiled_forward(self, x, count: int, taken_in):
         """Training on batch statistics, on the compiled passes (convnet.core.batchnorm_kernels);
-        then: None, or (the activation as the passes take it, the activation layer)."""
-        taken, activation = then or (batchnorm_kernels.NO_ACTIVATION, None)
+        taken_in: None, or (the activation as the passes apply it, the activation layer)."""
+        taken, activation = taken_in or (batchnorm_kernels.NO_ACTIVATION, None)
         out, positive, mean, var, inv_std = batchnorm_kernels.forward(
             x, None if self.weight is None else self.weight.data,
             None if self.bias is None else self.bias.data, self.eps, taken)

@@ -289,8 +289,9 @@ class Model(Layer):
             if carried is not None:
                 out, carried = carried, None
             elif index in self._takes_next and self._takes_next[index] not in keep:
-                # the slot between them is never filled (nobody else reads it): the shape and
-                # dtype backward's bookkeeping asks of it are the activation's
+                # the slot between them holds the activation's output until the next step
+                # frees it (nobody else reads it); backward's bookkeeping asks only its shape
+                # and dtype, the same as the normalised values' would be
                 carried = step.layer.forward_activated(given[0], self.steps[index + 1].layer)
                 out = carried
             else:

@@ -321,3 +321,26 @@ def test_every_plain_output_tile_gives_the_same_sums(monkeypatch, rng):
             np.testing.assert_array_equal(ours, theirs)
     assert_conv_matches_torch(conv, answers["full rate"][0], answers["full rate"][1],
                               *torch_twin(conv, x, dy), dy=dy)
+
+
+@pytest.mark.parametrize("filters", [8, 16, 24, 40, 56])
+def test_every_weight_gradient_tile_gives_the_same_sums(filters, monkeypatch, rng):
+    """The weight gradient's widest tile is 16 output channels, or 32 where AVX-512 runs at
+    full rate; the blocks past the last whole tile take narrower ones. Each output channel's
+    sums are the same, in the same order, whatever the widest (the same bits), and PyTorch's
+    to rounding."""
+    x = rng.standard_normal((3, 12, 9, 11)).astype(np.float32)
+    dy = rng.standard_normal((3, filters, 9, 11)).astype(np.float32)
+    grads = {}
+    for widest in (2, 4):
+        monkeypatch.setattr(blocked, "weight_grad_blocks", lambda widest=widest: widest)
+        conv = cn.Conv2d(12, filters, 3, padding=1)
+        conv.weight.data[...] = np.linspace(-1, 1, conv.weight.size).reshape(conv.weight.shape)
+        out = conv.forward(x)
+        assert isinstance(conv.cache[1], blocked_training.Kept)  # on the blocked kernels
+        dx = conv.backward(dy)
+        assert blocked.loaded("weight_grad", tile=(widest,))
+        grads[widest] = (out, dx, conv.weight.grad.copy(), conv.bias.grad.copy())
+    for ours, theirs in zip(grads[2], grads[4], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)

@@ -1177,10 +1177,10 @@ def channel_sums(dy, sums, geometry):
 '''
 
 
-def _weight_grad_tile(ind: str, pair: bool) -> list[str]:
+def _weight_grad_tile(ind: str, block_count: int) -> list[str]:
     """Code summing one image's tile of dw over its output positions: 8 taps x 8 output
-    lanes of block kb, or x 16 of blocks kb and kb + 1 (pair)."""
-    width = 2 * LANES if pair else LANES
+    lanes of each of blocks kb .. kb + block_count - 1."""
+    width = block_count * LANES
     lines = []
     for c in range(LANES):
         lines.append(ind + " = ".join(f"a{c}_{k}" for k in range(width)) + " = ZERO")
@@ -1195,8 +1195,9 @@ def _weight_grad_tile(ind: str, pair: bool) -> list[str]:
     ]
     body = ind + "        "
     lines += [body + f"d{k} = dy[da + INDEX({k})]" for k in range(LANES)]
-    if pair:
-        lines += [body + f"d{LANES + k} = dy[da + INDEX(dy_block + {k})]" for k in range(LANES)]
+    for block in range(1, block_count):
+        lines += [body + f"d{block * LANES + k} = dy[da + INDEX({block} * dy_block + {k})]"
+                  for k in range(LANES)]
     for c in range(LANES):
         lines.append(body + f"x{c} = x[xa + INDEX(t{c})]")
         lines += [body + f"a{c}_{k} += x{c} * d{k}" for k in range(width)]
@@ -1212,20 +1213,37 @@ def _weight_grad_tile(ind: str, pair: bool) -> list[str]:
     return lines
 
 
-def weight_grad_source() -> str:
+# The widest weight-gradient tile, in blocks of 8 output channels, by CPU: 2 (8 taps x 16
+# channels, 8 vector accumulators), or 4 (x 32, 16 accumulators) where AVX-512's multiply-adds
+# run at full rate and 8 accumulators leave the units waiting (as the forward's tiles; see
+# WIDE_TILE_SPEED).
+WEIGHT_GRAD_BLOCKS = 2
+FULL_RATE_WEIGHT_GRAD_BLOCKS = 4
+
+
+def weight_grad_blocks() -> int:
+    """The widest weight-gradient tile on this CPU, in blocks of 8 output channels."""
+    if kernels.wide_registers() and not kernels.half_rate_512():
+        return FULL_RATE_WEIGHT_GRAD_BLOCKS
+    return WEIGHT_GRAD_BLOCKS
+
+
+def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
     """The weight gradient of a convolution from its input (blocked or plain, read through a
     table of tap offsets as the forward kernel reads it) and its blocked output gradient
-    (print it to read it): for each image, pair of blocks of 8 output channels (kb, kb + 1)
-    and group of 8 taps, an 8 x 16 tile of dw (taps x output lanes) in registers, summed over
+    (print it to read it): for each image, run of `widest` blocks of 8 output channels and
+    group of 8 taps, a tile of dw (8 taps x 8 * widest output lanes) in registers, summed over
     the image's output positions:
 
         dw[kb, t, k] += sum_(i, j) x[b, (i*SH, j*SW) + offsets[t]] dy[b, kb, i, j, k]
 
-    Per position two vector loads of dy's lanes, 8 broadcast input taps and 16 (8 x 2) fused
-    multiply-adds, as the forward kernel's tiles; a last odd block of output channels gets an
-    8 x 8 tile. The taps of a blocked input are its lanes (c // 8, u, v, c % 8), those of a
-    plain one (c, u, v): a first layer of 1 or 3 channels wastes no lanes. One image's input
-    and output gradient stay in cache across its taps."""
+    Per position `widest` vector loads of dy's lanes (8 each), 8 broadcast input taps and
+    8 * widest fused multiply-adds, as the forward kernel's tiles; the last blocks of output
+    channels get narrower tiles (halving down to one block). The taps of a blocked input are
+    its lanes (c // 8, u, v, c % 8), those of a plain one (c, u, v): a first layer of 1 or 3
+    channels wastes no lanes. One image's input and output gradient stay in cache across its
+    taps."""
+    widths = [w for w in (4, 2, 1) if w <= widest]
     lines = [
         "def weight_grad(x, dy, offsets, dw, geometry):",
         "    # x (flat): tap t of output position (i, j) of image b is",
@@ -1235,15 +1253,22 @@ def weight_grad_source() -> str:
         "    (b0, b1, k_blocks, x_batch, x_row, x_col, x_origin, dy_batch, dy_block, dy_row,",
         "     dy_col, dy_origin, out_h, out_w, stride_h, stride_w) = geometry[:16]",
         "    tap_groups = offsets.shape[0] // 8",
-        f"    tile = numpy.empty({2 * LANES * LANES}, dtype=x.dtype)",
+        f"    tile = numpy.empty({widest * LANES * LANES}, dtype=x.dtype)",
         "    for b in range(b0, b1):",
-        "        for kb in range(0, k_blocks, 2):",
-        "            for tg in range(tap_groups):",
-        "                if kb + 1 < k_blocks:",
+        "        kb = 0",
+        "        while kb < k_blocks:",
+        "            count = 1",
     ]
-    lines += _weight_grad_tile(" " * 20, True)
-    lines.append(" " * 16 + "else:")
-    lines += _weight_grad_tile(" " * 20, False)
+    for width in widths[:-1]:
+        lines.append(f"            if kb + {width - 1} < k_blocks and count == 1:")
+        lines.append(f"                count = {width}")
+    lines.append("            for tg in range(tap_groups):")
+    for index, width in enumerate(widths):
+        keyword = "if" if index == 0 else "elif" if index < len(widths) - 1 else "else"
+        condition = f" count == {width}:" if keyword != "else" else ":"
+        lines.append(" " * 16 + keyword + condition)
+        lines += _weight_grad_tile(" " * 20, width)
+    lines.append("            kb += count")
     return "\n".join(lines)
 
 
@@ -1282,7 +1307,9 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"{geometry}, {scalar}, {scalar}), {options})(conv)\n\n\n"
                   + kernels.task_source("conv", "fffiffi", 2, dtype_name))
     elif kind == "weight_grad":  # and the blocked copies training makes around it
-        body = weight_grad_source() + "\n\n" + BLOCK_COPY_SOURCE + "\n\n" + CHANNEL_SUMS_SOURCE
+        widest = WEIGHT_GRAD_BLOCKS if tile is None else tile[0]
+        body = (weight_grad_source(widest) + "\n\n" + BLOCK_COPY_SOURCE + "\n\n"
+                + CHANNEL_SUMS_SOURCE)
         footer = (f"weight_grad = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, "
                   f"{geometry}), "
                   f"{options})(weight_grad)\n"
@@ -1347,8 +1374,11 @@ _modules: dict[tuple, object] = {}
 
 def compiled(kind: str, dtype=numpy.float32, tile=None):
     """The module holding blocked kernel `kind` ("conv" and "depthwise" per tile, "pool" for
-    the pooling and resizing kernels): compiled once per machine (Numba caches the machine
-    code in the convnet cache folder) and loaded on first use in each process."""
+    the pooling and resizing kernels; "weight_grad" per widest tile, this CPU's by default):
+    compiled once per machine (Numba caches the machine code in the convnet cache folder) and
+    loaded on first use in each process."""
+    if kind == "weight_grad" and tile is None:
+        tile = (weight_grad_blocks(),)
     key = (kind, numpy.dtype(dtype).name, None if tile is None else tuple(tile))
     with _lock:
         if key not in _modules:

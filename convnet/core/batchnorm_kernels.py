@@ -1,6 +1,6 @@
 """Compiled passes of batch norm in training (Numba): statistics, normalisation and the
 gradients, each channel's values read in as few passes as the arithmetic allows, with the
-ReLU, ReLU6 or Hardtanh that follows taken in.
+ReLU, ReLU6 or Hardtanh that follows applied in the normalising pass.
 
 The NumPy expressions of `convnet.nn.batchnorm` make a temporary array per operation (8 passes
 over the activation in forward, 10 in backward); here forward reads x twice (the mean and
@@ -8,14 +8,13 @@ variance in one pass, float64 sums about one of the channel's values; then the n
 and writes the output once, and backward reads dy and x once for the two sums and once more
 for dx:
 
-    dx = k * (g - mean(g) - xhat * mean(g * xhat)),  k = weight / sqrt(var + eps)
+    dx = k * (dy - mean(dy) - xhat * mean(dy * xhat)),  k = weight / sqrt(var + eps)
 
-where g is dy taken back through the activation. xhat = (x - mean) / sqrt(var + eps) is
-recomputed where it is needed rather than kept: the layer keeps x (which the layer before it
-made anyway), not a new array of its size; and so is the activation's slope, from the
-normalised value rounded exactly as forward rounded it. An activation taken in costs no pass
-of its own (its layer would read and write the activation once more each way) and keeps no
-mask or output.
+xhat = (x - mean) / sqrt(var + eps) is recomputed where it is needed rather than kept: the
+layer keeps x (which the layer before it made anyway), not a new array of its size. An
+activation taken in costs no pass of its own (its layer would read and write the activation
+once more): the normalising pass writes its output, and ReLU's mask, which the activation
+keeps for its own backward as its forward would have.
 
 Channels are split over the worker threads. The NumPy layers stay the reference they are
 tested against (tests/test_normalization.py), and take every other case (evaluation,
@@ -123,18 +122,19 @@ _TASKS = [("statistics", "f3nndd"), ("normalise", "f3nndddnssf3b3"),
           ("gradient_sums", "f3f3nndddd"), ("input_gradient", "f3f3nnddddf3")]
 _compiled = kernels.loader_per_dtype("convnet_batchnorm", SOURCE, _TASKS)
 
-# The activations the passes take in after the normalisation (`SOURCE`'s NONE, RELU, CLIP):
-# (kind, low, high).
-NO_ACTIVATION = (0, 0.0, 0.0)
+# The activations the passes take in after the normalisation, as (kind, low, high); the kinds
+# are `SOURCE`'s NONE, RELU, CLIP.
+NONE, RELU, CLIP = 0, 1, 2
+NO_ACTIVATION = (NONE, 0.0, 0.0)
 
 
 def relu() -> tuple[int, float, float]:
-    return (1, 0.0, 0.0)
+    return (RELU, 0.0, 0.0)
 
 
 def clip(low: float, high: float) -> tuple[int, float, float]:
     """Hardtanh's (ReLU6's): NumPy's clip to [low, high]."""
-    return (2, float(low), float(high))
+    return (CLIP, float(low), float(high))
 
 
 def usable(x) -> bool:
@@ -164,12 +164,13 @@ def forward(x, weight, bias, eps: float, activation=NO_ACTIVATION):
     scale = inv_std if weight is None else inv_std * weight.astype(numpy.float64)
     shift = numpy.zeros(c) if bias is None else bias.astype(numpy.float64)
     out = numpy.empty_like(x3)
-    positive = numpy.empty(x3.shape if activation[0] == 1 else (1, 1, 1), dtype=bool)
+    with_mask = activation[0] == RELU
+    positive = numpy.empty(x3.shape if with_mask else (1, 1, 1), dtype=bool)
     run_task(module.normalise, module.normalise_task,
              [(x3, r.start, r.stop, mean, scale, shift, *activation, out, positive)
               for r in chunks])
-    return (out.reshape(x.shape), positive.reshape(x.shape) if activation[0] == 1 else None,
-            mean, var, inv_std)
+    return (out.reshape(x.shape), positive.reshape(x.shape) if with_mask else None, mean, var,
+            inv_std)
 
 
 def backward(dy, x, weight, mean, inv_std):

@@ -209,9 +209,9 @@ def tiles() -> tuple[tuple[int, int], ...]:
 
 
 def _tile_speeds() -> dict[tuple[int, int], float]:
-    if not kernels.wide_registers():
-        return TILE_SPEED
-    return HALVED_TILE_SPEED if kernels.half_rate_512() else WIDE_TILE_SPEED
+    if kernels.full_rate_512():
+        return WIDE_TILE_SPEED
+    return HALVED_TILE_SPEED if kernels.wide_registers() else TILE_SPEED
 
 
 def choose_tile(out_channels: int, positions: int, width: int | None = None
@@ -1223,9 +1223,7 @@ FULL_RATE_WEIGHT_GRAD_BLOCKS = 4
 
 def weight_grad_blocks() -> int:
     """The widest weight-gradient tile on this CPU, in blocks of 8 output channels."""
-    if kernels.wide_registers() and not kernels.half_rate_512():
-        return FULL_RATE_WEIGHT_GRAD_BLOCKS
-    return WEIGHT_GRAD_BLOCKS
+    return FULL_RATE_WEIGHT_GRAD_BLOCKS if kernels.full_rate_512() else WEIGHT_GRAD_BLOCKS
 
 
 def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
@@ -1259,8 +1257,8 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
         "        while kb < k_blocks:",
         "            count = 1",
     ]
-    for width in widths[:-1]:
-        lines.append(f"            if kb + {width - 1} < k_blocks and count == 1:")
+    for index, width in enumerate(widths[:-1]):  # the widest that fits the blocks left
+        lines.append(f"            {'el' if index else ''}if kb + {width - 1} < k_blocks:")
         lines.append(f"                count = {width}")
     lines.append("            for tg in range(tap_groups):")
     for index, width in enumerate(widths):

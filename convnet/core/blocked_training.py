@@ -51,11 +51,9 @@ FULL_RATE_PLAIN_TILE = (8, 4)
 
 def plain_tile(channels: int) -> tuple[int, int]:
     """The tile of a convolution into a plain output of `channels` channels on this CPU."""
-    if not kernels.wide_registers():
-        return PLAIN_TILE
-    if kernels.half_rate_512() or channels <= 2 * LANES:
-        return WIDE_PLAIN_TILE
-    return FULL_RATE_PLAIN_TILE
+    if kernels.full_rate_512() and channels > 2 * LANES:
+        return FULL_RATE_PLAIN_TILE
+    return WIDE_PLAIN_TILE if kernels.wide_registers() else PLAIN_TILE
 
 
 @dataclass

@@ -172,8 +172,9 @@ def wide_registers() -> bool:
 # AVX-512 CPUs (LLVM's names) whose 512-bit multiply-adds run at half the rate of their 256-bit
 # ones: Zen 4 splits each into two 256-bit halves, these Intel client cores have one 512-bit
 # unit. A convolution tile of 16 accumulators is no faster there than one of 8 (see
-# blocked.HALVED_TILE_SPEED); where both units run 512 bits at once (Zen 5, Intel's server cores)
-# it is a quarter faster (blocked.WIDE_TILE_SPEED).
+# blocked.HALVED_TILE_SPEED); where both units run 512 bits at once (Zen 5, measured; Intel's
+# server cores by their two 512-bit units, not measured) it is a quarter faster
+# (blocked.WIDE_TILE_SPEED). Any AVX-512 CPU not named here gets the full-rate tables.
 HALF_RATE_512 = frozenset({"znver4", "cannonlake", "icelake-client", "tigerlake", "rocketlake"})
 
 
@@ -194,6 +195,11 @@ def cpu_name() -> str:
 def half_rate_512() -> bool:
     """Whether this AVX-512 CPU runs 512-bit multiply-adds at half rate (HALF_RATE_512)."""
     return cpu_name() in HALF_RATE_512
+
+
+def full_rate_512() -> bool:
+    """Whether this CPU has AVX-512 with 512-bit multiply-adds at full rate: the wider tiles'."""
+    return wide_registers() and not half_rate_512()
 
 
 @contextlib.contextmanager

@@ -991,6 +991,22 @@ def test_small_work_does_not_load_the_kernels(monkeypatch, rng):
     assert not blocked._modules
 
 
+def test_repeated_small_calls_load_the_kernels(monkeypatch, rng):
+    """One image at a time in a loop (a server): the first calls run the layers, then the
+    plan loads the kernels and serves the rest, with the layers' answer."""
+    monkeypatch.setattr(inference, "MIN_LOAD_MACS", 10**12)
+    monkeypatch.setattr(blocked, "_modules", {})
+    model = small_model().eval()
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    with cn.no_grad():
+        first = [model.forward(x) for _ in range(inference.SMALL_CALLS_BEFORE_LOAD)]
+        assert not blocked._modules
+        later = model.forward(x)
+    assert blocked._modules
+    np.testing.assert_allclose(later, first[0], rtol=1e-5, atol=1e-6)
+    assert all(np.array_equal(first[0], other) for other in first[1:])
+
+
 def test_small_work_takes_a_plan_once_the_kernels_are_loaded(monkeypatch, rng):
     model = small_model().eval()
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)

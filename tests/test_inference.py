@@ -472,16 +472,75 @@ def test_every_tile_gives_the_layers_answer(tile, monkeypatch, rng):
     """choose_tile picks some tiles rarely (4 x 3), and some only on AVX-512: each is held to
     the layers' answer on filters that do not fill it, strides, dilation, groups and a fused
     residual."""
-    monkeypatch.setattr(blocked, "choose_tile", lambda filters, positions, width=None: tile)
-    x_in = cn.Input((16, 9, 9))
-    a = cn.ReLU()(cn.Conv2d(16, 20, 3, padding=1)(x_in))
-    b = cn.Conv2d(20, 16, 3, stride=2, padding=2, dilation=2)(a)
+    pooling = (tile[0] + tile[0] % 2, tile[1])  # a tile taking a max pool in: P even
+    monkeypatch.setattr(blocked, "choose_tile", lambda filters, positions, width=None,
+                        pooled=False: pooling if pooled else tile)
+    x_in = cn.Input((16, 10, 10))
+    a = cn.MaxPool2d(2)(cn.ReLU()(cn.Conv2d(16, 32, 3, padding=1)(x_in)))
+    b = cn.Conv2d(32, 16, 3, stride=2, padding=2, dilation=2)(a)
     c = cn.Conv2d(16, 16, 3, padding=1, groups=2)(b)
     out = cn.ReLU()(cn.Add()([cn.Conv2d(16, 16, 1)(c), c]))
     model = cn.Model(x_in, out).eval()
-    x = rng.standard_normal((3, 16, 9, 9)).astype(np.float32)
+    x = rng.standard_normal((3, 16, 10, 10)).astype(np.float32)
     assert_matches(planned(model, x), reference(model, x))
-    assert set(steps_of(model)) == {"ConvStep"}
+    steps = steps_of(model)
+    assert set(steps) - {"PoolStep"} == {"ConvStep"}
+    assert steps.count("PoolStep") == (1 if 32 % (8 * tile[1]) else 0)  # whole tiles take it
+
+
+POOLED_AFTER = {"none": [], "relu": [cn.ReLU], "relu6": [cn.ReLU6],
+                "hardtanh": [lambda: cn.Hardtanh(-0.5, 1.25)]}
+
+
+@pytest.mark.parametrize("after", sorted(POOLED_AFTER))
+@pytest.mark.parametrize("filters, size, batch, threads", [
+    (32, (8, 12), 3, 1), (64, (6, 6), 1, 2), (16, (10, 4), 1, 2), (8, (2, 2), 2, 2),
+    (128, (4, 8), 1, 2)])
+def test_a_max_pool_after_a_convolution_is_taken_into_it(after, filters, size, batch, threads,
+                                                        monkeypatch, rng):
+    """Conv (+ activation) + MaxPool2d(2) in one step: the pooled maxima stored straight from
+    the tile, on one or two threads (one image's rows split between them in whole pooling
+    windows), the next convolution reading the pooled map."""
+    monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
+    conv = cn.Conv2d(5, filters, 3, padding=1)
+    conv.bias.assign(rng.standard_normal(filters).astype(np.float32))
+    model = cn.Sequential(conv, *[make() for make in POOLED_AFTER[after]], cn.MaxPool2d(2),
+                          cn.Conv2d(filters, 4, 3, padding=1)).eval()
+    x = rng.standard_normal((batch, 5, *size)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        ours = planned(model, x)
+    finally:
+        backend.set_num_threads(previous)
+    assert_matches(ours, reference(model, x))
+    assert steps_of(model) == ["ConvStep", "ConvStep"]
+    assert next(iter(model._inference_plans.values())).steps[0].pool
+
+
+@pytest.mark.parametrize("case", ["odd size", "stride 1", "padded", "3x3", "leaky", "read twice",
+                                  "residual", "row kernel"])
+def test_a_max_pool_the_kernel_cannot_take_in_stays_a_step(case, rng):
+    """Pools the fused stores do not cover keep their own step, with the same answer."""
+    size = {"odd size": (9, 8), "row kernel": (16, 16)}.get(case, (8, 8))
+    channels = 3 if case == "row kernel" else 16  # a first layer of few filters: rows of 16
+    filters = 8 if case == "row kernel" else 16
+    pool = {"stride 1": lambda: cn.MaxPool2d(2, 1), "padded": lambda: cn.MaxPool2d(2, 2, 1),
+            "3x3": lambda: cn.MaxPool2d(3, 2, strict=False)}.get(
+        case, lambda: cn.MaxPool2d(2, strict=False))()
+    x_in = cn.Input((channels, *size))
+    y = cn.Conv2d(channels, filters, 3, padding=1)(x_in)
+    if case == "residual":
+        y = cn.Add()([y, x_in])
+    y = (cn.LeakyReLU(0.1) if case == "leaky" else cn.ReLU())(y)
+    out = pool(y)
+    model = cn.Model(x_in, [out, y] if case == "read twice" else out).eval()
+    x = rng.standard_normal((2, channels, *size)).astype(np.float32)
+    ours, expected = planned(model, x), reference(model, x)
+    for a, b in zip(ours if case == "read twice" else [ours],
+                    expected if case == "read twice" else [expected], strict=True):
+        assert_matches(a, b)
+    assert "PoolStep" in steps_of(model)
 
 
 def test_tiles_stay_within_a_row_where_they_can(monkeypatch):

@@ -101,7 +101,7 @@ GEOMETRY = ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_
             "stride_h", "stride_w", "out_batch", "out_block", "out_lane", "out_row", "out_col",
             "out_origin", "out_channels", "out_w", "res_batch", "res_block", "res_lane",
             "res_row", "res_col", "res_origin", "has_residual", "act", "x_block",
-            "kernel_h", "kernel_w", "dilation_h", "dilation_w", "out_store")
+            "kernel_h", "kernel_w", "dilation_h", "dilation_w", "out_store", "pool")
 G = {name: index for index, name in enumerate(GEOMETRY)}
 
 
@@ -214,13 +214,16 @@ def _tile_speeds() -> dict[tuple[int, int], float]:
     return HALVED_TILE_SPEED if kernels.wide_registers() else TILE_SPEED
 
 
-def choose_tile(out_channels: int, positions: int, width: int | None = None
-                ) -> tuple[int, int]:
+def choose_tile(out_channels: int, positions: int, width: int | None = None,
+                pooled: bool = False) -> tuple[int, int]:
     """The tile (P, B) with the least wasted work over the filters and the output positions of
     an image (the last tile of an image recomputes some), weighed by the speed of each tile
-    and, given the output rows' `width`, by whether its P positions stay within a row."""
+    and, given the output rows' `width`, by whether its P positions stay within a row.
+    pooled: one that can take a 2x2 max pool in (P even, the filters' blocks whole tiles)."""
     best, best_cost = None, math.inf
     for (count, block_count), speed in _tile_speeds().items():
+        if pooled and (count % 2 or blocks(out_channels) % block_count):
+            continue
         lanes = LANES * block_count
         waste = (-(-out_channels // lanes) * lanes / out_channels
                  * -(-positions // count) * count / positions)
@@ -232,7 +235,8 @@ def choose_tile(out_channels: int, positions: int, width: int | None = None
     return best
 
 
-def _positions(positions: int, ind: str, with_residual: bool) -> list[str]:
+def _positions(positions: int, ind: str, with_residual: bool, pooled: bool = False
+               ) -> list[str]:
     """Code placing a tile's P positions: output positions q0 .. q0+P-1 of image b in
     row-major order, the ones past the range clamped to its last (computed and stored again,
     with the same values), as the addresses of their first input pixel, output and shortcut.
@@ -240,22 +244,29 @@ def _positions(positions: int, ind: str, with_residual: bool) -> list[str]:
     costs tens of cycles, a tile's P of them as much as a 1x1 layer's arithmetic). A position
     in the row of the one before it is that one's addresses plus a column's steps; only one
     that starts a row or is clamped is placed from its row and column (the multiplications
-    of every position, 3 per address, weighed on layers of few taps)."""
+    of every position, 3 per address, weighed on layers of few taps). pooled: the output is
+    addressed at (row >> pool, column >> pool) (a 2x2 max pool taken in when pool is 1), and
+    odd{p} is 1 for an even position p on an odd row then."""
+    shift = " >> pool" if pooled else ""
     def place(p: int, at: str) -> list[str]:
         lines = [at + f"x{p}p = b * x_batch + pi * stride_h * x_row + pj * stride_w * x_col"
                       " + x_origin",
-                 at + f"o{p}p = b * out_batch + pi * out_row + pj * out_col + out_origin"]
+                 at + f"o{p}p = b * out_batch + (pi{shift}) * out_row + (pj{shift}) * out_col"
+                      " + out_origin"]
         if with_residual:
             lines.append(at + f"r{p}p = b * res_batch + pi * res_row + pj * res_col"
                               " + res_origin")
         return lines
 
     lines = [ind + "pi = ci", ind + "pj = cj"] + place(0, ind)
+    if pooled:
+        lines.append(ind + "odd0 = pi & pool")
     for p in range(1, positions):
         lines += [ind + "pj += 1",
                   ind + f"if pj < out_w and q0 + {p} < q1:",
                   ind + f"    x{p}p = x{p - 1}p + x_step",
-                  ind + f"    o{p}p = o{p - 1}p + out_col"]
+                  ind + f"    o{p}p = o{p - 1}p + " + (
+                      "(1 - (pj & pool)) * out_col" if pooled else "out_col")]
         if with_residual:
             lines.append(ind + f"    r{p}p = r{p - 1}p + res_col")
         lines += [ind + "else:",
@@ -266,6 +277,8 @@ def _positions(positions: int, ind: str, with_residual: bool) -> list[str]:
                   ind + "        pi = last_i",
                   ind + "        pj = last_j"]
         lines += place(p, ind + "    ")
+        if pooled and p % 2 == 0:
+            lines.append(ind + f"odd{p} = pi & pool")
     lines += [ind + f"cj += {positions}",
               ind + "if cj >= out_w:",
               ind + "    ci += cj // out_w",
@@ -289,6 +302,29 @@ _ACTIVATION_BOUNDS = ["    lo, hi = -INF, INF",
                       "        lo, hi = alpha, beta"]
 
 
+def _pooled_stores(positions: int, block_count: int, ind: str) -> list[str]:
+    """The fast epilogue with a 2x2 max pool of stride 2 taken in (pool 1; the plan asks it
+    only with no shortcut, no activation, ReLU or a clip, and whole tiles): positions p and
+    p + 1 (p even) are two columns of one pooling window (the range starts on an even row of
+    an even-width output), so their maximum is stored at the window's output, and a window's
+    odd row takes the maximum with what its even row stored there (a chunk's rows in order).
+    max(act(u), act(v)) = act(max(u, v)) as the activations are non-decreasing."""
+    lanes = LANES * block_count
+    lines = [ind + "if pool:"]
+    for p in range(0, positions, 2):
+        for q in range(block_count):
+            lines += [ind + f"    o = INDEX(o{p}p + (kt * {block_count} + {q}) * out_block)",
+                      ind + f"    c = INDEX(kt * {lanes} + {q * 8})"]
+            lines += [ind + f"    y{lane} = min(max(max(a{p}_{q * 8 + lane}, a{p + 1}_"
+                            f"{q * 8 + lane}) + bias[c + INDEX({lane})], lo), hi)"
+                      for lane in range(LANES)]
+            lines += [ind + f"    m{lane} = out[o + INDEX({lane})]" for lane in range(LANES)]
+            lines += [ind + f"    y{lane} = max(y{lane}, m{lane}) if odd{p} else y{lane}"
+                      for lane in range(LANES)]
+            lines += [ind + f"    out[o + INDEX({lane})] = y{lane}" for lane in range(LANES)]
+    return lines + [ind + "    continue"]
+
+
 def conv_source(positions: int, block_count: int) -> str:
     """The Python source of the direct convolution for one tile (print it to read it)."""
     lanes = LANES * block_count
@@ -300,13 +336,14 @@ def conv_source(positions: int, block_count: int) -> str:
         "    # w (K tiles, taps, LANES*B); bias (K tiles * LANES*B,); positions q0 <= q < q1 are",
         "    # i*out_w + j; out[b*out_batch + (k//8)*out_block + (k%8)*out_lane + i*out_row +",
         "    # j*out_col + out_origin] = act(bias[k] + sum_t x[...] w[t, k] + residual[...]) for",
-        "    # k < out_store (a blocked output's lanes past K get act(0): never uninitialized)",
+        "    # k < out_store (a blocked output's lanes past K get act(0): never uninitialized);",
+        "    # pool 1: out holds the 2x2 stride-2 max pool of that (see _pooled_stores)",
     ]
     for name in ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_origin",
                  "stride_h", "stride_w", "out_batch", "out_block", "out_lane", "out_row",
                  "out_col", "out_origin", "out_channels", "out_w", "res_batch", "res_block",
                  "res_lane", "res_row", "res_col", "res_origin", "has_residual", "act",
-                 "out_store"):
+                 "out_store", "pool"):
         lines.append(f"    {name} = geometry[{g[name]}]")
     lines += [
         "    q1 = i1  # the range of output positions, in row-major order",
@@ -324,7 +361,7 @@ def conv_source(positions: int, block_count: int) -> str:
         f"            for q0 in range(i0, q1, {positions}):",
     ]
     ind = " " * 16
-    lines += _positions(positions, ind, True)
+    lines += _positions(positions, ind, True, pooled=positions % 2 == 0)
     for p in range(positions):
         lines.append(ind + " = ".join(f"a{p}_{k}" for k in range(lanes)) + " = ZERO")
     lines += [ind + f"wa = INDEX(kt * taps * {lanes})",
@@ -343,6 +380,8 @@ def conv_source(positions: int, block_count: int) -> str:
     # the output over the shortcut's own buffer (Runner._assign_buffers), and a tile's clamped
     # positions repeat its last, which must read the shortcut as it was.
     lines += [ind + f"if rows_of_8 and act <= 2 and (kt + 1) * {lanes} <= out_store:"]
+    if positions % 2 == 0:
+        lines += _pooled_stores(positions, block_count, ind + "    ")
     lines.append(ind + "    if has_residual:")
     for p in range(positions):
         for q in range(block_count):
@@ -1521,14 +1560,15 @@ def pack_depthwise(weight, bias, dtype):
     return packed.reshape(-1), pack_bias(bias, c, 1, dtype)
 
 
-def work_splits(batch: int, positions: int, threads: int) -> list[tuple]:
+def work_splits(batch: int, positions: int, threads: int, align: int = 1) -> list[tuple]:
     """(b0, b1, q0, q1) ranges of (images, output positions in row-major order) for `threads`
-    workers: whole images when the batch has at least one per thread, else parts of each."""
+    workers: whole images when the batch has at least one per thread, else parts of each,
+    starting at multiples of `align` positions."""
     if threads <= 1 or batch * positions <= 1:
         return [(0, batch, 0, positions)]
     if batch >= threads:
         per = -(-batch // threads)
         return [(b, min(b + per, batch), 0, positions) for b in range(0, batch, per)]
-    per = -(-positions // threads)
+    per = -(-positions // threads // align) * align
     return [(b, b + 1, q, min(q + per, positions)) for b in range(batch)
             for q in range(0, positions, per)]

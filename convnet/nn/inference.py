@@ -10,7 +10,8 @@ shape and holds:
 - fusions: a convolution takes the batch norm that alone reads it (folded into its filters and
   bias), then the activation that alone reads it (ReLU, ReLU6/Hardtanh, LeakyReLU, Hardswish,
   Hardsigmoid, SiLU, Sigmoid), or the residual Add that alone reads it and the activation after
-  that: y = act(conv(x) + bias + shortcut), as onnxruntime fuses them;
+  that: y = act(conv(x) + bias + shortcut), as onnxruntime fuses them; then a 2x2 stride-2
+  max pool that alone reads it (`ConvStep._takes_pool`);
 - one step per remaining node: blocked kernels for convolutions (any stride, dilation and
   padding; groups when each group's channels are multiples of 8; depthwise), max and average
   pooling, global average pooling, activations, batch norm, Add/Sub/Mul/Div and Concat of whole
@@ -326,7 +327,7 @@ class ConvStep(Step):
     direct-convolution kernel, blocked output."""
 
     def __init__(self, plan: Plan, conv: Conv2d, source: int, out: int, bn=None,
-                 activation=None, residual: int | None = None):
+                 activation=None, residual: int | None = None, pool=None):
         self.plan, self.conv, self.bn = plan, conv, bn
         self.inputs = [source] + ([residual] if residual is not None else [])
         self.outputs = [out]
@@ -346,6 +347,32 @@ class ConvStep(Step):
             self.kernel, self.tile = "conv_rows", blocked.ROW_TILE
         self.macs = conv.macs(plan.shapes[source], plan.shapes[out])
         self.fingerprint = None
+        self.pool = pool is not None and self._takes_pool(pool.layer)
+        if self.pool:
+            self.tile = blocked.choose_tile(conv.out_channels, self.out_hw[0] * self.out_hw[1],
+                                            self.out_hw[1], pooled=True)
+            self.outputs = [pool.outputs[0]]
+
+    def _takes_pool(self, pool: Layer) -> bool:
+        """Whether the MaxPool2d reading this step's output can be taken into its stores: 2x2
+        windows of stride 2 on an even-sized output, no padding; one group, no shortcut, no
+        activation, ReLU or a clip, and whole tiles of filters (the kernel's fast stores).
+        In inference the pool's pass over the full-size output, a fifth of vggish's time
+        outside its convolutions, is then not made."""
+        out_h, out_w = self.out_hw
+        if not (type(pool) is MaxPool2d and pool.kernel_size == (2, 2)
+                and pool.stride == (2, 2) and out_h % 2 == 0 and out_w % 2 == 0):
+            return False
+        window = pool.geometry(self.out_hw)
+        if not (window.padding.is_zero and window.out_hw == (out_h // 2, out_w // 2)):
+            return False
+        lanes = blocked.LANES * blocked.choose_tile(self.conv.out_channels, out_h * out_w,
+                                                    out_w, pooled=True)[1]
+        return (self.kernel == "conv" and self.groups == 1 and self.residual is None
+                and self.activation[0] in (blocked.ACTIVATIONS["none"],
+                                           blocked.ACTIVATIONS["relu"],
+                                           blocked.ACTIVATIONS["clip"])
+                and blocked.blocks(self.conv.out_channels) * blocked.LANES % lanes == 0)
 
     def needs_border(self) -> int:
         pad = self.geometry.padding
@@ -428,7 +455,7 @@ class ConvStep(Step):
                       stride_w=conv.stride[1], out_batch=obs, out_block=oks, out_lane=1,
                       out_row=ors, out_col=ocs, out_channels=per_group,
                       out_store=blocked.blocks(per_group) * blocked.LANES,
-                      out_w=self.out_hw[1], act=self.activation[0])
+                      out_w=self.out_hw[1], act=self.activation[0], pool=int(self.pool))
         residual, plain_residual = _EMPTY, None
         if self.residual is not None:
             if self.plan.blocked[self.residual]:
@@ -449,8 +476,9 @@ class ConvStep(Step):
         threads = rt.threads_for(self.macs * n)
         calls = []
         for g in range(self.groups):
-            for b0, b1, i0, i1 in blocked.work_splits(n, self.out_hw[0] * self.out_hw[1],
-                                                      threads):
+            for b0, b1, i0, i1 in blocked.work_splits(  # a pooling window's rows together
+                    n, self.out_hw[0] * self.out_hw[1], threads,
+                    2 * self.out_hw[1] if self.pool else 1):
                 geometry = blocked.geometry_vector(b0=b0, b1=b1, i0=i0, i1=i1, k0=0, k1=tiles,
                                      x_origin=origin + g * channel_step,
                                      out_origin=out_origin + g * per_group_blocks * oks,
@@ -1263,7 +1291,12 @@ class Plan:
                         steps.append(_ToBlocked(self, source))
                     steps.append(DepthwiseStep(self, layer, source, out, bn, activation))
                 else:
-                    steps.append(ConvStep(self, layer, source, out, bn, activation, residual))
+                    pool = sole_reader(out) if residual is None else None
+                    step = ConvStep(self, layer, source, out, bn, activation, residual, pool)
+                    steps.append(step)
+                    if step.pool:
+                        fused.add(id(pool))
+                        out = step.outputs[0]
                 self.blocked[out] = True
                 produced_before.update([out, *node.outputs])
                 continue

@@ -1058,6 +1058,8 @@ def test_repeated_small_calls_load_the_kernels(monkeypatch, rng):
     model = small_model().eval()
     x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
     with cn.no_grad():
+        for _ in range(2 * inference.SMALL_CALLS_BEFORE_LOAD):  # batches of two: no count
+            model.forward(np.concatenate([x, x]))
         first = [model.forward(x) for _ in range(inference.SMALL_CALLS_BEFORE_LOAD)]
         assert not blocked._modules
         later = model.forward(x)

@@ -57,9 +57,10 @@ SEQUENTIAL, RESIDUAL, GRAPH = "seq", "res", "model"
 # fewer multiply-adds than this runs the layers' NumPy forward until the kernels are loaded
 # (`convnet predict` on one image), as `convnet.core.kernels.MIN_LOAD_MACS` rules for training.
 MIN_LOAD_MACS = kernels.MIN_LOAD_MACS
-# ...but a plan called this many times on small batches loads them on its next call: a loop
-# over single images or a server, where the load pays back within a second (LeNet-5 on one
-# image, two threads: 0.19 ms an image with the layers, 0.02 ms from the plan).
+# ...but a plan called this many times on one image loads them on its next: a loop over
+# single images or a server, where the load pays back within a second (LeNet-5 on one image,
+# two threads: 0.19 ms an image with the layers, 0.02 ms from the plan). Batches of more keep
+# their path whatever came before (an evaluation prints the same bits on any process count).
 SMALL_CALLS_BEFORE_LOAD = 3
 
 
@@ -88,10 +89,10 @@ def run(model: Layer, arrays) -> list:
     if not plan.useful:
         return None
     if not plan.loaded() and not blocked.loaded("conv") and (
-            plan.macs * arrays[0].shape[0] < MIN_LOAD_MACS
-            and plan.small_calls < SMALL_CALLS_BEFORE_LOAD):
-        plan.small_calls += 1
-        return None
+            plan.macs * arrays[0].shape[0] < MIN_LOAD_MACS):
+        if arrays[0].shape[0] > 1 or plan.small_calls < SMALL_CALLS_BEFORE_LOAD:
+            plan.small_calls += arrays[0].shape[0] == 1
+            return None
     return plan.run(arrays)
 
 
@@ -1237,7 +1238,7 @@ class Plan:
                        if shape is not None and len(shape) == 3), default=1)
         self.piece = max(1, PIECE_BYTES // (2 * largest))
         self._offsets: dict = {}
-        self.small_calls = 0  # calls answered by the layers as too small to load the kernels
+        self.small_calls = 0  # calls on one image answered by the layers (too little work)
         self.generation = None
         self.switches = None
         self._lock = threading.Lock()

@@ -176,7 +176,10 @@ class _Pointwise(_Elementwise):
         dx = xp.empty_like(dy)
 
         def work(part):
-            xp.multiply(dy[part], self._slope(xp, kept[part]), out=dx[part])
+            # an infinite dy on a flat stretch gives NaN, as PyTorch's, without a warning
+            # (errstate is per thread: the worker threads' own)
+            with numpy.errstate(invalid="ignore"):
+                xp.multiply(dy[part], self._slope(xp, kept[part]), out=dx[part])
 
         run_chunks(work, sample_chunks(dy))
         return dx

@@ -495,12 +495,13 @@ POOLED_AFTER = {"none": [], "relu": [cn.ReLU], "relu6": [cn.ReLU6],
 @pytest.mark.parametrize("after", sorted(POOLED_AFTER))
 @pytest.mark.parametrize("filters, size, batch, threads", [
     (32, (8, 12), 3, 1), (64, (6, 6), 1, 2), (16, (10, 4), 1, 2), (8, (2, 2), 2, 2),
-    (128, (4, 8), 1, 2)])
+    (128, (4, 8), 1, 2), (6, (28, 28), 1, 2), (8, (4, 34), 3, 1)])
 def test_a_max_pool_after_a_convolution_is_taken_into_it(after, filters, size, batch, threads,
                                                         monkeypatch, rng):
     """Conv (+ activation) + MaxPool2d(2) in one step: the pooled maxima stored straight from
-    the tile, on one or two threads (one image's rows split between them in whole pooling
-    windows), the next convolution reading the pooled map."""
+    the tile (or, for 6 and 8 filters on rows of 16 or more, from the row kernel's columns),
+    on one or two threads (one image's rows split between them in whole pooling windows),
+    the next convolution reading the pooled map."""
     monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
     conv = cn.Conv2d(5, filters, 3, padding=1)
     conv.bias.assign(rng.standard_normal(filters).astype(np.float32))
@@ -515,16 +516,15 @@ def test_a_max_pool_after_a_convolution_is_taken_into_it(after, filters, size, b
         backend.set_num_threads(previous)
     assert_matches(ours, reference(model, x))
     assert steps_of(model) == ["ConvStep", "ConvStep"]
-    assert next(iter(model._inference_plans.values())).steps[0].pool
+    first = next(iter(model._inference_plans.values())).steps[0]
+    assert first.pool and first.kernel == ("conv_rows" if size[1] >= 16 else "conv")
 
 
 @pytest.mark.parametrize("case", ["odd size", "stride 1", "padded", "3x3", "leaky", "read twice",
-                                  "residual", "row kernel"])
+                                  "residual"])
 def test_a_max_pool_the_kernel_cannot_take_in_stays_a_step(case, rng):
     """Pools the fused stores do not cover keep their own step, with the same answer."""
-    size = {"odd size": (9, 8), "row kernel": (16, 16)}.get(case, (8, 8))
-    channels = 3 if case == "row kernel" else 16  # a first layer of few filters: rows of 16
-    filters = 8 if case == "row kernel" else 16
+    size, channels, filters = (9, 8) if case == "odd size" else (8, 8), 16, 16
     pool = {"stride 1": lambda: cn.MaxPool2d(2, 1), "padded": lambda: cn.MaxPool2d(2, 2, 1),
             "3x3": lambda: cn.MaxPool2d(3, 2, strict=False)}.get(
         case, lambda: cn.MaxPool2d(2, strict=False))()

@@ -487,7 +487,7 @@ def conv_rows_source(positions: int) -> str:
     ]
     for name in ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_origin",
                  "stride_h", "out_batch", "out_block", "out_lane", "out_row", "out_col",
-                 "out_origin", "out_w", "act", "out_store"):
+                 "out_origin", "out_w", "act", "out_store", "pool"):
         lines.append(f"    {name} = geometry[{G[name]}]")
     lines += [
         "    taps = offsets.shape[0]",
@@ -519,6 +519,25 @@ def conv_rows_source(positions: int) -> str:
     lines.append(body + f"wa += INDEX({lanes})")
     lines += [ind + f"tile[{k * positions + p}] = a{k}_{p}"
               for k in range(lanes) for p in range(positions)]
+    # A 2x2 stride-2 max pool taken in (as in conv_source's _pooled_stores: a blocked output,
+    # no activation, ReLU or a clip, an even row width and ranges of whole row pairs, so
+    # the columns j0 - jc, j0 - jc + 1 ... pair up): each pair's maximum at the pooled output,
+    # an odd row taking the maximum with what the even row stored.
+    lines += [
+        ind + "if pool:",
+        ind + f"    for p in range(j0 - jc, min(je - jc, {positions}), 2):",
+        ind + "        oq = INDEX(b * out_batch + (i >> 1) * out_row + ((jc + p) >> 1) * out_col"
+              " + out_origin + kt * out_block)",
+        ind + f"        c = INDEX(kt * {lanes})",
+    ]
+    lines += [ind + f"        y{lane} = min(max(max(tile[{lane * positions} + p], "
+                    f"tile[{lane * positions + 1} + p]) + bias[c + INDEX({lane})], lo), hi)"
+              for lane in range(LANES)]
+    lines += [ind + f"        m{lane} = out[oq + INDEX({lane})]" for lane in range(LANES)]
+    lines += [ind + f"        y{lane} = max(y{lane}, m{lane}) if i & 1 else y{lane}"
+              for lane in range(LANES)]
+    lines += [ind + f"        out[oq + INDEX({lane})] = y{lane}" for lane in range(LANES)]
+    lines.append(ind + "    continue")
     # This call's columns: into a blocked output with no activation, ReLU or a clip, eight
     # lanes at a time in straight-line code, every load before any store (LLVM's SLP
     # vectorizer makes it vector code; a loop through `activate` took longer than the taps of

@@ -350,14 +350,17 @@ class ConvStep(Step):
         self.fingerprint = None
         self.pool = pool is not None and self._takes_pool(pool.layer)
         if self.pool:
-            self.tile = blocked.choose_tile(conv.out_channels, self.out_hw[0] * self.out_hw[1],
-                                            self.out_hw[1], pooled=True)
+            if self.kernel == "conv":
+                self.tile = blocked.choose_tile(conv.out_channels,
+                                                self.out_hw[0] * self.out_hw[1],
+                                                self.out_hw[1], pooled=True)
             self.outputs = [pool.outputs[0]]
 
     def _takes_pool(self, pool: Layer) -> bool:
         """Whether the MaxPool2d reading this step's output can be taken into its stores: 2x2
-        windows of stride 2 on an even-sized output, no padding; one group, no shortcut, no
-        activation, ReLU or a clip, and whole tiles of filters (the kernel's fast stores).
+        windows of stride 2 on an even-sized output, no padding; no activation, ReLU or a
+        clip; one group, no shortcut and whole tiles of filters (the kernel's fast stores),
+        or the row kernel of a first layer.
         In inference the pool's pass over the full-size output, a fifth of vggish's time
         outside its convolutions, is then not made."""
         out_h, out_w = self.out_hw
@@ -367,12 +370,14 @@ class ConvStep(Step):
         window = pool.geometry(self.out_hw)
         if not (window.padding.is_zero and window.out_hw == (out_h // 2, out_w // 2)):
             return False
+        if self.activation[0] not in (blocked.ACTIVATIONS["none"], blocked.ACTIVATIONS["relu"],
+                                      blocked.ACTIVATIONS["clip"]):
+            return False
+        if self.kernel == "conv_rows":  # one block of filters (a first layer's), no shortcut
+            return True
         lanes = blocked.LANES * blocked.choose_tile(self.conv.out_channels, out_h * out_w,
                                                     out_w, pooled=True)[1]
-        return (self.kernel == "conv" and self.groups == 1 and self.residual is None
-                and self.activation[0] in (blocked.ACTIVATIONS["none"],
-                                           blocked.ACTIVATIONS["relu"],
-                                           blocked.ACTIVATIONS["clip"])
+        return (self.groups == 1 and self.residual is None
                 and blocked.blocks(self.conv.out_channels) * blocked.LANES % lanes == 0)
 
     def needs_border(self) -> int:

@@ -244,9 +244,10 @@ def pool_fits_exactly(config) -> bool:
 
 def assert_compiled_conv_agrees(conv, x, dy, kept_type):
     """A Conv2d's training passes on one thread, on two, and on the NumPy path (compiled
-    kernels off): forward and every gradient. Two threads give one thread's answers (to
-    1e-6), the NumPy path the same to the parity tolerance. kept_type: the cache's kept input
-    when the compiled passes ran."""
+    kernels off): forward and every gradient. Two threads give one thread's answers to
+    float32 rounding (1e-5 of the largest value: the weight gradient sums a group of images'
+    positions in registers, so a split sums in another order), the NumPy path the same to
+    the parity tolerance. kept_type: the cache's kept input when the compiled passes ran."""
     from convnet.core import backend, kernels
 
     results = {}
@@ -265,5 +266,6 @@ def assert_compiled_conv_agrees(conv, x, dy, kept_type):
             kernels.set_enabled(True)
     for one, two, numpy_path in zip(results["one"], results["two"], results["numpy"],
                                     strict=True):
-        np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-6)
+        scale = max(float(np.abs(one).max()), 1.0)
+        np.testing.assert_allclose(two, one, rtol=0, atol=1e-5 * scale)
         assert_close(one, numpy_path)

@@ -1236,22 +1236,23 @@ def channel_sums(dy, sums, geometry):
 
 
 def _weight_grad_tile(ind: str, block_count: int) -> list[str]:
-    """Code summing one image's tile of dw over its output positions: 8 taps x 8 output
-    lanes of each of blocks kb .. kb + block_count - 1."""
+    """Code summing a tile of dw over the output positions of images bg .. bn - 1: 8 taps x
+    8 output lanes of each of blocks kb .. kb + block_count - 1."""
     width = block_count * LANES
     lines = []
     for c in range(LANES):
         lines.append(ind + " = ".join(f"a{c}_{k}" for k in range(width)) + " = ZERO")
     lines += [ind + f"t{c} = offsets[tg * 8 + {c}]" for c in range(LANES)]
     lines += [
-        ind + "xbase = b * x_batch + x_origin",
-        ind + "dbase = b * dy_batch + kb * dy_block + dy_origin",
-        ind + "for i in range(out_h):",
-        ind + "    xa = INDEX(xbase + i * stride_h * x_row)",
-        ind + "    da = INDEX(dbase + i * dy_row)",
-        ind + "    for j in range(out_w):",
+        ind + "for b in range(bg, bn):",
+        ind + "    xbase = b * x_batch + x_origin",
+        ind + "    dbase = b * dy_batch + kb * dy_block + dy_origin",
+        ind + "    for i in range(out_h):",
+        ind + "        xa = INDEX(xbase + i * stride_h * x_row)",
+        ind + "        da = INDEX(dbase + i * dy_row)",
+        ind + "        for j in range(out_w):",
     ]
-    body = ind + "        "
+    body = ind + "            "
     lines += [body + f"d{k} = dy[da + INDEX({k})]" for k in range(LANES)]
     for block in range(1, block_count):
         lines += [body + f"d{block * LANES + k} = dy[da + INDEX({block} * dy_block + {k})]"
@@ -1277,6 +1278,12 @@ def _weight_grad_tile(ind: str, block_count: int) -> list[str]:
 # WIDE_TILE_SPEED).
 WEIGHT_GRAD_BLOCKS = 2
 FULL_RATE_WEIGHT_GRAD_BLOCKS = 4
+# Output positions a weight-gradient tile sums before it is added to dw: on small maps a tile
+# of one image's positions spent much of its time starting and ending. One thread, 64 -> 128
+# filters, in separate processes alternated, GFLOP/s with an image's tile, 512, 2048 and 4096
+# positions: 8x8 (batch 128) 125-133, 143-181, 161-177, 151-159; 16x16 (batch 32) 149-179,
+# 159-184, 167-195, 167-186; 4x4 (batch 512) 61-66, 117-153 at 512; 32x32 unchanged.
+WEIGHT_GRAD_POSITIONS = 2048
 
 
 def weight_grad_blocks() -> int:
@@ -1297,8 +1304,9 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
     8 * widest fused multiply-adds, as the forward kernel's tiles; the last blocks of output
     channels get narrower tiles (halving down to one block). The taps of a blocked input are
     its lanes (c // 8, u, v, c % 8), those of a plain one (c, u, v): a first layer of 1 or 3
-    channels wastes no lanes. One image's input and output gradient stay in cache across its
-    taps."""
+    channels wastes no lanes. A tile sums the positions of a group of images (one image of
+    WEIGHT_GRAD_POSITIONS positions or more, else as many as make that many) before it is
+    added to dw, the group's input and output gradient staying in cache across its taps."""
     widths = [w for w in (4, 2, 1) if w <= widest]
     lines = [
         "def weight_grad(x, dy, offsets, dw, geometry):",
@@ -1310,7 +1318,9 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
         "     dy_col, dy_origin, out_h, out_w, stride_h, stride_w) = geometry[:16]",
         "    tap_groups = offsets.shape[0] // 8",
         f"    tile = numpy.empty({widest * LANES * LANES}, dtype=x.dtype)",
-        "    for b in range(b0, b1):",
+        f"    group = max(1, {WEIGHT_GRAD_POSITIONS} // (out_h * out_w))",
+        "    for bg in range(b0, b1, group):",
+        "        bn = min(bg + group, b1)",
         "        kb = 0",
         "        while kb < k_blocks:",
         "            count = 1",

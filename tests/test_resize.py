@@ -279,3 +279,16 @@ def test_whole_factor_resizes_give_the_exact_receptive_field():
                 assert (reached.min(), reached.max()) == (top, top + height - 1), (layers, row)
                 checked += 1
     assert checked > 1500
+
+
+def test_half_pixel_symmetric_keeps_whole_source_positions_whole():
+    """7 columns -> 3 at scale 0.5: sources 1, 3 and 5 exactly (ONNX's literal formula gave
+    1.0000000000000002 in float64, and nearest_mode='ceil' then read column 2); the exact
+    loop oracle and onnxruntime read column 1."""
+    from convnet.nn.resize import source_positions
+
+    assert source_positions(3, 7, 0.5, "half_pixel_symmetric").tolist() == [1.0, 3.0, 5.0]
+    x = np.arange(14, dtype=np.float32).reshape(1, 1, 2, 7)
+    layer = cn.Resize(scales=(0.5, 0.5), mode="nearest",
+                      coordinate_transformation_mode="half_pixel_symmetric", nearest_mode="ceil")
+    assert layer.forward(x).tolist() == [[[[8.0, 10.0, 12.0]]]]

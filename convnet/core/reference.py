@@ -6,6 +6,7 @@ Nothing here is used for training; each function is written straight from the de
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -127,9 +128,10 @@ def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pix
             return i / scale
         if mode == "tf_half_pixel_for_nn":
             return (i + 0.5) / scale
-        if mode == "half_pixel_symmetric":
-            adjustment = out_len / (scale * in_len)
-            return in_len / 2 * (1 - adjustment) + (i + 0.5) / scale - 0.5
+        if mode == "half_pixel_symmetric":  # exactly, then rounded once
+            adjustment = Fraction(out_len) / (Fraction(scale) * in_len)
+            return float(Fraction(in_len, 2) * (1 - adjustment) + (i + Fraction(1, 2))
+                         / Fraction(scale) - Fraction(1, 2))
         raise ValueError(mode)
 
     def rounded(p, in_len):

@@ -55,9 +55,11 @@ def source_positions(out_len: int, in_len: int, scale: float, transform: str):
     if transform == "tf_half_pixel_for_nn":
         return (x + 0.5) / scale
     if transform == "half_pixel_symmetric":
-        adjustment = out_len / (scale * in_len)
-        offset = in_len / 2 * (1 - adjustment)
-        return offset + (x + 0.5) / scale - 0.5
+        # ONNX's in_len / 2 * (1 - out_len / (scale * in_len)) + (x + 0.5) / scale - 0.5,
+        # rearranged to round once in the division and once in the sum: a source position
+        # that is a whole number (1 for columns 7 -> 3 at scale 0.5) stays one, where the
+        # literal form gave 1.0000000000000002 and ceil took the next pixel
+        return (in_len - 1) / 2 + (x + 0.5 - out_len / 2) / scale
     raise ValueError(f"coordinate_transformation_mode must be one of {COORDINATE_MODES}, "
                      f"received {transform!r}")
 

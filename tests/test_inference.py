@@ -520,6 +520,38 @@ def test_a_max_pool_after_a_convolution_is_taken_into_it(after, filters, size, b
     assert first.pool and first.kernel == ("conv_rows" if size[1] >= 16 else "conv")
 
 
+@settings(max_examples=40, deadline=None)
+@given(channels=st.integers(1, 20), filters=st.integers(1, 40), size=st.tuples(
+           st.integers(1, 10), st.integers(1, 20)), kernel=st.integers(1, 3),
+       after=st.sampled_from(sorted(POOLED_AFTER)), first=st.booleans(),
+       batch=st.integers(1, 3), threads=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))
+def test_any_convolution_and_max_pool_match_the_layers(channels, filters, size, kernel, after,
+                                                       first, batch, threads, seed):
+    """Conv (+ activation) + MaxPool2d(2) of any sizes, even or odd (taken in or not), as a
+    first layer or after another, on one or two threads, against the layers."""
+    rng = np.random.default_rng(seed)
+    layers = [] if first else [cn.Conv2d(3, channels, 3, padding=1)]
+    conv = cn.Conv2d(channels, filters, kernel, padding=kernel // 2)
+    conv.bias.assign(rng.standard_normal(filters).astype(np.float32))
+    model = cn.Sequential(*layers, conv, *[make() for make in POOLED_AFTER[after]],
+                          cn.MaxPool2d(2, strict=False), strict=False).eval()
+    x = rng.standard_normal((batch, channels if first else 3, 2 * size[0],
+                             size[1] + 1)).astype(np.float32)
+    previous, split = backend.num_threads(), inference.SPLIT_MIN_WORK
+    backend.set_num_threads(threads)
+    inference.SPLIT_MIN_WORK = 0  # one image's rows split too
+    try:
+        ours = planned(model, x)
+    finally:
+        backend.set_num_threads(previous)
+        inference.SPLIT_MIN_WORK = split
+    assert_matches(ours, reference(model, x))
+    pooled = any(getattr(step, "pool", False)
+                 for step in next(iter(model._inference_plans.values())).steps)
+    out_h, out_w = (length + 2 * (kernel // 2) - kernel + 1 for length in x.shape[2:])
+    assert pooled == (out_h % 2 == 0 and out_w % 2 == 0)  # taken in wherever the sizes allow
+
+
 @pytest.mark.parametrize("case", ["odd size", "stride 1", "padded", "3x3", "leaky", "read twice",
                                   "residual"])
 def test_a_max_pool_the_kernel_cannot_take_in_stays_a_step(case, rng):

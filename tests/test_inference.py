@@ -1135,14 +1135,15 @@ def test_the_container_kinds_the_plans_rely_on():
 
 
 @settings(max_examples=40, deadline=None)
-@given(batch=st.integers(1, 11), channels=st.integers(1, 12), size=st.integers(1, 3),
+@given(batch=st.integers(1, 19), channels=st.integers(1, 12), size=st.integers(1, 3),
        outs=st.sampled_from([1, 3, 10, 16, 17, 40, 70]),
        after=st.sampled_from(["none", "relu", "relu6", "sigmoid"]), split=st.booleans(),
        seed=st.integers(0, 2**32 - 1))
 def test_dense_steps_match_the_layers(batch, channels, size, outs, after, split, seed):
-    """Linear after a Flatten of a blocked tensor on the compiled kernel: images four at a
-    time and then one by one, outputs in tiles of 16 (narrow layers) or 64 wide, activations
-    fused; split between two threads by images, or one image by outputs."""
+    """Linear after a Flatten of a blocked tensor on the compiled kernel: images eight at a
+    time (outputs in tiles of 32, layers of more than 16), four at a time (tiles of 16), then
+    one by one (tiles of 16 for narrow layers, else 64), activations fused; split between two
+    threads by images, or one image by outputs."""
     rng = np.random.default_rng(seed)
     model = cn.Sequential(cn.Conv2d(3, channels, 3, padding=1), cn.Flatten(),
                           cn.Linear(channels * size * size, outs),

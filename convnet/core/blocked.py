@@ -1093,6 +1093,10 @@ DENSE_TILE = 64  # outputs summed in registers at once for one image (four 16-la
 # serves that many images. One image at a time, each streamed the whole weight matrix: lenet5's
 # Linear(400, 120) at 32 images took 93 us against BLAS's 43 (one thread).
 DENSE_IMAGES, DENSE_IMAGE_TILE = 4, 16
+# ... and for a layer of more than DENSE_IMAGE_TILE outputs, DENSE_WIDE_IMAGES images x
+# DENSE_WIDE_TILE outputs (16 vector accumulators, as the convolution's widest tiles): with 4 x
+# 16 the multiply-adds waited on each other's results.
+DENSE_WIDE_IMAGES, DENSE_WIDE_TILE = 8, 32
 
 
 def _dense_tile(images: int, tile: int, ind: str) -> list[str]:
@@ -1118,6 +1122,7 @@ def _dense_tile(images: int, tile: int, ind: str) -> list[str]:
 
 def dense_source() -> str:
     """The small dense product (print it to read it)."""
+    scratch = max(DENSE_TILE, DENSE_IMAGES * DENSE_IMAGE_TILE, DENSE_WIDE_IMAGES * DENSE_WIDE_TILE)
     lines = [
         "def dense(x, w, bias, out, geometry, alpha, beta):",
         '    """out[n*out_row + o] = act(bias[o] + sum_i x[n*x_row + i] * w[i*w_row + o]) for',
@@ -1128,12 +1133,21 @@ def dense_source() -> str:
         "    A small product (one image, a squeeze-and-excitation block) costs less here than",
         "    BLAS's call and NumPy's passes. Each tile of outputs is summed in registers over",
         "    the inputs (summed in memory, an output cost a load and a store a multiply-add),",
-        f"    for {DENSE_IMAGES} images at once while that many are left, then one by one."
+        f"    for {DENSE_WIDE_IMAGES} images x {DENSE_WIDE_TILE} outputs (a layer of more than "
+        f"{DENSE_IMAGE_TILE})",
+        f"    and {DENSE_IMAGES} images x {DENSE_IMAGE_TILE} at once while that many are left, "
+        "then one by one."
         '"""',
         "    n0, n1, o0, o1, inputs, w_row, x_row, out_row, act = geometry[:9]",
-        f"    tile = numpy.empty({max(DENSE_TILE, DENSE_IMAGES * DENSE_IMAGE_TILE)}, "
-        "dtype=x.dtype)",
+        f"    tile = numpy.empty({scratch}, dtype=x.dtype)",
         "    n = n0",
+        f"    if o1 - o0 > {DENSE_IMAGE_TILE}:",
+        f"        while n + {DENSE_WIDE_IMAGES} <= n1:",
+        f"            for t0 in range(o0, o1, {DENSE_WIDE_TILE}):",
+    ]
+    lines += _dense_tile(DENSE_WIDE_IMAGES, DENSE_WIDE_TILE, " " * 16)
+    lines += [
+        f"            n += {DENSE_WIDE_IMAGES}",
         f"    while n + {DENSE_IMAGES} <= n1:",
         f"        for t0 in range(o0, o1, {DENSE_IMAGE_TILE}):",
     ]

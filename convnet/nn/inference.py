@@ -1167,9 +1167,12 @@ class DenseStep(Step):
         return Bound(post, [call])
 
 
-# The most multiply-adds a DenseStep runs on the compiled kernel; larger products go to BLAS
-# (lenet5's first layer at batch 64 is 3 million).
-DENSE_KERNEL_MAX_MACS = 1 << 20
+# The most multiply-adds a DenseStep runs on the compiled kernel; larger products go to BLAS,
+# which holds to one thread here (a Python step between the team's programs). With tiles of
+# 8 images x 32 outputs the kernel was ahead of it up to the largest measured: one thread, a
+# batch of 128 in one piece, 400 -> 120 0.22 -> 0.16 ms, 2048 -> 64 0.50 -> 0.34, 4096 -> 512
+# 6.5 -> 5.5; two threads 0.47x BLAS's time on all three (lenet5 at batch 128 0.86 -> 0.74 ms).
+DENSE_KERNEL_MAX_MACS = 1 << 28
 
 
 # Activations a DenseStep applies in place.

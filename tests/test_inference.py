@@ -135,6 +135,17 @@ def conv_chains(draw):
 
 
 @contextlib.contextmanager
+def on_threads(threads: int):
+    """backend's thread count set to `threads` for the block."""
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        backend.set_num_threads(previous)
+
+
+@contextlib.contextmanager
 def steps_split(split: bool):
     """Two threads with every step split between them (one image by output positions) when
     `split`, else no step split at all."""
@@ -508,12 +519,8 @@ def test_a_max_pool_after_a_convolution_is_taken_into_it(after, filters, size, b
     model = cn.Sequential(conv, *[make() for make in POOLED_AFTER[after]], cn.MaxPool2d(2),
                           cn.Conv2d(filters, 4, 3, padding=1)).eval()
     x = rng.standard_normal((batch, 5, *size)).astype(np.float32)
-    previous = backend.num_threads()
-    backend.set_num_threads(threads)
-    try:
+    with on_threads(threads):
         ours = planned(model, x)
-    finally:
-        backend.set_num_threads(previous)
     assert_matches(ours, reference(model, x))
     assert steps_of(model) == ["ConvStep", "ConvStep"]
     first = next(iter(model._inference_plans.values())).steps[0]
@@ -537,13 +544,12 @@ def test_any_convolution_and_max_pool_match_the_layers(channels, filters, size, 
                           cn.MaxPool2d(2, strict=False), strict=False).eval()
     x = rng.standard_normal((batch, channels if first else 3, 2 * size[0],
                              size[1] + 1)).astype(np.float32)
-    previous, split = backend.num_threads(), inference.SPLIT_MIN_WORK
-    backend.set_num_threads(threads)
+    split = inference.SPLIT_MIN_WORK
     inference.SPLIT_MIN_WORK = 0  # one image's rows split too
     try:
-        ours = planned(model, x)
+        with on_threads(threads):
+            ours = planned(model, x)
     finally:
-        backend.set_num_threads(previous)
         inference.SPLIT_MIN_WORK = split
     assert_matches(ours, reference(model, x))
     pooled = any(getattr(step, "pool", False)
@@ -871,12 +877,8 @@ def test_a_batch_runs_in_pieces_that_stay_in_the_cache(threads, monkeypatch, rng
     head = cn.Linear(8, 5)(cn.Flatten()(cn.GlobalAvgPool2d()(features)))
     model = cn.Model(x_in, [head, features]).eval()
     x = rng.standard_normal((7, 3, 6, 6)).astype(np.float32)
-    previous = backend.num_threads()
-    backend.set_num_threads(threads)
-    try:
+    with on_threads(threads):
         ours = planned(model, x)
-    finally:
-        backend.set_num_threads(previous)
     for mine, theirs in zip(ours, reference(model, x), strict=True):
         assert mine.shape[0] == 7
         assert_matches(mine, theirs)

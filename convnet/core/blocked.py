@@ -315,14 +315,21 @@ def _pooled_stores(positions: int, block_count: int, ind: str) -> list[str]:
         for q in range(block_count):
             lines += [ind + f"    o = INDEX(o{p}p + (kt * {block_count} + {q}) * out_block)",
                       ind + f"    c = INDEX(kt * {lanes} + {q * 8})"]
-            lines += [ind + f"    y{lane} = min(max(max(a{p}_{q * 8 + lane}, a{p + 1}_"
-                            f"{q * 8 + lane}) + bias[c + INDEX({lane})], lo), hi)"
-                      for lane in range(LANES)]
-            lines += [ind + f"    m{lane} = out[o + INDEX({lane})]" for lane in range(LANES)]
-            lines += [ind + f"    y{lane} = max(y{lane}, m{lane}) if odd{p} else y{lane}"
-                      for lane in range(LANES)]
-            lines += [ind + f"    out[o + INDEX({lane})] = y{lane}" for lane in range(LANES)]
+            lines += _pooled_lanes(ind + "    ", lambda lane, p=p, q=q: (
+                f"a{p}_{q * 8 + lane}", f"a{p + 1}_{q * 8 + lane}"), "o", f"odd{p}")
     return lines + [ind + "    continue"]
+
+
+def _pooled_lanes(ind: str, pair, at: str, odd: str) -> list[str]:
+    """Code storing 8 lanes of a pooling window's pair of columns, pair(lane) their two sums:
+    out[at + lane] = act(max of the pair + bias[c + lane]), and on an odd row (`odd`) the
+    maximum with what is there; every load before any store (vector code)."""
+    lines = [ind + f"y{lane} = min(max(max({pair(lane)[0]}, {pair(lane)[1]}) + "
+                   f"bias[c + INDEX({lane})], lo), hi)" for lane in range(LANES)]
+    lines += [ind + f"m{lane} = out[{at} + INDEX({lane})]" for lane in range(LANES)]
+    lines += [ind + f"y{lane} = max(y{lane}, m{lane}) if {odd} else y{lane}"
+              for lane in range(LANES)]
+    return lines + [ind + f"out[{at} + INDEX({lane})] = y{lane}" for lane in range(LANES)]
 
 
 def conv_source(positions: int, block_count: int) -> str:
@@ -530,13 +537,8 @@ def conv_rows_source(positions: int) -> str:
               " + out_origin + kt * out_block)",
         ind + f"        c = INDEX(kt * {lanes})",
     ]
-    lines += [ind + f"        y{lane} = min(max(max(tile[{lane * positions} + p], "
-                    f"tile[{lane * positions + 1} + p]) + bias[c + INDEX({lane})], lo), hi)"
-              for lane in range(LANES)]
-    lines += [ind + f"        m{lane} = out[oq + INDEX({lane})]" for lane in range(LANES)]
-    lines += [ind + f"        y{lane} = max(y{lane}, m{lane}) if i & 1 else y{lane}"
-              for lane in range(LANES)]
-    lines += [ind + f"        out[oq + INDEX({lane})] = y{lane}" for lane in range(LANES)]
+    lines += _pooled_lanes(ind + "        ", lambda lane: (
+        f"tile[{lane * positions} + p]", f"tile[{lane * positions + 1} + p]"), "oq", "i & 1")
     lines.append(ind + "    continue")
     # This call's columns: into a blocked output with no activation, ReLU or a clip, eight
     # lanes at a time in straight-line code, every load before any store (LLVM's SLP

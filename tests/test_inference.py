@@ -531,11 +531,12 @@ def test_a_max_pool_after_a_convolution_is_taken_into_it(after, filters, size, b
 @given(channels=st.integers(1, 20), filters=st.integers(1, 40), size=st.tuples(
            st.integers(1, 10), st.integers(1, 20)), kernel=st.integers(1, 3),
        after=st.sampled_from(sorted(POOLED_AFTER)), first=st.booleans(),
-       batch=st.integers(1, 3), threads=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))
+       batch=st.integers(1, 3), split=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_any_convolution_and_max_pool_match_the_layers(channels, filters, size, kernel, after,
-                                                       first, batch, threads, seed):
+                                                       first, batch, split, seed):
     """Conv (+ activation) + MaxPool2d(2) of any sizes, even or odd (taken in or not), as a
-    first layer or after another, on one or two threads, against the layers."""
+    first layer or after another, each step split between two threads (one image's rows
+    too) or not split, against the layers."""
     rng = np.random.default_rng(seed)
     layers = [] if first else [cn.Conv2d(3, channels, 3, padding=1)]
     conv = cn.Conv2d(channels, filters, kernel, padding=kernel // 2)
@@ -544,13 +545,8 @@ def test_any_convolution_and_max_pool_match_the_layers(channels, filters, size, 
                           cn.MaxPool2d(2, strict=False), strict=False).eval()
     x = rng.standard_normal((batch, channels if first else 3, 2 * size[0],
                              size[1] + 1)).astype(np.float32)
-    split = inference.SPLIT_MIN_WORK
-    inference.SPLIT_MIN_WORK = 0  # one image's rows split too
-    try:
-        with on_threads(threads):
-            ours = planned(model, x)
-    finally:
-        inference.SPLIT_MIN_WORK = split
+    with steps_split(split):
+        ours = planned(model, x)
     assert_matches(ours, reference(model, x))
     pooled = any(getattr(step, "pool", False)
                  for step in next(iter(model._inference_plans.values())).steps)
@@ -559,9 +555,14 @@ def test_any_convolution_and_max_pool_match_the_layers(channels, filters, size, 
 
 
 @pytest.mark.parametrize("case", ["odd size", "stride 1", "padded", "3x3", "leaky", "read twice",
-                                  "residual"])
-def test_a_max_pool_the_kernel_cannot_take_in_stays_a_step(case, rng):
-    """Pools the fused stores do not cover keep their own step, with the same answer."""
+                                  "residual", "odd tile", "partial tile"])
+def test_a_max_pool_the_kernel_cannot_take_in_stays_a_step(case, monkeypatch, rng):
+    """Pools the fused stores do not cover keep their own step, with the same answer; so
+    does one whose tile (from a chooser that ignores `pooled`) has an odd count of positions
+    or does not divide the filters' blocks."""
+    if case in ("odd tile", "partial tile"):
+        tile = (7, 2) if case == "odd tile" else (4, 3)
+        monkeypatch.setattr(blocked, "choose_tile", lambda *args, **kwargs: tile)
     size, channels, filters = (9, 8) if case == "odd size" else (8, 8), 16, 16
     pool = {"stride 1": lambda: cn.MaxPool2d(2, 1), "padded": lambda: cn.MaxPool2d(2, 2, 1),
             "3x3": lambda: cn.MaxPool2d(3, 2, strict=False)}.get(

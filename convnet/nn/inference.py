@@ -11,7 +11,7 @@ shape and holds:
   bias), then the activation that alone reads it (ReLU, ReLU6/Hardtanh, LeakyReLU, Hardswish,
   Hardsigmoid, SiLU, Sigmoid), or the residual Add that alone reads it and the activation after
   that: y = act(conv(x) + bias + shortcut), as onnxruntime fuses them; then a 2x2 stride-2
-  max pool that alone reads it (`ConvStep._takes_pool`);
+  max pool that alone reads it (`ConvStep._pool_fits`);
 - one step per remaining node: blocked kernels for convolutions (any stride, dilation and
   padding; groups when each group's channels are multiples of 8; depthwise), max and average
   pooling, global average pooling, activations, batch norm, Add/Sub/Mul/Div and Concat of whole
@@ -90,8 +90,9 @@ def run(model: Layer, arrays) -> list:
         return None
     if not plan.loaded() and not blocked.loaded("conv") and (
             plan.macs * arrays[0].shape[0] < MIN_LOAD_MACS):
-        if arrays[0].shape[0] > 1 or plan.small_calls < SMALL_CALLS_BEFORE_LOAD:
-            plan.small_calls += arrays[0].shape[0] == 1
+        one_image = arrays[0].shape[0] == 1
+        if not one_image or plan.small_calls < SMALL_CALLS_BEFORE_LOAD:
+            plan.small_calls += one_image
             return None
     return plan.run(arrays)
 
@@ -348,37 +349,33 @@ class ConvStep(Step):
             self.kernel, self.tile = "conv_rows", blocked.ROW_TILE
         self.macs = conv.macs(plan.shapes[source], plan.shapes[out])
         self.fingerprint = None
-        self.pool = pool is not None and self._takes_pool(pool.layer)
-        if self.pool:
+        self.pool = False
+        if pool is not None and self._pool_fits(pool.layer):
+            tile = self.tile
             if self.kernel == "conv":
-                self.tile = blocked.choose_tile(conv.out_channels,
-                                                self.out_hw[0] * self.out_hw[1],
-                                                self.out_hw[1], pooled=True)
-            self.outputs = [pool.outputs[0]]
+                tile = blocked.choose_tile(conv.out_channels, self.out_hw[0] * self.out_hw[1],
+                                           self.out_hw[1], pooled=True)
+            # the kernels' pooled stores pair a tile's positions and need whole filter tiles
+            # (choose_tile(pooled=True) gives such a tile; the row kernel's is one block)
+            if tile[0] % 2 == 0 and blocked.blocks(conv.out_channels) % tile[1] == 0:
+                self.pool, self.tile, self.outputs = True, tile, [pool.outputs[0]]
 
-    def _takes_pool(self, pool: Layer) -> bool:
-        """Whether the MaxPool2d reading this step's output can be taken into its stores: 2x2
-        windows of stride 2 on an even-sized output, no padding; no activation, ReLU or a
-        clip; one group, no shortcut and whole tiles of filters (the kernel's fast stores),
-        or the row kernel of a first layer.
-        In inference the pool's pass over the full-size output, a fifth of vggish's time
-        outside its convolutions, is then not made."""
+    def _pool_fits(self, pool: Layer) -> bool:
+        """Whether the MaxPool2d reading this step's output could be taken into its stores:
+        2x2 windows of stride 2 on an even-sized output, no padding; no activation, ReLU or a
+        clip; one group and no shortcut (the kernels' fast stores). In inference the pool's
+        pass over the full-size output, a fifth of vggish's time outside its convolutions,
+        is then not made."""
         out_h, out_w = self.out_hw
         if not (type(pool) is MaxPool2d and pool.kernel_size == (2, 2)
                 and pool.stride == (2, 2) and out_h % 2 == 0 and out_w % 2 == 0):
             return False
         window = pool.geometry(self.out_hw)
-        if not (window.padding.is_zero and window.out_hw == (out_h // 2, out_w // 2)):
-            return False
-        if self.activation[0] not in (blocked.ACTIVATIONS["none"], blocked.ACTIVATIONS["relu"],
-                                      blocked.ACTIVATIONS["clip"]):
-            return False
-        if self.kernel == "conv_rows":  # one block of filters (a first layer's), no shortcut
-            return True
-        lanes = blocked.LANES * blocked.choose_tile(self.conv.out_channels, out_h * out_w,
-                                                    out_w, pooled=True)[1]
-        return (self.groups == 1 and self.residual is None
-                and blocked.blocks(self.conv.out_channels) * blocked.LANES % lanes == 0)
+        return (window.padding.is_zero and window.out_hw == (out_h // 2, out_w // 2)
+                and self.activation[0] in (blocked.ACTIVATIONS["none"],
+                                           blocked.ACTIVATIONS["relu"],
+                                           blocked.ACTIVATIONS["clip"])
+                and self.groups == 1 and self.residual is None)
 
     def needs_border(self) -> int:
         pad = self.geometry.padding

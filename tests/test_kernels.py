@@ -225,6 +225,42 @@ def test_a_child_that_does_not_finish_leaves_the_compile_to_this_process(tmp_pat
     assert not list((tmp_path / "kernels").glob("*.slp256"))  # tried again next time
 
 
+def test_a_loaded_module_frees_the_link_copies_only_of_its_fixed_functions(tmp_path,
+                                                                           monkeypatch):
+    # fixed: a C callback and a kernel of explicit signature; `lazy` compiles on first use,
+    # so a later caller may still need to link it
+    import numba
+
+    monkeypatch.setenv("CONVNET_CACHE", str(tmp_path))
+    source = "\n".join([
+        "import numba", "",
+        "@numba.njit('int64(int64)', cache=True)",
+        "def fixed(x):", "    return 3 * x", "",
+        "@numba.cfunc('int64(int64)', cache=True)",
+        "def callback(x):", "    return fixed(x) + 1", "",
+        "@numba.njit(cache=True)",
+        "def lazy(x):", "    return x - 1", ""])
+    def load(attempt: str):
+        sys.modules.pop(next((name for name in sys.modules
+                              if name.startswith("convnet_test_links_")), ""), None)
+        module = kernels.import_source("convnet_test_links", source)
+        assert module.fixed(4) == 12 and module.callback.ctypes(4) == 13, attempt
+        assert module.callback._library._shared_module is None, attempt
+        assert all(r.library._shared_module is None for r in module.fixed.overloads.values())
+        lazy = module.lazy
+        assert lazy(5) == 4
+
+        @numba.njit
+        def caller(x):
+            return lazy(x) * 2  # links lazy's library into a new one
+        assert caller(5) == 8, attempt
+        return module
+
+    load("compiled here")
+    module = load("loaded from the cache")
+    assert sum(module.fixed.stats.cache_hits.values()) == 1  # the second time, from the cache
+
+
 def test_the_narrow_tile_compiles_apart_and_the_others_here():
     from convnet.core import blocked
 

@@ -323,10 +323,11 @@ def test_every_plain_output_tile_gives_the_same_sums(monkeypatch, rng):
                               *torch_twin(conv, x, dy), dy=dy)
 
 
-@pytest.mark.parametrize("filters", [8, 16, 24, 40, 56])
+@pytest.mark.parametrize("filters", [8, 16, 24, 40, 56, 72])
 def test_every_weight_gradient_tile_gives_the_same_sums(filters, monkeypatch, rng):
     """The weight gradient's widest tile is 16 output channels, or 32 where AVX-512 runs at
-    full rate; the blocks past the last whole tile take narrower ones. Each output channel's
+    full rate; the blocks past the last whole tile take narrower ones (there 24 channels a
+    tile of 3 blocks, 40 two of 3 and 2, 56 of 4 and 3, 72 of 4, 3 and 2). Each output channel's
     sums are the same, in the same order, whatever the widest (the same bits), and PyTorch's
     to rounding."""
     x = rng.standard_normal((3, 12, 9, 11)).astype(np.float32)

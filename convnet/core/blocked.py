@@ -1318,12 +1318,16 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
 
     Per position `widest` vector loads of dy's lanes (8 each), 8 broadcast input taps and
     8 * widest fused multiply-adds, as the forward kernel's tiles; the last blocks of output
-    channels get narrower tiles (halving down to one block). The taps of a blocked input are
+    channels get narrower tiles (of 3, 2 or 1 blocks; 5 blocks left as 3 + 2). The taps of a blocked input are
     its lanes (c // 8, u, v, c % 8), those of a plain one (c, u, v): a first layer of 1 or 3
     channels wastes no lanes. A tile sums the positions of a group of images (one image of
     WEIGHT_GRAD_POSITIONS positions or more, else as many as make that many) before it is
     added to dw, the group's input and output gradient staying in cache across its taps."""
-    widths = [w for w in (4, 2, 1) if w <= widest]
+    # a tile of one block (8 broadcasts and one load for 8 multiply-adds) waits on its loads:
+    # 3 blocks (17-24 output channels) as one tile of 3, not 2 + 1: 16 -> 20 filters 5x5 on
+    # 16x16, batch 128, two threads, 3.67-3.73 -> 1.92-1.98 ms (where 4 is the widest; with 2
+    # widest, 24 vector accumulators would not fit AVX2's 16 registers)
+    widths = [w for w in (4, 3, 2, 1) if w <= widest and (w != 3 or widest == 4)]
     lines = [
         "def weight_grad(x, dy, offsets, dw, geometry):",
         "    # x (flat): tap t of output position (i, j) of image b is",
@@ -1341,8 +1345,10 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
         "        while kb < k_blocks:",
         "            count = 1",
     ]
-    for index, width in enumerate(widths[:-1]):  # the widest that fits the blocks left
-        lines.append(f"            {'el' if index else ''}if kb + {width - 1} < k_blocks:")
+    for index, width in enumerate(widths[:-1]):  # the widest that fits the blocks left...
+        leaves_one = width == 4 and 3 in widths  # ...but 5 blocks as 3 + 2, not 4 + 1
+        lines.append(f"            {'el' if index else ''}if kb + {width - 1} < k_blocks"
+                     + (" and k_blocks - kb != 5:" if leaves_one else ":"))
         lines.append(f"                count = {width}")
     lines.append("            for tg in range(tap_groups):")
     for index, width in enumerate(widths):

@@ -3,6 +3,9 @@ on worker threads, both ways of getting a stride-1 conv's input gradient, backwa
 input gradient, separable max pooling on tied inputs against PyTorch, and the thread setting."""
 
 import contextlib
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -219,6 +222,27 @@ def test_set_num_threads_refuses_nonsense():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads must be an int >= 1"):
             backend.set_num_threads(bad)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc's settings are glibc's")
+def test_memory_a_step_frees_is_reused_by_the_next_without_faulting_it_in_again():
+    """A step that frees 336 MiB (more than the 256 MiB trim threshold convnet once set; the
+    heap's top went back to the OS and each step faulted it in page by page) gets the same
+    pages again at its next run. In a fresh process: malloc's settings are process-wide."""
+    code = "\n".join([
+        "import resource, numpy",
+        "from convnet.core import backend",
+        "backend.set_num_threads(1)",
+        "def step():  # 3 MiB arrays: from the heap, and under NumPy's huge-page size",
+        "    arrays = [numpy.ones(3 << 18, numpy.float32) for _ in range(112)]",
+        "    del arrays",
+        "step()",
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt",
+        "step()",
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)"])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert int(done.stdout) < 2_000  # 86 thousand pages, were they given back
 
 
 def test_chunks_cover_the_batch_once_and_are_never_tiny():

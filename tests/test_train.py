@@ -54,6 +54,23 @@ def test_training_learns_and_writes_a_complete_run_folder(workspace, tmp_path):
     assert loaded.input_shape == (1, 12, 12)
 
 
+def test_fit_hands_back_the_memory_its_steps_freed(workspace, tmp_path, monkeypatch):
+    """malloc keeps what a step frees for the next (`backend.keep_freed_memory`); fit gives
+    it back when it returns, and also when it fails."""
+    from convnet.training import trainer as trainer_module
+
+    trims = []
+    monkeypatch.setattr(trainer_module, "return_freed_memory", lambda: trims.append(1))
+    Trainer(config(workspace, epochs=1), tmp_path / "run", progress=False,
+            log=lambda _: None).fit()
+    assert trims == [1]
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(TrainingError):
+        Trainer(config(workspace), tmp_path / "taken", progress=False).fit()
+    assert trims == [1, 1]
+
+
 def test_same_seed_same_weights(workspace, tmp_path):
     for name in ("a", "b"):
         Trainer(config(workspace), tmp_path / name, progress=False, log=lambda _: None).fit()

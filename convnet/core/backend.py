@@ -114,23 +114,31 @@ def keep_freed_memory() -> bool:
     By default glibc serves blocks over 128 KiB with fresh pages from mmap and returns freed
     memory at the top of the heap past 128 KiB, so each training step faults its activations
     in page by page again (measured here at batch 128: a third of a LeNet-5 step, a quarter of
-    the bottleneck net's). A 32 MiB mmap threshold (glibc's largest) and a 256 MiB trim
-    threshold let freed blocks be reused; the peak resident memory stays the same. Returns
-    False, changing nothing, where the C library is not glibc.
+    the bottleneck net's). A 32 MiB mmap threshold (glibc's largest) lets freed blocks be
+    reused, and the largest trim threshold keeps the heap's top however far a step's memory
+    swings: with 256 MiB, mobilenet-mini's steps (the heap 261 MiB above its low point at
+    the peak) gave it back every other step and faulted 8-19 thousand pages a step, 138-225
+    ms a step against 118-129 with none (batch 128, two threads). The peak resident memory
+    stays the same; what is kept goes back to the OS when `Trainer.fit` returns and when a
+    model's inference buffers are let go for training (`return_freed_memory`). Returns False,
+    changing nothing, where the C library is not glibc.
     """
     if platform.libc_ver()[0] != "glibc":
         return False
     mallopt = ctypes.CDLL(None).mallopt
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold,
-                                                                     256 << 20))
+                                                                     MAX_TRIM_THRESHOLD))
+
+
+MAX_TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes an int
 
 
 def return_freed_memory() -> bool:
     """Give the memory malloc keeps for reuse (`keep_freed_memory`) back to the OS: after
     inference's buffers are let go for training (unet-mini, batch 128: the process held 265
     MB after inference, 167 after the switch; inference then three training steps peaked at
-    520 MB, 496 training alone).
+    520 MB, 496 training alone), and what the training steps freed when `Trainer.fit` is done.
     False, changing nothing, where the C library is not glibc."""
     if platform.libc_ver()[0] != "glibc":
         return False

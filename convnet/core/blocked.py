@@ -1318,11 +1318,12 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
 
     Per position `widest` vector loads of dy's lanes (8 each), 8 broadcast input taps and
     8 * widest fused multiply-adds, as the forward kernel's tiles; the last blocks of output
-    channels get narrower tiles (of 3, 2 or 1 blocks; 5 blocks left as 3 + 2). The taps of a blocked input are
-    its lanes (c // 8, u, v, c % 8), those of a plain one (c, u, v): a first layer of 1 or 3
-    channels wastes no lanes. A tile sums the positions of a group of images (one image of
-    WEIGHT_GRAD_POSITIONS positions or more, else as many as make that many) before it is
-    added to dw, the group's input and output gradient staying in cache across its taps."""
+    channels get narrower tiles (of 3, 2 or 1 blocks; 5 blocks left as 3 + 2). The taps of a
+    blocked input are its lanes (c // 8, u, v, c % 8), those of a plain one (c, u, v): a first
+    layer of 1 or 3 channels wastes no lanes. A tile sums the positions of a group of images
+    (one image of WEIGHT_GRAD_POSITIONS positions or more, else as many as make that many)
+    before it is added to dw, the group's input and output gradient staying in cache across
+    its taps."""
     # a tile of one block (8 broadcasts and one load for 8 multiply-adds) waits on its loads:
     # 3 blocks (17-24 output channels) as one tile of 3, not 2 + 1: 16 -> 20 filters 5x5 on
     # 16x16, batch 128, two threads, 3.67-3.73 -> 1.92-1.98 ms (where 4 is the widest; with 2

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from convnet.core import rng
+from convnet.core.backend import return_freed_memory
 from convnet.io.checkpoint import (
     CHECKPOINTS,
     CONFIG,
@@ -657,6 +658,7 @@ class Trainer:
                     signal.signal(number, handler)
         finally:
             self.close()
+            return_freed_memory()  # what the steps freed, kept by malloc for the next step
 
     def close(self) -> None:
         """Give the run folder back (fit() does this when it returns or fails)."""

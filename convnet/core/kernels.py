@@ -268,21 +268,22 @@ def _drop_link_copies(module) -> None:
     and kernels compiled for explicit signatures, all made as the module was executed): Numba
     keeps it to link the function into a later compilation that calls it, and none comes (no
     other compiled code calls them, and they take no new signatures). A conv tile module's is
-    several MB: the peak memory of a convnetjs training and inference process 212 -> 199 MB,
-    vggish's 250 -> 237. Libraries Numba may still need (kernels compiling on first use for
-    their dtype) keep theirs."""
+    several MB: the peak memory of a convnetjs training and inference process 208-212 ->
+    192-200 MB, vggish's 242-250 -> 238. Libraries Numba may still need (kernels compiling
+    on first use for their dtype) keep theirs."""
     from numba.core.ccallback import CFunc  # noqa: PLC0415
     from numba.core.dispatcher import Dispatcher  # noqa: PLC0415
 
     for value in vars(module).values():
         if isinstance(value, CFunc):
-            libraries = [value._library]
-        elif isinstance(value, Dispatcher) and not value._can_compile:
+            libraries = [getattr(value, "_library", None)]
+        elif isinstance(value, Dispatcher) and getattr(value, "_can_compile", True) is False:
             libraries = [result.library for result in value.overloads.values()]
         else:
             continue
-        for library in libraries:
-            library._shared_module = None
+        for library in libraries:  # (Numba's own attributes: pinned in pyproject.toml; a
+            if hasattr(library, "_shared_module"):  # version without them keeps its copies)
+                library._shared_module = None
 
 
 TASK_IMPORTS = ("from convnet.core.atomics import (boolean_at, float32_at, float64_at, "

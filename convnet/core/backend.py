@@ -108,6 +108,9 @@ def set_num_threads(threads: int) -> None:
         _threads = threads
 
 
+MAX_TRIM_THRESHOLD = (1 << 31) - 1  # glibc's largest: mallopt takes an int
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse rather than return it to the OS.
 
@@ -129,9 +132,6 @@ def keep_freed_memory() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold,
                                                                      MAX_TRIM_THRESHOLD))
-
-
-MAX_TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes an int
 
 
 def return_freed_memory() -> bool:

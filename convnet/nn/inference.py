@@ -1297,7 +1297,7 @@ class Plan:
                         steps.append(_ToBlocked(self, source))
                     steps.append(DepthwiseStep(self, layer, source, out, bn, activation))
                 else:
-                    pool = sole_reader(out) if residual is None else None
+                    pool = sole_reader(out)  # (taken in where ConvStep._pool_fits says)
                     step = ConvStep(self, layer, source, out, bn, activation, residual, pool)
                     steps.append(step)
                     if step.pool:

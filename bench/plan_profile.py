@@ -2,14 +2,15 @@
 
     python -m bench.plan_profile bottleneck            # batch 128, one thread
     python -m bench.plan_profile vggish resnet8 --batch 1 --repeats 50
+    python -m bench.plan_profile resnet8 --threads 2   # both systems on two threads
 
 For each network (a zoo model with its initial weights), convnet's plan is built and warmed
 up, then every step of its runner is timed on its own, summed over the pieces of the batch the
 plan runs at a time (the best of --repeats runs of that step); onnxruntime runs convnet's own
 ONNX export of the same weights with its profiler on and each node's best time is kept. Both
-with one thread (set OMP_NUM_THREADS=1 for NumPy's BLAS too). The sums are not end-to-end
-times (each part's best is taken apart), but they compare like with like; `python -m
-bench.run` measures whole networks.
+with --threads threads (one unless told; OMP_NUM_THREADS is set to match for NumPy's BLAS).
+The sums are not end-to-end times (each part's best is taken apart), but they compare like
+with like; `python -m bench.run` measures whole networks.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def plan_steps(model, x, repeats: int) -> list[tuple[str, float]]:
     return rows
 
 
-def onnxruntime_nodes(model, x, repeats: int) -> list[tuple[str, float]]:
-    """(node name and operator, best seconds) from onnxruntime's profiler, one thread."""
+def onnxruntime_nodes(model, x, repeats: int, threads: int = 1) -> list[tuple[str, float]]:
+    """(node name and operator, best seconds) from onnxruntime's profiler on `threads`."""
     import onnxruntime
 
     import convnet as cn
@@ -74,7 +75,7 @@ def onnxruntime_nodes(model, x, repeats: int) -> list[tuple[str, float]]:
         path = Path(folder) / "model.onnx"
         cn.onnx.export(model, path)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
+        options.intra_op_num_threads = threads
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "profile")
         session = onnxruntime.InferenceSession(str(path), options,
@@ -96,24 +97,26 @@ def main() -> None:
     parser.add_argument("networks", nargs="*", default=["bottleneck"])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from convnet.core import backend
     from convnet.io import zoo
     from convnet.nn import inference
 
-    backend.set_num_threads(1)
+    backend.set_num_threads(args.threads)
     # A small batch of a small network would take the NumPy layers until something larger has
     # loaded the compiled kernels (as a batch of 128 does in `bench.run` before its batch-1
     # latency): profile the plan it then runs.
     inference.MIN_LOAD_MACS = 0
-    print(f"bench.plan_profile: batch {args.batch}, one thread, best of {args.repeats}; "
+    print(f"bench.plan_profile: batch {args.batch}, {args.threads} thread(s), best of "
+          f"{args.repeats}; "
           f"load average {os.getloadavg()[0]:.2f}")
     for name in args.networks:
         model = zoo.build_model(name).eval()
         x = np.random.default_rng(0).random((args.batch, *model.input_shape), dtype=np.float32)
-        ours, theirs = plan_steps(model, x, args.repeats), onnxruntime_nodes(model, x,
-                                                                            args.repeats)
+        ours = plan_steps(model, x, args.repeats)
+        theirs = onnxruntime_nodes(model, x, args.repeats, args.threads)
         total, other = sum(t for _, t in ours), sum(t for _, t in theirs)
         print(f"\n{name}: convnet {total * 1e3:.2f} ms, onnxruntime {other * 1e3:.2f} ms "
               f"(onnxruntime / convnet {other / total:.2f})")

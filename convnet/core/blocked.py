@@ -575,6 +575,113 @@ def conv_rows_source(positions: int) -> str:
     return "\n".join(lines)
 
 
+# The span kernel's tiles (P columns, B blocks) where 512-bit multiply-adds run at full rate:
+# P positions of one output row x 16 lanes of filters. The tile kernel's positions each take a
+# general register for their address, so it holds 8 of them (8 accumulators for 16 filters);
+# P consecutive columns of one row read pixels a constant distance apart (8 elements of a
+# blocked input at column stride 1), one address and a displacement each, so 16 fit.
+SPAN_TILES = ((16, 2), (12, 2))
+# Columns computed per output column at most where a step takes the span kernel (a row's last
+# P columns overlap the ones before): it ran 3x3 layers of 16 filters in 0.88-0.95 of the tile
+# kernel's time and 1x1 layers in 0.74-0.85 (two threads, batch 128; unet-mini, resnet8,
+# fcn-mini, mobilenet-mini, inception-mini, squeezenet-mini), so rows of 16, 32, 12, 24 or 34
+# columns take it and rows of 20 (32 for 20) or 28 do not.
+SPAN_MAX_WASTE = 1.1
+
+
+def conv_span_source(positions: int, block_count: int, column: int) -> str:
+    """The direct convolution into a blocked output, P consecutive columns of one row at a
+    time (each tap's pixels of the P columns at constant distances from one address) x B
+    blocks of filters; `column`: elements from one output column's input pixels to the next
+    (8 x the column stride for a blocked input, the stride for a plain one's padded copy).
+    Same arguments and geometry as `conv_source`'s kernel and its filters packed the same
+    way; a row's last P columns end at its end (recomputing some: needs rows of at least P
+    columns), only this call's positions are stored, each position's shortcut read before
+    its output is stored (print it to read it)."""
+    lanes = LANES * block_count
+    lines = [
+        "def conv(x, w, bias, offsets, out, residual, geometry, alpha, beta):",
+        "    # x: output position (i, j) of image b reads x at",
+        f"    #    b*x_batch + (i*SH)*x_row + j*{column} + x_origin + offsets[t] for tap t;",
+        "    # w (K tiles, taps, LANES*B); bias (K tiles * LANES*B,); positions i0 <= q < i1 are",
+        "    # i*out_w + j; out[b*out_batch + (k//8)*out_block + k%8 + i*out_row + j*out_col +",
+        "    # out_origin] = act(bias[k] + sum_t x[...] w[t, k] + residual[...]) for k < out_store",
+    ]
+    for name in ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_origin",
+                 "stride_h", "out_batch", "out_block", "out_row", "out_col", "out_origin",
+                 "out_w", "res_batch", "res_block", "res_row", "res_col", "res_origin",
+                 "has_residual", "act", "out_store"):
+        lines.append(f"    {name} = geometry[{G[name]}]")
+    lines += [
+        "    taps = offsets.shape[0]",
+        *_ACTIVATION_BOUNDS,
+        f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
+        "    first_row, last_row = i0 // out_w, (i1 - 1) // out_w",
+        "    for b in range(b0, b1):",
+        "        for kt in range(k0, k1):",
+        f"            rows = min({block_count}, (out_store - kt * {lanes}) // 8)",
+        "            for i in range(first_row, last_row + 1):",
+        "                js = i0 - i * out_w if i == first_row else 0",
+        "                je = i1 - i * out_w if i == last_row else out_w",
+        "                row = b * x_batch + i * stride_h * x_row + x_origin",
+        "                orow = b * out_batch + i * out_row + out_origin",
+        "                rrow = b * res_batch + i * res_row + res_origin",
+        f"                for j0 in range(js, je, {positions}):",
+        f"                    jc = min(j0, out_w - {positions})  # P columns inside the row",
+    ]
+    ind = " " * 20
+    for p in range(positions):
+        lines.append(ind + " = ".join(f"a{p}_{k}" for k in range(lanes)) + " = ZERO")
+    lines += [ind + f"wa = INDEX(kt * taps * {lanes})",
+              ind + f"xa = row + jc * {column}",
+              ind + "for t in range(taps):",
+              ind + "    at = INDEX(xa + offsets[t])"]
+    body = ind + "    "
+    lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]
+    for p in range(positions):
+        lines.append(body + f"x{p} = x[at + INDEX({column * p})]")
+        lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
+    lines.append(body + f"wa += INDEX({lanes})")
+    # The sums go through `tile`: stores straight from the accumulators, as the tile kernel's,
+    # had LLVM build vectors of 8 lanes instead of 16 and spill half of them; the round trip
+    # is 32 vector moves against a 3x3 layer's 16 x 144 multiply-adds.
+    lines += [ind + f"tile[{p * lanes + k}] = a{p}_{k}"
+              for p in range(positions) for k in range(lanes)]
+    # A whole tile of whole blocks with no activation, ReLU or a clip: in straight-line code
+    # (a loop over the positions and blocks, with its tests of the activation and shortcut
+    # for each, took a quarter as long again as the taps of a 3x3 layer of 16 channels).
+    lines.append(ind + f"if j0 == jc and je - jc >= {positions} and rows == {block_count}"
+                       " and act <= 2:")
+    for residual in (True, False):
+        lines.append(ind + ("    if has_residual:" if residual else "    else:"))
+        for p in range(positions):
+            for q in range(block_count):
+                lines += [ind + f"        o = INDEX(orow + (jc + {p}) * out_col"
+                                f" + (kt * {block_count} + {q}) * out_block)",
+                          ind + f"        c = INDEX(kt * {lanes} + {q * 8})"]
+                if residual:
+                    lines.append(ind + f"        r = INDEX(rrow + (jc + {p}) * res_col"
+                                       f" + (kt * {block_count} + {q}) * res_block)")
+                for lane in range(LANES):
+                    y = f"tile[{p * lanes + q * 8 + lane}] + bias[c + INDEX({lane})]"
+                    if residual:
+                        y += f" + residual[r + INDEX({lane})]"
+                    lines.append(ind + f"        y{lane} = min(max({y}, lo), hi)")
+                lines += [ind + f"        out[o + INDEX({lane})] = y{lane}"
+                          for lane in range(LANES)]
+    lines.append(ind + "    continue")
+    lines += [ind + f"for p in range(j0 - jc, min(je - jc, {positions})):",
+              ind + "    for q in range(rows):",
+              ind + f"        o = INDEX(orow + (jc + p) * out_col + (kt * {block_count} + q)"
+                    " * out_block)",
+              ind + f"        t = INDEX(p * {lanes} + q * 8)",
+              ind + f"        c = INDEX(kt * {lanes} + q * 8)",
+              ind + f"        r = INDEX(rrow + (jc + p) * res_col + (kt * {block_count} + q)"
+                    " * res_block)"]
+    lines += _epilogue_lines(ind + "        ")
+    return "\n".join(lines)
+
+
 _ACTIVATE_SOURCE = '''
 @numba.njit(inline="always")
 def activate(y, act, alpha, beta):
@@ -1389,8 +1496,10 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                       "at most (blocked._max_vector_bits)")
     options = "nogil=True, fastmath={'contract'}, cache=True"
     geometry = "numba.int64[::1]"
-    if kind in ("conv", "conv_rows"):  # the same arguments, a tile's or the rows' kernel
-        source = conv_source(*tile) if kind == "conv" else conv_rows_source(tile[0])
+    if kind in ("conv", "conv_rows", "conv_span"):  # the same arguments: a tile's, the rows'
+        source = {"conv": lambda: conv_source(*tile),  # or the spans' kernel
+                  "conv_rows": lambda: conv_rows_source(tile[0]),
+                  "conv_span": lambda: conv_span_source(*tile)}[kind]()
         body = ACTIVATE_SOURCE + "\n\n" + source
         footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
                   f"{geometry}, {scalar}, {scalar}), {options})(conv)\n\n\n"

@@ -359,6 +359,30 @@ class ConvStep(Step):
             # (choose_tile(pooled=True) gives such a tile; the row kernel's is one block)
             if tile[0] % 2 == 0 and blocked.blocks(conv.out_channels) % tile[1] == 0:
                 self.pool, self.tile, self.outputs = True, tile, [pool.outputs[0]]
+        span = self._span_tile()
+        if span is not None:
+            self.kernel, self.tile = "conv_span", span
+
+    def _span_tile(self) -> tuple[int, int, int] | None:
+        """The span kernel's tile (P, B, elements between two output columns' input pixels)
+        where it serves this step (`blocked.conv_span_source`): column stride 1 (stride 2
+        would be a module of its own, a minute to compile, for few layers: of the bench's
+        networks fcn-mini's 8 -> 16 4x4), rows of at least its P columns, a tile of 16 lanes
+        of filters chosen, no pool taken in and a blocked shortcut if any; on a CPU with
+        512-bit multiply-adds at full rate. Of its tiles, the one that recomputes the fewest
+        columns of a row, if that is few (`blocked.SPAN_MAX_WASTE`)."""
+        if not (kernels.full_rate_512() and self.kernel == "conv" and self.conv.stride[1] == 1
+                and self.tile[1] == 2 and not self.pool
+                and (self.residual is None or self.plan.blocked[self.residual])):
+            return None
+        out_w = self.out_hw[1]
+        fitting = [tile for tile in blocked.SPAN_TILES if out_w >= tile[0]]
+        if not fitting:
+            return None
+        best = min(fitting, key=lambda tile: -(-out_w // tile[0]) * tile[0])
+        if -(-out_w // best[0]) * best[0] > blocked.SPAN_MAX_WASTE * out_w:
+            return None
+        return (*best, blocked.LANES if self.blocked_input else 1)
 
     def _pool_fits(self, pool: Layer) -> bool:
         """Whether the MaxPool2d reading this step's output could be taken into its stores:
@@ -386,7 +410,7 @@ class ConvStep(Step):
         tile kernel reads each position's shortcut before it stores there, and stores a
         tile's clamped repeats of its last position from sums made before any store)."""
         return (self.residual is not None and self.plan.blocked[self.residual]
-                and self.kernel == "conv")
+                and self.kernel in ("conv", "conv_span"))
 
     def folded(self):
         """The filters and bias with the batch norm folded in (float32)."""

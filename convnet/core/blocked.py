@@ -575,29 +575,31 @@ def conv_rows_source(positions: int) -> str:
     return "\n".join(lines)
 
 
-# The span kernel's tiles (P columns, B blocks) where 512-bit multiply-adds run at full rate:
-# P positions of one output row x 16 lanes of filters. The tile kernel's positions each take a
+# The span kernel's tile (P columns, B blocks) where 512-bit multiply-adds run at full rate:
+# 16 positions of one output row x 16 lanes of filters. The tile kernel's positions each take a
 # general register for their address, so it holds 8 of them (8 accumulators for 16 filters);
 # P consecutive columns of one row read pixels a constant distance apart (8 elements of a
-# blocked input at column stride 1), one address and a displacement each, so 16 fit.
-SPAN_TILES = ((16, 2), (12, 2))
+# blocked input at column stride 1), one address and a displacement each, so 16 fit. (A tile of
+# 12 served rows of 12, 24 or 34 columns; of the zoo's models only convnetjs-mnist has such
+# rows, and a module for each input kind is a compile of its own on a fresh machine.)
+SPAN_TILES = ((16, 2),)
 # Columns computed per output column at most where a step takes the span kernel (a row's last
 # P columns overlap the ones before): it ran 3x3 layers of 16 filters in 0.88-0.95 of the tile
 # kernel's time and 1x1 layers in 0.74-0.85 (two threads, batch 128; unet-mini, resnet8,
-# fcn-mini, mobilenet-mini, inception-mini, squeezenet-mini), so rows of 16, 32, 12, 24 or 34
-# columns take it and rows of 20 (32 for 20) or 28 do not.
+# fcn-mini, mobilenet-mini, inception-mini, squeezenet-mini), so rows of 16, 30-32, 44-48 or
+# 59-64 columns take it and rows of 20 (32 computed for 20), 24 or 28 do not.
 SPAN_MAX_WASTE = 1.1
 
 
 def conv_span_source(positions: int, block_count: int, column: int) -> str:
-    """The direct convolution into a blocked output, P consecutive columns of one row at a
-    time (each tap's pixels of the P columns at constant distances from one address) x B
-    blocks of filters; `column`: elements from one output column's input pixels to the next
-    (8 x the column stride for a blocked input, the stride for a plain one's padded copy).
-    Same arguments and geometry as `conv_source`'s kernel and its filters packed the same
-    way; a row's last P columns end at its end (recomputing some: needs rows of at least P
-    columns), only this call's positions are stored, each position's shortcut read before
-    its output is stored (print it to read it)."""
+    """The direct convolution into a blocked output (from a blocked shortcut if any), P
+    consecutive columns of one row at a time (each tap's pixels of the P columns at constant
+    distances from one address) x B blocks of filters; `column`: elements from one output
+    column's input pixels to the next (8 x the column stride for a blocked input, the stride
+    for a plain one's padded copy). Same arguments and geometry as `conv_source`'s kernel and
+    its filters packed the same way; a row's last P columns end at its end (recomputing some:
+    needs rows of at least P columns), only this call's positions are stored, each
+    position's shortcut read before its output is stored (print it to read it)."""
     lanes = LANES * block_count
     lines = [
         "def conv(x, w, bias, offsets, out, residual, geometry, alpha, beta):",
@@ -643,32 +645,36 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
         lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
     lines.append(body + f"wa += INDEX({lanes})")
     # The sums go through `tile`: stores straight from the accumulators, as the tile kernel's,
-    # had LLVM build vectors of 8 lanes instead of 16 and spill half of them; the round trip
-    # is 32 vector moves against a 3x3 layer's 16 x 144 multiply-adds.
+    # had LLVM build vectors of 8 lanes instead of 16 and spill half of them (read in the
+    # assembly; resnet8's 16 -> 16 3x3 5.8 against 2.4 ms, two threads, batch 128); the round
+    # trip is 16 vector stores and 32 loads against a 3x3 layer's 16 x 144 multiply-adds.
     lines += [ind + f"tile[{p * lanes + k}] = a{p}_{k}"
               for p in range(positions) for k in range(lanes)]
-    # A whole tile of whole blocks with no activation, ReLU or a clip: in straight-line code
-    # (a loop over the positions and blocks, with its tests of the activation and shortcut
-    # for each, took a quarter as long again as the taps of a 3x3 layer of 16 channels).
+    # A whole tile of whole blocks with no activation, ReLU or a clip: the tests of the
+    # activation and shortcut made once for its positions (the loop below, testing them at
+    # every position and block: resnet8's 16 -> 16 3x3 3.45-3.54 against 3.28-3.34 ms, one
+    # thread; straight-line code for all 16 positions ran as fast and took the module 75 s to
+    # compile against 14).
     lines.append(ind + f"if j0 == jc and je - jc >= {positions} and rows == {block_count}"
                        " and act <= 2:")
     for residual in (True, False):
-        lines.append(ind + ("    if has_residual:" if residual else "    else:"))
-        for p in range(positions):
-            for q in range(block_count):
-                lines += [ind + f"        o = INDEX(orow + (jc + {p}) * out_col"
-                                f" + (kt * {block_count} + {q}) * out_block)",
-                          ind + f"        c = INDEX(kt * {lanes} + {q * 8})"]
+        lines += [ind + ("    if has_residual:" if residual else "    else:"),
+                  ind + f"        for p in range({positions}):"]
+        for q in range(block_count):
+            lines += [ind + f"            o = INDEX(orow + (jc + p) * out_col"
+                            f" + (kt * {block_count} + {q}) * out_block)",
+                      ind + f"            t = INDEX(p * {lanes} + {q * 8})",
+                      ind + f"            c = INDEX(kt * {lanes} + {q * 8})"]
+            if residual:
+                lines.append(ind + f"            r = INDEX(rrow + (jc + p) * res_col"
+                                   f" + (kt * {block_count} + {q}) * res_block)")
+            for lane in range(LANES):
+                y = f"tile[t + INDEX({lane})] + bias[c + INDEX({lane})]"
                 if residual:
-                    lines.append(ind + f"        r = INDEX(rrow + (jc + {p}) * res_col"
-                                       f" + (kt * {block_count} + {q}) * res_block)")
-                for lane in range(LANES):
-                    y = f"tile[{p * lanes + q * 8 + lane}] + bias[c + INDEX({lane})]"
-                    if residual:
-                        y += f" + residual[r + INDEX({lane})]"
-                    lines.append(ind + f"        y{lane} = min(max({y}, lo), hi)")
-                lines += [ind + f"        out[o + INDEX({lane})] = y{lane}"
-                          for lane in range(LANES)]
+                    y += f" + residual[r + INDEX({lane})]"
+                lines.append(ind + f"            y{lane} = min(max({y}, lo), hi)")
+            lines += [ind + f"            out[o + INDEX({lane})] = y{lane}"
+                      for lane in range(LANES)]
     lines.append(ind + "    continue")
     lines += [ind + f"for p in range(j0 - jc, min(je - jc, {positions})):",
               ind + "    for q in range(rows):",

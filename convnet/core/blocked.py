@@ -474,6 +474,24 @@ def takes_rows(filters: int, stride_w: int, out_w: int) -> bool:
     return filters <= LANES and stride_w == 1 and out_w >= ROW_TILE[0]
 
 
+def _row_spans(positions: int, per_tile: str, per_row: list[str]) -> list[str]:
+    """Code walking a range of output positions i0 <= q < i1 row by row, P columns at a time:
+    for image b, filter tile kt (`per_tile`: a line at its start), row i (`per_row`: lines
+    after `row`, the address of its input's first pixel), the span's first column j0 and jc,
+    the first of the P columns computed (a row's last P end at its end: rows of at least P)."""
+    return ["    first_row, last_row = i0 // out_w, (i1 - 1) // out_w",
+            "    for b in range(b0, b1):",
+            "        for kt in range(k0, k1):",
+            "            " + per_tile,
+            "            for i in range(first_row, last_row + 1):",
+            "                js = i0 - i * out_w if i == first_row else 0",
+            "                je = i1 - i * out_w if i == last_row else out_w",
+            "                row = b * x_batch + i * stride_h * x_row + x_origin",
+            *["                " + line for line in per_row],
+            f"                for j0 in range(js, je, {positions}):",
+            f"                    jc = min(j0, out_w - {positions})  # P columns inside the row"]
+
+
 def conv_rows_source(positions: int) -> str:
     """The direct convolution of a plain input at column stride 1 (a first layer's 1-3
     channels), vectorized over P consecutive output columns instead of over the filters: per
@@ -501,16 +519,7 @@ def conv_rows_source(positions: int) -> str:
         "    plain_rows = out_block == 8 * out_lane and out_col == 1 and out_lane != 1",
         *_ACTIVATION_BOUNDS,
         f"    tile = numpy.empty({lanes * positions}, dtype=x.dtype)",
-        "    first_row, last_row = i0 // out_w, (i1 - 1) // out_w",
-        "    for b in range(b0, b1):",
-        "        for kt in range(k0, k1):",
-        f"            store = min({lanes}, out_store - kt * {lanes})",
-        "            for i in range(first_row, last_row + 1):",
-        "                js = i0 - i * out_w if i == first_row else 0",
-        "                je = i1 - i * out_w if i == last_row else out_w",
-        "                row = b * x_batch + i * stride_h * x_row + x_origin",
-        f"                for j0 in range(js, je, {positions}):",
-        f"                    jc = min(j0, out_w - {positions})  # P columns inside the row",
+        *_row_spans(positions, f"store = min({lanes}, out_store - kt * {lanes})", []),
     ]
     ind = " " * 20
     for k in range(lanes):
@@ -618,18 +627,9 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
         "    taps = offsets.shape[0]",
         *_ACTIVATION_BOUNDS,
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
-        "    first_row, last_row = i0 // out_w, (i1 - 1) // out_w",
-        "    for b in range(b0, b1):",
-        "        for kt in range(k0, k1):",
-        f"            rows = min({block_count}, (out_store - kt * {lanes}) // 8)",
-        "            for i in range(first_row, last_row + 1):",
-        "                js = i0 - i * out_w if i == first_row else 0",
-        "                je = i1 - i * out_w if i == last_row else out_w",
-        "                row = b * x_batch + i * stride_h * x_row + x_origin",
-        "                orow = b * out_batch + i * out_row + out_origin",
-        "                rrow = b * res_batch + i * res_row + res_origin",
-        f"                for j0 in range(js, je, {positions}):",
-        f"                    jc = min(j0, out_w - {positions})  # P columns inside the row",
+        *_row_spans(positions, f"rows = min({block_count}, (out_store - kt * {lanes}) // 8)",
+                    ["orow = b * out_batch + i * out_row + out_origin",
+                     "rrow = b * res_batch + i * res_row + res_origin"]),
     ]
     ind = " " * 20
     for p in range(positions):

@@ -155,6 +155,24 @@ def test_resize_matches_onnx_reference(transform, mode, nearest_mode, hw, target
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("rows, out_rows, nearest_mode", [(6, 2, "floor"), (9, 3, "floor"),
+                                                       (9, 15, "ceil")])
+def test_half_pixel_symmetric_sizes_on_a_whole_source_row(rows, out_rows, nearest_mode, rng):
+    """Sizes whose source positions fall exactly on rows (6 -> 2: rows 1 and 4), where floor
+    and ceil see any rounding: the layer, the loop oracle (the sizes' own ratio, exactly) and
+    ONNX's reference evaluator read the same rows (a hypothesis draw found the oracle reading
+    row 0 with the float 2/6 taken as exact)."""
+    x = rng.standard_normal((1, 1, rows, 3)).astype(np.float32)
+    config = {"size": (out_rows, 3), "mode": "nearest", "nearest_mode": nearest_mode,
+              "coordinate_transformation_mode": "half_pixel_symmetric"}
+    ours = cn.Resize(**config).forward(x)
+    oracle = reference.resize2d(x, (out_rows, 3), "nearest", "half_pixel_symmetric",
+                                nearest_mode)
+    theirs = _onnx_resize(x, "nearest", "half_pixel_symmetric", nearest_mode, (out_rows, 3))
+    np.testing.assert_array_equal(ours, oracle)
+    np.testing.assert_array_equal(ours, theirs)
+
+
 @pytest.mark.parametrize("layer", [
     lambda: cn.Upsample(scale_factor=2), lambda: cn.Upsample(size=(3, 7)),
     lambda: cn.Upsample(scale_factor=(1.5, 0.5), mode="bilinear"),

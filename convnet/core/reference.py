@@ -113,10 +113,12 @@ def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pix
     """
     n_batch, channels, height, width = x.shape
     out_h, out_w = out_hw
+    ratios = (None, None)  # the exact scales where they come from the sizes
     if scales is None:
         scales = (out_h / height, out_w / width)
+        ratios = (Fraction(out_h, height), Fraction(out_w, width))
 
-    def original(i, out_len, in_len, scale):
+    def original(i, out_len, in_len, scale, ratio=None):
         mode = coordinate_transformation_mode
         if mode == "half_pixel":
             return (i + 0.5) / scale - 0.5
@@ -129,9 +131,13 @@ def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pix
         if mode == "tf_half_pixel_for_nn":
             return (i + 0.5) / scale
         if mode == "half_pixel_symmetric":  # exactly, then rounded once
-            adjustment = Fraction(out_len) / (Fraction(scale) * in_len)
+            # (with sizes, their own ratio: the float 2/6 taken as exact put the first output
+            # row of 6 -> 2 just below source row 1, and floor read row 0 where ONNX's
+            # reference evaluator and the layer read row 1)
+            scale = Fraction(scale) if ratio is None else ratio
+            adjustment = Fraction(out_len) / (scale * in_len)
             return float(Fraction(in_len, 2) * (1 - adjustment) + (i + Fraction(1, 2))
-                         / Fraction(scale) - Fraction(1, 2))
+                         / scale - Fraction(1, 2))
         raise ValueError(mode)
 
     def rounded(p, in_len):
@@ -155,9 +161,9 @@ def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pix
 
     out = np.zeros((n_batch, channels, out_h, out_w), dtype=np.float64)
     for i in range(out_h):
-        p = original(i, out_h, height, scales[0])
+        p = original(i, out_h, height, scales[0], ratios[0])
         for j in range(out_w):
-            q = original(j, out_w, width, scales[1])
+            q = original(j, out_w, width, scales[1], ratios[1])
             if mode == "nearest":
                 out[:, :, i, j] = x[:, :, rounded(p, height), rounded(q, width)]
                 continue

@@ -593,9 +593,9 @@ def conv_rows_source(positions: int) -> str:
 # rows, and a module for each input kind is a compile of its own on a fresh machine.)
 SPAN_TILES = ((16, 2),)
 # Columns computed per output column at most where a step takes the span kernel (a row's last
-# P columns overlap the ones before): it ran 3x3 layers of 16 filters in 0.88-0.95 of the tile
-# kernel's time and 1x1 layers in 0.74-0.85 (two threads, batch 128; unet-mini, resnet8,
-# fcn-mini, mobilenet-mini, inception-mini, squeezenet-mini), so rows of 16, 30-32, 44-48 or
+# P columns overlap the ones before): it ran 3x3 layers of 16 filters in 0.93-0.97 of the tile
+# kernel's time and 1x1 layers in 0.77-0.88 (two threads, batch 128, best step times of two
+# alternations; unet-mini, mobilenet-mini, inception-mini), so rows of 16, 30-32, 44-48 or
 # 59-64 columns take it and rows of 20 (32 computed for 20), 24 or 28 do not.
 SPAN_MAX_WASTE = 1.1
 

@@ -366,23 +366,25 @@ class ConvStep(Step):
     def _span_tile(self) -> tuple[int, int, int] | None:
         """The span kernel's tile (P, B, elements between two output columns' input pixels)
         where it serves this step (`blocked.conv_span_source`): column stride 1 (stride 2
-        would be a module of its own, a minute to compile, for few layers: of the bench's
-        networks fcn-mini's 8 -> 16 4x4), rows of at least its P columns, a tile of 16 lanes
-        of filters chosen, no pool taken in and a blocked shortcut if any; on a CPU with
-        512-bit multiply-adds at full rate. Of its tiles, the one that recomputes the fewest
-        columns of a row, if that is few (`blocked.SPAN_MAX_WASTE`)."""
+        would be a module of its own for few layers, of the bench's networks fcn-mini's
+        8 -> 16 4x4; not measured), rows of at least its P columns, a tile of 16 lanes of
+        filters chosen, no pool taken in and a blocked shortcut if any; on a CPU with 512-bit
+        multiply-adds at full rate. Of its tiles, the one that recomputes the fewest columns
+        of a row, if that is few (`blocked.SPAN_MAX_WASTE`)."""
         if not (kernels.full_rate_512() and self.kernel == "conv" and self.conv.stride[1] == 1
                 and self.tile[1] == 2 and not self.pool
                 and (self.residual is None or self.plan.blocked[self.residual])):
             return None
         out_w = self.out_hw[1]
-        fitting = [tile for tile in blocked.SPAN_TILES if out_w >= tile[0]]
+
+        def columns(tile) -> int:  # computed for a row of out_w
+            return -(-out_w // tile[0]) * tile[0]
+
+        fitting = [tile for tile in blocked.SPAN_TILES
+                   if out_w >= tile[0] and columns(tile) <= blocked.SPAN_MAX_WASTE * out_w]
         if not fitting:
             return None
-        best = min(fitting, key=lambda tile: -(-out_w // tile[0]) * tile[0])
-        if -(-out_w // best[0]) * best[0] > blocked.SPAN_MAX_WASTE * out_w:
-            return None
-        return (*best, blocked.LANES if self.blocked_input else 1)
+        return (*min(fitting, key=columns), blocked.LANES if self.blocked_input else 1)
 
     def _pool_fits(self, pool: Layer) -> bool:
         """Whether the MaxPool2d reading this step's output could be taken into its stores:

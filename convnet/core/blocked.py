@@ -308,15 +308,19 @@ def _pooled_stores(positions: int, block_count: int, ind: str) -> list[str]:
     p + 1 (p even) are two columns of one pooling window (the range starts on an even row of
     an even-width output), so their maximum is stored at the window's output, and a window's
     odd row takes the maximum with what its even row stored there (a chunk's rows in order).
-    max(act(u), act(v)) = act(max(u, v)) as the activations are non-decreasing."""
+    max(act(u), act(v)) = act(max(u, v)) as the activations are non-decreasing. A loop over
+    the pairs, reading the sums from `tile` and the outputs' addresses from `opos`."""
     lanes = LANES * block_count
     lines = [ind + "if pool:"]
-    for p in range(0, positions, 2):
-        for q in range(block_count):
-            lines += [ind + f"    o = INDEX(o{p}p + (kt * {block_count} + {q}) * out_block)",
-                      ind + f"    c = INDEX(kt * {lanes} + {q * 8})"]
-            lines += _pooled_lanes(ind + "    ", lambda lane, p=p, q=q: (
-                f"a{p}_{q * 8 + lane}", f"a{p + 1}_{q * 8 + lane}"), "o", f"odd{p}")
+    lines += [ind + f"    odds[{p // 2}] = odd{p}" for p in range(0, positions, 2)]
+    lines += [ind + f"    for p in range(0, {positions}, 2):",
+              ind + "        odd = odds[p >> 1]"]
+    for q in range(block_count):
+        lines += [ind + f"        o = INDEX(opos[p] + (kt * {block_count} + {q}) * out_block)",
+                  ind + f"        c = INDEX(kt * {lanes} + {q * 8})",
+                  ind + f"        t = INDEX(p * {lanes} + {q * 8})"]
+        lines += _pooled_lanes(ind + "        ", lambda lane: (
+            f"tile[t + INDEX({lane})]", f"tile[t + INDEX({lanes + lane})]"), "o", "odd")
     return lines + [ind + "    continue"]
 
 
@@ -362,6 +366,7 @@ def conv_source(positions: int, block_count: int) -> str:
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
         f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
         f"    rpos = numpy.empty({positions}, dtype=numpy.int64)",
+        f"    odds = numpy.empty({max(1, positions // 2)}, dtype=numpy.int64)",
         "    for b in range(b0, b1):",
         "        for kt in range(k0, k1):",
         *_position_start(" " * 12),
@@ -381,46 +386,57 @@ def conv_source(positions: int, block_count: int) -> str:
         lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
     lines.append(body + f"wa += INDEX({lanes})")
     # The common case straight from the accumulators, in straight-line code LLVM vectorizes: a
-    # whole tile into a blocked output (and from a blocked shortcut), no activation, ReLU or a
-    # clip, all three as min(max(y, lo), hi). 1.1-1.3x on networks of few-tap convolutions.
-    # With a shortcut, every position's sums are made before any is stored: the plan may write
-    # the output over the shortcut's own buffer (Runner._assign_buffers), and a tile's clamped
-    # positions repeat its last, which must read the shortcut as it was.
-    lines += [ind + f"if rows_of_8 and act <= 2 and (kt + 1) * {lanes} <= out_store:"]
-    if positions % 2 == 0:
-        lines += _pooled_stores(positions, block_count, ind + "    ")
-    lines.append(ind + "    if has_residual:")
+    # whole tile into a blocked output, no shortcut, no activation, ReLU or a clip, all three
+    # as min(max(y, lo), hi). 1.1-1.3x on networks of few-tap convolutions. The same code for
+    # a shortcut and for a pool taken in (once each per position) took the 8 x 4 tile's
+    # module 55 s to compile; as loops over the positions below, 22 s (the 8 x 2's 23 -> 11):
+    # vggish's pooled layers as fast (one thread, batch 128), a shortcut's 3x3 layers of 32
+    # and 64 filters 3% slower (resnet8 0.7%), for the minutes a fresh machine spends
+    # compiling each tile's module.
+    lines += [ind + f"if rows_of_8 and act <= 2 and (kt + 1) * {lanes} <= out_store"
+                    " and has_residual == 0 and pool == 0:"]
     for p in range(positions):
         for q in range(block_count):
-            lines += [ind + f"        c = INDEX(kt * {lanes} + {q * 8})",
-                      ind + f"        r = INDEX(r{p}p + (kt * {block_count} + {q}) * res_block)"]
-            lines += [ind + f"        a{p}_{q * 8 + lane} = min(max(a{p}_{q * 8 + lane}"
-                            f" + bias[c + INDEX({lane})] + residual[r + INDEX({lane})], lo), hi)"
-                      for lane in range(LANES)]
-    for p in range(positions):
-        for q in range(block_count):
-            lines.append(ind + f"        o = INDEX(o{p}p + (kt * {block_count} + {q})"
-                               " * out_block)")
-            lines += [ind + f"        out[o + INDEX({lane})] = a{p}_{q * 8 + lane}"
-                      for lane in range(LANES)]
-    lines.append(ind + "    else:")
-    for p in range(positions):
-        for q in range(block_count):
-            lines += [ind + f"        o = INDEX(o{p}p + (kt * {block_count} + {q})"
+            lines += [ind + f"    o = INDEX(o{p}p + (kt * {block_count} + {q})"
                             " * out_block)",
-                      ind + f"        c = INDEX(kt * {lanes} + {q * 8})"]
-            lines += [ind + f"        y{lane} = min(max(a{p}_{q * 8 + lane}"
+                      ind + f"    c = INDEX(kt * {lanes} + {q * 8})"]
+            lines += [ind + f"    y{lane} = min(max(a{p}_{q * 8 + lane}"
                             f" + bias[c + INDEX({lane})], lo), hi)" for lane in range(LANES)]
-            lines += [ind + f"        out[o + INDEX({lane})] = y{lane}"
+            lines += [ind + f"    out[o + INDEX({lane})] = y{lane}"
                       for lane in range(LANES)]
     lines.append(ind + "    continue")
     lines += [ind + f"tile[{p * lanes + k}] = a{p}_{k}"
               for p in range(positions) for k in range(lanes)]
+    lines += [ind + f"opos[{p}] = o{p}p" for p in range(positions)]
+    lines += [ind + f"rpos[{p}] = r{p}p" for p in range(positions)]
+    # The same with a pool taken in, or from a blocked shortcut through `tile`, a position
+    # at a time: each position's shortcut is read before its output is stored (the plan may
+    # write the output over the shortcut's own buffer, Runner._assign_buffers), and a tile's
+    # clamped repeats of its last position are not stored again (they would read the
+    # shortcut written over).
+    lines += [ind + f"if rows_of_8 and act <= 2 and (kt + 1) * {lanes} <= out_store:"]
+    if positions % 2 == 0:
+        lines += _pooled_stores(positions, block_count, ind + "    ")
+    lines += [ind + f"    for p in range({positions}):  # (a shortcut: the other cases went on)",
+              ind + "        if q0 + p >= q1:",
+              ind + "            break"]
+    for q in range(block_count):
+        lines += [ind + f"        o = INDEX(opos[p] + (kt * {block_count} + {q})"
+                        " * out_block)",
+                  ind + f"        t = INDEX(p * {lanes} + {q * 8})",
+                  ind + f"        c = INDEX(kt * {lanes} + {q * 8})",
+                  ind + f"        r = INDEX(rpos[p] + (kt * {block_count} + {q}) * res_block)"]
+        for lane in range(LANES):
+            y = (f"tile[t + INDEX({lane})] + bias[c + INDEX({lane})]"
+                 f" + residual[r + INDEX({lane})]")
+            lines.append(ind + f"        y{lane} = min(max({y}, lo), hi)")
+        lines += [ind + f"        out[o + INDEX({lane})] = y{lane}"
+                  for lane in range(LANES)]
+    lines.append(ind + "    continue")
     # A plain (N, K, H, W) output (training's), no shortcut, no activation, ReLU or a clip:
     # a loop over the tile's lanes, each to its own plane (as fast here as straight-line
     # code from the accumulators, which took each tile 30-70% longer to compile).
     lines += [ind + "if plain_rows and act <= 2 and has_residual == 0:"]
-    lines += [ind + f"    opos[{p}] = o{p}p" for p in range(positions)]
     lines += [ind + f"    for k in range(min({lanes}, out_store - kt * {lanes})):",
               ind + f"        s = (kt * {lanes} + k) * out_lane",
               ind + f"        shift = bias[kt * {lanes} + k]",
@@ -432,8 +448,6 @@ def conv_source(positions: int, block_count: int) -> str:
     # over the tile's positions (the code once, not once per position).
     lines += [ind + "if rows_of_8:",
               ind + f"    rows = min({block_count}, (out_store - kt * {lanes}) // 8)"]
-    lines += [ind + f"    opos[{p}] = o{p}p" for p in range(positions)]
-    lines += [ind + f"    rpos[{p}] = r{p}p" for p in range(positions)]
     lines += [ind + f"    for p in range({positions}):",
               ind + "        if q0 + p >= q1:  # a clamped repeat of the last: stored already",
               ind + "            break",
@@ -445,17 +459,19 @@ def conv_source(positions: int, block_count: int) -> str:
     lines += _epilogue_lines(ind + "            ")
     lines.append(ind + "    continue")
     # Any other layout (a plain output): lane by lane through the strides.
-    lines.append(ind + f"valid = min({lanes}, out_store - kt * {lanes})")
-    for p in range(positions):
-        lines += [
-            ind + "for k in range(valid):",
-            ind + f"    ch = kt * {lanes} + k",
-            ind + f"    y = tile[{p * lanes} + k] + bias[ch]",
-            ind + "    if has_residual and ch < out_channels:",
-            ind + f"        y += residual[r{p}p + (ch >> 3) * res_block + (ch & 7) * res_lane]",
-            ind + f"    out[o{p}p + (ch >> 3) * out_block + (ch & 7) * out_lane] = "
-                  "activate(y, act, alpha, beta)",
-        ]
+    lines += [
+        ind + f"valid = min({lanes}, out_store - kt * {lanes})",
+        ind + f"for p in range({positions}):",
+        ind + "    if q0 + p >= q1:  # a clamped repeat of the last: stored already",
+        ind + "        break",
+        ind + "    for k in range(valid):",
+        ind + f"        ch = kt * {lanes} + k",
+        ind + f"        y = tile[p * {lanes} + k] + bias[ch]",
+        ind + "        if has_residual and ch < out_channels:",
+        ind + "            y += residual[rpos[p] + (ch >> 3) * res_block + (ch & 7) * res_lane]",
+        ind + "        out[opos[p] + (ch >> 3) * out_block + (ch & 7) * out_lane] = "
+              "activate(y, act, alpha, beta)",
+    ]
     return "\n".join(lines)
 
 

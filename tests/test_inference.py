@@ -1223,3 +1223,70 @@ def test_a_first_layer_that_is_a_matrix_product_reads_the_plain_input(rng):
     x = rng.standard_normal((2, 3, 1, 1)).astype(np.float32)
     assert_matches(planned(model, x), reference(model, x))
     assert steps_of(model) == ["DenseStep"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(in_h=st.integers(1, 12), kernel=st.integers(1, 5), stride=st.integers(1, 3),
+       dilation=st.integers(1, 3), pad_top=st.integers(0, 6), pad_bottom=st.integers(0, 6),
+       per_row=st.integers(1, 3))
+def test_a_row_tap_table_lists_the_kernel_rows_that_read_the_image(
+        in_h, kernel, stride, dilation, pad_top, pad_bottom, per_row):
+    """For each output row, the taps (kernel row by kernel row) whose input row is inside the
+    image, counted one by one; None only where every row reads every kernel row."""
+    span = (kernel - 1) * dilation + 1
+    out_h = (in_h + pad_top + pad_bottom - span) // stride + 1
+    assume(out_h >= 1)
+    table = blocked.row_tap_table(in_h, out_h, kernel, stride, dilation, pad_top, per_row)
+    inside = [[0 <= i * stride - pad_top + u * dilation < in_h for u in range(kernel)]
+              for i in range(out_h)]
+    if table is None:
+        assert all(all(row) for row in inside)
+        return
+    assert table.shape == (out_h, 2)
+    for (first, last), row in zip(table.tolist(), inside, strict=True):
+        kept = [u for u in range(kernel) if row[u]]
+        assert (first, last) == ((kept[0] * per_row, (kept[-1] + 1) * per_row) if kept
+                                 else (first, first))
+    # both ends never grow as the rows go down (a tile of several rows takes the union)
+    assert (np.diff(table[:, 0]) <= 0).all() and (np.diff(table[:, 1]) <= 0).all()
+
+
+@pytest.mark.parametrize("span", [False, True])
+@pytest.mark.parametrize("batch, threads", [(2, 1), (1, 2)])
+def test_rows_over_the_border_skip_its_taps_and_give_the_layers_answer(
+        span, batch, threads, monkeypatch, rng):
+    """Output rows whose window hangs over the image's top or bottom run only the taps of the
+    kernel rows inside it (blocked.row_tap_table), in the tile, span and row kernels: padding
+    past the kernel (rows that read no pixel: the bias alone), dilation, a row stride of 2,
+    rows narrower than a tile (a tile's positions on several rows), a shortcut written over,
+    a pool taken in, one image split between two threads; every output as the layers give it."""
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: span)
+    monkeypatch.setattr(blocked, "choose_tile", lambda *args, **kwargs: (8, 2 if span else 4))
+    monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
+    x_in = cn.Input((1, 8, 16))
+    first = cn.ReLU()(cn.Conv2d(1, 6, 5, padding=2)(x_in))  # plain input, 6 filters: rows
+    wide = cn.Conv2d(6, 16, 3, padding=1)(first)
+    beyond = cn.Conv2d(16, 16, 3, padding=(3, 1))(wide)  # rows 0 and 11 read no pixel
+    dilated = cn.ReLU()(cn.Add()([cn.Conv2d(16, 16, 3, padding=2, dilation=2)(beyond), beyond]))
+    strided = cn.Conv2d(16, 16, 4, stride=2, padding=1)(dilated)
+    narrow = cn.Conv2d(16, 24, (5, 6), padding=(2, 0))(strided)  # 3 columns a row
+    pooled = cn.MaxPool2d(2)(cn.Conv2d(16, 16, 3, padding=1)(dilated))
+    model = cn.Model(x_in, [narrow, pooled]).eval()
+    for module in model.modules():  # a bias that shows where a row reads no pixel
+        if isinstance(module, cn.Conv2d):
+            module.bias.data[...] = rng.standard_normal(module.bias.data.shape)
+    x = rng.standard_normal((batch, 1, 8, 16)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        for _ in range(2):  # the buffers reused
+            for mine, theirs in zip(planned(model, x), reference(model, x), strict=True):
+                assert_matches(mine, theirs)
+    finally:
+        backend.set_num_threads(previous)
+    plan = next(iter(model._inference_plans.values()))
+    convs = [step for step in plan.steps if isinstance(step, inference.ConvStep)]
+    assert all(step.row_table is not None for step in convs)
+    assert convs[0].kernel == "conv_rows"
+    assert {step.kernel for step in convs[1:]} == ({"conv_span", "conv"} if span else {"conv"})
+    assert convs[2].row_table[0].tolist() == [convs[2].row_table[0][0]] * 2  # no taps

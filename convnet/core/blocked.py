@@ -101,7 +101,7 @@ GEOMETRY = ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_
             "stride_h", "stride_w", "out_batch", "out_block", "out_lane", "out_row", "out_col",
             "out_origin", "out_channels", "out_w", "res_batch", "res_block", "res_lane",
             "res_row", "res_col", "res_origin", "has_residual", "act", "x_block",
-            "kernel_h", "kernel_w", "dilation_h", "dilation_w", "out_store", "pool")
+            "kernel_h", "kernel_w", "dilation_h", "dilation_w", "out_store", "pool", "taps")
 G = {name: index for index, name in enumerate(GEOMETRY)}
 
 
@@ -235,6 +235,46 @@ def choose_tile(out_channels: int, positions: int, width: int | None = None,
     return best
 
 
+# The conv kernels' taps: geometry "taps" 0 takes every entry of `offsets` for every position;
+# taps T > 0 says that offsets holds T taps in the order of their kernel rows and then, for
+# each output row i, the range [offsets[T + 2i], offsets[T + 2i + 1]) of the taps whose input
+# row is inside the image (`row_tap_table`): the others read the zero border only.
+_TAPS = [f"    taps = geometry[{GEOMETRY.index('taps')}]",
+         "    row_table = taps > 0",
+         "    if not row_table:",
+         "        taps = offsets.shape[0]"]
+
+
+def _tap_range(ind: str, last_row: str, first_row: str) -> list[str]:
+    """Code setting t_lo, t_hi: the taps that read the image for output rows first_row ..
+    last_row (both take the zero border's taps for rows between: the table's ranges start
+    and end no later as the rows go down)."""
+    return [ind + "t_lo, t_hi = 0, taps",
+            ind + "if row_table:",
+            ind + f"    t_lo = offsets[taps + 2 * {last_row}]",
+            ind + f"    t_hi = offsets[taps + 2 * {first_row} + 1]"]
+
+
+def row_tap_table(in_h: int, out_h: int, kernel_h: int, stride_h: int, dilation_h: int,
+                  pad_top: int, taps_per_row: int) -> numpy.ndarray | None:
+    """int64 (out_h, 2): for each output row, the range of taps (listed kernel row by kernel
+    row, taps_per_row each) whose input rows are inside the image, or None where every row
+    reads all of them. Both ends never grow as the rows go down."""
+    rows = numpy.arange(out_h) * stride_h - pad_top  # input row of kernel row 0
+    first = numpy.minimum(numpy.where(rows < 0, -(rows // dilation_h), 0), kernel_h)
+    last = numpy.maximum(numpy.minimum(kernel_h, (in_h - 1 - rows) // dilation_h + 1), first)
+    if (first == 0).all() and (last == kernel_h).all():
+        return None
+    return numpy.stack([first, last], axis=1).astype(numpy.int64) * taps_per_row
+
+
+def row_major_taps(channels: int, kernel, lanes_in: int) -> numpy.ndarray:
+    """int64 (taps,): the live taps of `tap_offsets(..., live_only=True)` (and of filters
+    packed with live_only) reordered kernel row by kernel row, each row's in their order."""
+    rows = _tap_grid(int(channels), tuple(kernel), int(lanes_in))[1].reshape(-1)
+    return numpy.argsort(rows[_live_taps(channels, kernel, lanes_in)], kind="stable")
+
+
 def _positions(positions: int, ind: str, with_residual: bool, pooled: bool = False
                ) -> list[str]:
     """Code placing a tile's P positions: output positions q0 .. q0+P-1 of image b in
@@ -359,7 +399,7 @@ def conv_source(positions: int, block_count: int) -> str:
     lines += [
         "    q1 = i1  # the range of output positions, in row-major order",
         "    x_step = stride_w * x_col  # from an output column to the next",
-        "    taps = offsets.shape[0]",
+        *_TAPS,
         "    rows_of_8 = out_lane == 1 and (has_residual == 0 or res_lane == 1)",
         "    plain_rows = out_block == 8 * out_lane  # (a plain output, columns any apart)",
         *_ACTIVATION_BOUNDS,
@@ -373,11 +413,13 @@ def conv_source(positions: int, block_count: int) -> str:
         f"            for q0 in range(i0, q1, {positions}):",
     ]
     ind = " " * 16
+    lines.append(ind + "fi = ci  # the tile's first row (pi: its last, once placed)")
     lines += _positions(positions, ind, True, pooled=positions % 2 == 0)
     for p in range(positions):
         lines.append(ind + " = ".join(f"a{p}_{k}" for k in range(lanes)) + " = ZERO")
-    lines += [ind + f"wa = INDEX(kt * taps * {lanes})",
-              ind + "for t in range(taps):",
+    lines += [*_tap_range(ind, "pi", "fi"),
+              ind + f"wa = INDEX((kt * taps + t_lo) * {lanes})",
+              ind + "for t in range(t_lo, t_hi):",
               ind + "    at = offsets[t]"]
     body = ind + "    "
     lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]
@@ -531,7 +573,7 @@ def conv_rows_source(positions: int) -> str:
                  "out_origin", "out_w", "act", "out_store", "pool"):
         lines.append(f"    {name} = geometry[{G[name]}]")
     lines += [
-        "    taps = offsets.shape[0]",
+        *_TAPS,
         "    plain_rows = out_block == 8 * out_lane and out_col == 1 and out_lane != 1",
         *_ACTIVATION_BOUNDS,
         f"    tile = numpy.empty({lanes * positions}, dtype=x.dtype)",
@@ -540,8 +582,9 @@ def conv_rows_source(positions: int) -> str:
     ind = " " * 20
     for k in range(lanes):
         lines.append(ind + " = ".join(f"a{k}_{p}" for p in range(positions)) + " = ZERO")
-    lines += [ind + f"wa = INDEX(kt * taps * {lanes})",
-              ind + "for t in range(taps):",
+    lines += [*_tap_range(ind, "i", "i"),
+              ind + f"wa = INDEX((kt * taps + t_lo) * {lanes})",
+              ind + "for t in range(t_lo, t_hi):",
               ind + "    at = INDEX(row + jc + offsets[t])"]
     body = ind + "    "
     lines += [body + f"x{p} = x[at + INDEX({p})]" for p in range(positions)]
@@ -640,7 +683,7 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
                  "has_residual", "act", "out_store"):
         lines.append(f"    {name} = geometry[{G[name]}]")
     lines += [
-        "    taps = offsets.shape[0]",
+        *_TAPS,
         *_ACTIVATION_BOUNDS,
         f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
         *_row_spans(positions, f"rows = min({block_count}, (out_store - kt * {lanes}) // 8)",
@@ -650,9 +693,10 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
     ind = " " * 20
     for p in range(positions):
         lines.append(ind + " = ".join(f"a{p}_{k}" for k in range(lanes)) + " = ZERO")
-    lines += [ind + f"wa = INDEX(kt * taps * {lanes})",
+    lines += [*_tap_range(ind, "i", "i"),
+              ind + f"wa = INDEX((kt * taps + t_lo) * {lanes})",
               ind + f"xa = row + jc * {column}",
-              ind + "for t in range(taps):",
+              ind + "for t in range(t_lo, t_hi):",
               ind + "    at = INDEX(xa + offsets[t])"]
     body = ind + "    "
     lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]

@@ -362,6 +362,14 @@ class ConvStep(Step):
         span = self._span_tile()
         if span is not None:
             self.kernel, self.tile = "conv_span", span
+        # Output rows whose window hangs over the image's top or bottom skip the taps that
+        # read the zero border only: their filters and offsets kernel row by kernel row
+        kh, kw = conv.kernel_size
+        self.row_table = blocked.row_tap_table(h, self.out_hw[0], kh, conv.stride[0],
+                                               conv.dilation[0], self.geometry.padding.top,
+                                               c // conv.groups * kw)
+        self.tap_order = None if self.row_table is None else blocked.row_major_taps(
+            c // conv.groups, (kh, kw), blocked.LANES if self.blocked_input else 1)
 
     def _span_tile(self) -> tuple[int, int, int] | None:
         """The span kernel's tile (P, B, elements between two output columns' input pixels)
@@ -450,6 +458,11 @@ class ConvStep(Step):
         self.filters = [blocked.pack_filters(weight[g * per_group : (g + 1) * per_group],
                                              self.tile[1], lanes_in, live_only=True)
                         for g in range(groups)]
+        if self.tap_order is not None:
+            lanes = blocked.LANES * self.tile[1]
+            self.filters = [numpy.ascontiguousarray(
+                f.reshape(-1, len(self.tap_order), lanes)[:, self.tap_order]).reshape(-1)
+                for f in self.filters]
         self.biases = [blocked.pack_bias(bias[g * per_group : (g + 1) * per_group], per_group,
                                          self.tile[1], numpy.float32) for g in range(groups)]
         self.fingerprint = fingerprint
@@ -476,6 +489,10 @@ class ConvStep(Step):
             flat = xp.reshape(-1)
             channel_step = (c // self.groups) * ks
         offsets = self.plan.offsets(self, (ks, rs, cs), c // self.groups)
+        taps = 0
+        if self.tap_order is not None:  # (blocked.row_tap_table)
+            taps = len(self.tap_order)
+            offsets = numpy.concatenate([offsets[self.tap_order], self.row_table.reshape(-1)])
         out_value = self.outputs[0]
         out = rt.buffer(out_value)
         out_flat, (obs, oks, ors, ocs), out_origin = rt.target(out_value)
@@ -484,7 +501,8 @@ class ConvStep(Step):
                       stride_w=conv.stride[1], out_batch=obs, out_block=oks, out_lane=1,
                       out_row=ors, out_col=ocs, out_channels=per_group,
                       out_store=blocked.blocks(per_group) * blocked.LANES,
-                      out_w=self.out_hw[1], act=self.activation[0], pool=int(self.pool))
+                      out_w=self.out_hw[1], act=self.activation[0], pool=int(self.pool),
+                      taps=taps)
         residual, plain_residual = _EMPTY, None
         if self.residual is not None:
             if self.plan.blocked[self.residual]:

@@ -52,6 +52,19 @@ def assert_matches(ours, expected, rtol=2e-5):
     np.testing.assert_allclose(ours, expected, rtol=0, atol=rtol * scale)
 
 
+def assert_planned_matches_twice(model, x, threads: int) -> None:
+    """Every output of the plan as the layers give it, on `threads` threads, twice (the
+    plan's buffers reused)."""
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        for _ in range(2):
+            for mine, theirs in zip(planned(model, x), reference(model, x), strict=True):
+                assert_matches(mine, theirs)
+    finally:
+        backend.set_num_threads(previous)
+
+
 def randomize_batch_norms(model, rng):
     for module in model.modules():
         if isinstance(module, cn.BatchNorm2d):
@@ -406,14 +419,7 @@ def test_a_residual_convolution_writes_over_its_shortcut_where_nothing_reads_it_
     tail = cn.Conv2d(16, 8, 1)(cn.Add()([own, kept]))  # kept read after its Add
     model = cn.Model(x_in, [tail, cn.Conv2d(16, 8, 3, padding=1)(swished)]).eval()
     x = rng.standard_normal((3, 3, size, size)).astype(np.float32)
-    previous = backend.num_threads()
-    backend.set_num_threads(threads)
-    try:
-        for _ in range(2):
-            for mine, theirs in zip(planned(model, x), reference(model, x), strict=True):
-                assert_matches(mine, theirs)
-    finally:
-        backend.set_num_threads(previous)
+    assert_planned_matches_twice(model, x, threads)
     plan = next(iter(model._inference_plans.values()))
     (runner,) = plan._runners[(3, threads)]
     residual_convs = [step for step in plan.steps
@@ -525,14 +531,7 @@ def test_the_span_kernel_gives_the_layers_answer(width, batch, threads, monkeypa
     plain_shortcut = cn.Add()([cn.Conv2d(3, 3, 1)(x_in), x_in])
     model = cn.Model(x_in, [wide, pooled, plain_shortcut]).eval()
     x = rng.standard_normal((batch, 3, 12, width)).astype(np.float32)
-    previous = backend.num_threads()
-    backend.set_num_threads(threads)
-    try:
-        for _ in range(2):  # the buffers reused
-            for mine, theirs in zip(planned(model, x), reference(model, x), strict=True):
-                assert_matches(mine, theirs)
-    finally:
-        backend.set_num_threads(previous)
+    assert_planned_matches_twice(model, x, threads)
     plan = next(iter(model._inference_plans.values()))
     kinds = [(step.conv.out_channels, step.kernel, step.tile) for step in plan.steps
              if isinstance(step, inference.ConvStep)]
@@ -1276,14 +1275,7 @@ def test_rows_over_the_border_skip_its_taps_and_give_the_layers_answer(
         if isinstance(module, cn.Conv2d):
             module.bias.data[...] = rng.standard_normal(module.bias.data.shape)
     x = rng.standard_normal((batch, 1, 8, 16)).astype(np.float32)
-    previous = backend.num_threads()
-    backend.set_num_threads(threads)
-    try:
-        for _ in range(2):  # the buffers reused
-            for mine, theirs in zip(planned(model, x), reference(model, x), strict=True):
-                assert_matches(mine, theirs)
-    finally:
-        backend.set_num_threads(previous)
+    assert_planned_matches_twice(model, x, threads)
     plan = next(iter(model._inference_plans.values()))
     convs = [step for step in plan.steps if isinstance(step, inference.ConvStep)]
     assert all(step.row_table is not None for step in convs)

@@ -431,7 +431,7 @@ def conv_source(positions: int, block_count: int) -> str:
     # whole tile into a blocked output, no shortcut, no activation, ReLU or a clip, all three
     # as min(max(y, lo), hi). 1.1-1.3x on networks of few-tap convolutions. The same code for
     # a shortcut and for a pool taken in (once each per position) took the 8 x 4 tile's
-    # module 55 s to compile; as loops over the positions below, 22 s (the 8 x 2's 23 -> 11):
+    # module 56 s to compile; as loops over the positions below, 21 s (the 8 x 2's 25 -> 11):
     # vggish's pooled layers as fast (one thread, batch 128), a shortcut's 3x3 layers of 32
     # and 64 filters 3% slower (resnet8 0.7%), for the minutes a fresh machine spends
     # compiling each tile's module.

@@ -5,10 +5,13 @@
     python -m bench.plan_profile resnet8 --threads 2   # both systems on two threads
 
 For each network (a zoo model with its initial weights), convnet's plan is built and warmed
-up, then every step of its runner is timed on its own, summed over the pieces of the batch the
-plan runs at a time (the best of --repeats runs of that step); onnxruntime runs convnet's own
-ONNX export of the same weights with its profiler on and each node's best time is kept. Both
-with --threads threads (one unless told; OMP_NUM_THREADS is set to match for NumPy's BLAS).
+up, then every step of a runner is timed on its own, summed over the pieces of the batch (the
+best of --repeats runs of that step): a piece for each thread, every step split between them,
+so that each step's time is that of the threads together (the plan itself runs a large batch
+in lanes, each whole on one thread: the same kernels on pieces of the same size). onnxruntime
+runs convnet's own ONNX export of the same weights with its profiler on and each node's best
+time is kept. Both with --threads threads (one unless told; OMP_NUM_THREADS is set to match
+for NumPy's BLAS).
 The sums are not end-to-end times (each part's best is taken apart), but they compare like
 with like; `python -m bench.run` measures whole networks.
 """
@@ -27,18 +30,20 @@ import numpy as np
 
 
 def plan_steps(model, x, repeats: int) -> list[tuple[str, float]]:
-    """(step description, best seconds) for every step of the model's plan for x, as the
-    plan runs it: a piece of the batch at a time (`Plan.piece`), each step's time summed over
-    the pieces."""
+    """(step description, best seconds) for every step of the model's plan for x: a piece of
+    the batch for each thread at a time (`Plan.piece`), each step split between the threads
+    and its time summed over the pieces."""
     import convnet as cn
+    from convnet.core.backend import num_threads
+    from convnet.nn import inference
 
     with cn.no_grad():
         for _ in range(3):
             model.forward(x)
     plan = next(iter(model.__dict__["_inference_plans"].values()))
-    runner = max((rt for runners in plan._runners.values() for rt in runners),
-                 key=lambda rt: rt.n)  # the pieces' (the last piece may be smaller)
-    piece = runner.n
+    threads = num_threads()
+    piece = min(len(x), plan.piece * threads)
+    runner = inference.Runner(plan, piece, threads)
     pieces = [x[b : b + piece] for b in range(0, len(x) - piece + 1, piece)]  # whole pieces
     best = np.full(len(runner.bounds), np.inf)
     for _ in range(repeats):

@@ -112,7 +112,7 @@ def test_plan_profile_times_every_step_beside_onnxruntimes_nodes(monkeypatch):
     finally:
         backend.set_num_threads(previous)
     plan = next(iter(model._inference_plans.values()))
-    assert plan.piece == 2 and (2, 1) in plan._runners  # timed piece by piece
+    assert plan.piece == 2  # timed piece by piece
     assert len(ours) == len(plan.steps) and all(seconds > 0 for _, seconds in ours)
     assert ours[0][0].startswith("ConvStep Conv2d(1, 6") and "GFLOP/s" in ours[0][0]
     theirs = plan_profile.onnxruntime_nodes(model, x, repeats=2)

@@ -925,10 +925,11 @@ def test_a_batch_split_by_whole_images_between_threads(batch, rng):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_a_batch_runs_in_pieces_that_stay_in_the_cache(threads, monkeypatch, rng):
-    """Each thread runs its images a few at a time (here 1: the piece a 3 KiB cache allows),
-    a piece of the batch holding one piece for each thread; the outputs, a plain and a
-    blocked one, are the layers'."""
+def test_a_batch_runs_in_lanes_that_stay_in_the_cache(threads, monkeypatch, rng):
+    """A batch of more than a piece a thread runs in lanes, `threads` times as many as pieces,
+    of sizes within one image of each other, each lane through every step on one thread
+    (here pieces of 1 image, the most a 3 KiB cache allows: 7 images in 7 lanes); the
+    outputs, a plain and a blocked one, are the layers'."""
     monkeypatch.setattr(inference, "PIECE_BYTES", 3 << 10)
     x_in = cn.Input((3, 6, 6))
     features = cn.ReLU()(cn.Conv2d(3, 8, 3, padding=1)(x_in))  # 8 x 8 x 8 x 4 bytes blocked
@@ -942,7 +943,89 @@ def test_a_batch_runs_in_pieces_that_stay_in_the_cache(threads, monkeypatch, rng
         assert_matches(mine, theirs)
     plan = next(iter(model._inference_plans.values()))
     assert plan.piece == 1
-    assert set(plan._runners) == ({(1, 1)} if threads == 1 else {(2, 2), (1, 2)})
+    assert set(plan._runners) == {(1, 1)}
+
+
+@pytest.mark.parametrize("batch, threads, sizes", [
+    (9, 2, [2, 2, 2, 1, 1, 1]),  # pieces of 2: two pieces a thread round, 3 rounds, 6 lanes
+    (8, 2, [2, 2, 2, 2]),
+    (9, 1, [2, 2, 2, 2, 1]),
+    (13, 3, [2, 2, 2, 2, 1, 1, 1, 1, 1]),
+])
+def test_lanes_split_the_batch_evenly_for_the_threads(batch, threads, sizes, monkeypatch, rng):
+    """Every thread gets as many lanes (whole rounds of a piece per thread), the lanes' sizes
+    within one image of each other and in order; each runs on a runner of one thread, the
+    outputs written into their rows of the batch's."""
+    monkeypatch.setattr(inference, "PIECE_BYTES", 3 << 10)
+    model = cn.Sequential(cn.Conv2d(3, 8, 3, padding=1), cn.ReLU(), cn.Flatten()).eval()
+    x = rng.standard_normal((batch, 3, 4, 4)).astype(np.float32)
+    with on_threads(threads):
+        planned(model, x[:1])
+        plan = next(iter(model._inference_plans.values()))
+        monkeypatch.setattr(plan, "piece", 2)
+        seen = []
+        run_on = plan._run_on
+
+        def recorded(arrays, threads, into=None):
+            seen.append((arrays[0][0, 0, 0, 0], len(arrays[0]), threads))
+            return run_on(arrays, threads, into)
+
+        monkeypatch.setattr(plan, "_run_on", recorded)
+        ours = planned(model, x)
+    assert_matches(ours, reference(model, x))
+    seen.sort(key=lambda entry: list(x[:, 0, 0, 0]).index(entry[0]))
+    assert [size for _, size, _ in seen] == sizes
+    assert {on for _, _, on in seen} == {1}
+
+
+class _Recording(cn.Layer):
+    """A layer with no plan step of its own (its NumPy forward runs as a fallback step),
+    which records whether it was asked to keep what backward needs."""
+
+    kind = "recording"
+
+    def __init__(self):
+        super().__init__()
+        self.modes = []
+
+    def forward(self, x):
+        self.modes.append(cn.nn.layer.grad_enabled())
+        return x * 2
+
+
+def test_a_layer_in_a_lane_on_a_helper_thread_keeps_no_cache(monkeypatch, rng):
+    """Lanes run on the team's helper threads too, whose no_grad() is their own: a fallback
+    layer there runs under no_grad like the caller's, and gives the layers' answer."""
+    monkeypatch.setattr(inference, "PIECE_BYTES", 3 << 10)
+    recording = _Recording()
+    model = cn.Sequential(cn.Conv2d(3, 8, 3, padding=1), recording, cn.ReLU()).eval()
+    x = rng.standard_normal((16, 3, 4, 4)).astype(np.float32)
+    with on_threads(2):
+        for _ in range(5):
+            ours = planned(model, x)
+    assert "FallbackStep" in steps_of(model)
+    assert len(recording.modes) >= 5 * 2 and not any(recording.modes)
+    assert_matches(ours, reference(model, x))
+
+
+def test_an_error_in_a_lane_reaches_the_caller(monkeypatch, rng):
+    monkeypatch.setattr(inference, "PIECE_BYTES", 3 << 10)
+
+    class Failing(_Recording):
+        def forward(self, x):
+            if x.shape[0] and x[0, 0, 0, 0] > 100:
+                raise ValueError("lane 3 failed")
+            return x
+
+    model = cn.Sequential(cn.Conv2d(3, 8, 3, padding=1), Failing(), cn.ReLU()).eval()
+    with cn.no_grad():
+        model[0].bias.assign(np.zeros(8, np.float32))
+        model[0].weight.assign(np.zeros((8, 3, 3, 3), np.float32))
+        model[0].weight.data[0, 0, 1, 1] = 1.0
+    x = np.zeros((16, 3, 4, 4), np.float32)
+    x[6, 0, 0, 0] = 1000.0
+    with on_threads(2), pytest.raises(ValueError, match="lane 3 failed"):
+        planned(model, x)
 
 
 @pytest.mark.parametrize("channels", [3, 11, 16])

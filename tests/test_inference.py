@@ -1051,9 +1051,16 @@ def test_blocked_outputs_are_written_into_the_whole_batch(channels, split, monke
     assert not any(np.shares_memory(a, b) for a in ours for b in again)
 
 
-def test_concurrent_calls_get_their_own_buffers(rng):
+@pytest.mark.parametrize("in_lanes", [False, True])
+def test_concurrent_calls_get_their_own_buffers(in_lanes, monkeypatch, rng):
+    """Two threads calling one model at once (a server): each call its own runners, whether
+    its batch runs whole or in lanes (then the call that has the team's helpers shares its
+    lanes with them and the other runs its own on its thread)."""
+    if in_lanes:
+        monkeypatch.setattr(inference, "PIECE_BYTES", 3 << 10)
     model = small_model().eval()
-    xs = [rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(2)]
+    batch = 9 if in_lanes else 2
+    xs = [rng.standard_normal((batch, 3, 8, 8)).astype(np.float32) for _ in range(2)]
     expected = [reference(model, x) for x in xs]
     failures = []
 
@@ -1065,11 +1072,14 @@ def test_concurrent_calls_get_their_own_buffers(rng):
                 failures.append(index)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with on_threads(2):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     assert not failures
+    plan = next(iter(model._inference_plans.values()))
+    assert all(count == 1 for _, count in plan._runners) == in_lanes
 
 
 # -- when weights change ---------------------------------------------------------------------------

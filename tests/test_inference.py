@@ -947,15 +947,19 @@ def test_a_batch_runs_in_lanes_that_stay_in_the_cache(threads, monkeypatch, rng)
 
 
 @pytest.mark.parametrize("batch, threads, sizes", [
-    (9, 2, [2, 2, 2, 1, 1, 1]),  # pieces of 2: two pieces a thread round, 3 rounds, 6 lanes
+    (9, 2, [2, 2, 2, 1, 1, 1]),  # pieces of 2: a piece a thread a round, 3 rounds, 6 lanes
     (8, 2, [2, 2, 2, 2]),
-    (9, 1, [2, 2, 2, 2, 1]),
-    (13, 3, [2, 2, 2, 2, 1, 1, 1, 1, 1]),
+    (12, 2, [2] * 6),
+    (10, 2, [1] * 10),  # 6 lanes would be of two sizes; 10 (up to 12) are of one
+    (9, 1, [1] * 9),  # 5 (up to 10): 9
+    (13, 3, [2, 2, 2, 2, 1, 1, 1, 1, 1]),  # 9 (up to 18): none divides 13
+    (14, 3, [2, 2, 2, 2, 2, 1, 1, 1, 1]),
 ])
 def test_lanes_split_the_batch_evenly_for_the_threads(batch, threads, sizes, monkeypatch, rng):
-    """Every thread gets as many lanes (whole rounds of a piece per thread), the lanes' sizes
-    within one image of each other and in order; each runs on a runner of one thread, the
-    outputs written into their rows of the batch's."""
+    """Every thread gets as many lanes (whole rounds of a piece per thread, or up to twice as
+    many lanes where that makes them all one size), the lanes' sizes within one image of each
+    other and in order; each runs on a runner of one thread, the outputs written into their
+    rows of the batch's."""
     monkeypatch.setattr(inference, "PIECE_BYTES", 3 << 10)
     model = cn.Sequential(cn.Conv2d(3, 8, 3, padding=1), cn.ReLU(), cn.Flatten()).eval()
     x = rng.standard_normal((batch, 3, 4, 4)).astype(np.float32)

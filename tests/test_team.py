@@ -5,6 +5,9 @@ makes a table hang or run twice."""
 from __future__ import annotations
 
 import multiprocessing
+import platform
+import subprocess
+import sys
 import threading
 import time
 
@@ -317,3 +320,38 @@ def test_a_finished_python_job_holds_none_of_its_arrays(two_threads):
     team.run_chunks(lambda c, a=array, r=results: r.__setitem__(c, a.sum()), [0, 1])
     del array
     assert gone() is None, "the team still holds the finished job's arrays"
+
+
+ARENAS = """
+import ctypes, sys, tempfile, threading
+import numpy
+from convnet.core import backend
+if sys.argv[1] == "one":
+    assert backend.keep_freed_memory()
+def work():
+    kept = [numpy.ones(1 << 18) for _ in range(8)]  # 2 MiB each: malloc's heap, not mmap
+    del kept
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+with tempfile.NamedTemporaryFile("r") as out:
+    stream = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(stream))
+    libc.fclose(ctypes.c_void_p(stream))
+    print(out.read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc arenas are glibc's")
+def test_every_thread_allocates_from_one_malloc_arena():
+    """What a helper thread allocates comes from the one arena training's freed memory is
+    kept in (a thread of its own arena took fresh pages for an inference lane's buffers)."""
+    def heaps(mode):
+        done = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True,
+                              text=True, check=True)
+        return int(done.stdout.strip())
+
+    assert heaps("default") >= 2  # (the check can fail: a thread gets an arena of its own)
+    assert heaps("one") == 1

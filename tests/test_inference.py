@@ -982,31 +982,6 @@ def test_lanes_split_the_batch_evenly_for_the_threads(batch, threads, sizes, mon
     assert {on for _, _, on in seen} == {1}
 
 
-def test_lane_runners_are_made_on_the_calling_thread(monkeypatch, rng):
-    """The runners a batch's lanes run on are made before the lanes start, on the calling
-    thread (their buffers from its malloc arena, where training's freed memory is), one for
-    each thread and lane size; later batches reuse them."""
-    monkeypatch.setattr(inference, "PIECE_BYTES", 3 << 10)
-    made = []
-    init = inference.Runner.__init__
-
-    def recorded(self, plan, n, threads):
-        made.append((threading.get_ident(), n, threads))
-        init(self, plan, n, threads)
-
-    monkeypatch.setattr(inference.Runner, "__init__", recorded)
-    model = cn.Sequential(cn.Conv2d(3, 8, 3, padding=1), cn.ReLU(), cn.Flatten()).eval()
-    x = rng.standard_normal((9, 3, 4, 4)).astype(np.float32)
-    with on_threads(2):
-        for _ in range(3):
-            ours = planned(model, x)
-    assert_matches(ours, reference(model, x))
-    plan = next(iter(model._inference_plans.values()))
-    assert plan.piece == 3  # (8 x 4 x 4 floats a tensor) so 4 lanes: 3, 2, 2 and 2 images
-    assert {ident for ident, _, _ in made} == {threading.get_ident()}
-    assert sorted((n, threads) for _, n, threads in made) == [(2, 1), (2, 1), (3, 1)]
-
-
 class _Recording(cn.Layer):
     """A layer with no plan step of its own (its NumPy forward runs as a fallback step),
     which records whether it was asked to keep what backward needs."""

@@ -353,5 +353,5 @@ def test_every_thread_allocates_from_one_malloc_arena():
                               text=True, check=True)
         return int(done.stdout.strip())
 
-    assert heaps("default") >= 2  # (the check can fail: a thread gets an arena of its own)
+    assert heaps("default") >= 2  # without the setting, the thread gets an arena of its own
     assert heaps("one") == 1

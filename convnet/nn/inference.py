@@ -1513,18 +1513,20 @@ class Plan:
     def _in_lanes(self, arrays, threads: int):
         """The outputs for `arrays` in lanes: `threads` times as many as rounds of a piece per
         thread (or up to twice that, where it divides the batch), of sizes within one image of
-        each other, each lane taken by the next free thread and
-        run through every step on it (a runner of one thread), its outputs written into its
-        rows of the whole batch's (made like the first lane's to finish); None when an output
-        is not one row per image (then the caller runs the batch whole).
+        each other, each lane taken by the next free thread and run through every step on it
+        (a runner of one thread), its outputs written into its rows of the whole batch's
+        (made like the first lane's to finish); None when an output is not one row per image
+        (then the caller runs the batch whole).
 
         No thread waits for another between steps: with the steps split instead (every step
         of a piece of the batch shared between the threads, each waiting for the other at the
         end of each), a core shared with another process held both threads at every step
-        (mobilenet-mini with a busy loop on the second core, two threads, batch 128: 22.7 ms
-        against 9.5 in lanes; quiet, 7.1-7.5 against 7.0-7.2). The team hands out lanes as
-        Python chunks; each thread's Python between the kernels (tens of us a lane) is small
-        beside a lane's work at these batches."""
+        (mobilenet-mini beside a busy loop on the second core, two threads, batch 128, each
+        build alone in a process: 22.4-24.2 ms against 10.9-12.4 in lanes; quiet, alternated
+        processes, 7.50-12.53 against 7.53-8.14). The team hands out lanes as Python chunks;
+        each thread's Python between the kernels (tens of us a lane) is small beside a lane's
+        work at these batches. A helper's runner takes its buffers from the malloc arena
+        training freed into: `backend.keep_freed_memory` keeps one for every thread."""
         n = arrays[0].shape[0]
         count = min(n, threads * -(-n // (self.piece * threads)))
         # Lanes of one size where up to twice as many divide the batch: a runner for each
@@ -1557,7 +1559,6 @@ class Plan:
                     else:
                         batch[lane] = out
 
-        self._provide_runners(lanes, threads)
         run_chunks(run_lane, lanes)
         return whole[0] if fits[0] else None
 
@@ -1585,43 +1586,21 @@ class Plan:
 
     def _run_on(self, arrays, threads: int, into=None) -> list | None:
         self._refresh()
-        key = (arrays[0].shape[0], threads)
-        rt = self._take_runner(key)
+        with self._lock:
+            key = (arrays[0].shape[0], threads)
+            idle = self._runners.get(key)
+            rt = idle.pop() if idle else None
+        if rt is None:
+            rt = Runner(self, *key)
         try:
             return rt.run(arrays, into)
         finally:
-            self._keep_runner(key, rt)
-
-    def _take_runner(self, key: tuple) -> Runner:
-        """An idle runner for (batch, threads), or a new one."""
-        with self._lock:
-            idle = self._runners.get(key)
-            rt = idle.pop() if idle else None
-        return Runner(self, *key) if rt is None else rt
-
-    def _keep_runner(self, key: tuple, rt: Runner) -> None:
-        with self._lock:
-            self._runners.setdefault(key, []).append(rt)
-            if next(reversed(self._runners)) != key:
-                self._runners[key] = self._runners.pop(key)  # the most recent last
-            while len(self._runners) > KEPT_RUNNERS:
-                self._runners.pop(next(iter(self._runners)))
-
-    def _provide_runners(self, lanes: list, threads: int) -> None:
-        """Runners of one thread for the lanes, made here on the calling thread: `threads`
-        of each lane size (fewer where fewer lanes have it). A runner made inside a lane on
-        a helper thread took its buffers from that thread's malloc arena, which cannot reuse
-        what training freed into the main one (fcn-mini trained and run in turn, two threads:
-        404 MB at its peak against 381 with the steps split, 371 with one arena)."""
-        sizes: dict[int, int] = {}
-        for lane in lanes:
-            sizes[lane.stop - lane.start] = sizes.get(lane.stop - lane.start, 0) + 1
-        for size, count in sizes.items():
-            key = (size, 1)
             with self._lock:
-                missing = min(threads, count) - len(self._runners.get(key, ()))
-            for rt in [Runner(self, *key) for _ in range(missing)]:
-                self._keep_runner(key, rt)
+                self._runners.setdefault(key, []).append(rt)
+                if next(reversed(self._runners)) != key:
+                    self._runners[key] = self._runners.pop(key)  # the most recent last
+                while len(self._runners) > KEPT_RUNNERS:
+                    self._runners.pop(next(iter(self._runners)))
 
 
 # The runners (buffers for one batch size) a plan keeps: a model is mostly run at one or two

@@ -5,7 +5,6 @@ change, and the cases that must not take a plan."""
 
 import contextlib
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.core import backend, blocked, faster, kernels, team
+from convnet.core import backend, blocked, kernels, team
 from convnet.io import zoo
 from convnet.nn import inference
 from convnet.nn.resize import COORDINATE_MODES
@@ -923,43 +922,6 @@ def test_a_batch_split_by_whole_images_between_threads(batch, rng):
     conv = runner.bounds[0].calls[-1]  # (the first copies the plain input, padded)
     ranges = [(int(g[blocked.G["b0"]]), int(g[blocked.G["b1"]])) for _, g in conv.chunks]
     assert ranges == [(0, half), (half, batch)]
-
-
-@pytest.mark.parametrize("slow", [2, 1])
-def test_a_small_batch_runs_split_or_alone_whichever_is_faster(slow, monkeypatch, rng):
-    """On two threads a batch run whole is timed both ways, every step split between the
-    threads and all on the calling thread, and then runs the faster way (here the other way
-    made slower by 20 ms a call), trying the slower again every so many calls; every call's
-    outputs the same bits either way."""
-    monkeypatch.setattr(faster, "CALLS_BETWEEN_TRIES", 6)
-    x_in = cn.Input((3, 9, 9))
-    features = cn.ReLU()(cn.Conv2d(3, 16, 3, padding=1)(x_in))
-    head = cn.Linear(16, 5)(cn.Flatten()(cn.GlobalAvgPool2d()(features)))
-    model = cn.Model(x_in, [head, features]).eval()
-    x = rng.standard_normal((1, 3, 9, 9)).astype(np.float32)
-    with on_threads(2):
-        first = planned(model, x)
-        plan = next(iter(model._inference_plans.values()))
-        run_on, ways = plan._run_on, []
-
-        def timed_run_on(arrays, threads, into=None):
-            ways.append(threads)
-            if threads == slow:
-                time.sleep(0.02)
-            return run_on(arrays, threads, into)
-
-        monkeypatch.setattr(plan, "_run_on", timed_run_on)
-        plan._choosers.clear()  # timed afresh
-        outputs = [planned(model, x) for _ in range(13)]
-    fast = 3 - slow
-    # split twice, alone twice, then the faster, the slower tried twice at the 6th and 12th
-    assert ways == [2, 2, 1, 1, fast, slow, slow] + [fast] * 4 + [slow] * 2
-    for got in outputs:
-        for mine, theirs in zip(got, first, strict=True):
-            np.testing.assert_array_equal(mine, theirs)
-    for mine, theirs in zip(first, reference(model, x), strict=True):
-        assert_matches(mine, theirs)
-    assert set(plan._runners) == {(1, 1), (1, 2)}
 
 
 @pytest.mark.parametrize("threads", [1, 2])

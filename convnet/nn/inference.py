@@ -30,13 +30,12 @@ every zoo model, every fused pattern and the repacking).
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from dataclasses import dataclass, field
 
 import numpy
 
-from convnet.core import blocked, faster, kernels, team
+from convnet.core import blocked, kernels, team
 from convnet.core.backend import num_threads, thread_slices
 from convnet.core.team import run_chunks
 from convnet.nn import activations as act
@@ -1295,7 +1294,6 @@ class Plan:
         self.switches = None
         self._lock = threading.Lock()
         self._runners: dict[tuple, list[Runner]] = {}  # (batch, threads) -> idle runners
-        self._choosers: dict[tuple, faster.Faster] = {}  # (batch, threads): split or alone
 
     # -- building ------------------------------------------------------------------------------
     def _build(self, graph: Graph) -> list[Step]:
@@ -1501,39 +1499,16 @@ class Plan:
         """The outputs for `arrays`. A batch of more than `piece` images a thread runs in lanes
         (`_in_lanes`): each lane of about `piece` images through every step on one thread, so
         that a step's input and output stay in the cache for the step after it. A smaller
-        batch runs whole, either every step split between the team's threads by whole images
+        batch runs whole, every step split between the team's threads by whole images
         (`convnet.core.team`: a handoff of a few microseconds, all the Python on the calling
-        thread; one image by output positions) or on the calling thread alone, whichever has
-        been faster lately (`_split_or_alone`)."""
+        thread); one image is split by output positions."""
         n, threads = arrays[0].shape[0], num_threads()
         if n > self.piece * threads:
             self._refresh()
             results = self._in_lanes(arrays, threads)
             if results is not None:
                 return results
-        if threads == 1:
-            return self._run_on(arrays, 1)
-        return self._split_or_alone(arrays, threads)
-
-    def _split_or_alone(self, arrays, threads: int) -> list:
-        """The outputs for a batch run whole: every step split between the threads, or all on
-        the calling thread, whichever `faster.Faster` has timed faster lately for this batch
-        size (the same sums either way). Split, every step ends with the threads waiting for
-        each other and reading what the other wrote, which costs several times more while
-        the host places the two vCPUs far apart (see `convnet.core.faster`): one image of
-        bottleneck took 27 us split and 33 alone, and 43-70 split in that state."""
-        key = (arrays[0].shape[0], threads)
-        chooser = self._choosers.get(key)
-        if chooser is None:
-            with self._lock:
-                chooser = self._choosers.setdefault(key, faster.Faster(2))
-                while len(self._choosers) > KEPT_RUNNERS:  # (the oldest made first)
-                    self._choosers.pop(next(iter(self._choosers)))
-        way = chooser.pick()
-        start = time.perf_counter()
-        outputs = self._run_on(arrays, threads if way == 0 else 1)
-        chooser.record(way, time.perf_counter() - start)
-        return outputs
+        return self._run_on(arrays, threads)
 
     def _in_lanes(self, arrays, threads: int):
         """The outputs for `arrays` in lanes: `threads` times as many as rounds of a piece per

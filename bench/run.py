@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import crosscore
+
 NETWORKS = ["lenet5", "convnetjs", "vggish", "resnet8", "bottleneck", "squeezenet-mini",
             "mobilenet-mini", "inception-mini", "fcn-mini", "unet-mini"]
 # The zoo's specs, in words; bottleneck is this benchmark's network with 1x1 convolutions.
@@ -265,6 +267,7 @@ def measure_network(name: str, settings: Settings, folder: Path,
     if "onnx_error" in spec:
         entry["onnx_error"] = spec["onnx_error"]
     per_system = {system: {} for system in systems}
+    entry["cross_core_us"] = [crosscore.round_trip_us()]  # the host's state (bench.crosscore)
     for task in TIMING_ORDER:
         doing = {s: workers[s] for s in TASK_SYSTEMS[task] if s in workers}
         timings = time_task(doing, task, settings)
@@ -284,6 +287,7 @@ def measure_network(name: str, settings: Settings, folder: Path,
         per_system[system]["peak_rss_mb"] = worker.request(op="rss")["max_rss_mb"]
         per_system[system]["setup_s"] = setup[system]
     entry["load_after"] = list(os.getloadavg())
+    entry["cross_core_us"].append(crosscore.round_trip_us())
     peak = measure_peak({s: workers[s] for s in ("convnet", "torch")},
                         settings) if with_peak else None
     close_workers(workers)
@@ -429,7 +433,7 @@ def format_report(result: dict) -> str:
                          f"({entry['onnx_error']})")
     lines += ["", "Goals (issue 16), convnet speed / the other system's:",
               f"{'network':<16}{'train vs PyTorch':>18}{'infer vs ORT':>14}"
-              f"{'b=1 vs ORT':>12}{'memory vs PyTorch':>19}"]
+              f"{'b=1 vs ORT':>12}{'memory vs PyTorch':>19}{'cross-core us':>15}"]
     for name, entry in result["networks"].items():
         cells = []
         for task, width in (("train", 18), ("infer", 14), ("latency", 12)):
@@ -437,9 +441,11 @@ def format_report(result: dict) -> str:
             value = _ratio(entry, versus, task)
             mark = "" if value is None else (" ok" if value >= goal else " no")
             cells.append(f"{_number(value) + mark:>{width}}")
-        lines.append(f"{name:<16}{''.join(cells)}{entry['memory_ratio']:>19.2f}")
+        trips = "/".join(f"{us:.2f}" for us in entry.get("cross_core_us", []))
+        lines.append(f"{name:<16}{''.join(cells)}{entry['memory_ratio']:>19.2f}{trips:>15}")
     lines.append("  (goals: training >= 1.2 against PyTorch, inference and batch-1 latency >= 1.0 "
-                 "against onnxruntime)")
+                 "against onnxruntime; cross-core: a cache line's round trip between two "
+                 "threads before and after the network's timings, bench.crosscore)")
     lines += notes
     lines += ["", "Networks (batch 128, float32, cross-entropy, SGD momentum 0.9):"]
     lines += [f"  {name:<16}{ARCHITECTURES[name]}" for name in result["networks"]]

@@ -32,6 +32,8 @@ def test_bench_run_writes_a_consistent_report(tmp_path):
     entry = result["networks"]["lenet5"]
     assert entry["macs_per_image"] > 0 and entry["input_shape"] == [1, 28, 28]
     assert len(entry["load_before"]) == 3 and len(entry["load_after"]) == 3
+    assert len(entry["cross_core_us"]) == 2 and all(0 < us < 1e3 for us in entry["cross_core_us"])
+    assert "/".join(f"{us:.2f}" for us in entry["cross_core_us"]) in done.stdout
     assert entry["systems"] == ["convnet", "torch", "onnxruntime"]
     for system in ("convnet", "torch", "onnxruntime"):
         assert entry[system]["peak_rss_mb"] > 0 and entry[system]["setup_s"] > 0

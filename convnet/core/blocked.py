@@ -403,10 +403,10 @@ def conv_source(positions: int, block_count: int) -> str:
         "    rows_of_8 = out_lane == 1 and (has_residual == 0 or res_lane == 1)",
         "    plain_rows = out_block == 8 * out_lane  # (a plain output, columns any apart)",
         *_ACTIVATION_BOUNDS,
-        f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
-        f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
-        f"    rpos = numpy.empty({positions}, dtype=numpy.int64)",
-        f"    odds = numpy.empty({max(1, positions // 2)}, dtype=numpy.int64)",
+        f"    tile = stack_empty({positions * lanes}, x.dtype)",
+        f"    opos = stack_empty({positions}, numpy.int64)",
+        f"    rpos = stack_empty({positions}, numpy.int64)",
+        f"    odds = stack_empty({max(1, positions // 2)}, numpy.int64)",
         "    for b in range(b0, b1):",
         "        for kt in range(k0, k1):",
         *_position_start(" " * 12),
@@ -576,7 +576,7 @@ def conv_rows_source(positions: int) -> str:
         *_TAPS,
         "    plain_rows = out_block == 8 * out_lane and out_col == 1 and out_lane != 1",
         *_ACTIVATION_BOUNDS,
-        f"    tile = numpy.empty({lanes * positions}, dtype=x.dtype)",
+        f"    tile = stack_empty({lanes * positions}, x.dtype)",
         *_row_spans(positions, f"store = min({lanes}, out_store - kt * {lanes})", []),
     ]
     ind = " " * 20
@@ -685,7 +685,7 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
     lines += [
         *_TAPS,
         *_ACTIVATION_BOUNDS,
-        f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
+        f"    tile = stack_empty({positions * lanes}, x.dtype)",
         *_row_spans(positions, f"rows = min({block_count}, (out_store - kt * {lanes}) // 8)",
                     ["orow = b * out_batch + i * out_row + out_origin",
                      "rrow = b * res_batch + i * res_row + res_origin"]),
@@ -829,8 +829,8 @@ def depthwise_source(positions: int, kernel_h: int | None = None,
     lines += [
         "    q1 = i1",
         "    x_step = stride_w * x_col  # from an output column to the next",
-        f"    tile = numpy.empty({positions * lanes}, dtype=x.dtype)",
-        f"    opos = numpy.empty({positions}, dtype=numpy.int64)",
+        f"    tile = stack_empty({positions * lanes}, x.dtype)",
+        f"    opos = stack_empty({positions}, numpy.int64)",
         "    has_residual = False",
         "    residual = bias",
         "    for b in range(b0, b1):",
@@ -903,7 +903,9 @@ def max_pool(x, out, geometry):
     (b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w, out_batch, out_block,
      out_row, out_col, out_origin, out_h, out_w, kh, kw, sh, sw, top, left) = geometry[:24]
     width = w * LANES
-    rows = numpy.empty(width, DTYPE)  # (W * 8): one output row's maxima down the window
+    stack = stack_empty(SCRATCH, DTYPE)
+    rows = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)  # (W * 8): one
+    # output row's maxima down the window
     ja, jb = whole_windows(w, out_w, kw, sw, left)
     for b in range(b0, b1):
         for cb in range(k0, k1):
@@ -976,7 +978,9 @@ def avg_pool(x, out, geometry, include_pad):
     (b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w, out_batch, out_block,
      out_row, out_col, out_origin, out_h, out_w, kh, kw, sh, sw, top, left) = geometry[:24]
     width = w * LANES
-    rows = numpy.empty(width, DTYPE)  # (W * 8): one output row's sums down the window
+    stack = stack_empty(SCRATCH, DTYPE)
+    rows = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)  # (W * 8): one
+    # output row's sums down the window
     ja, jb = whole_windows(w, out_w, kw, sw, left)
     for b in range(b0, b1):
         for cb in range(k0, k1):
@@ -1044,7 +1048,9 @@ def global_avg_pool(x, out, geometry):
     b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w = geometry[:11]
     scale = ONE / (h * w)
     width = w * LANES
-    sums = numpy.empty(width, DTYPE)  # (W * 8): each column's sums down the rows
+    stack = stack_empty(SCRATCH, DTYPE)
+    sums = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)  # (W * 8): each
+    # column's sums down the rows
     flat = out.reshape(-1)
     for b in range(b0, b1):
         for cb in range(k0, k1):
@@ -1071,7 +1077,9 @@ def resize(x, out, rows, row_weights, cols, col_weights, geometry):
     (b0, b1, k0, k1, x_batch, x_block, x_row, x_origin, w, out_batch, out_block, out_row,
      out_origin, out_h, out_w, nearest) = geometry[:16]
     width = w * LANES
-    mixed = numpy.empty(width, DTYPE)  # (W * 8): an output row's mix of its two input rows
+    stack = stack_empty(SCRATCH, DTYPE)
+    mixed = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)  # (W * 8): an
+    # output row's mix of its two input rows
     for b in range(b0, b1):
         for cb in range(k0, k1):
             base = b * x_batch + cb * x_block + x_origin
@@ -1094,6 +1102,11 @@ def resize(x, out, rows, row_weights, cols, col_weights, geometry):
                     p = INDEX(o + j * LANES)
                     out[p + INDEX({l})] = v0 * mixed[q0 + INDEX({l})] + v1 * mixed[q1 + INDEX({l})]
 '''
+
+
+# A kernel's scratch row (W * 8 items) on the stack up to this many items (32 KiB of float32,
+# a row 1,024 pixels wide), past it from malloc (`convnet.core.stack_arrays`).
+SCRATCH = 8192
 
 
 def _lanes(source: str) -> str:
@@ -1147,8 +1160,11 @@ def merge(a, b, out, geometry, op):
     a_gate, b_gate = a_col == 0 and a_row == 0, b_col == 0 and b_row == 0
     flat = o_col == 8 and (a_col == 8 or a_gate) and (b_col == 8 or b_gate)
     span = w * 8
-    a_lanes = numpy.empty(span if flat and a_gate else 0, DTYPE)  # (W * 8) a gate's row
-    b_lanes = numpy.empty(span if flat and b_gate else 0, DTYPE)
+    a_stack, b_stack = stack_empty(SCRATCH, DTYPE), stack_empty(SCRATCH, DTYPE)
+    a_span = span if flat and a_gate else 0  # (W * 8) a gate's row
+    b_span = span if flat and b_gate else 0
+    a_lanes = a_stack[:a_span] if a_span <= SCRATCH else numpy.empty(a_span, DTYPE)
+    b_lanes = b_stack[:b_span] if b_span <= SCRATCH else numpy.empty(b_span, DTYPE)
     for n in range(b0, b1):
         for cb in range(k0, k1):
             if flat and a_gate:
@@ -1314,7 +1330,7 @@ def dense_source() -> str:
         "then one by one."
         '"""',
         "    n0, n1, o0, o1, inputs, w_row, x_row, out_row, act = geometry[:9]",
-        f"    tile = numpy.empty({scratch}, dtype=x.dtype)",
+        f"    tile = stack_empty({scratch}, x.dtype)",
         "    n = n0",
         f"    if o1 - o0 > {DENSE_IMAGE_TILE}:",
         f"        while n + {DENSE_WIDE_IMAGES} <= n1:",
@@ -1511,7 +1527,7 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
         "    (b0, b1, k_blocks, x_batch, x_row, x_col, x_origin, dy_batch, dy_block, dy_row,",
         "     dy_col, dy_origin, out_h, out_w, stride_h, stride_w) = geometry[:16]",
         "    tap_groups = offsets.shape[0] // 8",
-        f"    tile = numpy.empty({widest * LANES * LANES}, dtype=x.dtype)",
+        f"    tile = stack_empty({widest * LANES * LANES}, x.dtype)",
         f"    group = max(1, {WEIGHT_GRAD_POSITIONS} // (out_h * out_w))",
         "    for bg in range(b0, b1, group):",
         "        bn = min(bg + group, b1)",
@@ -1552,9 +1568,11 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         f"INF = numpy.{dtype_name}(numpy.inf)",
         f"DTYPE = numpy.{dtype_name}",
         f"LANES = {LANES}",
+        f"SCRATCH = {SCRATCH}  # items of a row's scratch on the stack (more: on the heap)",
         "INDEX = numba.uint64  # unsigned indices: no checks for negative ones",
         "",
         "from convnet.core.atomics import float32_at, float64_at, int64_at  # the tasks' arrays",
+        "from convnet.core.stack_arrays import stack_empty  # scratch without malloc",
     ]
     bits = _max_vector_bits(kind, tile)
     if bits is not None:  # (and a module of its own: one compiled with wider ones may be cached)

@@ -200,6 +200,27 @@ def test_pooling_steps_match_the_layers(kind, kernel, stride, pad, size, channel
     assert steps_of(model).count("PoolStep") == 1
 
 
+@pytest.mark.parametrize("width", [blocked.SCRATCH // blocked.LANES,
+                                   blocked.SCRATCH // blocked.LANES + 3])
+def test_rows_wider_than_the_stack_scratch_match_the_layers(width, rng):
+    """Pooling, resizing, global pooling and a gate's Mul keep a row of W x 8 items of scratch
+    on the stack up to blocked.SCRATCH items, on the heap past it: both give the layers'
+    answer."""
+    x_in = cn.Input((3, 2, width))
+    features = cn.Conv2d(3, 8, 3, padding=1)(x_in)
+    pooled = cn.MaxPool2d((1, 2), strict=False)(features)
+    averaged = cn.AvgPool2d((1, 3), stride=1, padding=(0, 1), strict=False)(features)
+    wide = cn.Upsample(scale_factor=(1, 2), mode="bilinear")(pooled)
+    gate = cn.GlobalAvgPool2d()(features)
+    gated = cn.Mul()([averaged, gate])
+    model = cn.Model(x_in, [wide, gated, gate]).eval()
+    x = rng.standard_normal((1, 3, 2, width)).astype(np.float32)
+    for mine, theirs in zip(planned(model, x), reference(model, x), strict=True):
+        assert_matches(mine, theirs)
+    steps = steps_of(model)
+    assert {"PoolStep", "ResizeStep", "GlobalPoolStep", "MergeStep"} <= set(steps), steps
+
+
 @st.composite
 def resizes(draw):
     """Upsample and Resize layers: nearest or linear, by a scale (up or down) or to a size,

@@ -903,9 +903,8 @@ def max_pool(x, out, geometry):
     (b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w, out_batch, out_block,
      out_row, out_col, out_origin, out_h, out_w, kh, kw, sh, sw, top, left) = geometry[:24]
     width = w * LANES
-    stack = stack_empty(SCRATCH, DTYPE)
-    rows = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)  # (W * 8): one
-    # output row's maxima down the window
+    stack = stack_empty(SCRATCH, DTYPE)  # (W * 8): one output row's maxima down the window
+    rows = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)
     ja, jb = whole_windows(w, out_w, kw, sw, left)
     for b in range(b0, b1):
         for cb in range(k0, k1):
@@ -978,9 +977,8 @@ def avg_pool(x, out, geometry, include_pad):
     (b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w, out_batch, out_block,
      out_row, out_col, out_origin, out_h, out_w, kh, kw, sh, sw, top, left) = geometry[:24]
     width = w * LANES
-    stack = stack_empty(SCRATCH, DTYPE)
-    rows = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)  # (W * 8): one
-    # output row's sums down the window
+    stack = stack_empty(SCRATCH, DTYPE)  # (W * 8): one output row's sums down the window
+    rows = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)
     ja, jb = whole_windows(w, out_w, kw, sw, left)
     for b in range(b0, b1):
         for cb in range(k0, k1):
@@ -1048,9 +1046,8 @@ def global_avg_pool(x, out, geometry):
     b0, b1, k0, k1, x_batch, x_block, x_row, x_col, x_origin, h, w = geometry[:11]
     scale = ONE / (h * w)
     width = w * LANES
-    stack = stack_empty(SCRATCH, DTYPE)
-    sums = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)  # (W * 8): each
-    # column's sums down the rows
+    stack = stack_empty(SCRATCH, DTYPE)  # (W * 8): each column's sums down the rows
+    sums = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)
     flat = out.reshape(-1)
     for b in range(b0, b1):
         for cb in range(k0, k1):
@@ -1077,9 +1074,8 @@ def resize(x, out, rows, row_weights, cols, col_weights, geometry):
     (b0, b1, k0, k1, x_batch, x_block, x_row, x_origin, w, out_batch, out_block, out_row,
      out_origin, out_h, out_w, nearest) = geometry[:16]
     width = w * LANES
-    stack = stack_empty(SCRATCH, DTYPE)
-    mixed = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)  # (W * 8): an
-    # output row's mix of its two input rows
+    stack = stack_empty(SCRATCH, DTYPE)  # (W * 8): an output row's mix of its two input rows
+    mixed = stack[:width] if width <= SCRATCH else numpy.empty(width, DTYPE)
     for b in range(b0, b1):
         for cb in range(k0, k1):
             base = b * x_batch + cb * x_block + x_origin

@@ -898,6 +898,98 @@ def test_each_call_reads_its_own_input(batch, rng):
         backend.set_num_threads(previous)
 
 
+def _runner(model, batch, threads):
+    plan = next(iter(model._inference_plans.values()))
+    (runner,) = plan._runners[(batch, threads)]
+    return runner
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet8", "inception-mini", "fcn-mini"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_calls_after_the_first_run_only_the_kernels(name, batch, monkeypatch, rng):
+    """A runner whose steps are all segments (the first reading the plan's input) answers
+    every call after its first from the kernels alone (`Runner._run_direct`: no step's
+    Python): each call reads its own input (a strided view too), returns new arrays, and
+    follows a change of the weights."""
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        model = zoo.build_model(name)
+        randomize_batch_norms(model, rng)
+        model.eval()
+        shape = zoo.MODELS[name].input_shape
+        x = rng.standard_normal((batch, *shape)).astype(np.float32)
+        first = planned(model, x)
+        runner = _runner(model, batch, 2)
+        assert runner._direct is not None, "the runner recorded no direct path"
+        posts = []
+        for segment, _ in runner.calls:
+            segment.posts = [lambda values, post=post: posts.append(post) or post(values)
+                             for post in segment.posts]
+        kept = first.copy()
+        for _ in range(3):
+            x = rng.standard_normal((batch, *shape)).astype(np.float32)
+            assert_matches(planned(model, x), reference(model, x))
+        assert posts == [] and _runner(model, batch, 2) is runner
+        wide = rng.standard_normal((batch, shape[0], shape[1], 2 * shape[2])).astype(np.float32)
+        view = wide[..., ::2]  # (not contiguous: the steps' way, which copies it first)
+        assert_matches(planned(model, view), reference(model, np.ascontiguousarray(view)))
+        np.testing.assert_array_equal(first, kept)  # the first answer was not written over
+        conv = next(layer for layer in model.modules() if isinstance(layer, cn.Conv2d))
+        conv.weight.data = (conv.weight.data * -1.5).astype(np.float32)
+        assert_matches(planned(model, x), reference(model, x))
+    finally:
+        backend.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, -1])
+def test_a_non_finite_input_is_refused_after_the_first_call_too(bad, where, rng):
+    """The calls that skip the layers' checks (`inference.answer`) check finiteness with a
+    kernel: the same one-line error as the first call's, from a Sequential and a Model."""
+    x_in = cn.Input((3, 8, 8))
+    graph = cn.Model(x_in, cn.ReLU()(cn.Conv2d(3, 8, 3, padding=1)(x_in))).eval()
+    chain = cn.Sequential(cn.Conv2d(3, 8, 3, padding=1), cn.ReLU()).eval()
+    for model, owner in ((chain, "Sequential"), (graph, "Model input 'input")):
+        x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+        for _ in range(2):
+            planned(model, x)
+        x.reshape(-1)[where] = bad
+        with pytest.raises(ValueError, match=f"{owner}.*1 NaN or infinite value"):
+            with cn.no_grad():
+                model.forward(x)
+        x.reshape(-1)[where] = 3e38  # finite, however large
+        with cn.no_grad():
+            model.forward(x)
+
+
+def test_the_finiteness_kernel_finds_any_non_finite_value(rng):
+    finite = blocked.compiled("merge").finite
+    for shape in [(1, 1, 1, 1), (1, 3, 7, 5), (2, 8, 16, 17)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        assert finite(x)
+        assert finite(np.full(shape, np.finfo(np.float32).max, np.float32))
+        for bad in (np.nan, np.inf, -np.inf):
+            for at in {0, x.size // 2, x.size - 1}:
+                y = x.copy()
+                y.reshape(-1)[at] = bad
+                assert not finite(y), (shape, bad, at)
+    assert finite(np.zeros((0, 3, 4, 4), np.float32))
+
+
+def test_an_output_that_views_the_input_is_taken_from_each_call(rng):
+    """An output that is a view of the plan's input (a Flatten of it) is not one of the
+    runner's buffers: every call reads it from that call's input."""
+    x_in = cn.Input((3, 6, 6))
+    conv = cn.ReLU()(cn.Conv2d(3, 8, 3, padding=1)(x_in))
+    model = cn.Model(x_in, [conv, cn.Flatten()(x_in)]).eval()
+    for _ in range(3):
+        x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+        for mine, theirs in zip(planned(model, x), reference(model, x), strict=True):
+            assert_matches(mine, theirs)
+    assert _runner(model, 2, backend.num_threads())._direct is None
+
+
 def test_a_segment_without_kernels_runs_nothing_on_the_team(rng):
     """Flatten of a blocked tensor (Python), then Dropout (an alias: a segment of its own,
     with no kernel), then a Linear (BLAS): the empty segment publishes no program (one with

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy
+
 from convnet.core.errors import ShapeError
 from convnet.nn import batchnorm, inference
 from convnet.nn.layer import Layer, Shape, check_finite_input, check_input
@@ -99,6 +101,11 @@ class Sequential(Layer):
     def forward(self, x):
         if not self.layers:
             return x
+        if type(x) is numpy.ndarray and (self.input_shape is None
+                                         or x.shape[1:] == self.input_shape):
+            outputs = inference.answer(self, (x,))  # (a plan run before: checks passed)
+            if outputs is not None:
+                return outputs[0]
         check_finite_input(x, "Sequential")
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             check_input(self.layers[0], x, len(self.input_shape) + 1)

@@ -269,6 +269,11 @@ class Model(Layer):
         """Arrays in the order of `inputs=` (or one list); an array back for one output, a
         tuple for several. `keep`: slots whose arrays stay in `self.kept` (for pictures of the
         inside: activation maps, Grad-CAM)."""
+        if not keep:
+            results = inference.answer(self, inputs)  # (a plan run before: checks passed)
+            if results is not None:
+                self.kept = {}
+                return tuple(results) if self.multi_output else results[0]
         arrays = self._arrays(inputs)
         self.kept = {}
         if not keep and inference.applies(self, arrays):

@@ -990,6 +990,82 @@ def test_an_output_that_views_the_input_is_taken_from_each_call(rng):
     assert _runner(model, 2, backend.num_threads())._direct is None
 
 
+def _winograd_steps(model, batch, threads) -> int:
+    runner = _runner(model, batch, threads)
+    return sum(any(getattr(call.kernel, "__name__", "") == "winograd_input"
+                   for call in bound.calls) for bound in runner.bounds)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", [
+    dict(channels=32, filters=32, size=8, after="relu"),
+    dict(channels=36, filters=44, size=6, after="none"),  # lanes past C and K
+    dict(channels=32, filters=40, size=10, after="pool"),  # a 2x2 max pool taken in
+    dict(channels=48, filters=32, size=4, after="silu"),  # an activation lane by lane
+    dict(channels=32, filters=32, size=2, after="clip"),
+    dict(channels=32, filters=32, size=8, after="residual"),  # + a shortcut, then ReLU
+    dict(channels=32, filters=32, size=6, after="concat"),  # into its Concat's buffer
+])
+def test_winograd_steps_match_the_layers(case, threads, rng):
+    """One image's 3x3 stride-1 convolutions of 32 channels or more run as Winograd F(2x2,
+    3x3) (input tiles transformed, 16 products, transformed back with the bias, batch norm,
+    shortcut, activation or pool): the layers' answer, before and after the weights change;
+    a batch of two takes the direct kernel."""
+    c, k, size, after = case["channels"], case["filters"], case["size"], case["after"]
+    x_in = cn.Input((c, size, size))
+    first = cn.Conv2d(c, c, 1)(x_in)  # (the 3x3 layer's input blocked)
+    conv = cn.Conv2d(c, k, 3, padding=1)
+    y = conv(first)
+    if after == "relu":
+        y = cn.ReLU()(y)
+    elif after == "pool":
+        y = cn.MaxPool2d(2)(cn.ReLU()(y))
+    elif after == "silu":
+        y = cn.SiLU()(cn.BatchNorm2d(k)(y))
+    elif after == "clip":
+        y = cn.ReLU6()(y)
+    elif after == "residual":
+        y = cn.ReLU()(cn.Add()([cn.BatchNorm2d(k)(y), first]))
+    elif after == "concat":
+        y = cn.Concat()([y, cn.ReLU()(cn.Conv2d(c, 8, 3, padding=1)(first))])
+    model = cn.Model(x_in, y)
+    randomize_batch_norms(model, rng)
+    model.eval()
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        for batch, expected in ((1, 1), (2, 0)):
+            x = rng.standard_normal((batch, c, size, size)).astype(np.float32)
+            assert_matches(planned(model, x), reference(model, x))
+            assert _winograd_steps(model, batch, threads) == expected
+        conv.weight.data = (conv.weight.data * -0.5).astype(np.float32)
+        x = rng.standard_normal((1, c, size, size)).astype(np.float32)
+        for _ in range(2):
+            assert_matches(planned(model, x), reference(model, x))
+    finally:
+        backend.set_num_threads(previous)
+
+
+def test_winograd_serves_only_where_it_fits(monkeypatch, rng):
+    """Not for fewer than 32 channels, odd sizes, stride 2, dilation, groups or another
+    padding; and CONVNET_WINOGRAD=0 (inference.WINOGRAD) switches it off."""
+    cases = [(cn.Conv2d(16, 32, 3, padding=1), 8), (cn.Conv2d(32, 32, 3, padding=2,
+                                                             dilation=2), 8),
+             (cn.Conv2d(32, 32, 3, padding=1, stride=2), 9),
+             (cn.Conv2d(32, 32, 3, padding=1, groups=2), 8), (cn.Conv2d(32, 32, 3), 8),
+             (cn.Conv2d(32, 32, 3, padding=1), 7)]
+    for conv, size in cases:
+        c = conv.in_channels
+        model = cn.Sequential(cn.Conv2d(c, c, 1), conv).eval()
+        x = rng.standard_normal((1, c, size, size)).astype(np.float32)
+        assert_matches(planned(model, x), reference(model, x))
+        assert _winograd_steps(model, 1, backend.num_threads()) == 0, conv
+    monkeypatch.setattr(inference, "WINOGRAD", False)
+    model = cn.Sequential(cn.Conv2d(32, 32, 1), cn.Conv2d(32, 32, 3, padding=1)).eval()
+    planned(model, rng.standard_normal((1, 32, 8, 8)).astype(np.float32))
+    assert _winograd_steps(model, 1, backend.num_threads()) == 0
+
+
 def test_a_segment_without_kernels_runs_nothing_on_the_team(rng):
     """Flatten of a blocked tensor (Python), then Dropout (an alias: a segment of its own,
     with no kernel), then a Linear (BLAS): the empty segment publishes no program (one with

@@ -29,6 +29,7 @@ every zoo model, every fused pattern and the repacking).
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -390,12 +391,30 @@ class ConvStep(Step):
         # read the zero border only, the filters and offsets listed kernel row by kernel row
         # (a 3x3 layer on 8x8: a third of the taps of a quarter of the rows; resnet8 0.946 of
         # its time at batch 128 and 0.982 at batch 1, two threads)
+        # a runner of few images may take Winograd instead (`_bind_winograd`), its products'
+        # tile chosen for the grid of 2 x 2 tiles
+        self.winograd_tile = (blocked.choose_tile(conv.out_channels, (h // 2) * (w // 2),
+                                                  w // 2) if self._winograd_fits(c) else None)
         kh, kw = conv.kernel_size
         self.row_table = blocked.row_tap_table(h, self.out_hw[0], kh, conv.stride[0],
                                                conv.dilation[0], self.geometry.padding.top,
                                                c // conv.groups * kw)
         self.tap_order = None if self.row_table is None else blocked.row_major_taps(
             c // conv.groups, (kh, kw), blocked.LANES if self.blocked_input else 1)
+
+    def _winograd_fits(self, channels: int) -> bool:
+        """Whether Winograd F(2x2, 3x3) serves this step (`blocked.winograd_sources`): a 3x3
+        convolution of stride 1, dilation 1, one group and a padding of 1 on a blocked input
+        of at least WINOGRAD_MIN_CHANNELS channels, to an even-sized output of as many
+        filters, any shortcut blocked."""
+        conv = self.conv
+        pad = self.geometry.padding
+        return (WINOGRAD and self.blocked_input and conv.groups == 1
+                and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+                and conv.dilation == (1, 1) and (pad.top, pad.bottom, pad.left, pad.right)
+                == (1, 1, 1, 1) and self.out_hw[0] % 2 == 0 and self.out_hw[1] % 2 == 0
+                and min(channels, conv.out_channels) >= WINOGRAD_MIN_CHANNELS
+                and (self.residual is None or self.plan.blocked[self.residual]))
 
     def _span_tile(self) -> tuple[int, int, int] | None:
         """The span kernel's tile (P, B, elements between two output columns' input pixels)
@@ -446,7 +465,7 @@ class ConvStep(Step):
         tile kernel reads each position's shortcut before it stores there, and stores a
         tile's clamped repeats of its last position from sums made before any store)."""
         return (self.residual is not None and self.plan.blocked[self.residual]
-                and self.kernel in ("conv", "conv_span"))
+                and self.kernel in ("conv", "conv_span"))  # (Winograd's output side too)
 
     def folded(self):
         """The filters and bias with the batch norm folded in (float32)."""
@@ -478,6 +497,8 @@ class ConvStep(Step):
         if fingerprint == self.fingerprint:
             return
         weight, bias = self.folded()
+        if self.winograd_tile is not None:
+            self._pack_winograd(weight, bias)
         groups, k = self.groups, self.conv.out_channels
         per_group = k // groups
         lanes_in = blocked.LANES if self.blocked_input else 1
@@ -493,7 +514,83 @@ class ConvStep(Step):
                                          self.tile[1], numpy.float32) for g in range(groups)]
         self.fingerprint = fingerprint
 
+    def _pack_winograd(self, weight, bias) -> None:
+        """The filters transformed, G g G^T (4 x 4 per filter and channel, in float64), as 16
+        1x1 convolutions' packed filters; the bias for the output side."""
+        k, c = weight.shape[:2]
+        transformed = numpy.einsum("au,kcuv,bv->abkc", _WINOGRAD_G, weight.astype(numpy.float64),
+                                   _WINOGRAD_G).reshape(16, k, c, 1, 1).astype(numpy.float32)
+        tile = self.winograd_tile
+        self.winograd_filters = [blocked.pack_filters(u, tile[1], blocked.LANES, live_only=True)
+                                 for u in transformed]
+        self.winograd_zeros = blocked.pack_bias(None, k, tile[1], numpy.float32)
+        self.winograd_bias = blocked.pack_bias(bias, k, 1, numpy.float32)
+
+    def _bind_winograd(self, rt):
+        """Three calls: the input's tiles transformed into v, sixteen 1x1 convolutions of v
+        into m (one chunk each, whole: the threads take them as they come), m transformed
+        back into the output (+ bias, shortcut, activation, pool)."""
+        conv, n, lanes = self.conv, rt.n, blocked.LANES
+        c, k = conv.in_channels, conv.out_channels
+        th, tw = self.out_hw[0] // 2, self.out_hw[1] // 2
+        cbs, kbs = blocked.blocks(c), blocked.blocks(k)
+        plane = th * tw * lanes
+        x = rt.buffer(self.inputs[0])
+        bs, ks, rs, cs = x.strides()
+        flat = x.data.reshape(-1)
+        # the 16 transformed tiles' blocks a cache line more than their size apart: 16
+        # streams 4 KiB apart share a first-level cache set and evict each other (vggish's
+        # 32 -> 32 on 32x32, one image, one thread: the input side 34 us, the output's 24)
+        v_stride, m_stride = n * cbs * plane + _SKEW, n * kbs * plane + _SKEW
+        v = numpy.zeros(16 * v_stride, numpy.float32)
+        m = numpy.zeros(16 * m_stride, numpy.float32)
+        threads = rt.threads_for(self.macs * n)
+        transforms = blocked.compiled("winograd")
+        inputs = [numpy.array([b0, b1, k0, k1, bs, ks, rs, x.origin() - rs - cs, cbs, th, tw,
+                               v_stride], numpy.int64)
+                  for b0, b1, k0, k1 in blocked.work_splits(n, cbs, threads)]
+        calls = [KernelCall(transforms.winograd_input, inputs, lambda g: (flat, v, g),
+                            transforms.winograd_input_task)]
+        module = blocked.compiled("conv", numpy.float32, self.winograd_tile)
+        offsets = blocked.tap_offsets(c, (1, 1), (1, 1), (plane, tw * lanes, lanes), lanes,
+                                      live_only=True)
+        tiles = len(self.winograd_zeros) // (lanes * self.winograd_tile[1])
+        products = [(p, blocked.geometry_vector(
+            b0=0, b1=n, i0=0, i1=th * tw, k0=0, k1=tiles, x_batch=cbs * plane,
+            x_origin=p * v_stride, x_row=tw * lanes, x_col=lanes, stride_h=1, stride_w=1,
+            out_batch=kbs * plane, out_block=plane, out_lane=1, out_row=tw * lanes,
+            out_col=lanes, out_origin=p * m_stride, out_channels=k, out_store=kbs * lanes,
+            out_w=tw)) for p in range(16)]
+        zero = numpy.float32(0)
+        calls.append(KernelCall(module.conv, products,
+                                lambda g: (v, self.winograd_filters[g[0]], self.winograd_zeros,
+                                           offsets, m, _EMPTY, g[1], zero, zero),
+                                module.conv_task, lambda: self.fingerprint))
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        out_flat, (obs, oks, ors, ocs), out_origin = rt.target(out_value)
+        shortcut, res = _EMPTY, (0, 0, 0, 0, 0, 0)
+        if self.residual is not None:
+            held = rt.buffer(self.residual)
+            shortcut = held.data.reshape(-1)
+            res = (1, *held.strides(), held.origin())
+        code = self.activation[0]
+        outputs = [numpy.array([b0, b1, k0, k1, kbs, th, tw, m_stride, obs, oks, ors,
+                                ocs, out_origin, code, int(self.pool), *res], numpy.int64)
+                   for b0, b1, k0, k1 in blocked.work_splits(n, kbs, threads)]
+        alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
+        calls.append(KernelCall(transforms.winograd_output, outputs,
+                                lambda g: (m, self.winograd_bias, out_flat, shortcut, g,
+                                           alpha, beta),
+                                transforms.winograd_output_task, lambda: self.fingerprint))
+
+        def post(values):
+            values[out_value] = out
+        return Bound(post, calls)
+
     def bind(self, rt):
+        if self.winograd_tile is not None and rt.n <= WINOGRAD_MAX_BATCH:
+            return self._bind_winograd(rt)
         conv, n = self.conv, rt.n
         pad = self.geometry.padding
         c = conv.in_channels
@@ -595,6 +692,21 @@ class ConvStep(Step):
 
 
 _EMPTY = numpy.zeros(1, numpy.float32)
+
+# Winograd F(2x2, 3x3) for the 3x3 convolutions that fit (ConvStep._winograd_fits), on runners
+# of one image: there the direct kernel is at the cores' peak of multiply-adds and Winograd
+# does 2.25x fewer. Two threads, one image, alternated processes, 2026-12-03 11:50 UTC (us):
+# vggish 112.7-131.6 against 144.9-148.2 direct, resnet8 74.2-75.9 / 80.2-93.6, fcn-mini
+# 118.5-126.2 / 144.7-150.4, unet-mini 234-242 / 265-288; with 16 channels and more instead of
+# 32, vggish, resnet8 and unet-mini were slower (its products have too few taps a tile), with
+# 64 vggish lost its gain. At batch 128 (lanes of 16 images on a thread) it was slower:
+# vggish 20.7-23.1 ms against 16.8-19.7, resnet8 14.4-15.0 against 8.2-10.6 (its transformed
+# tiles, four times the activations, leave the cache). CONVNET_WINOGRAD=0 switches it off.
+WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
+WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_MAX_BATCH = 1
+_SKEW = 16  # floats: a cache line
+_WINOGRAD_G = numpy.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
 class DepthwiseStep(Step):

@@ -1046,6 +1046,27 @@ def test_winograd_steps_match_the_layers(case, threads, rng):
         backend.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_runs_a_batch_image_by_image(threads, monkeypatch, rng):
+    """Where a runner of several images takes Winograd (WINOGRAD_MAX_BATCH raised), each
+    image's three calls read and write that image's place (and its shortcut's)."""
+    monkeypatch.setattr(inference, "WINOGRAD_MAX_BATCH", 8)
+    x_in = cn.Input((32, 6, 6))
+    first = cn.Conv2d(32, 32, 1)(x_in)
+    y = cn.ReLU()(cn.Add()([cn.Conv2d(32, 32, 3, padding=1)(first), first]))
+    y = cn.MaxPool2d(2)(cn.ReLU()(cn.Conv2d(32, 40, 3, padding=1)(y)))
+    model = cn.Model(x_in, y).eval()
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        for _ in range(2):
+            x = rng.standard_normal((3, 32, 6, 6)).astype(np.float32)
+            assert_matches(planned(model, x), reference(model, x))
+        assert _winograd_steps(model, 3, threads) == 2
+    finally:
+        backend.set_num_threads(previous)
+
+
 def test_winograd_serves_only_where_it_fits(monkeypatch, rng):
     """Not for fewer than 32 channels, odd sizes, stride 2, dilation, groups or another
     padding; and CONVNET_WINOGRAD=0 (inference.WINOGRAD) switches it off."""

@@ -527,9 +527,14 @@ class ConvStep(Step):
         self.winograd_bias = blocked.pack_bias(bias, k, 1, numpy.float32)
 
     def _bind_winograd(self, rt):
-        """Three calls: the input's tiles transformed into v, sixteen 1x1 convolutions of v
-        into m (one chunk each, whole: the threads take them as they come), m transformed
-        back into the output (+ bias, shortcut, activation, pool)."""
+        """For each image, three calls: its input's tiles transformed into v, sixteen 1x1
+        convolutions of v into m (one chunk each: the threads take them as they come), m
+        transformed back into the output (+ bias, shortcut, activation, pool). v and m hold
+        one image's (four times its input's and output's size). Only runners of one image
+        take it (WINOGRAD_MAX_BATCH): a lane of 16 images whole in each call left the cache
+        (vggish at batch 128 20.7-23.1 ms against 16.8-19.7 direct), and image by image was
+        level on one thread (best of 15, three alternations: vggish 3.30-4.77 against
+        4.37-4.60 ms, resnet8 2.05-2.64 against 2.15-2.29)."""
         conv, n, lanes = self.conv, rt.n, blocked.LANES
         c, k = conv.in_channels, conv.out_channels
         th, tw = self.out_hw[0] // 2, self.out_hw[1] // 2
@@ -541,48 +546,53 @@ class ConvStep(Step):
         # the 16 transformed tiles' blocks a cache line more than their size apart: 16
         # streams 4 KiB apart share a first-level cache set and evict each other (vggish's
         # 32 -> 32 on 32x32, one image, one thread: the input side 34 us, the output's 24)
-        v_stride, m_stride = n * cbs * plane + _SKEW, n * kbs * plane + _SKEW
+        v_stride, m_stride = cbs * plane + _SKEW, kbs * plane + _SKEW
         v = numpy.zeros(16 * v_stride, numpy.float32)
         m = numpy.zeros(16 * m_stride, numpy.float32)
-        threads = rt.threads_for(self.macs * n)
+        threads = rt.threads_for(self.macs)
         transforms = blocked.compiled("winograd")
-        inputs = [numpy.array([b0, b1, k0, k1, bs, ks, rs, x.origin() - rs - cs, cbs, th, tw,
-                               v_stride], numpy.int64)
-                  for b0, b1, k0, k1 in blocked.work_splits(n, cbs, threads)]
-        calls = [KernelCall(transforms.winograd_input, inputs, lambda g: (flat, v, g),
-                            transforms.winograd_input_task)]
         module = blocked.compiled("conv", numpy.float32, self.winograd_tile)
         offsets = blocked.tap_offsets(c, (1, 1), (1, 1), (plane, tw * lanes, lanes), lanes,
                                       live_only=True)
         tiles = len(self.winograd_zeros) // (lanes * self.winograd_tile[1])
         products = [(p, blocked.geometry_vector(
-            b0=0, b1=n, i0=0, i1=th * tw, k0=0, k1=tiles, x_batch=cbs * plane,
+            b0=0, b1=1, i0=0, i1=th * tw, k0=0, k1=tiles, x_batch=cbs * plane,
             x_origin=p * v_stride, x_row=tw * lanes, x_col=lanes, stride_h=1, stride_w=1,
             out_batch=kbs * plane, out_block=plane, out_lane=1, out_row=tw * lanes,
             out_col=lanes, out_origin=p * m_stride, out_channels=k, out_store=kbs * lanes,
             out_w=tw)) for p in range(16)]
         zero = numpy.float32(0)
-        calls.append(KernelCall(module.conv, products,
-                                lambda g: (v, self.winograd_filters[g[0]], self.winograd_zeros,
-                                           offsets, m, _EMPTY, g[1], zero, zero),
-                                module.conv_task, lambda: self.fingerprint))
         out_value = self.outputs[0]
         out = rt.buffer(out_value)
         out_flat, (obs, oks, ors, ocs), out_origin = rt.target(out_value)
-        shortcut, res = _EMPTY, (0, 0, 0, 0, 0, 0)
+        shortcut, res = _EMPTY, [0, 0, 0, 0, 0, 0]
         if self.residual is not None:
             held = rt.buffer(self.residual)
             shortcut = held.data.reshape(-1)
-            res = (1, *held.strides(), held.origin())
+            res = [1, *held.strides(), held.origin()]
         code = self.activation[0]
-        outputs = [numpy.array([b0, b1, k0, k1, kbs, th, tw, m_stride, obs, oks, ors,
-                                ocs, out_origin, code, int(self.pool), *res], numpy.int64)
-                   for b0, b1, k0, k1 in blocked.work_splits(n, kbs, threads)]
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
-        calls.append(KernelCall(transforms.winograd_output, outputs,
-                                lambda g: (m, self.winograd_bias, out_flat, shortcut, g,
-                                           alpha, beta),
-                                transforms.winograd_output_task, lambda: self.fingerprint))
+        calls = []
+        for image in range(n):
+            inputs = [numpy.array([0, 1, k0, k1, bs, ks, rs, x.origin() - rs - cs + image * bs,
+                                   cbs, th, tw, v_stride], numpy.int64)
+                      for _, _, k0, k1 in blocked.work_splits(1, cbs, threads)]
+            calls.append(KernelCall(transforms.winograd_input, inputs, lambda g: (flat, v, g),
+                                    transforms.winograd_input_task))
+            calls.append(KernelCall(
+                module.conv, products,
+                lambda g: (v, self.winograd_filters[g[0]], self.winograd_zeros, offsets, m,
+                           _EMPTY, g[1], zero, zero),
+                module.conv_task, lambda: self.fingerprint))
+            shifted = res[:5] + [res[5] + image * res[1]]
+            outputs = [numpy.array([0, 1, k0, k1, kbs, th, tw, m_stride, obs, oks, ors, ocs,
+                                    out_origin + image * obs, code, int(self.pool), *shifted],
+                                   numpy.int64)
+                       for _, _, k0, k1 in blocked.work_splits(1, kbs, threads)]
+            calls.append(KernelCall(transforms.winograd_output, outputs,
+                                    lambda g: (m, self.winograd_bias, out_flat, shortcut, g,
+                                               alpha, beta),
+                                    transforms.winograd_output_task, lambda: self.fingerprint))
 
         def post(values):
             values[out_value] = out
@@ -699,9 +709,8 @@ _EMPTY = numpy.zeros(1, numpy.float32)
 # vggish 112.7-131.6 against 144.9-148.2 direct, resnet8 74.2-75.9 / 80.2-93.6, fcn-mini
 # 118.5-126.2 / 144.7-150.4, unet-mini 234-242 / 265-288; with 16 channels and more instead of
 # 32, vggish, resnet8 and unet-mini were slower (its products have too few taps a tile), with
-# 64 vggish lost its gain. At batch 128 (lanes of 16 images on a thread) it was slower:
-# vggish 20.7-23.1 ms against 16.8-19.7, resnet8 14.4-15.0 against 8.2-10.6 (its transformed
-# tiles, four times the activations, leave the cache). CONVNET_WINOGRAD=0 switches it off.
+# 64 vggish lost its gain. At batch 128 it was slower or level (`_bind_winograd`).
+# CONVNET_WINOGRAD=0 switches it off.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MAX_BATCH = 1

@@ -705,7 +705,7 @@ _EMPTY = numpy.zeros(1, numpy.float32)
 
 # Winograd F(2x2, 3x3) for the 3x3 convolutions that fit (ConvStep._winograd_fits), on runners
 # of one image: there the direct kernel is at the cores' peak of multiply-adds and Winograd
-# does 2.25x fewer. Two threads, one image, alternated processes, 2026-12-03 11:50 UTC (us):
+# does 2.25x fewer. Two threads, one image, alternated processes, 2026-12-03 11:21 UTC (us):
 # vggish 112.7-131.6 against 144.9-148.2 direct, resnet8 74.2-75.9 / 80.2-93.6, fcn-mini
 # 118.5-126.2 / 144.7-150.4, unet-mini 234-242 / 265-288; with 16 channels and more instead of
 # 32, vggish, resnet8 and unet-mini were slower (its products have too few taps a tile), with

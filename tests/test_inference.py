@@ -963,6 +963,18 @@ def test_a_non_finite_input_is_refused_after_the_first_call_too(bad, where, rng)
             model.forward(x)
 
 
+def test_a_model_that_has_a_plan_still_refuses_a_wrong_count_of_inputs(rng):
+    x_in = cn.Input((3, 8, 8))
+    model = cn.Model(x_in, cn.ReLU()(cn.Conv2d(3, 8, 3, padding=1)(x_in))).eval()
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    for _ in range(2):
+        planned(model, x)
+    for arrays in ((), (x, x)):
+        with pytest.raises(TypeError, match=f"expected 1 input array.*received {len(arrays)}"):
+            with cn.no_grad():
+                model.forward(*arrays)
+
+
 def test_the_finiteness_kernel_finds_any_non_finite_value(rng):
     finite = blocked.compiled("merge").finite
     for shape in [(1, 1, 1, 1), (1, 3, 7, 5), (2, 8, 16, 17)]:

@@ -1226,8 +1226,8 @@ def winograd_sources() -> str:
 _WINOGRAD_INPUT = '''
 def winograd_input(x, v, geometry):
     """Winograd F(2x2, 3x3), the input side: each 4 x 4 window of a blocked x (stride 2,
-    from pixel (-1, -1): a padding of 1) -> its 16 values B^T d B, lane by lane, into v
-    (16, N, Cb, TH, TW, 8), contiguous: images b0 <= n < b1, blocks k0 <= cb < k1
+    from pixel (-1, -1): a padding of 1) -> its 16 values B^T d B, lane by lane, into v: 16
+    grids (N, Cb, TH, TW, 8), p_stride apart: images b0 <= n < b1, blocks k0 <= cb < k1
     (geometry: b0, b1, k0, k1, x_batch, x_block, x_row, x_origin, Cb, TH, TW, v's stride
     between the 16). Loads before stores, lanes written out: LLVM makes vectors of them."""
     b0, b1, k0, k1, x_batch, x_block, x_row, x_origin, cbs, th, tw, p_stride = (
@@ -1292,8 +1292,8 @@ def winograd_input(x, v, geometry):
 
 _WINOGRAD_OUTPUT = '''
 def winograd_output(m, bias, y, residual, geometry, alpha, beta):
-    """Winograd F(2x2, 3x3), the output side: each tile's 16 sums m (16, N, Kb, TH, TW, 8)
-    -> its 2 x 2 outputs A^T m A, + bias (+ the shortcut), activated, stored in blocked y;
+    """Winograd F(2x2, 3x3), the output side: each tile's 16 sums in m (16 grids (N, Kb, TH,
+    TW, 8)) -> its 2 x 2 outputs A^T m A, + bias (+ the shortcut), activated, stored in y;
     or, with pool, their maximum (a 2x2 stride-2 max pool taken in): images b0 <= n < b1,
     blocks k0 <= kb < k1 (geometry: b0, b1, k0, k1, Kb, TH, TW, m's stride between the 16,
     y's batch, block, row, column strides and origin, act, pool, has_residual, the

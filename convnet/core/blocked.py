@@ -1217,8 +1217,9 @@ def pad_copy(x, out, geometry):
 
 # Winograd F(2x2, 3x3) (Lavin and Gray 2015) for 3x3 stride-1 convolutions of a padding of 1:
 # the input's 4 x 4 windows and the filters transformed, 16 matrix products (1x1
-# convolutions of the tile grid, on the tile kernel) in place of 9 taps a position's 4, the
-# sums transformed back: 2.25x fewer multiply-adds. Written out by winograd_sources().
+# convolutions of the tile grid, on the tile kernel), the sums transformed back: a tile of
+# 2 x 2 outputs takes 16 multiply-adds a channel and filter instead of 36. The kernels' text,
+# each lane written out by `_lanes`: winograd_sources().
 def winograd_sources() -> str:
     return _lanes(_WINOGRAD_INPUT) + "\n\n" + _lanes(_WINOGRAD_OUTPUT)
 
@@ -1375,8 +1376,8 @@ def winograd_output(m, bias, y, residual, geometry, alpha, beta):
 FINITE_SOURCE = '''
 def finite(x):
     """Whether every value of x (N, C, H, W), a plan's input, is finite: x * 0 is 0 for those
-    and NaN for the others, and a sum of them in any order (vectorised) tells which. 0.1 us
-    for a 28 x 28 image, where NumPy's isfinite(x).all() takes 1.4."""
+    and NaN for the others, and a sum of them in any order (vectorised) tells which. A call
+    from Python on a 28 x 28 image: 0.26 us, NumPy's isfinite(x).all() 1.36."""
     flat = x.reshape(x.size)
     total = ZERO
     for i in range(flat.size):

@@ -296,7 +296,7 @@ class Bound:
         self.post, self.calls, self.pre = post, list(calls), pre
         self.bookkeeping = bookkeeping
         # reads: [(value, holder)] when all the pre does is point each holder at its value's
-        # array, flat (a runner can then skip the Python of its steps, see Runner.direct)
+        # array, flat (a runner can then skip its steps' Python: Runner._run_direct)
         self.reads = reads
 
     @property
@@ -391,16 +391,16 @@ class ConvStep(Step):
         # read the zero border only, the filters and offsets listed kernel row by kernel row
         # (a 3x3 layer on 8x8: a third of the taps of a quarter of the rows; resnet8 0.946 of
         # its time at batch 128 and 0.982 at batch 1, two threads)
-        # a runner of few images may take Winograd instead (`_bind_winograd`), its products'
-        # tile chosen for the grid of 2 x 2 tiles
-        self.winograd_tile = (blocked.choose_tile(conv.out_channels, (h // 2) * (w // 2),
-                                                  w // 2) if self._winograd_fits(c) else None)
         kh, kw = conv.kernel_size
         self.row_table = blocked.row_tap_table(h, self.out_hw[0], kh, conv.stride[0],
                                                conv.dilation[0], self.geometry.padding.top,
                                                c // conv.groups * kw)
         self.tap_order = None if self.row_table is None else blocked.row_major_taps(
             c // conv.groups, (kh, kw), blocked.LANES if self.blocked_input else 1)
+        # a runner of one image may take Winograd instead (`_bind_winograd`), its products'
+        # tile chosen for the grid of 2 x 2 tiles
+        self.winograd_tile = (blocked.choose_tile(conv.out_channels, (h // 2) * (w // 2),
+                                                  w // 2) if self._winograd_fits(c) else None)
 
     def _winograd_fits(self, channels: int) -> bool:
         """Whether Winograd F(2x2, 3x3) serves this step (`blocked.winograd_sources`): a 3x3
@@ -1966,10 +1966,7 @@ class Runner:
                     target = numpy.empty(out.shape, numpy.float32)
                 elif target.shape != out.shape or target.dtype != numpy.float32:
                     return None
-                call, destination = self.unblocks[value]
-                destination[0] = target.reshape(-1)  # (C-contiguous: a batch's rows)
-                call()
-                out = target
+                out = self._unblock_into(self.unblocks[value], target)
             elif target is not None:
                 if target.shape != out.shape:
                     return None
@@ -1981,6 +1978,13 @@ class Runner:
             results.append(out)
         return results
 
+    @staticmethod
+    def _unblock_into(unblock, target: numpy.ndarray) -> numpy.ndarray:
+        """`target` (C-contiguous: a batch's rows) filled by an output's unblocking call."""
+        call, destination = unblock
+        destination[0] = target.reshape(-1)
+        call()
+        return target
 
     def _record(self, values, arrays) -> None:
         """Keep what the direct path returns: each output's shape and unblocking call where
@@ -2009,11 +2013,8 @@ class Runner:
         results = []
         for out in self._direct:
             if type(out) is tuple:
-                shape, (call, destination) = out
-                result = numpy.empty(shape, numpy.float32)
-                destination[0] = result.reshape(-1)
-                call()
-                results.append(result)
+                shape, unblock = out
+                results.append(self._unblock_into(unblock, numpy.empty(shape, numpy.float32)))
             else:
                 results.append(out.copy())
         return results

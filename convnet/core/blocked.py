@@ -358,9 +358,9 @@ def _pooled_stores(positions: int, block_count: int, ind: str) -> list[str]:
     for q in range(block_count):
         lines += [ind + f"        o = INDEX(opos[p] + (kt * {block_count} + {q}) * out_block)",
                   ind + f"        c = INDEX(kt * {lanes} + {q * 8})",
-                  ind + f"        t = INDEX(p * {lanes} + {q * 8})"]
+                  ind + f"        ti = INDEX(p * {lanes} + {q * 8})"]
         lines += _pooled_lanes(ind + "        ", lambda lane: (
-            f"tile[t + INDEX({lane})]", f"tile[t + INDEX({lanes + lane})]"), "o", "odd")
+            f"tile[ti + INDEX({lane})]", f"tile[ti + INDEX({lanes + lane})]"), "o", "odd")
     return lines + [ind + "    continue"]
 
 
@@ -465,11 +465,11 @@ def conv_source(positions: int, block_count: int) -> str:
     for q in range(block_count):
         lines += [ind + f"        o = INDEX(opos[p] + (kt * {block_count} + {q})"
                         " * out_block)",
-                  ind + f"        t = INDEX(p * {lanes} + {q * 8})",
+                  ind + f"        ti = INDEX(p * {lanes} + {q * 8})",
                   ind + f"        c = INDEX(kt * {lanes} + {q * 8})",
                   ind + f"        r = INDEX(rpos[p] + (kt * {block_count} + {q}) * res_block)"]
         for lane in range(LANES):
-            y = (f"tile[t + INDEX({lane})] + bias[c + INDEX({lane})]"
+            y = (f"tile[ti + INDEX({lane})] + bias[c + INDEX({lane})]"
                  f" + residual[r + INDEX({lane})]")
             lines.append(ind + f"        y{lane} = min(max({y}, lo), hi)")
         lines += [ind + f"        out[o + INDEX({lane})] = y{lane}"
@@ -495,7 +495,7 @@ def conv_source(positions: int, block_count: int) -> str:
               ind + "            break",
               ind + "        for q in range(rows):",
               ind + f"            o = INDEX(opos[p] + (kt * {block_count} + q) * out_block)",
-              ind + f"            t = INDEX(p * {lanes} + q * 8)",
+              ind + f"            ti = INDEX(p * {lanes} + q * 8)",
               ind + f"            c = INDEX(kt * {lanes} + q * 8)",
               ind + f"            r = INDEX(rpos[p] + (kt * {block_count} + q) * res_block)"]
     lines += _epilogue_lines(ind + "            ")
@@ -723,13 +723,13 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
         for q in range(block_count):
             lines += [ind + f"            o = INDEX(orow + (jc + p) * out_col"
                             f" + (kt * {block_count} + {q}) * out_block)",
-                      ind + f"            t = INDEX(p * {lanes} + {q * 8})",
+                      ind + f"            ti = INDEX(p * {lanes} + {q * 8})",
                       ind + f"            c = INDEX(kt * {lanes} + {q * 8})"]
             if residual:
                 lines.append(ind + f"            r = INDEX(rrow + (jc + p) * res_col"
                                    f" + (kt * {block_count} + {q}) * res_block)")
             for lane in range(LANES):
-                y = f"tile[t + INDEX({lane})] + bias[c + INDEX({lane})]"
+                y = f"tile[ti + INDEX({lane})] + bias[c + INDEX({lane})]"
                 if residual:
                     y += f" + residual[r + INDEX({lane})]"
                 lines.append(ind + f"            y{lane} = min(max({y}, lo), hi)")
@@ -740,7 +740,7 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
               ind + "    for q in range(rows):",
               ind + f"        o = INDEX(orow + (jc + p) * out_col + (kt * {block_count} + q)"
                     " * out_block)",
-              ind + f"        t = INDEX(p * {lanes} + q * 8)",
+              ind + f"        ti = INDEX(p * {lanes} + q * 8)",
               ind + f"        c = INDEX(kt * {lanes} + q * 8)",
               ind + f"        r = INDEX(rrow + (jc + p) * res_col + (kt * {block_count} + q)"
                     " * res_block)"]
@@ -787,7 +787,7 @@ def _epilogue_lines(ind: str) -> list[str]:
         for index, (test, form) in enumerate(cases):
             lines.append(ind + "    " + ("if" if index == 0 else "elif") + f" {test}:")
             for lane in range(LANES):
-                y = f"tile[t + INDEX({lane})] + bias[c + INDEX({lane})]"
+                y = f"tile[ti + INDEX({lane})] + bias[c + INDEX({lane})]"
                 if residual:
                     y += f" + residual[r + INDEX({lane})]"
                 lines.append(ind + "        " + f"y{lane} = " + form.format(y=y))
@@ -795,11 +795,11 @@ def _epilogue_lines(ind: str) -> list[str]:
                       for lane in range(LANES)]
         lines += [ind + "    else:",
                   ind + "        for lane in range(8):",
-                  ind + "            u = INDEX(lane)",
-                  ind + "            y = tile[t + u] + bias[c + u]"]
+                  ind + "            ln = INDEX(lane)",
+                  ind + "            y = tile[ti + ln] + bias[c + ln]"]
         if residual:
-            lines.append(ind + "            y += residual[r + u]")
-        lines.append(ind + "            out[o + u] = activate(y, act, alpha, beta)")
+            lines.append(ind + "            y += residual[r + ln]")
+        lines.append(ind + "            out[o + ln] = activate(y, act, alpha, beta)")
     return lines
 
 
@@ -866,7 +866,7 @@ def depthwise_source(positions: int, kernel_h: int | None = None,
     lines += [ind + f"opos[{p}] = o{p}p" for p in range(positions)]
     lines += [ind + f"for p in range({positions}):",
               ind + "    o = INDEX(opos[p])",
-              ind + f"    t = INDEX(p * {lanes})",
+              ind + f"    ti = INDEX(p * {lanes})",
               ind + f"    c = INDEX(cb * {lanes})",
               ind + "    r = INDEX(0)"]
     lines += _epilogue_lines(ind + "    ")
@@ -1739,12 +1739,13 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         "",
         "from convnet.core.atomics import float32_at, float64_at, int64_at  # the tasks' arrays",
         "from convnet.core.stack_arrays import stack_empty  # scratch without malloc",
+        "from convnet.core.compile_pipeline import WithoutSSA  # (why: its docstring)",
     ]
     bits = _max_vector_bits(kind, tile)
     if bits is not None:  # (and a module of its own: one compiled with wider ones may be cached)
         header.append(f"# compiled with LLVM's SLP vectorizer building vectors of {bits} bits "
                       "at most (blocked._max_vector_bits)")
-    options = "nogil=True, fastmath={'contract'}, cache=True"
+    options = "pipeline_class=WithoutSSA, nogil=True, fastmath={'contract'}, cache=True"
     geometry = "numba.int64[::1]"
     if kind in ("conv", "conv_rows", "conv_span"):  # the same arguments: a tile's, the rows'
         source = {"conv": lambda: conv_source(*tile),  # or the spans' kernel
@@ -1766,7 +1767,8 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"plain_copy = numba.njit(({flat}, {flat}, {geometry}), "
                   f"{options})(plain_copy)\n"
                   f"channel_sums = numba.njit(({flat}, numba.float64[::1], {geometry}), "
-                  "nogil=True, fastmath={'reassoc', 'contract'}, cache=True)(channel_sums)"
+                  "pipeline_class=WithoutSSA, nogil=True, fastmath={'reassoc', 'contract'}, "
+                  "cache=True)(channel_sums)"
                   "\n\n\n"
                   + kernels.task_source("weight_grad", "ffifi", 0, dtype_name) + "\n\n\n"
                   + kernels.task_source("block_copy", "ffi", 0, dtype_name) + "\n\n\n"
@@ -1794,8 +1796,9 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"dense = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, {scalar}, "
                   f"{scalar}), {options})(dense)\n"
                   f"pad_copy = numba.njit(({flat}, {flat}, {geometry}), {options})(pad_copy)\n"
-                  f"finite = numba.njit((numba.{dtype_name}[:, :, :, ::1],), nogil=True, "
-                  "fastmath={'reassoc'}, cache=True)(finite)\n"
+                  f"finite = numba.njit((numba.{dtype_name}[:, :, :, ::1],), "
+                  "pipeline_class=WithoutSSA, nogil=True, fastmath={'reassoc'}, "
+                  "cache=True)(finite)\n"
                   f"unblock = numba.njit(({flat}, {flat}, {geometry}), {options})(unblock)\n"
                   f"rearrange = numba.njit(({flat}, {flat}, numba.int64[::1], {geometry}), "
                   f"{options})(rearrange)"

@@ -1834,22 +1834,91 @@ _lock = threading.Lock()
 _modules: dict[tuple, object] = {}
 
 
-def compiled(kind: str, dtype=numpy.float32, tile=None):
+def _key(kind: str, dtype=numpy.float32, tile=None) -> tuple:
+    if kind == "weight_grad" and tile is None:
+        tile = (weight_grad_blocks(),)
+    return (kind, numpy.dtype(dtype).name, None if tile is None else tuple(tile))
+
+
+def _module_name(key: tuple) -> str:
+    kind, dtype_name, tile = key
+    suffix = "" if tile is None else "_" + "x".join(str(v) for v in tile)
+    return f"convnet_blocked_{kind}_{dtype_name}{suffix}"
+
+
+def compiled(kind: str, dtype=numpy.float32, tile=None, wait: bool = True):
     """The module holding blocked kernel `kind` ("conv" and "depthwise" per tile, "pool" for
     the pooling and resizing kernels; "weight_grad" per widest tile, this CPU's by default):
     compiled once per machine (Numba caches the machine code in the convnet cache folder) and
-    loaded on first use in each process."""
-    if kind == "weight_grad" and tile is None:
-        tile = (weight_grad_blocks(),)
-    key = (kind, numpy.dtype(dtype).name, None if tile is None else tuple(tile))
+    loaded on first use in each process. wait=False: None while another process compiles it."""
+    key = _key(kind, dtype, tile)
     with _lock:
         if key not in _modules:
-            suffix = "" if tile is None else "_" + "x".join(str(v) for v in tile)
-            name = f"convnet_blocked_{kind}_{key[1]}{suffix}"
             with kernels.slp_vectorizer():
-                _modules[key] = kernels.import_source(name, module_source(kind, key[1], tile),
-                                                      _max_vector_bits(kind, tile))
+                module = kernels.import_source(
+                    _module_name(key), module_source(kind, key[1], key[2]),
+                    _max_vector_bits(kind, key[2]), wait)
+            if module is None:
+                return None
+            _modules[key] = module
         return _modules[key]
+
+
+# Compiling ahead. Numba compiles one function at a time in a process, and a fresh machine or
+# cache compiles every module a model needs (vggish's first image: about a minute). A plan
+# whose modules are not all in Numba's cache starts one child process that compiles them from
+# the last the plan needs backwards while this process compiles from the first; each module's
+# lock (kernels.module_lock) keeps the two off the same one, and the child stops where they
+# meet. CONVNET_COMPILE_AHEAD=0 switches it off.
+_children: list = []
+
+
+def compile_ahead(keys) -> None:
+    """Start the child for the modules among `keys` ((kind, dtype, tile) in the order they are
+    needed) that neither this process nor Numba's cache holds, where there are two or more
+    and two or more cores."""
+    import os  # noqa: PLC0415
+
+    missing = [key for key in dict.fromkeys(_key(*key) for key in keys)
+               if key not in _modules and not kernels.compiled_before(
+                   kernels.module_path(_module_name(key), module_source(*key)))]
+    if (len(missing) < 2 or (os.cpu_count() or 1) < 2 or not kernels.available()
+            or os.environ.get("CONVNET_COMPILE_AHEAD", "1") == "0"):
+        return
+    import atexit  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from convnet.core.files import cache_root  # noqa: PLC0415
+
+    code = f"from convnet.core import blocked; blocked.compile_behind({missing!r})"
+    environment = dict(os.environ, CONVNET_CACHE=str(cache_root()))
+    try:
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 env=environment)
+    except OSError:
+        return  # this process compiles them all, as without the child
+    if not _children:
+        atexit.register(_stop_children)
+    _children.append(child)
+
+
+def compile_behind(keys) -> None:
+    """The child's part: compile `keys` from the last backwards, up to the first one that the
+    process which asked is compiling (its lock held) or has compiled."""
+    for key in reversed(keys):
+        path = kernels.module_path(_module_name(key), module_source(*key))
+        if kernels.compiled_before(path) or compiled(*key, wait=False) is None:
+            return
+
+
+def _stop_children() -> None:
+    """At exit: a child still compiling is stopped (what it finished stays in the cache)."""
+    for child in _children:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
 
 
 def _max_vector_bits(kind: str, tile) -> int | None:

@@ -230,30 +230,78 @@ def _kernel(dtype, tile):
         return _compiled[key]
 
 
-def import_source(module_name: str, source: str, max_vector_bits: int | None = None):
+def module_path(module_name: str, source: str):
+    """Where `source` lives in the cache folder: a file named by its hash."""
+    import hashlib  # noqa: PLC0415
+
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return cache_root() / "kernels" / f"{module_name}_{digest}.py"
+
+
+def compiled_before(path) -> bool:
+    """Whether Numba's cache beside the module at `path` holds machine code for this Python
+    (an index file of one of its functions)."""
+    import sys  # noqa: PLC0415
+
+    version = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return any((path.parent / "__pycache__").glob(f"{path.stem}.*.{version}.nbi"))
+
+
+@contextlib.contextmanager
+def module_lock(path, wait: bool = True):
+    """Hold the lock file beside the module at `path` while it compiles or loads, so that a
+    second process wanting the same module (a compile-ahead child, two servers starting on one
+    machine) waits for the first's machine code instead of compiling it again. Yields whether
+    it is held: with wait=False, not when another process has it. Without locks (not POSIX, a
+    read-only folder) it is always held."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:
+        yield True
+        return
+    try:
+        handle = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below
+    except OSError:  # a read-only cache folder: its modules only load
+        yield True
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def import_source(module_name: str, source: str, max_vector_bits: int | None = None,
+                  wait: bool = True):
     """Import `source` from a file named by its hash in the cache folder (Numba caches only
     functions that live in files), or from memory where that folder cannot be written.
 
     max_vector_bits: the widest vectors LLVM's SLP vectorizer may build (an LLVM option, so
     process-wide: the module is compiled into Numba's cache by a child process that sets it,
-    once per machine; where that fails it compiles here with the machine's widest)."""
-    import hashlib  # noqa: PLC0415
+    once per machine; where that fails it compiles here with the machine's widest).
+    wait=False: None, importing nothing, while another process holds the module's lock."""
     import importlib.util  # noqa: PLC0415
     import sys  # noqa: PLC0415
     import types  # noqa: PLC0415
 
-
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    path = cache_root() / "kernels" / f"{module_name}_{digest}.py"
+    path = module_path(module_name, source)
     try:
         if not path.exists():  # never rewritten: Numba's cache is keyed by the file's mtime
             atomic_write(path, lambda tmp: tmp.write_text(source))
-        if max_vector_bits is not None:
-            _compile_apart(path, max_vector_bits)
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module  # Numba's cache imports the module by name on load
-        spec.loader.exec_module(module)
+        with module_lock(path, wait) as held:
+            if not held:
+                return None
+            if max_vector_bits is not None:
+                _compile_apart(path, max_vector_bits)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module  # Numba's cache imports the module by name on load
+            spec.loader.exec_module(module)
         _drop_link_copies(module)
         return module
     except OSError:

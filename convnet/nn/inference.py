@@ -210,6 +210,12 @@ class Step:
     inputs: list[int]
     outputs: list[int]
     fingerprint = None  # what the packed copies were made from
+    module_kinds: tuple[str, ...] = ()  # the blocked modules it runs on, of no tile
+
+    def modules(self, n: int) -> list[tuple]:
+        """The blocked kernel modules a batch of n runs the step on, (kind, dtype, tile) each
+        (`blocked.compile_ahead`)."""
+        return [(kind, numpy.float32, None) for kind in self.module_kinds]
 
     def prepare(self) -> None:
         """(Re)pack what the step keeps from its layers' weights."""
@@ -401,6 +407,13 @@ class ConvStep(Step):
         # tile chosen for the grid of 2 x 2 tiles
         self.winograd_tile = (blocked.choose_tile(conv.out_channels, (h // 2) * (w // 2),
                                                   w // 2) if self._winograd_fits(c) else None)
+
+    def modules(self, n: int) -> list[tuple]:
+        found = [(self.kernel, numpy.float32, self.tile), ("merge", numpy.float32, None)]
+        if self.winograd_tile is not None and n <= WINOGRAD_MAX_BATCH:
+            found += [("winograd", numpy.float32, None),
+                      ("conv", numpy.float32, self.winograd_tile)]
+        return found
 
     def _winograd_fits(self, channels: int) -> bool:
         """Whether Winograd F(2x2, 3x3) serves this step (`blocked.winograd_sources`): a 3x3
@@ -736,6 +749,9 @@ class DepthwiseStep(Step):
     folded = ConvStep.folded
     _fingerprint = ConvStep._fingerprint
 
+    def modules(self, n: int) -> list[tuple]:
+        return [("depthwise", numpy.float32, blocked.depthwise_tile(self.conv.kernel_size))]
+
     def prepare(self) -> None:
         fingerprint = self._fingerprint()
         if fingerprint == self.fingerprint:
@@ -804,6 +820,9 @@ class TransposedConvStep(Step):
     def needs_border(self) -> int:
         return self.border
 
+    def modules(self, n: int) -> list[tuple]:
+        return [("conv", numpy.float32, self.tile)]
+
     def prepare(self) -> None:
         layer = self.layer
         params = [layer.weight, layer.bias]
@@ -863,6 +882,8 @@ class TransposedConvStep(Step):
 class PoolStep(Step):
     """MaxPool2d / AvgPool2d over a blocked input."""
 
+    module_kinds = ("pool",)
+
     def __init__(self, plan: Plan, layer, source: int, out: int):
         self.plan, self.layer = plan, layer
         self.inputs, self.outputs = [source], [out]
@@ -906,6 +927,8 @@ class ResizeStep(Step):
     """Resize / Upsample (nearest or linear) over a blocked input, into a blocked output: each
     output pixel reads two input rows and two columns with the weights of the layer's own
     interpolation plan (nearest: one of each, weight 1)."""
+
+    module_kinds = ("pool",)
 
     def __init__(self, plan: Plan, layer, source: int, out: int):
         self.plan, self.layer = plan, layer
@@ -971,6 +994,8 @@ class RearrangeStep(Step):
     output lane copied from the input channel and pixel that the layer's own forward sends
     there (a table made by running it once on the channel numbers)."""
 
+    module_kinds = ("merge",)
+
     def __init__(self, plan: Plan, layer, source: int, out: int):
         self.plan, self.layer = plan, layer
         self.inputs, self.outputs = [source], [out]
@@ -1008,6 +1033,8 @@ class RearrangeStep(Step):
 
 class GlobalPoolStep(Step):
     """GlobalAvgPool2d: blocked input -> plain (N, C, 1, 1)."""
+
+    module_kinds = ("pool",)
 
     def __init__(self, plan: Plan, source: int, out: int):
         self.plan = plan
@@ -1081,6 +1108,8 @@ class MergeStep(Step):
     such as a squeeze-and-excitation gate, is put in lanes and broadcast; another plain one is
     blocked first)."""
 
+    module_kinds = ("merge",)
+
     OPS = {Add: "add", Sub: "sub", Mul: "mul", Div: "div"}
 
     def __init__(self, plan: Plan, layer, sources: list[int], out: int):
@@ -1147,6 +1176,8 @@ class MergeStep(Step):
 class ConcatStep(Step):
     """Concat along channels of blocked tensors whose channel counts (all but the last) are
     multiples of 8: block ranges copied side by side."""
+
+    module_kinds = ("merge",)
 
     def __init__(self, plan: Plan, sources: list[int], out: int):
         self.plan = plan
@@ -1233,6 +1264,8 @@ class DenseStep(Step):
     kept buffer, the bias and the ReLU in place. After a Flatten of a blocked tensor it reads
     that tensor's interior as it lies, (N, C/8 * H * W * 8), with its weight's columns put in
     that order (zero for the lanes past C): the Flatten is taken in."""
+
+    module_kinds = ("merge",)
 
     def __init__(self, plan: Plan, layer, source: int, out: int, activation=None,
                  flattened: bool = False):
@@ -1440,6 +1473,7 @@ class Plan:
         self.small_calls = 0  # calls on one image answered by the layers (too little work)
         self.generation = None
         self.switches = None
+        self.compiled_ahead = False  # blocked.compile_ahead asked (at the first call)
         self.finite = None  # the kernels' finiteness check, once the plan has run (`answer`)
         self._lock = threading.Lock()
         self._runners: dict[tuple, list[Runner]] = {}  # (batch, threads) -> idle runners
@@ -1652,6 +1686,10 @@ class Plan:
         (`convnet.core.team`: a handoff of a few microseconds, all the Python on the calling
         thread); one image is split by output positions."""
         n, threads = arrays[0].shape[0], num_threads()
+        if not self.compiled_ahead:  # the kernels' modules, in the order the steps need them
+            self.compiled_ahead = True
+            blocked.compile_ahead([("merge", numpy.float32, None)]
+                                  + [key for step in self.steps for key in step.modules(n)])
         if n > self.piece * threads:
             self._refresh()
             results = self._in_lanes(arrays, threads)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import convnet as cn
-from convnet.core import blocked, kernels
+from convnet.core import blocked, blocked_training, kernels
 from convnet.nn import inference
 
 F32 = np.float32
@@ -81,3 +81,20 @@ def test_a_plan_asks_for_its_modules_in_the_order_its_steps_run(monkeypatch, n):
     assert kinds[0] == "merge"  # the finiteness check, at the first call
     assert kinds.index("pool") > kinds.index("conv") and "pool" in kinds
     assert ("winograd" in kinds) == (n == 1)  # Winograd only for one image (32 channels)
+
+
+def test_a_convolution_in_training_asks_once_for_its_passes_modules(monkeypatch):
+    asked = []
+    monkeypatch.setattr(blocked, "compile_ahead", lambda keys: asked.append(list(keys)))
+    monkeypatch.setattr(blocked_training, "_asked", set())
+    monkeypatch.setattr(kernels, "MIN_LOAD_MACS", 0)
+    layer = cn.Conv2d(3, 16, 3, padding=1)
+    x = np.random.default_rng(0).standard_normal((2, 3, 12, 12)).astype(F32)
+    for _ in range(2):
+        layer(x)
+        layer.backward(np.ones((2, 16, 12, 12), F32))
+    assert len(asked) == 1
+    expected = blocked_training.modules(3, 16, 1, 12)
+    assert asked[0] == [*expected, ("merge", np.float32, None)]
+    assert expected[0][0] == "weight_grad"  # the padded copy's module comes first
+    assert expected[2] == ("conv", np.float32, blocked_training.plain_tile(3))  # dx's tile

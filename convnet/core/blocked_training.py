@@ -154,10 +154,28 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
         for b0, b1, i0, i1 in blocked.work_splits(n, plane, num_threads())])
 
 
+def modules(channels: int, filters: int, stride_w: int, out_w: int) -> list[tuple]:
+    """The blocked modules a Conv2d's training passes run on, in the order they are first
+    needed: the copies' and weight gradient's, the forward's tile (`_run_conv`), the input
+    gradient's (`_run_transposed`)."""
+    f32 = numpy.float32
+    forward = ("conv", f32, plain_tile(filters))
+    if channels < LANES and blocked.takes_rows(filters, stride_w, out_w):
+        forward = ("conv_rows", f32, blocked.ROW_TILE)
+    return [("weight_grad", f32, None), forward, ("conv", f32, plain_tile(channels))]
+
+
+_asked: set = set()  # the layer shapes whose modules were handed to blocked.compile_ahead
+
+
 def forward(layer, x, out, geometry) -> Kept:
     """out (n, K, Ho, Wo) = the layer's convolution of x (n, C, H, W); returns what backward
     needs."""
     c = x.shape[1]
+    shape = (c, out.shape[1], layer.stride[1], out.shape[3])
+    if shape not in _asked:  # a fresh cache: a child compiles some of them meanwhile, and
+        _asked.add(shape)  # the merge module the evaluation's plan checks its input with
+        blocked.compile_ahead([*modules(*shape), ("merge", numpy.float32, None)])
     lanes = LANES if c >= LANES else 1
     kept = Kept(_padded_blocked(x, geometry.padding, lanes), lanes, c)
     bias = None if layer.bias is None else layer.bias.data

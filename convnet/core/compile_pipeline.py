@@ -9,7 +9,7 @@ took to compile, all of it repeated on every machine and in every fresh cache. L
 own SSA form from the same code (mem2reg), so the machine code comes out the same: compared
 instruction for instruction on every blocked module the test suite makes (conv 4x3 to 8x4, the
 span and row kernels, weight gradients, Winograd, depthwise, merge, pooling), each compiled with
-and without the pass, compile times 7-48 s against 4-31 s (2026-12-03).
+and without the pass, 6-52 s against 4-37 s a module (2026-12-03).
 
 Without the pass a variable has one type for all its assignments, so the kernel templates never
 give one name both a loop's int64 and an INDEX (uint64): Numba would unify the two into float64,

@@ -98,3 +98,10 @@ def test_a_convolution_in_training_asks_once_for_its_passes_modules(monkeypatch)
     assert asked[0] == [*expected, ("merge", np.float32, None)]
     assert expected[0][0] == "weight_grad"  # the padded copy's module comes first
     assert expected[2] == ("conv", np.float32, blocked_training.plain_tile(3))  # dx's tile
+
+
+def test_nothing_starts_where_the_cache_folder_cannot_be_made(fresh_cache):
+    (fresh_cache / "kernels").write_text("a file where the folder would be\n")
+    started = len(blocked._children)
+    blocked.compile_ahead([FIRST, LAST])
+    assert len(blocked._children) == started

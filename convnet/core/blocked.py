@@ -1891,6 +1891,13 @@ def compile_ahead(keys) -> None:
 
     from convnet.core.files import cache_root  # noqa: PLC0415
 
+    folder = cache_root() / "kernels"
+    try:  # a cache folder that cannot be written compiles in memory: nothing to share
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    if not os.access(folder, os.W_OK):
+        return
     code = f"from convnet.core import blocked; blocked.compile_behind({missing!r})"
     environment = dict(os.environ, CONVNET_CACHE=str(cache_root()))
     try:

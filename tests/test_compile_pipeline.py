@@ -51,7 +51,7 @@ def bindings(function: ast.FunctionDef):
 
 
 @pytest.mark.parametrize(("kind", "tile"), MODULES, ids=lambda value: str(value))
-def test_each_module_compiles_without_ssa_and_no_name_mixes_index_and_other_types(kind, tile):
+def test_each_module_asks_for_the_pipeline_without_ssa_and_no_name_mixes_types(kind, tile):
     source = blocked.module_source(kind, "float32", tile)
     tree = ast.parse(source)
     decorated = [node for node in ast.walk(tree) if isinstance(node, ast.Call)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from fractions import Fraction
 
 import numpy
 
@@ -40,8 +41,11 @@ NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 MODES = ("nearest", "linear")
 
 
-def source_positions(out_len: int, in_len: int, scale: float, transform: str):
-    """x_original (float64, out_len) of every output index, by ONNX's coordinate rule."""
+def source_positions(out_len: int, in_len: int, scale: float, transform: str,
+                     exact_scale: Fraction | None = None):
+    """x_original (float64, out_len) of every output index, by ONNX's coordinate rule.
+    exact_scale: the scale as an exact number where the float only rounds it (the ratio
+    out / in of the sizes given); else the float is taken as exact."""
     x = numpy.arange(out_len, dtype=numpy.float64)
     if transform == "half_pixel":
         return (x + 0.5) / scale - 0.5
@@ -59,7 +63,16 @@ def source_positions(out_len: int, in_len: int, scale: float, transform: str):
         # rearranged to round once in the division and once in the sum: a source position
         # that is a whole number (1 for columns 7 -> 3 at scale 0.5) stays one, where the
         # literal form gave 1.0000000000000002 and ceil took the next pixel
-        return (in_len - 1) / 2 + (x + 0.5 - out_len / 2) / scale
+        positions = (in_len - 1) / 2 + (x + 0.5 - out_len / 2) / scale
+        # On or next to a whole or half-way number, where nearest rounding decides, the two
+        # roundings may still land on the wrong side (0.6 is 0.59999999999999998, so 7 -> 4
+        # columns put column 0 at 0.49999999999999997, computed as 0.5): computed exactly
+        near = numpy.flatnonzero(numpy.abs(2 * positions - numpy.round(2 * positions)) < 1e-9)
+        ratio = Fraction(scale) if exact_scale is None else exact_scale
+        for i in near:
+            positions[i] = float(Fraction(in_len, 2) * (1 - out_len / (ratio * in_len))
+                                 + (int(i) + Fraction(1, 2)) / ratio - Fraction(1, 2))
+        return positions
     raise ValueError(f"coordinate_transformation_mode must be one of {COORDINATE_MODES}, "
                      f"received {transform!r}")
 
@@ -182,15 +195,20 @@ class Resize(Layer):
         """The scale the coordinate rule divides by: the one given, else out / in."""
         return self.scales[axis] if self.scales is not None else out_len / in_len
 
+    def _positions(self, axis: int, in_len: int, out_len: int):
+        scale = self._scale(axis, in_len, out_len)
+        exact = Fraction(out_len, in_len) if scale == out_len / in_len else None
+        if self.scales is not None and scale == self.scales[axis]:
+            exact = None  # the scale given, taken as exact
+        return source_positions(out_len, in_len, scale, self.coordinate_transformation_mode,
+                                exact)
+
     def _nearest_index(self, axis: int, in_len: int, out_len: int):
-        positions = source_positions(out_len, in_len, self._scale(axis, in_len, out_len),
-                                     self.coordinate_transformation_mode)
-        return nearest_indices(positions, in_len, self.nearest_mode)
+        return nearest_indices(self._positions(axis, in_len, out_len), in_len,
+                               self.nearest_mode)
 
     def _linear_matrix(self, axis: int, in_len: int, out_len: int, dtype):
-        positions = source_positions(out_len, in_len, self._scale(axis, in_len, out_len),
-                                     self.coordinate_transformation_mode)
-        return linear_matrix(positions, in_len, dtype)
+        return linear_matrix(self._positions(axis, in_len, out_len), in_len, dtype)
 
     def _plans(self, hw, dtype) -> tuple[_AxisPlan, _AxisPlan]:
         """The (height, width) plans for input hw, kept for the last input size and dtype."""

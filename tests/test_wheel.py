@@ -7,7 +7,9 @@ loopback. Package data left out of the wheel (the page, the sample) fails here.
 
 Each fresh environment installs convnet's runtime dependencies from the registry, or from
 pip's cache once they have been downloaded (`pip cache dir`): about a minute and a half per
-Python with a warm cache. `pytest -m "not wheel"` leaves these tests out.
+Python with a warm cache. The environment of the Python running the tests starts with a copy of
+this session's kernel cache; the other two compile the kernels their training needs from the
+installed wheel. `pytest -m "not wheel"` leaves these tests out.
 
 The interpreters: $CONVNET_TEST_PYTHON_3_12 (and _3_11, _3_13) when set, else python3.12 on
 PATH, else pyenv's versions folder ($PYENV_ROOT or ~/.pyenv). One that is not found is skipped
@@ -34,6 +36,7 @@ from typing import NamedTuple
 
 import pytest
 
+from convnet.core.files import cache_root
 from convnet.io import zoo
 from convnet.version import __version__
 
@@ -223,12 +226,19 @@ def serve_and_fetch(convnet: Path, run_folder: str, steps: Steps) -> None:
                      f"--port {port}: /, {len(assets)} assets, /api/model, /api/samples, a PNG")
 
 
-def check_installed_wheel(python: str, wheel: Path, tmp: Path) -> list[str]:
+def check_installed_wheel(python: str, wheel: Path, tmp: Path, seeded: bool = False
+                          ) -> list[str]:
     """Installs the wheel into a fresh environment under tmp and runs the commands there;
-    the steps and how long each took, or an AssertionError."""
+    the steps and how long each took, or an AssertionError. seeded: its kernel cache starts
+    as a copy of this session's (the same Python and Numba: what this session compiled loads
+    from it), else empty."""
     venv = tmp / "venv"
     elsewhere = tmp / "elsewhere"  # an unrelated folder: no convnet source in sight
     elsewhere.mkdir()
+    kernels = cache_root() / "kernels"
+    if seeded and kernels.is_dir():  # (copy2 keeps each file's mtime, which Numba checks)
+        shutil.copytree(kernels, tmp / "cache" / "kernels",
+                        ignore=shutil.ignore_patterns("*.lock"))
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
     env.update(CONVNET_CACHE=str(tmp / "cache"), MPLCONFIGDIR=str(tmp / "mpl"))
@@ -270,13 +280,18 @@ def outcomes(dist, tmp_path_factory) -> dict[str, tuple[str, str]]:
     process): version -> ("passed", steps), ("skipped", why) or ("failed", what)."""
     wheel = the_one(dist, "convnet-*.whl")
     folders = {version: tmp_path_factory.mktemp(f"py{version}") for version in PYTHONS}
+    # The environment of this session's Python starts from its kernel cache: the other two
+    # compile every kernel their training needs from the installed wheel (two minutes each
+    # on two cores, three at once took four).
+    this_python = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
     def one(version: str) -> tuple[str, str]:
         python, why_not = find_python(version)
         if python is None:
             return "skipped", why_not
         try:
-            steps = check_installed_wheel(python, wheel, folders[version])
+            steps = check_installed_wheel(python, wheel, folders[version],
+                                          seeded=version == this_python)
         except (AssertionError, OSError, subprocess.SubprocessError) as error:
             return "failed", f"{type(error).__name__}: {error}"
         return "passed", "\n".join(steps)

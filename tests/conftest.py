@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import convnet as cn
 
 _precompiling: list = []
+_started_early: list = []
 
 
 def pytest_sessionstart(session):
@@ -25,11 +27,30 @@ def pytest_sessionstart(session):
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
+def pytest_collection_finish(session):
+    """The wheel's build and checks (tests/test_wheel.py) start now in a thread of their own
+    where those tests are selected: most of their time is pip's and their processes', beside
+    a suite that leaves a core idle for much of its own."""
+    modules = {id(item.module): item.module for item in session.items
+               if getattr(item, "module", None) is not None}
+    for module in modules.values():
+        if hasattr(module, "start_early") and not session.config.option.collectonly:
+            factory = getattr(session.config, "_tmp_path_factory", None)
+            root = (factory.mktemp("wheel") if factory is not None
+                    else Path(tempfile.mkdtemp(prefix="convnet-wheel-")))
+            module.start_early(root, [item.name for item in session.items
+                                      if getattr(item, "module", None) is module])
+            _started_early.append(module)
+
+
 def pytest_sessionfinish(session, exitstatus):
     for child in _precompiling:  # what it finished stays in the cache
         if child.poll() is None:
             child.terminate()
             child.wait()
+    for module in _started_early:  # a session cut short waits for the wheel's servers
+        for early in module.early:
+            early.thread.join()
 
 
 @pytest.fixture(autouse=True)

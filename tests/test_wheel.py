@@ -7,9 +7,10 @@ loopback. Package data left out of the wheel (the page, the sample) fails here.
 
 Each fresh environment installs convnet's runtime dependencies from the registry, or from
 pip's cache once they have been downloaded (`pip cache dir`): about a minute and a half per
-Python with a warm cache. The environment of the Python running the tests starts with a copy of
-this session's kernel cache; the other two compile the kernels their training needs from the
-installed wheel. `pytest -m "not wheel"` leaves these tests out.
+Python with a warm cache. The environment of the Python running the tests shares the session's
+kernel cache; the other two compile the kernels their training needs from the installed wheel.
+All of it runs in a thread from the start of the session (`Early`). `pytest -m "not wheel"`
+leaves these tests out.
 
 The interpreters: $CONVNET_TEST_PYTHON_3_12 (and _3_11, _3_13) when set, else python3.12 on
 PATH, else pyenv's versions folder ($PYENV_ROOT or ~/.pyenv). One that is not found is skipped
@@ -27,10 +28,11 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import urllib.request
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -119,20 +121,65 @@ class Built(NamedTuple):
     left_in_tree: set[str] | None  # new files the build left in the source tree, for git
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Built:
+def build_dist(out: Path) -> Built:
     """The sdist and the wheel, built as `python -m build` builds them (wheel from the sdist)."""
     try:
         import build  # noqa: F401
     except ImportError:
         pytest.fail("the `build` package is missing from this environment: "
                     "pip install -e '.[dev]' (make test does)")
-    out = tmp_path_factory.mktemp("dist")
     before = git_untracked()
     Steps(out, dict(os.environ))(sys.executable, "-m", "build", "--outdir", out, ROOT,
                                  timeout=600)
     after = git_untracked()
     return Built(out, None if before is None or after is None else after - before)
+
+
+class Early:
+    """This module's work (the build, then each Python's check) in a thread of its own from
+    the start of the session (conftest.py starts it when these tests are selected): most of it
+    waits on pip and on processes, and the rest of the suite leaves a core idle for much of
+    its time. The fixtures take its results."""
+
+    def __init__(self, root: Path, check: bool):
+        self.built, self.outcomes = Future(), Future()
+        self.thread = threading.Thread(target=self._run, args=(root, check), daemon=True)
+        self.thread.start()
+
+    def _run(self, root: Path, check: bool) -> None:
+        try:
+            (root / "dist").mkdir()
+            built = build_dist(root / "dist")
+        except BaseException as error:  # noqa: BLE001 (both fixtures raise it)
+            self.built.set_exception(error)
+            self.outcomes.set_exception(error)
+            return
+        self.built.set_result(built)
+        if not check:  # (only the build's tests selected)
+            self.outcomes.cancel()
+            return
+        try:
+            self.outcomes.set_result(check_every_python(built.folder, root))
+        except BaseException as error:  # noqa: BLE001
+            self.outcomes.set_exception(error)
+
+
+early: list[Early] = []
+
+
+def start_early(root: Path, selected: list[str]) -> None:
+    """Start this module's work in folders under root; the Pythons' checks only where
+    `selected` (the names of this module's tests the session runs) holds their test."""
+    early.append(Early(root, any(name.startswith(
+        test_the_wheel_installed_in_a_fresh_environment_runs_the_commands.__name__)
+        for name in selected)))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Built:
+    if early:
+        return early[0].built.result()
+    return build_dist(tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")
@@ -226,22 +273,19 @@ def serve_and_fetch(convnet: Path, run_folder: str, steps: Steps) -> None:
                      f"--port {port}: /, {len(assets)} assets, /api/model, /api/samples, a PNG")
 
 
-def check_installed_wheel(python: str, wheel: Path, tmp: Path, seeded: bool = False
+def check_installed_wheel(python: str, wheel: Path, tmp: Path, shared_cache: bool = False
                           ) -> list[str]:
     """Installs the wheel into a fresh environment under tmp and runs the commands there;
-    the steps and how long each took, or an AssertionError. seeded: its kernel cache starts
-    as a copy of this session's (the same Python and Numba: what this session compiled loads
-    from it), else empty."""
+    the steps and how long each took, or an AssertionError. shared_cache: convnet's cache
+    folder is this session's (the same Python and Numba: a kernel module either compiles, the
+    other loads, each under its lock), else a fresh one."""
     venv = tmp / "venv"
     elsewhere = tmp / "elsewhere"  # an unrelated folder: no convnet source in sight
     elsewhere.mkdir()
-    kernels = cache_root() / "kernels"
-    if seeded and kernels.is_dir():  # (copy2 keeps each file's mtime, which Numba checks)
-        shutil.copytree(kernels, tmp / "cache" / "kernels",
-                        ignore=shutil.ignore_patterns("*.lock"))
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
-    env.update(CONVNET_CACHE=str(tmp / "cache"), MPLCONFIGDIR=str(tmp / "mpl"))
+    env.update(CONVNET_CACHE=str(cache_root() if shared_cache else tmp / "cache"),
+               MPLCONFIGDIR=str(tmp / "mpl"))
     steps = Steps(elsewhere, env)
     steps(python, "-m", "venv", venv, timeout=300)
     python = venv / "bin" / "python"
@@ -274,30 +318,38 @@ def check_installed_wheel(python: str, wheel: Path, tmp: Path, seeded: bool = Fa
     return steps.log
 
 
-@pytest.fixture(scope="module")
-def outcomes(dist, tmp_path_factory) -> dict[str, tuple[str, str]]:
+def check_every_python(dist: Path, root: Path) -> dict[str, tuple[str, str]]:
     """Each Python's check, the three at once (most of each is waiting on pip and on one
-    process): version -> ("passed", steps), ("skipped", why) or ("failed", what)."""
+    process), in folders under root: version -> ("passed", steps), ("skipped", why) or
+    ("failed", what)."""
     wheel = the_one(dist, "convnet-*.whl")
-    folders = {version: tmp_path_factory.mktemp(f"py{version}") for version in PYTHONS}
-    # The environment of this session's Python starts from its kernel cache: the other two
-    # compile every kernel their training needs from the installed wheel (two minutes each
-    # on two cores, three at once took four).
+    # The environment of this session's Python shares its kernel cache (what either compiles,
+    # the other loads): the other two compile every kernel their training needs from the
+    # installed wheel (two minutes each on two cores).
     this_python = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
     def one(version: str) -> tuple[str, str]:
         python, why_not = find_python(version)
         if python is None:
             return "skipped", why_not
+        folder = root / f"py{version}"
+        folder.mkdir()
         try:
-            steps = check_installed_wheel(python, wheel, folders[version],
-                                          seeded=version == this_python)
+            steps = check_installed_wheel(python, wheel, folder,
+                                          shared_cache=version == this_python)
         except (AssertionError, OSError, subprocess.SubprocessError) as error:
             return "failed", f"{type(error).__name__}: {error}"
         return "passed", "\n".join(steps)
 
     with ThreadPoolExecutor(len(PYTHONS)) as pool:
         return dict(zip(PYTHONS, pool.map(one, PYTHONS), strict=True))
+
+
+@pytest.fixture(scope="module")
+def outcomes(dist, tmp_path_factory) -> dict[str, tuple[str, str]]:
+    if early:
+        return early[0].outcomes.result()
+    return check_every_python(dist, tmp_path_factory.mktemp("pythons"))
 
 
 @pytest.mark.parametrize("version", PYTHONS)

@@ -132,9 +132,7 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
     """out (n, K, Ho, Wo), plain, = bias + the correlation of the padded input with weight
     (K, C, KH, KW), on the blocked direct convolution."""
     n, k, out_h, out_w = out.shape
-    kind, tile = "conv", plain_tile(k)
-    if kept.lanes == 1 and blocked.takes_rows(k, stride[1], out_w):  # each filter's sums
-        kind, tile = "conv_rows", blocked.ROW_TILE  # stored as vectors into its plane
+    kind, tile = _forward_kernel(kept.lanes == 1, k, stride[1], out_w)
     bs, _, rs, cs, _ = kept.strides()
     filters = blocked.pack_filters(weight, tile[1], kept.lanes, live_only=True)
     packed_bias = blocked.pack_bias(bias, k, tile[1], numpy.float32)
@@ -154,15 +152,21 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
         for b0, b1, i0, i1 in blocked.work_splits(n, plane, num_threads())])
 
 
+def _forward_kernel(plain_input: bool, filters: int, stride_w: int, out_w: int):
+    """(kind, tile) of `_run_conv`: the row kernel for a plain input (each filter's sums stored
+    as vectors into its plane) where it takes the layer, else the tile kernel."""
+    if plain_input and blocked.takes_rows(filters, stride_w, out_w):
+        return "conv_rows", blocked.ROW_TILE
+    return "conv", plain_tile(filters)
+
+
 def modules(channels: int, filters: int, stride_w: int, out_w: int) -> list[tuple]:
     """The blocked modules a Conv2d's training passes run on, in the order they are first
     needed: the copies' and weight gradient's, the forward's tile (`_run_conv`), the input
     gradient's (`_run_transposed`)."""
     f32 = numpy.float32
-    forward = ("conv", f32, plain_tile(filters))
-    if channels < LANES and blocked.takes_rows(filters, stride_w, out_w):
-        forward = ("conv_rows", f32, blocked.ROW_TILE)
-    return [("weight_grad", f32, None), forward, ("conv", f32, plain_tile(channels))]
+    kind, tile = _forward_kernel(channels < LANES, filters, stride_w, out_w)
+    return [("weight_grad", f32, None), (kind, f32, tile), ("conv", f32, plain_tile(channels))]
 
 
 _asked: set = set()  # the layer shapes whose modules were handed to blocked.compile_ahead

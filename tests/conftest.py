@@ -1,7 +1,9 @@
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +15,26 @@ _precompiling: list = []
 _started_early: list = []
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def pytest_sessionstart(session):
-    """On two or more cores, a child compiles the kernel modules the suite needs, from the last
+    """SIGTERM (a CI job's time limit, `kill`) stops the session as Ctrl-C does, so that
+    pytest_sessionfinish ends the processes the session started.
+
+    On two or more cores, a child compiles the kernel modules the suite needs, from the last
     needed backwards, while the tests run (tests/precompile.py; CONVNET_TEST_PRECOMPILE=0 leaves
     it out). With the cache filled it finds every module compiled and exits."""
     from convnet.core import kernels
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     if ((os.cpu_count() or 1) < 2 or os.environ.get("CONVNET_TEST_PRECOMPILE", "1") == "0"
             or not kernels.available()):
         return
     _precompiling.append(subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("precompile.py"))],
+        [sys.executable, str(Path(__file__).with_name("precompile.py")), str(os.getpid())],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
@@ -48,9 +59,8 @@ def pytest_sessionfinish(session, exitstatus):
         if child.poll() is None:
             child.terminate()
             child.wait()
-    for module in _started_early:  # a session cut short waits for the wheel's servers
-        for early in module.early:
-            early.thread.join()
+    for module in _started_early:  # a session cut short ends the wheel's processes
+        module.stop_early()
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ only costs this child's time. `python tests/precompile.py` runs it by hand.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy
@@ -89,7 +90,10 @@ MODULES = [
 
 
 def main() -> None:
+    session = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
     for load in reversed(MODULES):
+        if os.getppid() != session:  # the session was killed: nobody to compile for
+            return
         try:
             load()
         except Exception as error:  # noqa: BLE001 (the tests that need it will fail on it)

@@ -2,6 +2,12 @@
 Numba's cache starts one child process that compiles them from the last backwards while the
 calling process compiles from the first, each module under its lock (kernels.module_lock)."""
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -53,6 +59,38 @@ def test_the_child_stops_at_the_module_the_asking_process_holds(fresh_cache):
         assert kernels.compiled_before(path_of(LAST))
         assert not kernels.compiled_before(held)
         assert blocked.compiled(*FIRST, wait=False) is None  # held elsewhere: not imported
+
+
+def ended(pid: int) -> bool:
+    """Whether process pid has ended (gone, or a zombie nobody reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_the_child_of_a_killed_process_stops_after_the_module_it_is_on(fresh_cache):
+    # The asking process ends at once without its exit handlers (as SIGKILL would end it):
+    # the child finds its parent gone before LAST or after it, and does not go on to FIRST
+    # (without the check it compiles both).
+    code = ("import os; from convnet.core import blocked; "
+            f"blocked.compile_ahead([{FIRST!r}, {LAST!r}]); "
+            "print(blocked._children[0].pid, flush=True); os._exit(0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ))
+    child = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 300
+    while not ended(child):
+        assert time.monotonic() < deadline, "the orphaned child still runs after 300 s"
+        time.sleep(0.2)
+    assert not kernels.compiled_before(path_of(FIRST))
+
+
+def test_a_child_whose_parent_is_not_the_one_that_asked_compiles_nothing(fresh_cache):
+    blocked.compile_behind([FIRST, LAST], asked=os.getppid() + 1 if os.getppid() > 1 else 0)
+    assert not kernels.compiled_before(path_of(LAST))
 
 
 def test_nothing_starts_for_one_missing_module_or_when_switched_off(fresh_cache, monkeypatch):

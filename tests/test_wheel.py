@@ -77,6 +77,61 @@ def find_python(version: str) -> tuple[str | None, str]:
                   f"{variable}=/path/to/python{version}")
 
 
+class Children:
+    """The processes this module starts, so that a session stopped early (Ctrl-C, SIGTERM,
+    -x) ends them instead of leaving pip, `convnet train` and `convnet serve` running on:
+    `stop` terminates those running and refuses new ones."""
+
+    def __init__(self):
+        self.lock, self.running, self.stopping = threading.Lock(), set(), False
+
+    def start(self, args: list[str], **options) -> subprocess.Popen:
+        with self.lock:
+            if self.stopping:
+                raise subprocess.SubprocessError(f"the session is stopping: {args[0]} not run")
+            process = subprocess.Popen(args, **options)
+            self.running.add(process)
+        return process
+
+    def run(self, args: list[str], timeout: float, **options) -> subprocess.CompletedProcess:
+        """As subprocess.run(args, capture_output=True, text=True, timeout=timeout)."""
+        process = self.start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             **options)
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except BaseException:
+            process.kill()
+            process.communicate()
+            raise
+        finally:
+            self.finished(process)
+        return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+    def finished(self, process: subprocess.Popen) -> None:
+        with self.lock:
+            self.running.discard(process)
+
+    def stop(self) -> None:
+        """SIGTERM to each (convnet's commands save and end their compile-ahead children),
+        SIGKILL to what is still running 20 s later."""
+        with self.lock:
+            self.stopping = True
+            running = list(self.running)
+        for process in running:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 20
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+children = Children()
+
+
 class Steps:
     """Runs commands in one folder and environment, keeping how long each took."""
 
@@ -86,8 +141,8 @@ class Steps:
     def __call__(self, *args, timeout: float = 300) -> str:
         """The command's stdout, or an AssertionError with the command and what it said."""
         started = time.perf_counter()
-        done = subprocess.run([str(a) for a in args], cwd=self.cwd, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        done = children.run([str(a) for a in args], cwd=self.cwd, env=self.env,
+                            timeout=timeout)
         took = time.perf_counter() - started
         shown = " ".join(Path(str(a)).name if i == 0 else str(a) for i, a in enumerate(args))
         self.log.append(f"{took:6.1f} s  {shown[:100]}")
@@ -175,6 +230,14 @@ def start_early(root: Path, selected: list[str]) -> None:
         for name in selected)))
 
 
+def stop_early() -> None:
+    """At the end of a session, or its interruption: what is still running is ended, and the
+    thread waited for."""
+    children.stop()
+    for started in early:
+        started.thread.join()
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Built:
     if early:
@@ -233,9 +296,9 @@ def serve_and_fetch(convnet: Path, run_folder: str, steps: Steps) -> None:
     log = steps.cwd / "serve.log"
     started = time.perf_counter()
     with open(log, "wb") as sink:
-        server = subprocess.Popen([str(convnet), "serve", run_folder, "--port", str(port)],
-                                  cwd=steps.cwd, env=steps.env, stdout=sink,
-                                  stderr=subprocess.STDOUT)
+        server = children.start([str(convnet), "serve", run_folder, "--port", str(port)],
+                                cwd=steps.cwd, env=steps.env, stdout=sink,
+                                stderr=subprocess.STDOUT)
     try:
         def get(path: str) -> bytes:
             with urllib.request.urlopen(base + path, timeout=30) as response:
@@ -269,6 +332,7 @@ def serve_and_fetch(convnet: Path, run_folder: str, steps: Steps) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        children.finished(server)
     steps.log.append(f"{time.perf_counter() - started:6.1f} s  convnet serve {run_folder} "
                      f"--port {port}: /, {len(assets)} assets, /api/model, /api/samples, a PNG")
 

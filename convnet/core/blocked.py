@@ -1898,7 +1898,8 @@ def compile_ahead(keys) -> None:
         return
     if not os.access(folder, os.W_OK):
         return
-    code = f"from convnet.core import blocked; blocked.compile_behind({missing!r})"
+    code = (f"from convnet.core import blocked; "
+            f"blocked.compile_behind({missing!r}, asked={os.getpid()})")
     environment = dict(os.environ, CONVNET_CACHE=str(cache_root()))
     try:
         child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
@@ -1911,10 +1912,15 @@ def compile_ahead(keys) -> None:
     _children.append(child)
 
 
-def compile_behind(keys) -> None:
+def compile_behind(keys, asked: int | None = None) -> None:
     """The child's part: compile `keys` from the last backwards, up to the first one that the
-    process which asked is compiling (its lock held) or has compiled."""
+    process which asked (pid `asked`, its parent) is compiling (its lock held) or has compiled,
+    or until that process has ended (killed, it can no longer stop this one)."""
+    import os  # noqa: PLC0415
+
     for key in reversed(keys):
+        if asked is not None and os.getppid() != asked:
+            return
         path = kernels.module_path(_module_name(key), module_source(*key))
         if kernels.compiled_before(path) or compiled(*key, wait=False) is None:
             return

@@ -690,7 +690,27 @@ def test_tiles_stay_within_a_row_where_they_can(monkeypatch):
     assert blocked.choose_tile(64, 8 * 8, 8) == (6, 2)
     assert blocked.choose_tile(32, 14 * 14, 14) == (6, 2)
     assert blocked.choose_tile(4, 8 * 8, 8) == (8, 1)
+    assert blocked.choose_tile(20, 8 * 8, 8) == (4, 3)  # 24 lanes for 20, not 32
+    assert blocked.choose_tile(24, 16 * 16, 16) == (4, 3)
     assert set(blocked.tiles()) == set(blocked.TILES)
+
+
+def test_only_the_avx2_tile_that_fills_every_register_is_compiled_without_runtime_unrolling(
+        monkeypatch):
+    """Unrolled, the 4 x 3 tile's tap loop kept an accumulator on the stack (blocked.
+    _llvm_options); its module says how it was compiled, so a cached one compiled otherwise
+    is never taken for it."""
+    monkeypatch.setattr(kernels, "wide_registers", lambda: False)
+    assert blocked._llvm_options("conv", (4, 3)) == ("-unroll-runtime=false",)
+    assert blocked._llvm_options("conv", (6, 2)) == ()
+    assert blocked._llvm_options("conv", (8, 1)) == ("-slp-max-reg-size=256",)
+    assert blocked._llvm_options("depthwise", (9,)) == ()
+    unrolled_off = "runtime loop unrolling off"
+    assert unrolled_off in blocked.module_source("conv", "float32", (4, 3))
+    assert unrolled_off not in blocked.module_source("conv", "float32", (6, 2))
+    monkeypatch.setattr(kernels, "wide_registers", lambda: True)
+    assert blocked._llvm_options("conv", (4, 3)) == ()
+    assert unrolled_off not in blocked.module_source("conv", "float32", (4, 3))
 
 
 def test_cpu_name_follows_numba_cpu_name(monkeypatch):

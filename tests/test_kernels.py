@@ -201,14 +201,16 @@ def test_a_module_with_narrower_vectors_is_compiled_apart_into_the_cache(tmp_pat
         "@numba.njit('void(float32[::1], float32[::1])', cache=True)",
         "def add(x, out):",
         *[f"    out[{k}] = x[{k}] + x[{k + 16}]" for k in range(16)], ""])
-    module = kernels.import_source("convnet_test_narrow", source, max_vector_bits=256)
+    module = kernels.import_source("convnet_test_narrow", source,
+                                   llvm_options=("-slp-max-reg-size=256",))
     x = np.arange(32, dtype=np.float32)
     out = np.zeros(16, np.float32)
     module.add(x, out)
     assert np.array_equal(out, x[:16] + x[16:])
     assert sum(module.add.stats.cache_hits.values()) == 1  # the child's compile, loaded
-    [marker] = (tmp_path / "kernels").glob("convnet_test_narrow_*.slp256")
-    again = kernels.import_source("convnet_test_narrow", source, max_vector_bits=256)
+    [marker] = (tmp_path / "kernels").glob("convnet_test_narrow_*.llvm-*")
+    again = kernels.import_source("convnet_test_narrow", source,
+                                  llvm_options=("-slp-max-reg-size=256",))
     assert again.add is not None and marker.exists()
 
 
@@ -218,11 +220,12 @@ def test_a_child_that_does_not_finish_leaves_the_compile_to_this_process(tmp_pat
     monkeypatch.setattr(kernels, "COMPILE_APART_SECONDS", 0.001)
     source = "import numba\n\n@numba.njit('int64(int64)', cache=True)\ndef twice(x):\n" \
              "    return 2 * x\n"
-    module = kernels.import_source("convnet_test_slow_child", source, max_vector_bits=256)
+    module = kernels.import_source("convnet_test_slow_child", source,
+                                   llvm_options=("-slp-max-reg-size=256",))
     assert module.twice(21) == 42
     stats = module.twice.stats
     assert sum(stats.cache_hits.values()) == 0 and sum(stats.cache_misses.values()) == 1  # here
-    assert not list((tmp_path / "kernels").glob("*.slp256"))  # tried again next time
+    assert not list((tmp_path / "kernels").glob("*.llvm-*"))  # tried again next time
 
 
 def test_a_loaded_module_frees_the_link_copies_only_of_its_fixed_functions(tmp_path,

@@ -49,6 +49,7 @@ import numpy
 from convnet.core import kernels
 
 LANES = 8
+AVX2_REGISTERS = 16  # vector registers
 
 # Activations fused into a kernel's epilogue: (code, alpha, beta).
 ACTIVATIONS = {"none": 0, "relu": 1, "clip": 2, "hardswish": 3, "leaky": 4, "hardsigmoid": 5,
@@ -64,8 +65,13 @@ ACTIVATIONS = {"none": 0, "relu": 1, "clip": 2, "hardswish": 3, "leaky": 4, "har
 # though it computes 32 lanes for 20 (and 8 x 1 took 11.0 ms); inception-mini's 48 -> 24 1x1
 # 0.34 against 0.33 ms; on 4 and 8 filters 8 x 1 beat 6 x 2 by 10-20%. So per useful lane
 # 4 x 3 runs at 0.6-0.8 of 6 x 2's speed and 8 x 1 at 0.5-0.6. `choose_tile` weighs the
-# waste of each by these speeds.
-TILE_SPEED = {(6, 2): 1.0, (4, 3): 0.7, (8, 1): 0.55}
+# waste of each by these speeds. On AVX2 (Zen 3), with the 4 x 3 tile's loop no longer
+# spilling (`_llvm_options`), per useful lane, one thread, batch 128, a second layer (blocked
+# input), best of 3 alternated rounds (2026-12-03 20:05 UTC), GFLOP/s: 5x5 on 32x32 16 -> 16
+# 6 x 2 77.8, 16 -> 24 4 x 3 90.6, 16 -> 8 8 x 1 45.5; 3x3 on 16x16 32 -> 32 67.2, 32 -> 24
+# 69.7, 32 -> 8 48.4; on 8x8 64 -> 64 69.4, 64 -> 48 67.4: 4 x 3 as fast as 6 x 2, which
+# ties go to.
+TILE_SPEED = {(6, 2): 1.0, (4, 3): 0.97, (8, 1): 0.55}
 TILES = tuple(TILE_SPEED)
 # AVX-512's 32 registers hold 8 or 7 positions x 16 lanes too (8 or 7 accumulators), and 8,
 # 7 or 6 positions x 32 lanes (16, 14 or 12). Where a 512-bit multiply-add runs as two 256-bit
@@ -1741,10 +1747,13 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         "from convnet.core.stack_arrays import stack_empty  # scratch without malloc",
         "from convnet.core.compile_pipeline import WithoutSSA  # (why: its docstring)",
     ]
+    # (a module of its own for each: one compiled otherwise may be in the cache)
     bits = _max_vector_bits(kind, tile)
-    if bits is not None:  # (and a module of its own: one compiled with wider ones may be cached)
+    if bits is not None:
         header.append(f"# compiled with LLVM's SLP vectorizer building vectors of {bits} bits "
                       "at most (blocked._max_vector_bits)")
+    if "-unroll-runtime=false" in _llvm_options(kind, tile):
+        header.append("# compiled with LLVM's runtime loop unrolling off (blocked._llvm_options)")
     options = "pipeline_class=WithoutSSA, nogil=True, fastmath={'contract'}, cache=True"
     geometry = "numba.int64[::1]"
     if kind in ("conv", "conv_rows", "conv_span"):  # the same arguments: a tile's, the rows'
@@ -1857,7 +1866,7 @@ def compiled(kind: str, dtype=numpy.float32, tile=None, wait: bool = True):
             with kernels.slp_vectorizer():
                 module = kernels.import_source(
                     _module_name(key), module_source(kind, key[1], key[2]),
-                    _max_vector_bits(kind, key[2]), wait)
+                    _llvm_options(kind, key[2]), wait)
             if module is None:
                 return None
             _modules[key] = module
@@ -1932,6 +1941,29 @@ def _stop_children() -> None:
         if child.poll() is None:
             child.terminate()
             child.wait()
+
+
+def _llvm_options(kind: str, tile) -> tuple[str, ...]:
+    """The LLVM options a module is compiled with (in a child process: `kernels.import_source`).
+    The vectors' width: `_max_vector_bits`. Runtime unrolling off for a conv tile that needs
+    all 16 AVX2 registers: unrolled twice, the 4 x 3 tile's tap loop (12 accumulators, 3
+    filter vectors and a broadcast) kept an accumulator on the stack, a store and a load in its
+    chain every tap (perf samples: most of the loop's time at the reload), and ran at about 60
+    GFLOP/s on a core against 6 x 2's 85; not unrolled it keeps all in registers. One thread,
+    batch 128, 5x5 filters, ms, unrolled / not (three runs alternated, 2026-12-03 19:50 UTC):
+    4 x 3 16 -> 24 on 32x32 41.9, 39.5, 40.3 / 28.0, 29.0, 28.7; 16 -> 20 and a 2x2 pool 41.1,
+    38.9, 39.7 / 31.3, 27.9, 30.3. Not for the others: 6 x 2 (15 registers) the same within
+    the host's noise (16 -> 16 20.0, 18.9, 19.5 / 19.7, 22.0, 19.4; 3x3 64 -> 64 on 16x16
+    29.5, 27.7, 28.4 / 28.0, 30.9, 27.8), and 8 x 1 2.3 times slower not unrolled (16 -> 16
+    26.6, 27.2 / 61.8, 62.4)."""
+    options = []
+    bits = _max_vector_bits(kind, tile)
+    if bits is not None:
+        options.append(f"-slp-max-reg-size={bits}")
+    if (kind == "conv" and not kernels.wide_registers()
+            and tile[0] * tile[1] + tile[1] + 1 >= AVX2_REGISTERS):
+        options.append("-unroll-runtime=false")
+    return tuple(options)
 
 
 def _max_vector_bits(kind: str, tile) -> int | None:

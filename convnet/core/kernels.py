@@ -276,14 +276,16 @@ def module_lock(path, wait: bool = True):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def import_source(module_name: str, source: str, max_vector_bits: int | None = None,
+def import_source(module_name: str, source: str, llvm_options: tuple[str, ...] = (),
                   wait: bool = True):
     """Import `source` from a file named by its hash in the cache folder (Numba caches only
     functions that live in files), or from memory where that folder cannot be written.
 
-    max_vector_bits: the widest vectors LLVM's SLP vectorizer may build (an LLVM option, so
-    process-wide: the module is compiled into Numba's cache by a child process that sets it,
-    once per machine; where that fails it compiles here with the machine's widest).
+    llvm_options: LLVM command-line options to compile it with (`-slp-max-reg-size=256`,
+    `-unroll-runtime=false`): process-wide, and some cannot be set back to their default, so
+    the module is compiled into Numba's cache by a child process that sets them, once per
+    machine; where that fails it compiles here without them (the source should say which it
+    was written for, a comment, so that a module compiled otherwise is not taken for it).
     wait=False: None, importing nothing, while another process holds the module's lock."""
     import importlib.util  # noqa: PLC0415
     import sys  # noqa: PLC0415
@@ -296,8 +298,8 @@ def import_source(module_name: str, source: str, max_vector_bits: int | None = N
         with module_lock(path, wait) as held:
             if not held:
                 return None
-            if max_vector_bits is not None:
-                _compile_apart(path, max_vector_bits)
+            if llvm_options:
+                _compile_apart(path, llvm_options)
             spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[path.stem] = module  # Numba's cache imports the module by name on load
@@ -411,7 +413,8 @@ import importlib.util, sys
 import numba
 import llvmlite.binding
 from numba.core import config
-llvmlite.binding.set_option("", "-slp-max-reg-size={bits}")
+for option in {options!r}:
+    llvmlite.binding.set_option("", option)
 config.SLP_VECTORIZE = 1
 spec = importlib.util.spec_from_file_location({stem!r}, {path!r})
 module = importlib.util.module_from_spec(spec)
@@ -420,16 +423,17 @@ spec.loader.exec_module(module)
 """
 
 
-def _compile_apart(path, bits: int) -> None:
-    """Compile the module at `path` into Numba's cache in a child process whose SLP vectorizer
-    builds vectors of at most `bits`; a marker beside it says it was done."""
+def _compile_apart(path, options: tuple[str, ...]) -> None:
+    """Compile the module at `path` into Numba's cache in a child process that sets LLVM's
+    `options`; a marker beside it says it was done."""
+    import hashlib  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
-    marker = path.with_suffix(f".slp{bits}")
+    marker = path.with_suffix(".llvm-" + hashlib.sha256(" ".join(options).encode()).hexdigest()[:8])
     if marker.exists():
         return
-    code = _COMPILE_APART.format(bits=bits, stem=path.stem, path=str(path))
+    code = _COMPILE_APART.format(options=tuple(options), stem=path.stem, path=str(path))
     try:  # a child that cannot start or never ends is given up
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False,
                               timeout=COMPILE_APART_SECONDS)

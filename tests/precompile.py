@@ -70,11 +70,12 @@ def _team():
 
 
 MODULES = [
-    _per_dtype("activation_kernels", F32), _team, _blocked("weight_grad", (2,)),
+    _per_dtype("activation_kernels", F32), _team, _blocked("weight_grad", (2, 4)),
     _blocked("merge"), _blocked("conv", (6, 2)), _blocked("conv_rows", (16, 1)),
     _per_dtype("activation_kernels", F64), _per_dtype("batchnorm_kernels", F32),
     _tiled(F32, (8, 8)), _tiled(F64, (8, 8)), _blocked("conv", (8, 2)),
-    _blocked("weight_grad", (4,)), _blocked("conv", (8, 4)), _blocked("pool"),
+    _blocked("weight_grad", (2,)), _blocked("weight_grad", (4,)), _blocked("conv", (8, 4)),
+    _blocked("pool"),
     _blocked("conv", (8, 1)), _blocked("winograd"),
     *[_depthwise(taps) for taps in (9, 6, 10, 15, 12, 16, 2, 4, 5, 1, 25, 64, 3)],
     _pool(4, 4, F64), _pool(4, 1), _pool(2, 2), _pool(1, 2), _pool(1, 2, F64),

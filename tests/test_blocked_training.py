@@ -327,21 +327,24 @@ def test_every_plain_output_tile_gives_the_same_sums(monkeypatch, rng):
 def test_every_weight_gradient_tile_gives_the_same_sums(filters, monkeypatch, rng):
     """The weight gradient's widest tile is 16 output channels, or 32 where AVX-512 runs at
     full rate; the blocks past the last whole tile take narrower ones (there 24 channels a
-    tile of 3 blocks, 40 two of 3 and 2, 56 of 4 and 3, 72 of 4, 3 and 2). Each output channel's
-    sums are the same, in the same order, whatever the widest (the same bits), and PyTorch's
-    to rounding."""
+    tile of 3 blocks, 40 two of 3 and 2, 56 of 4 and 3, 72 of 4, 3 and 2). Without AVX-512 a
+    tile of two or more blocks sums 4 taps at a time, not 8. Each output channel's sums are
+    the same, in the same order, whatever the tile (the same bits), and PyTorch's to
+    rounding."""
     x = rng.standard_normal((3, 12, 9, 11)).astype(np.float32)
     dy = rng.standard_normal((3, filters, 9, 11)).astype(np.float32)
     grads = {}
-    for widest in (2, 4):
+    for widest, taps in ((2, 8), (4, 8), (2, 4)):
         monkeypatch.setattr(blocked, "weight_grad_blocks", lambda widest=widest: widest)
+        monkeypatch.setattr(blocked, "weight_grad_taps", lambda taps=taps: taps)
         conv = cn.Conv2d(12, filters, 3, padding=1)
         conv.weight.data[...] = np.linspace(-1, 1, conv.weight.size).reshape(conv.weight.shape)
         out = conv.forward(x)
         assert isinstance(conv.cache[1], blocked_training.Kept)  # on the blocked kernels
         dx = conv.backward(dy)
-        assert blocked.loaded("weight_grad", tile=(widest,))
-        grads[widest] = (out, dx, conv.weight.grad.copy(), conv.bias.grad.copy())
-    for ours, theirs in zip(grads[2], grads[4], strict=True):
-        np.testing.assert_array_equal(ours, theirs)
+        assert blocked.loaded("weight_grad", tile=(widest,) if taps == 8 else (widest, taps))
+        grads[widest, taps] = (out, dx, conv.weight.grad.copy(), conv.bias.grad.copy())
+    for other in ((4, 8), (2, 4)):
+        for ours, theirs in zip(grads[2, 8], grads[other], strict=True):
+            np.testing.assert_array_equal(ours, theirs)
     assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)

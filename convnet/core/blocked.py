@@ -1612,40 +1612,43 @@ def channel_sums(dy, sums, geometry):
 '''
 
 
-def _weight_grad_tile(ind: str, block_count: int) -> list[str]:
-    """Code summing a tile of dw over the output positions of images bg .. bn - 1: 8 taps x
-    8 output lanes of each of blocks kb .. kb + block_count - 1."""
+def _weight_grad_tile(ind: str, block_count: int, taps: int = LANES) -> list[str]:
+    """Code summing tiles of dw over the output positions of images bg .. bn - 1: `taps` taps
+    (8, or 4 twice for the group of 8) x 8 output lanes of each of blocks kb ..
+    kb + block_count - 1."""
     width = block_count * LANES
     lines = []
-    for c in range(LANES):
-        lines.append(ind + " = ".join(f"a{c}_{k}" for k in range(width)) + " = ZERO")
-    lines += [ind + f"t{c} = offsets[tg * 8 + {c}]" for c in range(LANES)]
-    lines += [
-        ind + "for b in range(bg, bn):",
-        ind + "    xbase = b * x_batch + x_origin",
-        ind + "    dbase = b * dy_batch + kb * dy_block + dy_origin",
-        ind + "    for i in range(out_h):",
-        ind + "        xa = INDEX(xbase + i * stride_h * x_row)",
-        ind + "        da = INDEX(dbase + i * dy_row)",
-        ind + "        for j in range(out_w):",
-    ]
-    body = ind + "            "
-    lines += [body + f"d{k} = dy[da + INDEX({k})]" for k in range(LANES)]
-    for block in range(1, block_count):
-        lines += [body + f"d{block * LANES + k} = dy[da + INDEX({block} * dy_block + {k})]"
-                  for k in range(LANES)]
-    for c in range(LANES):
-        lines.append(body + f"x{c} = x[xa + INDEX(t{c})]")
-        lines += [body + f"a{c}_{k} += x{c} * d{k}" for k in range(width)]
-    lines += [body + "xa += INDEX(stride_w * x_col)", body + "da += INDEX(dy_col)"]
-    lines += [ind + f"tile[{c * width + k}] = a{c}_{k}"
-              for c in range(LANES) for k in range(width)]
-    for half in range(width // LANES):
-        lines += [ind + f"at = INDEX(((kb + {half}) * tap_groups + tg) * 64)",
-                  ind + "for c in range(8):",
-                  ind + "    for k in range(8):",
-                  ind + f"        dw[at + INDEX(c * 8 + k)] += tile[c * {width} + {half * LANES}"
-                        " + k]"]
+    for part in range(LANES // taps):
+        lines += [ind + " = ".join(f"a{c}_{k}" for k in range(width)) + " = ZERO"
+                  for c in range(taps)]
+        lines += [ind + f"t{c} = offsets[tg * 8 + {part * taps + c}]" for c in range(taps)]
+        lines += [
+            ind + "for b in range(bg, bn):",
+            ind + "    xbase = b * x_batch + x_origin",
+            ind + "    dbase = b * dy_batch + kb * dy_block + dy_origin",
+            ind + "    for i in range(out_h):",
+            ind + "        xa = INDEX(xbase + i * stride_h * x_row)",
+            ind + "        da = INDEX(dbase + i * dy_row)",
+            ind + "        for j in range(out_w):",
+        ]
+        body = ind + "            "
+        lines += [body + f"d{k} = dy[da + INDEX({k})]" for k in range(LANES)]
+        for block in range(1, block_count):
+            lines += [body + f"d{block * LANES + k} = dy[da + INDEX({block} * dy_block + {k})]"
+                      for k in range(LANES)]
+        for c in range(taps):
+            lines.append(body + f"x{c} = x[xa + INDEX(t{c})]")
+            lines += [body + f"a{c}_{k} += x{c} * d{k}" for k in range(width)]
+        lines += [body + "xa += INDEX(stride_w * x_col)", body + "da += INDEX(dy_col)"]
+        lines += [ind + f"tile[{c * width + k}] = a{c}_{k}"
+                  for c in range(taps) for k in range(width)]
+        for half in range(width // LANES):
+            first = f" + {part * taps * LANES}" if part else ""
+            lines += [ind + f"at = INDEX(((kb + {half}) * tap_groups + tg) * 64{first})",
+                      ind + f"for c in range({taps}):",
+                      ind + "    for k in range(8):",
+                      ind + f"        dw[at + INDEX(c * 8 + k)] += tile[c * {width} + "
+                            f"{half * LANES} + k]"]
     return lines
 
 
@@ -1655,6 +1658,14 @@ def _weight_grad_tile(ind: str, block_count: int) -> list[str]:
 # WIDE_TILE_SPEED).
 WEIGHT_GRAD_BLOCKS = 2
 FULL_RATE_WEIGHT_GRAD_BLOCKS = 4
+# Without AVX-512 a block is a whole register: 8 taps x 2 blocks would be 16 accumulators, with
+# the 2 vectors of dy and a broadcast 19 of AVX2's 16 registers. There a tile of 2 blocks sums
+# 4 taps (8 accumulators), twice for each group of 8. Zen 3, one thread, batch 128, best of 5
+# alternated in one process (2026-12-03 20:15 UTC), 3x3 layers, 8 taps / 4, ms: 32 -> 32 on
+# 32x32 50.6 / 31.8; 64 -> 64 on 16x16 51.6 / 34.5; 64 -> 128 on 8x8 28.5 / 22.8; 16 -> 16 on
+# 32x32 14.1 / 11.4; 3 -> 32 on 32x32 6.56 / 4.51; 128 -> 128 on 8x8 62.2 / 64.3; 5x5 16 -> 20
+# on 16x16 15.5 / 14.2.
+AVX2_WEIGHT_GRAD_TAPS = 4
 # Output positions a weight-gradient tile sums before it is added to dw: on small maps a tile
 # of one image's positions spent much of its time starting and ending. One thread, 64 -> 128
 # filters, in separate processes alternated, GFLOP/s with an image's tile, 512, 2048 and 4096
@@ -1668,7 +1679,12 @@ def weight_grad_blocks() -> int:
     return FULL_RATE_WEIGHT_GRAD_BLOCKS if kernels.full_rate_512() else WEIGHT_GRAD_BLOCKS
 
 
-def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
+def weight_grad_taps() -> int:
+    """The taps a weight-gradient tile of two or more blocks sums on this CPU."""
+    return LANES if kernels.wide_registers() else AVX2_WEIGHT_GRAD_TAPS
+
+
+def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS, taps: int = LANES) -> str:
     """The weight gradient of a convolution from its input (blocked or plain, read through a
     table of tap offsets as the forward kernel reads it) and its blocked output gradient
     (print it to read it): for each image, run of `widest` blocks of 8 output channels and
@@ -1684,7 +1700,8 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
     layer of 1 or 3 channels wastes no lanes. A tile sums the positions of a group of images
     (one image of WEIGHT_GRAD_POSITIONS positions or more, else as many as make that many)
     before it is added to dw, the group's input and output gradient staying in cache across
-    its taps."""
+    its taps. taps: those a tile of two or more blocks sums (8, or 4 twice; one block's tile
+    sums 8)."""
     # a tile of one block (8 broadcasts and one load for 8 multiply-adds) waits on its loads:
     # 3 blocks (17-24 output channels) as one tile of 3, not 2 + 1: 16 -> 20 filters 5x5 on
     # 16x16, batch 128, two threads, 3.67-3.73 -> 1.92-1.98 ms (where 4 is the widest; with 2
@@ -1717,7 +1734,7 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS) -> str:
         keyword = "if" if index == 0 else "elif" if index < len(widths) - 1 else "else"
         condition = f" count == {width}:" if keyword != "else" else ":"
         lines.append(" " * 16 + keyword + condition)
-        lines += _weight_grad_tile(" " * 20, width)
+        lines += _weight_grad_tile(" " * 20, width, taps if width > 1 else LANES)
     lines.append("            kb += count")
     return "\n".join(lines)
 
@@ -1765,8 +1782,8 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"{geometry}, {scalar}, {scalar}), {options})(conv)\n\n\n"
                   + kernels.task_source("conv", "fffiffi", 2, dtype_name))
     elif kind == "weight_grad":  # and the blocked copies training makes around it
-        widest = WEIGHT_GRAD_BLOCKS if tile is None else tile[0]
-        body = (weight_grad_source(widest) + "\n\n" + BLOCK_COPY_SOURCE + "\n\n"
+        widest, taps = (WEIGHT_GRAD_BLOCKS, LANES) if tile is None else (tile + (LANES,))[:2]
+        body = (weight_grad_source(widest, taps) + "\n\n" + BLOCK_COPY_SOURCE + "\n\n"
                 + CHANNEL_SUMS_SOURCE)
         footer = (f"weight_grad = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, "
                   f"{geometry}), "
@@ -1845,7 +1862,8 @@ _modules: dict[tuple, object] = {}
 
 def _key(kind: str, dtype=numpy.float32, tile=None) -> tuple:
     if kind == "weight_grad" and tile is None:
-        tile = (weight_grad_blocks(),)
+        tile = ((weight_grad_blocks(),) if weight_grad_taps() == LANES
+                else (weight_grad_blocks(), weight_grad_taps()))
     return (kind, numpy.dtype(dtype).name, None if tile is None else tuple(tile))
 
 

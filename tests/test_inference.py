@@ -1545,9 +1545,10 @@ def test_the_container_kinds_the_plans_rely_on():
        seed=st.integers(0, 2**32 - 1))
 def test_dense_steps_match_the_layers(batch, channels, size, outs, after, split, seed):
     """Linear after a Flatten of a blocked tensor on the compiled kernel: images eight at a
-    time (outputs in tiles of 32, layers of more than 16), four at a time (tiles of 16), then
-    one by one (tiles of 16 for narrow layers, else 64), activations fused; split between two
-    threads by images, or one image by outputs."""
+    time (outputs in tiles of 32, layers of more than 16; without AVX-512 six at a time, tiles
+    of 16: `blocked.dense_wide_tile`), four at a time (tiles of 16), then one by one (tiles of
+    16 for narrow layers, else 64), activations fused; split between two threads by images, or
+    one image by outputs."""
     rng = np.random.default_rng(seed)
     model = cn.Sequential(cn.Conv2d(3, channels, 3, padding=1), cn.Flatten(),
                           cn.Linear(channels * size * size, outs),

@@ -1460,6 +1460,19 @@ DENSE_IMAGES, DENSE_IMAGE_TILE = 4, 16
 # DENSE_WIDE_TILE outputs (16 vector accumulators, as the convolution's widest tiles): with 4 x
 # 16 the multiply-adds waited on each other's results.
 DENSE_WIDE_IMAGES, DENSE_WIDE_TILE = 8, 32
+# Without AVX-512 8 x 32 is 32 accumulators of 8 lanes, twice AVX2's registers: there 6 images x
+# 16 outputs (12 accumulators, 2 weight vectors and a broadcast, as the 6 x 2 convolution tile).
+# Zen 3, one thread, batch 128, best of 5 rounds alternated in one process (2026-12-03 20:30
+# UTC), 8 x 32 / 6 x 16 / 4 x 16, ms: lenet5's Linear(400, 120) 0.459 / 0.207 / 0.207,
+# Linear(120, 84) 0.114 / 0.054 / 0.059; mobilenet-mini's 1x1 160 -> 40 0.241 / 0.204 / 0.244,
+# 96 -> 24 0.178 / 0.153 / 0.158, 40 -> 160 0.211 / 0.201 / 0.190.
+AVX2_DENSE_WIDE = (6, 16)
+
+
+def dense_wide_tile() -> tuple[int, int]:
+    """(images, outputs) of the dense product's tile for a layer of more than DENSE_IMAGE_TILE
+    outputs on this CPU."""
+    return (DENSE_WIDE_IMAGES, DENSE_WIDE_TILE) if kernels.wide_registers() else AVX2_DENSE_WIDE
 
 
 def _dense_tile(images: int, tile: int, ind: str) -> list[str]:
@@ -1483,9 +1496,11 @@ def _dense_tile(images: int, tile: int, ind: str) -> list[str]:
     return lines
 
 
-def dense_source() -> str:
-    """The small dense product (print it to read it)."""
-    scratch = max(DENSE_TILE, DENSE_IMAGES * DENSE_IMAGE_TILE, DENSE_WIDE_IMAGES * DENSE_WIDE_TILE)
+def dense_source(wide: tuple[int, int] | None = None) -> str:
+    """The small dense product (print it to read it); wide: its tile of (images, outputs) for
+    layers of more than DENSE_IMAGE_TILE outputs, this CPU's by default."""
+    wide_images, wide_tile = dense_wide_tile() if wide is None else wide
+    scratch = max(DENSE_TILE, DENSE_IMAGES * DENSE_IMAGE_TILE, wide_images * wide_tile)
     lines = [
         "def dense(x, w, bias, out, geometry, alpha, beta):",
         '    """out[n*out_row + o] = act(bias[o] + sum_i x[n*x_row + i] * w[i*w_row + o]) for',
@@ -1496,7 +1511,7 @@ def dense_source() -> str:
         "    A small product (one image, a squeeze-and-excitation block) costs less here than",
         "    BLAS's call and NumPy's passes. Each tile of outputs is summed in registers over",
         "    the inputs (summed in memory, an output cost a load and a store a multiply-add),",
-        f"    for {DENSE_WIDE_IMAGES} images x {DENSE_WIDE_TILE} outputs (a layer of more than "
+        f"    for {wide_images} images x {wide_tile} outputs (a layer of more than "
         f"{DENSE_IMAGE_TILE})",
         f"    and {DENSE_IMAGES} images x {DENSE_IMAGE_TILE} at once while that many are left, "
         "then one by one."
@@ -1505,12 +1520,12 @@ def dense_source() -> str:
         f"    tile = stack_empty({scratch}, x.dtype)",
         "    n = n0",
         f"    if o1 - o0 > {DENSE_IMAGE_TILE}:",
-        f"        while n + {DENSE_WIDE_IMAGES} <= n1:",
-        f"            for t0 in range(o0, o1, {DENSE_WIDE_TILE}):",
+        f"        while n + {wide_images} <= n1:",
+        f"            for t0 in range(o0, o1, {wide_tile}):",
     ]
-    lines += _dense_tile(DENSE_WIDE_IMAGES, DENSE_WIDE_TILE, " " * 16)
+    lines += _dense_tile(wide_images, wide_tile, " " * 16)
     lines += [
-        f"            n += {DENSE_WIDE_IMAGES}",
+        f"            n += {wide_images}",
         f"    while n + {DENSE_IMAGES} <= n1:",
         f"        for t0 in range(o0, o1, {DENSE_IMAGE_TILE}):",
     ]

@@ -138,7 +138,7 @@ def test_row_kernel_forward_of_a_plain_input_matches_torch(channels, filters, ke
         out, dy, dx = run(conv, x, rng)
     finally:
         backend.set_num_threads(previous)
-    assert out.shape[3] >= blocked.ROW_TILE[0]  # the row kernel's case
+    assert out.shape[3] >= blocked.row_tile()[0]  # the row kernel's case
     assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)
 
 

@@ -5,6 +5,7 @@ change, and the cases that must not take a plan."""
 
 import contextlib
 import threading
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -483,16 +484,24 @@ def test_graph_merges_concat_and_squeeze_excitation(rng):
 @settings(max_examples=40, deadline=None)
 @given(channels=st.integers(1, 7), filters=st.integers(1, 8), kernel=st.integers(1, 5),
        dilation=st.integers(1, 2), stride_h=st.integers(1, 2), padding=st.integers(0, 2),
-       width=st.integers(16, 40), height=st.integers(5, 9), batch=st.integers(1, 3),
+       width=st.integers(8, 40), height=st.integers(5, 9), batch=st.integers(1, 3),
        split=st.booleans(), after=st.sampled_from(["none", "relu", "relu6", "silu"]),
+       tile=st.sampled_from([blocked.ROW_TILE, blocked.AVX2_ROW_TILE]),
        seed=st.integers(0, 2**32 - 1))
 def test_row_kernel_of_a_plain_input_matches_the_layers(channels, filters, kernel, dilation,
                                                         stride_h, padding, width, height, batch,
-                                                        split, after, seed):
-    """A first layer of at most 8 filters on rows of 16 or more outputs takes the row kernel
-    (blocked.conv_rows_source): rows whose last 16 columns overlap the ones before, ranges
-    that start and end inside a row (split: one image over two threads), activations fused
-    or not (SiLU takes the lane-by-lane epilogue)."""
+                                                        split, after, tile, seed):
+    """A first layer of at most 8 filters on rows of at least the tile's 16 (8 without
+    AVX-512) outputs takes the row kernel (blocked.conv_rows_source): rows whose last 16 (8)
+    columns overlap the ones before, ranges that start and end inside a row (split: one image
+    over two threads), activations fused or not (SiLU takes the lane-by-lane epilogue)."""
+    with mock.patch.object(blocked, "row_tile", lambda: tile):
+        _row_kernel_case(channels, filters, kernel, dilation, stride_h, padding, width,
+                         height, batch, split, after, seed)
+
+
+def _row_kernel_case(channels, filters, kernel, dilation, stride_h, padding, width, height,
+                     batch, split, after, seed):
     rng = np.random.default_rng(seed)
     conv = cn.Conv2d(channels, filters, kernel, (stride_h, 1), padding, dilation, strict=False)
     conv.bias.assign(rng.standard_normal(filters).astype(np.float32))
@@ -502,7 +511,7 @@ def test_row_kernel_of_a_plain_input_matches_the_layers(channels, filters, kerne
     with steps_split(split):
         expected = reference(model, x)
         ours = planned(model, x)
-    if expected.shape[3] < blocked.ROW_TILE[0]:
+    if expected.shape[3] < blocked.row_tile()[0]:
         return  # too narrow for it: the other tiles' case
     assert_matches(ours, expected)
     plan = next(iter(model._inference_plans.values()))

@@ -531,11 +531,22 @@ def conv_source(positions: int, block_count: int) -> str:
 # inference, 2-6% in training): moving 16 x 16 sums into the blocked layout costs more than
 # the taps of a 3x3x3 window save.
 ROW_TILE = (16, 1)
+# Without AVX-512, 16 columns are two registers: 8 filters' sums 16 of them, and with the
+# input's two vectors and a broadcast weight 19 of AVX2's 16. There 8 columns (8 sums). Zen 3,
+# one thread, batch 128, best of 5 alternated in one process (2026-12-03 19:45 UTC), the first
+# layer's step, 16 / 8 columns, ms: lenet5 (1 -> 6 5x5 and its pool) 1.900 / 1.221, fcn-mini
+# (1 -> 8 3x3 on 64x64) 5.144 / 4.504, unet-mini 5.608 / 4.907.
+AVX2_ROW_TILE = (8, 1)
+
+
+def row_tile() -> tuple[int, int]:
+    """The row kernel's tile (columns, blocks) on this CPU."""
+    return ROW_TILE if kernels.wide_registers() else AVX2_ROW_TILE
 
 
 def takes_rows(filters: int, stride_w: int, out_w: int) -> bool:
     """Whether a convolution of a plain input runs on the row kernel (`conv_rows_source`)."""
-    return filters <= LANES and stride_w == 1 and out_w >= ROW_TILE[0]
+    return filters <= LANES and stride_w == 1 and out_w >= row_tile()[0]
 
 
 def _row_spans(positions: int, per_tile: str, per_row: list[str]) -> list[str]:

@@ -156,7 +156,7 @@ def _forward_kernel(plain_input: bool, filters: int, stride_w: int, out_w: int):
     """(kind, tile) of `_run_conv`: the row kernel for a plain input (each filter's sums stored
     as vectors into its plane) where it takes the layer, else the tile kernel."""
     if plain_input and blocked.takes_rows(filters, stride_w, out_w):
-        return "conv_rows", blocked.ROW_TILE
+        return "conv_rows", blocked.row_tile()
     return "conv", plain_tile(filters)
 
 

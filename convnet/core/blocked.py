@@ -1698,6 +1698,13 @@ AVX2_WEIGHT_GRAD_TAPS = 4
 # positions: 8x8 (batch 128) 125-133, 143-181, 161-177, 151-159; 16x16 (batch 32) 149-179,
 # 159-184, 167-195, 167-186; 4x4 (batch 512) 61-66, 117-153 at 512; 32x32 unchanged.
 WEIGHT_GRAD_POSITIONS = 2048
+# The AVX2 build's (4-tap tiles): on Zen 3 (512 KB of second-level cache against Zen 4's and
+# 5's 1 MB) a group's input, re-read for every block of output channels, fell out of it. One
+# thread, batch 128, best of 5 alternated in one process (2026-12-03 19:55 UTC), 3x3 layers,
+# 2048 / 256 / 128 positions, ms: 128 -> 128 on 4x4 18.43 / 13.61 / 11.90, on 8x8 43.44 /
+# 38.33 / 32.93; 64 -> 64 on 8x8 11.76 / 8.97 / 8.37; 64 -> 128 on 8x8 24.42 (2048), 17.07
+# (128); 64 -> 64 on 16x16 35.37 / 31.20 (256) / 31.25; 3 -> 32 on 32x32 4.41 / 4.30 / 4.10.
+AVX2_WEIGHT_GRAD_POSITIONS = 128
 
 
 def weight_grad_blocks() -> int:
@@ -1724,7 +1731,8 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS, taps: int = LANES) -> s
     channels get narrower tiles (of 3, 2 or 1 blocks; 5 blocks left as 3 + 2). The taps of a
     blocked input are its lanes (c // 8, u, v, c % 8), those of a plain one (c, u, v): a first
     layer of 1 or 3 channels wastes no lanes. A tile sums the positions of a group of images
-    (one image of WEIGHT_GRAD_POSITIONS positions or more, else as many as make that many)
+    (one image of WEIGHT_GRAD_POSITIONS positions or more, else as many as make that many;
+    AVX2_WEIGHT_GRAD_POSITIONS for the AVX2 build, taps 4)
     before it is added to dw, the group's input and output gradient staying in cache across
     its taps. taps: those a tile of two or more blocks sums (8, or 4 twice; one block's tile
     sums 8)."""
@@ -1733,6 +1741,7 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS, taps: int = LANES) -> s
     # 16x16, batch 128, two threads, 3.67-3.73 -> 1.92-1.98 ms (where 4 is the widest; with 2
     # widest, 24 vector accumulators would not fit AVX2's 16 registers)
     widths = [w for w in (4, 3, 2, 1) if w <= widest and (w != 3 or widest == 4)]
+    positions = WEIGHT_GRAD_POSITIONS if taps == LANES else AVX2_WEIGHT_GRAD_POSITIONS
     lines = [
         "def weight_grad(x, dy, offsets, dw, geometry):",
         "    # x (flat): tap t of output position (i, j) of image b is",
@@ -1743,7 +1752,7 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS, taps: int = LANES) -> s
         "     dy_col, dy_origin, out_h, out_w, stride_h, stride_w) = geometry[:16]",
         "    tap_groups = offsets.shape[0] // 8",
         f"    tile = stack_empty({widest * LANES * LANES}, x.dtype)",
-        f"    group = max(1, {WEIGHT_GRAD_POSITIONS} // (out_h * out_w))",
+        f"    group = max(1, {positions} // (out_h * out_w))",
         "    for bg in range(b0, b1, group):",
         "        bn = min(bg + group, b1)",
         "        kb = 0",

@@ -67,7 +67,7 @@ ACTIVATIONS = {"none": 0, "relu": 1, "clip": 2, "hardswish": 3, "leaky": 4, "har
 # 4 x 3 runs at 0.6-0.8 of 6 x 2's speed and 8 x 1 at 0.5-0.6. `choose_tile` weighs the
 # waste of each by these speeds. On AVX2 (Zen 3), with the 4 x 3 tile's loop no longer
 # spilling (`_llvm_options`), per useful lane, one thread, batch 128, a second layer (blocked
-# input), best of 3 alternated rounds (2026-12-03 20:05 UTC), GFLOP/s: 5x5 on 32x32 16 -> 16
+# input), best of 3 alternated rounds (2026-12-03 19:22 UTC), GFLOP/s: 5x5 on 32x32 16 -> 16
 # 6 x 2 77.8, 16 -> 24 4 x 3 90.6, 16 -> 8 8 x 1 45.5; 3x3 on 16x16 32 -> 32 67.2, 32 -> 24
 # 69.7, 32 -> 8 48.4; on 8x8 64 -> 64 69.4, 64 -> 48 67.4: 4 x 3 as fast as 6 x 2, which
 # ties go to.
@@ -533,7 +533,7 @@ def conv_source(positions: int, block_count: int) -> str:
 ROW_TILE = (16, 1)
 # Without AVX-512, 16 columns are two registers: 8 filters' sums 16 of them, and with the
 # input's two vectors and a broadcast weight 19 of AVX2's 16. There 8 columns (8 sums). Zen 3,
-# one thread, batch 128, best of 5 alternated in one process (2026-12-03 19:45 UTC), the first
+# one thread, batch 128, best of 5 alternated in one process (2026-12-03 19:41 UTC), the first
 # layer's step, 16 / 8 columns, ms: lenet5 (1 -> 6 5x5 and its pool) 1.900 / 1.221, fcn-mini
 # (1 -> 8 3x3 on 64x64) 5.144 / 4.504, unet-mini 5.608 / 4.907.
 AVX2_ROW_TILE = (8, 1)
@@ -1473,7 +1473,7 @@ DENSE_IMAGES, DENSE_IMAGE_TILE = 4, 16
 DENSE_WIDE_IMAGES, DENSE_WIDE_TILE = 8, 32
 # Without AVX-512 8 x 32 is 32 accumulators of 8 lanes, twice AVX2's registers: there 6 images x
 # 16 outputs (12 accumulators, 2 weight vectors and a broadcast, as the 6 x 2 convolution tile).
-# Zen 3, one thread, batch 128, best of 5 rounds alternated in one process (2026-12-03 20:30
+# Zen 3, one thread, batch 128, best of 5 rounds alternated in one process (2026-12-03 19:39
 # UTC), 8 x 32 / 6 x 16 / 4 x 16, ms: lenet5's Linear(400, 120) 0.459 / 0.207 / 0.207,
 # Linear(120, 84) 0.114 / 0.054 / 0.059; mobilenet-mini's 1x1 160 -> 40 0.241 / 0.204 / 0.244,
 # 96 -> 24 0.178 / 0.153 / 0.158, 40 -> 160 0.211 / 0.201 / 0.190.
@@ -1687,7 +1687,7 @@ FULL_RATE_WEIGHT_GRAD_BLOCKS = 4
 # Without AVX-512 a block is a whole register: 8 taps x 2 blocks would be 16 accumulators, with
 # the 2 vectors of dy and a broadcast 19 of AVX2's 16 registers. There a tile of 2 blocks sums
 # 4 taps (8 accumulators), twice for each group of 8. Zen 3, one thread, batch 128, best of 5
-# alternated in one process (2026-12-03 20:15 UTC), 3x3 layers, 8 taps / 4, ms: 32 -> 32 on
+# alternated in one process (2026-12-03 19:35 UTC), 3x3 layers, 8 taps / 4, ms: 32 -> 32 on
 # 32x32 50.6 / 31.8; 64 -> 64 on 16x16 51.6 / 34.5; 64 -> 128 on 8x8 28.5 / 22.8; 16 -> 16 on
 # 32x32 14.1 / 11.4; 3 -> 32 on 32x32 6.56 / 4.51; 128 -> 128 on 8x8 62.2 / 64.3; 5x5 16 -> 20
 # on 16x16 15.5 / 14.2.
@@ -1700,7 +1700,7 @@ AVX2_WEIGHT_GRAD_TAPS = 4
 WEIGHT_GRAD_POSITIONS = 2048
 # The AVX2 build's (4-tap tiles): on Zen 3 (512 KB of second-level cache against Zen 4's and
 # 5's 1 MB) a group's input, re-read for every block of output channels, fell out of it. One
-# thread, batch 128, best of 5 alternated in one process (2026-12-03 19:55 UTC), 3x3 layers,
+# thread, batch 128, best of 5 alternated in one process (2026-12-03 19:44 UTC), 3x3 layers,
 # 2048 / 256 / 128 positions, ms: 128 -> 128 on 4x4 18.43 / 13.61 / 11.90, on 8x8 43.44 /
 # 38.33 / 32.93; 64 -> 64 on 8x8 11.76 / 8.97 / 8.37; 64 -> 128 on 8x8 24.42 (2048), 17.07
 # (128); 64 -> 64 on 16x16 35.37 / 31.20 (256) / 31.25; 3 -> 32 on 32x32 4.41 / 4.30 / 4.10.
@@ -2003,7 +2003,7 @@ def _llvm_options(kind: str, tile) -> tuple[str, ...]:
     filter vectors and a broadcast) kept an accumulator on the stack, a store and a load in its
     chain every tap (perf samples: most of the loop's time at the reload), and ran at about 60
     GFLOP/s on a core against 6 x 2's 85; not unrolled it keeps all in registers. One thread,
-    batch 128, 5x5 filters, ms, unrolled / not (three runs alternated, 2026-12-03 19:50 UTC):
+    batch 128, 5x5 filters, ms, unrolled / not (three runs alternated, 2026-12-03 19:15 UTC):
     4 x 3 16 -> 24 on 32x32 41.9, 39.5, 40.3 / 28.0, 29.0, 28.7; 16 -> 20 and a 2x2 pool 41.1,
     38.9, 39.7 / 31.3, 27.9, 30.3. Not for the others: 6 x 2 (15 registers) the same within
     the host's noise (16 -> 16 20.0, 18.9, 19.5 / 19.7, 22.0, 19.4; 3x3 64 -> 64 on 16x16

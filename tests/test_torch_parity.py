@@ -20,7 +20,7 @@ from engine_checks import (
     pool_fits_exactly,
     tf_same_padding,
 )
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
@@ -247,6 +247,16 @@ def test_svm_is_multi_margin_times_classes(seed, n, classes, margin):
     assert_close(grad, ts.grad, "score gradient")
 
 
+def _near_tie_in_2x2_windows(x, rel=1e-5):
+    """Whether a 2x2 window of x (N, C, H, W) holds two largest values within rel of each
+    other (and above 0: a window of zeros after a ReLU passes no gradient on either side)."""
+    n, c, h, w = x.shape
+    windows = np.sort(x[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2)
+                      .transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4), axis=-1)
+    top, second = windows[..., -1], windows[..., -2]
+    return bool(((top > 0) & (top - second <= rel * np.abs(top))).any())
+
+
 def _torch_key(key):
     """Our key for layer i is PyTorch's for layer i, or i + 1 after the explicit pad."""
     index, rest = key.split(".", 1)
@@ -256,7 +266,11 @@ def _torch_key(key):
 @settings(max_examples=10, deadline=None)
 @given(seed=seeds)
 def test_training_steps_of_a_whole_network(seed):
-    """Conv-BN-ReLU-pool-conv-ReLU-GAP-FC with cross-entropy: three SGD steps on both sides."""
+    """Conv-BN-ReLU-pool-conv-ReLU-GAP-FC with cross-entropy: three SGD steps on both sides.
+    A draw whose max pool has two nearly equal largest values in a window is rejected: float32
+    rounding may pick either, and the gradient then flows to another pixel (seed 2089 after
+    four other draws: 0.20743856 against 0.20743875, the first conv's weights 7% apart in one
+    channel on every path, NumPy's included)."""
     rng = np.random.default_rng(seed)
     model = cn.Sequential(
         cn.Conv2d(3, 6, 3, padding=1), cn.BatchNorm2d(6), cn.ReLU(), cn.MaxPool2d(2),
@@ -276,6 +290,9 @@ def test_training_steps_of_a_whole_network(seed):
     with torch.no_grad():
         for key, value in model.state_dict().items():
             twin_state[_torch_key(key)].copy_(torch.from_numpy(np.array(value)))
+    pooled = []
+    twin[3].register_forward_hook(lambda module, inputs, output: pooled.append(
+        inputs[0].detach().numpy()))
     opt = cn.SGD(model.parameters(), lr=0.1, momentum=0.9)
     topt = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
     loss_fn = cn.CrossEntropyLoss()
@@ -290,6 +307,7 @@ def test_training_steps_of_a_whole_network(seed):
         topt.zero_grad()
         tloss.backward()
         topt.step()
+        assume(not _near_tie_in_2x2_windows(pooled[-1]))
         assert loss == pytest.approx(tloss.item(), rel=1e-4, abs=1e-5)
     theirs = twin.state_dict()
     for key, value in model.state_dict().items():

@@ -1507,10 +1507,10 @@ def _dense_tile(images: int, tile: int, ind: str) -> list[str]:
     return lines
 
 
-def dense_source(wide: tuple[int, int] | None = None) -> str:
-    """The small dense product (print it to read it); wide: its tile of (images, outputs) for
-    layers of more than DENSE_IMAGE_TILE outputs, this CPU's by default."""
-    wide_images, wide_tile = dense_wide_tile() if wide is None else wide
+def dense_source() -> str:
+    """The small dense product (print it to read it), with this CPU's tile for layers of more
+    than DENSE_IMAGE_TILE outputs (`dense_wide_tile`)."""
+    wide_images, wide_tile = dense_wide_tile()
     scratch = max(DENSE_TILE, DENSE_IMAGES * DENSE_IMAGE_TILE, wide_images * wide_tile)
     lines = [
         "def dense(x, w, bias, out, geometry, alpha, beta):",

@@ -1052,7 +1052,7 @@ def test_winograd_steps_match_the_layers(case, threads, rng):
     """One image's 3x3 stride-1 convolutions of 32 channels or more run as Winograd F(2x2,
     3x3) (input tiles transformed, 16 products, transformed back with the bias, batch norm,
     shortcut, activation or pool): the layers' answer, before and after the weights change;
-    a batch of two takes the direct kernel."""
+    a batch of two takes it on one thread, the direct kernel on two (split by images)."""
     c, k, size, after = case["channels"], case["filters"], case["size"], case["after"]
     x_in = cn.Input((c, size, size))
     first = cn.Conv2d(c, c, 1)(x_in)  # (the 3x3 layer's input blocked)
@@ -1076,7 +1076,7 @@ def test_winograd_steps_match_the_layers(case, threads, rng):
     previous = backend.num_threads()
     backend.set_num_threads(threads)
     try:
-        for batch, expected in ((1, 1), (2, 0)):
+        for batch, expected in ((1, 1), (2, int(threads == 1))):
             x = rng.standard_normal((batch, c, size, size)).astype(np.float32)
             assert_matches(planned(model, x), reference(model, x))
             assert _winograd_steps(model, batch, threads) == expected
@@ -1090,9 +1090,10 @@ def test_winograd_steps_match_the_layers(case, threads, rng):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_winograd_runs_a_batch_image_by_image(threads, monkeypatch, rng):
-    """Where a runner of several images takes Winograd (WINOGRAD_MAX_BATCH raised), each
-    image's three calls read and write that image's place (and its shortcut's)."""
-    monkeypatch.setattr(inference, "WINOGRAD_MAX_BATCH", 8)
+    """A runner of several images on one thread takes Winograd, each image's three calls
+    reading and writing that image's place (and its shortcut's): on one thread a batch of 5
+    whole, on two a large batch's lanes (`Plan._in_lanes`: here of 2 and 1 images, the
+    plan's piece made 2 images), each lane on one thread."""
     x_in = cn.Input((32, 6, 6))
     first = cn.Conv2d(32, 32, 1)(x_in)
     y = cn.ReLU()(cn.Add()([cn.Conv2d(32, 32, 3, padding=1)(first), first]))
@@ -1101,10 +1102,12 @@ def test_winograd_runs_a_batch_image_by_image(threads, monkeypatch, rng):
     previous = backend.num_threads()
     backend.set_num_threads(threads)
     try:
+        planned(model, np.zeros((1, 32, 6, 6), np.float32))
+        next(iter(model._inference_plans.values())).piece = 2 if threads == 2 else 5
         for _ in range(2):
-            x = rng.standard_normal((3, 32, 6, 6)).astype(np.float32)
+            x = rng.standard_normal((5, 32, 6, 6)).astype(np.float32)
             assert_matches(planned(model, x), reference(model, x))
-        assert _winograd_steps(model, 3, threads) == 2
+        assert _winograd_steps(model, 5 if threads == 1 else 2, 1) == 2
     finally:
         backend.set_num_threads(previous)
 

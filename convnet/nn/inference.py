@@ -212,9 +212,9 @@ class Step:
     fingerprint = None  # what the packed copies were made from
     module_kinds: tuple[str, ...] = ()  # the blocked modules it runs on, of no tile
 
-    def modules(self, n: int) -> list[tuple]:
-        """The blocked kernel modules a batch of n runs the step on, (kind, dtype, tile) each
-        (`blocked.compile_ahead`)."""
+    def modules(self, n: int, threads: int) -> list[tuple]:
+        """The blocked kernel modules a runner of n images on `threads` threads runs the step
+        on, (kind, dtype, tile) each (`blocked.compile_ahead`)."""
         return [(kind, numpy.float32, None) for kind in self.module_kinds]
 
     def prepare(self) -> None:
@@ -408,12 +408,19 @@ class ConvStep(Step):
         self.winograd_tile = (blocked.choose_tile(conv.out_channels, (h // 2) * (w // 2),
                                                   w // 2) if self._winograd_fits(c) else None)
 
-    def modules(self, n: int) -> list[tuple]:
+    def modules(self, n: int, threads: int) -> list[tuple]:
         found = [(self.kernel, numpy.float32, self.tile), ("merge", numpy.float32, None)]
-        if self.winograd_tile is not None and n <= WINOGRAD_MAX_BATCH:
+        if self.takes_winograd(n, threads):
             found += [("winograd", numpy.float32, None),
                       ("conv", numpy.float32, self.winograd_tile)]
         return found
+
+    def takes_winograd(self, n: int, threads: int) -> bool:
+        """Whether a runner of n images on `threads` threads runs this step as Winograd
+        (`_bind_winograd`, where it fits): one image, its calls split between the threads, or
+        images one by one on one thread (a large batch's lanes, `Plan._in_lanes`). A batch run
+        whole on several threads takes the direct kernel, split by images."""
+        return self.winograd_tile is not None and (n == 1 or threads == 1)
 
     def _winograd_fits(self, channels: int) -> bool:
         """Whether Winograd F(2x2, 3x3) serves this step (`blocked.winograd_sources`): a 3x3
@@ -543,11 +550,10 @@ class ConvStep(Step):
         """For each image, three calls: its input's tiles transformed into v, sixteen 1x1
         convolutions of v into m (one chunk each: the threads take them as they come), m
         transformed back into the output (+ bias, shortcut, activation, pool). v and m hold
-        one image's (four times its input's and output's size). Only runners of one image
-        take it (WINOGRAD_MAX_BATCH): a lane of 16 images whole in each call left the cache
-        (vggish at batch 128 20.7-23.1 ms against 16.8-19.7 direct), and image by image was
-        level on one thread (best of 15, three alternations: vggish 3.30-4.77 against
-        4.37-4.60 ms, resnet8 2.05-2.64 against 2.15-2.29)."""
+        one image's (four times its input's and output's size), the same for every image of
+        the runner (`takes_winograd`: a runner of one thread where it has several). A lane of
+        16 images whole in each call instead left the cache (vggish at batch 128 20.7-23.1 ms
+        against 16.8-19.7 direct)."""
         conv, n, lanes = self.conv, rt.n, blocked.LANES
         c, k = conv.in_channels, conv.out_channels
         th, tw = self.out_hw[0] // 2, self.out_hw[1] // 2
@@ -612,7 +618,7 @@ class ConvStep(Step):
         return Bound(post, calls)
 
     def bind(self, rt):
-        if self.winograd_tile is not None and rt.n <= WINOGRAD_MAX_BATCH:
+        if self.takes_winograd(rt.n, rt.threads):
             return self._bind_winograd(rt)
         conv, n = self.conv, rt.n
         pad = self.geometry.padding
@@ -717,16 +723,18 @@ class ConvStep(Step):
 _EMPTY = numpy.zeros(1, numpy.float32)
 
 # Winograd F(2x2, 3x3) for the 3x3 convolutions that fit (ConvStep._winograd_fits), on runners
-# of one image: there the direct kernel is at the cores' peak of multiply-adds and Winograd
-# does 2.25x fewer. Two threads, one image, alternated processes, 2026-12-03 11:21 UTC (us):
-# vggish 112.7-131.6 against 144.9-148.2 direct, resnet8 74.2-75.9 / 80.2-93.6, fcn-mini
-# 118.5-126.2 / 144.7-150.4, unet-mini 234-242 / 265-288; with 16 channels and more instead of
-# 32, vggish, resnet8 and unet-mini were slower (its products have too few taps a tile), with
-# 64 vggish lost its gain. At batch 128 it was slower or level (`_bind_winograd`).
-# CONVNET_WINOGRAD=0 switches it off.
+# of one image and on a large batch's lanes (ConvStep.takes_winograd): there the direct kernel
+# is at the cores' peak of multiply-adds and Winograd does 2.25x fewer. Two threads, one image,
+# alternated processes, 2026-12-03 11:21 UTC (us): vggish 112.7-131.6 against 144.9-148.2
+# direct, resnet8 74.2-75.9 / 80.2-93.6, fcn-mini 118.5-126.2 / 144.7-150.4, unet-mini 234-242
+# / 265-288; with 16 channels and more instead of 32, vggish, resnet8 and unet-mini were slower
+# (its products have too few taps a tile), with 64 vggish lost its gain. Batch 128 (lanes of
+# images on one thread each), the whole network, direct / Winograd alternated in one process,
+# best of 6, 2026-12-03 22:55-23:05 UTC: two threads vggish 1.27-1.30x, resnet8 1.06-1.09x,
+# fcn-mini 1.04-1.09x, unet-mini 1.07x; one thread 1.31x, 1.11x, 1.07x, 1.06x (taking it only
+# from 64 input channels or with a pool: 1.02-1.26x). CONVNET_WINOGRAD=0 switches it off.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 32
-WINOGRAD_MAX_BATCH = 1
 _SKEW = 16  # floats: a cache line
 _WINOGRAD_G = numpy.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
@@ -749,7 +757,7 @@ class DepthwiseStep(Step):
     folded = ConvStep.folded
     _fingerprint = ConvStep._fingerprint
 
-    def modules(self, n: int) -> list[tuple]:
+    def modules(self, n: int, threads: int) -> list[tuple]:
         return [("depthwise", numpy.float32, blocked.depthwise_tile(self.conv.kernel_size))]
 
     def prepare(self) -> None:
@@ -820,7 +828,7 @@ class TransposedConvStep(Step):
     def needs_border(self) -> int:
         return self.border
 
-    def modules(self, n: int) -> list[tuple]:
+    def modules(self, n: int, threads: int) -> list[tuple]:
         return [("conv", numpy.float32, self.tile)]
 
     def prepare(self) -> None:
@@ -1688,8 +1696,9 @@ class Plan:
         n, threads = arrays[0].shape[0], num_threads()
         if not self.compiled_ahead:  # the kernels' modules, in the order the steps need them
             self.compiled_ahead = True
-            blocked.compile_ahead([("merge", numpy.float32, None)]
-                                  + [key for step in self.steps for key in step.modules(n)])
+            runner = (self.piece, 1) if n > self.piece * threads else (n, threads)  # (lanes)
+            blocked.compile_ahead([("merge", numpy.float32, None)] + [
+                key for step in self.steps for key in step.modules(*runner)])
         if n > self.piece * threads:
             self._refresh()
             results = self._in_lanes(arrays, threads)

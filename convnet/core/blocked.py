@@ -535,7 +535,13 @@ ROW_TILE = (16, 1)
 # input's two vectors and a broadcast weight 19 of AVX2's 16. There 8 columns (8 sums). Zen 3,
 # one thread, batch 128, best of 5 alternated in one process (2026-12-03 19:41 UTC), the first
 # layer's step, 16 / 8 columns, ms: lenet5 (1 -> 6 5x5 and its pool) 1.900 / 1.221, fcn-mini
-# (1 -> 8 3x3 on 64x64) 5.144 / 4.504, unet-mini 5.608 / 4.907.
+# (1 -> 8 3x3 on 64x64) 5.144 / 4.504, unet-mini 5.608 / 4.907. And there vectorized over the
+# 8 filters (`conv_rows_source`'s over_filters): vectorized over the columns, the epilogue
+# gathered each column's 8 sums from 8 vectors, half the step's time (perf). Best of 15 of
+# the step, three alternated processes (2026-12-03 23:10 UTC), fcn-mini's first layer 4.45-4.58
+# -> 2.71-2.89 ms (12 columns 2.35-2.42, 16 3.2-4.1: spilled); training's forward of it
+# 8.4-8.6 -> 4.3-4.6, of lenet5's 1.8-3.7 -> 1.3-2.5; whole networks at batch 128, one
+# thread: lenet5 2.13-2.28 -> 1.90-1.93 ms, fcn-mini 53.3-56.7 -> 50.1-52.1.
 AVX2_ROW_TILE = (8, 1)
 
 
@@ -567,16 +573,25 @@ def _row_spans(positions: int, per_tile: str, per_row: list[str]) -> list[str]:
             f"                    jc = min(j0, out_w - {positions})  # P columns inside the row"]
 
 
-def conv_rows_source(positions: int) -> str:
+def conv_rows_source(positions: int, over_filters: bool = False) -> str:
     """The direct convolution of a plain input at column stride 1 (a first layer's 1-3
-    channels), vectorized over P consecutive output columns instead of over the filters: per
-    tap one vector load of P input pixels and 8 fused multiply-adds, each with one filter's
-    weight broadcast (with one block of filters, `conv_source`'s 8 x 1 tile broadcasts each
-    pixel, and LLVM pairs its positions into 16 lanes with a permute per pair). Same
-    arguments and geometry as `conv_source`'s kernel, filters packed for one block; a row's
-    last P columns end at its end (recomputing some: needs rows of at least P columns), only
-    this call's positions are stored, and no shortcut is added (print it to read it)."""
+    channels), P consecutive output columns of a row at a time, each tap's pixels at constant
+    distances from one address. Vectorized over the P columns: per tap one vector load of P
+    input pixels and 8 fused multiply-adds, each with one filter's weight broadcast (with one
+    block of filters, `conv_source`'s 8 x 1 tile broadcasts each pixel, and LLVM pairs its
+    positions into 16 lanes with a permute per pair); over_filters: over the 8 filters
+    instead (AVX2's 8 lanes: per tap one vector of weights and P pixels broadcast), the sums
+    of a column then already the 8 lanes of its blocked output (no transposing in the
+    epilogue). Same arguments and geometry as `conv_source`'s kernel, filters packed for one
+    block; a row's last P columns end at its end (recomputing some: needs rows of at least P
+    columns), only this call's positions are stored, and no shortcut is added (print it to
+    read it)."""
     lanes = LANES
+
+    def held(k, p) -> str:
+        """Where filter k's sum of column p is kept in `tile` (p, k: code or numbers)."""
+        return f"{p} * {lanes} + {k}" if over_filters else f"{k} * {positions} + {p}"
+
     lines = [
         "def conv(x, w, bias, offsets, out, residual, geometry, alpha, beta):",
         "    # x: plain, output position (i, j) of image b reads x at",
@@ -604,13 +619,21 @@ def conv_rows_source(positions: int) -> str:
               ind + "for t in range(t_lo, t_hi):",
               ind + "    at = INDEX(row + jc + offsets[t])"]
     body = ind + "    "
-    lines += [body + f"x{p} = x[at + INDEX({p})]" for p in range(positions)]
-    for k in range(lanes):
-        lines.append(body + f"w{k} = w[wa + INDEX({k})]")
-        lines += [body + f"a{k}_{p} += x{p} * w{k}" for p in range(positions)]
+    if over_filters:  # (the statements' order leads LLVM's vectorizer)
+        lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]
+        for p in range(positions):
+            lines.append(body + f"x{p} = x[at + INDEX({p})]")
+            lines += [body + f"a{k}_{p} += x{p} * w{k}" for k in range(lanes)]
+    else:
+        lines += [body + f"x{p} = x[at + INDEX({p})]" for p in range(positions)]
+        for k in range(lanes):
+            lines.append(body + f"w{k} = w[wa + INDEX({k})]")
+            lines += [body + f"a{k}_{p} += x{p} * w{k}" for p in range(positions)]
     lines.append(body + f"wa += INDEX({lanes})")
-    lines += [ind + f"tile[{k * positions + p}] = a{k}_{p}"
-              for k in range(lanes) for p in range(positions)]
+    order = ([(k, p) for p in range(positions) for k in range(lanes)] if over_filters
+             else [(k, p) for k in range(lanes) for p in range(positions)])
+    lines += [ind + f"tile[{p * lanes + k if over_filters else k * positions + p}] = a{k}_{p}"
+              for k, p in order]
     # A 2x2 stride-2 max pool taken in (as in conv_source's _pooled_stores: a blocked output,
     # no activation, ReLU or a clip, an even row width and ranges of whole row pairs, so
     # the columns j0 - jc, j0 - jc + 1 ... pair up): each pair's maximum at the pooled output,
@@ -623,7 +646,8 @@ def conv_rows_source(positions: int) -> str:
         ind + f"        c = INDEX(kt * {lanes})",
     ]
     lines += _pooled_lanes(ind + "        ", lambda lane: (
-        f"tile[{lane * positions} + p]", f"tile[{lane * positions + 1} + p]"), "oq", "i & 1")
+        f"tile[INDEX({held(lane, 'p')})]", f"tile[INDEX({held(lane, '(p + 1)')})]"),
+        "oq", "i & 1")
     lines.append(ind + "    continue")
     # This call's columns: into a blocked output with no activation, ReLU or a clip, eight
     # lanes at a time in straight-line code, every load before any store (LLVM's SLP
@@ -636,7 +660,7 @@ def conv_rows_source(positions: int) -> str:
     ]
     lines += [ind + "        oq = INDEX(o + kt * out_block)",
               ind + f"        c = INDEX(kt * {lanes})"]
-    lines += [ind + f"        y{lane} = min(max(tile[{lane * positions} + p]"
+    lines += [ind + f"        y{lane} = min(max(tile[INDEX({held(lane, 'p')})]"
                     f" + bias[c + INDEX({lane})], lo), hi)" for lane in range(LANES)]
     lines += [ind + f"        out[oq + INDEX({lane})] = y{lane}" for lane in range(LANES)]
     lines += [
@@ -644,7 +668,7 @@ def conv_rows_source(positions: int) -> str:
         ind + "    if plain_rows and act <= 2:  # all of this position's filters: below",
         ind + "        break",
         ind + "    for k in range(store):",
-        ind + f"        y = tile[k * {positions} + p] + bias[kt * {lanes} + k]",
+        ind + f"        y = tile[INDEX({held('k', 'p')})] + bias[kt * {lanes} + k]",
         ind + "        out[INDEX(o + kt * out_block + k * out_lane)] = "
               "activate(y, act, alpha, beta)",
         # a plain output (training's): each filter's columns in a row of its own plane
@@ -654,8 +678,8 @@ def conv_rows_source(positions: int) -> str:
         ind + f"        shift = bias[kt * {lanes} + k]",
         ind + f"        oc = o + (kt * {lanes} + k) * out_lane",
         ind + f"        for p in range(j0 - jc, min(je - jc, {positions})):",
-        ind + f"            out[INDEX(oc + p)] = min(max(tile[k * {positions} + p] + shift, lo),"
-              " hi)",
+        ind + f"            out[INDEX(oc + p)] = min(max(tile[INDEX({held('k', 'p')})]"
+              " + shift, lo), hi)",
     ]
     return "\n".join(lines)
 
@@ -1810,7 +1834,7 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
     geometry = "numba.int64[::1]"
     if kind in ("conv", "conv_rows", "conv_span"):  # the same arguments: a tile's, the rows'
         source = {"conv": lambda: conv_source(*tile),  # or the spans' kernel
-                  "conv_rows": lambda: conv_rows_source(tile[0]),
+                  "conv_rows": lambda: conv_rows_source(tile[0], not kernels.wide_registers()),
                   "conv_span": lambda: conv_span_source(*tile)}[kind]()
         body = ACTIVATE_SOURCE + "\n\n" + source
         footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "

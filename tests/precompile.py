@@ -81,6 +81,7 @@ MODULES = [
     _pool(4, 4, F64), _pool(4, 1), _pool(2, 2), _pool(1, 2), _pool(1, 2, F64),
     _pool(1, 1, F64), _pool(1, 1), _pool(2, 1), _pool(3, 3, F64), _pool(3, 3),
     _per_dtype("gate_kernels", F32), _per_dtype("gate_kernels", F64), _pool(2, 2, F64),
+    _per_dtype("resize_kernels", F32), _per_dtype("resize_kernels", F64),
     _per_dtype("batchnorm_kernels", F64), _blocked("conv", (4, 3)),
     _blocked("depthwise", (4, 3, 3)), _blocked("depthwise", (8,)), _blocked("conv", (6, 4)),
     _blocked("conv", (7, 2)), _blocked("conv", (7, 4)), _blocked("conv_span", (16, 2, 1)),

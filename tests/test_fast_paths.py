@@ -358,3 +358,52 @@ def test_a_gate_that_broadcasts_otherwise_stays_on_numpy(rng):
     assert gate_kernels.gate_of([x, x.astype(np.float64)[:, :, :1, :1]]) is None  # dtypes differ
     assert gate_kernels.gate_of([x[:, :, ::2], x[:, :, :1, :1].copy()]) is None  # strided
     assert gate_kernels.gate_of([x, x[:, :, :1, :1].copy(), x]) is None  # three inputs
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the compiled kernels are off")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make, shape", [
+    (lambda: cn.Upsample(scale_factor=2, mode="bilinear"), (5, 11, 32, 40)),
+    (lambda: cn.Upsample(scale_factor=3, mode="bilinear", align_corners=True), (6, 14, 41, 33)),
+    (lambda: cn.Resize(size=(29, 50), mode="linear",  # down along H, up along W
+                       coordinate_transformation_mode="asymmetric"), (4, 12, 40, 36)),
+    (lambda: cn.Resize(scales=(1.7, 0.6), mode="linear",
+                       coordinate_transformation_mode="half_pixel_symmetric"), (3, 7, 45, 70)),
+])
+def test_linear_resize_in_training_matches_the_matrices(make, shape, dtype, threads,
+                                                        monkeypatch, rng):
+    """Linear resizing of an array past MIN_VALUES runs forward on the compiled kernel
+    (convnet.core.resize_kernels): equal to the loop oracle (reference.resize2d) and to the
+    NumPy layer's matrix products within rounding, planes split over one or two threads; the
+    backward after it (the products' transposes) as after the NumPy forward."""
+    from convnet.core import resize_kernels
+
+    x = rng.standard_normal(shape).astype(dtype)
+    assert resize_kernels.serves(x)
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    calls = []
+    compiled_forward = resize_kernels.forward
+    monkeypatch.setattr(resize_kernels, "forward",
+                        lambda *a: calls.append("forward") or compiled_forward(*a))
+    try:
+        layer = make()
+        out = layer.forward(x)
+        dy = rng.standard_normal(out.shape).astype(dtype)
+        dx = layer.backward(dy)
+        assert calls == ["forward"]
+        monkeypatch.setattr(resize_kernels, "MIN_VALUES", 1 << 40)  # the matrices
+        numpy_layer = make()
+        expected = numpy_layer.forward(x)
+        expected_dx = numpy_layer.backward(dy)
+    finally:
+        backend.set_num_threads(previous)
+    assert calls == ["forward"] and out.dtype == dx.dtype == dtype
+    tolerance = 2e-6 if dtype == np.float32 else 1e-14
+    oracle = reference.resize2d(x.astype(np.float64), out.shape[2:], mode="linear",
+                                coordinate_transformation_mode=layer.coordinate_transformation_mode,
+                                scales=getattr(layer, "scales", None))
+    np.testing.assert_allclose(out, oracle, rtol=0, atol=tolerance * 8)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance * 8)
+    np.testing.assert_allclose(dx, expected_dx, rtol=0, atol=tolerance * np.abs(expected_dx).max())

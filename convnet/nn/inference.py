@@ -945,8 +945,8 @@ class ResizeStep(Step):
         self.out_hw = plan.shapes[out][1:]
         rows, cols = layer._plans((h, w), numpy.float32)
         self.nearest = layer.mode == "nearest"
-        self.rows, self.row_weights = _two_taps(rows)
-        self.cols, self.col_weights = _two_taps(cols)
+        self.rows, self.row_weights = rows.two_taps(numpy.float32)
+        self.cols, self.col_weights = cols.two_taps(numpy.float32)
 
     def bind(self, rt):
         n = rt.n
@@ -975,26 +975,7 @@ class ResizeStep(Step):
 def _interpolates_by_two(layer, hw) -> bool:
     """Whether every output pixel of a Resize layer mixes at most two input pixels per axis
     (what ResizeStep's kernel reads; true of its nearest and linear plans)."""
-    return all(plan.index is not None or int((plan.matrix != 0).sum(axis=1).max()) <= 2
-               for plan in layer._plans(hw, numpy.float32))
-
-
-def _two_taps(axis_plan) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """(indices, weights), each (2 * output length,): the two input pixels each output pixel reads
-    along one axis and their weights, from a Resize layer's plan for the axis (nearest: its
-    index twice, weights 1 and 0; linear: the nonzero columns of its row of the matrix, of
-    which there are at most two)."""
-    if axis_plan.index is not None:
-        index = numpy.repeat(axis_plan.index.astype(numpy.int64), 2)
-        weights = numpy.tile(numpy.array([1, 0], numpy.float32), len(axis_plan.index))
-        return index, weights
-    matrix = axis_plan.matrix  # out, in
-    low = numpy.argmax(matrix != 0, axis=1)
-    high = matrix.shape[1] - 1 - numpy.argmax(matrix[:, ::-1] != 0, axis=1)
-    rows = numpy.arange(matrix.shape[0])
-    weights = numpy.stack([matrix[rows, low], numpy.where(high > low, matrix[rows, high], 0)],
-                          axis=1).astype(numpy.float32)
-    return numpy.stack([low, high], axis=1).astype(numpy.int64).reshape(-1), weights.reshape(-1)
+    return all(plan.by_two() for plan in layer._plans(hw, numpy.float32))
 
 
 class RearrangeStep(Step):

@@ -28,6 +28,7 @@ from fractions import Fraction
 
 import numpy
 
+from convnet.core import resize_kernels
 from convnet.core.arithmetic import Padding, ReceptiveField
 from convnet.core.backend import array_module, sample_chunks
 from convnet.core.errors import ShapeError
@@ -132,6 +133,27 @@ class _AxisPlan:
             # starts[k] .. starts[k + 1] - 1 (the index never decreases).
             self.values, self.starts = numpy.unique(index, return_index=True)
 
+    def by_two(self) -> bool:
+        """Whether each output pixel reads at most two input pixels (nearest: one; linear:
+        true of every plan the layers make)."""
+        return self.index is not None or int((self.matrix != 0).sum(axis=1).max()) <= 2
+
+    def two_taps(self, dtype) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """(indices int64, weights of dtype), each (2 * output length,): the two input pixels
+        each output pixel reads and their weights (nearest: its index twice, weights 1 and 0;
+        linear: the nonzero columns of its row of the matrix, where `by_two`)."""
+        if self.index is not None:
+            index = numpy.repeat(self.index.astype(numpy.int64), 2)
+            return index, numpy.tile(numpy.array([1, 0], dtype), len(self.index))
+        matrix = self.matrix  # out, in
+        low = numpy.argmax(matrix != 0, axis=1)
+        high = matrix.shape[1] - 1 - numpy.argmax(matrix[:, ::-1] != 0, axis=1)
+        rows = numpy.arange(matrix.shape[0])
+        weights = numpy.stack([matrix[rows, low], numpy.where(high > low, matrix[rows, high],
+                                                              0)], axis=1).astype(dtype)
+        return numpy.stack([low, high], axis=1).astype(numpy.int64).reshape(-1), \
+            weights.reshape(-1)
+
 
 class Resize(Layer):
     """(N, C, H, W) -> (N, C, H_out, W_out): ONNX Resize over the last two axes.
@@ -234,6 +256,11 @@ class Resize(Layer):
         xp = array_module(x)
         rows, cols = self._plans(x.shape[2:], x.dtype)
         n, c, h, w = x.shape
+        if self._compiled(x, rows, cols):
+            out = resize_kernels.forward(x, self.output_hw((h, w)), *self._taps(x.dtype))
+            if grad_enabled():
+                self.cache = x.shape
+            return out
         out = xp.empty((n, c, *self.output_hw((h, w))), dtype=x.dtype)  # N, C, H_out, W_out
 
         def work(part):
@@ -275,6 +302,21 @@ class Resize(Layer):
 
         run_chunks(work, sample_chunks(dy))
         return dx
+
+    def _compiled(self, x, rows, cols) -> bool:
+        """Whether linear resizing of x runs on the compiled kernel
+        (`convnet.core.resize_kernels`): two input pixels a pixel on each axis."""
+        return (self.mode != "nearest" and resize_kernels.serves(x) and rows.by_two()
+                and cols.by_two())
+
+    def _taps(self, dtype):
+        """((rows, their weights), (columns, theirs)) of the plans last made
+        (`_AxisPlan.two_taps`), kept with them."""
+        key, plans = self._plan_cache
+        held = getattr(self, "_taps_cache", None)
+        if held is None or held[0] != key:
+            self._taps_cache = (key, tuple(plan.two_taps(dtype) for plan in plans))
+        return self._taps_cache[1]
 
     # -- description -----------------------------------------------------------------------
     def macs(self, input_shape: Shape, output_shape: Shape) -> int:

@@ -1076,7 +1076,7 @@ def test_winograd_steps_match_the_layers(case, threads, rng):
     previous = backend.num_threads()
     backend.set_num_threads(threads)
     try:
-        for batch, expected in ((1, 1), (2, int(threads == 1))):
+        for batch, expected in ((1, 1), (2, int(threads == 1 and inference.winograd_lanes()))):
             x = rng.standard_normal((batch, c, size, size)).astype(np.float32)
             assert_matches(planned(model, x), reference(model, x))
             assert _winograd_steps(model, batch, threads) == expected
@@ -1093,7 +1093,9 @@ def test_winograd_runs_a_batch_image_by_image(threads, monkeypatch, rng):
     """A runner of several images on one thread takes Winograd, each image's three calls
     reading and writing that image's place (and its shortcut's): on one thread a batch of 5
     whole, on two a large batch's lanes (`Plan._in_lanes`: here of 2 and 1 images, the
-    plan's piece made 2 images), each lane on one thread."""
+    plan's piece made 2 images), each lane on one thread (WINOGRAD_LANES set: CPUs with
+    AVX-512 do not by default)."""
+    monkeypatch.setattr(inference, "WINOGRAD_LANES", True)
     x_in = cn.Input((32, 6, 6))
     first = cn.Conv2d(32, 32, 1)(x_in)
     y = cn.ReLU()(cn.Add()([cn.Conv2d(32, 32, 3, padding=1)(first), first]))
@@ -1108,6 +1110,27 @@ def test_winograd_runs_a_batch_image_by_image(threads, monkeypatch, rng):
             x = rng.standard_normal((5, 32, 6, 6)).astype(np.float32)
             assert_matches(planned(model, x), reference(model, x))
         assert _winograd_steps(model, 5 if threads == 1 else 2, 1) == 2
+    finally:
+        backend.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("lanes", [False, True])
+def test_winograd_lanes_decides_a_batch_on_one_thread(lanes, monkeypatch, rng):
+    """WINOGRAD_LANES off: a batch of several images on one thread takes the direct kernel
+    (the default on CPUs with AVX-512, `inference.winograd_lanes`); on: Winograd; one image
+    takes Winograd either way. The layer's answer both ways."""
+    monkeypatch.setattr(inference, "WINOGRAD_LANES", lanes)
+    x_in = cn.Input((32, 6, 6))
+    y = cn.ReLU()(cn.Conv2d(32, 32, 3, padding=1)(cn.Conv2d(32, 32, 1)(x_in)))
+    model = cn.Model(x_in, y).eval()
+    previous = backend.num_threads()
+    backend.set_num_threads(1)
+    try:
+        for batch in (1, 3):
+            x = rng.standard_normal((batch, 32, 6, 6)).astype(np.float32)
+            assert_matches(planned(model, x), reference(model, x))
+        assert _winograd_steps(model, 1, 1) == 1
+        assert _winograd_steps(model, 3, 1) == int(lanes)
     finally:
         backend.set_num_threads(previous)
 

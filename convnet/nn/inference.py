@@ -418,9 +418,11 @@ class ConvStep(Step):
     def takes_winograd(self, n: int, threads: int) -> bool:
         """Whether a runner of n images on `threads` threads runs this step as Winograd
         (`_bind_winograd`, where it fits): one image, its calls split between the threads, or
-        images one by one on one thread (a large batch's lanes, `Plan._in_lanes`). A batch run
-        whole on several threads takes the direct kernel, split by images."""
-        return self.winograd_tile is not None and (n == 1 or threads == 1)
+        images one by one on one thread (a large batch's lanes, `Plan._in_lanes`) where
+        `winograd_lanes`. A batch run whole on several threads takes the direct kernel, split
+        by images."""
+        return self.winograd_tile is not None and (n == 1 or (threads == 1
+                                                              and winograd_lanes()))
 
     def _winograd_fits(self, channels: int) -> bool:
         """Whether Winograd F(2x2, 3x3) serves this step (`blocked.winograd_sources`): a 3x3
@@ -723,7 +725,8 @@ class ConvStep(Step):
 _EMPTY = numpy.zeros(1, numpy.float32)
 
 # Winograd F(2x2, 3x3) for the 3x3 convolutions that fit (ConvStep._winograd_fits), on runners
-# of one image and on a large batch's lanes (ConvStep.takes_winograd): there the direct kernel
+# of one image and, on CPUs without AVX-512, on a large batch's lanes (ConvStep.takes_winograd,
+# winograd_lanes): there the direct kernel
 # is at the cores' peak of multiply-adds and Winograd does 2.25x fewer. Two threads, one image,
 # alternated processes, 2026-12-03 11:21 UTC (us): vggish 112.7-131.6 against 144.9-148.2
 # direct, resnet8 74.2-75.9 / 80.2-93.6, fcn-mini 118.5-126.2 / 144.7-150.4, unet-mini 234-242
@@ -735,6 +738,17 @@ _EMPTY = numpy.zeros(1, numpy.float32)
 # from 64 input channels or with a pool: 1.02-1.26x). CONVNET_WINOGRAD=0 switches it off.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 32
+# Whether several images on one thread take it too: None decides by the CPU (winograd_lanes).
+WINOGRAD_LANES: bool | None = None
+
+
+def winograd_lanes() -> bool:
+    """Whether a runner of several images on one thread takes Winograd: unless WINOGRAD_LANES
+    says, on CPUs without AVX-512 (measured on Zen 3, above). On a Zen 5 host (AVX-512, its
+    direct kernel's tile of 8 x 32 lanes) image by image was level with the direct kernel on
+    one thread (2026-12-03 morning: vggish 3.30-4.77 against 4.37-4.60 ms, resnet8 2.05-2.64
+    against 2.15-2.29), so there the direct kernel keeps batches."""
+    return (not kernels.wide_registers()) if WINOGRAD_LANES is None else WINOGRAD_LANES
 _SKEW = 16  # floats: a cache line
 _WINOGRAD_G = numpy.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 

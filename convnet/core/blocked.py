@@ -538,7 +538,7 @@ ROW_TILE = (16, 1)
 # (1 -> 8 3x3 on 64x64) 5.144 / 4.504, unet-mini 5.608 / 4.907. And there vectorized over the
 # 8 filters (`conv_rows_source`'s over_filters): vectorized over the columns, the epilogue
 # gathered each column's 8 sums from 8 vectors, half the step's time (perf). Best of 15 of
-# the step, three alternated processes (2026-12-03 23:10 UTC), fcn-mini's first layer 4.45-4.58
+# the step, three alternated processes (2026-12-03 22:45 UTC), fcn-mini's first layer 4.45-4.58
 # -> 2.71-2.89 ms (12 columns 2.35-2.42, 16 3.2-4.1: spilled); training's forward of it
 # 8.4-8.6 -> 4.3-4.6, of lenet5's 1.8-3.7 -> 1.3-2.5; whole networks at batch 128, one
 # thread: lenet5 2.13-2.28 -> 1.90-1.93 ms, fcn-mini 53.3-56.7 -> 50.1-52.1.

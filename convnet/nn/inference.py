@@ -726,16 +726,16 @@ _EMPTY = numpy.zeros(1, numpy.float32)
 
 # Winograd F(2x2, 3x3) for the 3x3 convolutions that fit (ConvStep._winograd_fits), on runners
 # of one image and, on CPUs without AVX-512, on a large batch's lanes (ConvStep.takes_winograd,
-# winograd_lanes): there the direct kernel
-# is at the cores' peak of multiply-adds and Winograd does 2.25x fewer. Two threads, one image,
-# alternated processes, 2026-12-03 11:21 UTC (us): vggish 112.7-131.6 against 144.9-148.2
-# direct, resnet8 74.2-75.9 / 80.2-93.6, fcn-mini 118.5-126.2 / 144.7-150.4, unet-mini 234-242
-# / 265-288; with 16 channels and more instead of 32, vggish, resnet8 and unet-mini were slower
-# (its products have too few taps a tile), with 64 vggish lost its gain. Batch 128 (lanes of
-# images on one thread each), the whole network, direct / Winograd alternated in one process,
-# best of 6, 2026-12-03 22:55-23:05 UTC: two threads vggish 1.27-1.30x, resnet8 1.06-1.09x,
-# fcn-mini 1.04-1.09x, unet-mini 1.07x; one thread 1.31x, 1.11x, 1.07x, 1.06x (taking it only
-# from 64 input channels or with a pool: 1.02-1.26x). CONVNET_WINOGRAD=0 switches it off.
+# winograd_lanes): there the direct kernel is at the cores' peak of multiply-adds and Winograd
+# does 2.25x fewer. Two threads, one image, alternated processes, 2026-12-03 11:21 UTC (us):
+# vggish 112.7-131.6 against 144.9-148.2 direct, resnet8 74.2-75.9 / 80.2-93.6, fcn-mini
+# 118.5-126.2 / 144.7-150.4, unet-mini 234-242 / 265-288; with 16 channels and more instead of
+# 32, vggish, resnet8 and unet-mini were slower (its products have too few taps a tile), with
+# 64 vggish lost its gain. Batch 128 on Zen 3 (lanes of images on one thread each), the whole
+# network, direct / Winograd alternated in one process, best of 6, 2026-12-03 22:28-22:34 UTC:
+# two threads vggish 1.27-1.30x, resnet8 1.06-1.09x, fcn-mini 1.04-1.09x, unet-mini 1.07x; one
+# thread 1.31x, 1.11x, 1.07x, 1.06x (taking it only from 64 input channels or with a pool:
+# 1.02-1.26x). CONVNET_WINOGRAD=0 switches it off.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 32
 # Whether several images on one thread take it too: None decides by the CPU (winograd_lanes).
@@ -749,6 +749,8 @@ def winograd_lanes() -> bool:
     one thread (2026-12-03 morning: vggish 3.30-4.77 against 4.37-4.60 ms, resnet8 2.05-2.64
     against 2.15-2.29), so there the direct kernel keeps batches."""
     return (not kernels.wide_registers()) if WINOGRAD_LANES is None else WINOGRAD_LANES
+
+
 _SKEW = 16  # floats: a cache line
 _WINOGRAD_G = numpy.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 

@@ -732,10 +732,10 @@ _EMPTY = numpy.zeros(1, numpy.float32)
 # 118.5-126.2 / 144.7-150.4, unet-mini 234-242 / 265-288; with 16 channels and more instead of
 # 32, vggish, resnet8 and unet-mini were slower (its products have too few taps a tile), with
 # 64 vggish lost its gain. Batch 128 on Zen 3 (lanes of images on one thread each), the whole
-# network, direct / Winograd alternated in one process, best of 6, 2026-12-03 22:28-22:34 UTC:
-# two threads vggish 1.27-1.30x, resnet8 1.06-1.09x, fcn-mini 1.04-1.09x, unet-mini 1.07x; one
-# thread 1.31x, 1.11x, 1.07x, 1.06x (taking it only from 64 input channels or with a pool:
-# 1.02-1.26x). CONVNET_WINOGRAD=0 switches it off.
+# network, direct / Winograd alternated in one process, best of 6, five runs, 2026-12-03
+# 22:25-22:34 UTC: two threads vggish 1.22-1.35x, resnet8 1.05-1.09x, unet-mini 1.01-1.07x,
+# fcn-mini 0.91-1.09x (once below 1); one thread 1.31x, 1.11x, 1.06x, 1.07x (taking it only
+# from 64 input channels or with a pool: 1.02-1.26x). CONVNET_WINOGRAD=0 switches it off.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 32
 # Whether several images on one thread take it too: None decides by the CPU (winograd_lanes).

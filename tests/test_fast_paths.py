@@ -392,7 +392,6 @@ def test_linear_resize_in_training_matches_the_matrices(make, shape, dtype, thre
         out = layer.forward(x)
         dy = rng.standard_normal(out.shape).astype(dtype)
         dx = layer.backward(dy)
-        assert calls == ["forward"]
         monkeypatch.setattr(resize_kernels, "MIN_VALUES", 1 << 40)  # the matrices
         numpy_layer = make()
         expected = numpy_layer.forward(x)

@@ -632,8 +632,7 @@ def conv_rows_source(positions: int, over_filters: bool = False) -> str:
     lines.append(body + f"wa += INDEX({lanes})")
     order = ([(k, p) for p in range(positions) for k in range(lanes)] if over_filters
              else [(k, p) for k in range(lanes) for p in range(positions)])
-    lines += [ind + f"tile[{p * lanes + k if over_filters else k * positions + p}] = a{k}_{p}"
-              for k, p in order]
+    lines += [ind + f"tile[{held(k, p)}] = a{k}_{p}" for k, p in order]
     # A 2x2 stride-2 max pool taken in (as in conv_source's _pooled_stores: a blocked output,
     # no activation, ReLU or a clip, an even row width and ranges of whole row pairs, so
     # the columns j0 - jc, j0 - jc + 1 ... pair up): each pair's maximum at the pooled output,

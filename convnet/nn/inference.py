@@ -991,7 +991,7 @@ class ResizeStep(Step):
 def _interpolates_by_two(layer, hw) -> bool:
     """Whether every output pixel of a Resize layer mixes at most two input pixels per axis
     (what ResizeStep's kernel reads; true of its nearest and linear plans)."""
-    return all(plan.by_two() for plan in layer._plans(hw, numpy.float32))
+    return all(plan.by_two for plan in layer._plans(hw, numpy.float32))
 
 
 class RearrangeStep(Step):

@@ -22,6 +22,7 @@ dx = A_h^T dy A_w. `convnet.core.reference.resize2d` is the loop oracle of both.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from fractions import Fraction
@@ -132,7 +133,9 @@ class _AxisPlan:
             # Runs of equal indices: input pixel `values[k]` is read by output pixels
             # starts[k] .. starts[k + 1] - 1 (the index never decreases).
             self.values, self.starts = numpy.unique(index, return_index=True)
+        self._taps: dict = {}  # dtype -> two_taps(dtype)
 
+    @functools.cached_property
     def by_two(self) -> bool:
         """Whether each output pixel reads at most two input pixels (nearest: one; linear:
         true of every plan the layers make)."""
@@ -141,7 +144,14 @@ class _AxisPlan:
     def two_taps(self, dtype) -> tuple[numpy.ndarray, numpy.ndarray]:
         """(indices int64, weights of dtype), each (2 * output length,): the two input pixels
         each output pixel reads and their weights (nearest: its index twice, weights 1 and 0;
-        linear: the nonzero columns of its row of the matrix, where `by_two`)."""
+        linear: the nonzero columns of its row of the matrix, where `by_two`), made once per
+        dtype."""
+        dtype = numpy.dtype(dtype)
+        if dtype not in self._taps:
+            self._taps[dtype] = self._two_taps(dtype)
+        return self._taps[dtype]
+
+    def _two_taps(self, dtype) -> tuple[numpy.ndarray, numpy.ndarray]:
         if self.index is not None:
             index = numpy.repeat(self.index.astype(numpy.int64), 2)
             return index, numpy.tile(numpy.array([1, 0], dtype), len(self.index))
@@ -257,7 +267,8 @@ class Resize(Layer):
         rows, cols = self._plans(x.shape[2:], x.dtype)
         n, c, h, w = x.shape
         if self._compiled(x, rows, cols):
-            out = resize_kernels.forward(x, self.output_hw((h, w)), *self._taps(x.dtype))
+            out = resize_kernels.forward(x, self.output_hw((h, w)), rows.two_taps(x.dtype),
+                                         cols.two_taps(x.dtype))
             if grad_enabled():
                 self.cache = x.shape
             return out
@@ -306,17 +317,8 @@ class Resize(Layer):
     def _compiled(self, x, rows, cols) -> bool:
         """Whether linear resizing of x runs on the compiled kernel
         (`convnet.core.resize_kernels`): two input pixels a pixel on each axis."""
-        return (self.mode != "nearest" and resize_kernels.serves(x) and rows.by_two()
-                and cols.by_two())
-
-    def _taps(self, dtype):
-        """((rows, their weights), (columns, theirs)) of the plans last made
-        (`_AxisPlan.two_taps`), kept with them."""
-        key, plans = self._plan_cache
-        held = getattr(self, "_taps_cache", None)
-        if held is None or held[0] != key:
-            self._taps_cache = (key, tuple(plan.two_taps(dtype) for plan in plans))
-        return self._taps_cache[1]
+        return (self.mode != "nearest" and resize_kernels.serves(x) and rows.by_two
+                and cols.by_two)
 
     # -- description -----------------------------------------------------------------------
     def macs(self, input_shape: Shape, output_shape: Shape) -> int:

@@ -1094,7 +1094,7 @@ def test_winograd_runs_a_batch_image_by_image(threads, monkeypatch, rng):
     reading and writing that image's place (and its shortcut's): on one thread a batch of 5
     whole, on two a large batch's lanes (`Plan._in_lanes`: here of 2 and 1 images, the
     plan's piece made 2 images), each lane on one thread (WINOGRAD_LANES set: CPUs with
-    AVX-512 do not by default)."""
+    512-bit multiply-adds at full rate do not by default)."""
     monkeypatch.setattr(inference, "WINOGRAD_LANES", True)
     x_in = cn.Input((32, 6, 6))
     first = cn.Conv2d(32, 32, 1)(x_in)
@@ -1117,8 +1117,8 @@ def test_winograd_runs_a_batch_image_by_image(threads, monkeypatch, rng):
 @pytest.mark.parametrize("lanes", [False, True])
 def test_winograd_lanes_decides_a_batch_on_one_thread(lanes, monkeypatch, rng):
     """WINOGRAD_LANES off: a batch of several images on one thread takes the direct kernel
-    (the default on CPUs with AVX-512, `inference.winograd_lanes`); on: Winograd; one image
-    takes Winograd either way. The layer's answer both ways."""
+    (the default on CPUs with 512-bit multiply-adds at full rate, `inference.winograd_lanes`);
+    on: Winograd; one image takes Winograd either way. The layer's answer both ways."""
     monkeypatch.setattr(inference, "WINOGRAD_LANES", lanes)
     x_in = cn.Input((32, 6, 6))
     y = cn.ReLU()(cn.Conv2d(32, 32, 3, padding=1)(cn.Conv2d(32, 32, 1)(x_in)))

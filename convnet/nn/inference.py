@@ -724,18 +724,20 @@ class ConvStep(Step):
 
 _EMPTY = numpy.zeros(1, numpy.float32)
 
-# Winograd F(2x2, 3x3) for the 3x3 convolutions that fit (ConvStep._winograd_fits), on runners
-# of one image and, on CPUs without AVX-512, on a large batch's lanes (ConvStep.takes_winograd,
-# winograd_lanes): there the direct kernel is at the cores' peak of multiply-adds and Winograd
-# does 2.25x fewer. Two threads, one image, alternated processes, 2026-12-03 11:21 UTC (us):
-# vggish 112.7-131.6 against 144.9-148.2 direct, resnet8 74.2-75.9 / 80.2-93.6, fcn-mini
-# 118.5-126.2 / 144.7-150.4, unet-mini 234-242 / 265-288; with 16 channels and more instead of
-# 32, vggish, resnet8 and unet-mini were slower (its products have too few taps a tile), with
-# 64 vggish lost its gain. Batch 128 on Zen 3 (lanes of images on one thread each), the whole
-# network, direct / Winograd alternated in one process, best of 6, five runs, 2026-12-03
-# 22:25-22:34 UTC: two threads vggish 1.22-1.35x, resnet8 1.05-1.09x, unet-mini 1.01-1.07x,
-# fcn-mini 0.91-1.09x (once below 1); one thread 1.31x, 1.11x, 1.06x, 1.07x (taking it only
-# from 64 input channels or with a pool: 1.02-1.26x). CONVNET_WINOGRAD=0 switches it off.
+# Winograd F(2x2, 3x3) for the 3x3 convolutions that fit (ConvStep._winograd_fits), on runners of
+# one image and, on CPUs without 512-bit multiply-adds at full rate, on a large batch's lanes
+# (ConvStep.takes_winograd, winograd_lanes): there the direct kernel is at the cores' peak of
+# multiply-adds and Winograd does 2.25x fewer. Two threads, one image, alternated processes,
+# 2026-12-03 11:21 UTC (us): vggish 112.7-131.6 against 144.9-148.2 direct, resnet8 74.2-75.9 /
+# 80.2-93.6, fcn-mini 118.5-126.2 / 144.7-150.4, unet-mini 234-242 / 265-288; with 16 channels and
+# more instead of 32, vggish, resnet8 and unet-mini were slower (its products have too few taps a
+# tile), with 64 vggish lost its gain. Batch 128 on Zen 3 (lanes of images on one thread each), the
+# whole network, direct / Winograd alternated in one process, best of 6, five runs, 2026-12-03
+# 22:25-22:34 UTC: two threads vggish 1.22-1.35x, resnet8 1.05-1.09x, unet-mini 1.01-1.07x, fcn-mini
+# 0.91-1.09x (once below 1); one thread 1.31x, 1.11x, 1.06x, 1.07x (taking it only from 64 input
+# channels or with a pool: 1.02-1.26x). On Zen 4 (AVX-512 at half rate), the same measurement,
+# medians of 7, 2026-12-04 05:25 UTC: two threads vggish 1.36x, resnet8 1.10x, fcn-mini 1.07x, unet-
+# mini 1.06x; one thread 1.41x, 1.11x, 1.07x, 1.03x. CONVNET_WINOGRAD=0 switches it off.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 32
 # Whether several images on one thread take it too: None decides by the CPU (winograd_lanes).
@@ -744,11 +746,12 @@ WINOGRAD_LANES: bool | None = None
 
 def winograd_lanes() -> bool:
     """Whether a runner of several images on one thread takes Winograd: unless WINOGRAD_LANES
-    says, on CPUs without AVX-512 (measured on Zen 3, above). On a Zen 5 host (AVX-512, its
-    direct kernel's tile of 8 x 32 lanes) image by image was level with the direct kernel on
-    one thread (2026-12-03 morning: vggish 3.30-4.77 against 4.37-4.60 ms, resnet8 2.05-2.64
-    against 2.15-2.29), so there the direct kernel keeps batches."""
-    return (not kernels.wide_registers()) if WINOGRAD_LANES is None else WINOGRAD_LANES
+    says, on CPUs without 512-bit multiply-adds at full rate (AVX2, measured on Zen 3; AVX-512
+    at half rate, measured on Zen 4; above). On a Zen 5 host (full rate, its direct kernel's
+    tile of 8 x 32 lanes) image by image was level with the direct kernel on one thread
+    (2026-12-03 morning: vggish 3.30-4.77 against 4.37-4.60 ms, resnet8 2.05-2.64 against
+    2.15-2.29), so there the direct kernel keeps batches."""
+    return (not kernels.full_rate_512()) if WINOGRAD_LANES is None else WINOGRAD_LANES
 
 
 _SKEW = 16  # floats: a cache line

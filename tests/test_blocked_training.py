@@ -326,9 +326,9 @@ def test_every_plain_output_tile_gives_the_same_sums(monkeypatch, rng):
 
 @pytest.mark.parametrize("filters", [8, 16, 24, 40, 56, 72])
 def test_every_weight_gradient_tile_gives_the_same_sums(filters, monkeypatch, rng):
-    """The weight gradient's widest tile is 16 output channels, or 32 where AVX-512 runs at
-    full rate; the blocks past the last whole tile take narrower ones (there 24 channels a
-    tile of 3 blocks, 40 two of 3 and 2, 56 of 4 and 3, 72 of 4, 3 and 2). Without AVX-512 a
+    """The weight gradient's widest tile is 16 output channels, or 32 with AVX-512; the
+    blocks past the last whole tile take narrower ones (there 24 channels a tile of 3 blocks,
+    40 two of 3 and 2, 56 of 4 and 3, 72 of 4, 3 and 2). Without AVX-512 a
     tile of two or more blocks sums 4 taps at a time, not 8, and the positions of fewer images
     before adding them to dw (blocked.AVX2_WEIGHT_GRAD_POSITIONS). Each output channel's sums
     are the same, in the same order, whatever the widest (the same bits), the AVX2 build's

@@ -1704,10 +1704,10 @@ def _weight_grad_tile(ind: str, block_count: int, taps: int = LANES) -> list[str
 # The widest weight-gradient tile, in blocks of 8 output channels, by CPU: with AVX-512 (at
 # full or half rate) 4 (8 taps x 32 channels, 16 accumulators of 512 bits; 8 of them, 2 blocks,
 # left the units waiting), without it 2 (below). On Zen 4 (half rate), two threads, batch 128,
-# best of 5, twice, in one process (2026-12-04 10:35 UTC), 2 / 4 blocks, ms: 3x3 32 -> 32 on
+# best of 5, twice, in one process (2026-12-04 10:18 UTC), 2 / 4 blocks, ms: 3x3 32 -> 32 on
 # 32x32 18.1-18.8 / 14.7-14.8, 64 -> 64 on 32x32 65.8-70.3 / 57.7-57.8, 64 -> 128 on 8x8
 # 9.5-11.7 / 7.7-8.0, 128 -> 128 on 8x8 20.6-22.1 / 14.6-15.5, on 4x4 7.4-7.9 / 3.9-4.4,
-# 16 -> 32 on 16x16 2.5-2.6 / 1.9-2.0; 5x5 20 -> 20 on 16x16 8.7-9.4 / 6.6; 3 -> 32 on 32x32
+# 16 -> 32 on 16x16 2.5-2.6 / 1.8-2.0; 5x5 20 -> 20 on 16x16 8.7-9.4 / 6.6; 3 -> 32 on 32x32
 # 2.2-2.4 / 1.9.
 WEIGHT_GRAD_BLOCKS = 2
 WIDE_WEIGHT_GRAD_BLOCKS = 4

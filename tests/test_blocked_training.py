@@ -142,6 +142,50 @@ def test_row_kernel_forward_of_a_plain_input_matches_torch(channels, filters, ke
     assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)
 
 
+@settings(max_examples=40, deadline=None)
+@given(channels=st.integers(1, 20), filters=st.integers(1, 40), kernel=st.integers(1, 5),
+       stride_h=st.integers(1, 2), dilation=st.integers(1, 2), padding=st.integers(0, 2),
+       width=st.integers(16, 40), batch=st.integers(1, 3), threads=st.integers(1, 2),
+       seed=st.integers(0, 2**32 - 1))
+def test_row_kernel_forward_over_channels_matches_torch(channels, filters, kernel, stride_h,
+                                                        dilation, padding, width, batch,
+                                                        threads, seed):
+    """A layer on rows of 16 or more outputs, on any CPU (the choice `rows_over_channels`
+    makes on Zen 4 forced): the forward on the row kernel over a plain copy (one block of
+    filters up to 8, two above: blocked.conv_rows_source's block_count), spans recomputed at
+    a row's end, the positions split over threads; the weight gradient from the plain copy."""
+    assume(kernel > 1 or stride_h > 1)  # a 1x1 stride-1 layer is a matrix product
+    rng = np.random.default_rng(seed)
+    conv = cn.Conv2d(channels, filters, kernel, (stride_h, 1), padding, dilation, strict=False)
+    conv.bias.data[...] = rng.standard_normal(filters)
+    x = rng.standard_normal((batch, channels, 5 + (kernel - 1) * dilation,
+                             width + (kernel - 1) * dilation - 2 * padding)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        with pytest.MonkeyPatch.context() as patch:  # (a function fixture would be shared)
+            patch.setattr(blocked_training, "rows_over_channels",
+                          lambda filters, stride_w, out_w: stride_w == 1 and out_w >= 16)
+            out = conv.forward(x)
+            kept = conv.cache[1]
+            dy = rng.standard_normal(out.shape).astype(np.float32)
+            dx = conv.backward(dy)
+    finally:
+        backend.set_num_threads(previous)
+    assert out.shape[3] == width and kept.lanes == 1  # the row kernel's case, a plain copy
+    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)
+
+
+def test_the_row_kernel_trains_a_layer_of_many_channels_from_a_plain_copy(monkeypatch, rng):
+    """Where `rows_over_channels` says so, the kept input is the plain padded copy."""
+    monkeypatch.setattr(blocked_training, "rows_over_channels", lambda *args: True)
+    conv = cn.Conv2d(16, 24, 3, padding=1)
+    conv.forward(rng.standard_normal((2, 16, 6, 32)).astype(np.float32))
+    kept = conv.cache[1]
+    assert isinstance(kept, blocked_training.Kept)
+    assert kept.lanes == 1 and kept.data.shape == (2, 16, 8, 34)
+
+
 @pytest.mark.parametrize("kwargs, input_shape", [
     ({"in_channels": 32, "out_channels": 24, "kernel_size": 3, "padding": 1}, (5, 32, 9, 13)),
     ({"in_channels": 3, "out_channels": 40, "kernel_size": 5, "stride": 2, "padding": 2},

@@ -573,7 +573,7 @@ def _row_spans(positions: int, per_tile: str, per_row: list[str]) -> list[str]:
             f"                    jc = min(j0, out_w - {positions})  # P columns inside the row"]
 
 
-def conv_rows_source(positions: int, over_filters: bool = False) -> str:
+def conv_rows_source(positions: int, over_filters: bool = False, block_count: int = 1) -> str:
     """The direct convolution of a plain input at column stride 1 (a first layer's 1-3
     channels), P consecutive output columns of a row at a time, each tap's pixels at constant
     distances from one address. Vectorized over the P columns: per tap one vector load of P
@@ -585,8 +585,11 @@ def conv_rows_source(positions: int, over_filters: bool = False) -> str:
     epilogue). Same arguments and geometry as `conv_source`'s kernel, filters packed for one
     block; a row's last P columns end at its end (recomputing some: needs rows of at least P
     columns), only this call's positions are stored, and no shortcut is added (print it to
-    read it)."""
-    lanes = LANES
+    read it). block_count: blocks of 8 filters a tile sums (`TRAINING_ROW_TILE`'s 2: the
+    pooled and blocked outputs' shortcuts below are one block's; with more, every output
+    other than a plain one goes lane by lane)."""
+    lanes = LANES * block_count
+    one_block = block_count == 1
 
     def held(k, p) -> str:
         """Where filter k's sum of column p is kept in `tile` (p, k: code or numbers)."""
@@ -630,6 +633,19 @@ def conv_rows_source(positions: int, over_filters: bool = False) -> str:
             lines.append(body + f"w{k} = w[wa + INDEX({k})]")
             lines += [body + f"a{k}_{p} += x{p} * w{k}" for p in range(positions)]
     lines.append(body + f"wa += INDEX({lanes})")
+    if not over_filters:
+        # A plain output (training's), a whole span of a row and all of the tile's filters:
+        # each filter's P columns straight from its sums' vector into its plane (through
+        # `tile` and a loop per filter: 9-21% slower on 3x3 layers of 8-32 channels, the
+        # loop's bookkeeping against the taps of few channels; see TRAINING_ROW_TILE).
+        lines += [ind + f"if plain_rows and act <= 2 and j0 == jc and store == {lanes}:",
+                  ind + "    so = b * out_batch + i * out_row + jc + out_origin"]
+        for k in range(lanes):  # (names of their own: each name has one type here)
+            lines += [ind + f"    sk = INDEX(so + (kt * {lanes} + {k}) * out_lane)",
+                      ind + f"    sb = bias[kt * {lanes} + {k}]"]
+            lines += [ind + f"    out[sk + INDEX({p})] = min(max(a{k}_{p} + sb, lo), hi)"
+                      for p in range(positions)]
+        lines.append(ind + "    continue")
     order = ([(k, p) for p in range(positions) for k in range(lanes)] if over_filters
              else [(k, p) for k in range(lanes) for p in range(positions)])
     lines += [ind + f"tile[{held(k, p)}] = a{k}_{p}" for k, p in order]
@@ -638,7 +654,7 @@ def conv_rows_source(positions: int, over_filters: bool = False) -> str:
     # the columns j0 - jc, j0 - jc + 1 ... pair up): each pair's maximum at the pooled output,
     # an odd row taking the maximum with what the even row stored.
     lines += [
-        ind + "if pool:",
+        ind + ("if pool:" if one_block else "if False:  # (one block's shortcut)"),
         ind + f"    for p in range(j0 - jc, min(je - jc, {positions}), 2):",
         ind + "        oq = INDEX(b * out_batch + (i >> 1) * out_row + ((jc + p) >> 1) * out_col"
               " + out_origin + kt * out_block)",
@@ -655,7 +671,8 @@ def conv_rows_source(positions: int, over_filters: bool = False) -> str:
     lines += [
         ind + f"for p in range(j0 - jc, min(je - jc, {positions})):",
         ind + "    o = b * out_batch + i * out_row + (jc + p) * out_col + out_origin",
-        ind + "    if out_lane == 1 and act <= 2 and store == 8:",
+        ind + ("    if out_lane == 1 and act <= 2 and store == 8:" if one_block
+               else "    if False:  # (one block's shortcut)"),
     ]
     lines += [ind + "        oq = INDEX(o + kt * out_block)",
               ind + f"        c = INDEX(kt * {lanes})"]
@@ -668,8 +685,9 @@ def conv_rows_source(positions: int, over_filters: bool = False) -> str:
         ind + "        break",
         ind + "    for k in range(store):",
         ind + f"        y = tile[INDEX({held('k', 'p')})] + bias[kt * {lanes} + k]",
-        ind + "        out[INDEX(o + kt * out_block + k * out_lane)] = "
-              "activate(y, act, alpha, beta)",
+        ind + ("        out[INDEX(o + kt * out_block + k * out_lane)] = " if one_block else
+               f"        out[INDEX(o + ((kt * {lanes} + k) >> 3) * out_block + (k & 7) * "
+               "out_lane)] = ") + "activate(y, act, alpha, beta)",
         # a plain output (training's): each filter's columns in a row of its own plane
         ind + "if plain_rows and act <= 2:",
         ind + "    o = b * out_batch + i * out_row + jc + out_origin",
@@ -1837,7 +1855,8 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
     geometry = "numba.int64[::1]"
     if kind in ("conv", "conv_rows", "conv_span"):  # the same arguments: a tile's, the rows'
         source = {"conv": lambda: conv_source(*tile),  # or the spans' kernel
-                  "conv_rows": lambda: conv_rows_source(tile[0], not kernels.wide_registers()),
+                  "conv_rows": lambda: conv_rows_source(tile[0], not kernels.wide_registers(),
+                                                         tile[1]),
                   "conv_span": lambda: conv_span_source(*tile)}[kind]()
         body = ACTIVATE_SOURCE + "\n\n" + source
         footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "

@@ -4,9 +4,10 @@ Training runs layer by layer on plain (N, C, H, W) arrays, so each pass converts
 where inference keeps the blocked layout between layers:
 
 - forward: x is copied once into a zero-padded blocked buffer (N, C/8, Hp, Wp, 8) (a plain
-  one, (N, C, Hp, Wp), when C < 8: blocks would waste most of each tap) and the direct
-  convolution writes its output straight into the plain (N, K, Ho, Wo) array. The padded copy
-  is what the layer keeps for backward, in place of x;
+  one, (N, C, Hp, Wp), when C < 8: blocks would waste most of each tap, or where the row
+  kernel takes the layer: `forward_plan`) and the direct convolution writes its output
+  straight into the plain (N, K, Ho, Wo) array. The padded copy is what the layer keeps for
+  backward, in place of x;
 - weight gradient: the blocked output gradient and that padded copy, on `weight_grad`'s tiles
   of 8 taps x 16 output channels (one image's worth of each in cache at a time), the batch
   split over the worker threads, each summing into its own copy;
@@ -53,6 +54,24 @@ FULL_RATE_PLAIN_TILE = (8, 4)
 # 3.34 / 2.66, 3x3 20 -> 24 on 16x16 5.17 / 4.06, 24 -> 24 6.15 / 4.73; input gradients into
 # 20 channels 3.35 / 2.56, into 24 6.01 / 4.85, but into 16 6.64 / 9.51.
 AVX2_PLAIN_TILE_24 = (4, 3)
+# Where AVX-512's multiply-adds run at half rate (Zen 4), a forward at column stride 1 on rows
+# of 16 outputs (`rows_over_channels`) runs on the row kernel: 16 columns x 16 filters (16
+# registers of sums; each tap one load of 16 pixels and 16 multiply-adds with a weight
+# broadcast), each filter's sums stored as one vector into its plane, over a plain padded copy
+# of the input (cheaper to make than the blocked one; the weight gradient reads either as
+# fast). Into a plain output the tile kernel's 8 x 2 sums cross from lanes of filters to
+# planes one by one, 8-12% of a 3x3 layer of 32-64 channels (a blocked output, stored as
+# vectors, runs 108-111 GFLOP/s on a core against 96-104). One thread, batch 128, 3x3, best of
+# 5 (2026-12-04 13:55 UTC), the tile kernel on a blocked copy / the rows on a plain one, conv
+# + copy, ms: 32 -> 32 on 32x32 25.5 + 2.5 / 23.2 + 1.5, 16 -> 16 7.1 + 1.1 / 6.9 + 0.7,
+# 16 -> 32 13.7 + 1.2 / 12.0 + 0.7, 8 -> 16 on 64x64 16.8 + 2.1 / 13.3 + 1.4, 64 -> 64 on
+# 16x16 23.3 + 1.5 / 22.7 + 0.9; level on 32 -> 32 on 64x64 and 20 -> 32 on 16x16. The weight
+# gradient from the blocked / plain copy: 27.6 / 27.4 (32 -> 32 on 32x32), 27.9 / 27.4 (64
+# -> 64 on 16x16), 9.5 / 8.6 (16 -> 16). Two threads, the layer's forward (14:10 UTC, best
+# of 8 alternated): 3 -> 32 on 32x32 2.64 / 1.66, 3 -> 16 1.32 / 0.88, 1 -> 16 on 64x64
+# 5.90 / 4.27, 32 -> 32 13.84 / 12.52 (a first layer of few channels was on the tile kernel
+# above 8 filters: the row kernel's blocked output, inference's, is the slower there).
+TRAINING_ROW_TILE = (16, 2)
 
 
 def plain_tile(channels: int) -> tuple[int, int]:
@@ -140,7 +159,9 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
     """out (n, K, Ho, Wo), plain, = bias + the correlation of the padded input with weight
     (K, C, KH, KW), on the blocked direct convolution."""
     n, k, out_h, out_w = out.shape
-    kind, tile = _forward_kernel(kept.lanes == 1, k, stride[1], out_w)
+    lanes, kind, tile = forward_plan(kept.channels, k, stride[1], out_w)
+    if lanes != kept.lanes:  # (a copy made for another kernel: the tile kernel reads either)
+        kind, tile = "conv", plain_tile(k)
     bs, _, rs, cs, _ = kept.strides()
     filters = blocked.pack_filters(weight, tile[1], kept.lanes, live_only=True)
     packed_bias = blocked.pack_bias(bias, k, tile[1], numpy.float32)
@@ -160,12 +181,29 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
         for b0, b1, i0, i1 in blocked.work_splits(n, plane, num_threads())])
 
 
-def _forward_kernel(plain_input: bool, filters: int, stride_w: int, out_w: int):
-    """(kind, tile) of `_run_conv`: the row kernel for a plain input (each filter's sums stored
-    as vectors into its plane) where it takes the layer, else the tile kernel."""
-    if plain_input and blocked.takes_rows(filters, stride_w, out_w):
-        return "conv_rows", blocked.row_tile()
-    return "conv", plain_tile(filters)
+def rows_over_channels(filters: int, stride_w: int, out_w: int) -> bool:
+    """Whether a layer (of any channel count) trains its forward on the row kernel over a
+    plain copy of its input (TRAINING_ROW_TILE): on this CPU (Zen 4's kind, measured; not
+    AVX2's 16 registers, nor full-rate AVX-512, whose 8 x 4 tile was not timed beside it), at
+    column stride 1, on rows of whole spans of 16 outputs or nearly
+    (`blocked.SPAN_MAX_WASTE`)."""
+    columns = TRAINING_ROW_TILE[0]
+    return (kernels.wide_registers() and not kernels.full_rate_512() and stride_w == 1
+            and out_w >= columns
+            and -(-out_w // columns) * columns <= blocked.SPAN_MAX_WASTE * out_w)
+
+
+def forward_plan(channels: int, filters: int, stride_w: int, out_w: int):
+    """(lanes, kind, tile) of a Conv2d's training forward: the kept copy's lanes (1: plain,
+    8: blocked) and the kernel `_run_conv` runs. The row kernel (each filter's sums stored as
+    vectors into its plane) for a plain input where it takes the layer, else the tile kernel
+    on a blocked copy (a plain one below 8 channels: blocks would waste most of each tap)."""
+    if channels < LANES and blocked.takes_rows(filters, stride_w, out_w):
+        return 1, "conv_rows", blocked.row_tile()
+    if rows_over_channels(filters, stride_w, out_w):
+        return 1, "conv_rows", (TRAINING_ROW_TILE[0], min(blocked.blocks(filters),
+                                                          TRAINING_ROW_TILE[1]))
+    return (1 if channels < LANES else LANES), "conv", plain_tile(filters)
 
 
 def modules(channels: int, filters: int, stride_w: int, out_w: int) -> list[tuple]:
@@ -173,7 +211,7 @@ def modules(channels: int, filters: int, stride_w: int, out_w: int) -> list[tupl
     needed: the copies' and weight gradient's, the forward's tile (`_run_conv`), the input
     gradient's (`_run_transposed`)."""
     f32 = numpy.float32
-    kind, tile = _forward_kernel(channels < LANES, filters, stride_w, out_w)
+    _, kind, tile = forward_plan(channels, filters, stride_w, out_w)
     return [("weight_grad", f32, None), (kind, f32, tile), ("conv", f32, plain_tile(channels))]
 
 
@@ -188,7 +226,7 @@ def forward(layer, x, out, geometry) -> Kept:
     if shape not in _asked:  # a fresh cache: a child compiles some of them meanwhile, and
         _asked.add(shape)  # the merge module the evaluation's plan checks its input with
         blocked.compile_ahead([*modules(*shape), ("merge", numpy.float32, None)])
-    lanes = LANES if c >= LANES else 1
+    lanes = forward_plan(*shape)[0]
     kept = Kept(_padded_blocked(x, geometry.padding, lanes), lanes, c)
     bias = None if layer.bias is None else layer.bias.data
     _run_conv(kept, layer.weight.data, bias, layer.stride, layer.dilation, out)
@@ -269,6 +307,8 @@ def transposed_backward(layer, kept: Kept, around: Padding, dy, dx_shape):
     (top, left), (extra_h, extra_w) = layer.padding, layer.output_padding
     pad = Padding(top, max(top - extra_h, 0), left, max(left - extra_w, 0))
     lanes = LANES if k >= LANES else 1
+    if dx_shape is not None and k >= LANES:  # the copy dx's convolution reads best
+        lanes = forward_plan(k, dx_shape[1], layer.stride[1], dx_shape[3])[0]
     source = Kept(_padded_blocked(dy, pad, lanes), lanes, k)
     h, w = kept.data.shape[2] - around.top - around.bottom, kept.data.shape[3] - (
         around.left + around.right)

@@ -574,20 +574,21 @@ def _row_spans(positions: int, per_tile: str, per_row: list[str]) -> list[str]:
 
 
 def conv_rows_source(positions: int, over_filters: bool = False, block_count: int = 1) -> str:
-    """The direct convolution of a plain input at column stride 1 (a first layer's 1-3
-    channels), P consecutive output columns of a row at a time, each tap's pixels at constant
+    """The direct convolution of a plain input at column stride 1 (a first layer's 1-7
+    channels; in training on Zen 4 any: `blocked_training.rows_over_channels`), P consecutive
+    output columns of a row at a time, each tap's pixels at constant
     distances from one address. Vectorized over the P columns: per tap one vector load of P
     input pixels and 8 fused multiply-adds, each with one filter's weight broadcast (with one
     block of filters, `conv_source`'s 8 x 1 tile broadcasts each pixel, and LLVM pairs its
     positions into 16 lanes with a permute per pair); over_filters: over the 8 filters
     instead (AVX2's 8 lanes: per tap one vector of weights and P pixels broadcast), the sums
     of a column then already the 8 lanes of its blocked output (no transposing in the
-    epilogue). Same arguments and geometry as `conv_source`'s kernel, filters packed for one
-    block; a row's last P columns end at its end (recomputing some: needs rows of at least P
-    columns), only this call's positions are stored, and no shortcut is added (print it to
-    read it). block_count: blocks of 8 filters a tile sums (`TRAINING_ROW_TILE`'s 2: the
-    pooled and blocked outputs' shortcuts below are one block's; with more, every output
-    other than a plain one goes lane by lane)."""
+    epilogue). Same arguments and geometry as `conv_source`'s kernel, filters packed for
+    block_count blocks; a row's last P columns end at its end (recomputing some: needs rows
+    of at least P columns), only this call's positions are stored, and no shortcut is added
+    (print it to read it). block_count: blocks of 8 filters a tile sums
+    (`blocked_training.TRAINING_ROW_TILE`'s 2: the pooled and blocked outputs' shortcuts below
+    are one block's; with more, every output other than a plain one goes lane by lane)."""
     lanes = LANES * block_count
     one_block = block_count == 1
 
@@ -636,8 +637,9 @@ def conv_rows_source(positions: int, over_filters: bool = False, block_count: in
     if not over_filters:
         # A plain output (training's), a whole span of a row and all of the tile's filters:
         # each filter's P columns straight from its sums' vector into its plane (through
-        # `tile` and a loop per filter: 9-21% slower on 3x3 layers of 8-32 channels, the
-        # loop's bookkeeping against the taps of few channels; see TRAINING_ROW_TILE).
+        # `tile` and a loop per filter, 16 x 2: 3-12% slower, the loop's bookkeeping against
+        # the taps; one thread, batch 128, 3x3, ms, in separate runs: 32 -> 32 on 32x32
+        # 23.8-24.4 against 23.2, 16 -> 16 7.3-7.7 / 6.9, 64 -> 64 on 16x16 24.3-25.6 / 22.7).
         lines += [ind + f"if plain_rows and act <= 2 and j0 == jc and store == {lanes}:",
                   ind + "    so = b * out_batch + i * out_row + jc + out_origin"]
         for k in range(lanes):  # (names of their own: each name has one type here)

@@ -9,8 +9,9 @@ where inference keeps the blocked layout between layers:
   straight into the plain (N, K, Ho, Wo) array. The padded copy is what the layer keeps for
   backward, in place of x;
 - weight gradient: the blocked output gradient and that padded copy, on `weight_grad`'s tiles
-  of 8 taps x 16 output channels (one image's worth of each in cache at a time), the batch
-  split over the worker threads, each summing into its own copy;
+  (8 taps x 32 output channels with AVX-512, 4 x 16 on AVX2: `blocked.weight_grad_blocks`),
+  a group of images' worth of each in cache at a time, the batch split over the worker
+  threads, each summing into its own copy;
 - input gradient: the transposed convolution of the output gradient (blocked with the zeros
   its reads need around it), phase by phase (`blocked.transposed_phases`: at stride 1 one
   phase, the flipped filters with channels swapped) on the same direct convolution, each

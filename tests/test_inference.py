@@ -21,8 +21,10 @@ from convnet.nn.resize import COORDINATE_MODES
 
 @pytest.fixture(autouse=True)
 def any_size_takes_a_plan(monkeypatch):
-    """These tests use small batches: let them load the kernels (see the test of the limit)."""
+    """These tests use small batches: let them load the kernels (see the test of the limit),
+    and one image's small layers take Winograd on any CPU (see the test of the floor)."""
     monkeypatch.setattr(inference, "MIN_LOAD_MACS", 0)
+    monkeypatch.setattr(inference, "WINOGRAD_ONE_IMAGE_MIN_MACS", 0)
 
 
 def reference(model, *arrays):
@@ -1133,6 +1135,21 @@ def test_winograd_lanes_decides_a_batch_on_one_thread(lanes, monkeypatch, rng):
         assert _winograd_steps(model, 3, 1) == int(lanes)
     finally:
         backend.set_num_threads(previous)
+
+
+def test_one_image_takes_winograd_from_the_floor_up(monkeypatch, rng):
+    """Where the floor applies (Zen 4's kind of CPU, forced here), one image's 3x3 layer of
+    fewer multiply-adds than WINOGRAD_ONE_IMAGE_MIN_MACS keeps the direct kernel and one of as
+    many takes Winograd; the answers both ways."""
+    monkeypatch.setattr(kernels, "half_rate_512", lambda: True)
+    for size, expected in ((8, 0), (10, 1)):  # 32 x 32 x 9 x 64 or x 100 against x 80
+        monkeypatch.setattr(inference, "WINOGRAD_ONE_IMAGE_MIN_MACS", 32 * 32 * 9 * 80)
+        model = cn.Sequential(cn.Conv2d(32, 32, 1), cn.Conv2d(32, 32, 3, padding=1)).eval()
+        x = rng.standard_normal((1, 32, size, size)).astype(np.float32)
+        assert_matches(planned(model, x), reference(model, x))
+        assert _winograd_steps(model, 1, backend.num_threads()) == expected, size
+    monkeypatch.setattr(kernels, "half_rate_512", lambda: False)
+    assert inference.one_image_winograd_floor() == 0
 
 
 def test_winograd_serves_only_where_it_fits(monkeypatch, rng):

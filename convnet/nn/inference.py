@@ -419,10 +419,14 @@ class ConvStep(Step):
         """Whether a runner of n images on `threads` threads runs this step as Winograd
         (`_bind_winograd`, where it fits): one image, its calls split between the threads, or
         images one by one on one thread (a large batch's lanes, `Plan._in_lanes`) where
-        `winograd_lanes`. A batch run whole on several threads takes the direct kernel, split
-        by images."""
-        return self.winograd_tile is not None and (n == 1 or (threads == 1
-                                                              and winograd_lanes()))
+        `winograd_lanes`; one image only if the layer has `one_image_winograd_floor`
+        multiply-adds or more. A batch run whole on several threads takes the direct kernel,
+        split by images."""
+        if self.winograd_tile is None:
+            return False
+        if n == 1:
+            return self.macs >= one_image_winograd_floor()
+        return threads == 1 and winograd_lanes()
 
     def _winograd_fits(self, channels: int) -> bool:
         """Whether Winograd F(2x2, 3x3) serves this step (`blocked.winograd_sources`): a 3x3
@@ -742,6 +746,23 @@ WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 32
 # Whether several images on one thread take it too: None decides by the CPU (winograd_lanes).
 WINOGRAD_LANES: bool | None = None
+# Where 512-bit multiply-adds run at half rate (Zen 4), one image takes Winograd only in layers
+# of this many multiply-adds or more: below, its three calls a step (each split between the
+# threads) cost more than its products save. Two threads, one image, each network's plans
+# with and without the floor in one process, medians of 12 alternations x 200 images
+# (2026-12-04 15:05 UTC), us, Winograd everywhere / the floor / direct everywhere: resnet8
+# 165.3 / 153.5 / 155.7, 163.6 / 157.5 / 150.7 and 166.2 / 158.5 / 161.1 (its two 3x3 layers
+# that fit, 2.4 M multiply-adds each, go direct), fcn-mini 241.0 / 241.1 / 241.8 (the same:
+# level), unet-mini 443.0 / 464.0 / 443.7 and 462.3 / 467.2 / 461.6, vggish (4.7-9.4 M, all
+# kept) 272.6 / 263.8 / 301.6. On Zen 5 (full rate) Winograd was the faster on resnet8's one
+# image too (the measurement above), so no floor there; AVX2 hosts were not measured.
+WINOGRAD_ONE_IMAGE_MIN_MACS = 4 << 20
+
+
+def one_image_winograd_floor() -> int:
+    """The multiply-adds (per image) below which one image's layer keeps the direct kernel:
+    WINOGRAD_ONE_IMAGE_MIN_MACS where 512-bit multiply-adds run at half rate, else 0."""
+    return WINOGRAD_ONE_IMAGE_MIN_MACS if kernels.half_rate_512() else 0
 
 
 def winograd_lanes() -> bool:

@@ -754,8 +754,9 @@ WINOGRAD_LANES: bool | None = None
 # 165.3 / 153.5 / 155.7, 163.6 / 157.5 / 150.7 and 166.2 / 158.5 / 161.1 (its two 3x3 layers
 # that fit, 2.4 M multiply-adds each, go direct), fcn-mini 241.0 / 241.1 / 241.8 (the same:
 # level), unet-mini 443.0 / 464.0 / 443.7 and 462.3 / 467.2 / 461.6, vggish (4.7-9.4 M, all
-# kept) 272.6 / 263.8 / 301.6. On Zen 5 (full rate) Winograd was the faster on resnet8's one
-# image too (the measurement above), so no floor there; AVX2 hosts were not measured.
+# kept: the first two are one plan, apart by the noise) 272.6 / 263.8 / 301.6. On Zen 5
+# (full rate) Winograd was the faster on resnet8's one image too (the measurement above), so
+# no floor there; AVX2 hosts were not measured.
 WINOGRAD_ONE_IMAGE_MIN_MACS = 4 << 20
 
 

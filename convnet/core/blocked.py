@@ -588,7 +588,8 @@ def conv_rows_source(positions: int, over_filters: bool = False, block_count: in
     of at least P columns), only this call's positions are stored, and no shortcut is added
     (print it to read it). block_count: blocks of 8 filters a tile sums
     (`blocked_training.TRAINING_ROW_TILE`'s 2: the pooled and blocked outputs' shortcuts below
-    are one block's; with more, every output other than a plain one goes lane by lane)."""
+    are one block's and left out with more, where every output but a plain one goes lane by
+    lane)."""
     lanes = LANES * block_count
     one_block = block_count == 1
 
@@ -655,17 +656,18 @@ def conv_rows_source(positions: int, over_filters: bool = False, block_count: in
     # no activation, ReLU or a clip, an even row width and ranges of whole row pairs, so
     # the columns j0 - jc, j0 - jc + 1 ... pair up): each pair's maximum at the pooled output,
     # an odd row taking the maximum with what the even row stored.
-    lines += [
-        ind + ("if pool:" if one_block else "if False:  # (one block's shortcut)"),
-        ind + f"    for p in range(j0 - jc, min(je - jc, {positions}), 2):",
-        ind + "        oq = INDEX(b * out_batch + (i >> 1) * out_row + ((jc + p) >> 1) * out_col"
-              " + out_origin + kt * out_block)",
-        ind + f"        c = INDEX(kt * {lanes})",
-    ]
-    lines += _pooled_lanes(ind + "        ", lambda lane: (
-        f"tile[INDEX({held(lane, 'p')})]", f"tile[INDEX({held(lane, '(p + 1)')})]"),
-        "oq", "i & 1")
-    lines.append(ind + "    continue")
+    if one_block:
+        lines += [
+            ind + "if pool:",
+            ind + f"    for p in range(j0 - jc, min(je - jc, {positions}), 2):",
+            ind + "        oq = INDEX(b * out_batch + (i >> 1) * out_row + ((jc + p) >> 1)"
+                  " * out_col + out_origin + kt * out_block)",
+            ind + f"        c = INDEX(kt * {lanes})",
+        ]
+        lines += _pooled_lanes(ind + "        ", lambda lane: (
+            f"tile[INDEX({held(lane, 'p')})]", f"tile[INDEX({held(lane, '(p + 1)')})]"),
+            "oq", "i & 1")
+        lines.append(ind + "    continue")
     # This call's columns: into a blocked output with no activation, ReLU or a clip, eight
     # lanes at a time in straight-line code, every load before any store (LLVM's SLP
     # vectorizer makes it vector code; a loop through `activate` took longer than the taps of
@@ -673,16 +675,16 @@ def conv_rows_source(positions: int, over_filters: bool = False, block_count: in
     lines += [
         ind + f"for p in range(j0 - jc, min(je - jc, {positions})):",
         ind + "    o = b * out_batch + i * out_row + (jc + p) * out_col + out_origin",
-        ind + ("    if out_lane == 1 and act <= 2 and store == 8:" if one_block
-               else "    if False:  # (one block's shortcut)"),
     ]
-    lines += [ind + "        oq = INDEX(o + kt * out_block)",
-              ind + f"        c = INDEX(kt * {lanes})"]
-    lines += [ind + f"        y{lane} = min(max(tile[INDEX({held(lane, 'p')})]"
-                    f" + bias[c + INDEX({lane})], lo), hi)" for lane in range(LANES)]
-    lines += [ind + f"        out[oq + INDEX({lane})] = y{lane}" for lane in range(LANES)]
+    if one_block:
+        lines += [ind + "    if out_lane == 1 and act <= 2 and store == 8:",
+                  ind + "        oq = INDEX(o + kt * out_block)",
+                  ind + f"        c = INDEX(kt * {lanes})"]
+        lines += [ind + f"        y{lane} = min(max(tile[INDEX({held(lane, 'p')})]"
+                        f" + bias[c + INDEX({lane})], lo), hi)" for lane in range(LANES)]
+        lines += [ind + f"        out[oq + INDEX({lane})] = y{lane}" for lane in range(LANES)]
+        lines.append(ind + "        continue")
     lines += [
-        ind + "        continue",
         ind + "    if plain_rows and act <= 2:  # all of this position's filters: below",
         ind + "        break",
         ind + "    for k in range(store):",

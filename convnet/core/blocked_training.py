@@ -160,9 +160,7 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
     """out (n, K, Ho, Wo), plain, = bias + the correlation of the padded input with weight
     (K, C, KH, KW), on the blocked direct convolution."""
     n, k, out_h, out_w = out.shape
-    lanes, kind, tile = forward_plan(kept.channels, k, stride[1], out_w)
-    if lanes != kept.lanes:  # (a copy made for another kernel: the tile kernel reads either)
-        kind, tile = "conv", plain_tile(k)
+    _, kind, tile = forward_plan(kept.channels, k, stride[1], out_w)  # (kept made for it)
     bs, _, rs, cs, _ = kept.strides()
     filters = blocked.pack_filters(weight, tile[1], kept.lanes, live_only=True)
     packed_bias = blocked.pack_bias(bias, k, tile[1], numpy.float32)
@@ -307,8 +305,8 @@ def transposed_backward(layer, kept: Kept, around: Padding, dy, dx_shape):
     k = dy.shape[1]
     (top, left), (extra_h, extra_w) = layer.padding, layer.output_padding
     pad = Padding(top, max(top - extra_h, 0), left, max(left - extra_w, 0))
-    lanes = LANES if k >= LANES else 1
-    if dx_shape is not None and k >= LANES:  # the copy dx's convolution reads best
+    lanes = LANES if k >= LANES else 1  # the weight gradient's; with dx, its convolution's:
+    if dx_shape is not None:
         lanes = forward_plan(k, dx_shape[1], layer.stride[1], dx_shape[3])[0]
     source = Kept(_padded_blocked(dy, pad, lanes), lanes, k)
     h, w = kept.data.shape[2] - around.top - around.bottom, kept.data.shape[3] - (

@@ -339,8 +339,13 @@ def test_every_plain_output_tile_gives_the_same_sums(monkeypatch, rng):
     it, and 8 x 4 for more than 16 channels where its multiply-adds run at full rate: the
     same sums in the same order, so the same bits, all PyTorch's to rounding (forward and
     input gradient of a convolution and of a transposed one, each CPU's tile run on this
-    one)."""
+    one). 8 channels or fewer take 8 x 1 where the multiply-adds run at half rate (a
+    forward of 8 filters on rows too short for the row kernel, and an input gradient into 6
+    channels)."""
     conv = cn.Conv2d(20, 20, 3, padding=1)
+    few = cn.Conv2d(6, 8, 3, padding=1)
+    x_few = rng.standard_normal((3, 6, 9, 11)).astype(np.float32)
+    dy_few = rng.standard_normal((3, 8, 9, 11)).astype(np.float32)
     transposed = cn.ConvTranspose2d(18, 20, 3, stride=2, padding=1, output_padding=1)
     x = rng.standard_normal((3, 20, 9, 11)).astype(np.float32)
     xt = rng.standard_normal((2, 18, 5, 7)).astype(np.float32)
@@ -353,6 +358,12 @@ def test_every_plain_output_tile_gives_the_same_sums(monkeypatch, rng):
         monkeypatch.setattr(kernels, "half_rate_512", lambda cpu=cpu: cpu == "half rate")
         assert blocked_training.plain_tile(20) == tile
         assert blocked_training.plain_tile(16) == ((6, 2) if cpu == "avx2" else (8, 2))
+        assert blocked_training.plain_tile(8) == blocked_training.plain_tile(6) == {
+            "avx2": (6, 2), "half rate": (8, 1), "full rate": (8, 2)}[cpu]
+        out_few = few.forward(x_few)
+        assert isinstance(few.cache[1], blocked_training.Kept)
+        few.zero_grad()
+        dx_few = few.backward(dy_few)
         out = conv.forward(x)
         assert isinstance(conv.cache[1], blocked_training.Kept)  # on the blocked kernels
         conv.zero_grad()
@@ -360,12 +371,14 @@ def test_every_plain_output_tile_gives_the_same_sums(monkeypatch, rng):
         out_t = transposed.forward(xt)
         transposed.zero_grad()
         dx_t = transposed.backward(dyt)
-        answers[cpu] = (out, dx, out_t, dx_t)
+        answers[cpu] = (out, dx, out_t, dx_t, out_few, dx_few)
     for cpu in ("half rate", "full rate"):
         for ours, theirs in zip(answers["avx2"], answers[cpu], strict=True):
             np.testing.assert_array_equal(ours, theirs)
     assert_conv_matches_torch(conv, answers["full rate"][0], answers["full rate"][1],
                               *torch_twin(conv, x, dy), dy=dy)
+    assert_conv_matches_torch(few, answers["half rate"][4], answers["half rate"][5],
+                              *torch_twin(few, x_few, dy_few), dy=dy_few)
 
 
 @pytest.mark.parametrize("filters", [8, 16, 24, 40, 56, 72])

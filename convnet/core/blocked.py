@@ -641,12 +641,18 @@ def conv_rows_source(positions: int, over_filters: bool = False, block_count: in
         # `tile` and a loop per filter, 16 x 2: 3-12% slower, the loop's bookkeeping against
         # the taps; one thread, batch 128, 3x3, ms, in separate runs: 32 -> 32 on 32x32
         # 23.8-24.4 against 23.2, 16 -> 16 7.3-7.7 / 6.9, 64 -> 64 on 16x16 24.3-25.6 / 22.7).
-        lines += [ind + f"if plain_rows and act <= 2 and j0 == jc and store == {lanes}:",
+        # Fewer filters than the tile's lanes (a first layer's 6) skip the rest, each behind
+        # one branch that goes the same way all the layer long.
+        lines += [ind + "if plain_rows and act <= 2 and j0 == jc:",
                   ind + "    so = b * out_batch + i * out_row + jc + out_origin"]
         for k in range(lanes):  # (names of their own: each name has one type here)
-            lines += [ind + f"    sk = INDEX(so + (kt * {lanes} + {k}) * out_lane)",
-                      ind + f"    sb = bias[kt * {lanes} + {k}]"]
-            lines += [ind + f"    out[sk + INDEX({p})] = min(max(a{k}_{p} + sb, lo), hi)"
+            guard = ind + "    " + ("" if k == 0 else f"if store > {k}:")
+            step = ind + ("    " if k == 0 else "        ")
+            if k:
+                lines.append(guard)
+            lines += [step + f"sk = INDEX(so + (kt * {lanes} + {k}) * out_lane)",
+                      step + f"sb = bias[kt * {lanes} + {k}]"]
+            lines += [step + f"out[sk + INDEX({p})] = min(max(a{k}_{p} + sb, lo), hi)"
                       for p in range(positions)]
         lines.append(ind + "    continue")
     order = ([(k, p) for p in range(positions) for k in range(lanes)] if over_filters

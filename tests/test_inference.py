@@ -489,21 +489,24 @@ def test_graph_merges_concat_and_squeeze_excitation(rng):
        width=st.integers(8, 40), height=st.integers(5, 9), batch=st.integers(1, 3),
        split=st.booleans(), after=st.sampled_from(["none", "relu", "relu6", "silu"]),
        tile=st.sampled_from([blocked.ROW_TILE, blocked.AVX2_ROW_TILE]),
+       kind=st.sampled_from(["conv_rows", "conv_rows_filters"]),
        seed=st.integers(0, 2**32 - 1))
 def test_row_kernel_of_a_plain_input_matches_the_layers(channels, filters, kernel, dilation,
                                                         stride_h, padding, width, height, batch,
-                                                        split, after, tile, seed):
+                                                        split, after, tile, kind, seed):
     """A first layer of at most 8 filters on rows of at least the tile's 16 (8 without
-    AVX-512) outputs takes the row kernel (blocked.conv_rows_source): rows whose last 16 (8)
+    AVX-512) outputs takes the row kernel (blocked.conv_rows_source, vectorized over the
+    columns or over the filters: `blocked.row_kernel`'s kinds): rows whose last 16 (8)
     columns overlap the ones before, ranges that start and end inside a row (split: one image
     over two threads), activations fused or not (SiLU takes the lane-by-lane epilogue)."""
-    with mock.patch.object(blocked, "row_tile", lambda: tile):
+    with mock.patch.object(blocked, "row_tile", lambda: tile), \
+            mock.patch.object(blocked, "row_kernel", lambda: (kind, tile)):
         _row_kernel_case(channels, filters, kernel, dilation, stride_h, padding, width,
-                         height, batch, split, after, seed)
+                         height, batch, split, after, seed, kind)
 
 
 def _row_kernel_case(channels, filters, kernel, dilation, stride_h, padding, width, height,
-                     batch, split, after, seed):
+                     batch, split, after, seed, kind=None):
     assume(width + 2 * padding >= (kernel - 1) * dilation + 1)  # the window fits the row
     rng = np.random.default_rng(seed)
     conv = cn.Conv2d(channels, filters, kernel, (stride_h, 1), padding, dilation, strict=False)
@@ -518,7 +521,7 @@ def _row_kernel_case(channels, filters, kernel, dilation, stride_h, padding, wid
         return  # too narrow for it: the other tiles' case
     assert_matches(ours, expected)
     plan = next(iter(model._inference_plans.values()))
-    assert plan.steps[0].kernel == "conv_rows"
+    assert plan.steps[0].kernel == (kind or blocked.row_kernel()[0])
 
 
 @pytest.mark.parametrize("tile", sorted(set(blocked.TILES + blocked.WIDE_TILES
@@ -619,7 +622,8 @@ def test_a_max_pool_after_a_convolution_is_taken_into_it(after, filters, size, b
     assert_matches(ours, reference(model, x))
     assert steps_of(model) == ["ConvStep", "ConvStep"]
     first = next(iter(model._inference_plans.values())).steps[0]
-    assert first.pool and first.kernel == ("conv_rows" if size[1] >= 16 else "conv")
+    assert first.pool and first.kernel == (blocked.row_kernel()[0] if size[1] >= 16
+                                           else "conv")
 
 
 @settings(max_examples=40, deadline=None)
@@ -1677,6 +1681,6 @@ def test_rows_over_the_border_skip_its_taps_and_give_the_layers_answer(
     plan = next(iter(model._inference_plans.values()))
     convs = [step for step in plan.steps if isinstance(step, inference.ConvStep)]
     assert all(step.row_table is not None for step in convs)
-    assert convs[0].kernel == "conv_rows"
+    assert convs[0].kernel == blocked.row_kernel()[0]
     assert {step.kernel for step in convs[1:]} == ({"conv_span", "conv"} if span else {"conv"})
     assert convs[2].row_table[0].tolist() == [convs[2].row_table[0][0]] * 2  # no taps

@@ -550,6 +550,27 @@ def row_tile() -> tuple[int, int]:
     return ROW_TILE if kernels.wide_registers() else AVX2_ROW_TILE
 
 
+# Where AVX-512's multiply-adds run at half rate, inference's row kernel sums 16 columns x 8
+# filters as 16 vectors of the 8 filters (256 bits: as many multiply-adds a cycle there as
+# 512), so that each column's sums are already its 8 lanes of the blocked output; summed as
+# 8 vectors of 16 columns, each column's 8 sums were gathered from 8 vectors in the epilogue.
+# Whole networks at batch 128, two threads, one plan of each alternated in one process,
+# medians of 12 (2026-12-04 16:55 UTC), over the filters / over the columns: fcn-mini 0.961,
+# unet-mini 0.937, lenet5 0.890, convnetjs-mnist 0.954 of the time (512-bit vectors: 0.960,
+# 0.947, 0.957, 0.988). Training keeps the columns' vectors: its plain output takes each
+# filter's 16 columns as one store.
+ROW_FILTERS_BITS = 256
+
+
+def row_kernel() -> tuple[str, tuple[int, int]]:
+    """The kind and tile of inference's row kernel (`takes_rows`) on this CPU: "conv_rows"
+    (`conv_rows_source` over the columns with AVX-512, over the filters on AVX2) or, where
+    AVX-512's multiply-adds run at half rate, "conv_rows_filters" (over the filters)."""
+    if kernels.wide_registers() and not kernels.full_rate_512():
+        return "conv_rows_filters", row_tile()
+    return "conv_rows", row_tile()
+
+
 def takes_rows(filters: int, stride_w: int, out_w: int) -> bool:
     """Whether a convolution of a plain input runs on the row kernel (`conv_rows_source`)."""
     return filters <= LANES and stride_w == 1 and out_w >= row_tile()[0]
@@ -1863,10 +1884,11 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         header.append("# compiled with LLVM's runtime loop unrolling off (blocked._llvm_options)")
     options = "pipeline_class=WithoutSSA, nogil=True, fastmath={'contract'}, cache=True"
     geometry = "numba.int64[::1]"
-    if kind in ("conv", "conv_rows", "conv_span"):  # the same arguments: a tile's, the rows'
-        source = {"conv": lambda: conv_source(*tile),  # or the spans' kernel
+    if kind in ("conv", "conv_rows", "conv_rows_filters", "conv_span"):  # the same arguments:
+        source = {"conv": lambda: conv_source(*tile),  # a tile's, the rows', the spans'
                   "conv_rows": lambda: conv_rows_source(tile[0], not kernels.wide_registers(),
                                                          tile[1]),
+                  "conv_rows_filters": lambda: conv_rows_source(tile[0], True, tile[1]),
                   "conv_span": lambda: conv_span_source(*tile)}[kind]()
         body = ACTIVATE_SOURCE + "\n\n" + source
         footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
@@ -2080,6 +2102,8 @@ def _max_vector_bits(kind: str, tile) -> int | None:
     positions in one and spent a permute on every multiply-add (read in the assembly). With
     256 (Zen 4 runs two 256-bit multiply-adds a cycle, one 512-bit), one thread, batch 128,
     interleaved: inception-mini 9.27 -> 8.33 ms, squeezenet-mini 8.72 -> 8.16."""
+    if kind == "conv_rows_filters":
+        return ROW_FILTERS_BITS
     return 256 if kind == "conv" and tile is not None and tile[1] == 1 else None
 
 

@@ -412,3 +412,87 @@ def test_every_weight_gradient_tile_gives_the_same_sums(filters, monkeypatch, rn
         else:
             np.testing.assert_array_equal(ours, theirs)
     assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)
+
+
+def _relu_model(kind: str, rng):
+    """conv -> relu -> conv -> relu -> flatten -> linear, as a Sequential or a graph Model
+    whose second ReLU's output is also one of the model's outputs."""
+    convs = [cn.Conv2d(3, 16, 3, padding=1), cn.Conv2d(16, 12, 3, padding=1)]
+    for conv in convs:
+        conv.bias.data[...] = rng.standard_normal(conv.bias.data.shape)
+    head = cn.Linear(12 * 6 * 7, 5)
+    if kind == "sequential":
+        return cn.Sequential(convs[0], cn.ReLU(), convs[1], cn.ReLU(), cn.Flatten(), head)
+    x_in = cn.Input((3, 6, 7))
+    maps = cn.ReLU()(convs[1](cn.ReLU()(convs[0](x_in))))
+    return cn.Model(x_in, [head(cn.Flatten()(maps)), maps])
+
+
+def _gradients(model, x, dys, input_grad, fused: bool):
+    """Output, input gradient and every parameter's gradient after one forward and backward,
+    with a ReLU's backward taken into its convolution's or not (each layer's own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if not fused:
+            patch.setattr(cn.Conv2d, "takes_backward_of", lambda self, activation, dy: False)
+        calls = []
+        real = cn.ReLU.backward
+        patch.setattr(cn.ReLU, "backward", lambda self, dy: calls.append(1) or real(self, dy))
+        model.zero_grad()
+        out = model.forward(x)
+        dx = model.backward(dys if isinstance(out, tuple) else dys[0], input_grad=input_grad)
+    grads = [p.grad.copy() for p in model.parameters()]
+    return out, dx, grads, len(calls)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "graph"])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_a_relu_after_a_convolution_runs_its_backward_inside_the_convolutions(
+        kind, input_grad, rng):
+    """A ReLU that alone reads a convolution's output (on the blocked training passes) has its
+    mask applied in the copy the convolution's backward makes of dy, and the bias gradient
+    summed in that copy: no ReLU backward runs, and every gradient is the one each layer's
+    own backward gives (the same bits for the weights and the input; the bias summed in
+    another order, in float64), in a Sequential and in a graph Model (where the second ReLU's
+    output is also a model output: its gradient adds to the head's), the first layer with and
+    without its input gradient."""
+    model = _relu_model(kind, rng)
+    x = rng.standard_normal((4, 3, 6, 7)).astype(np.float32)
+    dys = [rng.standard_normal((4, 5)).astype(np.float32),
+           rng.standard_normal((4, 12, 6, 7)).astype(np.float32)]
+    fused = _gradients(model, x, dys, input_grad, fused=True)
+    each = _gradients(model, x, dys, input_grad, fused=False)
+    assert fused[3] == 0 and each[3] == 2  # ReLU backwards run
+    for ours, theirs in zip(fused[0] if kind == "graph" else [fused[0]],
+                            each[0] if kind == "graph" else [each[0]], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    if input_grad:
+        np.testing.assert_array_equal(fused[1], each[1])
+    else:
+        assert fused[1] is None and each[1] is None
+    for ours, theirs, param in zip(fused[2], each[2], model.parameters(), strict=True):
+        if param.data.ndim == 1 and param.data.shape[0] in (16, 12):  # conv biases
+            np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_watched_or_shared_convolution_output_keeps_the_relus_own_backward(rng):
+    """Grad-CAM's watched slot between a convolution and its ReLU needs the ReLU's input
+    gradient as an array, and a convolution output read by two layers gets the sum of their
+    gradients: there each backward runs on its own, with the same answers."""
+    conv = cn.Conv2d(3, 16, 3, padding=1)
+    x_in = cn.Input((3, 6, 7))
+    maps = conv(x_in)
+    model = cn.Model(x_in, cn.Add()([cn.ReLU()(maps), maps]))
+    x = rng.standard_normal((2, 3, 6, 7)).astype(np.float32)
+    dy = rng.standard_normal((2, 16, 6, 7)).astype(np.float32)
+    fused, each = (_gradients(model, x, [dy], True, fused=flag) for flag in (True, False))
+    assert fused[3] == each[3] == 1
+    np.testing.assert_array_equal(fused[1], each[1])
+    chain = cn.Model(x_in, cn.ReLU()(conv(x_in)))
+    watched = chain.steps[0].outputs[0]
+    chain.forward(x)
+    chain.backward(dy, watch=watched)
+    expected = np.where(chain.forward(x) > 0, dy, 0)
+    chain.backward(dy, watch=watched)
+    np.testing.assert_array_equal(chain.watched, expected)

@@ -169,6 +169,29 @@ def _padded_blocked(x, padding: Padding, lanes: int):
     return data
 
 
+def _blocked_gradient(dy, around: Padding, mask=None):
+    """(dyb, sums): dy (n, K, Ho, Wo) copied into a zero-padded blocked buffer (n, K/8, ., .,
+    8) `around` it, and its float64 sums channel by channel (the bias gradient), in one pass
+    (`blocked.block_copy_grad_source`). mask: a ReLU's mask of dy's shape, its backward taken
+    in (dy where mask, else 0, is what is copied and summed)."""
+    n, k, h, w = dy.shape
+    top, left = around.top, around.left
+    hp, wp = h + top + around.bottom, w + left + around.right
+    dy = numpy.ascontiguousarray(dy, dtype=numpy.float32)
+    data = numpy.empty((n, blocked.blocks(k), hp, wp, LANES), dtype=dy.dtype)
+    chunks = sample_chunks(dy)
+    sums = numpy.zeros((len(chunks), k), numpy.float64)
+    masked = mask is not None
+    flat_mask = mask.reshape(-1) if masked else numpy.zeros(1, bool)
+    module = blocked.compiled("weight_grad")
+    flat, out = dy.reshape(-1), data.reshape(-1)
+    run_task(module.block_copy_grad, module.block_copy_grad_task, [
+        (flat, flat_mask, out, sums[t], numpy.array(
+            [part.start, part.stop, k, h, w, top, left, hp, wp, int(masked)], numpy.int64))
+        for t, part in enumerate(chunks)])
+    return data, sums.sum(axis=0)  # chunks in order
+
+
 def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
     """out (n, K, Ho, Wo), plain, = bias + the correlation of the padded input with weight
     (K, C, KH, KW), on the blocked direct convolution."""
@@ -245,24 +268,25 @@ def forward(layer, x, out, geometry) -> Kept:
     return kept
 
 
-def backward(layer, kept: Kept, dy, dx_shape, geometry):
+def backward(layer, kept: Kept, dy, dx_shape, geometry, mask=None):
     """(dweight (K, C, KH, KW), dbias (K,) or None, dx (n, C, H, W) or None): dx when
     `dx_shape` is given. Lets go of `kept.data` once the weight gradient is made, before dx
     exists: the step's peak holds the padded input or the input gradient, not both (vggish,
-    batch 128: 74 -> 64 MB of arrays at the peak)."""
+    batch 128: 74 -> 64 MB of arrays at the peak). mask: the mask of a ReLU that read this
+    layer's output, whose backward (dy where mask, else 0) is taken into dy's copy."""
     n, k, out_h, out_w = dy.shape
     around, phases = Padding(0, 0, 0, 0), None
     if dx_shape is not None:  # dx is the transposed convolution of dy: its phases' reads
         pad = geometry.padding
         phases, around = _transposed_phases(layer, dy.shape[2:], dx_shape[2:],
                                             (pad.top, pad.left))
-    dyb = _padded_blocked(dy, around, LANES)  # n, Kb, ., ., 8
+    dyb, sums = _blocked_gradient(dy, around, mask)  # n, Kb, ., ., 8
     dweight = _weight_grad(layer.weight.shape, layer.stride, layer.dilation, kept, dyb, around,
                            (out_h, out_w))
     kept.data = None
-    # summed in float64 (channel_sums): a float32 sum was 5e-6 from the exact -0.11 of
-    # 2 x 10 x 25 values (cancellation), beyond the parity tolerance
-    dbias = None if layer.bias is None else channel_sums(dy)
+    # summed in float64: a float32 sum was 5e-6 from the exact -0.11 of 2 x 10 x 25 values
+    # (cancellation), beyond the parity tolerance
+    dbias = None if layer.bias is None else sums
     dx = None
     if dx_shape is not None:
         dx = numpy.empty(dx_shape, dtype=dy.dtype)

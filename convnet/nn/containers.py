@@ -139,8 +139,17 @@ class Sequential(Layer):
         """
         if not self.layers:
             return dy if input_grad else None
-        for layer in reversed(self.layers[1:]):
+        index = len(self.layers) - 1
+        while index > 0:
+            layer, below = self.layers[index], self.layers[index - 1]
+            if below.takes_backward_of(layer, dy):  # (a ReLU's mask taken into a conv's)
+                if index == 1:
+                    return below.backward_activated(dy, layer, input_grad)
+                dy = below.backward_activated(dy, layer)
+                index -= 2
+                continue
             dy = layer.backward(dy)
+            index -= 1
         if input_grad:
             return self.layers[0].backward(dy)
         self.layers[0].backward_parameters(dy)

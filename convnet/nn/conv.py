@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import numpy
 
-from convnet.core import blocked_training, depthwise_kernels, kernels
+from convnet.core import activation_kernels, blocked_training, depthwise_kernels, kernels
 from convnet.core.arithmetic import Padding
 from convnet.core.backend import array_module, batch_chunks, sliding_windows
 from convnet.core.errors import ShapeError
 from convnet.core.team import run_chunks
+from convnet.nn.activations import ReLU
 from convnet.nn.layer import Shape, WeightedLayer, check_input, grad_enabled
 from convnet.nn.window import WindowLayer, chw, conv_arguments, parse_padding, window_slices
 
@@ -235,6 +236,26 @@ class Conv2d(WindowLayer, WeightedLayer):
 
     def backward_parameters(self, dy) -> None:
         self.backward(dy, input_grad=False)
+
+    def takes_backward_of(self, activation, dy) -> bool:
+        """A ReLU after a layer on the blocked training passes: its mask is applied in the copy
+        those passes make of dy anyway (`blocked_training.backward`), with no pass of its own
+        and no array for its input gradient (vggish's five ReLUs: about 7 ms of a 170 ms step
+        on two threads)."""
+        return (type(activation) is ReLU and self.cache is not None
+                and isinstance(self.cache[1], blocked_training.Kept)
+                and activation_kernels.usable_mask(activation.cache, dy.shape)
+                and type(dy) is numpy.ndarray and dy.dtype == numpy.float32)
+
+    def backward_activated(self, dy, activation, input_grad: bool = True):
+        if not self.takes_backward_of(activation, dy):
+            return super().backward_activated(dy, activation, input_grad)
+        mask = activation._take_cache()
+        x_shape, kept, geometry = self._take_cache()
+        dweight, dbias, dx = blocked_training.backward(
+            self, kept, dy, x_shape if input_grad else None, geometry, mask)
+        self._add_grads([(dweight, dbias)])
+        return dx
 
     # -- the compiled kernel (stride 1, few filters: see convnet.core.kernels) --------------------
     def _direct_forward(self, x, out, geometry) -> None:

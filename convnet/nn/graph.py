@@ -134,25 +134,31 @@ class Model(Layer):
             for slot in step.inputs:
                 self._readers[slot] += 1
         self._takes_next = self._batchnorm_activation_pairs()
+        self._backward_pairs = {index + 1: slot for index, slot in self._pairs().items()}
         self._node_caches: dict[int, list] = {}
         self._output_meta: dict[int, list] = {}
         self.kept: dict[int, object] = {}
         self.watched = None
 
     # -- construction ----------------------------------------------------------------------
-    def _batchnorm_activation_pairs(self) -> dict[int, int]:
-        """{step: the slot between it and the next step} where a batch norm's output is read
-        only by an activation it can take in (`batchnorm.takes_in`), called next, neither layer
-        called twice: forward runs the two as one (`BatchNorm2d.forward_activated`)."""
+    def _pairs(self) -> dict[int, int]:
+        """{step: the slot between it and the next step} where the step's one output is read
+        only by the next, neither called twice: the pairs a layer may run with the next
+        (`_batchnorm_activation_pairs`, `Layer.takes_backward_of`)."""
         pairs = {}
         outputs = set(self.output_slots)
         for index, (step, following) in enumerate(itertools.pairwise(self.steps)):
             if (len(step.outputs) == 1 and following.inputs == step.outputs
                     and self._readers[step.outputs[0]] == 1 and step.outputs[0] not in outputs
-                    and not step.shared and not following.shared
-                    and batchnorm.takes_in(step.layer, following.layer)):
+                    and not step.shared and not following.shared):
                 pairs[index] = step.outputs[0]
         return pairs
+
+    def _batchnorm_activation_pairs(self) -> dict[int, int]:
+        """The pairs (`_pairs`) of a batch norm and an activation it can take in
+        (`batchnorm.takes_in`): forward runs the two as one (`BatchNorm2d.forward_activated`)."""
+        return {index: slot for index, slot in self._pairs().items()
+                if batchnorm.takes_in(self.steps[index].layer, self.steps[index + 1].layer)}
 
     def _reachable_nodes(self) -> list[Node]:
         given = {id(t) for t in self.input_tensors}
@@ -334,7 +340,10 @@ class Model(Layer):
             if grad is not None:
                 pending[slot] = grad if slot not in pending else pending[slot] + grad
         inputs = set(self.input_slots)
+        below = None  # a step whose backward ran with the one after it
         for index in reversed(range(len(self.steps))):
+            if index == below:
+                continue
             step = self.steps[index]
             dys = [pending.pop(slot, None) for slot in step.outputs]
             if watch in step.outputs:
@@ -354,11 +363,21 @@ class Model(Layer):
                       for d, m in zip(dys, meta, strict=True)]
             else:
                 dy = dys[0]
-            needs_dx = input_grad or any(slot not in inputs for slot in step.inputs)
-            if not needs_dx and not step.layer.multi_input:
-                step.layer.backward_parameters(dy)
-                continue
-            dx = step.layer.backward(dy)
+            slot = self._backward_pairs.get(index)
+            if (slot is not None and slot != watch
+                    and self.steps[index - 1].layer.takes_backward_of(step.layer, dy)):
+                # the two backwards in one (a ReLU's mask taken into a conv's copy of dy)
+                below, step = index - 1, self.steps[index - 1]
+                needs_dx = input_grad or any(slot not in inputs for slot in step.inputs)
+                dx = step.layer.backward_activated(dy, self.steps[index].layer, needs_dx)
+                if not needs_dx:
+                    continue
+            else:
+                needs_dx = input_grad or any(slot not in inputs for slot in step.inputs)
+                if not needs_dx and not step.layer.multi_input:
+                    step.layer.backward_parameters(dy)
+                    continue
+                dx = step.layer.backward(dy)
             dxs = dx if step.layer.multi_input else [dx]
             for slot, grad in zip(step.inputs, dxs, strict=True):
                 # a new array, never in place: a layer may hand the same array to two inputs

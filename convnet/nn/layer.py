@@ -78,6 +78,22 @@ class Layer:
         layer of a model does in training. Layers that can skip computing it override this."""
         self.backward(dy)
 
+    def takes_backward_of(self, activation: Layer, dy) -> bool:
+        """Whether `backward_activated(dy, activation)` runs the activation's backward inside
+        this layer's (the activation read this layer's output alone, forward called each once:
+        the container knows that). Layers that can override it."""
+        return False
+
+    def backward_activated(self, dy, activation: Layer, input_grad: bool = True):
+        """This layer's backward of the activation's input gradient for dy: the two backwards
+        in one where `takes_backward_of` says so, else one after the other. None for the input
+        gradient with input_grad=False."""
+        grad = activation.backward(dy)
+        if input_grad:
+            return self.backward(grad)
+        self.backward_parameters(grad)
+        return None
+
     def __call__(self, x):
         """forward(x) on arrays; on symbolic tensors (cn.Input), a node of a graph model."""
         if symbolic.is_symbolic(x):

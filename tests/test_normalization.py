@@ -262,6 +262,46 @@ def test_batchnorm_output_kept_or_read_twice_is_not_taken_in(rng):
     assert relu2.calls == 1
 
 
+@pytest.mark.parametrize("container", ["sequential", "graph"])
+def test_a_relus_backward_runs_inside_batch_norms(container, rng, monkeypatch):
+    """In training on the compiled passes, a ReLU after batch norm has its mask applied where
+    batch norm's backward reads dy: no ReLU backward runs, and the gradients are those of the
+    two backwards one after the other (to float64 sums' rounding), the layer before included
+    (a convolution, which then gets batch norm's input gradient)."""
+    from engine_checks import assert_close
+
+    def run(fused: bool):
+        calls = []
+        with monkeypatch.context() as patch:
+            if not fused:
+                patch.setattr(cn.BatchNorm2d, "takes_backward_of", lambda *args: False)
+            real = cn.ReLU.backward
+            patch.setattr(cn.ReLU, "backward",
+                          lambda self, dy: calls.append(1) or real(self, dy))
+            conv = cn.Conv2d(3, 6, 3, padding=1)
+            bn, relu = cn.BatchNorm2d(6), cn.ReLU()
+            for layer, seed in ((conv, 1), (bn, 2)):
+                for param in layer.parameters():
+                    param.data[...] = np.random.default_rng(seed).standard_normal(
+                        param.data.shape)
+            if container == "sequential":
+                model = cn.Sequential(conv, bn, relu)
+            else:
+                inputs = cn.Input((3, 9, 11))
+                model = cn.Model(inputs, relu(bn(conv(inputs))))
+            out = model.forward(x)
+            dx = model.backward(dy)
+        return [out, dx, *(p.grad.copy() for p in model.parameters())], len(calls)
+
+    x = rng.standard_normal((8, 3, 9, 11)).astype(np.float32)
+    dy = rng.standard_normal((8, 6, 9, 11)).astype(np.float32)
+    (fused, fused_calls), (apart, apart_calls) = run(True), run(False)
+    assert (fused_calls, apart_calls) == (0, 1)
+    assert (fused[0] == 0).any() and (fused[0] > 0).any()  # the mask has both
+    for ours, theirs in zip(fused, apart, strict=True):
+        assert_close(ours, theirs)
+
+
 def test_one_pass_statistics_hold_far_from_zero(rng):
     """The compiled statistics sum x minus one of the channel's values: a mean of 1e4 with a
     spread of 0.1 keeps its variance to float32 precision (a plain one-pass sum of squares

@@ -89,37 +89,57 @@ def normalise(x, c0, c1, mean, scale, bias, kind, low, high, out, positive):
 
 
 @numba.njit(**OPTIONS)
-def gradient_sums(dy, x, c0, c1, mean, inv_std, sum_dy, sum_dy_xhat):
-    """Per channel: sum(dy) and sum(dy * xhat), xhat = (x - mean) * inv_std (float64 sums)."""
+def gradient_sums(dy, x, c0, c1, mean, inv_std, sum_dy, sum_dy_xhat, masked, positive):
+    """Per channel: sum(dy) and sum(dy * xhat), xhat = (x - mean) * inv_std (float64 sums).
+    masked: dy is the gradient of a ReLU after the normalisation, its backward taken in: dy
+    where positive (its mask), else 0 (its own backward's select)."""
     n, _, p = dy.shape
+    zero = dy.dtype.type(0)
     for c in range(c0, c1):
         m = mean[c]
         a = 0.0
         d = 0.0
-        for b in range(n):
-            for q in range(p):
-                g = dy[b, c, q]
-                a += g
-                d += g * (x[b, c, q] - m)
+        if masked:
+            for b in range(n):
+                for q in range(p):
+                    g = dy[b, c, q]  # (both loads made: the select stays a select)
+                    g = g if positive[b, c, q] else zero
+                    a += g
+                    d += g * (x[b, c, q] - m)
+        else:
+            for b in range(n):
+                for q in range(p):
+                    g = dy[b, c, q]
+                    a += g
+                    d += g * (x[b, c, q] - m)
         sum_dy[c] = a
         sum_dy_xhat[c] = d * inv_std[c]
 
 
 @numba.njit(**OPTIONS)
-def input_gradient(dy, x, c0, c1, mean, scale, slope, shift, dx):
-    """dx = scale * dy + slope * (x - mean) + shift, per channel."""
+def input_gradient(dy, x, c0, c1, mean, scale, slope, shift, dx, masked, positive):
+    """dx = scale * dy + slope * (x - mean) + shift, per channel (dy masked as in
+    gradient_sums)."""
     n, _, p = dy.shape
+    zero = dy.dtype.type(0)
     for c in range(c0, c1):
         k, u, v, m = scale[c], slope[c], shift[c], mean[c]
-        for b in range(n):
-            for q in range(p):
-                dx[b, c, q] = k * dy[b, c, q] + u * (x[b, c, q] - m) + v
+        if masked:
+            for b in range(n):
+                for q in range(p):
+                    g = dy[b, c, q]
+                    g = g if positive[b, c, q] else zero
+                    dx[b, c, q] = k * g + u * (x[b, c, q] - m) + v
+        else:
+            for b in range(n):
+                for q in range(p):
+                    dx[b, c, q] = k * dy[b, c, q] + u * (x[b, c, q] - m) + v
 '''
 
 # Each pass's C-callable twin for the team (`convnet.core.team.run_task`), in a module per
 # dtype: the passes themselves are compiled for the dtype their first call brings.
 _TASKS = [("statistics", "f3nndd"), ("normalise", "f3nndddnssf3b3"),
-          ("gradient_sums", "f3f3nndddd"), ("input_gradient", "f3f3nnddddf3")]
+          ("gradient_sums", "f3f3nnddddnb3"), ("input_gradient", "f3f3nnddddf3nb3")]
 _compiled = kernels.loader_per_dtype("convnet_batchnorm", SOURCE, _TASKS)
 
 # The activations the passes take in after the normalisation, as (kind, low, high); the kinds
@@ -173,22 +193,27 @@ def forward(x, weight, bias, eps: float, activation=NO_ACTIVATION):
             inv_std)
 
 
-def backward(dy, x, weight, mean, inv_std):
+def backward(dy, x, weight, mean, inv_std, positive=None):
     """(dx, sum(dy), sum(dy * xhat)) per channel, for batch statistics mean, inv_std
-    (float64) of x."""
+    (float64) of x. positive: the mask of a ReLU after the normalisation whose backward is
+    taken in (dy is then the ReLU's output gradient; dy where positive, else 0, is used)."""
     module = _compiled(x.dtype)
     x3 = numpy.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
     dy3 = numpy.ascontiguousarray(dy, dtype=x.dtype).reshape(x3.shape)
     n, c, p = dy3.shape
+    masked = positive is not None
+    mask = positive.reshape(x3.shape) if masked else numpy.zeros((1, 1, 1), bool)
     chunks = _channel_chunks(c, dy3.size)
     sum_dy, sum_dy_xhat = numpy.empty(c), numpy.empty(c)
     run_task(module.gradient_sums, module.gradient_sums_task,
-             [(dy3, x3, r.start, r.stop, mean, inv_std, sum_dy, sum_dy_xhat) for r in chunks])
+             [(dy3, x3, r.start, r.stop, mean, inv_std, sum_dy, sum_dy_xhat, int(masked), mask)
+              for r in chunks])
     count = n * p
     k = inv_std * (1.0 if weight is None else weight.astype(numpy.float64))
     slope = -k * inv_std * sum_dy_xhat / count  # times (x - mean): xhat's factor inv_std
     shift = -k * sum_dy / count
     dx = numpy.empty_like(dy3)
     run_task(module.input_gradient, module.input_gradient_task,
-             [(dy3, x3, r.start, r.stop, mean, k, slope, shift, dx) for r in chunks])
+             [(dy3, x3, r.start, r.stop, mean, k, slope, shift, dx, int(masked), mask)
+              for r in chunks])
     return dx.reshape(dy.shape), sum_dy, sum_dy_xhat

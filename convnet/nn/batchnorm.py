@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy
 
-from convnet.core import batchnorm_kernels
+from convnet.core import activation_kernels, batchnorm_kernels
 from convnet.core.backend import array_module
 from convnet.core.errors import ShapeError
 from convnet.nn.activations import Hardtanh, ReLU, ReLU6
@@ -148,11 +148,29 @@ class BatchNorm2d(Layer):
         dtype = self.running_mean.dtype
         return mean.astype(dtype), var.astype(dtype), total
 
+    def takes_backward_of(self, activation: Layer, dy) -> bool:
+        """A ReLU after it on the compiled training passes: its mask is applied where those
+        passes read dy (`batchnorm_kernels.backward`), with no pass of its own and no array
+        for its input gradient."""
+        return (type(activation) is ReLU and self.cache is not None
+                and self.cache[2] == "compiled"
+                and activation_kernels.usable_mask(activation.cache, dy.shape)
+                and type(dy) is numpy.ndarray and dy.dtype == self.cache[0].dtype)
+
+    def backward_activated(self, dy, activation: Layer, input_grad: bool = True):
+        if not self.takes_backward_of(activation, dy):
+            return super().backward_activated(dy, activation, input_grad)
+        return self._backward(dy, activation._take_cache())
+
     def backward(self, dy):
+        return self._backward(dy, None)
+
+    def _backward(self, dy, positive):
         saved, statistics, mode, count = self._take_cache()
         if mode == "compiled":  # saved: x; statistics: (mean, inv_std) in float64
             dx, sum_dy, sum_dy_xhat = batchnorm_kernels.backward(
-                dy, saved, None if self.weight is None else self.weight.data, *statistics)
+                dy, saved, None if self.weight is None else self.weight.data, *statistics,
+                positive)
             if self.weight is not None:
                 self.weight.grad += sum_dy_xhat.astype(self.weight.grad.dtype)
                 self.bias.grad += sum_dy.astype(self.bias.grad.dtype)

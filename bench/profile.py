@@ -32,6 +32,12 @@ import numpy as np
 # after sleeping read 10 ms for PyTorch's smallest layers).
 PAUSE_SECONDS = 0.05
 
+# A layer's passes that are timed; an activation taken into the layer before it (a ReLU
+# into batch norm's forward and backward or a convolution's backward: forward_activated,
+# backward_activated) is timed with that layer.
+PHASES = ("forward", "backward", "backward_parameters", "forward_activated",
+          "backward_activated")
+
 KINDS = ["im2col", "matmul", "direct", "col2im", "pooling", "elementwise", "loss", "optimizer",
          "python"]
 
@@ -79,19 +85,21 @@ class Profiler:
         leaves = [m for m in model.modules() if not m.children()]
         try:
             for layer in leaves:
-                for phase in ("forward", "backward", "backward_parameters"):
-                    setattr(layer, phase, self._layer_timer(layer, phase, getattr(layer, phase)))
+                for phase in PHASES:
+                    if hasattr(layer, phase):
+                        setattr(layer, phase,
+                                self._layer_timer(layer, phase, getattr(layer, phase)))
             yield self
         finally:
             conv.im2col, conv.col2im = originals["im2col"], originals["col2im"]
             kernels.conv_forward = originals["direct"]
             for layer in leaves:
-                for phase in ("forward", "backward", "backward_parameters"):
+                for phase in PHASES:
                     if phase in vars(layer):
                         delattr(layer, phase)
 
     def _layer_timer(self, layer, phase, fn):
-        label = "forward" if phase == "forward" else "backward"
+        label = "forward" if phase.startswith("forward") else "backward"
 
         def wrapper(*args, **kwargs):
             if getattr(self, "_inside", False):  # backward_parameters calling backward

@@ -549,7 +549,7 @@ def test_every_tile_gives_the_layers_answer(tile, monkeypatch, rng):
 @pytest.mark.parametrize("width", [16, 30])
 @pytest.mark.parametrize("batch, threads", [(3, 1), (1, 2)])
 def test_the_span_kernel_gives_the_layers_answer(width, batch, threads, monkeypatch, rng):
-    """Where 512-bit multiply-adds run at full rate (here on any CPU: monkeypatched) a tile of
+    """With AVX-512 at full rate (here on any CPU: monkeypatched) a tile of
     16 lanes of filters at column stride 1 on rows of enough columns takes the span kernel
     (blocked.conv_span_source): from a plain input (a first layer) and a blocked one, a row
     whose last tile overlaps the one before (30 columns in tiles of 16), one image split over
@@ -557,6 +557,7 @@ def test_the_span_kernel_gives_the_layers_answer(width, batch, threads, monkeypa
     of 2, shortcuts written over or not, activations fused (hardswish and SiLU lane by lane);
     a max pool taken in and a plain shortcut keep the tile kernel."""
     monkeypatch.setattr(kernels, "full_rate_512", lambda: True)
+    monkeypatch.setattr(kernels, "wide_registers", lambda: True)
     monkeypatch.setattr(blocked, "choose_tile", lambda *args, **kwargs: (8, 2))
     monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
     x_in = cn.Input((3, 12, width))
@@ -583,18 +584,21 @@ def test_the_span_kernel_gives_the_layers_answer(width, batch, threads, monkeypa
 
 
 def test_the_span_kernel_is_taken_where_it_pays(monkeypatch):
-    """Only where 512-bit multiply-adds run at full rate, and on rows its tiles cover with few
+    """Only with AVX-512 (at full or half rate), and on rows its tiles cover with few
     columns computed twice (rows of 20 or 28 would compute 32)."""
     x_in = cn.Input((16, 4, 40))
     outs = [cn.Conv2d(16, 16, 3, padding=1)(cn.Conv2d(16, 16, (1, 41 - w))(x_in))
             for w in (16, 20, 28, 30, 32, 34, 11)]
     model = cn.Model(x_in, outs).eval()
-    for fast in (True, False):
-        monkeypatch.setattr(kernels, "full_rate_512", lambda fast=fast: fast)
+    for wide, half in ((True, False), (True, True), (False, False)):
+        monkeypatch.setattr(kernels, "wide_registers", lambda wide=wide: wide)
+        monkeypatch.setattr(kernels, "full_rate_512",
+                            lambda wide=wide, half=half: wide and not half)
+        monkeypatch.setattr(blocked, "choose_tile", lambda *args, **kwargs: (8, 2))
         plan = inference.Plan(model, [(16, 4, 40)])
         tiles = [step.tile[0] if step.kernel == "conv_span" else None
                  for step in plan.steps if step.conv.kernel_size == (3, 3)]
-        assert tiles == ([16, None, None, 16, 16, None, None] if fast else [None] * 7)
+        assert tiles == ([16, None, None, 16, 16, None, None] if wide else [None] * 7)
 
 
 POOLED_AFTER = {"none": [], "relu": [cn.ReLU], "relu6": [cn.ReLU6],
@@ -1662,6 +1666,8 @@ def test_rows_over_the_border_skip_its_taps_and_give_the_layers_answer(
     rows narrower than a tile (a tile's positions on several rows), a shortcut written over,
     a pool taken in, one image split between two threads; every output as the layers give it."""
     monkeypatch.setattr(kernels, "full_rate_512", lambda: span)
+    if span:
+        monkeypatch.setattr(kernels, "wide_registers", lambda: True)
     monkeypatch.setattr(blocked, "choose_tile", lambda *args, **kwargs: (8, 2 if span else 4))
     monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
     x_in = cn.Input((1, 8, 16))

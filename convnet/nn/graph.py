@@ -363,8 +363,8 @@ class Model(Layer):
                       for d, m in zip(dys, meta, strict=True)]
             else:
                 dy = dys[0]
-            slot = self._backward_pairs.get(index)
-            if (slot is not None and slot != watch
+            between = self._backward_pairs.get(index)  # the slot from the step before
+            if (between is not None and between != watch
                     and self.steps[index - 1].layer.takes_backward_of(step.layer, dy)):
                 # the two backwards in one (a ReLU's mask taken into a conv's copy of dy)
                 below, step = index - 1, self.steps[index - 1]

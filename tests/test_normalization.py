@@ -313,3 +313,20 @@ def test_one_pass_statistics_hold_far_from_zero(rng):
     exact = x.astype(np.float64)
     np.testing.assert_allclose(mean, exact.mean(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(var, exact.var(axis=(0, 2, 3)), rtol=1e-9)
+
+
+def test_a_model_that_starts_with_batch_norm_and_relu_gives_no_input_gradient_unasked(rng):
+    """backward(dy, input_grad=False) returns None, the parameters' gradients filled, where
+    the first two layers' backwards run as one (a ReLU taken into batch norm's)."""
+    from convnet.core import backend
+
+    model = cn.Sequential(cn.BatchNorm2d(3), cn.ReLU(), cn.Conv2d(3, 4, 3, padding=1))
+    x = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        out = model.forward(x)
+        assert model.backward(np.ones_like(out), input_grad=False) is None
+    finally:
+        backend.set_num_threads(previous)
+    assert np.abs(model.layers[0].weight.grad).sum() > 0

@@ -99,19 +99,13 @@ def gradient_sums(dy, x, c0, c1, mean, inv_std, sum_dy, sum_dy_xhat, masked, pos
         m = mean[c]
         a = 0.0
         d = 0.0
-        if masked:
-            for b in range(n):
-                for q in range(p):
-                    g = dy[b, c, q]  # (both loads made: the select stays a select)
+        for b in range(n):
+            for q in range(p):
+                g = dy[b, c, q]
+                if masked:  # (the same all the call long: LLVM takes it out of the loop)
                     g = g if positive[b, c, q] else zero
-                    a += g
-                    d += g * (x[b, c, q] - m)
-        else:
-            for b in range(n):
-                for q in range(p):
-                    g = dy[b, c, q]
-                    a += g
-                    d += g * (x[b, c, q] - m)
+                a += g
+                d += g * (x[b, c, q] - m)
         sum_dy[c] = a
         sum_dy_xhat[c] = d * inv_std[c]
 
@@ -124,16 +118,12 @@ def input_gradient(dy, x, c0, c1, mean, scale, slope, shift, dx, masked, positiv
     zero = dy.dtype.type(0)
     for c in range(c0, c1):
         k, u, v, m = scale[c], slope[c], shift[c], mean[c]
-        if masked:
-            for b in range(n):
-                for q in range(p):
-                    g = dy[b, c, q]
+        for b in range(n):
+            for q in range(p):
+                g = dy[b, c, q]
+                if masked:
                     g = g if positive[b, c, q] else zero
-                    dx[b, c, q] = k * g + u * (x[b, c, q] - m) + v
-        else:
-            for b in range(n):
-                for q in range(p):
-                    dx[b, c, q] = k * dy[b, c, q] + u * (x[b, c, q] - m) + v
+                dx[b, c, q] = k * g + u * (x[b, c, q] - m) + v
 '''
 
 # Each pass's C-callable twin for the team (`convnet.core.team.run_task`), in a module per

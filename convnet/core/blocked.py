@@ -1718,8 +1718,7 @@ def block_copy_grad_source() -> str:
                 ind + "            v = ZERO",
                 ind + "            if lane < lanes:",
                 ind + "                at_x = row + lane * plane + j",
-                ind + "                v = x[INDEX(at_x)]",
-                ind + (f"                v = v{keep}" if masked else "                pass"),
+                ind + f"                v = x[INDEX(at_x)]{keep}",
                 ind + "            out[INDEX(at + j * 8 + lane)] = v"]
 
     ind = " " * 20

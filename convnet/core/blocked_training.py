@@ -146,26 +146,31 @@ def usable_transposed(layer, x) -> bool:
     return (loaded or macs >= kernels.MIN_LOAD_MACS) and kernels.available()
 
 
-def _padded_blocked(x, padding: Padding, lanes: int):
-    """(n, C, H, W) -> a zero-padded copy: (n, ceil(C/8), Hp, Wp, 8) (zero lanes past C) or,
+def _padded_buffer(x, padding: Padding, lanes: int):
+    """(x as contiguous float32, an empty zero-padded buffer for it, the copy kernels' head
+    of geometry: C, H, W, top, left, Hp, Wp). The buffer is (n, ceil(C/8), Hp, Wp, 8) or,
     lanes == 1, (n, C, Hp, Wp)."""
     n, c, h, w = x.shape
     top, left = padding.top, padding.left
     hp, wp = h + top + padding.bottom, w + left + padding.right
+    x = numpy.ascontiguousarray(x, dtype=numpy.float32)
+    shape = (n, blocked.blocks(c), hp, wp, LANES) if lanes == LANES else (n, c, hp, wp)
+    return x, numpy.empty(shape, dtype=x.dtype), [c, h, w, top, left, hp, wp]
+
+
+def _padded_blocked(x, padding: Padding, lanes: int):
+    """(n, C, H, W) -> a zero-padded copy: (n, ceil(C/8), Hp, Wp, 8) (zero lanes past C) or,
+    lanes == 1, (n, C, Hp, Wp)."""
     # compiled copies on the team: the blocked one 2.5x NumPy's strided copy (128 x 32 x 32 x 32:
     # 1.6 ms/3.9), the plain one for a first layer's few channels (see blocked.plain_copy)
-    x = numpy.ascontiguousarray(x, dtype=numpy.float32)
-    if lanes == LANES:
-        data = numpy.empty((n, blocked.blocks(c), hp, wp, LANES), dtype=x.dtype)
-    else:
-        data = numpy.empty((n, c, hp, wp), dtype=x.dtype)
+    x, data, head = _padded_buffer(x, padding, lanes)
     module = blocked.compiled("weight_grad")
     kernel, task = ((module.block_copy, module.block_copy_task) if lanes == LANES
                     else (module.plain_copy, module.plain_copy_task))
     flat, out = x.reshape(-1), data.reshape(-1)
     run_task(kernel, task, [
-        (flat, out, numpy.array([part.start, part.stop, c, h, w, top, left, hp, wp],
-                                numpy.int64)) for part in sample_chunks(x)])
+        (flat, out, numpy.array([part.start, part.stop, *head], numpy.int64))
+        for part in sample_chunks(x)])
     return data
 
 
@@ -174,20 +179,16 @@ def _blocked_gradient(dy, around: Padding, mask=None):
     8) `around` it, and its float64 sums channel by channel (the bias gradient), in one pass
     (`blocked.block_copy_grad_source`). mask: a ReLU's mask of dy's shape, its backward taken
     in (dy where mask, else 0, is what is copied and summed)."""
-    n, k, h, w = dy.shape
-    top, left = around.top, around.left
-    hp, wp = h + top + around.bottom, w + left + around.right
-    dy = numpy.ascontiguousarray(dy, dtype=numpy.float32)
-    data = numpy.empty((n, blocked.blocks(k), hp, wp, LANES), dtype=dy.dtype)
+    dy, data, head = _padded_buffer(dy, around, LANES)
     chunks = sample_chunks(dy)
-    sums = numpy.zeros((len(chunks), k), numpy.float64)
+    sums = numpy.zeros((len(chunks), dy.shape[1]), numpy.float64)
     masked = mask is not None
     flat_mask = mask.reshape(-1) if masked else numpy.zeros(1, bool)
     module = blocked.compiled("weight_grad")
     flat, out = dy.reshape(-1), data.reshape(-1)
     run_task(module.block_copy_grad, module.block_copy_grad_task, [
-        (flat, flat_mask, out, sums[t], numpy.array(
-            [part.start, part.stop, k, h, w, top, left, hp, wp, int(masked)], numpy.int64))
+        (flat, flat_mask, out, sums[t],
+         numpy.array([part.start, part.stop, *head, int(masked)], numpy.int64))
         for t, part in enumerate(chunks)])
     return data, sums.sum(axis=0)  # chunks in order
 

@@ -160,7 +160,8 @@ class BatchNorm2d(Layer):
     def backward_activated(self, dy, activation: Layer, input_grad: bool = True):
         if not self.takes_backward_of(activation, dy):
             return super().backward_activated(dy, activation, input_grad)
-        return self._backward(dy, activation._take_cache())
+        dx = self._backward(dy, activation._take_cache())
+        return dx if input_grad else None
 
     def backward(self, dy):
         return self._backward(dy, None)

@@ -60,8 +60,6 @@ def plan_steps(model, x, repeats: int) -> list[tuple[str, float]]:
     for step, seconds in zip(plan.steps, best, strict=True):
         layer = getattr(step, "conv", None) or getattr(step, "layer", None)
         what = type(step).__name__ + (f" {layer!r}" if layer is not None else "")
-        if getattr(step, "projection", None) is not None:
-            what += f" + projection {step.projection.conv!r}"
         if getattr(step, "pool", False):
             what += " + MaxPool2d(kernel_size=2)"
         if hasattr(step, "tile"):

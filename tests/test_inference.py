@@ -423,83 +423,7 @@ def test_residual_blocks_fuse_the_add_and_its_activation(rng):
     randomize_batch_norms(model, rng)
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     assert_matches(planned(model, x), reference(model, x))
-    assert steps_of(model) == ["ConvStep"] * 5  # every BN, ReLU, Add and the projection taken in
-
-
-def projected_block(channels: int, filters: int, size: int, stride: int, after=cn.ReLU,
-                    projection_first: bool = False):
-    """A ResNet block: stem, 3x3 (stride) + BN + ReLU, 3x3 + BN, added to a 1x1 (stride)
-    projection of the stem + BN, `after` the Add."""
-    x_in = cn.Input((channels, size, size))
-    stem = cn.ReLU()(cn.Conv2d(channels, channels, 3, padding=1)(x_in))
-    h = cn.ReLU()(cn.BatchNorm2d(filters)(
-        cn.Conv2d(channels, filters, 3, stride=stride, padding="same")(stem)))
-    body = cn.BatchNorm2d(filters)(cn.Conv2d(filters, filters, 3, padding=1)(h))
-    short = cn.BatchNorm2d(filters)(cn.Conv2d(channels, filters, 1, stride=stride,
-                                              padding="same")(stem))
-    joined = cn.Add()([short, body] if projection_first else [body, short])
-    return cn.Model(x_in, after()(joined) if after else joined).eval()
-
-
-@pytest.mark.parametrize("kind", ["conv", "conv_span"])
-@pytest.mark.parametrize("channels, filters, size, stride, after, batch, threads", [
-    (16, 32, 16, 2, cn.ReLU, 3, 2), (12, 20, 9, 2, cn.Hardswish, 1, 2),
-    (16, 16, 16, 1, cn.ReLU, 2, 1), (8, 24, 33, 2, None, 1, 1),
-    (24, 16, 32, 2, cn.ReLU6, 2, 2), (12, 32, 16, 2, cn.ReLU, 1, 2)])
-def test_a_projected_shortcut_is_summed_into_the_convolution(
-        kind, channels, filters, size, stride, after, batch, threads, monkeypatch, rng):
-    """A block's 1x1 projection (and its batch norm) is no step of its own: its taps are
-    summed into the block's last convolution (has_residual 2), on the tile kernel and the span
-    kernel (forced here on any CPU), filters a tile and a part of one (20, 24), channels a
-    block and a part (12), stride 1 or 2, one image split over two threads, the activation
-    after the Add fused (hardswish: lane by lane), the projection first or second in the Add;
-    where the convolution takes Winograd (32 filters, one image here) the projection runs
-    first and Winograd's output side adds it. Every output as the layers give it, twice;
-    again after the projection's weights change."""
-    monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
-    monkeypatch.setattr(blocked, "choose_tile", lambda *args, **kwargs: (8, 2))
-    span = kind == "conv_span"
-    monkeypatch.setattr(kernels, "wide_registers", lambda: span)
-    monkeypatch.setattr(kernels, "full_rate_512", lambda: span)
-    for first in (False, True):
-        model = projected_block(channels, filters, size, stride, after, first)
-        randomize_batch_norms(model, rng)
-        x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
-        assert_planned_matches_twice(model, x, threads)
-        plan = next(iter(model._inference_plans.values()))
-        convs = [step for step in plan.steps if isinstance(step, inference.ConvStep)]
-        assert len(convs) == 3 and convs[-1].projection is not None
-        assert convs[-1].projection.conv.kernel_size == (1, 1)
-        out_w = -(-size // stride)  # (the span kernel: rows of 16 here)
-        assert convs[-1].kernel == ("conv_span" if span and out_w % 16 == 0 else "conv")
-        assert convs[-1].takes_winograd(batch, threads) == (filters == 32 and batch == 1)
-        projection = convs[-1].projection.conv
-        projection.weight.data = projection.weight.data * -2
-        assert_planned_matches_twice(model, x, threads)
-
-
-def test_a_projection_that_cannot_be_summed_in_stays_a_step(monkeypatch, rng):
-    """A 1x1 convolution read by anything else too, with an activation of its own, of
-    several groups or of the model's input (a plain input) keeps its own step; so does one
-    added to a convolution on a tile of one block of filters (8 x 1)."""
-    x_in = cn.Input((16, 8, 8))
-    stem = cn.ReLU()(cn.Conv2d(16, 16, 3, padding=1)(x_in))
-    read_twice = cn.Conv2d(16, 16, 1)(stem)
-    activated = cn.ReLU()(cn.Conv2d(16, 16, 1)(stem))
-    grouped = cn.Conv2d(16, 16, 1, groups=2)(stem)
-    outs = [cn.Add()([cn.Conv2d(16, 16, 3, padding=1)(stem), made])
-            for made in (read_twice, activated, grouped)]
-    of_input = cn.Add()([cn.Conv2d(16, 16, 3, padding=1)(x_in), cn.Conv2d(16, 16, 1)(x_in)])
-    model = cn.Model(x_in, [*outs, read_twice, of_input]).eval()
-    x = rng.standard_normal((2, 16, 8, 8)).astype(np.float32)
-    assert_planned_matches_twice(model, x, 2)
-    plan = next(iter(model._inference_plans.values()))
-    convs = [step for step in plan.steps if isinstance(step, inference.ConvStep)]
-    assert len(convs) == 9 and all(step.projection is None for step in convs)
-    monkeypatch.setattr(blocked, "choose_tile", lambda *args, **kwargs: (8, 1))
-    model = projected_block(8, 8, 8, 2)
-    assert_planned_matches_twice(model, x[:, :8], 2)
-    assert steps_of(model) == ["ConvStep"] * 4
+    assert steps_of(model) == ["ConvStep"] * 6  # every BN, ReLU and Add taken in
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -516,8 +440,7 @@ def test_a_residual_convolution_writes_over_its_shortcut_where_nothing_reads_it_
     stem = cn.ReLU()(cn.Conv2d(3, 24, 3, padding=1)(x_in))
     body = cn.Conv2d(24, 24, 3, padding=1)(cn.ReLU()(cn.Conv2d(24, 24, 3, padding=1)(stem)))
     over = cn.ReLU()(cn.Add()([body, stem]))  # written over stem
-    # border 0, the output after it 1: made one (activated: a step of its own, not summed in)
-    projected = cn.ReLU()(cn.Conv2d(24, 16, 1)(over))
+    projected = cn.Conv2d(24, 16, 1)(over)  # border 0, the output after it 1: made one
     swished = cn.Hardswish()(cn.Add()([cn.Conv2d(24, 16, 3, padding=1)(over), projected]))
     kept = cn.Conv2d(16, 16, 1)(swished)
     again = cn.Add()([cn.Conv2d(16, 16, 3, padding=1)(cn.Conv2d(16, 16, 1)(kept)), kept])

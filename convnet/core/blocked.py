@@ -107,8 +107,7 @@ GEOMETRY = ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_
             "stride_h", "stride_w", "out_batch", "out_block", "out_lane", "out_row", "out_col",
             "out_origin", "out_channels", "out_w", "res_batch", "res_block", "res_lane",
             "res_row", "res_col", "res_origin", "has_residual", "act", "x_block",
-            "kernel_h", "kernel_w", "dilation_h", "dilation_w", "out_store", "pool", "taps",
-            "proj_taps", "proj_w", "proj_offsets")
+            "kernel_h", "kernel_w", "dilation_h", "dilation_w", "out_store", "pool", "taps")
 G = {name: index for index, name in enumerate(GEOMETRY)}
 
 
@@ -262,44 +261,6 @@ def _tap_range(ind: str, last_row: str, first_row: str) -> list[str]:
             ind + f"    t_hi = offsets[taps + 2 * {first_row} + 1]"]
 
 
-# has_residual 2: the shortcut is a 1x1 convolution of another input (a ResNet block's strided
-# projection), its taps summed into the same accumulators after the convolution's own: its
-# input read at `residual` (address r of a position: res_batch, res_row and res_col already
-# the projection's strides), its filters at w[proj_w:], packed as the convolution's (K tiles,
-# proj_taps, LANES * B), its taps' offsets at offsets[proj_offsets:], its bias in `bias`.
-# Its own pass over its input and its output's round trip through memory are not made:
-# resnet8's projections were 0.49 and 0.37 of its 16.6 ms at batch 128 (two threads, Zen 4).
-# Tiles of fewer blocks of filters have no such loop: in the 8 x 1 tile (256-bit vectors,
-# `_max_vector_bits`) it changed how LLVM compiled the tile's own taps, whose sums then rounded
-# apart from every other tile's by an ulp (all the others give the same bits).
-PROJECTION_MIN_BLOCKS = 2
-
-
-def _projection_taps(ind: str, positions: int, lanes: int, address=None) -> list[str]:
-    """Code adding a projected shortcut's taps (has_residual 2) to the tile's accumulators;
-    address(p): the code of position p's first projection input element, or None: the
-    positions are consecutive columns of one row from `rs`, res_col apart."""
-    body = ind + "        "
-    lines = [ind + "if has_residual == 2:",
-             ind + f"    wa = INDEX(proj_w + kt * proj_taps * {lanes})",
-             ind + "    for t in range(proj_offsets, proj_offsets + proj_taps):",
-             ind + "        pt = offsets[t]"]  # (names of their own: the span kernel's
-    lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]  # `at` is unsigned)
-    if address is None:
-        # each column's address one addition from the last: P addresses held for the loop
-        # (or P multiplications a tap) cost the span kernel 0.4 ms of resnet8's 32 -> 32
-        # layer with its 16 -> 32 projection, as much as the projection's own step
-        lines.append(body + "pq = INDEX(rs + pt)")
-    for p in range(positions):
-        if address is None:
-            lines += [body + "pq += INDEX(res_col)"] if p else []
-            lines.append(body + f"px{p} = residual[pq]")
-        else:
-            lines.append(body + f"px{p} = residual[INDEX({address(p)} + pt)]")
-        lines += [body + f"a{p}_{k} += px{p} * w{k}" for k in range(lanes)]
-    return lines + [body + f"wa += INDEX({lanes})"]
-
-
 def row_tap_table(in_h: int, out_h: int, kernel_h: int, stride_h: int, dilation_h: int,
                   pad_top: int, taps_per_row: int) -> numpy.ndarray | None:
     """int64 (out_h, 2): for each output row, the range of taps (listed kernel row by kernel
@@ -433,14 +394,13 @@ def conv_source(positions: int, block_count: int) -> str:
         "    # i*out_w + j; out[b*out_batch + (k//8)*out_block + (k%8)*out_lane + i*out_row +",
         "    # j*out_col + out_origin] = act(bias[k] + sum_t x[...] w[t, k] + residual[...]) for",
         "    # k < out_store (a blocked output's lanes past K get act(0): never uninitialized);",
-        "    # pool 1: out holds the 2x2 stride-2 max pool of that (see _pooled_stores);",
-        "    # has_residual 2: the shortcut a 1x1 projection of `residual` (_projection_taps)",
+        "    # pool 1: out holds the 2x2 stride-2 max pool of that (see _pooled_stores)",
     ]
     for name in ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_origin",
                  "stride_h", "stride_w", "out_batch", "out_block", "out_lane", "out_row",
                  "out_col", "out_origin", "out_channels", "out_w", "res_batch", "res_block",
                  "res_lane", "res_row", "res_col", "res_origin", "has_residual", "act",
-                 "out_store", "pool", "proj_taps", "proj_w", "proj_offsets"):
+                 "out_store", "pool"):
         lines.append(f"    {name} = geometry[{g[name]}]")
     lines += [
         "    q1 = i1  # the range of output positions, in row-major order",
@@ -473,8 +433,6 @@ def conv_source(positions: int, block_count: int) -> str:
         lines.append(body + f"x{p} = x[INDEX(x{p}p + at)]")
         lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
     lines.append(body + f"wa += INDEX({lanes})")
-    if block_count >= PROJECTION_MIN_BLOCKS:
-        lines += _projection_taps(ind, positions, lanes, lambda p: f"r{p}p")
     # The common case straight from the accumulators, in straight-line code LLVM vectorizes: a
     # whole tile into a blocked output, no shortcut, no activation, ReLU or a clip, all three
     # as min(max(y, lo), hi). 1.1-1.3x on networks of few-tap convolutions. The same code for
@@ -484,7 +442,7 @@ def conv_source(positions: int, block_count: int) -> str:
     # and 64 filters 3% slower (resnet8 0.7%), for the minutes a fresh machine spends
     # compiling each tile's module.
     lines += [ind + f"if rows_of_8 and act <= 2 and (kt + 1) * {lanes} <= out_store"
-                    " and has_residual != 1 and pool == 0:"]
+                    " and has_residual == 0 and pool == 0:"]
     for p in range(positions):
         for q in range(block_count):
             lines += [ind + f"    o = INDEX(o{p}p + (kt * {block_count} + {q})"
@@ -504,8 +462,7 @@ def conv_source(positions: int, block_count: int) -> str:
     # write the output over the shortcut's own buffer, Runner._assign_buffers), and a tile's
     # clamped repeats of its last position are not stored again (they would read the
     # shortcut written over).
-    lines += [ind + f"if rows_of_8 and act <= 2 and (kt + 1) * {lanes} <= out_store"
-                    " and has_residual != 2:"]
+    lines += [ind + f"if rows_of_8 and act <= 2 and (kt + 1) * {lanes} <= out_store:"]
     if positions % 2 == 0:
         lines += _pooled_stores(positions, block_count, ind + "    ")
     lines += [ind + f"    for p in range({positions}):  # (a shortcut: the other cases went on)",
@@ -527,7 +484,7 @@ def conv_source(positions: int, block_count: int) -> str:
     # A plain (N, K, H, W) output (training's), no shortcut, no activation, ReLU or a clip:
     # a loop over the tile's lanes, each to its own plane (as fast here as straight-line
     # code from the accumulators, which took each tile 30-70% longer to compile).
-    lines += [ind + "if plain_rows and act <= 2 and has_residual != 1:"]
+    lines += [ind + "if plain_rows and act <= 2 and has_residual == 0:"]
     lines += [ind + f"    for k in range(min({lanes}, out_store - kt * {lanes})):",
               ind + f"        s = (kt * {lanes} + k) * out_lane",
               ind + f"        shift = bias[kt * {lanes} + k]",
@@ -558,7 +515,7 @@ def conv_source(positions: int, block_count: int) -> str:
         ind + "    for k in range(valid):",
         ind + f"        ch = kt * {lanes} + k",
         ind + f"        y = tile[p * {lanes} + k] + bias[ch]",
-        ind + "        if has_residual == 1 and ch < out_channels:",
+        ind + "        if has_residual and ch < out_channels:",
         ind + "            y += residual[rpos[p] + (ch >> 3) * res_block + (ch & 7) * res_lane]",
         ind + "        out[opos[p] + (ch >> 3) * out_block + (ch & 7) * out_lane] = "
               "activate(y, act, alpha, beta)",
@@ -807,13 +764,12 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
         f"    #    b*x_batch + (i*SH)*x_row + j*{column} + x_origin + offsets[t] for tap t;",
         "    # w (K tiles, taps, LANES*B); bias (K tiles * LANES*B,); positions i0 <= q < i1 are",
         "    # i*out_w + j; out[b*out_batch + (k//8)*out_block + k%8 + i*out_row + j*out_col +",
-        "    # out_origin] = act(bias[k] + sum_t x[...] w[t, k] + residual[...]), k < out_store;",
-        "    # has_residual 2: the shortcut a 1x1 projection of `residual` (_projection_taps)",
+        "    # out_origin] = act(bias[k] + sum_t x[...] w[t, k] + residual[...]) for k < out_store",
     ]
     for name in ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_origin",
                  "stride_h", "out_batch", "out_block", "out_row", "out_col", "out_origin",
                  "out_w", "res_batch", "res_block", "res_row", "res_col", "res_origin",
-                 "has_residual", "act", "out_store", "proj_taps", "proj_w", "proj_offsets"):
+                 "has_residual", "act", "out_store"):
         lines.append(f"    {name} = geometry[{G[name]}]")
     lines += [
         *_TAPS,
@@ -837,8 +793,6 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
         lines.append(body + f"x{p} = x[at + INDEX({column * p})]")
         lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
     lines.append(body + f"wa += INDEX({lanes})")
-    lines.append(ind + "rs = rrow + jc * res_col")
-    lines += _projection_taps(ind, positions, lanes)
     # The sums go through `tile`: stores straight from the accumulators, as the tile kernel's,
     # had LLVM build vectors of 8 lanes instead of 16 and spill half of them (read in the
     # assembly; resnet8's 16 -> 16 3x3 5.8 against 2.4 ms, two threads, batch 128); the round
@@ -853,7 +807,7 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
     lines.append(ind + f"if j0 == jc and je - jc >= {positions} and rows == {block_count}"
                        " and act <= 2:")
     for residual in (True, False):
-        lines += [ind + ("    if has_residual == 1:" if residual else "    else:"),
+        lines += [ind + ("    if has_residual:" if residual else "    else:"),
                   ind + f"        for p in range({positions}):"]
         for q in range(block_count):
             lines += [ind + f"            o = INDEX(orow + (jc + p) * out_col"
@@ -908,7 +862,7 @@ def activate(y, act, alpha, beta):
 
 def _epilogue_lines(ind: str) -> list[str]:
     """Code storing out[o:o+8] = act(tile[t:t+8] + bias[c:c+8] (+ residual[r:r+8])), for
-    unsigned indices t, c, o (and r when has_residual is 1). Written into the kernel's own text:
+    unsigned indices t, c, o (and r when has_residual). Written into the kernel's own text:
     a function taking the arrays would touch their reference counts at every call (atomic
     operations: 94% of a 1x1 layer's time, measured). No activation, ReLU and a clip get one
     straight block each with every load before any store, which LLVM's SLP vectorizer turns
@@ -918,7 +872,7 @@ def _epilogue_lines(ind: str) -> list[str]:
     cases = [("act == 0", "{y}"), ("act == 1", "max({y}, ZERO)"),
              ("act == 2", "min(max({y}, alpha), beta)")]
     for residual in (True, False):
-        lines.append(ind + ("if has_residual == 1:" if residual else "else:"))
+        lines.append(ind + ("if has_residual:" if residual else "else:"))
         for index, (test, form) in enumerate(cases):
             lines.append(ind + "    " + ("if" if index == 0 else "elif") + f" {test}:")
             for lane in range(LANES):

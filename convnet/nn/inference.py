@@ -10,10 +10,8 @@ shape and holds:
 - fusions: a convolution takes the batch norm that alone reads it (folded into its filters and
   bias), then the activation that alone reads it (ReLU, ReLU6/Hardtanh, LeakyReLU, Hardswish,
   Hardsigmoid, SiLU, Sigmoid), or the residual Add that alone reads it and the activation after
-  that: y = act(conv(x) + bias + shortcut), as onnxruntime fuses them; where the shortcut is
-  a 1x1 projection of another tensor (a ResNet block's), its taps summed into the same sums
-  instead (`ConvStep.takes_projection`); then a 2x2 stride-2 max pool that alone reads it
-  (`ConvStep._pool_fits`);
+  that: y = act(conv(x) + bias + shortcut), as onnxruntime fuses them; then a 2x2 stride-2
+  max pool that alone reads it (`ConvStep._pool_fits`);
 - one step per remaining node: blocked kernels for convolutions (any stride, dilation and
   padding; groups when each group's channels are multiples of 8; depthwise), max and average
   pooling, global average pooling, activations, batch norm, Add/Sub/Mul/Div and Concat of whole
@@ -362,15 +360,9 @@ class ConvStep(Step):
     direct-convolution kernel, blocked output."""
 
     def __init__(self, plan: Plan, conv: Conv2d, source: int, out: int, bn=None,
-                 activation=None, residual: int | None = None, pool=None,
-                 projection: ConvStep | None = None):
+                 activation=None, residual: int | None = None, pool=None):
         self.plan, self.conv, self.bn = plan, conv, bn
-        # projection: the step of a 1x1 convolution whose output was the shortcut, summed in
-        # instead (`takes_projection`; its input is this step's second)
-        self.projection = projection
         self.inputs = [source] + ([residual] if residual is not None else [])
-        if projection is not None:
-            self.inputs.append(projection.inputs[0])
         self.outputs = [out]
         self.residual = residual
         self.activation = activation or (0, 0.0, 0.0)
@@ -384,12 +376,9 @@ class ConvStep(Step):
         self.tile = blocked.choose_tile(conv.out_channels // conv.groups,
                                         self.out_hw[0] * self.out_hw[1], self.out_hw[1])
         if (not self.blocked_input and conv.groups == 1 and residual is None
-                and projection is None
                 and blocked.takes_rows(conv.out_channels, conv.stride[1], self.out_hw[1])):
             self.kernel, self.tile = blocked.row_kernel()
         self.macs = conv.macs(plan.shapes[source], plan.shapes[out])
-        if projection is not None:
-            self.macs += projection.macs
         self.fingerprint = None
         self.pool = False
         if pool is not None and self._pool_fits(pool.layer):
@@ -424,8 +413,6 @@ class ConvStep(Step):
         if self.takes_winograd(n, threads):
             found += [("winograd", numpy.float32, None),
                       ("conv", numpy.float32, self.winograd_tile)]
-            if self.projection is not None:
-                found += self.projection.modules(n, threads)
         return found
 
     def takes_winograd(self, n: int, threads: int) -> bool:
@@ -499,27 +486,7 @@ class ConvStep(Step):
                 and self.activation[0] in (blocked.ACTIVATIONS["none"],
                                            blocked.ACTIVATIONS["relu"],
                                            blocked.ACTIVATIONS["clip"])
-                and self.groups == 1 and self.residual is None and self.projection is None)
-
-    def takes_projection(self, projection: Step) -> bool:
-        """Whether `projection`, the step making this step's shortcut, can be summed into this
-        step's kernel instead (`blocked._projection_taps`): a 1x1 convolution of a blocked
-        input, no padding, one group, nothing taken in but a batch norm, on this step's
-        filter tiles; this step of one group on the span kernel or a tile of two blocks of
-        filters or more (`blocked.PROJECTION_MIN_BLOCKS`). (A ResNet block's strided
-        projection.)"""
-        if not (isinstance(projection, ConvStep) and self.groups == 1
-                and self.kernel in ("conv", "conv_span") and not self.pool
-                and self.tile[1] >= blocked.PROJECTION_MIN_BLOCKS):
-            return False
-        conv = projection.conv
-        return (projection.blocked_input
-                and conv.groups == 1 and conv.kernel_size == (1, 1)
-                and projection.geometry.padding.is_zero and projection.residual is None
-                and projection.projection is None and not projection.pool
-                and projection.activation[0] == blocked.ACTIVATIONS["none"]
-                and projection.out_hw == self.out_hw
-                and conv.out_channels == self.conv.out_channels)
+                and self.groups == 1 and self.residual is None)
 
     def needs_border(self) -> int:
         pad = self.geometry.padding
@@ -554,20 +521,16 @@ class ConvStep(Step):
         if self.bn is not None:
             params += [self.bn.weight, self.bn.bias]
             buffers = [self.bn.running_mean, self.bn.running_var]
-        return (_versions(params), tuple(id(b) for b in buffers),
-                self.projection._fingerprint() if self.projection is not None else None)
+        return (_versions(params),
+                tuple(id(b) for b in buffers))
 
     def prepare(self) -> None:
         fingerprint = self._fingerprint()
         if fingerprint == self.fingerprint:
             return
         weight, bias = self.folded()
-        if self.winograd_tile is not None:  # (a projection adds its own bias there)
+        if self.winograd_tile is not None:
             self._pack_winograd(weight, bias)
-        if self.projection is not None:
-            self.projection.prepare()  # (for Winograd's runners: `_bind_winograd`)
-            projection_weight, projection_bias = self.projection.folded()
-            bias = bias + projection_bias
         groups, k = self.groups, self.conv.out_channels
         per_group = k // groups
         lanes_in = blocked.LANES if self.blocked_input else 1
@@ -581,10 +544,6 @@ class ConvStep(Step):
                 for f in self.filters]
         self.biases = [blocked.pack_bias(bias[g * per_group : (g + 1) * per_group], per_group,
                                          self.tile[1], numpy.float32) for g in range(groups)]
-        if self.projection is not None:  # its filters after this step's (one group)
-            self.projection_at = len(self.filters[0])
-            self.filters = [numpy.concatenate([self.filters[0], blocked.pack_filters(
-                projection_weight, self.tile[1], blocked.LANES, live_only=True)])]
         self.fingerprint = fingerprint
 
     def _pack_winograd(self, weight, bias) -> None:
@@ -638,22 +597,13 @@ class ConvStep(Step):
         out = rt.buffer(out_value)
         out_flat, (obs, oks, ors, ocs), out_origin = rt.target(out_value)
         shortcut, res = _EMPTY, [0, 0, 0, 0, 0, 0]
-        calls = []
         if self.residual is not None:
             held = rt.buffer(self.residual)
             shortcut = held.data.reshape(-1)
             res = [1, *held.strides(), held.origin()]
-        elif self.projection is not None:  # made first, by the projection's own step: the
-            # output side adds a shortcut (Winograd in a batch's lanes beat the direct kernel
-            # with the projection summed in: resnet8 at batch 128, two threads, 13.5-14.0 ms
-            # against 14.6-15.0, best of 30 alternations)
-            held = rt.buffers[self.projection.outputs[0]] = blocked.empty_blocked(
-                n, k, self.out_hw, 0)
-            calls += self.projection.bind(rt).calls
-            shortcut = held.data.reshape(-1)
-            res = [1, *held.strides(), held.origin()]
         code = self.activation[0]
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
+        calls = []
         for image in range(n):
             inputs = [numpy.array([0, 1, k0, k1, bs, ks, rs, x.origin() - rs - cs + image * bs,
                                    cbs, th, tw, v_stride], numpy.int64)
@@ -730,18 +680,6 @@ class ConvStep(Step):
                 rbs, rks, rrs, rcs = _plain_strides((n, *self.plan.shapes[self.residual]))
                 fields.update(res_batch=rbs, res_block=8 * rks, res_lane=rks, res_row=rrs,
                               res_col=rcs, res_origin=0, has_residual=1)
-        if self.projection is not None:  # its input read where the shortcut would be
-            projection = self.projection
-            held = rt.buffer(projection.inputs[0])
-            pbs, pks, prs, pcs = held.strides()
-            stride_h, stride_w = projection.conv.stride
-            taps = self.plan.offsets(projection, (pks, prs, pcs), projection.conv.in_channels)
-            fields.update(res_batch=pbs, res_lane=1, res_row=stride_h * prs,
-                          res_col=stride_w * pcs, res_origin=held.origin(), has_residual=2,
-                          proj_taps=len(taps), proj_w=self.projection_at,
-                          proj_offsets=len(offsets))
-            offsets = numpy.concatenate([offsets, taps])
-            residual = held.data.reshape(-1)
         module = blocked.compiled(self.kernel, numpy.float32, self.tile)
         per_group_blocks = per_group // blocked.LANES
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
@@ -865,7 +803,6 @@ class DepthwiseStep(Step):
     needs_border = ConvStep.needs_border
     folded = ConvStep.folded
     _fingerprint = ConvStep._fingerprint
-    projection = None  # (for ConvStep's fingerprint: none is summed into a depthwise step)
 
     def modules(self, n: int, threads: int) -> list[tuple]:
         return [("depthwise", numpy.float32, blocked.depthwise_tile(self.conv.kernel_size))]
@@ -1600,7 +1537,6 @@ class Plan:
             source = node.inputs[0]
             if isinstance(layer, Conv2d) and self._conv_fits(layer, source):
                 out, bn, activation, residual = node.outputs[0], None, None, None
-                shortcut_add = None
                 depthwise = layer.groups > 1 and layer.groups == layer.in_channels == (
                     layer.out_channels)
                 nxt = sole_reader(out)
@@ -1615,8 +1551,7 @@ class Plan:
                       and len(nxt.inputs) == 2 and self._same_shape(nxt.inputs)):
                     other = nxt.inputs[1] if nxt.inputs[0] == out else nxt.inputs[0]
                     if other != out and other in produced_before:
-                        residual, added, out = other, out, nxt.outputs[0]
-                        shortcut_add = nxt
+                        residual, out = other, nxt.outputs[0]
                         fused.add(id(nxt))
                         after = sole_reader(out)
                         if after is not None and _activation(after.layer) is not None:
@@ -1629,9 +1564,6 @@ class Plan:
                 else:
                     pool = sole_reader(out)  # (taken in where ConvStep._pool_fits says)
                     step = ConvStep(self, layer, source, out, bn, activation, residual, pool)
-                    if residual is not None and sole_reader(residual) is shortcut_add:
-                        step = self._sum_projection(
-                            steps, step, ConvStep(self, layer, source, added, bn))
                     steps.append(step)
                     if step.pool:
                         fused.add(id(pool))
@@ -1679,24 +1611,6 @@ class Plan:
                     isinstance(step, AliasStep) and self.blocked[step.inputs[0]])
             produced_before.update(node.outputs)
         return steps
-
-    def _sum_projection(self, steps: list[Step], step: ConvStep, alone: ConvStep) -> ConvStep:
-        """`step`, a convolution with the Add of its shortcut taken in, or where one of the two
-        convolutions added is a 1x1 projection the other can sum in (ConvStep.takes_projection),
-        the step that makes both (the earlier one's step taken out of `steps`). alone: the
-        same convolution as `step` without the Add (its output the Add's other input)."""
-        maker = next((made for made in reversed(steps) if step.residual in made.outputs), None)
-        if not (isinstance(maker, ConvStep) and maker.residual is None and not maker.pool
-                and maker.projection is None
-                and maker.activation[0] == blocked.ACTIVATIONS["none"]):
-            return step
-        for main, projection in ((step, maker), (maker, alone)):  # the projection earlier, later
-            joined = ConvStep(self, main.conv, main.inputs[0], step.outputs[0], main.bn,
-                              step.activation, projection=projection)
-            if joined.takes_projection(projection):
-                steps.remove(maker)
-                return joined
-        return step
 
     def _conv_fits(self, conv: Conv2d, source: int) -> bool:
         shape = self.shapes[source]

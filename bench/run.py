@@ -29,6 +29,7 @@ Results: a table on stdout and JSON in bench/results/latest.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -152,9 +153,33 @@ class Worker:
         self.process.wait()
         return rss
 
+    def end(self) -> None:
+        """Kill the process if it still runs (SIGKILL also ends one held stopped); close its
+        pipes."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            pipe.close()
 
-def start_workers(threads: int, systems=("convnet", "torch")) -> dict[str, Worker]:
-    return {system: Worker(system, threads) for system in systems}
+
+@contextlib.contextmanager
+def running_workers(threads: int, systems=("convnet", "torch")):
+    """Workers for `systems` that end with the block whatever ends it: an error, Ctrl-C or a
+    kill (SIGTERM, which `main` turns into SystemExit). Killed mid-repetition, a run once left
+    the idle workers held stopped by `time_task` (SIGSTOP), 0.5 GB of them, for good."""
+    workers: dict[str, Worker] = {}
+    try:
+        for system in systems:
+            workers[system] = Worker(system, threads)
+        yield workers
+    finally:
+        for worker in workers.values():
+            worker.end()
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def close_workers(workers: dict[str, Worker]) -> dict[str, float]:
@@ -253,20 +278,25 @@ def measure_network(name: str, settings: Settings, folder: Path,
                     with_peak: bool = False) -> tuple[dict, dict | None]:
     """Every system on zoo network `name`; the matmul peak too (after the memory reading, so
     that its matrices do not count) when asked."""
-    from convnet.io import zoo
-
     spec, macs = write_model(name, folder, with_onnx=True)
     systems = [s for s in SYSTEMS if s != "onnxruntime" or "onnx" in spec["files"]]
-    workers = start_workers(settings.threads, systems)
+    with running_workers(settings.threads, systems) as workers:
+        return _measure_network(name, spec, macs, workers, settings, with_peak)
+
+
+def _measure_network(name: str, spec: dict, macs: int, workers: dict[str, Worker],
+                     settings: Settings, with_peak: bool) -> tuple[dict, dict | None]:
+    from convnet.io import zoo
+
     setup = {system: worker.request(op="setup", batch=settings.batch, **spec["files"])["seconds"]
              for system, worker in workers.items()}
     entry = {"description": zoo.MODELS[name].description,
              "architecture": ARCHITECTURES[name], "input_shape": spec["input_shape"],
-             "macs_per_image": macs, "batch": settings.batch, "systems": systems,
+             "macs_per_image": macs, "batch": settings.batch, "systems": list(workers),
              "load_before": list(os.getloadavg())}
     if "onnx_error" in spec:
         entry["onnx_error"] = spec["onnx_error"]
-    per_system = {system: {} for system in systems}
+    per_system = {system: {} for system in workers}
     entry["cross_core_us"] = [crosscore.round_trip_us()]  # the host's state (bench.crosscore)
     for task in TIMING_ORDER:
         doing = {s: workers[s] for s in TASK_SYSTEMS[task] if s in workers}
@@ -305,8 +335,12 @@ def measure_network(name: str, settings: Settings, folder: Path,
 
 def measure_scaling(settings: Settings, folder: Path) -> dict:
     """Training time per image against batch size and image size, beside the arithmetic."""
+    with running_workers(settings.threads) as workers:
+        return _measure_scaling(settings, folder, workers)
+
+
+def _measure_scaling(settings: Settings, folder: Path, workers: dict[str, Worker]) -> dict:
     name = settings.scaling_network
-    workers = start_workers(settings.threads)
     by_batch, by_size = [], []
     spec, macs = write_model(name, folder)
     for batch in settings.scaling_batches:
@@ -513,6 +547,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # (the workers' cleanup runs: running_workers)
     options = dict(QUICK) if args.quick else {}
     for field in ("batch", "reps", "rep_seconds", "peak_size", "scaling_network",
                   "scaling_batches", "image_sizes", "image_batch"):

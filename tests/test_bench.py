@@ -69,6 +69,66 @@ def test_bench_run_writes_a_consistent_report(tmp_path):
         assert row["convnet_gflops"] > 0 and row["torch_gflops"] > 0
 
 
+def _children(pid: int) -> dict[int, str]:
+    """{child pid: its state letter} of process `pid`, from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # (ended meanwhile)
+            continue
+        if int(fields[1]) == pid:
+            found[int(stat.parent.name)] = fields[0]
+    return found
+
+
+def test_workers_end_with_their_block_even_when_held_stopped():
+    from bench.run import running_workers
+
+    with pytest.raises(RuntimeError, match="the block failed"):
+        with running_workers(1, ("convnet",)) as workers:
+            worker = workers["convnet"]
+            assert worker.request(op="rss")["max_rss_mb"] > 0
+            worker.hold(True)  # as time_task holds the idle ones
+            raise RuntimeError("the block failed")
+    assert worker.process.poll() is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_bench_run_killed_mid_repetition_leaves_no_worker(tmp_path):
+    """SIGTERM while the idle workers are held stopped: the run ends (status 143) and so do
+    they (they once stayed stopped for good)."""
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "bench.run", "--threads", "1", "--networks", "lenet5",
+               "--batch", "4", "--reps", "200", "--rep-seconds", "0.2", "--no-scaling",
+               "--out", str(tmp_path / "latest.json")]
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while "T" not in (held := _children(run.pid)).values():
+            assert run.poll() is None and time.monotonic() < deadline, "no worker was held"
+            time.sleep(0.05)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        if run.poll() is None:
+            run.kill()
+    time.sleep(0.5)  # (reaped by init once their parent is gone)
+    for pid in held:
+        assert _state(pid) in ("gone", "Z"), f"worker {pid} left in state {_state(pid)}"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
 def test_profile_accounts_for_the_step_and_compares_every_layer():
     from bench.profile import compare_layers, format_comparison, format_profile, profile_training
     from convnet.core import backend

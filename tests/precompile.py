@@ -71,6 +71,7 @@ def _team():
 
 MODULES = [
     _per_dtype("activation_kernels", F32), _team, _blocked("weight_grad", (2, 4)),
+    _blocked("weight_grad", (4, 4)),
     _blocked("merge"), _blocked("conv", (6, 2)), _blocked("conv_rows", (8, 1)),
     _blocked("conv_rows_filters", (16, 1)),
     _per_dtype("activation_kernels", F64), _per_dtype("batchnorm_kernels", F32),

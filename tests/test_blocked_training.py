@@ -385,15 +385,16 @@ def test_every_plain_output_tile_gives_the_same_sums(monkeypatch, rng):
 def test_every_weight_gradient_tile_gives_the_same_sums(filters, monkeypatch, rng):
     """The weight gradient's widest tile is 16 output channels, or 32 with AVX-512; the
     blocks past the last whole tile take narrower ones (there 24 channels a tile of 3 blocks,
-    40 two of 3 and 2, 56 of 4 and 3, 72 of 4, 3 and 2). Without AVX-512 a
-    tile of two or more blocks sums 4 taps at a time, not 8, and the positions of fewer images
-    before adding them to dw (blocked.AVX2_WEIGHT_GRAD_POSITIONS). Each output channel's sums
-    are the same, in the same order, whatever the widest (the same bits), the AVX2 build's
-    the same to float32 rounding, and PyTorch's to rounding."""
+    40 two of 3 and 2, 56 of 4 and 3, 72 of 4, 3 and 2). Without 512-bit multiply-adds at
+    full rate a tile of two or more blocks sums 4 taps at a time, not 8, and the positions of
+    fewer images before adding them to dw (blocked.FEW_TAPS_WEIGHT_GRAD_POSITIONS; 4 blocks of
+    4 taps in 256-bit vectors at half rate). Each output channel's sums are the same, in the
+    same order, whatever the widest (the same bits), those of 4 taps the same to float32
+    rounding as those of 8, and PyTorch's to rounding."""
     x = rng.standard_normal((3, 12, 9, 11)).astype(np.float32)
     dy = rng.standard_normal((3, filters, 9, 11)).astype(np.float32)
     grads = {}
-    for widest, taps in ((2, 8), (4, 8), (2, 4)):
+    for widest, taps in ((2, 8), (4, 8), (2, 4), (4, 4)):
         monkeypatch.setattr(blocked, "weight_grad_blocks", lambda widest=widest: widest)
         monkeypatch.setattr(blocked, "weight_grad_taps", lambda taps=taps: taps)
         conv = cn.Conv2d(12, filters, 3, padding=1)
@@ -404,6 +405,8 @@ def test_every_weight_gradient_tile_gives_the_same_sums(filters, monkeypatch, rn
         assert blocked.loaded("weight_grad", tile=(widest,) if taps == 8 else (widest, taps))
         grads[widest, taps] = (out, dx, conv.weight.grad.copy(), conv.bias.grad.copy())
     for ours, theirs in zip(grads[2, 8], grads[4, 8], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(grads[2, 4], grads[4, 4], strict=True):
         np.testing.assert_array_equal(ours, theirs)
     for index, (ours, theirs) in enumerate(zip(grads[2, 8], grads[2, 4], strict=True)):
         if index == 2:  # the weight gradient: images grouped otherwise

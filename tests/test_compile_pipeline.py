@@ -18,7 +18,8 @@ MODULES = ([("conv", tile) for tile in dict.fromkeys(
            + [("conv_rows", tile) for tile in (blocked.ROW_TILE, blocked.AVX2_ROW_TILE)]
            + [("conv_rows_filters", blocked.ROW_TILE)]
            + [("depthwise", blocked.depthwise_tile(size)) for size in ((3, 3), (5, 5))]
-           + [("weight_grad", (blocks,)) for blocks in (1, 2, 4)] + [("weight_grad", (2, 4))]
+           + [("weight_grad", (blocks,)) for blocks in (1, 2, 4)]
+           + [("weight_grad", (2, 4)), ("weight_grad", (4, 4))]
            + [("winograd", None), ("merge", None), ("pool", None)])
 
 

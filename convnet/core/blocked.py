@@ -1840,20 +1840,30 @@ WIDE_WEIGHT_GRAD_BLOCKS = 4
 # 32x32 50.6 / 31.8; 64 -> 64 on 16x16 51.6 / 34.5; 64 -> 128 on 8x8 28.5 / 22.8; 16 -> 16 on
 # 32x32 14.1 / 11.4; 3 -> 32 on 32x32 6.56 / 4.51; 128 -> 128 on 8x8 62.2 / 64.3; 5x5 16 -> 20
 # on 16x16 15.5 / 14.2.
-AVX2_WEIGHT_GRAD_TAPS = 4
+# Where 512-bit multiply-adds run at half rate (Zen 4) the tile of 4 blocks sums 4 taps too, in
+# 256-bit vectors (`_max_vector_bits`: 16 accumulators of 8 lanes, as many multiply-adds a
+# cycle there): its 8 taps x 32 channels in 512-bit vectors read dy's 4 blocks, a block apart
+# in memory, as 4 vectors of 8 lanes and joined them in pairs for every position. Whole
+# training steps, two threads, batch 128, alternated in one process (2026-12-04 20:11 UTC), 4
+# taps / 8: vggish 0.941-0.954, convnetjs 0.914-0.957, resnet8 0.957-0.975, fcn-mini
+# 0.915-0.987, lenet5 0.969, inception-mini 0.980, unet-mini 0.976, bottleneck 0.980,
+# squeezenet-mini 0.986, mobilenet-mini 1.004; the same 4 taps in 512-bit vectors 1.006-1.013
+# (level), and 512 or 2048 positions a group instead of 128 within 1% of it.
+FEW_WEIGHT_GRAD_TAPS = 4
 # Output positions a weight-gradient tile sums before it is added to dw: on small maps a tile
 # of one image's positions spent much of its time starting and ending. One thread, 64 -> 128
 # filters, in separate processes alternated, GFLOP/s with an image's tile, 512, 2048 and 4096
 # positions: 8x8 (batch 128) 125-133, 143-181, 161-177, 151-159; 16x16 (batch 32) 149-179,
 # 159-184, 167-195, 167-186; 4x4 (batch 512) 61-66, 117-153 at 512; 32x32 unchanged.
 WEIGHT_GRAD_POSITIONS = 2048
-# The AVX2 build's (4-tap tiles): on Zen 3 (512 KB of second-level cache against Zen 4's and
-# 5's 1 MB) a group's input, re-read for every block of output channels, fell out of it. One
-# thread, batch 128, best of 5 alternated in one process (2026-12-03 19:44 UTC), 3x3 layers,
-# 2048 / 256 / 128 positions, ms: 128 -> 128 on 4x4 18.43 / 13.61 / 11.90, on 8x8 43.44 /
-# 38.33 / 32.93; 64 -> 64 on 8x8 11.76 / 8.97 / 8.37; 64 -> 128 on 8x8 24.42 (2048), 17.07
-# (128); 64 -> 64 on 16x16 35.37 / 31.20 (256) / 31.25; 3 -> 32 on 32x32 4.41 / 4.30 / 4.10.
-AVX2_WEIGHT_GRAD_POSITIONS = 128
+# The 4-tap tiles' (FEW_WEIGHT_GRAD_TAPS): on Zen 3 (512 KB of second-level cache against Zen
+# 4's and 5's 1 MB) a group's input, re-read for every block of output channels, fell out of
+# it. One thread, batch 128, best of 5 alternated in one process (2026-12-03 19:44 UTC), 3x3
+# layers, 2048 / 256 / 128 positions, ms: 128 -> 128 on 4x4 18.43 / 13.61 / 11.90, on 8x8
+# 43.44 / 38.33 / 32.93; 64 -> 64 on 8x8 11.76 / 8.97 / 8.37; 64 -> 128 on 8x8 24.42 (2048),
+# 17.07 (128); 64 -> 64 on 16x16 35.37 / 31.20 (256) / 31.25; 3 -> 32 on 32x32 4.41 / 4.30 /
+# 4.10. (On Zen 4 level with 512 and 2048, above.)
+FEW_TAPS_WEIGHT_GRAD_POSITIONS = 128
 
 
 def weight_grad_blocks() -> int:
@@ -1862,8 +1872,9 @@ def weight_grad_blocks() -> int:
 
 
 def weight_grad_taps() -> int:
-    """The taps a weight-gradient tile of two or more blocks sums on this CPU."""
-    return LANES if kernels.wide_registers() else AVX2_WEIGHT_GRAD_TAPS
+    """The taps a weight-gradient tile of two or more blocks sums on this CPU: 8 where 512-bit
+    multiply-adds run at full rate, else FEW_WEIGHT_GRAD_TAPS."""
+    return LANES if kernels.full_rate_512() else FEW_WEIGHT_GRAD_TAPS
 
 
 def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS, taps: int = LANES) -> str:
@@ -1881,7 +1892,7 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS, taps: int = LANES) -> s
     blocked input are its lanes (c // 8, u, v, c % 8), those of a plain one (c, u, v): a first
     layer of 1 or 3 channels wastes no lanes. A tile sums the positions of a group of images
     (one image of WEIGHT_GRAD_POSITIONS positions or more, else as many as make that many;
-    AVX2_WEIGHT_GRAD_POSITIONS for the AVX2 build, taps 4)
+    FEW_TAPS_WEIGHT_GRAD_POSITIONS for tiles of 4 taps)
     before it is added to dw, the group's input and output gradient staying in cache across
     its taps. taps: those a tile of two or more blocks sums (8, or 4 twice; one block's tile
     sums 8)."""
@@ -1890,7 +1901,7 @@ def weight_grad_source(widest: int = WEIGHT_GRAD_BLOCKS, taps: int = LANES) -> s
     # 16x16, batch 128, two threads, 3.67-3.73 -> 1.92-1.98 ms (where 4 is the widest; with 2
     # widest, 24 vector accumulators would not fit AVX2's 16 registers)
     widths = [w for w in (4, 3, 2, 1) if w <= widest and (w != 3 or widest == 4)]
-    positions = WEIGHT_GRAD_POSITIONS if taps == LANES else AVX2_WEIGHT_GRAD_POSITIONS
+    positions = WEIGHT_GRAD_POSITIONS if taps == LANES else FEW_TAPS_WEIGHT_GRAD_POSITIONS
     lines = [
         "def weight_grad(x, dy, offsets, dw, geometry):",
         "    # x (flat): tap t of output position (i, j) of image b is",
@@ -2182,6 +2193,9 @@ def _max_vector_bits(kind: str, tile) -> int | None:
     interleaved: inception-mini 9.27 -> 8.33 ms, squeezenet-mini 8.72 -> 8.16."""
     if kind == "conv_rows_filters":
         return ROW_FILTERS_BITS
+    if (kind == "weight_grad" and tile is not None
+            and tuple(tile) == (WIDE_WEIGHT_GRAD_BLOCKS, FEW_WEIGHT_GRAD_TAPS)):
+        return 256  # (FEW_WEIGHT_GRAD_TAPS: at half rate)
     return 256 if kind == "conv" and tile is not None and tile[1] == 1 else None
 
 

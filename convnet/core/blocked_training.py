@@ -9,7 +9,8 @@ where inference keeps the blocked layout between layers:
   straight into the plain (N, K, Ho, Wo) array. The padded copy is what the layer keeps for
   backward, in place of x;
 - weight gradient: the blocked output gradient and that padded copy, on `weight_grad`'s tiles
-  (8 taps x 32 output channels with AVX-512, 4 x 16 on AVX2: `blocked.weight_grad_blocks`),
+  (8 taps x 32 output channels with full-rate AVX-512, 4 x 32 at half rate, 4 x 16 on AVX2:
+  `blocked.weight_grad_blocks`, `blocked.weight_grad_taps`),
   a group of images' worth of each in cache at a time, the batch split over the worker
   threads, each summing into its own copy;
 - input gradient: the transposed convolution of the output gradient (blocked with the zeros

@@ -34,6 +34,23 @@ NUM_CLASSES = 10
 LR, MOMENTUM = 0.01, 0.9
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: Linux's VmHWM, the high-water mark of its own
+    address space. Not getrusage's ru_maxrss, which on Linux carries over the parent's peak
+    through fork and exec: every worker read at least bench.run's own peak (onnxruntime's
+    worker 218 MB on most networks, its own 84-171). Elsewhere ru_maxrss (kB on Linux, bytes
+    on macOS)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def synthetic_batch(batch: int, input_shape, label_shape=(), seed: int = SEED):
     """The same images and labels in both processes: standard normal pixels, uniform labels
     (one an image, or one a pixel: label_shape (H, W) for a segmentation network)."""
@@ -197,7 +214,7 @@ def serve(system, stdin=sys.stdin, stdout=sys.stdout) -> None:
         elif op == "peak":
             reply = {"gflops": system.peak(request["size"], request["repeats"])}
         elif op in ("rss", "exit"):
-            reply = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            reply = {"max_rss_mb": peak_rss_mb()}
         else:
             reply = {"error": f"unknown op {op!r}"}
         stdout.write(json.dumps(reply) + "\n")

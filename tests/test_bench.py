@@ -94,6 +94,23 @@ def test_workers_end_with_their_block_even_when_held_stopped():
     assert worker.process.poll() is not None
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_a_workers_peak_memory_is_its_own_not_its_parents():
+    """getrusage's ru_maxrss carries the parent's peak over fork and exec: a bench.run that had
+    grown made every worker read at least its size."""
+    import numpy as np
+
+    from bench.run import running_workers
+
+    held = np.ones(1 << 28, dtype=np.uint8)  # 256 MB touched in this process
+    with running_workers(1, ("onnxruntime",)) as workers:
+        worker_mb = workers["onnxruntime"].request(op="rss")["max_rss_mb"]
+    parent_mb = int(next(line for line in Path("/proc/self/status").read_text().splitlines()
+                         if line.startswith("VmHWM:")).split()[1]) / 1024
+    assert held[-1] == 1 and parent_mb > 256
+    assert 0 < worker_mb < parent_mb - 200, (worker_mb, parent_mb)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_a_bench_run_killed_mid_repetition_leaves_no_worker(tmp_path):

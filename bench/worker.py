@@ -38,7 +38,7 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory in MB: Linux's VmHWM, the high-water mark of its own
     address space. Not getrusage's ru_maxrss, which on Linux carries over the parent's peak
     through fork and exec: every worker read at least bench.run's own peak (onnxruntime's
-    worker 218 MB on most networks, its own 84-171). Elsewhere ru_maxrss (kB on Linux, bytes
+    worker 218 MB on most networks, its own 85-197). Elsewhere ru_maxrss (kB on Linux, bytes
     on macOS)."""
     try:
         with open("/proc/self/status") as status:

@@ -276,21 +276,35 @@ class Program:
         order) when not `shared` (an inference runner of one thread)."""
         if self.count == 0:  # nothing to publish (and no last step to wait for)
             return
-        if shared:
+        if shared and not getattr(_working, "alone", False):
             _team().run(self)
         else:
             _compiled().run_all(self.address, self.count)
 
 
-# Set in a thread while it takes a Python job's chunks: run_chunks inside a chunk's work runs
-# inline (an inference plan splits a batch between threads, and a layer's NumPy forward inside
-# one part splits again).
+# Set in a thread while the chunks it starts run on it alone: while it takes a Python job's
+# chunks (an inference plan splits a batch between threads, and a layer's NumPy forward inside
+# one part splits again), or inside `run_alone`.
 _working = threading.local()
 
 
 def _inline(chunks) -> bool:
-    """Whether chunks run on the calling thread: one chunk, one thread, or inside a chunk."""
-    return len(chunks) == 1 or num_threads() == 1 or getattr(_working, "chunks", False)
+    """Whether chunks run on the calling thread: one chunk, one thread, inside a chunk or
+    `run_alone`."""
+    return len(chunks) == 1 or num_threads() == 1 or getattr(_working, "alone", False)
+
+
+def run_alone(function, *args):
+    """function(*args) with every chunk and program it starts run on the calling thread, in
+    order: the same chunks as with the team (so the same sums), none handed to a helper
+    (`convnet.core.thread_choice`: where the cores are far apart, handing over can cost more
+    than it saves)."""
+    before = getattr(_working, "alone", False)
+    _working.alone = True
+    try:
+        return function(*args)
+    finally:
+        _working.alone = before
 
 
 def run_chunks(work, chunks) -> list:
@@ -332,14 +346,15 @@ class _Job:
         self.error: BaseException | None = None
 
     def take(self) -> None:
-        _working.chunks = True
+        before = getattr(_working, "alone", False)
+        _working.alone = True
         try:
             while (index := next(self.order)) < len(self.chunks):
                 self.results[index] = self.work(self.chunks[index])
         except BaseException as error:  # noqa: BLE001 - raised on the caller's thread
             self.error = self.error or error
         finally:
-            _working.chunks = False
+            _working.alone = before
 
 
 class _Team:

@@ -7,6 +7,7 @@ from collections import Counter
 import numpy
 
 from convnet.core.errors import ShapeError
+from convnet.core.thread_choice import run_chosen
 from convnet.nn import batchnorm, inference
 from convnet.nn.layer import Layer, Shape, check_finite_input, check_input
 from convnet.nn.summary import summarize
@@ -117,6 +118,9 @@ class Sequential(Layer):
             outputs = inference.run(self, [x])
             if outputs is not None:
                 return outputs[0]
+        return run_chosen(self.__dict__, "_forward_choice", self._forward_layers, x)
+
+    def _forward_layers(self, x):
         layers = self.layers
         index = 0
         while index < len(layers):
@@ -139,6 +143,10 @@ class Sequential(Layer):
         """
         if not self.layers:
             return dy if input_grad else None
+        return run_chosen(self.__dict__, "_backward_choice", self._backward_layers, dy,
+                          input_grad)
+
+    def _backward_layers(self, dy, input_grad: bool):
         index = len(self.layers) - 1
         while index > 0:
             layer, below = self.layers[index], self.layers[index - 1]

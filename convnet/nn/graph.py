@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from convnet.core.backend import array_module
 from convnet.core.errors import ShapeError
+from convnet.core.thread_choice import run_chosen
 from convnet.nn import batchnorm, inference
 from convnet.nn.layer import Layer, Shape, check_finite_input, grad_enabled
 from convnet.nn.summary import summarize
@@ -286,6 +287,9 @@ class Model(Layer):
             results = inference.run(self, arrays)
             if results is not None:
                 return tuple(results) if self.multi_output else results[0]
+        return run_chosen(self.__dict__, "_forward_choice", self._forward_steps, arrays, keep)
+
+    def _forward_steps(self, arrays: list, keep):
         values: list = [None] * self.slots
         for slot, array in zip(self.input_slots, arrays, strict=True):
             values[slot] = array
@@ -335,6 +339,10 @@ class Model(Layer):
         if not self._output_meta:
             raise RuntimeError("Model: backward called without a forward that kept its caches "
                                "(run forward outside no_grad(), once per backward)")
+        return run_chosen(self.__dict__, "_backward_choice", self._backward_steps, grads,
+                          input_grad, watch)
+
+    def _backward_steps(self, grads: list, input_grad: bool, watch: int | None):
         pending: dict[int, object] = {}
         for slot, grad in zip(self.output_slots, grads, strict=True):
             if grad is not None:

@@ -1,0 +1,122 @@
+"""Whether a piece of work called again and again (a plan's batch, a training step's pass)
+runs faster shared with the team's helper threads or on the calling thread alone, chosen by
+timing both ways now and then.
+
+On a VM the host may place the two vCPUs near each other (a cache line's round trip between
+them 0.06-0.07 us, `bench.crosscore`) or far apart (0.30-0.35 us), and moves them between the
+two for seconds to minutes. Far apart, work split between two threads can run slower than on
+one, as every step's data crosses between the cores: alternated each second in one process,
+near / far, mobilenet-mini's one image 158 / 463 us on two threads against 190 / 190 on one;
+inception-mini's training step 26.8 / 42.3 ms against 39.5 / 39.8. Heavy work still gains from
+the second thread there (vggish's training step 136 against 239 ms). So which way wins is the
+work's and the moment's, and each caller keeps a `ThreadChoice` for its own work.
+
+It runs the way that was faster when last timed, and tries the other way (a trial: one call to
+move the data into the cache, then `TRIAL_CALLS` timed) once what a trial would lose, by the
+two ways' last timings, is `TRIAL_SHARE` of the time since the other way last ran (at least
+`MIN_GAP` seconds, at most `MAX_GAP`), and once it has timed `KEPT` calls its own way; or at
+once when the way it runs becomes slower than the other way's last timing (the placement
+changed). It keeps the faster of the two unless the other was faster by `MARGIN` (noise does
+not flip it back and forth). Both ways run the same
+chunks, so the sums and the results are the same bits either way (`team.run_alone`).
+
+`run_chosen` applies a choice kept by its caller: an inference plan's runner keeps one for its
+batch size, a model one for its training forward and one for its backward.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from convnet.core import team
+from convnet.core.backend import num_threads
+
+TRIAL_CALLS = 2  # timed calls of a trial, after its first
+# The other way is tried again once a trial would cost this share of the time since it last
+# ran, by what it took then: vggish's training backward (90 ms shared, 160 alone) tries one
+# thread every 14 s; inception-mini's (14.5 ms shared near, 23 alone) every 1.7 s, which is
+# also how long it stays alone after the cores come near again
+TRIAL_SHARE = 0.015
+MIN_GAP = 0.1  # seconds: and no sooner than this
+MAX_GAP = 20.0  # seconds: nor later (what it took then may have been a first call's compile)
+MARGIN = 0.03  # the other way must be this fraction faster to be taken
+KEPT = 3  # timings kept per way: the fastest of them is the way's estimate
+
+
+class ThreadChoice:
+    """The choice for one piece of work: `alone()` before each call says how to run it,
+    `record(alone, seconds)` after it says what it took."""
+
+    def __init__(self, clock=time.perf_counter):
+        self._clock = clock
+        self.alone_now = False  # the way chosen: shared with the team first
+        self._times: tuple[list, list] = ([], [])  # recent seconds, shared and alone
+        now = clock()
+        self._ran = [now, now]  # when each way last ran
+        self._trial = 0  # calls of a trial still to come (0: none under way)
+
+    def estimate(self, alone: bool) -> float | None:
+        """The way's recent seconds a call (the fastest kept), None before it has run."""
+        times = self._times[alone]
+        return min(times) if times else None
+
+    def alone(self) -> bool:
+        """Whether the next call runs on the calling thread alone."""
+        other = not self.alone_now
+        if self._trial:
+            return other
+        if len(self._times[self.alone_now]) < KEPT:  # (a first call may compile for seconds)
+            return self.alone_now
+        mine, theirs = self.estimate(self.alone_now), self.estimate(other)
+        loss = 0.0 if theirs is None else theirs - mine
+        gap = min(MAX_GAP, max(MIN_GAP, (TRIAL_CALLS + 1) * loss / TRIAL_SHARE))
+        slower = theirs is not None and mine * (1 - MARGIN) > theirs
+        if slower or self._clock() - self._ran[other] >= gap:
+            self._trial = TRIAL_CALLS + 1
+            self._times[other].clear()  # what it took before is stale
+            return other
+        return self.alone_now
+
+    def record(self, alone: bool, seconds: float) -> None:
+        """The call just made (`alone` as `alone()` said) took `seconds`."""
+        self._ran[alone] = self._clock()
+        if alone == self.alone_now:
+            times = self._times[alone]
+            times.append(seconds)
+            if len(times) > KEPT:
+                del times[0]
+            return
+        self._trial -= 1
+        if self._trial == TRIAL_CALLS:  # the trial's first call: the data moved, not timed
+            return
+        self._times[alone].append(seconds)
+        if self._trial == 0:
+            mine, theirs = self.estimate(self.alone_now), self.estimate(alone)
+            if mine is None or theirs < mine * (1 - MARGIN):
+                self.alone_now = alone
+                del self._times[alone][:-KEPT]
+
+
+_chosen = threading.local()  # .inside: a run_chosen call is under way on this thread
+
+
+def run_chosen(owner: dict, key: str, function, *args):
+    """function(*args), shared with the team or on the calling thread alone as the
+    ThreadChoice in owner[key] (made on first use) finds faster, timed for it. Inside
+    another run_chosen call (a model inside a model), with one thread, or inside a helper's
+    chunk, it just calls function(*args): the outer call's timing covers it."""
+    if getattr(_chosen, "inside", False) or num_threads() == 1:
+        return function(*args)
+    choice = owner.get(key)
+    if choice is None:
+        choice = owner[key] = ThreadChoice()
+    alone = choice.alone()
+    _chosen.inside = True
+    try:
+        start = time.perf_counter()
+        result = team.run_alone(function, *args) if alone else function(*args)
+        choice.record(alone, time.perf_counter() - start)
+    finally:
+        _chosen.inside = False
+    return result

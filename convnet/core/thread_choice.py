@@ -12,13 +12,14 @@ the second thread there (vggish's training step 136 against 239 ms). So which wa
 work's and the moment's, and each caller keeps a `ThreadChoice` for its own work.
 
 It runs the way that was faster when last timed, and tries the other way (a trial: one call to
-move the data into the cache, then `TRIAL_CALLS` timed) once what a trial would lose, by the
-two ways' last timings, is `TRIAL_SHARE` of the time since the other way last ran (at least
-`MIN_GAP` seconds, at most `MAX_GAP`), and once it has timed `KEPT` calls its own way; or at
-once when the way it runs becomes slower than the other way's last timing (the placement
-changed). It keeps the faster of the two unless the other was faster by `MARGIN` (noise does
-not flip it back and forth). Both ways run the same
-chunks, so the sums and the results are the same bits either way (`team.run_alone`).
+move the data into the cache, and for sharing `WARM_SECONDS` for the helper to wake, then
+`TRIAL_CALLS` timed) once what a trial would lose, by the two ways' last timings, is
+`TRIAL_SHARE` of the time since the other way last ran (at least `MIN_GAP` seconds and
+`MIN_CALLS` of its own calls' time, at most `MAX_GAP` seconds) and it has timed `KEPT` calls
+its own way; or at once when the other way's last timing is faster than the way it runs (the
+placement changed). It takes the other way where it was faster by `MARGIN`: by a fifth to go
+alone, a little to go back to sharing. Both ways run the same chunks, so the sums
+and the results are the same bits either way (`team.run_alone`).
 
 `run_chosen` applies a choice kept by its caller: an inference plan's runner keeps one for its
 batch size, a model one for its training forward and one for its backward.
@@ -32,16 +33,25 @@ import time
 from convnet.core import team
 from convnet.core.backend import num_threads
 
-TRIAL_CALLS = 2  # timed calls of a trial, after its first
+# Timed calls of a trial, after its first call (and, for a trial of sharing, WARM_SECONDS):
+# the fastest counts. The helper sleeps while the caller works alone, and waking it takes a
+# while (the GIL passed once, up to the interpreter's 5 ms switch interval): shared calls of
+# bottleneck's one image after 40 alone ran 58 us, or 570-600 us for five, against 38 steady
+# and 57 alone; after a 50 ms pause 300, 55, 43 and 40 us.
+TRIAL_CALLS = 4
+WARM_SECONDS = 6e-3
 # The other way is tried again once a trial would cost this share of the time since it last
 # ran, by what it took then: vggish's training backward (90 ms shared, 160 alone) tries one
 # thread every 14 s; inception-mini's (14.5 ms shared near, 23 alone) every 1.7 s, which is
 # also how long it stays alone after the cores come near again
 TRIAL_SHARE = 0.015
-MIN_GAP = 0.1  # seconds: and no sooner than this
+MIN_CALLS = 30  # and no sooner than this many calls its own way would take
+MIN_GAP = 0.25  # seconds: nor sooner than this (a trial also slows the calls after it)
 MAX_GAP = 20.0  # seconds: nor later (what it took then may have been a first call's compile)
-MARGIN = 0.03  # the other way must be this fraction faster to be taken
-KEPT = 3  # timings kept per way: the fastest of them is the way's estimate
+# How much faster the other way must be to be taken: alone by a fifth (more than the shared
+# way's slow stretch after a pause), shared by a little (noise does not flip it back)
+MARGIN = {True: 0.20, False: 0.03}
+KEPT = 8  # timings kept per way: the fastest of them is the way's estimate
 
 
 class ThreadChoice:
@@ -54,12 +64,18 @@ class ThreadChoice:
         self._times: tuple[list, list] = ([], [])  # recent seconds, shared and alone
         now = clock()
         self._ran = [now, now]  # when each way last ran
-        self._trial = 0  # calls of a trial still to come (0: none under way)
+        self._trial = 0  # timed calls of a trial still to come (0: none under way)
+        self._trial_start: float | None = None  # when the trial's timed calls may start
 
     def estimate(self, alone: bool) -> float | None:
         """The way's recent seconds a call (the fastest kept), None before it has run."""
         times = self._times[alone]
         return min(times) if times else None
+
+    def _better(self, way: bool, than: float | None) -> bool:
+        """Whether `way`'s estimate is faster than `than` by the margin to take it."""
+        mine = self.estimate(way)
+        return mine is not None and (than is None or mine < than * (1 - MARGIN[way]))
 
     def alone(self) -> bool:
         """Whether the next call runs on the calling thread alone."""
@@ -70,32 +86,34 @@ class ThreadChoice:
             return self.alone_now
         mine, theirs = self.estimate(self.alone_now), self.estimate(other)
         loss = 0.0 if theirs is None else theirs - mine
-        gap = min(MAX_GAP, max(MIN_GAP, (TRIAL_CALLS + 1) * loss / TRIAL_SHARE))
-        slower = theirs is not None and mine * (1 - MARGIN) > theirs
-        if slower or self._clock() - self._ran[other] >= gap:
-            self._trial = TRIAL_CALLS + 1
+        gap = min(MAX_GAP, max(MIN_GAP, MIN_CALLS * mine,
+                               (TRIAL_CALLS + 1) * loss / TRIAL_SHARE))
+        if self._better(other, mine) or self._clock() - self._ran[other] >= gap:
+            self._trial = TRIAL_CALLS
+            self._trial_start = None
             self._times[other].clear()  # what it took before is stale
             return other
         return self.alone_now
 
     def record(self, alone: bool, seconds: float) -> None:
         """The call just made (`alone` as `alone()` said) took `seconds`."""
-        self._ran[alone] = self._clock()
+        now = self._clock()
+        self._ran[alone] = now
         if alone == self.alone_now:
             times = self._times[alone]
             times.append(seconds)
             if len(times) > KEPT:
                 del times[0]
             return
-        self._trial -= 1
-        if self._trial == TRIAL_CALLS:  # the trial's first call: the data moved, not timed
+        if self._trial_start is None:  # the trial's first call: the data moved, not timed
+            self._trial_start = now + (0.0 if alone else WARM_SECONDS)
+            return
+        if now - seconds < self._trial_start:  # still warming up
             return
         self._times[alone].append(seconds)
-        if self._trial == 0:
-            mine, theirs = self.estimate(self.alone_now), self.estimate(alone)
-            if mine is None or theirs < mine * (1 - MARGIN):
-                self.alone_now = alone
-                del self._times[alone][:-KEPT]
+        self._trial -= 1
+        if self._trial == 0 and self._better(alone, self.estimate(self.alone_now)):
+            self.alone_now = alone
 
 
 _chosen = threading.local()  # .inside: a run_chosen call is under way on this thread

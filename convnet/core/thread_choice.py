@@ -11,9 +11,8 @@ inception-mini's training step 26.8 / 42.3 ms against 39.5 / 39.8. Heavy work st
 the second thread there (vggish's training step 136 against 239 ms). So which way wins is the
 work's and the moment's, and each caller keeps a `ThreadChoice` for its own work.
 
-It runs the way that was faster when last timed, and tries the other way (a trial: one call to
-move the data into the cache, and for sharing `WARM_SECONDS` for the helper to wake, then
-`TRIAL_CALLS` timed) once what a trial would lose, by the two ways' last timings, is
+It runs the way that was faster when last timed, and tries the other way (a trial: a few
+calls, see `TRIAL_CALLS`) once what a trial would lose, by the two ways' last timings, is
 `TRIAL_SHARE` of the time since the other way last ran (at least `MIN_GAP` seconds and
 `MIN_CALLS` of its own calls' time, at most `MAX_GAP` seconds) and it has timed `KEPT` calls
 its own way; or at once when the other way's last timing is faster than the way it runs (the
@@ -33,17 +32,23 @@ import time
 from convnet.core import team
 from convnet.core.backend import num_threads
 
-# Timed calls of a trial, after its first call (and, for a trial of sharing, WARM_SECONDS):
-# the fastest counts. The helper sleeps while the caller works alone, and waking it takes a
-# while (the GIL passed once, up to the interpreter's 5 ms switch interval): shared calls of
-# bottleneck's one image after 40 alone ran 58 us, or 570-600 us for five, against 38 steady
-# and 57 alone; after a 50 ms pause 300, 55, 43 and 40 us.
-TRIAL_CALLS = 4
+# A trial's first call is not timed where calls are light (it moves the data into the cache),
+# nor, in a trial of sharing, those that start within WARM_SECONDS: the helper sleeps while
+# the caller works alone, and waking it takes a while (the GIL passed once, up to the
+# interpreter's 5 ms switch interval): shared calls of bottleneck's one image after 40 alone
+# ran 58 us, or 570-600 us for five, against 38 steady and 57 alone; after a 50 ms pause 300,
+# 55, 43 and 40 us. Then it times up to TRIAL_CALLS calls or TRIAL_SECONDS of them, the
+# fastest counting, and stops at the first that is slower by ABORT than the way it runs (a
+# trial of one thread on vggish's training step costs one step, not five).
+HEAVY_SECONDS = 2e-3
 WARM_SECONDS = 6e-3
+TRIAL_CALLS = 4
+TRIAL_SECONDS = 5e-3
+ABORT = 0.3
 # The other way is tried again once a trial would cost this share of the time since it last
 # ran, by what it took then: vggish's training backward (90 ms shared, 160 alone) tries one
-# thread every 14 s; inception-mini's (14.5 ms shared near, 23 alone) every 1.7 s, which is
-# also how long it stays alone after the cores come near again
+# thread every 5 s; inception-mini's (14.5 ms shared near, 23 alone) every 0.6 s, which is
+# also about how long it stays alone after the cores come near again
 TRIAL_SHARE = 0.015
 MIN_CALLS = 30  # and no sooner than this many calls its own way would take
 MIN_GAP = 0.25  # seconds: nor sooner than this (a trial also slows the calls after it)
@@ -64,8 +69,10 @@ class ThreadChoice:
         self._times: tuple[list, list] = ([], [])  # recent seconds, shared and alone
         now = clock()
         self._ran = [now, now]  # when each way last ran
-        self._trial = 0  # timed calls of a trial still to come (0: none under way)
-        self._trial_start: float | None = None  # when the trial's timed calls may start
+        self._trial = False  # a trial of the other way under way
+        self._skip = False  # the trial's next call is not timed
+        self._warm_until = 0.0  # nor calls that start before this
+        self._timed: list[float] = []  # the trial's timed calls
 
     def estimate(self, alone: bool) -> float | None:
         """The way's recent seconds a call (the fastest kept), None before it has run."""
@@ -85,12 +92,13 @@ class ThreadChoice:
         if len(self._times[self.alone_now]) < KEPT:  # (a first call may compile for seconds)
             return self.alone_now
         mine, theirs = self.estimate(self.alone_now), self.estimate(other)
-        loss = 0.0 if theirs is None else theirs - mine
-        gap = min(MAX_GAP, max(MIN_GAP, MIN_CALLS * mine,
-                               (TRIAL_CALLS + 1) * loss / TRIAL_SHARE))
-        if self._better(other, mine) or self._clock() - self._ran[other] >= gap:
-            self._trial = TRIAL_CALLS
-            self._trial_start = None
+        light = mine < HEAVY_SECONDS
+        loss = 0.0 if theirs is None else (theirs - mine) * ((TRIAL_CALLS + 1) if light else 1)
+        gap = min(MAX_GAP, max(MIN_GAP, MIN_CALLS * mine, loss / TRIAL_SHARE))
+        now = self._clock()
+        if self._better(other, mine) or now - self._ran[other] >= gap:
+            self._trial, self._skip, self._timed = True, light, []
+            self._warm_until = now + (0.0 if other else WARM_SECONDS)
             self._times[other].clear()  # what it took before is stale
             return other
         return self.alone_now
@@ -105,15 +113,17 @@ class ThreadChoice:
             if len(times) > KEPT:
                 del times[0]
             return
-        if self._trial_start is None:  # the trial's first call: the data moved, not timed
-            self._trial_start = now + (0.0 if alone else WARM_SECONDS)
+        if self._skip or now - seconds < self._warm_until:  # warming up: not timed
+            self._skip = False
             return
-        if now - seconds < self._trial_start:  # still warming up
-            return
+        self._timed.append(seconds)
         self._times[alone].append(seconds)
-        self._trial -= 1
-        if self._trial == 0 and self._better(alone, self.estimate(self.alone_now)):
-            self.alone_now = alone
+        mine = self.estimate(self.alone_now)
+        slower = seconds > mine * (1 + ABORT)
+        if slower or len(self._timed) >= TRIAL_CALLS or sum(self._timed) >= TRIAL_SECONDS:
+            self._trial = False
+            if not slower and self._better(alone, mine):
+                self.alone_now = alone
 
 
 _chosen = threading.local()  # .inside: a run_chosen call is under way on this thread

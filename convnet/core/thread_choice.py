@@ -26,6 +26,7 @@ batch size, a model one for its training forward and one for its backward.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 
@@ -37,8 +38,8 @@ from convnet.core.backend import num_threads
 # the caller works alone, and waking it takes a while (the GIL passed once, up to the
 # interpreter's 5 ms switch interval): shared calls of bottleneck's one image after 40 alone
 # ran 58 us, or 570-600 us for five, against 38 steady and 57 alone; after a 50 ms pause 300,
-# 55, 43 and 40 us. Then it times up to TRIAL_CALLS calls or TRIAL_SECONDS of them, the
-# fastest counting, and stops at the first that is slower by ABORT than the way it runs (a
+# 55, 43 and 40 us. Then it times up to TRIAL_CALLS calls or TRIAL_SECONDS of them, their
+# median counting, and stops at the first that is slower by ABORT than the way it runs (a
 # trial of one thread on vggish's training step costs one step, not five).
 HEAVY_SECONDS = 2e-3
 WARM_SECONDS = 6e-3
@@ -56,7 +57,10 @@ MAX_GAP = 20.0  # seconds: nor later (what it took then may have been a first ca
 # How much faster the other way must be to be taken: alone by a fifth (more than the shared
 # way's slow stretch after a pause), shared by a little (noise does not flip it back)
 MARGIN = {True: 0.20, False: 0.03}
-KEPT = 8  # timings kept per way: the fastest of them is the way's estimate
+KEPT = 8  # timings kept per way: their median is the way's estimate
+# After a trial that failed, the other way is tried at once again only when the way it runs
+# has slowed by this much since (not on the failed trial's own timings)
+SLOWED = 0.1
 
 
 class ThreadChoice:
@@ -73,11 +77,15 @@ class ThreadChoice:
         self._skip = False  # the trial's next call is not timed
         self._warm_until = 0.0  # nor calls that start before this
         self._timed: list[float] = []  # the trial's timed calls
+        # the way's estimate when a trial last failed: another at once only once it is slower
+        self._after_trial: float | None = None
 
     def estimate(self, alone: bool) -> float | None:
-        """The way's recent seconds a call (the fastest kept), None before it has run."""
+        """The way's recent seconds a call (the median of those kept), None before it has
+        run. Not the fastest: in the far placement shared calls of vggish's one image took
+        190 us now and then and 460-610 mostly, and the fastest of eight kept it shared."""
         times = self._times[alone]
-        return min(times) if times else None
+        return statistics.median(times) if times else None
 
     def _better(self, way: bool, than: float | None) -> bool:
         """Whether `way`'s estimate is faster than `than` by the margin to take it."""
@@ -96,7 +104,8 @@ class ThreadChoice:
         loss = 0.0 if theirs is None else (theirs - mine) * ((TRIAL_CALLS + 1) if light else 1)
         gap = min(MAX_GAP, max(MIN_GAP, MIN_CALLS * mine, loss / TRIAL_SHARE))
         now = self._clock()
-        if self._better(other, mine) or now - self._ran[other] >= gap:
+        slowed = self._after_trial is None or mine > self._after_trial * (1 + SLOWED)
+        if (slowed and self._better(other, mine)) or now - self._ran[other] >= gap:
             self._trial, self._skip, self._timed = True, light, []
             self._warm_until = now + (0.0 if other else WARM_SECONDS)
             self._times[other].clear()  # what it took before is stale
@@ -123,7 +132,9 @@ class ThreadChoice:
         if slower or len(self._timed) >= TRIAL_CALLS or sum(self._timed) >= TRIAL_SECONDS:
             self._trial = False
             if not slower and self._better(alone, mine):
-                self.alone_now = alone
+                self.alone_now, self._after_trial = alone, None
+            else:
+                self._after_trial = mine
 
 
 _chosen = threading.local()  # .inside: a run_chosen call is under way on this thread

@@ -52,9 +52,9 @@ def two_threads():
 def test_it_follows_the_faster_way_as_the_placement_changes():
     clock = Clock()
     choice = ThreadChoice(clock)
-    # near: 158 us shared, 190 alone (mobilenet-mini's one image)
-    simulate(choice, clock, 5.0, 158e-6, 190e-6)
-    assert not choice.alone_now
+    # near: 158 us shared, 190 alone (mobilenet-mini's one image): not even tried
+    alone, calls = simulate(choice, clock, 5.0, 158e-6, 190e-6)
+    assert not choice.alone_now and alone == 0
     # far: 463 us shared; within the first 10 ms it runs alone
     alone, calls = simulate(choice, clock, 0.01, 463e-6, 190e-6)
     assert choice.alone_now
@@ -69,8 +69,10 @@ def test_heavy_work_that_gains_from_the_helper_stays_shared_and_trials_cost_litt
     """vggish's training backward: 90 ms shared, 160 alone, near or far."""
     clock = Clock()
     choice = ThreadChoice(clock)
-    alone, calls = simulate(choice, clock, 600.0, 0.090, 0.160)
-    assert not choice.alone_now
+    alone, calls = simulate(choice, clock, 60.0, 0.070, 0.160)  # near: never tried alone
+    assert alone == 0
+    alone, calls = simulate(choice, clock, 600.0, 0.090, 0.160)  # far: tried, not taken
+    assert not choice.alone_now and alone > 0
     lost = alone * (0.160 - 0.090)
     assert lost < 0.02 * 600.0, f"trials lost {lost:.1f} s of 600"
     # a trial of a way clearly slower stops at its first call (heavy calls: no warm-up)
@@ -91,6 +93,7 @@ def test_a_way_fast_now_and_then_but_slow_mostly_is_not_taken():
     rng = np.random.default_rng(5)
     clock = Clock()
     choice = ThreadChoice(clock)
+    simulate(choice, clock, 5.0, 200e-6, 350e-6)  # near first
     for alone_takes in (350e-6, 360e-6, 330e-6):
         alone_calls = calls = 0
         for _ in range(40_000):

@@ -15,7 +15,8 @@ It runs the way that was faster when last timed, and tries the other way (a tria
 calls, see `TRIAL_CALLS`) once what a trial would lose, by the two ways' last timings, is
 `TRIAL_SHARE` of the time since the other way last ran (at least `MIN_GAP` seconds and
 `MIN_CALLS` of its own calls' time, at most `MAX_GAP` seconds) and it has timed `KEPT` calls
-its own way; or at once when the other way's last timing is faster than the way it runs (the
+its own way (alone only while sharing runs slower than at its best, `SHARING_SLOWED`); or at
+once when the other way's last timing is faster than the way it runs (the
 placement changed). It takes the other way where it was faster by `MARGIN`: by a fifth to go
 alone, a little to go back to sharing. Both ways run the same chunks, so the sums
 and the results are the same bits either way (`team.run_alone`).
@@ -58,6 +59,12 @@ MAX_GAP = 20.0  # seconds: nor later (what it took then may have been a first ca
 # way's slow stretch after a pause), shared by a little (noise does not flip it back)
 MARGIN = {True: 0.20, False: 0.03}
 KEPT = 8  # timings kept per way: their median is the way's estimate
+# Running on the calling thread alone is tried only while sharing runs this much slower than
+# at its best (the placement changed): near, it never wins (vggish, resnet8, fcn-mini and
+# unet-mini's training steps take twice as long alone, bottleneck's one image 1.5 times), and
+# its trials cost 10-25% of a bench repetition of a training step, or slowed the calls after
+# them on one image
+SHARING_SLOWED = 0.25
 # After a trial that failed, the other way is tried at once again only when the way it runs
 # has slowed by this much since (not on the failed trial's own timings)
 SLOWED = 0.1
@@ -79,6 +86,7 @@ class ThreadChoice:
         self._timed: list[float] = []  # the trial's timed calls
         # the way's estimate when a trial last failed: another at once only once it is slower
         self._after_trial: float | None = None
+        self._best: float | None = None  # the shared way's best estimate
 
     def estimate(self, alone: bool) -> float | None:
         """The way's recent seconds a call (the median of those kept), None before it has
@@ -100,6 +108,10 @@ class ThreadChoice:
         if len(self._times[self.alone_now]) < KEPT:  # (a first call may compile for seconds)
             return self.alone_now
         mine, theirs = self.estimate(self.alone_now), self.estimate(other)
+        if not self.alone_now:  # alone is tried only once sharing has slowed
+            self._best = mine if self._best is None else min(self._best, mine)
+            if mine <= self._best * (1 + SHARING_SLOWED):
+                return False
         light = mine < HEAVY_SECONDS
         loss = 0.0 if theirs is None else (theirs - mine) * ((TRIAL_CALLS + 1) if light else 1)
         gap = min(MAX_GAP, max(MIN_GAP, MIN_CALLS * mine, loss / TRIAL_SHARE))

@@ -15,8 +15,8 @@ It runs the way that was faster when last timed, and tries the other way (a tria
 calls, see `TRIAL_CALLS`) once what a trial would lose, by the two ways' last timings, is
 `TRIAL_SHARE` of the time since the other way last ran (at least `MIN_GAP` seconds and
 `MIN_CALLS` of its own calls' time, at most `MAX_GAP` seconds) and it has timed `KEPT` calls
-its own way (alone only while sharing runs slower than at its best, `SHARING_SLOWED`); or at
-once when the other way's last timing is faster than the way it runs (the
+its own way (alone only once sharing has run slower than at its best for a while,
+`SHARING_SLOWED`); or at once when the other way's last timing is faster than the way it runs (the
 placement changed). It takes the other way where it was faster by `MARGIN`: by a fifth to go
 alone, a little to go back to sharing. Both ways run the same chunks, so the sums
 and the results are the same bits either way (`team.run_alone`).
@@ -65,6 +65,9 @@ KEPT = 8  # timings kept per way: their median is the way's estimate
 # its trials cost 10-25% of a bench repetition of a training step, or slowed the calls after
 # them on one image
 SHARING_SLOWED = 0.25
+# ...for this long (seconds): not a few slow calls after a pause or a hiccup of the host
+# (resnet8's one image, near: repetitions of 0.18-0.27 ms against 0.13-0.15, alone 0.23)
+SUSTAINED = 0.05
 # After a trial that failed, the other way is tried at once again only when the way it runs
 # has slowed by this much since (not on the failed trial's own timings)
 SLOWED = 0.1
@@ -87,6 +90,7 @@ class ThreadChoice:
         # the way's estimate when a trial last failed: another at once only once it is slower
         self._after_trial: float | None = None
         self._best: float | None = None  # the shared way's best estimate
+        self._slow_since: float | None = None  # since when it has been slower than that
 
     def estimate(self, alone: bool) -> float | None:
         """The way's recent seconds a call (the median of those kept), None before it has
@@ -108,14 +112,19 @@ class ThreadChoice:
         if len(self._times[self.alone_now]) < KEPT:  # (a first call may compile for seconds)
             return self.alone_now
         mine, theirs = self.estimate(self.alone_now), self.estimate(other)
-        if not self.alone_now:  # alone is tried only once sharing has slowed
+        now = self._clock()
+        if not self.alone_now:  # alone is tried only once sharing has slowed for a while
             self._best = mine if self._best is None else min(self._best, mine)
             if mine <= self._best * (1 + SHARING_SLOWED):
+                self._slow_since = None
+                return False
+            if self._slow_since is None:
+                self._slow_since = now
+            if now - self._slow_since < SUSTAINED:
                 return False
         light = mine < HEAVY_SECONDS
         loss = 0.0 if theirs is None else (theirs - mine) * ((TRIAL_CALLS + 1) if light else 1)
         gap = min(MAX_GAP, max(MIN_GAP, MIN_CALLS * mine, loss / TRIAL_SHARE))
-        now = self._clock()
         slowed = self._after_trial is None or mine > self._after_trial * (1 + SLOWED)
         if (slowed and self._better(other, mine)) or now - self._ran[other] >= gap:
             self._trial, self._skip, self._timed = True, light, []

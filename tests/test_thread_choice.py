@@ -52,9 +52,9 @@ def two_threads():
 def test_it_follows_the_faster_way_as_the_placement_changes():
     clock = Clock()
     choice = ThreadChoice(clock)
-    # near: 158 us shared, 190 alone (mobilenet-mini's one image): not even tried
+    # near: 158 us shared, 190 alone (mobilenet-mini's one image): tried once
     alone, calls = simulate(choice, clock, 5.0, 158e-6, 190e-6)
-    assert not choice.alone_now and alone == 0
+    assert not choice.alone_now and 0 < alone <= thread_choice.TRIAL_CALLS + 1
     # far: 463 us shared; within a tenth of a second it runs alone
     alone, calls = simulate(choice, clock, 0.1, 463e-6, 190e-6)
     assert choice.alone_now
@@ -69,8 +69,8 @@ def test_heavy_work_that_gains_from_the_helper_stays_shared_and_trials_cost_litt
     """vggish's training backward: 90 ms shared, 160 alone, near or far."""
     clock = Clock()
     choice = ThreadChoice(clock)
-    alone, calls = simulate(choice, clock, 60.0, 0.070, 0.160)  # near: never tried alone
-    assert alone == 0
+    alone, calls = simulate(choice, clock, 60.0, 0.070, 0.160)  # near: tried alone once
+    assert alone == 1
     alone, calls = simulate(choice, clock, 600.0, 0.090, 0.160)  # far: tried, not taken
     assert not choice.alone_now and alone > 0
     lost = alone * (0.160 - 0.090)
@@ -118,6 +118,14 @@ def test_a_slow_first_call_does_not_keep_it_off_the_faster_way():
     assert alone < 0.05 * calls
 
 
+def test_started_in_the_far_placement_it_finds_alone_faster():
+    clock = Clock()
+    choice = ThreadChoice(clock)
+    simulate(choice, clock, 1.0, 560e-6, 370e-6)  # vggish's one image, far from the start
+    alone, calls = simulate(choice, clock, 5.0, 560e-6, 370e-6)
+    assert choice.alone_now and alone > 0.95 * calls
+
+
 def test_a_few_slow_calls_after_a_pause_do_not_send_it_alone():
     """After the bench's 50 ms pauses, shared calls of one image run slow for a few calls
     (300, 55, 43, 40 us against 38 steady; alone 57)."""
@@ -132,7 +140,7 @@ def test_a_few_slow_calls_after_a_pause_do_not_send_it_alone():
             choice.record(alone, took)
             alone_calls += alone
         clock.now += 0.05
-    assert alone_calls == 0
+    assert alone_calls <= thread_choice.TRIAL_CALLS + 1  # (its first trial)
 
 
 def test_noise_of_a_few_percent_does_not_flip_it():

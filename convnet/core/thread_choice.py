@@ -15,11 +15,11 @@ It runs the way that was faster when last timed, and tries the other way (a tria
 calls, see `TRIAL_CALLS`) once what a trial would lose, by the two ways' last timings, is
 `TRIAL_SHARE` of the time since the other way last ran (at least `MIN_GAP` seconds and
 `MIN_CALLS` of its own calls' time, at most `MAX_GAP` seconds) and it has timed `KEPT` calls
-its own way (alone only once sharing has run slower than at its best for a while,
-`SHARING_SLOWED`); or at once when the other way's last timing is faster than the way it runs (the
-placement changed). It takes the other way where it was faster by `MARGIN`: by a fifth to go
-alone, a little to go back to sharing. Both ways run the same chunks, so the sums
-and the results are the same bits either way (`team.run_alone`).
+its own way (alone, after its first trial, only once sharing has run slower than at its best
+for a while, `SHARING_SLOWED`); or at once when the other way's last timing is faster than
+the way it runs (the placement changed). It takes the other way where it was faster by
+`MARGIN`: by a fifth to go alone, a little to go back to sharing. Both ways run the same
+chunks, so the sums and the results are the same bits either way (`team.run_alone`).
 
 `run_chosen` applies a choice kept by its caller: an inference plan's runner keeps one for its
 batch size, a model one for its training forward and one for its backward.
@@ -59,8 +59,9 @@ MAX_GAP = 20.0  # seconds: nor later (what it took then may have been a first ca
 # way's slow stretch after a pause), shared by a little (noise does not flip it back)
 MARGIN = {True: 0.20, False: 0.03}
 KEPT = 8  # timings kept per way: their median is the way's estimate
-# Running on the calling thread alone is tried only while sharing runs this much slower than
-# at its best (the placement changed): near, it never wins (vggish, resnet8, fcn-mini and
+# Running on the calling thread alone is tried once, then only while sharing runs this much
+# slower than at its best (the placement changed; a process that starts in the far placement
+# finds alone faster at its first trial): near, it never wins (vggish, resnet8, fcn-mini and
 # unet-mini's training steps take twice as long alone, bottleneck's one image 1.5 times), and
 # its trials cost 10-25% of a bench repetition of a training step, or slowed the calls after
 # them on one image
@@ -113,7 +114,8 @@ class ThreadChoice:
             return self.alone_now
         mine, theirs = self.estimate(self.alone_now), self.estimate(other)
         now = self._clock()
-        if not self.alone_now:  # alone is tried only once sharing has slowed for a while
+        if not self.alone_now and self._times[True]:
+            # timed alone before: alone is tried again only once sharing has slowed a while
             self._best = mine if self._best is None else min(self._best, mine)
             if mine <= self._best * (1 + SHARING_SLOWED):
                 self._slow_since = None

@@ -13,9 +13,9 @@ import pytest
 numba = pytest.importorskip("numba")
 
 import convnet as cn  # noqa: E402
-from convnet.core import backend, team, thread_choice  # noqa: E402
+from convnet.core import team, thread_choice  # noqa: E402
 from convnet.core.thread_choice import ThreadChoice  # noqa: E402
-from tests.test_team import meet  # noqa: E402
+from tests.test_team import meet, two_threads  # noqa: E402, F401 - (a fixture)
 
 
 class Clock:
@@ -39,14 +39,6 @@ def simulate(choice: ThreadChoice, clock: Clock, seconds: float, shared: float,
         calls += 1
         alone_calls += way
     return alone_calls, calls
-
-
-@pytest.fixture
-def two_threads():
-    previous = backend.num_threads()
-    backend.set_num_threads(2)
-    yield
-    backend.set_num_threads(previous)
 
 
 def test_it_follows_the_faster_way_as_the_placement_changes():
@@ -158,7 +150,8 @@ def test_noise_of_a_few_percent_does_not_flip_it():
     assert flips == 0
 
 
-def test_run_alone_hands_no_chunk_to_a_helper(two_threads):
+@pytest.mark.usefixtures("two_threads")
+def test_run_alone_hands_no_chunk_to_a_helper():
     flags = np.zeros(3, np.int64)
     program = team.Program([(meet.address, [(flags, 0, 2_000_000), (flags, 1, 2_000_000)])])
     team.run_alone(program.run)
@@ -175,7 +168,8 @@ def _model():
                          cn.Flatten(), cn.Linear(16 * 8 * 8, 10))
 
 
-def test_a_plan_gives_the_same_bits_alone_and_shared(two_threads):
+@pytest.mark.usefixtures("two_threads")
+def test_a_plan_gives_the_same_bits_alone_and_shared():
     cn.manual_seed(4)
     model = cn.Sequential(cn.Conv2d(8, 32, 3, padding=1), cn.ReLU(),
                           cn.Conv2d(32, 32, 3, padding=1), cn.ReLU(), cn.MaxPool2d(2),
@@ -190,7 +184,8 @@ def test_a_plan_gives_the_same_bits_alone_and_shared(two_threads):
     np.testing.assert_array_equal(alone, shared)
 
 
-def test_a_training_step_gives_the_same_bits_alone_and_shared(two_threads):
+@pytest.mark.usefixtures("two_threads")
+def test_a_training_step_gives_the_same_bits_alone_and_shared():
     x = np.random.default_rng(2).standard_normal((16, 3, 16, 16)).astype(np.float32)
     y = np.arange(16) % 10
     def step(model, loss):
@@ -204,7 +199,8 @@ def test_a_training_step_gives_the_same_bits_alone_and_shared(two_threads):
         np.testing.assert_array_equal(alone, shared)
 
 
-def test_a_model_keeps_a_choice_for_its_training_passes(two_threads):
+@pytest.mark.usefixtures("two_threads")
+def test_a_model_keeps_a_choice_for_its_training_passes():
     model = _model().train()
     x = np.zeros((4, 3, 16, 16), np.float32)
     model.forward(x)

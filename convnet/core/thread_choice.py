@@ -97,7 +97,7 @@ class ThreadChoice:
         """The way's recent seconds a call (the median of those kept), None before it has
         run. Not the fastest: in the far placement shared calls of vggish's one image took
         190 us now and then and 460-610 mostly, and the fastest of eight kept it shared."""
-        times = self._times[alone]
+        times = self._times[alone][:]  # (a copy: another thread may be changing it)
         return statistics.median(times) if times else None
 
     def _better(self, way: bool, than: float | None) -> bool:
@@ -113,6 +113,8 @@ class ThreadChoice:
         if len(self._times[self.alone_now]) < KEPT:  # (a first call may compile for seconds)
             return self.alone_now
         mine, theirs = self.estimate(self.alone_now), self.estimate(other)
+        if mine is None:  # (another thread switched the way meanwhile)
+            return self.alone_now
         now = self._clock()
         if not self.alone_now and self._times[True]:
             # timed alone before: alone is tried again only once sharing has slowed a while
@@ -142,8 +144,7 @@ class ThreadChoice:
         if alone == self.alone_now:
             times = self._times[alone]
             times.append(seconds)
-            if len(times) > KEPT:
-                del times[0]
+            del times[:-KEPT]  # (never raises, whatever another thread did meanwhile)
             return
         if self._skip or now - seconds < self._warm_until:  # warming up: not timed
             self._skip = False

@@ -276,7 +276,7 @@ class Program:
         order) when not `shared` (an inference runner of one thread)."""
         if self.count == 0:  # nothing to publish (and no last step to wait for)
             return
-        if shared and not getattr(_working, "alone", False):
+        if shared and not runs_alone():
             _team().run(self)
         else:
             _compiled().run_all(self.address, self.count)
@@ -288,10 +288,16 @@ class Program:
 _working = threading.local()
 
 
+def runs_alone() -> bool:
+    """Whether the chunks the calling thread starts run on it alone (inside a chunk or
+    `run_alone`)."""
+    return getattr(_working, "alone", False)
+
+
 def _inline(chunks) -> bool:
     """Whether chunks run on the calling thread: one chunk, one thread, inside a chunk or
     `run_alone`."""
-    return len(chunks) == 1 or num_threads() == 1 or getattr(_working, "alone", False)
+    return len(chunks) == 1 or num_threads() == 1 or runs_alone()
 
 
 def run_alone(function, *args):
@@ -299,7 +305,7 @@ def run_alone(function, *args):
     order: the same chunks as with the team (so the same sums), none handed to a helper
     (`convnet.core.thread_choice`: where the cores are far apart, handing over can cost more
     than it saves)."""
-    before = getattr(_working, "alone", False)
+    before = runs_alone()
     _working.alone = True
     try:
         return function(*args)
@@ -346,15 +352,14 @@ class _Job:
         self.error: BaseException | None = None
 
     def take(self) -> None:
-        before = getattr(_working, "alone", False)
-        _working.alone = True
+        run_alone(self._take)  # (work inside a chunk splits no further)
+
+    def _take(self) -> None:
         try:
             while (index := next(self.order)) < len(self.chunks):
                 self.results[index] = self.work(self.chunks[index])
         except BaseException as error:  # noqa: BLE001 - raised on the caller's thread
             self.error = self.error or error
-        finally:
-            _working.alone = before
 
 
 class _Team:

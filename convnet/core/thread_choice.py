@@ -27,7 +27,6 @@ batch size, a model one for its training forward and one for its backward.
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 
@@ -59,6 +58,10 @@ MAX_GAP = 20.0  # seconds: nor later (what it took then may have been a first ca
 # way's slow stretch after a pause), shared by a little (noise does not flip it back)
 MARGIN = {True: 0.20, False: 0.03}
 KEPT = 8  # timings kept per way: their median is the way's estimate
+# alone() weighs the timings at most this often (seconds): it runs before every call, and
+# weighing them there each time made the choice add 2.8-2.9 us to a one-image call (lenet5
+# 17.0 -> 19.8 us, bottleneck 39.5 -> 42.4); looking every millisecond, 1.1-1.4 us (lenet5)
+LOOK_EVERY = 1e-3
 # Running on the calling thread alone is tried once, then only while sharing runs this much
 # slower than at its best (the placement changed; a process that starts in the far placement
 # finds alone faster at its first trial): near, it never wins (vggish, resnet8, fcn-mini and
@@ -82,6 +85,7 @@ class ThreadChoice:
         self._clock = clock
         self.alone_now = False  # the way chosen: shared with the team first
         self._times: tuple[list, list] = ([], [])  # recent seconds, shared and alone
+        self._estimates: list = [None, None]  # their medians, kept as they change
         now = clock()
         self._ran = [now, now]  # when each way last ran
         self._trial = False  # a trial of the other way under way
@@ -92,13 +96,25 @@ class ThreadChoice:
         self._after_trial: float | None = None
         self._best: float | None = None  # the shared way's best estimate
         self._slow_since: float | None = None  # since when it has been slower than that
+        self._look_at = 0.0  # when alone() next weighs the timings
 
     def estimate(self, alone: bool) -> float | None:
         """The way's recent seconds a call (the median of those kept), None before it has
         run. Not the fastest: in the far placement shared calls of vggish's one image took
         190 us now and then and 460-610 mostly, and the fastest of eight kept it shared."""
-        times = self._times[alone][:]  # (a copy: another thread may be changing it)
-        return statistics.median(times) if times else None
+        return self._estimates[alone]
+
+    def _keep(self, alone: bool, seconds: float | None = None, forget: bool = False) -> None:
+        """Add a timing of the way (or `forget` its timings), and work out its median."""
+        times = self._times[alone]
+        if forget:
+            times.clear()
+        elif seconds is not None:
+            times.append(seconds)
+        del times[:-KEPT]  # (never raises, whatever another thread did meanwhile)
+        ordered = sorted(times)
+        self._estimates[alone] = ((ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2])
+                                  / 2 if ordered else None)
 
     def _better(self, way: bool, than: float | None) -> bool:
         """Whether `way`'s estimate is faster than `than` by the margin to take it."""
@@ -110,12 +126,16 @@ class ThreadChoice:
         other = not self.alone_now
         if self._trial:
             return other
+        now = self._clock()
+        if now < self._look_at:  # (most calls: the Python here is part of every call's cost)
+            return self.alone_now
+        self._look_at = now + LOOK_EVERY
+        self._keep(self.alone_now)  # the calls since the last look
         if len(self._times[self.alone_now]) < KEPT:  # (a first call may compile for seconds)
             return self.alone_now
         mine, theirs = self.estimate(self.alone_now), self.estimate(other)
         if mine is None:  # (another thread switched the way meanwhile)
             return self.alone_now
-        now = self._clock()
         if not self.alone_now and self._times[True]:
             # timed alone before: alone is tried again only once sharing has slowed a while
             self._best = mine if self._best is None else min(self._best, mine)
@@ -133,29 +153,28 @@ class ThreadChoice:
         if (slowed and self._better(other, mine)) or now - self._ran[other] >= gap:
             self._trial, self._skip, self._timed = True, light, []
             self._warm_until = now + (0.0 if other else WARM_SECONDS)
-            self._times[other].clear()  # what it took before is stale
+            self._keep(other, forget=True)  # what it took before is stale
             return other
         return self.alone_now
 
     def record(self, alone: bool, seconds: float) -> None:
         """The call just made (`alone` as `alone()` said) took `seconds`."""
+        if alone == self.alone_now:  # kept as it comes: alone() looks at it now and then
+            self._times[alone].append(seconds)
+            return
         now = self._clock()
         self._ran[alone] = now
-        if alone == self.alone_now:
-            times = self._times[alone]
-            times.append(seconds)
-            del times[:-KEPT]  # (never raises, whatever another thread did meanwhile)
-            return
         if self._skip or now - seconds < self._warm_until:  # warming up: not timed
             self._skip = False
             return
         self._timed.append(seconds)
-        self._times[alone].append(seconds)
+        self._keep(alone, seconds)
         mine = self.estimate(self.alone_now)
         slower = seconds > mine * (1 + ABORT)
         if slower or len(self._timed) >= TRIAL_CALLS or sum(self._timed) >= TRIAL_SECONDS:
             self._trial = False
             if not slower and self._better(alone, mine):
+                self._ran[self.alone_now] = now
                 self.alone_now, self._after_trial = alone, None
             else:
                 self._after_trial = mine
@@ -167,9 +186,10 @@ _chosen = threading.local()  # .inside: a run_chosen call is under way on this t
 def run_chosen(owner: dict, key: str, function, *args):
     """function(*args), shared with the team or on the calling thread alone as the
     ThreadChoice in owner[key] (made on first use) finds faster, timed for it. Inside
-    another run_chosen call (a model inside a model), with one thread, or inside a helper's
-    chunk, it just calls function(*args): the outer call's timing covers it."""
-    if getattr(_chosen, "inside", False) or num_threads() == 1:
+    another run_chosen call (a model inside a model), with one thread, or where the calling
+    thread runs alone anyway (a helper's chunk, `team.run_alone`), it just calls
+    function(*args): there is no choice to make, or the outer call's timing covers it."""
+    if getattr(_chosen, "inside", False) or num_threads() == 1 or team.runs_alone():
         return function(*args)
     choice = owner.get(key)
     if choice is None:

@@ -245,7 +245,8 @@ def time_task(workers: dict[str, Worker], task: str, settings: Settings) -> dict
     other workers' processes stopped (SIGSTOP) during each.
 
     Returns per system: warm-up seconds, iterations per repetition, and seconds per iteration
-    of every repetition.
+    of every repetition (and convnet's share of calls run on one thread in each, where its
+    worker reports it).
     """
     result = {}
     for system, worker in workers.items():
@@ -269,12 +270,13 @@ def time_task(workers: dict[str, Worker], task: str, settings: Settings) -> dict
                 worker.hold(True)
             try:
                 time.sleep(settings.pause_seconds)  # the last system's spinning threads settle
-                seconds = workers[system].request(op="run", task=task,
-                                                  iterations=iterations)["seconds"]
+                reply = workers[system].request(op="run", task=task, iterations=iterations)
             finally:
                 for worker in others:
                     worker.hold(False)
-            result[system]["seconds"].append(seconds / iterations)
+            result[system]["seconds"].append(reply["seconds"] / iterations)
+            if "alone_share" in reply:  # convnet's: which way its calls ran (thread_choice)
+                result[system].setdefault("alone_share", []).append(reply["alone_share"])
     return result
 
 
@@ -323,6 +325,8 @@ def _measure_network(name: str, spec: dict, macs: int, workers: dict[str, Worker
             record = {"warmup_s": timing["warmup_s"], "iterations_per_rep": timing["iterations"],
                       "seconds_per_iteration": timing["seconds"],
                       "median_seconds": seconds, "gflops": flops * images / seconds / 1e9}
+            if "alone_share" in timing:  # per repetition, beside its seconds
+                record["alone_share"] = timing["alone_share"]
             if task == "latency":
                 record["ms"] = seconds * 1e3
             else:

@@ -8,6 +8,8 @@ Requests and replies are JSON lines on stdin/stdout:
     {"op": "setup", "spec": PATH, "weights": PATH, "onnx": PATH, "batch": B}
         -> {"seconds": build time}
     {"op": "run", "task": "train"|"infer"|"latency", "iterations": K}  -> {"seconds": total}
+        (convnet's worker adds "alone_share": the share of its choices' calls that ran on one
+        thread, `convnet.core.thread_choice`, or None where none was made)
     {"op": "peak", "size": S, "repeats": R}  -> {"gflops": [...]}  (S x S float32 products)
     {"op": "rss"}  -> {"max_rss_mb": peak resident memory of this process so far}
     {"op": "exit"}  -> {"max_rss_mb": ...}, and the process ends
@@ -96,6 +98,12 @@ class ConvnetSystem:
     def latency(self) -> None:
         self.infer(self.x[:1])
 
+    def calls_made(self) -> tuple[int, int]:
+        """(calls run shared, calls run alone) by the process's thread choices so far."""
+        from convnet.core import thread_choice
+
+        return thread_choice.calls_made()
+
     def peak(self, size: int, repeats: int) -> list[float]:
         """GFLOP/s of NumPy's float32 matrix product with BLAS at this worker's thread count."""
         from convnet.core import backend
@@ -140,6 +148,9 @@ class TorchSystem:
     def latency(self) -> None:
         self.infer(self.x[:1])
 
+    def calls_made(self) -> None:
+        return None  # (no choice between sharing and one thread to report)
+
     def peak(self, size: int, repeats: int) -> list[float]:
         torch = self.torch
         a, b = torch.randn(size, size), torch.randn(size, size)
@@ -175,6 +186,9 @@ class OnnxruntimeSystem:
     def latency(self) -> None:
         self.infer(self.x[:1])
 
+    def calls_made(self) -> None:
+        return None
+
     def peak(self, size: int, repeats: int) -> list[float]:
         raise ValueError("the matmul peak is measured by the convnet and PyTorch workers")
 
@@ -207,10 +221,15 @@ def serve(system, stdin=sys.stdin, stdout=sys.stdout) -> None:
             reply = {"seconds": time.perf_counter() - start}
         elif op == "run":
             task = getattr(system, request["task"])
+            before = system.calls_made()
             start = time.perf_counter()
             for _ in range(request["iterations"]):
                 task()
             reply = {"seconds": time.perf_counter() - start}
+            if before is not None:  # convnet: how many calls ran alone (thread_choice)
+                shared, alone = (after - earlier for after, earlier
+                                 in zip(system.calls_made(), before, strict=True))
+                reply["alone_share"] = alone / (shared + alone) if shared + alone else None
         elif op == "peak":
             reply = {"gflops": system.peak(request["size"], request["repeats"])}
         elif op in ("rss", "exit"):

@@ -42,6 +42,9 @@ def test_bench_run_writes_a_consistent_report(tmp_path):
         for task in tasks:
             record = entry[system][task]
             assert len(record["seconds_per_iteration"]) == 2
+            # convnet's worker says which way each repetition's calls ran (on one thread
+            # no choice is made: None); the others have no choice to report
+            assert (record.get("alone_share") == [None, None]) == (system == "convnet")
             assert record["warmup_s"] > 0 and record["median_seconds"] > 0
             assert math.isclose(record["peak_fraction"], record["gflops"] / peak["gflops"])
         task = tasks[0]

@@ -57,6 +57,21 @@ def test_it_follows_the_faster_way_as_the_placement_changes():
     assert not choice.alone_now
 
 
+def test_calls_made_counts_each_way_over_every_live_choice():
+    """What bench.worker reports per repetition: the calls each way, summed over choices."""
+    clock = Clock()
+    before = thread_choice.calls_made()
+    first, second = ThreadChoice(clock), ThreadChoice(clock)
+    alone_first, calls_first = simulate(first, clock, 1.0, 463e-6, 190e-6)  # goes alone
+    alone_second, calls_second = simulate(second, clock, 0.5, 158e-6, 190e-6)
+    assert alone_first > calls_first // 2 and 0 < alone_second < calls_second // 2
+    shared, alone = (after - earlier for after, earlier
+                     in zip(thread_choice.calls_made(), before, strict=True))
+    assert alone == alone_first + alone_second
+    assert shared + alone == calls_first + calls_second
+    assert first.calls == [calls_first - alone_first, alone_first]
+
+
 def test_heavy_work_that_gains_from_the_helper_stays_shared_and_trials_cost_little():
     """vggish's training backward: 90 ms shared, 160 alone, near or far."""
     clock = Clock()

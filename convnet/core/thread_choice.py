@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 
 from convnet.core import team
 from convnet.core.backend import num_threads
@@ -77,6 +78,21 @@ SUSTAINED = 0.05
 SLOWED = 0.1
 
 
+# Every choice alive in the process, for `calls_made` (a benchmark's record of which way its
+# repetitions ran)
+_choices: weakref.WeakSet = weakref.WeakSet()
+
+
+def calls_made() -> tuple[int, int]:
+    """(calls run shared, calls run alone) by every choice alive in the process, since each
+    was made: `bench.worker` reports the difference over each repetition."""
+    shared = alone = 0
+    for choice in list(_choices):
+        shared += choice.calls[False]
+        alone += choice.calls[True]
+    return shared, alone
+
+
 class ThreadChoice:
     """The choice for one piece of work: `alone()` before each call says how to run it,
     `record(alone, seconds)` after it says what it took."""
@@ -84,6 +100,7 @@ class ThreadChoice:
     def __init__(self, clock=time.perf_counter):
         self._clock = clock
         self.alone_now = False  # the way chosen: shared with the team first
+        self.calls = [0, 0]  # calls recorded, shared and alone
         self._times: tuple[list, list] = ([], [])  # recent seconds, shared and alone
         self._estimates: list = [None, None]  # their medians, kept as they change
         now = clock()
@@ -97,6 +114,7 @@ class ThreadChoice:
         self._best: float | None = None  # the shared way's best estimate
         self._slow_since: float | None = None  # since when it has been slower than that
         self._look_at = 0.0  # when alone() next weighs the timings
+        _choices.add(self)
 
     def estimate(self, alone: bool) -> float | None:
         """The way's recent seconds a call (the median of those kept), None before it has
@@ -159,6 +177,7 @@ class ThreadChoice:
 
     def record(self, alone: bool, seconds: float) -> None:
         """The call just made (`alone` as `alone()` said) took `seconds`."""
+        self.calls[alone] += 1
         if alone == self.alone_now:  # kept as it comes: alone() looks at it now and then
             self._times[alone].append(seconds)
             return

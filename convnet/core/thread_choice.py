@@ -79,15 +79,19 @@ SLOWED = 0.1
 
 
 # Every choice alive in the process, for `calls_made` (a benchmark's record of which way its
-# repetitions ran)
+# repetitions ran); the lock keeps a choice made on another thread from changing the set while
+# it is read
 _choices: weakref.WeakSet = weakref.WeakSet()
+_choices_lock = threading.Lock()
 
 
 def calls_made() -> tuple[int, int]:
     """(calls run shared, calls run alone) by every choice alive in the process, since each
     was made: `bench.worker` reports the difference over each repetition."""
+    with _choices_lock:
+        choices = list(_choices)
     shared = alone = 0
-    for choice in list(_choices):
+    for choice in choices:
         shared += choice.calls[False]
         alone += choice.calls[True]
     return shared, alone
@@ -114,7 +118,8 @@ class ThreadChoice:
         self._best: float | None = None  # the shared way's best estimate
         self._slow_since: float | None = None  # since when it has been slower than that
         self._look_at = 0.0  # when alone() next weighs the timings
-        _choices.add(self)
+        with _choices_lock:
+            _choices.add(self)
 
     def estimate(self, alone: bool) -> float | None:
         """The way's recent seconds a call (the median of those kept), None before it has

@@ -252,9 +252,11 @@ def time_task(workers: dict[str, Worker], task: str, settings: Settings) -> dict
     for system, worker in workers.items():
         warmup = worker.request(op="run", task=task, iterations=1)["seconds"]
         # sized by the fastest of several calls: the first few after the warm-up can still be
-        # slow (convnet's one-image plan runs its layers' NumPy forward for three calls where
-        # the kernels are not loaded yet: sized by the second call alone, its repetitions ran
-        # 50-400 ms instead of rep_seconds, noisier than the other systems')
+        # slow, and a call on its own request runs slower than calls back to back (convnet's
+        # helper thread sleeps after 0.5 ms idle: convnetjs's image 139-183 us 2 ms apart
+        # against 75-91 back to back). Sized by the second call alone, convnet's
+        # repetitions of one image ran 50-400 ms instead of rep_seconds, noisier than the
+        # other systems'
         probes = []
         while len(probes) < PROBE_CALLS[0] or (sum(probes) < PROBE_SECONDS
                                                and len(probes) < PROBE_CALLS[1]):

@@ -227,8 +227,8 @@ def serve(system, stdin=sys.stdin, stdout=sys.stdout) -> None:
                 task()
             reply = {"seconds": time.perf_counter() - start}
             if before is not None:  # convnet: how many calls ran alone (thread_choice)
-                shared, alone = (after - earlier for after, earlier
-                                 in zip(system.calls_made(), before, strict=True))
+                after = system.calls_made()
+                shared, alone = after[0] - before[0], after[1] - before[1]
                 reply["alone_share"] = alone / (shared + alone) if shared + alone else None
         elif op == "peak":
             reply = {"gflops": system.peak(request["size"], request["repeats"])}

@@ -1656,11 +1656,11 @@ def block_copy(x, out, geometry):
                     for j in range(w):
                         for lane in range(8):
                             out[INDEX(at + j * 8 + lane)] = x[INDEX(row + lane * plane + j)]
-                else:
+                else:  # every lane loads (past the channels: the last one again), then selects
                     for j in range(w):
                         for lane in range(8):
-                            out[INDEX(at + j * 8 + lane)] = (
-                                x[INDEX(row + lane * plane + j)] if lane < lanes else ZERO)
+                            v = x[INDEX(row + min(lane, lanes - 1) * plane + j)]
+                            out[INDEX(at + j * 8 + lane)] = v if lane < lanes else ZERO
 
 
 def plain_copy(x, out, geometry):

@@ -698,6 +698,10 @@ def test_tiles_stay_within_a_row_where_they_can(monkeypatch):
     assert blocked.choose_tile(32, 28 * 28, 28) == (7, 2)
     assert blocked.choose_tile(32, 10 * 10, 10) == (8, 2)  # 104 positions for 100, all cross
     assert blocked.choose_tile(4, 8 * 8, 8) == (8, 1)
+    # three blocks (20 filters) under a 2x2 pool: whole filter tiles, 8 x 1 (4 x 3 ran 1.2-1.3x
+    # slower there); unpooled, 8 x 2 over a fourth block of zeros
+    assert blocked.choose_tile(20, 16 * 16, 16, pooled=True) == (8, 1)
+    assert blocked.choose_tile(24, 16 * 16, 16) == (8, 2)
     assert set(blocked.tiles()) == set(blocked.HALVED_TILES)
     monkeypatch.setattr(kernels, "half_rate_512", lambda: False)  # Zen 5, Intel's servers
     assert blocked.choose_tile(64, 8 * 8, 8) == (8, 4)

@@ -87,7 +87,17 @@ TILES = tuple(TILE_SPEED)
 #   on 12x12 (whole tiles for both): 3.31, 3.35; 16 -> 16 on 32x32: 5.38, 5.41;
 #   12 x 2 and 16 x 2 slower than 8 x 2 (13.29 against 12.38 on 24x24, 22.70 against 22.38
 #   on 32x32: 12 or 16 addresses of positions do not fit the general registers).
-HALVED_TILE_SPEED = {(8, 2): 1.0, (7, 2): 0.98, (6, 2): 0.96, (4, 3): 0.67, (8, 1): 0.53}
+# 8 x 1 and 4 x 3 there, per useful lane against 8 x 2 (two threads, batch 128, the plan's
+# step alone, best of 3 x 10, 2026-12-05 05:00 UTC), ms: 5x5 + 2x2 pool 16 -> 16 on 32x32 8 x 2
+# 7.42, 8 x 1 8.79; 3x3 + pool 16 -> 16 on 16x16 0.74/1.05, 32 -> 32 2.72/3.40; 64 -> 40 on 8x8
+# 8 x 2 (48 lanes) 1.83, 8 x 1 1.94, 4 x 3 3.09; 3 blocks, pooled, 4 x 3 against 8 x 1: 5x5 16
+# -> 20 on 16x16 5.60/4.28, 20 -> 20 on 8x8 1.24/0.92, 3 -> 20 on 32x32 3.54/3.04, 3x3 32 -> 24
+# on 16x16 3.25/2.50, on 8x8 0.78/0.61, 64 -> 24 1.58/1.23: 8 x 1 at 0.70-0.85 of 8 x 2, 4 x 3
+# at 0.75-0.86 of 8 x 1 (an earlier table, 0.53 and 0.67, made convnetjs's 20-filter layers
+# take 4 x 3). 8 x 1 is put at the low end: where unpooled, an 8 x 2 may run as the span kernel
+# (`_span_tile`), faster again on 24 filters (mobilenet-mini's 1x1 64 -> 24 and 96 -> 24:
+# 0.73-0.76 and 1.04-1.07 ms against 8 x 1's 0.78-0.82 and 1.14-1.22)
+HALVED_TILE_SPEED = {(8, 2): 1.0, (7, 2): 0.98, (6, 2): 0.96, (4, 3): 0.6, (8, 1): 0.74}
 HALVED_TILES = tuple(HALVED_TILE_SPEED)
 # Where both units run 512 bits at once (Zen 5, 2026-12-02 11:10 UTC; one thread, batch 128,
 # best of 14 runs of each plan step; vggish, resnet8 and bottleneck, every conv on one tile)

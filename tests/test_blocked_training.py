@@ -499,3 +499,94 @@ def test_a_watched_or_shared_convolution_output_keeps_the_relus_own_backward(rng
     expected = np.where(chain.forward(x) > 0, dy, 0)
     chain.backward(dy, watch=watched)
     np.testing.assert_array_equal(chain.watched, expected)
+
+
+@pytest.fixture
+def winograd_here(monkeypatch):
+    """Training's Winograd on this CPU whatever it is (a full-rate AVX-512 one keeps the direct
+    kernels), from as few channels as the tests' small layers have."""
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: False)
+    monkeypatch.setattr(blocked_training, "WINOGRAD_MIN_CHANNELS", 8)
+
+
+@pytest.mark.parametrize(("kwargs", "input_shape", "band_bytes"), [
+    ({"in_channels": 16, "out_channels": 8, "kernel_size": 3, "padding": 1}, (5, 16, 6, 10),
+     None),  # several images a group, the last group short
+    ({"in_channels": 8, "out_channels": 24, "kernel_size": 3, "padding": "same"},
+     (3, 8, 12, 8), 16 << 10),  # one image at a time, in bands of tile rows
+    ({"in_channels": 24, "out_channels": 16, "kernel_size": 3, "padding": 1, "bias": False},
+     (2, 24, 4, 4), 1 << 10),  # bands of one tile row
+])
+def test_winograd_training_passes_match_torch_and_the_direct_kernels(
+        kwargs, input_shape, band_bytes, winograd_here, two_threads, monkeypatch, rng):
+    """A 3x3 layer that fits takes Winograd F(2x2, 3x3) for its forward and its input
+    gradient (the transposed convolution's filters flipped and swapped in the packing),
+    in groups of images or bands of rows: output and gradients match PyTorch's and the direct
+    kernels' to the parity tolerance, the weight gradient (direct in both) the same."""
+    if band_bytes is not None:
+        monkeypatch.setattr(blocked_training, "WINOGRAD_BAND_BYTES", band_bytes)
+    calls = []
+    real = blocked_training._run_winograd
+    monkeypatch.setattr(blocked_training, "_run_winograd",
+                        lambda *args: calls.append(args[2]) or real(*args))
+    conv = cn.Conv2d(**kwargs)
+    if conv.bias is not None:
+        conv.bias.data[...] = rng.standard_normal(conv.bias.shape)
+    x = rng.standard_normal(input_shape).astype(np.float32)
+    out, dy, dx = run(conv, x, rng)
+    assert calls == [False, True]  # the forward, then the input gradient (flipped)
+    assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)
+    winograd = (out, dx, conv.weight.grad.copy())
+    monkeypatch.setattr(blocked_training, "WINOGRAD", False)
+    conv.zero_grad()
+    direct_out = conv.forward(x)
+    direct_dx = conv.backward(dy)
+    assert len(calls) == 2
+    for ours, theirs in zip(winograd, (direct_out, direct_dx, conv.weight.grad), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=0,
+                                   atol=1e-5 * max(float(np.abs(theirs).max()), 1.0))
+
+
+@pytest.mark.parametrize(("kwargs", "input_shape", "padding"), [
+    ({"stride": 2}, (1, 64, 8, 8), 1),
+    ({}, (1, 64, 8, 7), 1),
+    ({}, (1, 64, 8, 8), 0),
+    ({"dilation": 2}, (1, 64, 8, 8), 1),
+    ({"out_channels": 60}, (1, 64, 8, 8), 1),
+    ({"in_channels": 32}, (1, 32, 8, 8), 1),
+    ({"kernel_size": 5}, (1, 64, 8, 8), 1),
+    ({"groups": 2}, (1, 64, 8, 8), 1),
+])
+def test_which_layers_train_on_winograd(kwargs, input_shape, padding, monkeypatch):
+    """3x3, stride 1, no dilation, one group, a padding of 1, an even map, whole blocks of
+    channels and filters and at least WINOGRAD_MIN_CHANNELS of each, not where 512-bit
+    multiply-adds run at full rate: the 64 -> 64 layer below fits, and each of these changes
+    one thing that keeps it direct."""
+    from convnet.core.arithmetic import Padding
+
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: False)
+    fits = cn.Conv2d(64, 64, 3, padding=1)
+    assert blocked_training.winograd_fits(fits, (1, 64, 8, 8), Padding(1, 1, 1, 1))
+    conv = cn.Conv2d(**{"in_channels": 64, "out_channels": 64, "kernel_size": 3, **kwargs})
+    assert not blocked_training.winograd_fits(conv, input_shape, Padding(*[padding] * 4))
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: True)
+    assert not blocked_training.winograd_fits(fits, (1, 64, 8, 8), Padding(1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_winograd_filters_are_packed_as_inference_packs_them(flip, rng):
+    """winograd_pack's one pass gives what blocked.winograd_filters and pack_filters give
+    (inference's packing), for the layer's filters and for its transposed convolution's
+    (flipped, channels and filters swapped), with zeros past the filters of the last tile."""
+    weight = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    source = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if flip else weight
+    tile = (8, 2)
+    outs, ins = source.shape[:2]
+    expected = np.concatenate([blocked.pack_filters(u, tile[1], blocked.LANES, live_only=True)
+                               for u in blocked.winograd_filters(source)])
+    tiles = -(-outs // 16)
+    packed = np.zeros(16 * tiles * 16 * ins, np.float32)
+    module = blocked.compiled("winograd_train", np.float32, tile)
+    module.winograd_pack(weight.reshape(-1), packed,
+                         np.array([24, 16, 16, tiles, int(flip)], np.int64))
+    np.testing.assert_allclose(packed, expected, rtol=1e-6, atol=1e-6)

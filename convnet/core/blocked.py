@@ -1319,8 +1319,107 @@ def pad_copy(x, out, geometry):
 # convolutions of the tile grid, on the tile kernel), the sums transformed back: a tile of
 # 2 x 2 outputs takes 16 multiply-adds a channel and filter instead of 36. The kernels' text,
 # each lane written out by `_lanes`: winograd_sources().
+WINOGRAD_G = numpy.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+WINOGRAD_SKEW = 16  # floats (a cache line) between the 16 grids of transformed tiles: 16
+# streams 4 KiB apart share a first-level cache set and evict each other (vggish's 32 -> 32 on
+# 32x32, one image, one thread: the input side 34 us, the output's 24)
+
+
+def winograd_filters(weight) -> numpy.ndarray:
+    """(K, C, 3, 3) -> (16, K, C, 1, 1) float32: each filter's channels transformed, G g G^T
+    (4 x 4, in float64), as the 16 transformed positions' 1x1 convolutions."""
+    k, c = weight.shape[:2]
+    return numpy.einsum("au,kcuv,bv->abkc", WINOGRAD_G, weight.astype(numpy.float64),
+                        WINOGRAD_G).reshape(16, k, c, 1, 1).astype(numpy.float32)
+
+
 def winograd_sources() -> str:
-    return _lanes(_WINOGRAD_INPUT) + "\n\n" + _lanes(_WINOGRAD_OUTPUT)
+    return (_lanes(_WINOGRAD_INPUT) + "\n\n" + _lanes(_WINOGRAD_OUTPUT) + "\n\n"
+            + _lanes(_plain_output(_WINOGRAD_OUTPUT)))
+
+
+# Training's Winograd passes (`blocked_training._run_winograd`): a thread's images one by one
+# through the three calls in compiled code, so that 18 calls an image cost no Python between
+# them (called from Python, the two threads' loops took turns at the interpreter: 128 images of
+# 32 -> 32 on 32x32 on two threads 12.96 ms, one thread's 64 alone 9.86).
+WINOGRAD_IMAGES_SOURCE = f'''
+def winograd_images(x, filters, zeros, offsets, bias, y, v, m, geometry):
+    """Images b0 <= n < b1 of a blocked x (padded by 1), `group` images at a time, or one at a
+    time in `bands` bands of tile rows: winograd_input into v, the 16 products (`conv`, one
+    block of `per` packed filters each) into m and winograd_output_plain into a plain y.
+    Geometry: b0, b1, group, bands, per, v's and m's strides between their 16 grids, x's and
+    y's batch strides, x's and y's offsets from one band to the next, then winograd_input's 12
+    values, conv's {len(GEOMETRY)} and winograd_output_plain's 22 for the first image's first
+    band (of its rows) and position 0."""
+    b0, b1, group, bands, per, v_stride, m_stride, x_batch, y_batch, band_x, band_y = (
+        geometry[:11])
+    inputs = geometry[11:23].copy()
+    products = geometry[23:{23 + len(GEOMETRY)}].copy()
+    outputs = geometry[{23 + len(GEOMETRY)}:{23 + len(GEOMETRY) + 22}].copy()
+    for n in range(b0, b1, group):
+        count = min(group, b1 - n)
+        inputs[1] = count
+        products[{G["b1"]}] = count
+        outputs[1] = count
+        for band in range(bands):
+            inputs[7] = n * x_batch + band * band_x
+            winograd_input(x, v, inputs)
+            for p in range(16):
+                products[{G["x_origin"]}] = p * v_stride
+                products[{G["out_origin"]}] = p * m_stride
+                conv(v, filters[p * per:(p + 1) * per], zeros, offsets, m, zeros, products,
+                     ZERO, ZERO)
+            outputs[12] = n * y_batch + band * band_y
+            winograd_output_plain(m, bias, y, zeros, outputs, ZERO, ZERO)
+
+
+def winograd_pack(weight, out, geometry):
+    """The filters' transforms G g G^T (in float64), packed as `pack_filters` packs the 16
+    transformed positions' 1x1 filters one after the other into out (zeros past the output
+    channels): weight (K, C, 3, 3) flat. Geometry: K, C, lanes of a tile (8 x its blocks),
+    tiles, flip: the transposed convolution's (C filters of K channels, each flipped) instead
+    of the layer's. One pass, where NumPy's einsum and pack_filters took 1.5 ms a training
+    step for 128 x 128 filters."""
+    k, c, lanes, tiles, flip = geometry[:5]
+    outs, ins = k, c
+    if flip:
+        outs, ins = c, k
+    size = tiles * ins * lanes
+    for o in range(outs):
+        for i in range(ins):
+            at = (i * c + o) * 9 if flip else (o * c + i) * 9
+            g = numpy.empty((3, 3), numpy.float64)
+            for u in range(3):
+                for w in range(3):
+                    g[u, w] = weight[at + (8 - 3 * u - w if flip else 3 * u + w)]
+            t = numpy.empty((4, 3), numpy.float64)  # G g
+            for w in range(3):
+                t[0, w] = g[0, w]
+                t[1, w] = (g[0, w] + g[1, w] + g[2, w]) * 0.5
+                t[2, w] = (g[0, w] - g[1, w] + g[2, w]) * 0.5
+                t[3, w] = g[2, w]
+            base = (o // lanes) * ins * lanes + i * lanes + o % lanes
+            for a in range(4):  # (G g) G^T
+                row = a * 4 * size + base
+                out[row] = DTYPE(t[a, 0])
+                out[row + size] = DTYPE((t[a, 0] + t[a, 1] + t[a, 2]) * 0.5)
+                out[row + 2 * size] = DTYPE((t[a, 0] - t[a, 1] + t[a, 2]) * 0.5)
+                out[row + 3 * size] = DTYPE(t[a, 2])
+'''
+
+
+def _plain_output(source: str) -> str:
+    """`winograd_output_plain`: winograd_output storing into a plain y, its lanes out_lane
+    apart (geometry[21]: the plane of a plain (N, K, H, W) output) where winograd_output's
+    are 1 apart: training's outputs and input gradients (`blocked_training`). A function of
+    its own: a lane stride known only at run time would keep the blocked stores from being
+    vectors."""
+    plain = (source.replace("def winograd_output(", "def winograd_output_plain(")
+             .replace("res_origin) = geometry[:21]", "res_origin, out_lane) = geometry[:22]")
+             .replace(" + {l})] = ", " + {l} * out_lane)] = "))
+    if plain.count("{l} * out_lane)] = ") != 5:  # the template changed under the rewrite
+        raise RuntimeError("winograd_output's stores were not all rewritten for a plain y")
+    return plain
 
 
 _WINOGRAD_INPUT = '''
@@ -2019,9 +2118,26 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         footer = (f"winograd_input = numba.njit(({flat}, {flat}, {geometry}), "
                   f"{options})(winograd_input)\n"
                   f"winograd_output = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
-                  f"{scalar}, {scalar}), {options})(winograd_output)\n\n\n"
+                  f"{scalar}, {scalar}), {options})(winograd_output)\n"
+                  f"winograd_output_plain = numba.njit(({flat}, {flat}, {flat}, {flat}, "
+                  f"{geometry}, {scalar}, {scalar}), {options})(winograd_output_plain)\n\n\n"
                   + kernels.task_source("winograd_input", "ffi", 0, dtype_name) + "\n\n\n"
                   + kernels.task_source("winograd_output", "ffffi", 2, dtype_name))
+    elif kind == "winograd_train":  # a products' tile, the transforms, the images' driver
+        body = (ACTIVATE_SOURCE + "\n\n" + conv_source(*tile) + "\n\n" + winograd_sources()
+                + "\n\n" + WINOGRAD_IMAGES_SOURCE)
+        footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
+                  f"{geometry}, {scalar}, {scalar}), {options})(conv)\n"
+                  f"winograd_input = numba.njit(({flat}, {flat}, {geometry}), "
+                  f"{options})(winograd_input)\n"
+                  f"winograd_output_plain = numba.njit(({flat}, {flat}, {flat}, {flat}, "
+                  f"{geometry}, {scalar}, {scalar}), {options})(winograd_output_plain)\n"
+                  f"winograd_images = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], "
+                  f"{flat}, {flat}, {flat}, {flat}, {geometry}), {options})(winograd_images)\n"
+                  f"winograd_pack = numba.njit(({flat}, {flat}, {geometry}), "
+                  f"{options})(winograd_pack)"
+                  "\n\n\n"
+                  + kernels.task_source("winograd_images", "fffiffffi", 0, dtype_name))
     elif kind == "depthwise":
         body = ACTIVATE_SOURCE + "\n\n" + depthwise_source(*tile)
         footer = (f"depthwise = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
@@ -2192,7 +2308,7 @@ def _llvm_options(kind: str, tile) -> tuple[str, ...]:
     bits = _max_vector_bits(kind, tile)
     if bits is not None:
         options.append(f"-slp-max-reg-size={bits}")
-    if (kind == "conv" and not kernels.wide_registers()
+    if (kind in ("conv", "winograd_train") and not kernels.wide_registers()
             and tile[0] * tile[1] + tile[1] + 1 >= AVX2_REGISTERS):
         options.append("-unroll-runtime=false")
     return tuple(options)
@@ -2208,7 +2324,8 @@ def _max_vector_bits(kind: str, tile) -> int | None:
     if (kind == "weight_grad" and tile is not None
             and tuple(tile) == (WIDE_WEIGHT_GRAD_BLOCKS, FEW_WEIGHT_GRAD_TAPS)):
         return 256  # (FEW_WEIGHT_GRAD_TAPS: at half rate)
-    return 256 if kind == "conv" and tile is not None and tile[1] == 1 else None
+    return (256 if kind in ("conv", "winograd_train") and tile is not None and tile[1] == 1
+            else None)
 
 
 def loaded(kind: str, dtype=numpy.float32, tile=None) -> bool:

@@ -550,9 +550,8 @@ class ConvStep(Step):
     def _pack_winograd(self, weight, bias) -> None:
         """The filters transformed, G g G^T (4 x 4 per filter and channel, in float64), as 16
         1x1 convolutions' packed filters; the bias for the output side."""
-        k, c = weight.shape[:2]
-        transformed = numpy.einsum("au,kcuv,bv->abkc", _WINOGRAD_G, weight.astype(numpy.float64),
-                                   _WINOGRAD_G).reshape(16, k, c, 1, 1).astype(numpy.float32)
+        k = weight.shape[0]
+        transformed = blocked.winograd_filters(weight)
         tile = self.winograd_tile
         self.winograd_filters = [blocked.pack_filters(u, tile[1], blocked.LANES, live_only=True)
                                  for u in transformed]
@@ -575,10 +574,9 @@ class ConvStep(Step):
         x = rt.buffer(self.inputs[0])
         bs, ks, rs, cs = x.strides()
         flat = x.data.reshape(-1)
-        # the 16 transformed tiles' blocks a cache line more than their size apart: 16
-        # streams 4 KiB apart share a first-level cache set and evict each other (vggish's
-        # 32 -> 32 on 32x32, one image, one thread: the input side 34 us, the output's 24)
-        v_stride, m_stride = cbs * plane + _SKEW, kbs * plane + _SKEW
+        # the 16 transformed tiles' blocks a cache line more than their size apart
+        skew = blocked.WINOGRAD_SKEW
+        v_stride, m_stride = cbs * plane + skew, kbs * plane + skew
         v = numpy.zeros(16 * v_stride, numpy.float32)
         m = numpy.zeros(16 * m_stride, numpy.float32)
         threads = rt.threads_for(self.macs)
@@ -783,8 +781,6 @@ def winograd_lanes() -> bool:
     return (not kernels.full_rate_512()) if WINOGRAD_LANES is None else WINOGRAD_LANES
 
 
-_SKEW = 16  # floats: a cache line
-_WINOGRAD_G = numpy.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
 class DepthwiseStep(Step):

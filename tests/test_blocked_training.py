@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch.nn.functional as F  # noqa: N812 - PyTorch's own alias
 from engine_checks import (
+    assert_close,
     assert_compiled_conv_agrees,
     assert_conv_matches_torch,
     build_conv,
@@ -519,10 +520,11 @@ def winograd_here(monkeypatch):
 ])
 def test_winograd_training_passes_match_torch_and_the_direct_kernels(
         kwargs, input_shape, band_bytes, winograd_here, two_threads, monkeypatch, rng):
-    """A 3x3 layer that fits takes Winograd F(2x2, 3x3) for its forward and its input
-    gradient (the transposed convolution's filters flipped and swapped in the packing),
-    in groups of images or bands of rows: output and gradients match PyTorch's and the direct
-    kernels' to the parity tolerance, the weight gradient (direct in both) the same."""
+    """A 3x3 layer that fits takes Winograd F(2x2, 3x3) for its forward, its input gradient
+    (the transposed convolution's filters flipped and swapped in the packing) and its weight
+    gradient (the output gradient's tiles transformed, each position's products summed over
+    the tiles, G^T dU G), in groups of images or bands of rows: output and gradients match
+    PyTorch's and the direct kernels' to the parity tolerance."""
     if band_bytes is not None:
         monkeypatch.setattr(blocked_training, "WINOGRAD_BAND_BYTES", band_bytes)
     calls = []
@@ -533,8 +535,13 @@ def test_winograd_training_passes_match_torch_and_the_direct_kernels(
     if conv.bias is not None:
         conv.bias.data[...] = rng.standard_normal(conv.bias.shape)
     x = rng.standard_normal(input_shape).astype(np.float32)
+    weight_grads = []
+    real_weight = blocked_training._winograd_weight_grad
+    monkeypatch.setattr(blocked_training, "_winograd_weight_grad",
+                        lambda *args: weight_grads.append(1) or real_weight(*args))
     out, dy, dx = run(conv, x, rng)
     assert calls == [False, True]  # the forward, then the input gradient (flipped)
+    assert weight_grads == [1]
     assert_conv_matches_torch(conv, out, dx, *torch_twin(conv, x, dy), dy=dy)
     winograd = (out, dx, conv.weight.grad.copy())
     monkeypatch.setattr(blocked_training, "WINOGRAD", False)
@@ -590,3 +597,15 @@ def test_the_winograd_filters_are_packed_as_inference_packs_them(flip, rng):
     module.winograd_pack(weight.reshape(-1), packed,
                          np.array([24, 16, 16, tiles, int(flip)], np.int64))
     np.testing.assert_allclose(packed, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_winograd_weight_gradient_without_the_input_gradient(winograd_here, rng):
+    """A first layer (no input gradient: its output gradient's copy has no border) still takes
+    the Winograd weight gradient, and it matches PyTorch's."""
+    conv = cn.Conv2d(8, 16, 3, padding=1)
+    x = rng.standard_normal((3, 8, 6, 8)).astype(np.float32)
+    out, dy, dx = run(conv, x, rng, input_grad=False)
+    assert dx is None
+    torch_out, _, tw, _ = torch_twin(conv, x, dy)
+    assert_close(out, torch_out, "output")
+    assert_close(conv.weight.grad, tw.grad, "weight gradient")

@@ -1408,6 +1408,85 @@ def winograd_pack(weight, out, geometry):
 '''
 
 
+_WINOGRAD_GRADIENT = '''
+def winograd_gradient(dy, m, geometry):
+    """Winograd F(2x2, 3x3)'s output side backwards (the weight gradient's): each 2 x 2 tile of
+    a blocked output gradient dy -> its 16 values A dY A^T (A^T the output side's [[1, 1, 1,
+    0], [0, 1, -1, -1]]), lane by lane, into m: 16 grids (N, Kb, TH, TW, 8), p_stride apart:
+    images b0 <= n < b1, blocks k0 <= kb < k1 (geometry: b0, b1, k0, k1, dy's batch, block and
+    row strides, its origin, Kb, TH, TW, m's stride between the 16)."""
+    b0, b1, k0, k1, dy_batch, dy_block, dy_row, dy_origin, kbs, th, tw, p_stride = (
+        geometry[:12])
+    for n in range(b0, b1):
+        for kb in range(k0, k1):
+            for ti in range(th):
+                row = dy_origin + n * dy_batch + kb * dy_block + 2 * ti * dy_row
+                out = ((n * kbs + kb) * th + ti) * tw * LANES
+                for tj in range(tw):
+                    at = row + 2 * tj * LANES
+                    to = out + tj * LANES
+                    y00_{l} = dy[INDEX(at + {l})]
+                    y01_{l} = dy[INDEX(at + 8 + {l})]
+                    y10_{l} = dy[INDEX(at + dy_row + {l})]
+                    y11_{l} = dy[INDEX(at + dy_row + 8 + {l})]
+                    r10_{l} = y00_{l} + y10_{l}
+                    r11_{l} = y01_{l} + y11_{l}
+                    r20_{l} = y00_{l} - y10_{l}
+                    r21_{l} = y01_{l} - y11_{l}
+                    m[INDEX(to + 0 * p_stride + {l})] = y00_{l}
+                    m[INDEX(to + 1 * p_stride + {l})] = y00_{l} + y01_{l}
+                    m[INDEX(to + 2 * p_stride + {l})] = y00_{l} - y01_{l}
+                    m[INDEX(to + 3 * p_stride + {l})] = -y01_{l}
+                    m[INDEX(to + 4 * p_stride + {l})] = r10_{l}
+                    m[INDEX(to + 5 * p_stride + {l})] = r10_{l} + r11_{l}
+                    m[INDEX(to + 6 * p_stride + {l})] = r10_{l} - r11_{l}
+                    m[INDEX(to + 7 * p_stride + {l})] = -r11_{l}
+                    m[INDEX(to + 8 * p_stride + {l})] = r20_{l}
+                    m[INDEX(to + 9 * p_stride + {l})] = r20_{l} + r21_{l}
+                    m[INDEX(to + 10 * p_stride + {l})] = r20_{l} - r21_{l}
+                    m[INDEX(to + 11 * p_stride + {l})] = -r21_{l}
+                    m[INDEX(to + 12 * p_stride + {l})] = -y10_{l}
+                    m[INDEX(to + 13 * p_stride + {l})] = -y10_{l} - y11_{l}
+                    m[INDEX(to + 14 * p_stride + {l})] = y11_{l} - y10_{l}
+                    m[INDEX(to + 15 * p_stride + {l})] = y11_{l}
+'''
+
+
+# The weight gradient's Winograd passes (`blocked_training._winograd_weight_grad`): a thread's
+# images through the input's transform, the output gradient's and, per transformed position, a
+# 1x1 weight gradient (`weight_grad`) of the two summed into that position's dU, all compiled.
+WINOGRAD_WEIGHT_IMAGES_SOURCE = '''
+def winograd_weight_images(x, dy, offsets, v, m, dw, geometry):
+    """dw (16 of `weight_grad`'s dw of `per` values) += each transformed position's products
+    of images b0 <= n < b1 of a blocked x (padded by 1) and of a blocked output gradient dy,
+    `group` images at a time or one in `bands` bands of tile rows: winograd_input into v,
+    winograd_gradient into m, then `weight_grad` of v's and m's grids. Geometry: b0, b1, group,
+    bands, per, v's and m's strides between their 16 grids, x's and dy's batch strides, x's
+    and dy's offsets from one band to the next, dy's origin, then winograd_input's 12 values,
+    winograd_gradient's 12 and weight_grad's 16 for the first image's first band and position
+    0."""
+    (b0, b1, group, bands, per, v_stride, m_stride, x_batch, dy_batch, band_x, band_dy,
+     dy_origin) = geometry[:12]
+    inputs = geometry[12:24].copy()
+    gradients = geometry[24:36].copy()
+    products = geometry[36:52].copy()
+    for n in range(b0, b1, group):
+        count = min(group, b1 - n)
+        inputs[1] = count
+        gradients[1] = count
+        products[1] = count
+        for band in range(bands):
+            inputs[7] = n * x_batch + band * band_x
+            winograd_input(x, v, inputs)
+            gradients[7] = dy_origin + n * dy_batch + band * band_dy
+            winograd_gradient(dy, m, gradients)
+            for p in range(16):
+                products[6] = p * v_stride
+                products[11] = p * m_stride
+                weight_grad(v, m, offsets, dw[p * per:(p + 1) * per], products)
+'''
+
+
 def _plain_output(source: str) -> str:
     """`winograd_output_plain`: winograd_output storing into a plain y, its lanes out_lane
     apart (geometry[21]: the plane of a plain (N, K, H, W) output) where winograd_output's
@@ -2138,6 +2217,20 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"{options})(winograd_pack)"
                   "\n\n\n"
                   + kernels.task_source("winograd_images", "fffiffffi", 0, dtype_name))
+    elif kind == "winograd_weight_grad":  # per the weight gradient's tile, as weight_grad
+        widest, taps = (tile + (LANES,))[:2]
+        body = (weight_grad_source(widest, taps) + "\n\n" + _lanes(_WINOGRAD_INPUT) + "\n\n"
+                + _lanes(_WINOGRAD_GRADIENT) + "\n\n" + WINOGRAD_WEIGHT_IMAGES_SOURCE)
+        footer = (f"weight_grad = numba.njit(({flat}, {flat}, numba.int64[::1], {flat}, "
+                  f"{geometry}), {options})(weight_grad)\n"
+                  f"winograd_input = numba.njit(({flat}, {flat}, {geometry}), "
+                  f"{options})(winograd_input)\n"
+                  f"winograd_gradient = numba.njit(({flat}, {flat}, {geometry}), "
+                  f"{options})(winograd_gradient)\n"
+                  f"winograd_weight_images = numba.njit(({flat}, {flat}, numba.int64[::1], "
+                  f"{flat}, {flat}, {flat}, {geometry}), {options})(winograd_weight_images)"
+                  "\n\n\n"
+                  + kernels.task_source("winograd_weight_images", "ffifffi", 0, dtype_name))
     elif kind == "depthwise":
         body = ACTIVATE_SOURCE + "\n\n" + depthwise_source(*tile)
         footer = (f"depthwise = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
@@ -2191,7 +2284,7 @@ _modules: dict[tuple, object] = {}
 
 
 def _key(kind: str, dtype=numpy.float32, tile=None) -> tuple:
-    if kind == "weight_grad" and tile is None:
+    if kind in ("weight_grad", "winograd_weight_grad") and tile is None:
         tile = ((weight_grad_blocks(),) if weight_grad_taps() == LANES
                 else (weight_grad_blocks(), weight_grad_taps()))
     return (kind, numpy.dtype(dtype).name, None if tile is None else tuple(tile))
@@ -2321,7 +2414,7 @@ def _max_vector_bits(kind: str, tile) -> int | None:
     interleaved: inception-mini 9.27 -> 8.33 ms, squeezenet-mini 8.72 -> 8.16."""
     if kind == "conv_rows_filters":
         return ROW_FILTERS_BITS
-    if (kind == "weight_grad" and tile is not None
+    if (kind in ("weight_grad", "winograd_weight_grad") and tile is not None
             and tuple(tile) == (WIDE_WEIGHT_GRAD_BLOCKS, FEW_WEIGHT_GRAD_TAPS)):
         return 256  # (FEW_WEIGHT_GRAD_TAPS: at half rate)
     return (256 if kind in ("conv", "winograd_train") and tile is not None and tile[1] == 1

@@ -17,10 +17,12 @@ where inference keeps the blocked layout between layers:
   its reads need around it), phase by phase (`blocked.transposed_phases`: at stride 1 one
   phase, the flipped filters with channels swapped) on the same direct convolution, each
   phase written into its rows and columns of the plain dx;
-- Winograd: a 3x3 layer of 64 channels and filters or more (`winograd_fits`) runs its forward
-  and its input gradient as Winograd F(2x2, 3x3) instead (`_run_winograd`: the blocked copy
-  transformed tile by tile, 16 1x1 products, the output side into the plain array), where the
-  direct kernels are at the cores' peak and Winograd does 2.25x fewer multiply-adds.
+- Winograd: a 3x3 layer of 64 channels and filters or more (`winograd_fits`) runs its forward,
+  input gradient and weight gradient as Winograd F(2x2, 3x3) instead (`_run_winograd`: the
+  blocked copy transformed tile by tile, 16 1x1 products, the output side into the plain
+  array; `_winograd_weight_grad`: the input's and the output gradient's tiles transformed, 16
+  1x1 weight gradients, G^T dU G), where the direct kernels are at the cores' peak and
+  Winograd does 2.25x fewer multiply-adds.
 
 Everything is tested against the NumPy im2col path of `convnet.nn.conv` and PyTorch
 (tests/test_blocked_training.py); `usable` says which layers take it.
@@ -111,6 +113,7 @@ class Kept:
     data: numpy.ndarray
     lanes: int
     channels: int
+    winograd: bool = False  # the forward ran as Winograd (`winograd_fits`): so does dweight
 
     def strides(self) -> tuple[int, int, int, int, int]:
         """(batch, block, row, column, lane) strides in elements."""
@@ -258,6 +261,7 @@ def modules(channels: int, filters: int, stride_w: int, out_w: int,
     if winograd:
         return [("weight_grad", f32, None),
                 ("winograd_train", f32, _winograd_tile(filters, out_w)),
+                ("winograd_weight_grad", f32, None),
                 ("winograd_train", f32, _winograd_tile(channels, out_w))]
     _, kind, tile = forward_plan(channels, filters, stride_w, out_w)
     return [("weight_grad", f32, None), (kind, f32, tile), ("conv", f32, plain_tile(channels))]
@@ -277,7 +281,7 @@ def forward(layer, x, out, geometry) -> Kept:
         blocked.compile_ahead([*modules(*shape), ("merge", numpy.float32, None)])
     bias = None if layer.bias is None else layer.bias.data
     if winograd:
-        kept = Kept(_padded_blocked(x, geometry.padding, LANES), LANES, c)
+        kept = Kept(_padded_blocked(x, geometry.padding, LANES), LANES, c, winograd=True)
         _run_winograd(kept.data, layer.weight.data, False, bias, out)
         return kept
     lanes = forward_plan(*shape[:4])[0]
@@ -298,7 +302,9 @@ def forward(layer, x, out, geometry) -> Kept:
 # convolutions of C taps) run at 80-90 GFLOP/s a core against the direct kernel's 115 and its
 # plain output's scattered lanes cost twice the blocked one's, so below 64 channels it does
 # not gain. vggish's training step, the policies alternated in one process (medians of 5
-# steps, best of 4 rounds): direct 126.7 ms, from 32 channels 118.3, from 64 118.2.
+# steps, best of 4 rounds): direct 126.7 ms, from 32 channels 118.3, from 64 118.2; with the
+# weight gradient as Winograd too (6 rounds, 05:30 UTC): direct 127.4-132.4, Winograd's
+# forward and input gradient 118.9-126.7, all three 113.8-126.6 (115.6-117.9 in five).
 # CONVNET_WINOGRAD=0 switches it off, as for inference.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 64
@@ -375,6 +381,51 @@ def _run_winograd(source, weight, flip: bool, bias, out) -> None:
         for part in thread_slices(n)])
 
 
+def _winograd_weight_grad(kept: Kept, dyb, around: Padding, shape) -> numpy.ndarray:
+    """dweight (K, C, 3, 3) of a layer that ran as Winograd, from its kept input (blocked,
+    padded by 1) and its blocked output gradient dyb (whose interior starts `around` in):
+    each transformed position's dU (K x C) = the sum over the tiles of the output gradient's
+    transform A dY A^T times the input's B^T d B (a 1x1 weight gradient, `weight_grad`), each
+    thread its images into its own dU, then dweight = G^T dU G (in float64)."""
+    k, c = shape[:2]
+    x = kept.data
+    n, cbs, hp, wp = x.shape[:4]
+    kbs = k // LANES
+    th, tw = (hp - 2) // 2, (wp - 2) // 2
+    group, rows = _winograd_band(cbs + kbs, th, tw, n)
+    plane = rows * tw * LANES
+    skew = blocked.WINOGRAD_SKEW
+    v_stride, m_stride = group * cbs * plane + skew, group * kbs * plane + skew
+    offsets = blocked.tap_offsets(c, (1, 1), (1, 1), (plane, tw * LANES, LANES), LANES,
+                                  live_only=True)
+    per = kbs * len(offsets) * LANES  # a position's dU as weight_grad sums it
+    bs, ks, rs = (stride // x.itemsize for stride in x.strides[:3])
+    dbs, dks, drs, dcs = (stride // dyb.itemsize for stride in dyb.strides[:4])
+    inputs = [0, 1, 0, cbs, bs, ks, rs, 0, cbs, rows, tw, v_stride]
+    gradients = [0, 1, 0, kbs, dbs, dks, drs, 0, kbs, rows, tw, m_stride]
+    products = [0, 1, kbs, cbs * plane, tw * LANES, LANES, 0, kbs * plane, plane, tw * LANES,
+                LANES, 0, rows, tw, 1, 1]
+    head = [group, th // rows, per, v_stride, m_stride, bs, dbs, 2 * rows * rs, 2 * rows * drs,
+            around.top * drs + around.left * dcs]
+    module = blocked.compiled("winograd_weight_grad")
+    parts = thread_slices(n)
+    sums = numpy.zeros((len(parts), 16 * per), numpy.float32)
+    flat, dy_flat = x.reshape(-1), dyb.reshape(-1)
+    run_task(module.winograd_weight_images, module.winograd_weight_images_task, [
+        (flat, dy_flat, offsets, numpy.zeros(16 * v_stride, numpy.float32),
+         numpy.zeros(16 * m_stride, numpy.float32), sums[t],
+         numpy.array([part.start, part.stop, *head, *inputs, *gradients, *products],
+                     numpy.int64))
+        for t, part in enumerate(parts)])
+    # parts in order; (16, Kb, C, 8) -> (4, 4, K, C)
+    du = sums.sum(axis=0, dtype=numpy.float64).reshape(16, kbs, c, LANES)
+    du = du.transpose(0, 1, 3, 2).reshape(4, 4, k, c)
+    g = blocked.WINOGRAD_G
+    rows_done = numpy.tensordot(g, du, axes=([0], [0]))  # u, b, K, C
+    dweight = numpy.tensordot(rows_done, g, axes=([1], [0]))  # u, K, C, v
+    return numpy.ascontiguousarray(dweight.transpose(1, 2, 0, 3), dtype=numpy.float32)
+
+
 def _winograd_band(blocks: int, th: int, tw: int, n: int) -> tuple[int, int]:
     """(images, tile rows) at a time: as many whole images as fit v and m (16 grids of `blocks`
     blocks of 8 lanes, input's and output's) within WINOGRAD_BAND_BYTES, else one image in
@@ -399,8 +450,11 @@ def backward(layer, kept: Kept, dy, dx_shape, geometry, mask=None):
         phases, around = _transposed_phases(layer, dy.shape[2:], dx_shape[2:],
                                             (pad.top, pad.left))
     dyb, sums = _blocked_gradient(dy, around, mask)  # n, Kb, ., ., 8
-    dweight = _weight_grad(layer.weight.shape, layer.stride, layer.dilation, kept, dyb, around,
-                           (out_h, out_w))
+    if kept.winograd:
+        dweight = _winograd_weight_grad(kept, dyb, around, layer.weight.shape)
+    else:
+        dweight = _weight_grad(layer.weight.shape, layer.stride, layer.dilation, kept, dyb,
+                               around, (out_h, out_w))
     kept.data = None
     # summed in float64: a float32 sum was 5e-6 from the exact -0.11 of 2 x 10 x 25 values
     # (cancellation), beyond the parity tolerance

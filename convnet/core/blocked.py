@@ -1334,8 +1334,7 @@ def winograd_filters(weight) -> numpy.ndarray:
 
 
 def winograd_sources() -> str:
-    return (_lanes(_WINOGRAD_INPUT) + "\n\n" + _lanes(_WINOGRAD_OUTPUT) + "\n\n"
-            + _lanes(_plain_output(_WINOGRAD_OUTPUT)))
+    return _lanes(_WINOGRAD_INPUT) + "\n\n" + _lanes(_WINOGRAD_OUTPUT)
 
 
 # Training's Winograd passes (`blocked_training._run_winograd`): a thread's images one by one
@@ -2197,13 +2196,12 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
         footer = (f"winograd_input = numba.njit(({flat}, {flat}, {geometry}), "
                   f"{options})(winograd_input)\n"
                   f"winograd_output = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
-                  f"{scalar}, {scalar}), {options})(winograd_output)\n"
-                  f"winograd_output_plain = numba.njit(({flat}, {flat}, {flat}, {flat}, "
-                  f"{geometry}, {scalar}, {scalar}), {options})(winograd_output_plain)\n\n\n"
+                  f"{scalar}, {scalar}), {options})(winograd_output)\n\n\n"
                   + kernels.task_source("winograd_input", "ffi", 0, dtype_name) + "\n\n\n"
                   + kernels.task_source("winograd_output", "ffffi", 2, dtype_name))
     elif kind == "winograd_train":  # a products' tile, the transforms, the images' driver
-        body = (ACTIVATE_SOURCE + "\n\n" + conv_source(*tile) + "\n\n" + winograd_sources()
+        body = (ACTIVATE_SOURCE + "\n\n" + conv_source(*tile) + "\n\n"
+                + _lanes(_WINOGRAD_INPUT) + "\n\n" + _lanes(_plain_output(_WINOGRAD_OUTPUT))
                 + "\n\n" + WINOGRAD_IMAGES_SOURCE)
         footer = (f"conv = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], {flat}, {flat}, "
                   f"{geometry}, {scalar}, {scalar}), {options})(conv)\n"

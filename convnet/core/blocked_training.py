@@ -255,8 +255,8 @@ def modules(channels: int, filters: int, stride_w: int, out_w: int,
             winograd: bool = False) -> list[tuple]:
     """The blocked modules a Conv2d's training passes run on, in the order they are first
     needed: the copies' and weight gradient's, the forward's tile (`_run_conv`), the input
-    gradient's (`_run_transposed`); winograd: the transforms and the products' tiles of both
-    passes instead (`_run_winograd`)."""
+    gradient's (`_run_transposed`); winograd: the Winograd passes' instead (`_run_winograd`'s
+    for the forward and the input gradient, `_winograd_weight_grad`'s)."""
     f32 = numpy.float32
     if winograd:
         return [("weight_grad", f32, None),
@@ -290,12 +290,13 @@ def forward(layer, x, out, geometry) -> Kept:
     return kept
 
 
-# Winograd F(2x2, 3x3) for the forward and the input gradient of the 3x3 layers that fit
-# (`winograd_fits`), as inference runs it on a batch's lanes (`convnet.nn.inference`), on CPUs
-# without 512-bit multiply-adds at full rate: there the direct kernels are at the cores' peak
-# and Winograd does 2.25x fewer multiply-adds. Image by image on each thread (three calls: the
-# input's tiles transformed, 16 products, the output side), so that an image's transformed
-# tiles stay in cache (larger maps in bands of tile rows). Two threads, batch 128, vggish's
+# Winograd F(2x2, 3x3) for the forward, the input gradient and the weight gradient of the 3x3
+# layers that fit (`winograd_fits`), as inference runs it on a batch's lanes
+# (`convnet.nn.inference`), on CPUs without 512-bit multiply-adds at full rate: there the
+# direct kernels are at the cores' peak and Winograd does 2.25x fewer multiply-adds. Image by
+# image on each thread (three calls: the input's tiles transformed, 16 products, the output
+# side), so that an image's transformed tiles stay in cache (larger maps in bands of tile
+# rows). Two threads, batch 128, vggish's
 # layers, the direct forward against Winograd, padded copies included, best of 7 (2026-12-05
 # 05:05 UTC), ms: 32 -> 32 on 32x32 12.79 / 12.83, 32 -> 64 on 16x16 6.24 / 5.84, 64 -> 64
 # 11.77 / 9.45, 64 -> 128 on 8x8 6.20 / 4.76, 128 -> 128 11.90 / 8.94. Its products (1x1
@@ -315,10 +316,10 @@ WINOGRAD_BAND_BYTES = 256 << 10
 
 
 def winograd_fits(layer, x_shape, padding: Padding) -> bool:
-    """Whether a Conv2d's training forward and input gradient on input x_shape (n, C, H, W)
-    take Winograd: 3x3, stride 1, dilation 1, one group, a padding of 1, an even-sized map,
-    channels and filters whole blocks of 8 and at least WINOGRAD_MIN_CHANNELS, on a CPU
-    without full-rate 512-bit multiply-adds."""
+    """Whether a Conv2d's training passes on input x_shape (n, C, H, W) take Winograd: 3x3,
+    stride 1, dilation 1, one group, a padding of 1, an even-sized map, channels and filters
+    whole blocks of 8 and at least WINOGRAD_MIN_CHANNELS, on a CPU without full-rate 512-bit
+    multiply-adds."""
     _, c, h, w = x_shape
     k = layer.out_channels
     return (WINOGRAD and not kernels.full_rate_512() and layer.kernel_size == (3, 3)
@@ -338,8 +339,8 @@ def _run_winograd(source, weight, flip: bool, bias, out) -> None:
     """out (n, K, H, W), plain, = bias + the 3x3 correlation at stride 1 of source (n, C/8,
     H + 2, W + 2, 8), blocked and padded by 1, with weight (K, C, 3, 3), or flip: with the
     filters of weight's transposed convolution (weight (C, K, 3, 3), each filter flipped and
-    its channels swapped with the filters). Each thread takes a slice of
-    the images and runs them one by one, each in bands of tile rows
+    its channels swapped with the filters). Each thread takes a slice of the images and runs
+    them a group at a time, or one by one in bands of tile rows
     (`blocked.WINOGRAD_IMAGES_SOURCE`): a band's input tiles into its v (16 grids (C/8, rows,
     W/2, 8)), 16 1x1 products into its m, m back into out."""
     n, k, h, w = out.shape

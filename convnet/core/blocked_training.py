@@ -346,11 +346,9 @@ def _run_winograd(source, weight, flip: bool, bias, out) -> None:
     n, k, h, w = out.shape
     c = source.shape[1] * LANES
     th, tw = h // 2, w // 2
-    cbs, kbs = c // LANES, k // LANES
-    group, rows = _winograd_band(cbs + kbs, th, tw, n)
-    plane = rows * tw * LANES
-    skew = blocked.WINOGRAD_SKEW
-    v_stride, m_stride = group * cbs * plane + skew, group * kbs * plane + skew
+    kbs = k // LANES
+    layout = _winograd_layout(source, kbs, n)
+    rows, plane = layout.rows, layout.plane
     tile = _winograd_tile(k, w)
     module = blocked.compiled("winograd_train", numpy.float32, tile)
     zeros = blocked.pack_bias(None, k, tile[1], numpy.float32)
@@ -360,24 +358,22 @@ def _run_winograd(source, weight, flip: bool, bias, out) -> None:
                          numpy.array([*weight.shape[:2], LANES * tile[1], tiles, int(flip)],
                                      numpy.int64))
     packed_bias = blocked.pack_bias(bias, k, 1, numpy.float32)
-    offsets = blocked.tap_offsets(c, (1, 1), (1, 1), (plane, tw * LANES, LANES), LANES,
-                                  live_only=True)
     products = blocked.geometry_vector(
         b0=0, b1=1, i0=0, i1=rows * tw, k0=0, k1=tiles,
-        x_batch=cbs * plane, x_row=tw * LANES, x_col=LANES, stride_h=1, stride_w=1,
+        x_batch=source.shape[1] * plane, x_row=tw * LANES, x_col=LANES, stride_h=1, stride_w=1,
         out_batch=kbs * plane, out_block=plane, out_lane=1, out_row=tw * LANES, out_col=LANES,
         out_channels=k, out_store=kbs * LANES, out_w=tw)
-    bs, ks, rs = (stride // source.itemsize for stride in source.strides[:3])
-    inputs = [0, 1, 0, cbs, bs, ks, rs, 0, cbs, rows, tw, v_stride]
-    outputs = [0, 1, 0, kbs, kbs, rows, tw, m_stride, k * h * w, LANES * h * w, w, 1, 0,
+    bs, _, rs = layout.inputs[4:7]
+    outputs = [0, 1, 0, kbs, kbs, rows, tw, layout.m_stride, k * h * w, LANES * h * w, w, 1, 0,
                0, 0, 0, 0, 0, 0, 0, 0, h * w]  # no activation, pool nor shortcut
-    head = [group, th // rows, len(filters) // 16, v_stride, m_stride, bs, k * h * w,
-            2 * rows * rs, 2 * rows * w]
+    head = [layout.group, th // rows, len(filters) // 16, layout.v_stride, layout.m_stride, bs,
+            k * h * w, 2 * rows * rs, 2 * rows * w]
     flat, out_flat = source.reshape(-1), out.reshape(-1)
     run_task(module.winograd_images, module.winograd_images_task, [
-        (flat, filters, zeros, offsets, packed_bias, out_flat,
-         numpy.zeros(16 * v_stride, numpy.float32), numpy.zeros(16 * m_stride, numpy.float32),
-         numpy.array([part.start, part.stop, *head, *inputs, *products, *outputs],
+        (flat, filters, zeros, layout.offsets, packed_bias, out_flat,
+         numpy.zeros(16 * layout.v_stride, numpy.float32),
+         numpy.zeros(16 * layout.m_stride, numpy.float32),
+         numpy.array([part.start, part.stop, *head, *layout.inputs, *products, *outputs],
                      numpy.int64))
         for part in thread_slices(n)])
 
@@ -393,29 +389,24 @@ def _winograd_weight_grad(kept: Kept, dyb, around: Padding, shape) -> numpy.ndar
     n, cbs, hp, wp = x.shape[:4]
     kbs = k // LANES
     th, tw = (hp - 2) // 2, (wp - 2) // 2
-    group, rows = _winograd_band(cbs + kbs, th, tw, n)
-    plane = rows * tw * LANES
-    skew = blocked.WINOGRAD_SKEW
-    v_stride, m_stride = group * cbs * plane + skew, group * kbs * plane + skew
-    offsets = blocked.tap_offsets(c, (1, 1), (1, 1), (plane, tw * LANES, LANES), LANES,
-                                  live_only=True)
-    per = kbs * len(offsets) * LANES  # a position's dU as weight_grad sums it
-    bs, ks, rs = (stride // x.itemsize for stride in x.strides[:3])
+    layout = _winograd_layout(x, kbs, n)
+    rows, plane = layout.rows, layout.plane
+    per = kbs * len(layout.offsets) * LANES  # a position's dU as weight_grad sums it
+    bs, _, rs = layout.inputs[4:7]
     dbs, dks, drs, dcs = (stride // dyb.itemsize for stride in dyb.strides[:4])
-    inputs = [0, 1, 0, cbs, bs, ks, rs, 0, cbs, rows, tw, v_stride]
-    gradients = [0, 1, 0, kbs, dbs, dks, drs, 0, kbs, rows, tw, m_stride]
+    gradients = [0, 1, 0, kbs, dbs, dks, drs, 0, kbs, rows, tw, layout.m_stride]
     products = [0, 1, kbs, cbs * plane, tw * LANES, LANES, 0, kbs * plane, plane, tw * LANES,
                 LANES, 0, rows, tw, 1, 1]
-    head = [group, th // rows, per, v_stride, m_stride, bs, dbs, 2 * rows * rs, 2 * rows * drs,
-            around.top * drs + around.left * dcs]
+    head = [layout.group, th // rows, per, layout.v_stride, layout.m_stride, bs, dbs,
+            2 * rows * rs, 2 * rows * drs, around.top * drs + around.left * dcs]
     module = blocked.compiled("winograd_weight_grad")
     parts = thread_slices(n)
     sums = numpy.zeros((len(parts), 16 * per), numpy.float32)
     flat, dy_flat = x.reshape(-1), dyb.reshape(-1)
     run_task(module.winograd_weight_images, module.winograd_weight_images_task, [
-        (flat, dy_flat, offsets, numpy.zeros(16 * v_stride, numpy.float32),
-         numpy.zeros(16 * m_stride, numpy.float32), sums[t],
-         numpy.array([part.start, part.stop, *head, *inputs, *gradients, *products],
+        (flat, dy_flat, layout.offsets, numpy.zeros(16 * layout.v_stride, numpy.float32),
+         numpy.zeros(16 * layout.m_stride, numpy.float32), sums[t],
+         numpy.array([part.start, part.stop, *head, *layout.inputs, *gradients, *products],
                      numpy.int64))
         for t, part in enumerate(parts)])
     # parts in order; (16, Kb, C, 8) -> (4, 4, K, C)
@@ -425,6 +416,37 @@ def _winograd_weight_grad(kept: Kept, dyb, around: Padding, shape) -> numpy.ndar
     rows_done = numpy.tensordot(g, du, axes=([0], [0]))  # u, b, K, C
     dweight = numpy.tensordot(rows_done, g, axes=([1], [0]))  # u, K, C, v
     return numpy.ascontiguousarray(dweight.transpose(1, 2, 0, 3), dtype=numpy.float32)
+
+
+@dataclass
+class _WinogradLayout:
+    """How a Winograd pass walks a blocked source (n, Cb, 2 TH + 2, 2 TW + 2, 8) with Kb blocks
+    of output (gradient) lanes: `group` whole images at a time, or one image in bands of `rows`
+    tile rows (`_winograd_band`); v's and m's strides between their 16 grids (a cache line
+    apart), the products' tap offsets over v, and winograd_input's geometry for the first
+    image's first band."""
+
+    group: int
+    rows: int
+    plane: int  # a block of one image's band in v or m: rows x TW x 8
+    v_stride: int
+    m_stride: int
+    offsets: numpy.ndarray
+    inputs: list
+
+
+def _winograd_layout(source, kbs: int, n: int) -> _WinogradLayout:
+    cbs, hp, wp = source.shape[1:4]
+    th, tw = (hp - 2) // 2, (wp - 2) // 2
+    group, rows = _winograd_band(cbs + kbs, th, tw, n)
+    plane = rows * tw * LANES
+    skew = blocked.WINOGRAD_SKEW
+    v_stride, m_stride = group * cbs * plane + skew, group * kbs * plane + skew
+    offsets = blocked.tap_offsets(cbs * LANES, (1, 1), (1, 1), (plane, tw * LANES, LANES),
+                                  LANES, live_only=True)
+    bs, ks, rs = (stride // source.itemsize for stride in source.strides[:3])
+    inputs = [0, 1, 0, cbs, bs, ks, rs, 0, cbs, rows, tw, v_stride]
+    return _WinogradLayout(group, rows, plane, v_stride, m_stride, offsets, inputs)
 
 
 def _winograd_band(blocks: int, th: int, tw: int, n: int) -> tuple[int, int]:

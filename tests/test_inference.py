@@ -1048,7 +1048,7 @@ def test_an_output_that_views_the_input_is_taken_from_each_call(rng):
 
 def _winograd_steps(model, batch, threads) -> int:
     runner = _runner(model, batch, threads)
-    return sum(any(getattr(call.kernel, "__name__", "") == "winograd_input"
+    return sum(any(getattr(call.kernel, "__name__", "") in ("winograd_input", "winograd_band")
                    for call in bound.calls) for bound in runner.bounds)
 
 
@@ -1098,6 +1098,33 @@ def test_winograd_steps_match_the_layers(case, threads, rng):
         x = rng.standard_normal((1, c, size, size)).astype(np.float32)
         for _ in range(2):
             assert_matches(planned(model, x), reference(model, x))
+    finally:
+        backend.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("band_bytes", [1, 64 << 10])
+def test_one_image_runs_winograd_in_bands_of_tile_rows(band_bytes, monkeypatch, rng):
+    """One image's Winograd goes in bands of tile rows, each band's three calls in one chunk
+    (`ConvStep._winograd_bands`): one row a band where none fits WINOGRAD_BAND_BYTES, or
+    bands of two rows (12 x 12: 6 tile rows; 64 KiB hold 2 of 32 + 40 channels); the layers'
+    answer with a shortcut, a pool and an output into a Concat's buffer."""
+    monkeypatch.setattr(inference, "WINOGRAD_BAND_BYTES", band_bytes)
+    x_in = cn.Input((32, 12, 12))
+    first = cn.Conv2d(32, 32, 1)(x_in)
+    y = cn.ReLU()(cn.Add()([cn.Conv2d(32, 32, 3, padding=1)(first), first]))
+    pooled = cn.MaxPool2d(2)(cn.ReLU()(cn.Conv2d(32, 40, 3, padding=1)(y)))
+    y = cn.Concat()([cn.Conv2d(40, 32, 3, padding=1)(pooled), pooled])
+    model = cn.Model(x_in, y).eval()
+    previous = backend.num_threads()
+    backend.set_num_threads(2)
+    try:
+        for _ in range(2):
+            x = rng.standard_normal((1, 32, 12, 12)).astype(np.float32)
+            assert_matches(planned(model, x), reference(model, x))
+        runner = _runner(model, 1, 2)
+        bands = [len(call.chunks) for bound in runner.bounds for call in bound.calls
+                 if getattr(call.kernel, "__name__", "") == "winograd_band"]
+        assert bands == ([6, 6, 3] if band_bytes == 1 else [3, 3, 3]), bands
     finally:
         backend.set_num_threads(previous)
 

@@ -1410,6 +1410,35 @@ def winograd_pack(weight, out, geometry):
 '''
 
 
+# Inference's one image (`inference.ConvStep._bind_winograd_one`): each chunk a band of tile
+# rows through the three calls, so that the band's transformed tiles stay on the thread that
+# made them. As three steps split between the threads (the input side by channel blocks, the
+# products by position, the output side by filter blocks) half of v and m crossed between the
+# cores twice a layer. Two threads, one image, the ways alternated in one process, medians of
+# rounds of 200 images grouped by the cross-core round trip (`bench.crosscore`; Zen 5,
+# 2026-12-05 08:10 UTC), us, bands / three steps / the direct kernel: where a cache line
+# crosses in 0.05 us vggish 104.8 / 104.8 / 123.4, resnet8 65.1 / 65.9 / 65.0, fcn-mini
+# 105.9 / 106.3 / 105.9, unet-mini 213.1 / 213.1 / 216.1; where it crosses in 0.4 (the host's
+# far placement) 147.2 / 185.1 / 137.2, 91.2 / 109.0 / 86.3, 155.4 / 164.4 / 133.6, 318.4 /
+# 358.5 / 305.6.
+WINOGRAD_BAND_SOURCE = f'''
+def winograd_band(x, filters, zeros, offsets, bias, y, residual, v, m, geometry, alpha, beta):
+    """One band of an image's tile rows: winograd_input into v, the 16 products (`conv`, one
+    block of `per` packed filters each) into m, winograd_output (bias, shortcut, activation,
+    pool) into a blocked y. Geometry: per, v's and m's strides between their 16 grids, then
+    winograd_input's 12 values, conv's {len(GEOMETRY)} and winograd_output's 21, each for this
+    band."""
+    per, v_stride, m_stride = geometry[:3]
+    products = geometry[15:{15 + len(GEOMETRY)}].copy()
+    winograd_input(x, v, geometry[3:15])
+    for p in range(16):
+        products[{G["x_origin"]}] = p * v_stride
+        products[{G["out_origin"]}] = p * m_stride
+        conv(v, filters[p * per:(p + 1) * per], zeros, offsets, m, zeros, products, ZERO, ZERO)
+    winograd_output(m, bias, y, residual, geometry[{15 + len(GEOMETRY)}:], alpha, beta)
+'''
+
+
 _WINOGRAD_GRADIENT = '''
 def winograd_gradient(dy, m, geometry):
     """Winograd F(2x2, 3x3)'s output side backwards (the weight gradient's): each 2 x 2 tile of
@@ -2168,6 +2197,8 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                        f"{geometry}), {options})(weight_grad)")
     input_jit = (f"winograd_input = numba.njit(({flat}, {flat}, {geometry}), "
                  f"{options})(winograd_input)")
+    output_jit = (f"winograd_output = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
+                  f"{scalar}, {scalar}), {options})(winograd_output)")
     if kind in ("conv", "conv_rows", "conv_rows_filters", "conv_span"):  # the same arguments:
         source = {"conv": lambda: conv_source(*tile),  # a tile's, the rows', the spans'
                   "conv_rows": lambda: conv_rows_source(tile[0], not kernels.wide_registers(),
@@ -2200,9 +2231,7 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   + kernels.task_source("channel_sums", "fdi", 0, dtype_name))
     elif kind == "winograd":
         body = ACTIVATE_SOURCE + "\n\n" + winograd_sources()
-        footer = (input_jit + "\n"
-                  f"winograd_output = numba.njit(({flat}, {flat}, {flat}, {flat}, {geometry}, "
-                  f"{scalar}, {scalar}), {options})(winograd_output)\n\n\n"
+        footer = (input_jit + "\n" + output_jit + "\n\n\n"
                   + kernels.task_source("winograd_input", "ffi", 0, dtype_name) + "\n\n\n"
                   + kernels.task_source("winograd_output", "ffffi", 2, dtype_name))
     elif kind == "winograd_train":  # a products' tile, the transforms, the images' driver
@@ -2218,6 +2247,15 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   f"{options})(winograd_pack)"
                   "\n\n\n"
                   + kernels.task_source("winograd_images", "fffiffffi", 0, dtype_name))
+    elif kind == "winograd_band":  # a products' tile, the transforms, one band's driver
+        body = (ACTIVATE_SOURCE + "\n\n" + conv_source(*tile) + "\n\n" + winograd_sources()
+                + "\n\n" + WINOGRAD_BAND_SOURCE)
+        footer = (conv_jit + "\n" + input_jit + "\n" + output_jit + "\n"
+                  f"winograd_band = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], "
+                  f"{flat}, {flat}, {flat}, {flat}, {flat}, {geometry}, {scalar}, {scalar}), "
+                  f"{options})(winograd_band)"
+                  "\n\n\n"
+                  + kernels.task_source("winograd_band", "fffifffffi", 2, dtype_name))
     elif kind == "winograd_weight_grad":  # per the weight gradient's tile, as weight_grad
         widest, taps = (tile + (LANES,))[:2]
         body = (weight_grad_source(widest, taps) + "\n\n" + _lanes(_WINOGRAD_INPUT) + "\n\n"
@@ -2399,7 +2437,7 @@ def _llvm_options(kind: str, tile) -> tuple[str, ...]:
     bits = _max_vector_bits(kind, tile)
     if bits is not None:
         options.append(f"-slp-max-reg-size={bits}")
-    if (kind in ("conv", "winograd_train") and not kernels.wide_registers()
+    if (kind in ("conv", "winograd_train", "winograd_band") and not kernels.wide_registers()
             and tile[0] * tile[1] + tile[1] + 1 >= AVX2_REGISTERS):
         options.append("-unroll-runtime=false")
     return tuple(options)
@@ -2415,7 +2453,8 @@ def _max_vector_bits(kind: str, tile) -> int | None:
     if (kind in ("weight_grad", "winograd_weight_grad") and tile is not None
             and tuple(tile) == (WIDE_WEIGHT_GRAD_BLOCKS, FEW_WEIGHT_GRAD_TAPS)):
         return 256  # (FEW_WEIGHT_GRAD_TAPS: at half rate)
-    return (256 if kind in ("conv", "winograd_train") and tile is not None and tile[1] == 1
+    return (256 if kind in ("conv", "winograd_train", "winograd_band") and tile is not None
+            and tile[1] == 1
             else None)
 
 

@@ -411,7 +411,9 @@ class ConvStep(Step):
 
     def modules(self, n: int, threads: int) -> list[tuple]:
         found = [(self.kernel, numpy.float32, self.tile), ("merge", numpy.float32, None)]
-        if self.takes_winograd(n, threads):
+        if self.takes_winograd(n, threads) and n == 1:
+            found += [("winograd_band", numpy.float32, self.winograd_tile)]
+        elif self.takes_winograd(n, threads):
             found += [("winograd", numpy.float32, None),
                       ("conv", numpy.float32, self.winograd_tile)]
         return found
@@ -553,19 +555,102 @@ class ConvStep(Step):
         k = weight.shape[0]
         transformed = blocked.winograd_filters(weight)
         tile = self.winograd_tile
-        self.winograd_filters = [blocked.pack_filters(u, tile[1], blocked.LANES, live_only=True)
-                                 for u in transformed]
+        # the 16 positions' packed filters one after the other (what one image's bands read),
+        # and each position's as a view of them (what a runner of several images' calls read)
+        self.winograd_packed = numpy.concatenate([
+            blocked.pack_filters(u, tile[1], blocked.LANES, live_only=True)
+            for u in transformed])
+        self.winograd_filters = numpy.split(self.winograd_packed, 16)
         self.winograd_zeros = blocked.pack_bias(None, k, tile[1], numpy.float32)
         self.winograd_bias = blocked.pack_bias(bias, k, 1, numpy.float32)
 
+    def _winograd_target(self, rt):
+        """(out value, its buffer, its flat target and strides and origin, the shortcut's flat
+        array and [has_residual, its strides, its origin]) of the Winograd output side."""
+        out_value = self.outputs[0]
+        out = rt.buffer(out_value)
+        out_flat, strides, out_origin = rt.target(out_value)
+        shortcut, res = _EMPTY, [0, 0, 0, 0, 0, 0]
+        if self.residual is not None:
+            held = rt.buffer(self.residual)
+            shortcut = held.data.reshape(-1)
+            res = [1, *held.strides(), held.origin()]
+        return out_value, out, out_flat, strides, out_origin, shortcut, res
+
+    def _winograd_bands(self, threads: int) -> int:
+        """How many bands of tile rows one image's Winograd runs in: the fewest that divide
+        its tile rows, give each thread one and keep a band's v and m (16 grids of its tiles
+        for the input's and the output's blocks) within WINOGRAD_BAND_BYTES; one row a band
+        where none does."""
+        th, tw = self.out_hw[0] // 2, self.out_hw[1] // 2
+        per_row = (16 * (blocked.blocks(self.conv.in_channels)
+                         + blocked.blocks(self.conv.out_channels)) * tw * blocked.LANES * 4)
+        for bands in range(1, th + 1):
+            if (th % bands == 0 and bands >= threads
+                    and th // bands * per_row <= WINOGRAD_BAND_BYTES):
+                return bands
+        return th
+
+    def _bind_winograd_one(self, rt):
+        """One image in bands of tile rows (`_winograd_bands`), a chunk each
+        (`blocked.WINOGRAD_BAND_SOURCE`): the band's input tiles transformed into its own v,
+        its sixteen 1x1 convolutions into its own m, m transformed back into the output
+        (+ bias, shortcut, activation, pool)."""
+        conv, lanes = self.conv, blocked.LANES
+        c, k = conv.in_channels, conv.out_channels
+        th, tw = self.out_hw[0] // 2, self.out_hw[1] // 2
+        cbs, kbs = blocked.blocks(c), blocked.blocks(k)
+        bands = self._winograd_bands(rt.threads_for(self.macs))
+        rows = th // bands
+        plane = rows * tw * lanes
+        skew = blocked.WINOGRAD_SKEW
+        v_stride, m_stride = cbs * plane + skew, kbs * plane + skew
+        v = numpy.zeros((bands, 16 * v_stride), numpy.float32)
+        m = numpy.zeros((bands, 16 * m_stride), numpy.float32)
+        x = rt.buffer(self.inputs[0])
+        bs, ks, rs, cs = x.strides()
+        flat = x.data.reshape(-1)
+        module = blocked.compiled("winograd_band", numpy.float32, self.winograd_tile)
+        offsets = blocked.tap_offsets(c, (1, 1), (1, 1), (plane, tw * lanes, lanes), lanes,
+                                      live_only=True)
+        tiles = len(self.winograd_zeros) // (lanes * self.winograd_tile[1])
+        out_value, out, out_flat, (obs, oks, ors, ocs), out_origin, shortcut, res = (
+            self._winograd_target(rt))
+        code = self.activation[0]
+        alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
+        per = len(self.winograd_packed) // 16
+        products = blocked.geometry_vector(
+            b0=0, b1=1, i0=0, i1=rows * tw, k0=0, k1=tiles, x_batch=cbs * plane,
+            x_row=tw * lanes, x_col=lanes, stride_h=1, stride_w=1, out_batch=kbs * plane,
+            out_block=plane, out_lane=1, out_row=tw * lanes, out_col=lanes, out_channels=k,
+            out_store=kbs * lanes, out_w=tw)
+        out_rows = rows if self.pool else 2 * rows  # a band's rows of the output
+        chunks = []
+        for band in range(bands):
+            inputs = [0, 1, 0, cbs, bs, ks, rs, x.origin() - rs - cs + band * 2 * rows * rs,
+                      cbs, rows, tw, v_stride]
+            outputs = [0, 1, 0, kbs, kbs, rows, tw, m_stride, obs, oks, ors, ocs,
+                       out_origin + band * out_rows * ors, code, int(self.pool), *res[:5],
+                       res[5] + band * 2 * rows * res[3]]
+            chunks.append((band, numpy.array([per, v_stride, m_stride, *inputs, *products,
+                                              *outputs], numpy.int64)))
+        call = KernelCall(module.winograd_band, chunks,
+                          lambda g: (flat, self.winograd_packed, self.winograd_zeros, offsets,
+                                     self.winograd_bias, out_flat, shortcut, v[g[0]], m[g[0]],
+                                     g[1], alpha, beta),
+                          module.winograd_band_task, lambda: self.fingerprint)
+
+        def post(values):
+            values[out_value] = out
+        return Bound(post, [call])
+
     def _bind_winograd(self, rt):
-        """For each image, three calls: its input's tiles transformed into v, sixteen 1x1
-        convolutions of v into m (one chunk each: the threads take them as they come), m
+        """A runner of several images (on one thread, `takes_winograd`): for each image, three
+        calls: its input's tiles transformed into v, sixteen 1x1 convolutions of v into m, m
         transformed back into the output (+ bias, shortcut, activation, pool). v and m hold
         one image's (four times its input's and output's size), the same for every image of
-        the runner (`takes_winograd`: a runner of one thread where it has several). A lane of
-        16 images whole in each call instead left the cache (vggish at batch 128 20.7-23.1 ms
-        against 16.8-19.7 direct)."""
+        the runner. A lane of 16 images whole in each call instead left the cache (vggish at
+        batch 128 20.7-23.1 ms against 16.8-19.7 direct)."""
         conv, n, lanes = self.conv, rt.n, blocked.LANES
         c, k = conv.in_channels, conv.out_channels
         th, tw = self.out_hw[0] // 2, self.out_hw[1] // 2
@@ -592,14 +677,8 @@ class ConvStep(Step):
             out_col=lanes, out_origin=p * m_stride, out_channels=k, out_store=kbs * lanes,
             out_w=tw)) for p in range(16)]
         zero = numpy.float32(0)
-        out_value = self.outputs[0]
-        out = rt.buffer(out_value)
-        out_flat, (obs, oks, ors, ocs), out_origin = rt.target(out_value)
-        shortcut, res = _EMPTY, [0, 0, 0, 0, 0, 0]
-        if self.residual is not None:
-            held = rt.buffer(self.residual)
-            shortcut = held.data.reshape(-1)
-            res = [1, *held.strides(), held.origin()]
+        out_value, out, out_flat, (obs, oks, ors, ocs), out_origin, shortcut, res = (
+            self._winograd_target(rt))
         code = self.activation[0]
         alpha, beta = numpy.float32(self.activation[1]), numpy.float32(self.activation[2])
         calls = []
@@ -630,7 +709,7 @@ class ConvStep(Step):
 
     def bind(self, rt):
         if self.takes_winograd(rt.n, rt.threads):
-            return self._bind_winograd(rt)
+            return self._bind_winograd_one(rt) if rt.n == 1 else self._bind_winograd(rt)
         conv, n = self.conv, rt.n
         pad = self.geometry.padding
         c = conv.in_channels
@@ -749,6 +828,8 @@ _EMPTY = numpy.zeros(1, numpy.float32)
 # mini 1.06x; one thread 1.41x, 1.11x, 1.07x, 1.03x. CONVNET_WINOGRAD=0 switches it off.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 32
+# One image's bands: v and m of a band (16 grids each) within a core's second-level cache
+WINOGRAD_BAND_BYTES = 256 << 10
 # Whether several images on one thread take it too: None decides by the CPU (winograd_lanes).
 WINOGRAD_LANES: bool | None = None
 # Where 512-bit multiply-adds run at half rate (Zen 4), one image takes Winograd only in layers

@@ -1177,17 +1177,17 @@ def test_winograd_lanes_decides_a_batch_on_one_thread(lanes, monkeypatch, rng):
 
 
 def test_one_image_takes_winograd_from_the_floor_up(monkeypatch, rng):
-    """Where the floor applies (Zen 4's kind of CPU, forced here), one image's 3x3 layer of
+    """Where the floor applies (CPUs with AVX-512, forced here), one image's 3x3 layer of
     fewer multiply-adds than WINOGRAD_ONE_IMAGE_MIN_MACS keeps the direct kernel and one of as
-    many takes Winograd; the answers both ways."""
-    monkeypatch.setattr(kernels, "half_rate_512", lambda: True)
+    many takes Winograd; the answers both ways. AVX2's have no floor."""
+    monkeypatch.setattr(kernels, "wide_registers", lambda: True)
     for size, expected in ((8, 0), (10, 1)):  # 32 x 32 x 9 x 64 or x 100 against x 80
         monkeypatch.setattr(inference, "WINOGRAD_ONE_IMAGE_MIN_MACS", 32 * 32 * 9 * 80)
         model = cn.Sequential(cn.Conv2d(32, 32, 1), cn.Conv2d(32, 32, 3, padding=1)).eval()
         x = rng.standard_normal((1, 32, size, size)).astype(np.float32)
         assert_matches(planned(model, x), reference(model, x))
         assert _winograd_steps(model, 1, backend.num_threads()) == expected, size
-    monkeypatch.setattr(kernels, "half_rate_512", lambda: False)
+    monkeypatch.setattr(kernels, "wide_registers", lambda: False)
     assert inference.one_image_winograd_floor() == 0
 
 

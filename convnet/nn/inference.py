@@ -832,24 +832,27 @@ WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_BAND_BYTES = 256 << 10
 # Whether several images on one thread take it too: None decides by the CPU (winograd_lanes).
 WINOGRAD_LANES: bool | None = None
-# Where 512-bit multiply-adds run at half rate (Zen 4), one image takes Winograd only in layers
-# of this many multiply-adds or more: below, its three calls a step (each split between the
-# threads) cost more than its products save. Two threads, one image, each network's plans
-# with and without the floor in one process, medians of 12 alternations x 200 images
-# (2026-12-04 15:05 UTC), us, Winograd everywhere / the floor / direct everywhere: resnet8
-# 165.3 / 153.5 / 155.7, 163.6 / 157.5 / 150.7 and 166.2 / 158.5 / 161.1 (its two 3x3 layers
-# that fit, 2.4 M multiply-adds each, go direct), fcn-mini 241.0 / 241.1 / 241.8 (the same:
-# level), unet-mini 443.0 / 464.0 / 443.7 and 462.3 / 467.2 / 461.6, vggish (4.7-9.4 M, all
-# kept: the first two are one plan, apart by the noise) 272.6 / 263.8 / 301.6. On Zen 5
-# (full rate) Winograd was the faster on resnet8's one image too (the measurement above), so
-# no floor there; AVX2 hosts were not measured.
+# Where the CPU has AVX-512 (at half rate, Zen 4; at full rate, Zen 5), one image takes
+# Winograd only in layers of this many multiply-adds or more: below, its products save less
+# than its transforms and passes cost. Two threads, one image, each network's plans with and
+# without the floor in one process. Zen 4, medians of 12 alternations x 200 images
+# (2026-12-04 15:05 UTC, the three calls a layer then), us, Winograd everywhere / the floor /
+# direct everywhere: resnet8 165.3 / 153.5 / 155.7, 163.6 / 157.5 / 150.7 and 166.2 / 158.5 /
+# 161.1 (its two 3x3 layers that fit, 2.4 M multiply-adds each, go direct), fcn-mini 241.0 /
+# 241.1 / 241.8 (level), unet-mini 443.0 / 464.0 / 443.7 and 462.3 / 467.2 / 461.6, vggish
+# (4.7-9.4 M, all kept: the first two are one plan, apart by the noise) 272.6 / 263.8 /
+# 301.6. Zen 5, the bands of `_bind_winograd_one`, medians of rounds of 200 images grouped by
+# the cross-core round trip (2026-12-05 08:20 UTC), near (0.05 us) / far (0.4): vggish 104.7
+# / 105.0 / 125.3 and 147.4 / 146.4 / 144.7, resnet8 63.8 / 63.9 / 64.3 and 90.6 / 83.3 /
+# 85.9, fcn-mini 103.0 / 102.0 / 103.5 and 139.0 / 130.9 / 136.7, unet-mini 205.0 / 206.2 /
+# 208.8 and 291.2 / 276.0 / 277.0. AVX2 hosts were not measured: no floor there.
 WINOGRAD_ONE_IMAGE_MIN_MACS = 4 << 20
 
 
 def one_image_winograd_floor() -> int:
     """The multiply-adds (per image) below which one image's layer keeps the direct kernel:
-    WINOGRAD_ONE_IMAGE_MIN_MACS where 512-bit multiply-adds run at half rate, else 0."""
-    return WINOGRAD_ONE_IMAGE_MIN_MACS if kernels.half_rate_512() else 0
+    WINOGRAD_ONE_IMAGE_MIN_MACS on CPUs with AVX-512 (at half or full rate), else 0."""
+    return WINOGRAD_ONE_IMAGE_MIN_MACS if kernels.wide_registers() else 0
 
 
 def winograd_lanes() -> bool:

@@ -119,7 +119,8 @@ def test_a_plan_asks_for_its_modules_in_the_order_its_steps_run(monkeypatch, n):
     kinds = [key[0] for key in asked[0]]
     assert kinds[0] == "merge"  # the finiteness check, at the first call
     assert kinds.index("pool") > kinds.index("conv") and "pool" in kinds
-    assert ("winograd" in kinds) == (n == 1)  # Winograd only for one image (32 channels)
+    # Winograd only for one image (32 channels), in bands: its own module per products' tile
+    assert ("winograd_band" in kinds) == (n == 1) and "winograd" not in kinds
 
 
 def test_a_convolution_in_training_asks_once_for_its_passes_modules(monkeypatch):

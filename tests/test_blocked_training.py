@@ -526,7 +526,7 @@ def test_winograd_training_passes_match_torch_and_the_direct_kernels(
     the tiles, G^T dU G), in groups of images or bands of rows: output and gradients match
     PyTorch's and the direct kernels' to the parity tolerance."""
     if band_bytes is not None:
-        monkeypatch.setattr(blocked_training, "WINOGRAD_BAND_BYTES", band_bytes)
+        monkeypatch.setattr(blocked, "WINOGRAD_BAND_BYTES", band_bytes)
     calls = []
     real = blocked_training._run_winograd
     monkeypatch.setattr(blocked_training, "_run_winograd",

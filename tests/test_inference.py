@@ -1105,10 +1105,10 @@ def test_winograd_steps_match_the_layers(case, threads, rng):
 @pytest.mark.parametrize("band_bytes", [1, 64 << 10])
 def test_one_image_runs_winograd_in_bands_of_tile_rows(band_bytes, monkeypatch, rng):
     """One image's Winograd goes in bands of tile rows, each band's three calls in one chunk
-    (`ConvStep._winograd_bands`): one row a band where none fits WINOGRAD_BAND_BYTES, or
+    (`ConvStep._winograd_bands`): one row a band where none fits blocked.WINOGRAD_BAND_BYTES, or
     bands of two rows (12 x 12: 6 tile rows; 64 KiB hold 2 of 32 + 40 channels); the layers'
     answer with a shortcut, a pool and an output into a Concat's buffer."""
-    monkeypatch.setattr(inference, "WINOGRAD_BAND_BYTES", band_bytes)
+    monkeypatch.setattr(blocked, "WINOGRAD_BAND_BYTES", band_bytes)
     x_in = cn.Input((32, 12, 12))
     first = cn.Conv2d(32, 32, 1)(x_in)
     y = cn.ReLU()(cn.Add()([cn.Conv2d(32, 32, 3, padding=1)(first), first]))

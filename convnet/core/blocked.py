@@ -1323,6 +1323,17 @@ WINOGRAD_G = numpy.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1
 WINOGRAD_SKEW = 16  # floats (a cache line) between the 16 grids of transformed tiles: 16
 # streams 4 KiB apart share a first-level cache set and evict each other (vggish's 32 -> 32 on
 # 32x32, one image, one thread: the input side 34 us, the output's 24)
+# v and m of a group of images or a band of one (16 grids each), in training's passes and one
+# image's inference: within a core's second-level cache with room for the filters (a whole
+# 32x32 image of 32 channels, v and m 1 MiB, left it: one thread, 64 images, training's output
+# side took 8.86 ms, the input side 1.88)
+WINOGRAD_BAND_BYTES = 256 << 10
+
+
+def winograd_row_bytes(blocks: int, tile_w: int) -> int:
+    """Bytes of v and m for one row of tile_w tiles: 16 grids of `blocks` blocks of 8 float32
+    lanes (the input's and the output's blocks together)."""
+    return 16 * blocks * tile_w * LANES * 4
 
 
 def winograd_filters(weight) -> numpy.ndarray:
@@ -1416,7 +1427,7 @@ def winograd_pack(weight, out, geometry):
 # products by position, the output side by filter blocks) half of v and m crossed between the
 # cores twice a layer. Two threads, one image, the ways alternated in one process, medians of
 # rounds of 200 images grouped by the cross-core round trip (`bench.crosscore`; Zen 5,
-# 2026-12-05 08:10 UTC), us, bands / three steps / the direct kernel: where a cache line
+# 2026-12-05 07:40 UTC), us, bands / three steps / the direct kernel: where a cache line
 # crosses in 0.05 us vggish 104.8 / 104.8 / 123.4, resnet8 65.1 / 65.9 / 65.0, fcn-mini
 # 105.9 / 106.3 / 105.9, unet-mini 213.1 / 213.1 / 216.1; where it crosses in 0.4 (the host's
 # far placement) 147.2 / 185.1 / 137.2, 91.2 / 109.0 / 86.3, 155.4 / 164.4 / 133.6, 318.4 /

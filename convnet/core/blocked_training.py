@@ -309,10 +309,6 @@ def forward(layer, x, out, geometry) -> Kept:
 # CONVNET_WINOGRAD=0 switches it off, as for inference.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 64
-# v and m of a group of images or a band of one (16 grids each): within a core's second-level
-# cache with room for the filters (a whole 32x32 image of 32 channels, v and m 1 MiB, left it:
-# one thread, 64 images, the output side took 8.86 ms, the input side 1.88)
-WINOGRAD_BAND_BYTES = 256 << 10
 
 
 def winograd_fits(layer, x_shape, padding: Padding) -> bool:
@@ -451,12 +447,12 @@ def _winograd_layout(source, kbs: int, n: int) -> _WinogradLayout:
 
 def _winograd_band(blocks: int, th: int, tw: int, n: int) -> tuple[int, int]:
     """(images, tile rows) at a time: as many whole images as fit v and m (16 grids of `blocks`
-    blocks of 8 lanes, input's and output's) within WINOGRAD_BAND_BYTES, else one image in
-    bands of the most tile rows that divide th and fit, at least one."""
-    per_row = 16 * blocks * tw * LANES * 4
-    if th * per_row <= WINOGRAD_BAND_BYTES:
-        return max(1, min(n, WINOGRAD_BAND_BYTES // (th * per_row))), th
-    fitting = [r for r in range(1, th + 1) if th % r == 0 and r * per_row <= WINOGRAD_BAND_BYTES]
+    blocks of 8 lanes, input's and output's) within `blocked.WINOGRAD_BAND_BYTES`, else one
+    image in bands of the most tile rows that divide th and fit, at least one."""
+    per_row, budget = blocked.winograd_row_bytes(blocks, tw), blocked.WINOGRAD_BAND_BYTES
+    if th * per_row <= budget:
+        return max(1, min(n, budget // (th * per_row))), th
+    fitting = [r for r in range(1, th + 1) if th % r == 0 and r * per_row <= budget]
     return 1, max(fitting, default=1)
 
 

@@ -411,11 +411,10 @@ class ConvStep(Step):
 
     def modules(self, n: int, threads: int) -> list[tuple]:
         found = [(self.kernel, numpy.float32, self.tile), ("merge", numpy.float32, None)]
-        if self.takes_winograd(n, threads) and n == 1:
-            found += [("winograd_band", numpy.float32, self.winograd_tile)]
-        elif self.takes_winograd(n, threads):
-            found += [("winograd", numpy.float32, None),
-                      ("conv", numpy.float32, self.winograd_tile)]
+        if self.takes_winograd(n, threads):  # one image's bands, or the three calls
+            found += ([("winograd_band", numpy.float32, self.winograd_tile)] if n == 1 else
+                      [("winograd", numpy.float32, None),
+                       ("conv", numpy.float32, self.winograd_tile)])
         return found
 
     def takes_winograd(self, n: int, threads: int) -> bool:
@@ -580,14 +579,14 @@ class ConvStep(Step):
     def _winograd_bands(self, threads: int) -> int:
         """How many bands of tile rows one image's Winograd runs in: the fewest that divide
         its tile rows, give each thread one and keep a band's v and m (16 grids of its tiles
-        for the input's and the output's blocks) within WINOGRAD_BAND_BYTES; one row a band
-        where none does."""
+        for the input's and the output's blocks) within `blocked.WINOGRAD_BAND_BYTES`; one
+        row a band where none does."""
         th, tw = self.out_hw[0] // 2, self.out_hw[1] // 2
-        per_row = (16 * (blocked.blocks(self.conv.in_channels)
-                         + blocked.blocks(self.conv.out_channels)) * tw * blocked.LANES * 4)
+        per_row = blocked.winograd_row_bytes(blocked.blocks(self.conv.in_channels)
+                                             + blocked.blocks(self.conv.out_channels), tw)
         for bands in range(1, th + 1):
             if (th % bands == 0 and bands >= threads
-                    and th // bands * per_row <= WINOGRAD_BAND_BYTES):
+                    and th // bands * per_row <= blocked.WINOGRAD_BAND_BYTES):
                 return bands
         return th
 
@@ -828,8 +827,6 @@ _EMPTY = numpy.zeros(1, numpy.float32)
 # mini 1.06x; one thread 1.41x, 1.11x, 1.07x, 1.03x. CONVNET_WINOGRAD=0 switches it off.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 32
-# One image's bands: v and m of a band (16 grids each) within a core's second-level cache
-WINOGRAD_BAND_BYTES = 256 << 10
 # Whether several images on one thread take it too: None decides by the CPU (winograd_lanes).
 WINOGRAD_LANES: bool | None = None
 # Where the CPU has AVX-512 (at half rate, Zen 4; at full rate, Zen 5), one image takes
@@ -842,7 +839,7 @@ WINOGRAD_LANES: bool | None = None
 # 241.1 / 241.8 (level), unet-mini 443.0 / 464.0 / 443.7 and 462.3 / 467.2 / 461.6, vggish
 # (4.7-9.4 M, all kept: the first two are one plan, apart by the noise) 272.6 / 263.8 /
 # 301.6. Zen 5, the bands of `_bind_winograd_one`, medians of rounds of 200 images grouped by
-# the cross-core round trip (2026-12-05 08:20 UTC), near (0.05 us) / far (0.4): vggish 104.7
+# the cross-core round trip (2026-12-05 07:45 UTC), near (0.05 us) / far (0.4): vggish 104.7
 # / 105.0 / 125.3 and 147.4 / 146.4 / 144.7, resnet8 63.8 / 63.9 / 64.3 and 90.6 / 83.3 /
 # 85.9, fcn-mini 103.0 / 102.0 / 103.5 and 139.0 / 130.9 / 136.7, unet-mini 205.0 / 206.2 /
 # 208.8 and 291.2 / 276.0 / 277.0. AVX2 hosts were not measured: no floor there.

@@ -630,6 +630,35 @@ def test_a_max_pool_after_a_convolution_is_taken_into_it(after, filters, size, b
                                            else "conv")
 
 
+@pytest.mark.parametrize("tile", sorted(blocked.POOLED_WINDOW_TILES))
+@pytest.mark.parametrize("size, batch, threads", [
+    ((8, 16), 2, 1), ((6, 10), 1, 2), ((4, 2), 3, 1), ((10, 6), 1, 2), ((2, 12), 2, 2)])
+def test_a_pooled_tile_takes_two_rows_of_whole_windows(tile, size, batch, threads,
+                                                       monkeypatch, rng):
+    """Where 512-bit multiply-adds run at full rate (monkeypatched here) the 8 x 4 and 8 x 2
+    tiles take a max pool in two output rows at a time (blocked._pooled_windows): rows whose
+    columns fill the tile or not (a row's last windows past its end not stored), one image's
+    row pairs split between two threads, a bias and ReLU, against the layers."""
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: True)
+    monkeypatch.setattr(kernels, "wide_registers", lambda: True)
+    monkeypatch.setattr(inference, "SPLIT_MIN_WORK", 0)
+    monkeypatch.setattr(blocked, "choose_tile", lambda *args, **kwargs: tile)
+    filters = 16 * tile[1]
+    conv = cn.Conv2d(16, filters, 3, padding=1)
+    conv.bias.assign(rng.standard_normal(filters).astype(np.float32))
+    model = cn.Sequential(cn.Conv2d(3, 16, 1), conv, cn.ReLU(), cn.MaxPool2d(2),
+                          cn.Conv2d(filters, 4, 1)).eval()
+    x = rng.standard_normal((batch, 3, *size)).astype(np.float32)
+    with on_threads(threads):
+        ours = planned(model, x)
+    assert_matches(ours, reference(model, x))
+    step = next(iter(model._inference_plans.values())).steps[1]
+    assert step.pool and step.tile == tile and blocked.pooled_windows(step.tile)
+    assert "odds[" not in blocked.conv_source(*tile)  # no row's pairs (_pooled_stores)
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: False)  # which other CPUs keep
+    assert blocked.pooled_windows(tile) is None and "odds[" in blocked.conv_source(*tile)
+
+
 @settings(max_examples=40, deadline=None)
 @given(channels=st.integers(1, 20), filters=st.integers(1, 40), size=st.tuples(
            st.integers(1, 10), st.integers(1, 20)), kernel=st.integers(1, 3),

@@ -235,15 +235,19 @@ def choose_tile(out_channels: int, positions: int, width: int | None = None,
     """The tile (P, B) with the least wasted work over the filters and the output positions of
     an image (the last tile of an image recomputes some), weighed by the speed of each tile
     and, given the output rows' `width`, by whether its P positions stay within a row.
-    pooled: one that can take a 2x2 max pool in (P even, the filters' blocks whole tiles)."""
+    pooled: one that can take a 2x2 max pool in (P even, the filters' blocks whole tiles); a
+    tile of 4 or 8 positions then covers two rows of P/2 columns (`_pooled_windows`)."""
     best, best_cost = None, math.inf
     for (count, block_count), speed in _tile_speeds().items():
         if pooled and (count % 2 or blocks(out_channels) % block_count):
             continue
         lanes = LANES * block_count
+        windows = pooled and width is not None and pooled_windows((count, block_count))
+        columns = count // 2 if windows else count
+        span = width if windows else positions  # computed in whole tiles
         waste = (-(-out_channels // lanes) * lanes / out_channels
-                 * -(-positions // count) * count / positions)
-        if width is not None and positions > width and width % count:
+                 * -(-span // columns) * columns / span)
+        if not windows and width is not None and positions > width and width % count:
             speed *= CROSSING_SPEED
         cost = waste / speed
         if cost < best_cost:
@@ -365,7 +369,8 @@ def _pooled_stores(positions: int, block_count: int, ind: str) -> list[str]:
     an even-width output), so their maximum is stored at the window's output, and a window's
     odd row takes the maximum with what its even row stored there (a chunk's rows in order).
     max(act(u), act(v)) = act(max(u, v)) as the activations are non-decreasing. A loop over
-    the pairs, reading the sums from `tile` and the outputs' addresses from `opos`."""
+    the pairs, reading the sums from `tile` and the outputs' addresses from `opos`. Tiles of
+    6 positions only: those of 4 and 8 take the windows whole (`_pooled_windows`)."""
     lanes = LANES * block_count
     lines = [ind + "if pool:"]
     lines += [ind + f"    odds[{p // 2}] = odd{p}" for p in range(0, positions, 2)]
@@ -392,6 +397,100 @@ def _pooled_lanes(ind: str, pair, at: str, odd: str) -> list[str]:
     return lines + [ind + f"out[{at} + INDEX({lane})] = y{lane}" for lane in range(LANES)]
 
 
+def _tile_taps(positions: int, lanes: int, ind: str, last_row: str, first_row: str
+               ) -> list[str]:
+    """Code summing a tile's P positions (their first input pixels at x{p}p) x `lanes` filters
+    of filter tile kt over the taps that read the image for its output rows first_row ..
+    last_row, into the accumulators a{p}_{k}: per tap the filters' lanes loaded once and each
+    position's pixel broadcast to a multiply-add with each."""
+    lines = [ind + " = ".join(f"a{p}_{k}" for k in range(lanes)) + " = ZERO"
+             for p in range(positions)]
+    lines += [*_tap_range(ind, last_row, first_row),
+              ind + f"wa = INDEX((kt * taps + t_lo) * {lanes})",
+              ind + "for t in range(t_lo, t_hi):",
+              ind + "    at = offsets[t]"]
+    body = ind + "    "
+    lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]
+    for p in range(positions):
+        lines.append(body + f"x{p} = x[INDEX(x{p}p + at)]")
+        lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
+    return lines + [body + f"wa += INDEX({lanes})"]
+
+
+# Tiles that take a 2x2 max pool in two rows at a time (`_pooled_windows`), where 512-bit
+# multiply-adds run at full rate, and the stores their windows go through: each window's
+# maximum ("maxima") or every sum ("sums"). LLVM's SLP vectorizer builds the accumulators'
+# vectors from those stores or, in the other form, lane by lane with permutes and scalar
+# multiplies (read in the assembly on Zen 5: straight from the accumulators 30 times slower);
+# 8 x 1 and 4 x 3 took permutes in both forms, and the other CPUs were not read, so they keep
+# a row's pairs (`_pooled_stores`).
+POOLED_WINDOW_TILES = {(8, 4): "maxima", (8, 2): "sums"}
+
+
+def pooled_windows(tile) -> str | None:
+    """The form of `_pooled_windows` a pooled tile takes on this CPU, or None for
+    `_pooled_stores`."""
+    return POOLED_WINDOW_TILES.get(tuple(tile)) if kernels.full_rate_512() else None
+
+
+def _pooled_windows(positions: int, block_count: int, form: str) -> list[str]:
+    """Code for a 2x2 max pool of stride 2 taken in (pool 1) by a tile of P = 4m positions:
+    2 output rows x P/2 columns, the pooling windows of a row pair side by side, so that each
+    window's 4 sums are in the tile and its maximum is stored once, straight to the pooled
+    output. (A tile of one row's positions holds half of each window, and a window's second
+    row reads back what its first stored: `_pooled_stores`. On Zen 5 its epilogue took as
+    long as a 1x1 layer's taps, and in some loads of the module, the same code, 1.4-1.6
+    times as long again.) The plan asks it with whole filter tiles into a blocked output, no
+    shortcut, no activation, ReLU or a clip, and ranges of whole row pairs (`work_splits`'
+    align); a row's last columns past its end repeat its last one, their windows not
+    stored. The sums go through `tile` in `form` (POOLED_WINDOW_TILES), then each window
+    to the output 8 lanes at a time."""
+    lanes = LANES * block_count
+    half = positions // 2  # columns, an even number: whole windows
+    lines = ["    if pool:",
+             "        row_step = stride_h * x_row",
+             "        for b in range(b0, b1):",
+             "            for kt in range(k0, k1):",
+             "                for pi in range(i0 // out_w, i1 // out_w, 2):",
+             "                    xr = b * x_batch + pi * row_step + x_origin",
+             "                    orow = b * out_batch + (pi >> 1) * out_row + out_origin",
+             f"                    for pj in range(0, out_w, {half}):"]
+    ind = " " * 24
+    for c in range(half):  # position c in row pi, half + c in row pi + 1
+        column = "pj" if c == 0 else f"min(pj + {c}, out_w - 1)"
+        lines += [ind + f"x{c}p = xr + {column} * x_step",
+                  ind + f"x{half + c}p = x{c}p + row_step"]
+    lines += _tile_taps(positions, lanes, ind, "(pi + 1)", "pi")
+    corners = [(2 * window, 2 * window + 1, half + 2 * window, half + 2 * window + 1)
+               for window in range(half // 2)]  # each window's positions
+    if form == "maxima":
+        lines += [ind + f"tile[{window * lanes + k}] = max(max(a{a}_{k}, a{b}_{k}), "
+                        f"max(a{c}_{k}, a{d}_{k}))"
+                  for window, (a, b, c, d) in enumerate(corners) for k in range(lanes)]
+    else:
+        lines += [ind + f"tile[{p * lanes + k}] = a{p}_{k}"
+                  for p in range(positions) for k in range(lanes)]
+    for window in range(half // 2):
+        at = ind
+        if window:
+            lines.append(ind + f"if pj + {2 * window} < out_w:")
+            at = ind + "    "
+        for q in range(block_count):
+            lines += [at + f"o = INDEX(orow + ((pj >> 1) + {window}) * out_col"
+                           f" + (kt * {block_count} + {q}) * out_block)",
+                      at + f"c = INDEX(kt * {lanes} + {q * 8})"]
+            if form == "maxima":
+                rows = [f"tile[{window * lanes + q * 8 + lane}]" for lane in range(LANES)]
+            else:
+                a, b, c, d = (p * lanes + q * 8 for p in corners[window])
+                rows = [f"max(max(tile[{a + lane}], tile[{b + lane}]), "
+                        f"max(tile[{c + lane}], tile[{d + lane}]))" for lane in range(LANES)]
+            lines += [at + f"y{lane} = min(max({row} + bias[c + INDEX({lane})], lo), hi)"
+                      for lane, row in enumerate(rows)]
+            lines += [at + f"out[o + INDEX({lane})] = y{lane}" for lane in range(LANES)]
+    return lines + ["        return"]
+
+
 def conv_source(positions: int, block_count: int) -> str:
     """The Python source of the direct convolution for one tile (print it to read it)."""
     lanes = LANES * block_count
@@ -404,7 +503,7 @@ def conv_source(positions: int, block_count: int) -> str:
         "    # i*out_w + j; out[b*out_batch + (k//8)*out_block + (k%8)*out_lane + i*out_row +",
         "    # j*out_col + out_origin] = act(bias[k] + sum_t x[...] w[t, k] + residual[...]) for",
         "    # k < out_store (a blocked output's lanes past K get act(0): never uninitialized);",
-        "    # pool 1: out holds the 2x2 stride-2 max pool of that (see _pooled_stores)",
+        "    # pool 1: out holds the 2x2 stride-2 max pool of that (see _pooled_windows)",
     ]
     for name in ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_origin",
                  "stride_h", "stride_w", "out_batch", "out_block", "out_lane", "out_row",
@@ -423,6 +522,11 @@ def conv_source(positions: int, block_count: int) -> str:
         f"    opos = stack_empty({positions}, numpy.int64)",
         f"    rpos = stack_empty({positions}, numpy.int64)",
         f"    odds = stack_empty({max(1, positions // 2)}, numpy.int64)",
+    ]
+    form = pooled_windows((positions, block_count))
+    if form is not None:
+        lines += _pooled_windows(positions, block_count, form)
+    lines += [
         "    for b in range(b0, b1):",
         "        for kt in range(k0, k1):",
         *_position_start(" " * 12),
@@ -430,19 +534,9 @@ def conv_source(positions: int, block_count: int) -> str:
     ]
     ind = " " * 16
     lines.append(ind + "fi = ci  # the tile's first row (pi: its last, once placed)")
-    lines += _positions(positions, ind, True, pooled=positions % 2 == 0)
-    for p in range(positions):
-        lines.append(ind + " = ".join(f"a{p}_{k}" for k in range(lanes)) + " = ZERO")
-    lines += [*_tap_range(ind, "pi", "fi"),
-              ind + f"wa = INDEX((kt * taps + t_lo) * {lanes})",
-              ind + "for t in range(t_lo, t_hi):",
-              ind + "    at = offsets[t]"]
-    body = ind + "    "
-    lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]
-    for p in range(positions):
-        lines.append(body + f"x{p} = x[INDEX(x{p}p + at)]")
-        lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
-    lines.append(body + f"wa += INDEX({lanes})")
+    row_pooled = positions % 2 == 0 and form is None  # (or taken in above)
+    lines += _positions(positions, ind, True, pooled=row_pooled)
+    lines += _tile_taps(positions, lanes, ind, "pi", "fi")
     # The common case straight from the accumulators, in straight-line code LLVM vectorizes: a
     # whole tile into a blocked output, no shortcut, no activation, ReLU or a clip, all three
     # as min(max(y, lo), hi). 1.1-1.3x on networks of few-tap convolutions. The same code for
@@ -473,7 +567,7 @@ def conv_source(positions: int, block_count: int) -> str:
     # clamped repeats of its last position are not stored again (they would read the
     # shortcut written over).
     lines += [ind + f"if rows_of_8 and act <= 2 and (kt + 1) * {lanes} <= out_store:"]
-    if positions % 2 == 0:
+    if row_pooled:
         lines += _pooled_stores(positions, block_count, ind + "    ")
     lines += [ind + f"    for p in range({positions}):  # (a shortcut: the other cases went on)",
               ind + "        if q0 + p >= q1:",

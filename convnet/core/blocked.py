@@ -236,7 +236,7 @@ def choose_tile(out_channels: int, positions: int, width: int | None = None,
     an image (the last tile of an image recomputes some), weighed by the speed of each tile
     and, given the output rows' `width`, by whether its P positions stay within a row.
     pooled: one that can take a 2x2 max pool in (P even, the filters' blocks whole tiles); a
-    tile of 4 or 8 positions then covers two rows of P/2 columns (`_pooled_windows`)."""
+    tile `pooled_windows` gives a form then covers two rows of P/2 columns."""
     best, best_cost = None, math.inf
     for (count, block_count), speed in _tile_speeds().items():
         if pooled and (count % 2 or blocks(out_channels) % block_count):
@@ -369,8 +369,8 @@ def _pooled_stores(positions: int, block_count: int, ind: str) -> list[str]:
     an even-width output), so their maximum is stored at the window's output, and a window's
     odd row takes the maximum with what its even row stored there (a chunk's rows in order).
     max(act(u), act(v)) = act(max(u, v)) as the activations are non-decreasing. A loop over
-    the pairs, reading the sums from `tile` and the outputs' addresses from `opos`. Tiles of
-    6 positions only: those of 4 and 8 take the windows whole (`_pooled_windows`)."""
+    the pairs, reading the sums from `tile` and the outputs' addresses from `opos`. For the
+    tiles `pooled_windows` gives no form (the others take whole windows: `_pooled_windows`)."""
     lanes = LANES * block_count
     lines = [ind + "if pool:"]
     lines += [ind + f"    odds[{p // 2}] = odd{p}" for p in range(0, positions, 2)]

@@ -397,22 +397,28 @@ def _pooled_lanes(ind: str, pair, at: str, odd: str) -> list[str]:
     return lines + [ind + f"out[{at} + INDEX({lane})] = y{lane}" for lane in range(LANES)]
 
 
-def _tile_taps(positions: int, lanes: int, ind: str, last_row: str, first_row: str
-               ) -> list[str]:
-    """Code summing a tile's P positions (their first input pixels at x{p}p) x `lanes` filters
-    of filter tile kt over the taps that read the image for its output rows first_row ..
-    last_row, into the accumulators a{p}_{k}: per tap the filters' lanes loaded once and each
-    position's pixel broadcast to a multiply-add with each."""
+def _tile_taps(positions: int, lanes: int, ind: str, last_row: str, first_row: str,
+               column: int | None = None) -> list[str]:
+    """Code summing a tile's P positions x `lanes` filters of filter tile kt over the taps
+    that read the image for its output rows first_row .. last_row, into the accumulators
+    a{p}_{k}: per tap the filters' lanes loaded once and each position's pixel broadcast to a
+    multiply-add with each. The positions' first input pixels are at x{p}p, or (`column`:
+    the span kernel's consecutive columns) `column` elements apart from xa = row + jc *
+    column, one address and a displacement each."""
     lines = [ind + " = ".join(f"a{p}_{k}" for k in range(lanes)) + " = ZERO"
              for p in range(positions)]
     lines += [*_tap_range(ind, last_row, first_row),
-              ind + f"wa = INDEX((kt * taps + t_lo) * {lanes})",
-              ind + "for t in range(t_lo, t_hi):",
-              ind + "    at = offsets[t]"]
+              ind + f"wa = INDEX((kt * taps + t_lo) * {lanes})"]
+    if column is not None:
+        lines.append(ind + f"xa = row + jc * {column}")
+    lines += [ind + "for t in range(t_lo, t_hi):",
+              ind + ("    at = offsets[t]" if column is None else
+                     "    at = INDEX(xa + offsets[t])")]
     body = ind + "    "
     lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]
     for p in range(positions):
-        lines.append(body + f"x{p} = x[INDEX(x{p}p + at)]")
+        lines.append(body + (f"x{p} = x[INDEX(x{p}p + at)]" if column is None else
+                             f"x{p} = x[at + INDEX({column * p})]"))
         lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
     return lines + [body + f"wa += INDEX({lanes})"]
 
@@ -884,19 +890,7 @@ def conv_span_source(positions: int, block_count: int, column: int) -> str:
                      "rrow = b * res_batch + i * res_row + res_origin"]),
     ]
     ind = " " * 20
-    for p in range(positions):
-        lines.append(ind + " = ".join(f"a{p}_{k}" for k in range(lanes)) + " = ZERO")
-    lines += [*_tap_range(ind, "i", "i"),
-              ind + f"wa = INDEX((kt * taps + t_lo) * {lanes})",
-              ind + f"xa = row + jc * {column}",
-              ind + "for t in range(t_lo, t_hi):",
-              ind + "    at = INDEX(xa + offsets[t])"]
-    body = ind + "    "
-    lines += [body + f"w{k} = w[wa + INDEX({k})]" for k in range(lanes)]
-    for p in range(positions):
-        lines.append(body + f"x{p} = x[at + INDEX({column * p})]")
-        lines += [body + f"a{p}_{k} += x{p} * w{k}" for k in range(lanes)]
-    lines.append(body + f"wa += INDEX({lanes})")
+    lines += _tile_taps(positions, lanes, ind, "i", "i", column)
     # The sums go through `tile`: stores straight from the accumulators, as the tile kernel's,
     # had LLVM build vectors of 8 lanes instead of 16 and spill half of them (read in the
     # assembly; resnet8's 16 -> 16 3x3 5.8 against 2.4 ms, two threads, batch 128); the round

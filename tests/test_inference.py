@@ -655,6 +655,8 @@ def test_a_pooled_tile_takes_two_rows_of_whole_windows(tile, size, batch, thread
     step = next(iter(model._inference_plans.values())).steps[1]
     assert step.pool and step.tile == tile and blocked.pooled_windows(step.tile)
     assert "odds[" not in blocked.conv_source(*tile)  # no row's pairs (_pooled_stores)
+    # Winograd's modules, whose products never pool, keep the text they had before the windows
+    assert "if pool:\n" not in blocked.conv_source(*tile, pooled=False).split("for b in")[0]
     monkeypatch.setattr(kernels, "full_rate_512", lambda: False)  # which other CPUs keep
     assert blocked.pooled_windows(tile) is None and "odds[" in blocked.conv_source(*tile)
 

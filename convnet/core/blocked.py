@@ -497,10 +497,14 @@ def _pooled_windows(positions: int, block_count: int, form: str) -> list[str]:
     return lines + ["        return"]
 
 
-def conv_source(positions: int, block_count: int) -> str:
-    """The Python source of the direct convolution for one tile (print it to read it)."""
+def conv_source(positions: int, block_count: int, pooled: bool = True) -> str:
+    """The Python source of the direct convolution for one tile (print it to read it).
+    pooled: with the code of a 2x2 max pool taken in as `pooled_windows` says; False for the
+    modules whose products never pool (Winograd's), which keep a row's pairs as before the
+    windows, so that their text (and Numba's cache of them) is what it was."""
     lanes = LANES * block_count
     g = G
+    form = pooled_windows((positions, block_count)) if pooled else None
     lines = [
         "def conv(x, w, bias, offsets, out, residual, geometry, alpha, beta):",
         "    # x: the input (flat), output position (i, j) of image b reads x at",
@@ -509,7 +513,8 @@ def conv_source(positions: int, block_count: int) -> str:
         "    # i*out_w + j; out[b*out_batch + (k//8)*out_block + (k%8)*out_lane + i*out_row +",
         "    # j*out_col + out_origin] = act(bias[k] + sum_t x[...] w[t, k] + residual[...]) for",
         "    # k < out_store (a blocked output's lanes past K get act(0): never uninitialized);",
-        "    # pool 1: out holds the 2x2 stride-2 max pool of that (see _pooled_windows)",
+        "    # pool 1: out holds the 2x2 stride-2 max pool of that (see "
+        + ("_pooled_stores)" if form is None else "_pooled_windows)"),
     ]
     for name in ("b0", "b1", "i0", "i1", "k0", "k1", "x_batch", "x_row", "x_col", "x_origin",
                  "stride_h", "stride_w", "out_batch", "out_block", "out_lane", "out_row",
@@ -529,7 +534,6 @@ def conv_source(positions: int, block_count: int) -> str:
         f"    rpos = stack_empty({positions}, numpy.int64)",
         f"    odds = stack_empty({max(1, positions // 2)}, numpy.int64)",
     ]
-    form = pooled_windows((positions, block_count))
     if form is not None:
         lines += _pooled_windows(positions, block_count, form)
     lines += [
@@ -2334,7 +2338,7 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   + kernels.task_source("winograd_input", "ffi", 0, dtype_name) + "\n\n\n"
                   + kernels.task_source("winograd_output", "ffffi", 2, dtype_name))
     elif kind == "winograd_train":  # a products' tile, the transforms, the images' driver
-        body = (ACTIVATE_SOURCE + "\n\n" + conv_source(*tile) + "\n\n"
+        body = (ACTIVATE_SOURCE + "\n\n" + conv_source(*tile, pooled=False) + "\n\n"
                 + _lanes(_WINOGRAD_INPUT) + "\n\n" + _lanes(_plain_output(_WINOGRAD_OUTPUT))
                 + "\n\n" + WINOGRAD_IMAGES_SOURCE)
         footer = (conv_jit + "\n" + input_jit + "\n"
@@ -2347,8 +2351,8 @@ def module_source(kind: str, dtype_name: str, tile=None) -> str:
                   "\n\n\n"
                   + kernels.task_source("winograd_images", "fffiffffi", 0, dtype_name))
     elif kind == "winograd_band":  # a products' tile, the transforms, one band's driver
-        body = (ACTIVATE_SOURCE + "\n\n" + conv_source(*tile) + "\n\n" + winograd_sources()
-                + "\n\n" + WINOGRAD_BAND_SOURCE)
+        body = (ACTIVATE_SOURCE + "\n\n" + conv_source(*tile, pooled=False) + "\n\n"
+                + winograd_sources() + "\n\n" + WINOGRAD_BAND_SOURCE)
         footer = (conv_jit + "\n" + input_jit + "\n" + output_jit + "\n"
                   f"winograd_band = numba.njit(({flat}, {flat}, {flat}, numba.int64[::1], "
                   f"{flat}, {flat}, {flat}, {flat}, {flat}, {geometry}, {scalar}, {scalar}), "

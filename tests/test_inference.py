@@ -1121,7 +1121,7 @@ def test_winograd_steps_match_the_layers(case, threads, rng):
     previous = backend.num_threads()
     backend.set_num_threads(threads)
     try:
-        for batch, expected in ((1, 1), (2, int(threads == 1 and inference.winograd_lanes()))):
+        for batch, expected in ((1, 1), (2, int(threads == 1 and inference.WINOGRAD_LANES))):
             x = rng.standard_normal((batch, c, size, size)).astype(np.float32)
             assert_matches(planned(model, x), reference(model, x))
             assert _winograd_steps(model, batch, threads) == expected
@@ -1165,8 +1165,7 @@ def test_winograd_runs_a_batch_image_by_image(threads, monkeypatch, rng):
     """A runner of several images on one thread takes Winograd, each image's three calls
     reading and writing that image's place (and its shortcut's): on one thread a batch of 5
     whole, on two a large batch's lanes (`Plan._in_lanes`: here of 2 and 1 images, the
-    plan's piece made 2 images), each lane on one thread (WINOGRAD_LANES set: CPUs with
-    512-bit multiply-adds at full rate do not by default)."""
+    plan's piece made 2 images), each lane on one thread (WINOGRAD_LANES, the default)."""
     monkeypatch.setattr(inference, "WINOGRAD_LANES", True)
     x_in = cn.Input((32, 6, 6))
     first = cn.Conv2d(32, 32, 1)(x_in)
@@ -1189,8 +1188,8 @@ def test_winograd_runs_a_batch_image_by_image(threads, monkeypatch, rng):
 @pytest.mark.parametrize("lanes", [False, True])
 def test_winograd_lanes_decides_a_batch_on_one_thread(lanes, monkeypatch, rng):
     """WINOGRAD_LANES off: a batch of several images on one thread takes the direct kernel
-    (the default on CPUs with 512-bit multiply-adds at full rate, `inference.winograd_lanes`);
-    on: Winograd; one image takes Winograd either way. The layer's answer both ways."""
+    (`inference.WINOGRAD_LANES`); on (the default): Winograd; one image takes Winograd either
+    way. The layer's answer both ways."""
     monkeypatch.setattr(inference, "WINOGRAD_LANES", lanes)
     x_in = cn.Input((32, 6, 6))
     y = cn.ReLU()(cn.Conv2d(32, 32, 3, padding=1)(cn.Conv2d(32, 32, 1)(x_in)))

@@ -421,14 +421,14 @@ class ConvStep(Step):
         """Whether a runner of n images on `threads` threads runs this step as Winograd
         (`_bind_winograd`, where it fits): one image, its calls split between the threads, or
         images one by one on one thread (a large batch's lanes, `Plan._in_lanes`) where
-        `winograd_lanes`; one image only if the layer has `one_image_winograd_floor`
+        WINOGRAD_LANES; one image only if the layer has `one_image_winograd_floor`
         multiply-adds or more. A batch run whole on several threads takes the direct kernel,
         split by images."""
         if self.winograd_tile is None:
             return False
         if n == 1:
             return self.macs >= one_image_winograd_floor()
-        return threads == 1 and winograd_lanes()
+        return threads == 1 and WINOGRAD_LANES
 
     def _winograd_fits(self, channels: int) -> bool:
         """Whether Winograd F(2x2, 3x3) serves this step (`blocked.winograd_sources`): a 3x3
@@ -812,23 +812,29 @@ class ConvStep(Step):
 _EMPTY = numpy.zeros(1, numpy.float32)
 
 # Winograd F(2x2, 3x3) for the 3x3 convolutions that fit (ConvStep._winograd_fits), on runners of
-# one image and, on CPUs without 512-bit multiply-adds at full rate, on a large batch's lanes
-# (ConvStep.takes_winograd, winograd_lanes): there the direct kernel is at the cores' peak of
-# multiply-adds and Winograd does 2.25x fewer. Two threads, one image, alternated processes,
-# 2026-12-03 11:21 UTC (us): vggish 112.7-131.6 against 144.9-148.2 direct, resnet8 74.2-75.9 /
-# 80.2-93.6, fcn-mini 118.5-126.2 / 144.7-150.4, unet-mini 234-242 / 265-288; with 16 channels and
-# more instead of 32, vggish, resnet8 and unet-mini were slower (its products have too few taps a
-# tile), with 64 vggish lost its gain. Batch 128 on Zen 3 (lanes of images on one thread each), the
-# whole network, direct / Winograd alternated in one process, best of 6, five runs, 2026-12-03
-# 22:25-22:34 UTC: two threads vggish 1.22-1.35x, resnet8 1.05-1.09x, unet-mini 1.01-1.07x, fcn-mini
-# 0.91-1.09x (once below 1); one thread 1.31x, 1.11x, 1.06x, 1.07x (taking it only from 64 input
-# channels or with a pool: 1.02-1.26x). On Zen 4 (AVX-512 at half rate), the same measurement,
-# medians of 7, 2026-12-04 05:25 UTC: two threads vggish 1.36x, resnet8 1.10x, fcn-mini 1.07x, unet-
-# mini 1.06x; one thread 1.41x, 1.11x, 1.07x, 1.03x. CONVNET_WINOGRAD=0 switches it off.
+# one image and on a large batch's lanes (ConvStep.takes_winograd, WINOGRAD_LANES): there the direct
+# kernel is at the cores' peak of multiply-adds and Winograd does 2.25x fewer. Two threads, one
+# image, alternated processes, 2026-12-03 11:21 UTC (us): vggish 112.7-131.6 against 144.9-148.2
+# direct, resnet8 74.2-75.9 / 80.2-93.6, fcn-mini 118.5-126.2 / 144.7-150.4, unet-mini 234-242 /
+# 265-288; with 16 channels and more instead of 32, vggish, resnet8 and unet-mini were slower (its
+# products have too few taps a tile), with 64 vggish lost its gain. Batch 128 on Zen 3 (lanes of
+# images on one thread each), the whole network, direct / Winograd alternated in one process, best
+# of 6, five runs, 2026-12-03 22:25-22:34 UTC: two threads vggish 1.22-1.35x, resnet8 1.05-1.09x,
+# unet-mini 1.01-1.07x, fcn-mini 0.91-1.09x (once below 1); one thread 1.31x, 1.11x, 1.06x, 1.07x
+# (taking it only from 64 input channels or with a pool: 1.02-1.26x). On Zen 4 (AVX-512 at half
+# rate), the same measurement, medians of 7, 2026-12-04 05:25 UTC: two threads vggish 1.36x, resnet8
+# 1.10x, fcn-mini 1.07x, unet-mini 1.06x; one thread 1.41x, 1.11x, 1.07x, 1.03x. CONVNET_WINOGRAD=0
+# switches it off.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 32
-# Whether several images on one thread take it too: None decides by the CPU (winograd_lanes).
-WINOGRAD_LANES: bool | None = None
+# Whether several images on one thread (a large batch's lanes) take it too. On a Zen 5 host
+# (512-bit multiply-adds at full rate) image by image had been level with the direct kernel's
+# 8 x 32 lanes tile on one thread (2026-12-03 morning: vggish 3.30-4.77 against 4.37-4.60 ms);
+# with the products' tiles and packing since, batch 128 on two threads, the whole network,
+# direct / Winograd alternated in one process, medians of 10 rounds, three processes
+# (2026-12-05 11:50 UTC): vggish 1.29-1.32x, resnet8 1.05-1.07x, fcn-mini 1.03-1.04x,
+# unet-mini 1.02-1.04x, inception-mini level. So every CPU takes it.
+WINOGRAD_LANES = True
 # Where the CPU has AVX-512 (at half rate, Zen 4; at full rate, Zen 5), one image takes
 # Winograd only in layers of this many multiply-adds or more: below, its products save less
 # than its transforms and passes cost. Two threads, one image, each network's plans with and
@@ -851,15 +857,6 @@ def one_image_winograd_floor() -> int:
     WINOGRAD_ONE_IMAGE_MIN_MACS on CPUs with AVX-512 (at half or full rate), else 0."""
     return WINOGRAD_ONE_IMAGE_MIN_MACS if kernels.wide_registers() else 0
 
-
-def winograd_lanes() -> bool:
-    """Whether a runner of several images on one thread takes Winograd: unless WINOGRAD_LANES
-    says, on CPUs without 512-bit multiply-adds at full rate (AVX2, measured on Zen 3; AVX-512
-    at half rate, measured on Zen 4; above). On a Zen 5 host (full rate, its direct kernel's
-    tile of 8 x 32 lanes) image by image was level with the direct kernel on one thread
-    (2026-12-03 morning: vggish 3.30-4.77 against 4.37-4.60 ms, resnet8 2.05-2.64 against
-    2.15-2.29), so there the direct kernel keeps batches."""
-    return (not kernels.full_rate_512()) if WINOGRAD_LANES is None else WINOGRAD_LANES
 
 
 

@@ -187,6 +187,22 @@ def test_the_row_kernel_trains_a_layer_of_many_channels_from_a_plain_copy(monkey
     assert kept.lanes == 1 and kept.data.shape == (2, 16, 8, 34)
 
 
+@pytest.mark.parametrize(("wide", "full_rate", "expected"), [
+    (True, False, [True, True, True, False, False]),  # Zen 4's kind: any filter count
+    (True, True, [True, True, False, False, False]),  # full rate: up to 16 filters
+    (False, False, [False, False, False, False, False]),  # AVX2: the tiles
+])
+def test_which_training_forwards_take_the_row_kernel(wide, full_rate, expected, monkeypatch):
+    """`rows_over_channels` by CPU, for 8, 16 and 32 filters on rows of 32, then 16 filters at
+    column stride 2 and on rows of 12 (fewer than the row kernel's 16 columns)."""
+    monkeypatch.setattr(kernels, "wide_registers", lambda: wide)
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: full_rate)
+    cases = [(8, 1, 32), (16, 1, 32), (32, 1, 32), (16, 2, 32), (16, 1, 12)]
+    assert [blocked_training.rows_over_channels(*case) for case in cases] == expected
+    assert blocked_training.forward_plan(16, 16, 1, 32)[:2] == (
+        (1, "conv_rows") if expected[1] else (blocked.LANES, "conv"))
+
+
 @pytest.mark.parametrize("kwargs, input_shape", [
     ({"in_channels": 32, "out_channels": 24, "kernel_size": 3, "padding": 1}, (5, 32, 9, 13)),
     ({"in_channels": 3, "out_channels": 40, "kernel_size": 5, "stride": 2, "padding": 2},

@@ -226,15 +226,25 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
         for b0, b1, i0, i1 in blocked.work_splits(n, plane, num_threads())])
 
 
+# Where AVX-512's multiply-adds run at full rate (Zen 5) the row kernel takes layers of up to
+# 16 filters (one vector of lanes: the 8 x 2 tile's 8 sums a tap against the rows' 16); with
+# more, the 8 x 4 tile is as fast or faster. Two threads, batch 128, 3x3, forward + backward,
+# tile / rows alternated in one process, medians of 6 (2026-12-05 12:05 UTC), ms: 3 -> 16 on
+# 32x32 1.05 + 2.88 / 0.47 + 3.00, 16 -> 16 2.70 + 5.13 / 2.00 + 4.81, 8 -> 16 on 64x64
+# 6.67 + 15.66 / 4.61 + 15.13; 16 -> 32 on 32x32 3.96 + 8.06 / 3.74 + 7.92, 32 -> 32 6.92 +
+# 13.18 / 7.74 + 12.39, 32 -> 32 on 16x16 1.61 + 3.18 / 1.70 + 3.12.
+FULL_RATE_ROW_FILTERS = 2 * LANES
+
+
 def rows_over_channels(filters: int, stride_w: int, out_w: int) -> bool:
     """Whether a layer (of any channel count) trains its forward on the row kernel over a
-    plain copy of its input (TRAINING_ROW_TILE): on this CPU (Zen 4's kind, measured; not
-    AVX2's 16 registers, nor full-rate AVX-512, whose 8 x 4 tile was not timed beside it), at
-    column stride 1, on rows of whole spans of 16 outputs or nearly
-    (`blocked.SPAN_MAX_WASTE`)."""
+    plain copy of its input (TRAINING_ROW_TILE): on Zen 4's kind of CPU (measured; not AVX2's
+    16 registers), or on full-rate AVX-512 up to FULL_RATE_ROW_FILTERS filters, at column
+    stride 1, on rows of whole spans of 16 outputs or nearly (`blocked.SPAN_MAX_WASTE`)."""
     columns = TRAINING_ROW_TILE[0]
-    return (kernels.wide_registers() and not kernels.full_rate_512() and stride_w == 1
-            and out_w >= columns
+    cpu = (filters <= FULL_RATE_ROW_FILTERS if kernels.full_rate_512()
+           else kernels.wide_registers())
+    return (cpu and stride_w == 1 and out_w >= columns
             and -(-out_w // columns) * columns <= blocked.SPAN_MAX_WASTE * out_w)
 
 

@@ -520,7 +520,9 @@ def test_a_watched_or_shared_convolution_output_keeps_the_relus_own_backward(rng
 
 @pytest.fixture
 def winograd_here(monkeypatch):
-    """Training's Winograd from as few channels as the tests' small layers have."""
+    """Training's Winograd on this CPU whatever it is (a full-rate AVX-512 one keeps the direct
+    kernels), from as few channels as the tests' small layers have."""
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: False)
     monkeypatch.setattr(blocked_training, "WINOGRAD_MIN_CHANNELS", 8)
 
 
@@ -580,19 +582,17 @@ def test_winograd_training_passes_match_torch_and_the_direct_kernels(
 ])
 def test_which_layers_train_on_winograd(kwargs, input_shape, padding, monkeypatch):
     """3x3, stride 1, no dilation, one group, a padding of 1, an even map, whole blocks of
-    channels and filters and at least WINOGRAD_MIN_CHANNELS of each, on every CPU (with
-    512-bit multiply-adds at full rate or not): the 64 -> 64 layer below fits, and each of
-    these changes one thing that keeps it direct; CONVNET_WINOGRAD=0 (WINOGRAD off) keeps every
-    layer direct."""
+    channels and filters and at least WINOGRAD_MIN_CHANNELS of each, not where 512-bit
+    multiply-adds run at full rate: the 64 -> 64 layer below fits, and each of these changes
+    one thing that keeps it direct."""
     from convnet.core.arithmetic import Padding
 
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: False)
     fits = cn.Conv2d(64, 64, 3, padding=1)
-    for full_rate in (False, True):
-        monkeypatch.setattr(kernels, "full_rate_512", lambda full_rate=full_rate: full_rate)
-        assert blocked_training.winograd_fits(fits, (1, 64, 8, 8), Padding(1, 1, 1, 1))
+    assert blocked_training.winograd_fits(fits, (1, 64, 8, 8), Padding(1, 1, 1, 1))
     conv = cn.Conv2d(**{"in_channels": 64, "out_channels": 64, "kernel_size": 3, **kwargs})
     assert not blocked_training.winograd_fits(conv, input_shape, Padding(*[padding] * 4))
-    monkeypatch.setattr(blocked_training, "WINOGRAD", False)
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: True)
     assert not blocked_training.winograd_fits(fits, (1, 64, 8, 8), Padding(1, 1, 1, 1))
 
 

@@ -302,8 +302,8 @@ def forward(layer, x, out, geometry) -> Kept:
 
 # Winograd F(2x2, 3x3) for the forward, the input gradient and the weight gradient of the 3x3
 # layers that fit (`winograd_fits`), as inference runs it on a batch's lanes
-# (`convnet.nn.inference`): there the direct kernels are at the cores' peak and Winograd does
-# 2.25x fewer multiply-adds. Image by
+# (`convnet.nn.inference`), on CPUs without 512-bit multiply-adds at full rate: there the
+# direct kernels are at the cores' peak and Winograd does 2.25x fewer multiply-adds. Image by
 # image on each thread (three calls: the input's tiles transformed, 16 products, the output
 # side), so that an image's transformed tiles stay in cache (larger maps in bands of tile
 # rows). Two threads, batch 128, vggish's
@@ -315,15 +315,8 @@ def forward(layer, x, out, geometry) -> Kept:
 # not gain. vggish's training step, the policies alternated in one process (medians of 5
 # steps, best of 4 rounds): direct 126.7 ms, from 32 channels 118.3, from 64 118.2; with the
 # weight gradient as Winograd too (6 rounds, 05:30 UTC): direct 127.4-132.4, Winograd's
-# forward and input gradient 118.9-126.7, all three 113.8-126.6 (115.6-117.9 in five). Where
-# 512-bit multiply-adds run at full rate (Zen 5) it had been left to the direct kernels; there,
-# two threads, batch 128, each layer's forward and backward, direct / Winograd alternated in one
-# process, medians of 6 (2026-12-05 12:20 UTC), ms: 64 -> 64 on 16x16 6.47 + 12.86 / 6.27 +
-# 11.49, 64 -> 128 on 8x8 3.33 + 8.13 / 2.77 + 6.11, 64 -> 64 on 8x8 1.59 + 3.45 / 1.39 + 3.14
-# (from 32 channels the forward was slower: 32 -> 32 on 32x32 7.84 / 9.28); whole training
-# steps alternated in one process, medians of 10 rounds, three processes: vggish 0.943-0.967
-# of the time, resnet8 and fcn-mini level (1.00-1.01, 0.99; one 8x8 layer each). So every CPU
-# takes it. CONVNET_WINOGRAD=0 switches it off, as for inference.
+# forward and input gradient 118.9-126.7, all three 113.8-126.6 (115.6-117.9 in five).
+# CONVNET_WINOGRAD=0 switches it off, as for inference.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 64
 
@@ -331,10 +324,11 @@ WINOGRAD_MIN_CHANNELS = 64
 def winograd_fits(layer, x_shape, padding: Padding) -> bool:
     """Whether a Conv2d's training passes on input x_shape (n, C, H, W) take Winograd: 3x3,
     stride 1, dilation 1, one group, a padding of 1, an even-sized map, channels and filters
-    whole blocks of 8 and at least WINOGRAD_MIN_CHANNELS."""
+    whole blocks of 8 and at least WINOGRAD_MIN_CHANNELS, on a CPU without full-rate 512-bit
+    multiply-adds."""
     _, c, h, w = x_shape
     k = layer.out_channels
-    return (WINOGRAD and layer.kernel_size == (3, 3)
+    return (WINOGRAD and not kernels.full_rate_512() and layer.kernel_size == (3, 3)
             and tuple(layer.stride) == (1, 1) and tuple(layer.dilation) == (1, 1)
             and layer.groups == 1 and padding == Padding(1, 1, 1, 1)
             and h % 2 == 0 and w % 2 == 0 and c % LANES == 0 and k % LANES == 0

@@ -315,8 +315,13 @@ def forward(layer, x, out, geometry) -> Kept:
 # not gain. vggish's training step, the policies alternated in one process (medians of 5
 # steps, best of 4 rounds): direct 126.7 ms, from 32 channels 118.3, from 64 118.2; with the
 # weight gradient as Winograd too (6 rounds, 05:30 UTC): direct 127.4-132.4, Winograd's
-# forward and input gradient 118.9-126.7, all three 113.8-126.6 (115.6-117.9 in five).
-# CONVNET_WINOGRAD=0 switches it off, as for inference.
+# forward and input gradient 118.9-126.7, all three 113.8-126.6 (115.6-117.9 in five). Where
+# 512-bit multiply-adds run at full rate (Zen 5) the direct kernels keep these layers: there it
+# made vggish's step 0.943-0.967 of the time (whole steps alternated in one process, three
+# processes, 2026-12-05 11:55 UTC; resnet8 and fcn-mini level) but its peak 25-30 MB higher
+# (bench.run's worker 270-282 MB against 242-255: the winograd_train module, 8 MB resident,
+# and a training step's heap growth 102 MB against 83), which put its memory at 0.52-0.58 of
+# PyTorch's against 0.46-0.53. CONVNET_WINOGRAD=0 switches it off, as for inference.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 64
 

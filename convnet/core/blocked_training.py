@@ -319,9 +319,10 @@ def forward(layer, x, out, geometry) -> Kept:
 # 512-bit multiply-adds run at full rate (Zen 5) the direct kernels keep these layers: there it
 # made vggish's step 0.943-0.967 of the time (whole steps alternated in one process, three
 # processes, 2026-12-05 11:55 UTC; resnet8 and fcn-mini level) but its peak 25-30 MB higher
-# (bench.run's worker 270-282 MB against 242-255: the winograd_train module, 8 MB resident,
-# and a training step's heap growth 102 MB against 83), which put its memory at 0.52-0.58 of
-# PyTorch's against 0.46-0.53. CONVNET_WINOGRAD=0 switches it off, as for inference.
+# (bench.run's vggish worker 270 and 282 MB against 255-260 without it, one process 267-275
+# against 242: the winograd_train module, 8 MB resident, and a training step's heap growth,
+# 102 MB against 83), which put its memory at 0.52-0.58 of PyTorch's against 0.46-0.53.
+# CONVNET_WINOGRAD=0 switches it off, as for inference.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 64
 

@@ -858,9 +858,6 @@ def one_image_winograd_floor() -> int:
     return WINOGRAD_ONE_IMAGE_MIN_MACS if kernels.wide_registers() else 0
 
 
-
-
-
 class DepthwiseStep(Step):
     """A depthwise Conv2d (groups = in = out channels), batch norm and activation fused."""
 

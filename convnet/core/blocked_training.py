@@ -229,7 +229,7 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
 # Where AVX-512's multiply-adds run at full rate (Zen 5) the row kernel takes layers of up to
 # 16 filters (one vector of lanes: the 8 x 2 tile's 8 sums a tap against the rows' 16); with
 # more, the 8 x 4 tile is as fast or faster. Two threads, batch 128, 3x3, forward + backward,
-# tile / rows alternated in one process, medians of 6 (2026-12-05 12:05 UTC), ms: 3 -> 16 on
+# tile / rows alternated in one process, medians of 6 (2026-12-05 12:00 UTC), ms: 3 -> 16 on
 # 32x32 1.05 + 2.88 / 0.47 + 3.00, 16 -> 16 2.70 + 5.13 / 2.00 + 4.81, 8 -> 16 on 64x64
 # 6.67 + 15.66 / 4.61 + 15.13; 16 -> 32 on 32x32 3.96 + 8.06 / 3.74 + 7.92, 32 -> 32 6.92 +
 # 13.18 / 7.74 + 12.39, 32 -> 32 on 16x16 1.61 + 3.18 / 1.70 + 3.12.

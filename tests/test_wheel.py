@@ -286,36 +286,74 @@ def test_building_leaves_nothing_new_for_git_and_the_outputs_are_ignored(built):
     assert ignored.stdout.split() == outputs
 
 
+PORT_ATTEMPTS = 5
+
+
+def _get(base: str, path: str) -> bytes:
+    with urllib.request.urlopen(base + path, timeout=30) as response:
+        assert response.status == 200, f"GET {path}: {response.status}"
+        return response.read()
+
+
+def _first_page(server, base: str, log: Path) -> str | None:
+    """The page at base/ once the server answers (90 s at most), or None where it exited
+    because its port was in use; any other exit fails."""
+    deadline = time.monotonic() + 90
+    while True:
+        if server.poll() is not None:
+            text = log.read_text()
+            assert "is in use" in text, f"convnet serve exited {server.returncode}:\n{text}"
+            return None
+        try:
+            return _get(base, "/").decode()
+        except OSError:
+            assert time.monotonic() < deadline, \
+                f"no answer on {base}/ in 90 s:\n{log.read_text()}"
+            time.sleep(0.3)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """SIGINT (the server's own shutdown), SIGKILL 30 s later if it still runs."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    children.finished(server)
+
+
 def serve_and_fetch(convnet: Path, run_folder: str, steps: Steps) -> None:
     """`convnet serve` on a free loopback port: the page, every asset it names (the same bytes
-    as in the source tree), the model, the sample digits and one of them as a PNG."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
+    as in the source tree), the model, the sample digits and one of them as a PNG. A port
+    found free can be taken before the server binds it (the other Pythons' runs open
+    connections meanwhile): where the server says so, it starts again on another."""
     log = steps.cwd / "serve.log"
     started = time.perf_counter()
-    with open(log, "wb") as sink:
-        server = children.start([str(convnet), "serve", run_folder, "--port", str(port)],
-                                cwd=steps.cwd, env=steps.env, stdout=sink,
-                                stderr=subprocess.STDOUT)
+    for _ in range(PORT_ATTEMPTS):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        with open(log, "wb") as sink:
+            server = children.start([str(convnet), "serve", run_folder, "--port", str(port)],
+                                    cwd=steps.cwd, env=steps.env, stdout=sink,
+                                    stderr=subprocess.STDOUT)
+        try:
+            page = _first_page(server, base, log)
+        except BaseException:
+            _stop(server)
+            raise
+        if page is not None:
+            break
+        children.finished(server)  # it exited: the port was taken
+    else:
+        raise AssertionError(f"{PORT_ATTEMPTS} ports taken before the server bound them:\n"
+                             f"{log.read_text()}")
     try:
         def get(path: str) -> bytes:
-            with urllib.request.urlopen(base + path, timeout=30) as response:
-                assert response.status == 200, f"GET {path}: {response.status}"
-                return response.read()
+            return _get(base, path)
 
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, \
-                f"convnet serve exited {server.returncode}:\n{log.read_text()}"
-            try:
-                page = get("/").decode()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, \
-                    f"no answer on {base}/ in 90 s:\n{log.read_text()}"
-                time.sleep(0.3)
         assets = re.findall(r'(?:src|href)="/static/([^"]+)"', page)
         assert sorted(assets) == sorted(p.name for p in STATIC.iterdir() if p.is_file()
                                         and p.name != "index.html")
@@ -326,13 +364,7 @@ def serve_and_fetch(convnet: Path, run_folder: str, steps: Steps) -> None:
         assert samples["count"] > 0
         assert get(f"/api/images/{samples['items'][0]['id']}.png")[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        children.finished(server)
+        _stop(server)
     steps.log.append(f"{time.perf_counter() - started:6.1f} s  convnet serve {run_folder} "
                      f"--port {port}: /, {len(assets)} assets, /api/model, /api/samples, a PNG")
 

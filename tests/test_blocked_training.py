@@ -166,7 +166,8 @@ def test_row_kernel_forward_over_channels_matches_torch(channels, filters, kerne
     try:
         with pytest.MonkeyPatch.context() as patch:  # (a function fixture would be shared)
             patch.setattr(blocked_training, "rows_over_channels",
-                          lambda filters, stride_w, out_w: stride_w == 1 and out_w >= 16)
+                          lambda channels, filters, stride_w, out_w: (
+                              stride_w == 1 and out_w >= 16))
             out = conv.forward(x)
             kept = conv.cache[1]
             dy = rng.standard_normal(out.shape).astype(np.float32)
@@ -188,16 +189,18 @@ def test_the_row_kernel_trains_a_layer_of_many_channels_from_a_plain_copy(monkey
 
 
 @pytest.mark.parametrize(("wide", "full_rate", "expected"), [
-    (True, False, [True, True, True, False, False]),  # Zen 4's kind: any filter count
-    (True, True, [True, True, False, False, False]),  # full rate: up to 16 filters
-    (False, False, [False, False, False, False, False]),  # AVX2: the tiles
+    (True, False, [True, True, True, True, False, False]),  # Zen 4's kind: any filter count
+    (True, True, [True, True, False, True, False, False]),  # full rate: 16 filters, or few
+    (False, False, [False, False, False, False, False, False]),  # AVX2: the tiles
 ])
 def test_which_training_forwards_take_the_row_kernel(wide, full_rate, expected, monkeypatch):
-    """`rows_over_channels` by CPU, for 8, 16 and 32 filters on rows of 32, then 16 filters at
-    column stride 2 and on rows of 12 (fewer than the row kernel's 16 columns)."""
+    """`rows_over_channels` by CPU, for 8, 16 and 32 filters of 16 channels on rows of 32, 32
+    filters of 3 channels (a first layer), then 16 filters at column stride 2 and on rows of
+    12 (fewer than the row kernel's 16 columns)."""
     monkeypatch.setattr(kernels, "wide_registers", lambda: wide)
     monkeypatch.setattr(kernels, "full_rate_512", lambda: full_rate)
-    cases = [(8, 1, 32), (16, 1, 32), (32, 1, 32), (16, 2, 32), (16, 1, 12)]
+    cases = [(16, 8, 1, 32), (16, 16, 1, 32), (16, 32, 1, 32), (3, 32, 1, 32), (16, 16, 2, 32),
+             (16, 16, 1, 12)]
     assert [blocked_training.rows_over_channels(*case) for case in cases] == expected
     assert blocked_training.forward_plan(16, 16, 1, 32)[:2] == (
         (1, "conv_rows") if expected[1] else (blocked.LANES, "conv"))

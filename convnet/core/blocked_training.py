@@ -232,17 +232,21 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
 # tile / rows alternated in one process, medians of 6 (2026-12-05 12:00 UTC), ms: 3 -> 16 on
 # 32x32 1.05 + 2.88 / 0.47 + 3.00, 16 -> 16 2.70 + 5.13 / 2.00 + 4.81, 8 -> 16 on 64x64
 # 6.67 + 15.66 / 4.61 + 15.13; 16 -> 32 on 32x32 3.96 + 8.06 / 3.74 + 7.92, 32 -> 32 6.92 +
-# 13.18 / 7.74 + 12.39, 32 -> 32 on 16x16 1.61 + 3.18 / 1.70 + 3.12.
+# 13.18 / 7.74 + 12.39, 32 -> 32 on 16x16 1.61 + 3.18 / 1.70 + 3.12. A first layer of fewer
+# than 8 channels takes the rows at any filter count (its taps fill few of a tile's lanes):
+# 3 -> 32 on 32x32 1.40 + 5.69 / 0.74 + 5.78, 3 -> 64 2.81 + 13.12 / 1.49 + 13.10, 3 -> 32
+# on 64x64 8.32 + 23.69 / 5.84 + 23.92 (2026-12-05 14:35 UTC, medians of 6).
 FULL_RATE_ROW_FILTERS = 2 * LANES
 
 
-def rows_over_channels(filters: int, stride_w: int, out_w: int) -> bool:
-    """Whether a layer (of any channel count) trains its forward on the row kernel over a
-    plain copy of its input (TRAINING_ROW_TILE): on Zen 4's kind of CPU (measured; not AVX2's
-    16 registers), or on full-rate AVX-512 up to FULL_RATE_ROW_FILTERS filters, at column
-    stride 1, on rows of whole spans of 16 outputs or nearly (`blocked.SPAN_MAX_WASTE`)."""
+def rows_over_channels(channels: int, filters: int, stride_w: int, out_w: int) -> bool:
+    """Whether a layer trains its forward on the row kernel over a plain copy of its input
+    (TRAINING_ROW_TILE): on Zen 4's kind of CPU at any channel count (measured; not AVX2's 16
+    registers), or on full-rate AVX-512 up to FULL_RATE_ROW_FILTERS filters or below 8
+    channels, at column stride 1, on rows of whole spans of 16 outputs or nearly
+    (`blocked.SPAN_MAX_WASTE`)."""
     columns = TRAINING_ROW_TILE[0]
-    cpu = (filters <= FULL_RATE_ROW_FILTERS if kernels.full_rate_512()
+    cpu = ((filters <= FULL_RATE_ROW_FILTERS or channels < LANES) if kernels.full_rate_512()
            else kernels.wide_registers())
     return (cpu and stride_w == 1 and out_w >= columns
             and -(-out_w // columns) * columns <= blocked.SPAN_MAX_WASTE * out_w)
@@ -255,7 +259,7 @@ def forward_plan(channels: int, filters: int, stride_w: int, out_w: int):
     on a blocked copy (a plain one below 8 channels: blocks would waste most of each tap)."""
     if channels < LANES and blocked.takes_rows(filters, stride_w, out_w):
         return 1, "conv_rows", blocked.row_tile()
-    if rows_over_channels(filters, stride_w, out_w):
+    if rows_over_channels(channels, filters, stride_w, out_w):
         return 1, "conv_rows", (TRAINING_ROW_TILE[0], min(blocked.blocks(filters),
                                                           TRAINING_ROW_TILE[1]))
     return (1 if channels < LANES else LANES), "conv", plain_tile(filters)

@@ -18,7 +18,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.core import backend, blocked, blocked_training, kernels
+from convnet.core import backend, blocked, blocked_training, kernels, pool_kernels
+from convnet.core.arithmetic import Padding
 
 
 @pytest.fixture(autouse=True)
@@ -628,3 +629,91 @@ def test_winograd_weight_gradient_without_the_input_gradient(winograd_here, rng)
     torch_out, _, tw, _ = torch_twin(conv, x, dy)
     assert_close(out, torch_out, "output")
     assert_close(conv.weight.grad, tw.grad, "weight gradient")
+
+
+def _pooled_model(pool: cn.MaxPool2d, relu: bool, channels: int, rng):
+    """conv (3 -> channels) [-> ReLU] -> the max pool -> conv (channels -> 8) -> ReLU -> a 2x2
+    pool: each pool writes its convolution's blocked gradient, the second's with no input
+    gradient around it for a transposed convolution's phases, the first's with one."""
+    cn.manual_seed(int(rng.integers(1 << 16)))
+    convs = [cn.Conv2d(3, channels, 3, padding=1), cn.Conv2d(channels, 8, 3, padding=1)]
+    for conv in convs:
+        conv.bias.data[...] = rng.standard_normal(conv.bias.data.shape)
+    first = [convs[0], cn.ReLU(), pool] if relu else [convs[0], pool]
+    return cn.Sequential(*first, convs[1], cn.ReLU(), cn.MaxPool2d(2, strict=False))
+
+
+def _torch_pooled(model, x, dy):
+    """PyTorch's output and leaves (input, then each convolution's weight and bias) for
+    _pooled_model after backward of dy."""
+    layers = model.layers
+    tx = leaf(x)
+    leaves, out = [tx], tx
+    for layer in layers:
+        if isinstance(layer, cn.Conv2d):
+            tw, tb = leaf(layer.weight.data), leaf(layer.bias.data)
+            leaves += [tw, tb]
+            out = F.conv2d(out, tw, tb, padding=1)
+        elif isinstance(layer, cn.ReLU):
+            out = F.relu(out)
+        else:
+            pad = layer.geometry(tuple(out.shape[2:])).padding
+            out = F.max_pool2d(out, layer.kernel_size, layer.stride, (pad.top, pad.left))
+    out.backward(leaf(dy))
+    return out, leaves
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize(("kernel", "stride", "padding", "channels"), [
+    (2, 2, 0, 16), (3, 2, 1, 12), (2, 1, 0, 5), (3, 3, 1, 8)])
+def test_a_max_pool_after_a_convolution_writes_its_blocked_gradient(
+        relu, kernel, stride, padding, channels, two_threads, rng):
+    """A max pool (after a ReLU or not) that alone reads a convolution's output on the
+    blocked training passes sends its gradient straight into the blocked copy the
+    convolution's backward makes (zeros around it and past the channels; overlapping,
+    padded and stride-1 windows; channel counts not a multiple of 8), with the bias sums:
+    no pool backward of its own runs, and the output and every gradient are PyTorch's. The
+    ReLU before the pool runs after it (`pools_first`)."""
+    pool = cn.MaxPool2d(kernel, stride, padding, strict=False)
+    model = _pooled_model(pool, relu, channels, rng)
+    x = rng.standard_normal((5, 3, 13, 12)).astype(np.float32)
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pool_kernels, "MIN_LOAD_VALUES", 0)
+        real = cn.MaxPool2d.backward
+        patch.setattr(cn.MaxPool2d, "backward",
+                      lambda self, dy: calls.append(1) or real(self, dy))
+        out = model.forward(x)
+        dy = rng.standard_normal(out.shape).astype(np.float32)
+        dx = model.backward(dy)
+    assert not calls  # both pools' backwards ran inside their convolutions'
+    torch_out, leaves = _torch_pooled(model, x, dy)
+    assert_close(out, torch_out, "output")
+    assert_close(dx, leaves[0].grad, "input gradient")
+    convs = [layer for layer in model.layers if isinstance(layer, cn.Conv2d)]
+    for conv, (tw, tb) in zip(convs, [leaves[1:3], leaves[3:5]], strict=True):
+        assert_close(conv.weight.grad, tw.grad, "weight gradient")
+        assert_close(conv.bias.grad, tb.grad, "bias gradient")
+
+
+def test_the_pools_blocked_gradient_is_the_copy_of_its_own(rng):
+    """pool_kernels.max_backward_blocked against max_backward's dx copied into the padded
+    blocked layout, and its sums against dx's in float64: 13 channels (lanes past them zero),
+    overlapping padded windows, a border of (1, 2, 0, 3) around."""
+    x = rng.standard_normal((3, 13, 9, 10)).astype(np.float32)
+    pool = cn.MaxPool2d(3, 2, 1, strict=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pool_kernels, "MIN_LOAD_VALUES", 0)
+        out = pool.forward(x)
+    x_shape, geometry, taps, _ = pool.cache
+    dy = rng.standard_normal(out.shape).astype(np.float32)
+    around = Padding(1, 2, 0, 3)
+    dxb, sums = pool_kernels.max_backward_blocked(dy, taps, x_shape, pool.kernel_size,
+                                                  pool.stride, geometry.padding, around, 8)
+    dx = pool.backward(dy)
+    expected = np.zeros((3, 16, 12, 13), np.float32)
+    expected[:, :13, 1:10, 0:10] = dx
+    expected = expected.reshape(3, 2, 8, 12, 13).transpose(0, 1, 3, 4, 2)
+    np.testing.assert_allclose(dxb, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sums, dx.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-6,
+                               atol=1e-6)

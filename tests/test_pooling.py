@@ -159,3 +159,31 @@ def test_same_padding_matches_the_oracle_on_explicitly_padded_input(kernel, stri
     out = layer.forward(x)
     assert out.shape == (2, 3, -(-size[0] // stride[0]), -(-size[1] // stride[1]))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(config=pool_configs(channels=4), compiled=st.booleans(), seed=st.integers(0, 2**16))
+def test_a_relu_before_a_max_pool_runs_after_it_with_the_same_answers(config, compiled, seed):
+    """A Sequential runs a ReLU's max pool first (`pools_first`): on input full of ties and
+    zeros (values from -2 to 2), its output and input gradient are the two layers' run in
+    their own order, on the NumPy path and the compiled one, with overlapping, padded and
+    cropped windows."""
+    from convnet.core import kernels, pool_kernels
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, config["input_shape"]).astype(np.float32)
+    relu, pool = cn.ReLU(), cn.MaxPool2d(config["kernel_size"], config["stride"],
+                                         config["padding"], strict=False)
+    model = cn.Sequential(relu, pool)
+    assert model._run_order() == [pool, relu]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pool_kernels, "MIN_LOAD_VALUES", 0)
+        patch.setattr(kernels, "_enabled", compiled and kernels.available())
+        out = model.forward(x)
+        assert relu.cache.shape == out.shape  # the ReLU ran on the pooled output
+        dy = rng.standard_normal(out.shape).astype(np.float32)
+        dx = model.backward(dy)
+        expected = pool.forward(relu.forward(x))
+        expected_dx = relu.backward(pool.backward(dy))
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-6, atol=1e-6)  # (sums' order)

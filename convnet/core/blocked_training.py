@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy
 
-from convnet.core import blocked, kernels
+from convnet.core import blocked, kernels, pool_kernels
 from convnet.core.arithmetic import Padding
 from convnet.core.backend import num_threads, sample_chunks, thread_slices
 from convnet.core.team import run_task
@@ -476,19 +477,38 @@ def _winograd_band(blocks: int, th: int, tw: int, n: int) -> tuple[int, int]:
     return 1, max(fitting, default=1)
 
 
-def backward(layer, kept: Kept, dy, dx_shape, geometry, mask=None):
+class Pooled(NamedTuple):
+    """A max pool that read a convolution's output (`MaxPool2d`'s compiled forward): its
+    winning taps (N, K, Ho, Wo) uint8, window, stride, padding and input shape (the
+    convolution's output)."""
+
+    taps: numpy.ndarray
+    kernel_size: tuple
+    stride: tuple
+    padding: Padding
+    x_shape: tuple
+
+
+def backward(layer, kept: Kept, dy, dx_shape, geometry, mask=None, pooled: Pooled = None):
     """(dweight (K, C, KH, KW), dbias (K,) or None, dx (n, C, H, W) or None): dx when
     `dx_shape` is given. Lets go of `kept.data` once the weight gradient is made, before dx
     exists: the step's peak holds the padded input or the input gradient, not both (vggish,
     batch 128: 74 -> 64 MB of arrays at the peak). mask: the mask of a ReLU that read this
-    layer's output, whose backward (dy where mask, else 0) is taken into dy's copy."""
-    n, k, out_h, out_w = dy.shape
+    layer's output, whose backward (dy where mask, else 0) is taken into dy's copy. pooled: a
+    max pool read this layer's output and dy is the pool's output gradient: its backward
+    writes straight into the blocked copy (no plain gradient of the layer's output)."""
+    n, k, out_h, out_w = dy.shape if pooled is None else pooled.x_shape
     around, phases = Padding(0, 0, 0, 0), None
     if dx_shape is not None:  # dx is the transposed convolution of dy: its phases' reads
         pad = geometry.padding
-        phases, around = _transposed_phases(layer, dy.shape[2:], dx_shape[2:],
+        phases, around = _transposed_phases(layer, (out_h, out_w), dx_shape[2:],
                                             (pad.top, pad.left))
-    dyb, sums = _blocked_gradient(dy, around, mask)  # n, Kb, ., ., 8
+    if pooled is None:
+        dyb, sums = _blocked_gradient(dy, around, mask)  # n, Kb, ., ., 8
+    else:
+        dyb, sums = pool_kernels.max_backward_blocked(
+            dy, pooled.taps, pooled.x_shape, pooled.kernel_size, pooled.stride,
+            pooled.padding, around, LANES)
     if kept.winograd:
         dweight = _winograd_weight_grad(kept, dyb, around, layer.weight.shape)
     else:

@@ -96,6 +96,33 @@ def max_backward(dy, taps, dx, b0, b1, sh, sw, top, left):
                     q = j * sw - left + tap % KW
                     if r >= 0 and r < h and q >= 0 and q < w:
                         plane[INDEX(r), INDEX(q)] += gradients[INDEX(j)]
+
+
+@numba.njit(**OPTIONS)
+def max_backward_blocked(dy, taps, out, sums, b0, b1, sh, sw, top, left, h, w, at_top,
+                         at_left):
+    """max_backward's input gradient (of an h x w input) written straight into a blocked
+    buffer out (N, ceil(C/8), Hp, Wp, 8) whose interior starts at (at_top, at_left), zeros
+    around it and in the lanes past C, for images b0 <= b < b1; sums (C,) += each channel's
+    gradients (float64): the copy a convolution's training backward makes of its output
+    gradient (`blocked_training.backward`), with no plain input gradient between."""
+    _, channels, out_h, out_w = dy.shape
+    for b in range(b0, b1):
+        out[b] = 0  # an image's blocks while they are in cache
+        for c in range(channels):
+            plane, lane = out[b, c >> 3], INDEX(c & 7)
+            total = 0.0
+            for i in range(out_h):
+                gradients, tap_row = dy[b, c, i], taps[b, c, i]
+                for j in range(out_w):
+                    tap = tap_row[INDEX(j)]
+                    r = i * sh - top + tap // KW
+                    q = j * sw - left + tap % KW
+                    if r >= 0 and r < h and q >= 0 and q < w:
+                        value = gradients[INDEX(j)]
+                        plane[INDEX(r + at_top), INDEX(q + at_left), lane] += value
+                        total += value
+            sums[c] += total
 '''
 
 # Loading Numba and this module costs a fraction of a second once per process: an activation
@@ -114,7 +141,8 @@ def _compiled(kernel_size, dtype):
     name = numpy.dtype(dtype).name
     with _lock:
         if (kh, kw, name) not in _modules:
-            tasks = (("max_forward", "f4f4u4nnnnnn"), ("max_backward", "f4u4f4nnnnnn"))
+            tasks = (("max_forward", "f4f4u4nnnnnn"), ("max_backward", "f4u4f4nnnnnn"),
+                     ("max_backward_blocked", "f4u4f5dnnnnnnnnnn"))
             _modules[kh, kw, name] = kernels.import_source(
                 f"convnet_pool_{kh}x{kw}_{name}",
                 kernels.with_tasks(SOURCE.format(kh=kh, kw=kw), tasks, name))
@@ -142,6 +170,24 @@ def max_forward(x, kernel_size, stride, padding, out_hw):
              [(x, out, taps, part.start, part.stop, *stride, padding.top, padding.left)
               for part in sample_chunks(x)])
     return out, taps
+
+
+def max_backward_blocked(dy, taps, x_shape, kernel_size, stride, padding, around, lanes: int):
+    """(dxb, sums): max_backward's dx (x_shape (N, C, H, W)) as a zero-padded blocked buffer
+    (N, ceil(C/lanes), H + around, W + around, lanes), `around` a Padding, and its float64
+    sums channel by channel, in one pass (`blocked_training.backward`'s copy of a convolution's
+    output gradient, for a convolution whose output this pool read)."""
+    module = _compiled(kernel_size, dy.dtype)
+    dy = numpy.ascontiguousarray(dy)
+    n, c, h, w = x_shape
+    out = numpy.empty((n, -(-c // lanes), h + around.top + around.bottom,
+                       w + around.left + around.right, lanes), dtype=dy.dtype)
+    chunks = sample_chunks(out)
+    sums = numpy.zeros((len(chunks), c), numpy.float64)
+    run_task(module.max_backward_blocked, module.max_backward_blocked_task,
+             [(dy, taps, out, sums[t], part.start, part.stop, *stride, padding.top,
+               padding.left, h, w, around.top, around.left) for t, part in enumerate(chunks)])
+    return out, sums.sum(axis=0)  # chunks in order
 
 
 def max_backward(dy, taps, x_shape, kernel_size, stride, padding):

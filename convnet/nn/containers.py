@@ -10,6 +10,7 @@ from convnet.core.errors import ShapeError
 from convnet.core.thread_choice import run_chosen
 from convnet.nn import batchnorm, inference
 from convnet.nn.layer import Layer, Shape, check_finite_input, check_input
+from convnet.nn.pooling import pools_first
 from convnet.nn.summary import summarize
 from convnet.nn.window import WindowLayer
 
@@ -121,11 +122,11 @@ class Sequential(Layer):
         return run_chosen(self.__dict__, "_forward_choice", self._forward_layers, x)
 
     def _forward_layers(self, x):
-        layers = self.layers
+        order = self._run_order()
         index = 0
-        while index < len(layers):
-            layer = layers[index]
-            following = layers[index + 1] if index + 1 < len(layers) else None
+        while index < len(order):
+            layer = order[index]
+            following = order[index + 1] if index + 1 < len(order) else None
             if following is not None and batchnorm.takes_in(layer, following):
                 x = layer.forward_activated(x, following)  # batch norm and its activation
                 index += 2
@@ -133,6 +134,24 @@ class Sequential(Layer):
                 x = layer.forward(x)
                 index += 1
         return x
+
+    def _run_order(self) -> list[Layer]:
+        """The layers in the order forward runs them (and backward, reversed): the layers'
+        own, but a max pool right after a ReLU before it (`pools_first`)."""
+        layers, order, index = self.layers, [], 0
+        while index < len(layers):
+            layer = layers[index]
+            following = layers[index + 1] if index + 1 < len(layers) else None
+            if following is not None and batchnorm.takes_in(layer, following):
+                order += [layer, following]  # (the pair forward runs as one)
+                index += 2
+            elif following is not None and pools_first(layer, following):
+                order += [following, layer]
+                index += 2
+            else:
+                order.append(layer)
+                index += 1
+        return order
 
     def backward(self, dy, input_grad: bool = True):
         """Each layer's backward in reverse order; returns the gradient with respect to the input.
@@ -147,9 +166,10 @@ class Sequential(Layer):
                           input_grad)
 
     def _backward_layers(self, dy, input_grad: bool):
-        index = len(self.layers) - 1
+        order = self._run_order()
+        index = len(order) - 1
         while index > 0:
-            layer, below = self.layers[index], self.layers[index - 1]
+            layer, below = order[index], order[index - 1]
             if below.takes_backward_of(layer, dy):  # (a ReLU's mask taken into a conv's)
                 if index == 1:
                     return below.backward_activated(dy, layer, input_grad)
@@ -159,8 +179,8 @@ class Sequential(Layer):
             dy = layer.backward(dy)
             index -= 1
         if input_grad:
-            return self.layers[0].backward(dy)
-        self.layers[0].backward_parameters(dy)
+            return order[0].backward(dy)
+        order[0].backward_parameters(dy)
         return None
 
     def backward_parameters(self, dy) -> None:

@@ -30,6 +30,7 @@ from convnet.core.errors import ShapeError
 from convnet.core.team import run_chunks
 from convnet.nn.activations import ReLU
 from convnet.nn.layer import Shape, WeightedLayer, check_input, grad_enabled
+from convnet.nn.pooling import MaxPool2d
 from convnet.nn.window import WindowLayer, chw, conv_arguments, parse_padding, window_slices
 
 # Bytes of im2col columns per chunk of the batch: enough for large matrix products, small
@@ -241,19 +242,33 @@ class Conv2d(WindowLayer, WeightedLayer):
         """A ReLU after a layer on the blocked training passes: its mask is applied in the copy
         those passes make of dy anyway (`blocked_training.backward`), with no pass of its own
         and no array for its input gradient (with the bias sums made in the same copy, whole
-        training steps 0.94-0.98 of the time: docs/performance.md, 2026-12-04 16:10)."""
-        return (type(activation) is ReLU and self.cache is not None
-                and isinstance(self.cache[1], blocked_training.Kept)
-                and activation_kernels.usable_mask(activation.cache, dy.shape)
-                and type(dy) is numpy.ndarray and dy.dtype == numpy.float32)
+        training steps 0.94-0.98 of the time: docs/performance.md, 2026-12-04 16:10). A max
+        pool after one (on its compiled passes): its backward writes the copy itself."""
+        if not (self.cache is not None and isinstance(self.cache[1], blocked_training.Kept)
+                and type(dy) is numpy.ndarray and dy.dtype == numpy.float32):
+            return False
+        if type(activation) is MaxPool2d:
+            cache = activation.cache
+            return (cache is not None and cache[3] is None  # (None: the compiled forward's)
+                    and cache[0] == self.cache[0][:1] + (self.out_channels,
+                                                         *self.cache[2].out_hw)
+                    and cache[2].shape == dy.shape)
+        return (type(activation) is ReLU
+                and activation_kernels.usable_mask(activation.cache, dy.shape))
 
     def backward_activated(self, dy, activation, input_grad: bool = True):
         if not self.takes_backward_of(activation, dy):
             return super().backward_activated(dy, activation, input_grad)
-        mask = activation._take_cache()
+        mask = pooled = None
+        if type(activation) is MaxPool2d:
+            x_shape, geometry, taps, _ = activation._take_cache()
+            pooled = blocked_training.Pooled(taps, activation.kernel_size, activation.stride,
+                                             geometry.padding, x_shape)
+        else:
+            mask = activation._take_cache()
         x_shape, kept, geometry = self._take_cache()
         dweight, dbias, dx = blocked_training.backward(
-            self, kept, dy, x_shape if input_grad else None, geometry, mask)
+            self, kept, dy, x_shape if input_grad else None, geometry, mask, pooled)
         self._add_grads([(dweight, dbias)])
         return dx
 

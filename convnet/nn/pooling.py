@@ -14,6 +14,7 @@ from convnet.core import pool_kernels
 from convnet.core.arithmetic import Padding, ReceptiveField, pair
 from convnet.core.backend import array_module, padded, sample_chunks
 from convnet.core.team import run_chunks
+from convnet.nn.activations import ReLU
 from convnet.nn.layer import Layer, Shape, check_input, grad_enabled
 from convnet.nn.window import WindowLayer, chw, parse_padding, window_slices
 
@@ -160,6 +161,17 @@ class MaxPool2d(_Pool2d):
 
         run_chunks(work, sample_chunks(dy))
         return dx
+
+
+def pools_first(layer: Layer, following: Layer) -> bool:
+    """Whether a container runs `following` before `layer` (forward, and so backward the other
+    way round): a ReLU and the max pool that alone reads its output. The maximum of ReLUs is
+    the ReLU of the maximum (every window holds a pixel: a pool's padding is at most half its
+    window), so the ReLU runs on the pooled output, a quarter of the values of a 2x2 pool's
+    input; and the gradients are the same: a window's winner is where its maximum is, which
+    is positive exactly where the ReLU passes a gradient (a window of values <= 0 gets none
+    either way). Only a window holding a NaN may send its gradient to another tap."""
+    return type(layer) is ReLU and type(following) is MaxPool2d
 
 
 class AvgPool2d(_Pool2d):

@@ -500,7 +500,7 @@ def test_row_kernel_of_a_plain_input_matches_the_layers(channels, filters, kerne
     columns overlap the ones before, ranges that start and end inside a row (split: one image
     over two threads), activations fused or not (SiLU takes the lane-by-lane epilogue)."""
     with mock.patch.object(blocked, "row_tile", lambda: tile), \
-            mock.patch.object(blocked, "row_kernel", lambda: (kind, tile)):
+            mock.patch.object(blocked, "row_kernel", lambda filters: (kind, tile)):
         _row_kernel_case(channels, filters, kernel, dilation, stride_h, padding, width,
                          height, batch, split, after, seed, kind)
 
@@ -521,7 +521,7 @@ def _row_kernel_case(channels, filters, kernel, dilation, stride_h, padding, wid
         return  # too narrow for it: the other tiles' case
     assert_matches(ours, expected)
     plan = next(iter(model._inference_plans.values()))
-    assert plan.steps[0].kernel == (kind or blocked.row_kernel()[0])
+    assert plan.steps[0].kernel == (kind or blocked.row_kernel(filters)[0])
 
 
 @pytest.mark.parametrize("tile", sorted(set(blocked.TILES + blocked.WIDE_TILES
@@ -626,7 +626,7 @@ def test_a_max_pool_after_a_convolution_is_taken_into_it(after, filters, size, b
     assert_matches(ours, reference(model, x))
     assert steps_of(model) == ["ConvStep", "ConvStep"]
     first = next(iter(model._inference_plans.values())).steps[0]
-    assert first.pool and first.kernel == (blocked.row_kernel()[0] if size[1] >= 16
+    assert first.pool and first.kernel == (blocked.row_kernel(filters)[0] if size[1] >= 16
                                            else "conv")
 
 
@@ -1748,6 +1748,18 @@ def test_rows_over_the_border_skip_its_taps_and_give_the_layers_answer(
     plan = next(iter(model._inference_plans.values()))
     convs = [step for step in plan.steps if isinstance(step, inference.ConvStep)]
     assert all(step.row_table is not None for step in convs)
-    assert convs[0].kernel == blocked.row_kernel()[0]
+    assert convs[0].kernel == blocked.row_kernel(6)[0]  # the first layer's 6 filters
     assert {step.kernel for step in convs[1:]} == ({"conv_span", "conv"} if span else {"conv"})
     assert convs[2].row_table[0].tolist() == [convs[2].row_table[0][0]] * 2  # no taps
+
+
+@pytest.mark.parametrize(("wide", "full_rate", "expected"), [
+    (True, False, ["conv_rows_filters"] * 2),  # Zen 4's kind: over the filters
+    (True, True, ["conv_rows", "conv_rows_filters"]),  # full rate: a whole block of 8
+    (False, False, ["conv_rows"] * 2),  # AVX2: its own source, over the filters
+])
+def test_which_row_kernel_a_first_layer_takes(wide, full_rate, expected, monkeypatch):
+    """`blocked.row_kernel` by CPU, for 6 and 8 filters."""
+    monkeypatch.setattr(kernels, "wide_registers", lambda: wide)
+    monkeypatch.setattr(kernels, "full_rate_512", lambda: full_rate)
+    assert [blocked.row_kernel(filters)[0] for filters in (6, 8)] == expected

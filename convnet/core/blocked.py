@@ -671,16 +671,22 @@ def row_tile() -> tuple[int, int]:
 # Whole networks at batch 128, two threads, one plan of each alternated in one process,
 # medians of 12 (2026-12-04 16:55 UTC), over the filters / over the columns: fcn-mini 0.961,
 # unet-mini 0.937, lenet5 0.890, convnetjs-mnist 0.954 of the time (512-bit vectors: 0.960,
-# 0.947, 0.957, 0.988). Training keeps the columns' vectors: its plain output takes each
-# filter's 16 columns as one store.
+# 0.947, 0.957, 0.988). Where they run at full rate, over the filters too for a whole block of
+# 8 (its 256-bit vectors all live; with fewer, the columns' 512-bit ones): two threads, one
+# plan of each alternated in one process, medians of 10 rounds (2026-12-05 14:50 UTC), over
+# the filters / over the columns, batch 1 and batch 128: fcn-mini (8 filters) 0.966 and 0.991,
+# 0.956 and 0.965; unet-mini (8) 0.979 and 0.986; lenet5 (6) 0.999 and 1.034, 0.996 and 1.027.
+# Training keeps the columns' vectors: its plain output takes each filter's 16 columns as one
+# store.
 ROW_FILTERS_BITS = 256
 
 
-def row_kernel() -> tuple[str, tuple[int, int]]:
-    """The kind and tile of inference's row kernel (`takes_rows`) on this CPU: "conv_rows"
-    (`conv_rows_source` over the columns with AVX-512, over the filters on AVX2) or, where
-    AVX-512's multiply-adds run at half rate, "conv_rows_filters" (over the filters)."""
-    if kernels.wide_registers() and not kernels.full_rate_512():
+def row_kernel(filters: int) -> tuple[str, tuple[int, int]]:
+    """The kind and tile of inference's row kernel (`takes_rows`) for a layer of `filters` on
+    this CPU: "conv_rows" (`conv_rows_source` over the columns with AVX-512, over the filters
+    on AVX2) or, where AVX-512's multiply-adds run at half rate, or at full rate for a block
+    of 8 filters, "conv_rows_filters" (over the filters)."""
+    if kernels.wide_registers() and (not kernels.full_rate_512() or filters == LANES):
         return "conv_rows_filters", row_tile()
     return "conv_rows", row_tile()
 

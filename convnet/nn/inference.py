@@ -378,7 +378,7 @@ class ConvStep(Step):
                                         self.out_hw[0] * self.out_hw[1], self.out_hw[1])
         if (not self.blocked_input and conv.groups == 1 and residual is None
                 and blocked.takes_rows(conv.out_channels, conv.stride[1], self.out_hw[1])):
-            self.kernel, self.tile = blocked.row_kernel()
+            self.kernel, self.tile = blocked.row_kernel(conv.out_channels)
         self.macs = conv.macs(plan.shapes[source], plan.shapes[out])
         self.fingerprint = None
         self.pool = False

@@ -101,7 +101,7 @@ def test_labels_as_a_list_and_as_an_array_agree(loss_fn, rng):
 import torch  # noqa: E402 - the PyTorch half of this file
 import torch.nn.functional as F  # noqa: E402, N812 - PyTorch's own alias
 from engine_checks import assert_close, leaf  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 torch.set_num_threads(1)
@@ -190,6 +190,43 @@ def test_cross_entropy_in_chunks_over_two_threads_matches_torch(reduction, monke
     theirs.backward(torch.from_numpy(upstream) if reduction == "none" else None)
     assert_close(np.asarray(value, np.float32), theirs, "loss")
     assert_close(dscores, ts.grad, "score gradient")
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=cross_entropy_cases(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_dense_cross_entropy_on_the_compiled_passes_is_the_numpy_paths(case, dtype, seed):
+    """Dense predictions on `convnet.core.loss_kernels` (whatever their size here): the loss
+    and the gradient bit for bit the NumPy path's (the kernels off), weights, ignored targets
+    and every reduction; and PyTorch's."""
+    from convnet.core import kernels, loss_kernels
+
+    assume(len(case["shape"]) > 2)
+    rng = np.random.default_rng(seed)
+    scores, labels, weight = _draw_inputs(case, rng, dtype)
+    upstream = rng.standard_normal(labels.shape).astype(dtype)
+
+    def run(compiled: bool):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(loss_kernels, "MIN_VALUES", 0)
+            patch.setattr(kernels, "_enabled", compiled and kernels.available())
+            assert loss_kernels.usable(scores) == (compiled and kernels.available())
+            loss_fn = cn.CrossEntropyLoss(weight, case["ignore_index"], case["reduction"])
+            value = loss_fn.forward(scores, labels)
+            return value, loss_fn.backward(upstream if case["reduction"] == "none" else None)
+
+    (value, dscores), (expected, expected_d) = run(True), run(False)
+    np.testing.assert_array_equal(value, expected)
+    np.testing.assert_array_equal(dscores, expected_d)
+    if dtype == np.float32:
+        ts = leaf(scores)
+        tw = None if weight is None else torch.from_numpy(weight)
+        theirs = F.cross_entropy(ts, torch.from_numpy(labels), tw,
+                                 ignore_index=case["ignore_index"], reduction=case["reduction"])
+        theirs.backward(torch.from_numpy(upstream) if case["reduction"] == "none" else None)
+        if not np.isnan(theirs.detach().numpy()).all():
+            assert_close(np.asarray(value, np.float32), theirs, "loss")
+        assert_close(dscores, ts.grad, "score gradient")
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

@@ -11,6 +11,7 @@ import math
 
 import numpy
 
+from convnet.core import loss_kernels
 from convnet.core.backend import array_module, sample_chunks
 from convnet.core.team import run_chunks
 
@@ -37,6 +38,8 @@ def _check_labels(name: str, scores, labels, ignore_index: int | None = None):
                          f"scores {tuple(scores.shape)}, received {tuple(labels.shape)}")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected integer class labels, received dtype {labels.dtype}")
+    if labels.size and 0 <= int(labels.min()) and int(labels.max()) < scores.shape[1]:
+        return labels  # (every label a class: no copy of the counted ones to look at)
     counted = labels if ignore_index is None else labels[labels != ignore_index]
     if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= scores.shape[1]):
         raise ValueError(f"{name}: labels must lie in [0, {scores.shape[1] - 1}], received "
@@ -110,6 +113,9 @@ class CrossEntropyLoss:
         xp = array_module(scores)
         counted = labels != self.ignore_index  # N, d1, ...
         picked = xp.where(counted, labels, 0)[:, None]  # N, 1, d1, ...: a class to read
+        compiled = loss_kernels.usable(scores)
+        if compiled:
+            picked = picked.astype(numpy.int64, copy=False)
         # Log-softmax over axis 1 with one full-size array, e: the shifted scores, then their
         # exponentials in place; forward keeps it for backward to turn into the gradient. By
         # chunks of the batch over the worker threads (a class for each pixel makes it large:
@@ -119,8 +125,11 @@ class CrossEntropyLoss:
         total = xp.empty(picked.shape, dtype=scores.dtype)  # N, 1, d1, ...
 
         def shifted_exp(part):
-            xp.subtract(scores[part], scores[part].max(axis=1, keepdims=True), out=e[part])
-            chosen[part] = xp.take_along_axis(e[part], picked[part], axis=1)
+            if compiled:  # the same two steps in one pass (convnet.core.loss_kernels)
+                loss_kernels.shift_pick(scores[part], picked[part], e[part], chosen[part])
+            else:
+                xp.subtract(scores[part], scores[part].max(axis=1, keepdims=True), out=e[part])
+                chosen[part] = xp.take_along_axis(e[part], picked[part], axis=1)
             xp.exp(e[part], out=e[part])
             e[part].sum(axis=1, keepdims=True, out=total[part])
 
@@ -166,7 +175,13 @@ class CrossEntropyLoss:
                 scale = scale / self.total_weight if self.total_weight else 0.0
             factor = weights * dtype.type(scale)
 
+        factor = xp.ascontiguousarray(factor)
+        compiled = loss_kernels.usable(e) and picked.dtype == numpy.int64
+
         def gradient(part):
+            if compiled:  # the same three steps in one pass (convnet.core.loss_kernels)
+                loss_kernels.softmax_gradient(e[part], total[part], picked[part], factor[part])
+                return
             e[part] /= total[part]  # softmax
             xp.put_along_axis(e[part], picked[part],
                               xp.take_along_axis(e[part], picked[part], axis=1) - 1, axis=1)

@@ -673,7 +673,7 @@ def row_tile() -> tuple[int, int]:
 # unet-mini 0.937, lenet5 0.890, convnetjs-mnist 0.954 of the time (512-bit vectors: 0.960,
 # 0.947, 0.957, 0.988). Where they run at full rate, over the filters too for a whole block of
 # 8 (its 256-bit vectors all live; with fewer, the columns' 512-bit ones): two threads, one
-# plan of each alternated in one process, medians of 10 rounds (2026-12-05 14:50 UTC), over
+# plan of each alternated in one process, medians of 10 rounds (2026-12-05 14:39 UTC), over
 # the filters / over the columns, batch 1 and batch 128: fcn-mini (8 filters) 0.966 and 0.991,
 # 0.956 and 0.965; unet-mini (8) 0.979 and 0.986; lenet5 (6) 0.999 and 1.034, 0.996 and 1.027.
 # Training keeps the columns' vectors: its plain output takes each filter's 16 columns as one

@@ -236,7 +236,7 @@ def _run_conv(kept: Kept, weight, bias, stride, dilation, out) -> None:
 # 13.18 / 7.74 + 12.39, 32 -> 32 on 16x16 1.61 + 3.18 / 1.70 + 3.12. A first layer of fewer
 # than 8 channels takes the rows at any filter count (its taps fill few of a tile's lanes):
 # 3 -> 32 on 32x32 1.40 + 5.69 / 0.74 + 5.78, 3 -> 64 2.81 + 13.12 / 1.49 + 13.10, 3 -> 32
-# on 64x64 8.32 + 23.69 / 5.84 + 23.92 (2026-12-05 14:35 UTC, medians of 6).
+# on 64x64 8.32 + 23.69 / 5.84 + 23.92 (2026-12-05 14:04 UTC, medians of 6).
 FULL_RATE_ROW_FILTERS = 2 * LANES
 
 
@@ -327,7 +327,11 @@ def forward(layer, x, out, geometry) -> Kept:
 # (bench.run's vggish worker 270 and 282 MB against 255-260 without it, one process 267-275
 # against 242: the winograd_train module, 8 MB resident, and a training step's heap growth,
 # 102 MB against 83), which put its memory at 0.52-0.58 of PyTorch's against 0.46-0.53.
-# CONVNET_WINOGRAD=0 switches it off, as for inference.
+# Measured again with the max pools' backward taken into the convolutions (2026-12-05 14:22-
+# 14:29 UTC): in one process, alternated, vggish's step 0.895-0.961 of the time, but
+# `bench.run --networks vggish` from two clones, alternated four times, read 65.0, 66.9, 68.2
+# and 63.6 ms with it against 64.3, 65.6, 68.0 and 64.4 without, its peak 261-270 MB against
+# 243-247. CONVNET_WINOGRAD=0 switches it off, as for inference.
 WINOGRAD = os.environ.get("CONVNET_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 64
 

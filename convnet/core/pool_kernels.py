@@ -78,6 +78,12 @@ def max_forward(x, out, taps, b0, b1, sh, sw, top, left):
                     tap_row[INDEX(j)] = tap
 
 
+@numba.njit(inline="always")
+def winner(i, j, tap, sh, sw, top, left):
+    """(row, column) of the input pixel that tap number `tap` of output (i, j)'s window reads."""
+    return i * sh - top + tap // KW, j * sw - left + tap % KW
+
+
 @numba.njit(**OPTIONS)
 def max_backward(dy, taps, dx, b0, b1, sh, sw, top, left):
     """dx (N, C, H, W) = the sum of the output gradients dy (N, C, Ho, Wo) sent to each
@@ -91,9 +97,7 @@ def max_backward(dy, taps, dx, b0, b1, sh, sw, top, left):
             for i in range(out_h):
                 gradients, tap_row = dy[b, c, i], taps[b, c, i]
                 for j in range(out_w):
-                    tap = tap_row[INDEX(j)]
-                    r = i * sh - top + tap // KW
-                    q = j * sw - left + tap % KW
+                    r, q = winner(i, j, tap_row[INDEX(j)], sh, sw, top, left)
                     if r >= 0 and r < h and q >= 0 and q < w:
                         plane[INDEX(r), INDEX(q)] += gradients[INDEX(j)]
 
@@ -115,9 +119,7 @@ def max_backward_blocked(dy, taps, out, sums, b0, b1, sh, sw, top, left, h, w, a
             for i in range(out_h):
                 gradients, tap_row = dy[b, c, i], taps[b, c, i]
                 for j in range(out_w):
-                    tap = tap_row[INDEX(j)]
-                    r = i * sh - top + tap // KW
-                    q = j * sw - left + tap % KW
+                    r, q = winner(i, j, tap_row[INDEX(j)], sh, sw, top, left)
                     if r >= 0 and r < h and q >= 0 and q < w:
                         value = gradients[INDEX(j)]
                         plane[INDEX(r + at_top), INDEX(q + at_left), lane] += value

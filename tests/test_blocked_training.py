@@ -717,3 +717,36 @@ def test_the_pools_blocked_gradient_is_the_copy_of_its_own(rng):
     np.testing.assert_allclose(dxb, expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(sums, dx.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-6,
                                atol=1e-6)
+
+
+def test_a_graph_models_convolution_takes_its_max_pools_backward(rng):
+    """In a graph Model a max pool that alone reads a convolution's output (the pair
+    `Layer.takes_backward_of` serves) writes the convolution's blocked gradient too: no pool
+    backward of its own, every gradient the one each layer's own backward gives."""
+    x_in = cn.Input((3, 12, 12))
+    conv = cn.Conv2d(3, 12, 3, padding=1)
+    conv.bias.data[...] = rng.standard_normal(12)
+    pooled = cn.MaxPool2d(3, 2, 1, strict=False)(conv(x_in))
+    model = cn.Model(x_in, cn.Linear(12 * 6 * 6, 4)(cn.Flatten()(pooled)))
+    x = rng.standard_normal((4, 3, 12, 12)).astype(np.float32)
+    dy = rng.standard_normal((4, 4)).astype(np.float32)
+
+    def gradients(fused: bool):
+        calls = []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pool_kernels, "MIN_LOAD_VALUES", 0)
+            if not fused:
+                patch.setattr(cn.Conv2d, "takes_backward_of", lambda self, layer, dy: False)
+            real = cn.MaxPool2d.backward
+            patch.setattr(cn.MaxPool2d, "backward",
+                          lambda self, dy: calls.append(1) or real(self, dy))
+            model.zero_grad()
+            model.forward(x)
+            dx = model.backward(dy)
+        return dx, [p.grad.copy() for p in model.parameters()], len(calls)
+
+    fused, each = gradients(True), gradients(False)
+    assert fused[2] == 0 and each[2] == 1
+    np.testing.assert_array_equal(fused[0], each[0])
+    for ours, theirs in zip(fused[1], each[1], strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)

@@ -709,7 +709,7 @@ def test_the_pools_blocked_gradient_is_the_copy_of_its_own(rng):
     dy = rng.standard_normal(out.shape).astype(np.float32)
     around = Padding(1, 2, 0, 3)
     dxb, sums = pool_kernels.max_backward_blocked(dy, taps, x_shape, pool.kernel_size,
-                                                  pool.stride, geometry.padding, around, 8)
+                                                  pool.stride, geometry.padding, around)
     dx = pool.backward(dy)
     expected = np.zeros((3, 16, 12, 13), np.float32)
     expected[:, :13, 1:10, 0:10] = dx

@@ -512,7 +512,7 @@ def backward(layer, kept: Kept, dy, dx_shape, geometry, mask=None, pooled: Poole
     else:
         dyb, sums = pool_kernels.max_backward_blocked(
             dy, pooled.taps, pooled.x_shape, pooled.kernel_size, pooled.stride,
-            pooled.padding, around, LANES)
+            pooled.padding, around)
     if kept.winograd:
         dweight = _winograd_weight_grad(kept, dyb, around, layer.weight.shape)
     else:

@@ -26,6 +26,7 @@ import numpy
 
 from convnet.core import kernels
 from convnet.core.backend import sample_chunks
+from convnet.core.blocked import LANES, blocks  # (the kernel's c >> 3 and c & 7)
 from convnet.core.team import run_task
 
 SOURCE = '''
@@ -174,16 +175,16 @@ def max_forward(x, kernel_size, stride, padding, out_hw):
     return out, taps
 
 
-def max_backward_blocked(dy, taps, x_shape, kernel_size, stride, padding, around, lanes: int):
+def max_backward_blocked(dy, taps, x_shape, kernel_size, stride, padding, around):
     """(dxb, sums): max_backward's dx (x_shape (N, C, H, W)) as a zero-padded blocked buffer
-    (N, ceil(C/lanes), H + around, W + around, lanes), `around` a Padding, and its float64
-    sums channel by channel, in one pass (`blocked_training.backward`'s copy of a convolution's
+    (N, ceil(C/8), H + around, W + around, 8), `around` a Padding, and its float64 sums
+    channel by channel, in one pass (`blocked_training.backward`'s copy of a convolution's
     output gradient, for a convolution whose output this pool read)."""
     module = _compiled(kernel_size, dy.dtype)
     dy = numpy.ascontiguousarray(dy)
     n, c, h, w = x_shape
-    out = numpy.empty((n, -(-c // lanes), h + around.top + around.bottom,
-                       w + around.left + around.right, lanes), dtype=dy.dtype)
+    out = numpy.empty((n, blocks(c), h + around.top + around.bottom,
+                       w + around.left + around.right, LANES), dtype=dy.dtype)
     chunks = sample_chunks(out)
     sums = numpy.zeros((len(chunks), c), numpy.float64)
     run_task(module.max_backward_blocked, module.max_backward_blocked_task,

@@ -140,7 +140,7 @@ class CrossEntropyLoss:
             weights *= xp.asarray(self.weight, dtype=scores.dtype)[picked[:, 0]]
         losses *= weights
         self.total_weight = float(weights.sum(dtype=numpy.float64))
-        self.cache = (e, total, picked, weights, scores.dtype)
+        self.cache = (e, total, picked, weights, scores.dtype, compiled)
         if self.reduction == "none":
             return losses
         value = float(losses.sum(dtype=numpy.float64))
@@ -156,7 +156,7 @@ class CrossEntropyLoss:
         weight for "mean"); 0 for ignored targets."""
         if self.cache is None:
             raise RuntimeError("CrossEntropyLoss: call forward before backward")
-        e, total, picked, weights, dtype = self.cache
+        e, total, picked, weights, dtype, compiled = self.cache
         self.cache = None
         xp = array_module(e)
         if self.reduction == "none":
@@ -175,8 +175,8 @@ class CrossEntropyLoss:
                 scale = scale / self.total_weight if self.total_weight else 0.0
             factor = weights * dtype.type(scale)
 
-        factor = xp.ascontiguousarray(factor)
-        compiled = loss_kernels.usable(e) and picked.dtype == numpy.int64
+        if compiled:  # (forward took the compiled passes: picked is int64, e contiguous)
+            factor = numpy.ascontiguousarray(factor)
 
         def gradient(part):
             if compiled:  # the same three steps in one pass (convnet.core.loss_kernels)
